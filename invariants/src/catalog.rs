@@ -1,0 +1,130 @@
+//! The catalog: a static registry of every invariant, each a unit struct implementing
+//! [`Invariant`] in its own file under `checks/`. Adding an invariant = one file + one line here.
+
+use serde::Serialize;
+
+use crate::checks;
+use crate::memory::Memory;
+use crate::params::Params;
+use crate::snapshot::{Field, RedisState, Snapshot, Source, SqlState};
+use crate::violation::{Severity, Tier, Violation};
+
+/// Something an invariant cannot be judged without. If it is missing, the outcome is *unknown*.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Need {
+    /// A store must have been read.
+    Source(Source),
+    /// An optional column must exist.
+    Field(Field),
+}
+
+/// Static description of an invariant.
+#[derive(Debug, Serialize)]
+pub struct InvariantMeta {
+    /// Catalog id, e.g. `S-01`.
+    pub id: &'static str,
+    /// Short name.
+    pub name: &'static str,
+    /// A or B.
+    pub tier: Tier,
+    /// Default severity (a config override or a per-subject split may change it).
+    pub severity: Severity,
+    /// What it cannot be judged without.
+    pub needs: &'static [Need],
+    /// The rule, one or two sentences.
+    pub rule: &'static str,
+    /// The bug class it guards against.
+    pub guards: &'static str,
+    /// What an operator should look at first when it fires.
+    pub runbook: &'static str,
+}
+
+/// What a check reads. Sources that were unavailable appear as empty states, but a check is only
+/// run when everything in its `needs` is present, so it never mistakes "unread" for "empty".
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The whole snapshot (for `taken_at_ms` and anomalies).
+    pub snapshot: &'a Snapshot,
+    /// The SQLite part.
+    pub sql: &'a SqlState,
+    /// The Redis part.
+    pub redis: &'a RedisState,
+    /// Memory from the previous cycle.
+    pub memory: &'a Memory,
+    /// Thresholds.
+    pub params: &'a Params,
+}
+
+impl<'a> Input<'a> {
+    /// Builds the input view of a snapshot.
+    pub fn new(snapshot: &'a Snapshot, memory: &'a Memory, params: &'a Params) -> Input<'a> {
+        Input {
+            snapshot,
+            sql: snapshot.sql.as_ref().unwrap_or(&EMPTY_SQL),
+            redis: snapshot.redis.as_ref().unwrap_or(&EMPTY_REDIS),
+            memory,
+            params,
+        }
+    }
+
+    /// The snapshot's "now".
+    pub fn now_ms(&self) -> i64 {
+        self.snapshot.taken_at_ms
+    }
+
+    /// The severity to report for `meta`'s violations, honouring a configured override.
+    pub fn severity(&self, meta: &InvariantMeta) -> Severity {
+        self.params
+            .severity_override(meta.id)
+            .unwrap_or(meta.severity)
+    }
+
+    /// A violation of `meta` with its tier and (overridable) default severity.
+    pub fn violation(
+        &self,
+        meta: &InvariantMeta,
+        subject: impl Into<String>,
+        signal: &str,
+        summary: String,
+        observed_state: serde_json::Value,
+    ) -> Violation {
+        Violation {
+            invariant_id: meta.id.to_owned(),
+            tier: meta.tier,
+            severity: self.severity(meta),
+            subject: subject.into(),
+            summary,
+            observed_state,
+            signal: signal.to_owned(),
+        }
+    }
+}
+
+static EMPTY_SQL: SqlState = SqlState::EMPTY;
+static EMPTY_REDIS: RedisState = RedisState::EMPTY;
+
+/// One invariant: pure, deterministic, total (never panics on odd data).
+pub trait Invariant: Sync + Send {
+    /// Static description.
+    fn meta(&self) -> &'static InvariantMeta;
+
+    /// The violations in this snapshot (any order; `evaluate` sorts).
+    fn check(&self, input: &Input<'_>) -> Vec<Violation>;
+
+    /// Updates cross-cycle memory after a successful evaluation. Most invariants remember nothing.
+    fn remember(&self, _input: &Input<'_>, _next: &mut Memory) {}
+}
+
+/// Every invariant, in catalog order.
+pub static CATALOG: &[&dyn Invariant] = &[&checks::S01, &checks::S03, &checks::E02, &checks::L03];
+
+/// Looks an invariant up by id.
+pub fn find(id: &str) -> Option<&'static dyn Invariant> {
+    CATALOG.iter().copied().find(|inv| inv.meta().id == id)
+}
+
+/// The ids of every invariant in the catalog.
+pub fn ids() -> impl Iterator<Item = &'static str> {
+    CATALOG.iter().map(|inv| inv.meta().id)
+}

@@ -1,0 +1,283 @@
+//! **E-02 No phantom reversal** — tier A, critical; needs SQLite (with `completed_at`) and memory.
+//!
+//! Rule: a terminal execution never becomes non-terminal. Each cycle, terminal rows completed
+//! within `window_seconds` (1800) of `taken_at` are remembered as `id → status, seen_at`; entries
+//! first seen more than `retention_seconds` (3600) ago are forgotten. Any remembered id whose row
+//! is now non-terminal (`running`, `queued`, or any word outside the terminal set) is a violation
+//! carrying the previous terminal status and the current one.
+//!
+//! Guards: a stale cleanup pass or a late worker overwriting a finished execution back to
+//! `running` (lost-update race). Rows with an unparseable `completed_at` are not remembered (the
+//! collector notes them as anomalies). A reversed id stays remembered until its retention ends, so
+//! the invariant stays red while the reversal persists; after that E-01 (stale running rows) is the
+//! net. Rows deleted by a purge are not reversals.
+
+use serde_json::json;
+
+use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::memory::{Memory, SeenTerminal};
+use crate::snapshot::{Field, Source};
+use crate::violation::{Severity, Tier, Violation};
+
+/// E-02.
+#[derive(Debug)]
+pub struct E02;
+
+static META: InvariantMeta = InvariantMeta {
+    id: "E-02",
+    name: "No phantom reversal",
+    tier: Tier::A,
+    severity: Severity::Critical,
+    needs: &[
+        Need::Source(Source::Sqlite),
+        Need::Field(Field::ExecCompletedAt),
+    ],
+    rule: "A terminal execution (success, failed, cancelled, skipped) never becomes non-terminal.",
+    guards: "Stale cleanup passes or late workers overwriting a finished execution back to running.",
+    runbook: "Find the writer that set the status after completion: compare the row's \
+              completed_at with the last UPDATE in the platform logs; look for cleanup jobs \
+              that write status without a WHERE status guard.",
+};
+
+impl Invariant for E02 {
+    fn meta(&self) -> &'static InvariantMeta {
+        &META
+    }
+
+    fn check(&self, input: &Input<'_>) -> Vec<Violation> {
+        input
+            .sql
+            .executions
+            .iter()
+            .filter(|row| !row.phase.is_terminal())
+            .filter_map(|row| {
+                let seen = input.memory.seen_terminal.get(&row.id)?;
+                Some(input.violation(
+                    &META,
+                    row.id.as_str(),
+                    "reversal",
+                    format!(
+                        "execution {} of agent {} went from {} back to {}",
+                        row.id, row.agent_name, seen.status, row.status
+                    ),
+                    json!({
+                        "execution_id": row.id,
+                        "agent": row.agent_name,
+                        "previous_status": seen.status,
+                        "current_status": row.status,
+                        "seen_terminal_at_ms": seen.seen_at_ms,
+                    }),
+                ))
+            })
+            .collect()
+    }
+
+    fn remember(&self, input: &Input<'_>, next: &mut Memory) {
+        let now = input.now_ms();
+        let window_ms = input.params.e02.window_seconds.saturating_mul(1000);
+        let retention_ms = input.params.e02.retention_seconds.saturating_mul(1000);
+        next.seen_terminal
+            .retain(|_, seen| now.saturating_sub(seen.seen_at_ms) <= retention_ms);
+        for row in input
+            .sql
+            .executions
+            .iter()
+            .filter(|row| row.phase.is_terminal())
+        {
+            let Some(completed_at) = row.completed_at_ms else {
+                continue;
+            };
+            if now.saturating_sub(completed_at) > window_ms {
+                continue;
+            }
+            next.seen_terminal
+                .entry(row.id.clone())
+                .or_insert_with(|| SeenTerminal {
+                    status: row.status.clone(),
+                    seen_at_ms: now,
+                });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::evaluate::{Selection, evaluate};
+    use crate::memory::{Memory, SeenTerminal};
+    use crate::params::Params;
+    use crate::snapshot::{Field, Phase, Source};
+    use crate::testing::{SnapshotBuilder, T0, run_with};
+    use crate::violation::Outcome;
+
+    fn remembered(id: &str, status: &str, seen_at: i64) -> Memory {
+        let mut m = Memory::default();
+        m.seen_terminal.insert(
+            id.to_owned(),
+            SeenTerminal {
+                status: status.to_owned(),
+                seen_at_ms: seen_at,
+            },
+        );
+        m
+    }
+
+    fn next_memory(snap: &crate::Snapshot, memory: &Memory) -> Memory {
+        let only = ["E-02".to_owned()];
+        evaluate(snap, memory, &Params::default(), Selection::Only(&only)).memory
+    }
+
+    #[test]
+    fn remembers_recent_terminal_rows_and_then_catches_a_reversal() {
+        let first = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("e1", "a", "success", T0)
+            .build();
+        let memory = next_memory(&first, &Memory::default());
+        assert_eq!(memory.seen_terminal["e1"].status, "success");
+
+        let second = SnapshotBuilder::new()
+            .at(T0 + 60_000)
+            .agent("a")
+            .running("e1", "a", T0)
+            .build();
+        let v = run_with("E-02", &second, &memory, &Params::default());
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].subject, "e1");
+        assert_eq!(v[0].observed_state["previous_status"], "success");
+        assert_eq!(v[0].observed_state["current_status"], "running");
+    }
+
+    #[test]
+    fn holds_while_the_row_stays_terminal() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("e1", "a", "failed", T0)
+            .build();
+        assert!(
+            run_with(
+                "E-02",
+                &snap,
+                &remembered("e1", "failed", T0),
+                &Params::default()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn any_non_terminal_word_is_a_reversal() {
+        for (status, phase) in [
+            ("queued", Phase::Queued),
+            ("pending_retry", Phase::PendingRetry),
+            ("weird", Phase::Other),
+        ] {
+            let snap = SnapshotBuilder::new()
+                .agent("a")
+                .with_status("e1", "a", status, phase)
+                .build();
+            let v = run_with(
+                "E-02",
+                &snap,
+                &remembered("e1", "cancelled", T0),
+                &Params::default(),
+            );
+            assert_eq!(v.len(), 1, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_purged_row_is_not_a_reversal() {
+        let snap = SnapshotBuilder::new().agent("a").build();
+        assert!(
+            run_with(
+                "E-02",
+                &snap,
+                &remembered("e1", "success", T0),
+                &Params::default()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn rows_completed_outside_the_window_are_not_remembered() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("old", "a", "success", T0 - 1_800_001)
+            .terminal("edge", "a", "success", T0 - 1_800_000)
+            .build();
+        let memory = next_memory(&snap, &Memory::default());
+        assert!(!memory.seen_terminal.contains_key("old"));
+        assert!(memory.seen_terminal.contains_key("edge"));
+    }
+
+    #[test]
+    fn unparseable_completion_is_not_remembered() {
+        let mut b = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("e1", "a", "success", T0);
+        b.last_execution().completed_at_ms = None;
+        assert!(
+            next_memory(&b.build(), &Memory::default())
+                .seen_terminal
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn memory_is_dropped_after_retention_and_first_sighting_is_kept() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("e1", "a", "skipped", T0)
+            .build();
+        let memory = next_memory(&snap, &remembered("e1", "success", T0 - 1_000));
+        assert_eq!(
+            memory.seen_terminal["e1"].seen_at_ms,
+            T0 - 1_000,
+            "first sighting kept"
+        );
+
+        let later = SnapshotBuilder::new().at(T0 + 3_600_001).agent("a").build();
+        assert!(
+            next_memory(&later, &remembered("e1", "success", T0))
+                .seen_terminal
+                .is_empty()
+        );
+        let edge = SnapshotBuilder::new().at(T0 + 3_600_000).agent("a").build();
+        assert_eq!(
+            next_memory(&edge, &remembered("e1", "success", T0))
+                .seen_terminal
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn unknown_without_completed_at_column_and_memory_untouched() {
+        let snap = SnapshotBuilder::new()
+            .missing_field(Field::ExecCompletedAt)
+            .running("e1", "a", T0)
+            .build();
+        let memory = remembered("e1", "success", T0 - 3_600_000 * 5);
+        let only = ["E-02".to_owned()];
+        let eval = evaluate(&snap, &memory, &Params::default(), Selection::Only(&only));
+        assert_eq!(eval.outcomes["E-02"], Outcome::Unknown);
+        assert_eq!(eval.memory, memory);
+    }
+
+    #[test]
+    fn still_evaluated_when_redis_is_down() {
+        let snap = SnapshotBuilder::new()
+            .unavailable(Source::Redis)
+            .running("e1", "a", T0)
+            .build();
+        let only = ["E-02".to_owned()];
+        let eval = evaluate(
+            &snap,
+            &remembered("e1", "success", T0),
+            &Params::default(),
+            Selection::Only(&only),
+        );
+        assert_eq!(eval.outcomes["E-02"], Outcome::Red);
+    }
+}

@@ -1,0 +1,11 @@
+//! One invariant per file, named after its id.
+
+mod e02_no_phantom_reversal;
+mod l03_delete_cascades;
+mod s01_slot_row_bijection;
+mod s03_slot_ttl_floor;
+
+pub use e02_no_phantom_reversal::E02;
+pub use l03_delete_cascades::L03;
+pub use s01_slot_row_bijection::S01;
+pub use s03_slot_ttl_floor::S03;

@@ -1,0 +1,261 @@
+//! **S-01 Slot–row bijection** — tier A, critical; needs Redis and SQLite.
+//!
+//! Rule: for every roster agent (soft-deleted ones included), the members of its slot set minus
+//! drain sentinels equal the ids of its `running` rows minus leased rows (pull-claimed rows are
+//! owned by the lease reaper and never hold a slot). Reported per agent as `in_redis_only`
+//! (a slot with no running row: a leaked slot, capacity silently lost) and `in_sql_only`
+//! (a running row with no slot: overbooking, the check-then-set race).
+//!
+//! Threshold: `grace_seconds` (3). The platform commits SQL and ZADDs a few ms apart, so an
+//! `in_sql_only` id whose `started_at` is within the grace of `taken_at`, and an `in_redis_only`
+//! id whose slot score is, are not reported; a real leak persists into the next cycle. Ids whose
+//! timestamp is unknown (NULL or unparseable) get no grace.
+//!
+//! Agents absent from the roster are L-03's business, not this invariant's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::params::seconds_to_ms;
+use crate::snapshot::{Millis, Phase, Source};
+use crate::violation::{Severity, Tier, Violation};
+
+/// S-01.
+#[derive(Debug)]
+pub struct S01;
+
+static META: InvariantMeta = InvariantMeta {
+    id: "S-01",
+    name: "Slot–row bijection",
+    tier: Tier::A,
+    severity: Severity::Critical,
+    needs: &[Need::Source(Source::Redis), Need::Source(Source::Sqlite)],
+    rule: "For every roster agent, its slot set (minus drain sentinels) equals its running, \
+           non-leased execution rows.",
+    guards: "Slots never released after the row went terminal (capacity leak) and running rows \
+             without a slot (check-then-set overbooking).",
+    runbook: "in_redis_only: check the release path for that execution (ZREM after the terminal \
+              write); in_sql_only: check the acquire path and whether two dispatchers raced.",
+};
+
+/// Per agent: id → the timestamp that grants grace, if known.
+type IdsByAgent<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Option<Millis>>>;
+
+impl Invariant for S01 {
+    fn meta(&self) -> &'static InvariantMeta {
+        &META
+    }
+
+    fn check(&self, input: &Input<'_>) -> Vec<Violation> {
+        let now = input.now_ms();
+        let grace_ms = seconds_to_ms(input.params.s01.grace_seconds);
+        let within_grace =
+            |at: Option<Millis>| at.is_some_and(|at| now.saturating_sub(at) < grace_ms);
+
+        let roster: BTreeSet<&str> = input.sql.agents.iter().map(|a| a.name.as_str()).collect();
+
+        let mut in_redis: IdsByAgent<'_> = BTreeMap::new();
+        for set in &input.redis.slot_sets {
+            if !roster.contains(set.agent_name.as_str()) {
+                continue;
+            }
+            let ids = in_redis.entry(set.agent_name.as_str()).or_default();
+            for member in set.members.iter().filter(|m| !m.sentinel) {
+                ids.insert(member.member.as_str(), member.acquired_at_ms);
+            }
+        }
+
+        let mut in_sql: IdsByAgent<'_> = BTreeMap::new();
+        for row in &input.sql.executions {
+            if row.phase == Phase::Running
+                && !row.leased
+                && roster.contains(row.agent_name.as_str())
+            {
+                in_sql
+                    .entry(row.agent_name.as_str())
+                    .or_default()
+                    .insert(row.id.as_str(), row.started_at_ms);
+            }
+        }
+
+        let agents: BTreeSet<&str> = in_redis.keys().chain(in_sql.keys()).copied().collect();
+        let empty = BTreeMap::new();
+        let mut violations = Vec::new();
+        for agent in agents {
+            let redis_ids = in_redis.get(agent).unwrap_or(&empty);
+            let sql_ids = in_sql.get(agent).unwrap_or(&empty);
+            let redis_only: Vec<&str> = redis_ids
+                .iter()
+                .filter(|(id, at)| !sql_ids.contains_key(*id) && !within_grace(**at))
+                .map(|(id, _)| *id)
+                .collect();
+            let sql_only: Vec<&str> = sql_ids
+                .iter()
+                .filter(|(id, at)| !redis_ids.contains_key(*id) && !within_grace(**at))
+                .map(|(id, _)| *id)
+                .collect();
+            if redis_only.is_empty() && sql_only.is_empty() {
+                continue;
+            }
+            let signal = match (redis_only.is_empty(), sql_only.is_empty()) {
+                (false, true) => "in_redis_only",
+                (true, false) => "in_sql_only",
+                _ => "in_redis_only_and_in_sql_only",
+            };
+            let summary = format!(
+                "agent {agent}: {} slot(s) without a running row, {} running row(s) without a slot",
+                redis_only.len(),
+                sql_only.len()
+            );
+            violations.push(input.violation(
+                &META,
+                agent,
+                signal,
+                summary,
+                json!({
+                    "agent": agent,
+                    "in_redis_only": redis_only,
+                    "in_sql_only": sql_only,
+                    "slot_count": redis_ids.len(),
+                    "running_rows": sql_ids.len(),
+                }),
+            ));
+        }
+        violations
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{SnapshotBuilder, T0, run};
+
+    const AGO: i64 = 60_000;
+
+    #[test]
+    fn holds_when_slots_match_running_rows() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .running("e1", "a", T0 - AGO)
+            .slot("a", "e1", T0 - AGO)
+            .build();
+        assert!(run("S-01", &snap).is_empty());
+    }
+
+    #[test]
+    fn fires_on_a_leaked_slot() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .slot("a", "e1", T0 - AGO)
+            .build();
+        let v = run("S-01", &snap);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].subject, "a");
+        assert_eq!(v[0].signal, "in_redis_only");
+        assert_eq!(v[0].observed_state["in_redis_only"][0], "e1");
+    }
+
+    #[test]
+    fn fires_on_a_running_row_without_slot() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .running("e1", "a", T0 - AGO)
+            .build();
+        let v = run("S-01", &snap);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].signal, "in_sql_only");
+        assert_eq!(v[0].observed_state["in_sql_only"][0], "e1");
+    }
+
+    #[test]
+    fn one_violation_per_agent_with_both_directions() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .running("e1", "a", T0 - AGO)
+            .slot("a", "e2", T0 - AGO)
+            .build();
+        let v = run("S-01", &snap);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].signal, "in_redis_only_and_in_sql_only");
+    }
+
+    #[test]
+    fn drain_sentinels_are_not_executions() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .sentinel("a", "drain-1", T0 - 1_000)
+            .build();
+        assert!(run("S-01", &snap).is_empty());
+    }
+
+    #[test]
+    fn leased_rows_never_hold_a_slot() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .leased_running("e1", "a", T0 - AGO)
+            .build();
+        assert!(run("S-01", &snap).is_empty());
+    }
+
+    #[test]
+    fn grace_covers_fresh_ids_in_both_directions() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .running("e1", "a", T0 - 2_000)
+            .slot("a", "e2", T0 - 2_500)
+            .build();
+        assert!(run("S-01", &snap).is_empty());
+    }
+
+    #[test]
+    fn grace_ends_at_three_seconds() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .running("e1", "a", T0 - 3_000)
+            .slot("a", "e2", T0 - 3_000)
+            .build();
+        assert_eq!(
+            run("S-01", &snap)[0].signal,
+            "in_redis_only_and_in_sql_only"
+        );
+    }
+
+    #[test]
+    fn ids_without_timestamp_get_no_grace() {
+        let mut b = SnapshotBuilder::new().agent("a").running("e1", "a", T0);
+        b.last_execution().started_at_ms = None;
+        let snap = b.build();
+        assert_eq!(run("S-01", &snap)[0].signal, "in_sql_only");
+    }
+
+    #[test]
+    fn soft_deleted_agents_are_still_checked() {
+        let snap = SnapshotBuilder::new()
+            .deleted_agent("a")
+            .slot("a", "e1", T0 - AGO)
+            .build();
+        assert_eq!(run("S-01", &snap).len(), 1);
+    }
+
+    #[test]
+    fn agents_absent_from_roster_are_left_to_l03() {
+        let snap = SnapshotBuilder::new()
+            .running("e1", "ghost", T0 - AGO)
+            .slot("ghost", "e2", T0 - AGO)
+            .build();
+        assert!(run("S-01", &snap).is_empty());
+    }
+
+    #[test]
+    fn terminal_and_queued_rows_do_not_count_as_holding_a_slot() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("e1", "a", "success", T0 - AGO)
+            .queued("e2", "a", T0 - AGO)
+            .slot("a", "e1", T0 - AGO)
+            .build();
+        let v = run("S-01", &snap);
+        assert_eq!(v[0].signal, "in_redis_only");
+    }
+}

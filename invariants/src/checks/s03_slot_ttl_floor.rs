@@ -1,0 +1,253 @@
+//! **S-03 Slot TTL floor** — tier A, critical; needs Redis.
+//!
+//! Rule: every non-sentinel slot member has a metadata hash (`missing` when `PTTL` is -2) with an
+//! expiry (`no_expiry` when -1) whose *initial* TTL was at least `timeout_seconds + buffer_seconds`
+//! (300) minus `tolerance_seconds` (1). The initial TTL is reconstructed as `ttl + age`, with
+//! `age = ttl_read_at − slot score`, both measured at the instant the TTL was read. That makes the
+//! judgement decay-invariant (an hours-old slot with a correct TTL is green) and absorbs renewals
+//! that re-score the slot and re-apply its TTL. Measuring age from the cycle start instead of the
+//! read instant produced hundreds of false positives a day in the reference implementation.
+//!
+//! The floor uses the slot's own `timeout_seconds`: per-execution timeouts may legitimately be
+//! lower than the agent's cap, so there is no fallback to the agent's value; without the field,
+//! or without a parseable score, `below_floor` is not judged.
+//!
+//! Guards: a slot whose TTL expires while its task still runs (the slot vanishes, capacity is
+//! handed out twice), and metadata written without an expiry (a leak that never heals).
+
+use serde_json::json;
+
+use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::params::seconds_to_ms;
+use crate::snapshot::{KeyTtl, SlotMember, SlotMeta, Source};
+use crate::violation::{Severity, Tier, Violation};
+
+/// S-03.
+#[derive(Debug)]
+pub struct S03;
+
+static META: InvariantMeta = InvariantMeta {
+    id: "S-03",
+    name: "Slot TTL floor",
+    tier: Tier::A,
+    severity: Severity::Critical,
+    needs: &[Need::Source(Source::Redis)],
+    rule: "Every slot's metadata hash exists, expires, and was given at least its execution's \
+           timeout_seconds + 300 s of TTL.",
+    guards: "Slot TTLs shorter than the task they guard (capacity handed out twice) and metadata \
+             without expiry (leaks that never heal).",
+    runbook: "Check the acquire path's EXPIRE: it must use the execution's timeout plus the \
+              buffer, and run in the same MULTI as the HSET.",
+};
+
+impl Invariant for S03 {
+    fn meta(&self) -> &'static InvariantMeta {
+        &META
+    }
+
+    fn check(&self, input: &Input<'_>) -> Vec<Violation> {
+        let p = &input.params.s03;
+        let tolerance_ms = seconds_to_ms(p.tolerance_seconds);
+        let mut violations = Vec::new();
+        for set in &input.redis.slot_sets {
+            for member in set.members.iter().filter(|m| !m.sentinel) {
+                let Some(meta) = member.meta else { continue };
+                let Some((signal, detail)) = judge(member, &meta, p.buffer_seconds, tolerance_ms)
+                else {
+                    continue;
+                };
+                let mut observed = json!({
+                    "agent": set.agent_name,
+                    "execution_id": member.member,
+                    "timeout_seconds": meta.timeout_seconds,
+                });
+                if let (Some(obj), serde_json::Value::Object(extra)) =
+                    (observed.as_object_mut(), detail)
+                {
+                    obj.extend(extra);
+                }
+                violations.push(input.violation(
+                    &META,
+                    member.member.as_str(),
+                    signal,
+                    format!(
+                        "slot {} of agent {}: {}",
+                        member.member,
+                        set.agent_name,
+                        match signal {
+                            "missing" => "metadata hash missing".to_owned(),
+                            "no_expiry" => "metadata hash has no expiry".to_owned(),
+                            _ => "initial TTL below timeout + buffer".to_owned(),
+                        }
+                    ),
+                    observed,
+                ));
+            }
+        }
+        violations
+    }
+}
+
+/// The signal and evidence for one slot, or `None` when it is fine or cannot be judged.
+fn judge(
+    member: &SlotMember,
+    meta: &SlotMeta,
+    buffer_seconds: i64,
+    tolerance_ms: i64,
+) -> Option<(&'static str, serde_json::Value)> {
+    match meta.ttl {
+        KeyTtl::Missing => Some(("missing", json!({ "ttl": "missing" }))),
+        KeyTtl::NoExpiry => Some(("no_expiry", json!({ "ttl": "no_expiry" }))),
+        KeyTtl::Remaining(ttl_ms) => {
+            let timeout = meta.timeout_seconds?;
+            let acquired_at = member.acquired_at_ms?;
+            // A score slightly ahead of our clock (skew) must not shrink the reconstruction.
+            let age_ms = meta.ttl_read_at_ms.saturating_sub(acquired_at).max(0);
+            let initial_ms = ttl_ms.saturating_add(age_ms);
+            let floor_ms = timeout
+                .saturating_add(buffer_seconds)
+                .saturating_mul(1000)
+                .saturating_sub(tolerance_ms);
+            (initial_ms < floor_ms).then(|| {
+                (
+                    "below_floor",
+                    json!({
+                        "ttl_ms": ttl_ms,
+                        "age_ms": age_ms,
+                        "initial_ttl_ms": initial_ms,
+                        "floor_ms": floor_ms,
+                    }),
+                )
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::snapshot::{KeyTtl, SlotMeta};
+    use crate::testing::{SnapshotBuilder, T0, run};
+
+    const HOUR: i64 = 3_600_000;
+
+    fn meta(ttl: KeyTtl, timeout: Option<i64>, read_at: i64) -> SlotMeta {
+        SlotMeta {
+            ttl,
+            timeout_seconds: timeout,
+            ttl_read_at_ms: read_at,
+        }
+    }
+
+    #[test]
+    fn a_fresh_slot_with_the_platform_ttl_holds() {
+        let snap = SnapshotBuilder::new().slot("a", "e1", T0 - 1_000).build();
+        assert!(run("S-03", &snap).is_empty());
+    }
+
+    #[test]
+    fn an_hours_old_slot_with_a_correct_ttl_holds() {
+        // Agent cap 1 h task: timeout 7200 s, acquired 2 h ago, TTL 300 s left.
+        let snap = SnapshotBuilder::new()
+            .slot_with_meta(
+                "a",
+                "e1",
+                Some(T0 - 2 * HOUR),
+                meta(KeyTtl::Remaining(300_000), Some(7200), T0),
+            )
+            .build();
+        assert!(run("S-03", &snap).is_empty());
+    }
+
+    #[test]
+    fn a_timeout_lower_than_the_agent_cap_holds() {
+        // Dispatched with 60 s although the agent allows 900 s: floor is 360 s, not 1200 s.
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .slot_with_meta(
+                "a",
+                "e1",
+                Some(T0 - 10_000),
+                meta(KeyTtl::Remaining(350_000), Some(60), T0),
+            )
+            .build();
+        assert!(run("S-03", &snap).is_empty());
+    }
+
+    #[test]
+    fn a_short_ttl_fires_below_floor() {
+        let snap = SnapshotBuilder::new()
+            .slot_with_meta(
+                "a",
+                "e1",
+                Some(T0 - 10_000),
+                meta(KeyTtl::Remaining(60_000), Some(900), T0),
+            )
+            .build();
+        let v = run("S-03", &snap);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].signal, "below_floor");
+        assert_eq!(v[0].subject, "e1");
+        assert_eq!(v[0].observed_state["initial_ttl_ms"], 70_000);
+        assert_eq!(v[0].observed_state["floor_ms"], 1_199_000);
+    }
+
+    #[test]
+    fn one_second_rounding_tolerance() {
+        let at = |ttl| {
+            SnapshotBuilder::new()
+                .slot_with_meta(
+                    "a",
+                    "e1",
+                    Some(T0 - 5_000),
+                    meta(KeyTtl::Remaining(ttl), Some(900), T0),
+                )
+                .build()
+        };
+        assert!(run("S-03", &at(1_200_000 - 5_000 - 1_000)).is_empty());
+        assert_eq!(run("S-03", &at(1_200_000 - 5_000 - 1_001)).len(), 1);
+    }
+
+    #[test]
+    fn age_is_measured_at_the_read_instant_not_the_cycle_start() {
+        // The TTL was read 20 s after taken_at (a slow cycle): using taken_at would under-count
+        // the age by 20 s and report a correct slot.
+        let read_at = T0 + 20_000;
+        let acquired = T0 - 100_000;
+        let ttl = 1_200_000 - (read_at - acquired);
+        let snap = SnapshotBuilder::new()
+            .slot_with_meta(
+                "a",
+                "e1",
+                Some(acquired),
+                meta(KeyTtl::Remaining(ttl), Some(900), read_at),
+            )
+            .build();
+        assert!(run("S-03", &snap).is_empty());
+    }
+
+    #[test]
+    fn missing_metadata_and_no_expiry_fire() {
+        let snap = SnapshotBuilder::new()
+            .slot_with_meta("a", "e1", Some(T0), meta(KeyTtl::Missing, None, T0))
+            .slot_with_meta("a", "e2", Some(T0), meta(KeyTtl::NoExpiry, Some(900), T0))
+            .build();
+        let v = run("S-03", &snap);
+        let signals: Vec<_> = v.iter().map(|v| v.signal.as_str()).collect();
+        assert_eq!(signals, ["missing", "no_expiry"]);
+    }
+
+    #[test]
+    fn without_timeout_field_or_score_below_floor_is_not_judged() {
+        let snap = SnapshotBuilder::new()
+            .slot_with_meta("a", "e1", Some(T0), meta(KeyTtl::Remaining(1), None, T0))
+            .slot_with_meta("a", "e2", None, meta(KeyTtl::Remaining(1), Some(900), T0))
+            .build();
+        assert!(run("S-03", &snap).is_empty());
+    }
+
+    #[test]
+    fn sentinels_are_not_judged() {
+        let snap = SnapshotBuilder::new().sentinel("a", "drain-1", T0).build();
+        assert!(run("S-03", &snap).is_empty());
+    }
+}

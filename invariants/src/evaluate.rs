@@ -1,0 +1,185 @@
+//! `evaluate`: runs the selected invariants over one snapshot. Pure and deterministic: the same
+//! snapshot, memory and params give the same outcomes, the same (sorted) violations and the same
+//! next memory, whatever the order of the snapshot's vectors.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::catalog::{CATALOG, Input, Invariant, Need};
+use crate::memory::Memory;
+use crate::params::Params;
+use crate::snapshot::Snapshot;
+use crate::violation::{Outcome, Severity, Violation};
+
+/// Which invariants a cycle runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'a> {
+    /// Every enabled invariant.
+    AllEnabled,
+    /// Exactly these ids (already validated against the catalog; unknown ids are ignored here).
+    Only(&'a [String]),
+}
+
+impl Selection<'_> {
+    fn includes(&self, id: &str, params: &Params) -> bool {
+        match self {
+            Selection::AllEnabled => params.enabled(id),
+            Selection::Only(ids) => ids.iter().any(|wanted| wanted == id),
+        }
+    }
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// Ids of the invariants that were selected (evaluated or unknown), in id order.
+    pub checks_run: Vec<String>,
+    /// Outcome per selected invariant.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// Highest violation severity per red invariant.
+    pub severities: BTreeMap<String, Severity>,
+    /// Why each unknown invariant could not be evaluated.
+    pub unknown_reasons: BTreeMap<String, String>,
+    /// Every violation, sorted by invariant id, subject, signal.
+    pub violations: Vec<Violation>,
+    /// Memory to carry into the next cycle. Entries owned by invariants that were not evaluated
+    /// this cycle are carried over untouched.
+    pub memory: Memory,
+}
+
+/// Runs the selected invariants over `snapshot`.
+pub fn evaluate(
+    snapshot: &Snapshot,
+    memory: &Memory,
+    params: &Params,
+    selection: Selection<'_>,
+) -> Evaluation {
+    let input = Input::new(snapshot, memory, params);
+    let mut next_memory = memory.clone();
+    let mut eval = Evaluation {
+        checks_run: Vec::new(),
+        outcomes: BTreeMap::new(),
+        severities: BTreeMap::new(),
+        unknown_reasons: BTreeMap::new(),
+        violations: Vec::new(),
+        memory: Memory::default(),
+    };
+
+    for invariant in CATALOG.iter().copied() {
+        let meta = invariant.meta();
+        if !selection.includes(meta.id, params) {
+            continue;
+        }
+        eval.checks_run.push(meta.id.to_owned());
+        if let Some(reason) = missing_need(invariant, snapshot) {
+            eval.outcomes.insert(meta.id.to_owned(), Outcome::Unknown);
+            eval.unknown_reasons.insert(meta.id.to_owned(), reason);
+            continue;
+        }
+        let mut found = invariant.check(&input);
+        invariant.remember(&input, &mut next_memory);
+        let outcome = if found.is_empty() {
+            Outcome::Green
+        } else {
+            Outcome::Red
+        };
+        if let Some(worst) = found.iter().map(|v| v.severity).max() {
+            eval.severities.insert(meta.id.to_owned(), worst);
+        }
+        eval.outcomes.insert(meta.id.to_owned(), outcome);
+        eval.violations.append(&mut found);
+    }
+
+    eval.checks_run.sort();
+    eval.violations
+        .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    eval.memory = next_memory;
+    eval
+}
+
+/// The first unmet need of an invariant, as a human reason.
+fn missing_need(invariant: &dyn Invariant, snapshot: &Snapshot) -> Option<String> {
+    invariant.meta().needs.iter().find_map(|need| match need {
+        Need::Source(source) if !snapshot.has(*source) => {
+            Some(format!("source {} unavailable", source.as_str()))
+        }
+        Need::Field(field) => snapshot
+            .sql
+            .as_ref()
+            .filter(|sql| sql.missing_fields.contains(field))
+            .map(|_| format!("column for {field:?} missing from the platform schema")),
+        Need::Source(_) => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Source;
+    use crate::testing::{SnapshotBuilder, T0};
+
+    #[test]
+    fn every_catalog_entry_is_evaluated_by_default() {
+        let eval = evaluate(
+            &SnapshotBuilder::new().build(),
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+        );
+        assert_eq!(eval.checks_run, ["E-02", "L-03", "S-01", "S-03"]);
+        assert!(eval.outcomes.values().all(|o| *o == Outcome::Green));
+    }
+
+    #[test]
+    fn a_dead_source_makes_its_dependents_unknown_never_green() {
+        let snap = SnapshotBuilder::new().unavailable(Source::Redis).build();
+        let eval = evaluate(
+            &snap,
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+        );
+        assert_eq!(eval.outcomes["S-01"], Outcome::Unknown);
+        assert_eq!(eval.outcomes["S-03"], Outcome::Unknown);
+        assert_eq!(eval.outcomes["L-03"], Outcome::Unknown);
+        assert_eq!(eval.outcomes["E-02"], Outcome::Green);
+        assert_eq!(eval.unknown_reasons["S-01"], "source redis unavailable");
+    }
+
+    #[test]
+    fn disabled_invariants_do_not_run_unless_asked_for() {
+        let mut params = Params::default();
+        params.s03.enabled = false;
+        let snap = SnapshotBuilder::new().build();
+        let all = evaluate(&snap, &Memory::default(), &params, Selection::AllEnabled);
+        assert!(!all.outcomes.contains_key("S-03"));
+        let only = ["S-03".to_owned()];
+        let asked = evaluate(&snap, &Memory::default(), &params, Selection::Only(&only));
+        assert_eq!(asked.checks_run, ["S-03"]);
+    }
+
+    #[test]
+    fn red_outcome_reports_the_worst_severity() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .orphan("agent_tags", "gone", 1, Severity::Major)
+            .slot("a", "e1", T0 - 60_000)
+            .build();
+        let eval = evaluate(
+            &snap,
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+        );
+        assert_eq!(eval.outcomes["L-03"], Outcome::Red);
+        assert_eq!(eval.severities["L-03"], Severity::Major);
+        assert_eq!(eval.severities["S-01"], Severity::Critical);
+        let ids: Vec<_> = eval
+            .violations
+            .iter()
+            .map(|v| v.invariant_id.as_str())
+            .collect();
+        assert_eq!(ids, ["L-03", "S-01"], "sorted by invariant id");
+    }
+}

@@ -1,0 +1,153 @@
+//! Tunable thresholds, one struct per invariant, keyed by catalog id in configuration
+//! (`invariants: { S-01: { grace_seconds: 3 } }`). Defaults are DESIGN.md §5's numbers.
+//!
+//! Every struct carries `enabled` and an optional `severity` override beside its thresholds,
+//! and rejects unknown keys so a typo in the config file is an error, not a silently ignored knob.
+
+use serde::{Deserialize, Serialize};
+
+use crate::violation::Severity;
+
+/// All thresholds, by invariant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// S-01 slot–row bijection.
+    #[serde(rename = "S-01")]
+    pub s01: S01Params,
+    /// E-02 no phantom reversal.
+    #[serde(rename = "E-02")]
+    pub e02: E02Params,
+    /// L-03 delete cascades.
+    #[serde(rename = "L-03")]
+    pub l03: L03Params,
+    /// S-03 slot TTL floor.
+    #[serde(rename = "S-03")]
+    pub s03: S03Params,
+}
+
+impl Params {
+    /// Whether an invariant is enabled (unknown ids are not).
+    pub fn enabled(&self, id: &str) -> bool {
+        self.common(id).is_some_and(|c| c.0)
+    }
+
+    /// The configured severity override for an invariant, if any.
+    pub fn severity_override(&self, id: &str) -> Option<Severity> {
+        self.common(id).and_then(|c| c.1)
+    }
+
+    fn common(&self, id: &str) -> Option<(bool, Option<Severity>)> {
+        match id {
+            "S-01" => Some((self.s01.enabled, self.s01.severity)),
+            "E-02" => Some((self.e02.enabled, self.e02.severity)),
+            "L-03" => Some((self.l03.enabled, self.l03.severity)),
+            "S-03" => Some((self.s03.enabled, self.s03.severity)),
+            _ => None,
+        }
+    }
+}
+
+/// S-01 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S01Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// Ids younger than this (by `started_at` or slot score) are not reported: the platform
+    /// commits SQL and ZADDs a few ms apart.
+    pub grace_seconds: f64,
+}
+
+impl Default for S01Params {
+    fn default() -> Self {
+        S01Params {
+            enabled: true,
+            severity: None,
+            grace_seconds: 3.0,
+        }
+    }
+}
+
+/// E-02 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E02Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// Terminal rows completed within this window are remembered.
+    pub window_seconds: i64,
+    /// Remembered ids are forgotten this long after they were first seen.
+    pub retention_seconds: i64,
+}
+
+impl Default for E02Params {
+    fn default() -> Self {
+        E02Params {
+            enabled: true,
+            severity: None,
+            window_seconds: 1800,
+            retention_seconds: 3600,
+        }
+    }
+}
+
+/// L-03 settings (its per-table severities live in the cascade list of the platform config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L03Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace every violation's severity (otherwise critical for live orchestration, major for the rest).
+    pub severity: Option<Severity>,
+}
+
+impl Default for L03Params {
+    fn default() -> Self {
+        L03Params {
+            enabled: true,
+            severity: None,
+        }
+    }
+}
+
+/// S-03 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S03Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// The platform sets the slot TTL to `timeout_seconds + buffer_seconds` at acquire.
+    pub buffer_seconds: i64,
+    /// Rounding tolerance subtracted from the floor.
+    pub tolerance_seconds: f64,
+}
+
+impl Default for S03Params {
+    fn default() -> Self {
+        S03Params {
+            enabled: true,
+            severity: None,
+            buffer_seconds: 300,
+            tolerance_seconds: 1.0,
+        }
+    }
+}
+
+/// Seconds (possibly fractional) to whole milliseconds, saturating.
+pub(crate) fn seconds_to_ms(seconds: f64) -> i64 {
+    if seconds.is_finite() {
+        // `as` saturates for out-of-range floats, which is what a threshold wants.
+        (seconds * 1000.0).round() as i64
+    } else if seconds > 0.0 {
+        i64::MAX
+    } else {
+        0
+    }
+}

@@ -1,0 +1,287 @@
+//! The snapshot: plain data describing both platform stores at one instant.
+//!
+//! The collector (daemon side) fills it; the invariants read it. Everything here is already parsed
+//! and normalised (timestamps are unix milliseconds, statuses are classified into a [`Phase`]), so
+//! no invariant ever parses a string or compares timestamps as text. Nothing here reads a clock:
+//! `taken_at_ms` is the one "now" every invariant uses.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::violation::Severity;
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// A store canary reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The platform's SQLite database.
+    Sqlite,
+    /// The platform's Redis.
+    Redis,
+}
+
+impl Source {
+    /// Lowercase name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Sqlite => "sqlite",
+            Source::Redis => "redis",
+        }
+    }
+}
+
+/// A source that could not be read this cycle, with a short, secret-free reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceUnavailable {
+    /// Which store.
+    pub source: Source,
+    /// Short reason (never contains credentials or URLs).
+    pub error: String,
+}
+
+/// Something odd the collector saw and carried along instead of guessing (garbage score,
+/// unparseable timestamp, wrong key type, ...). Anomalies never make a source unavailable.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// Where it was seen.
+    pub source: Source,
+    /// The key, row or column concerned.
+    pub subject: String,
+    /// What was wrong, in a few words.
+    pub note: String,
+}
+
+/// Optional platform columns. Older schemas may lack them; the collector lists the absent ones in
+/// [`SqlState::missing_fields`] and invariants that need one become *unknown* instead of guessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// `schedule_executions.started_at`
+    ExecStartedAt,
+    /// `schedule_executions.completed_at`
+    ExecCompletedAt,
+    /// `schedule_executions.queued_at`
+    ExecQueuedAt,
+    /// `schedule_executions.lease_expires_at`
+    ExecLeaseExpiresAt,
+    /// `schedule_executions.duration_ms`
+    ExecDurationMs,
+    /// `schedule_executions.claude_session_id`
+    ExecSessionId,
+    /// `schedule_executions.backlog_metadata`
+    ExecBacklogMetadata,
+    /// `schedule_executions.schedule_id`
+    ExecScheduleId,
+    /// `agent_ownership.max_parallel_tasks`
+    AgentMaxParallelTasks,
+    /// `agent_ownership.execution_timeout_seconds`
+    AgentExecutionTimeout,
+    /// `agent_ownership.deleted_at`
+    AgentDeletedAt,
+    /// `agent_ownership.is_system`
+    AgentIsSystem,
+}
+
+/// Everything read from one store-consistent view of the platform.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The instant the snapshot was started: the "now" of every invariant.
+    pub taken_at_ms: Millis,
+    /// SQLite part; `None` when SQLite could not be read (see `sources_unavailable`).
+    pub sql: Option<SqlState>,
+    /// Redis part; `None` when Redis could not be read (see `sources_unavailable`).
+    pub redis: Option<RedisState>,
+    /// Stores that could not be read, with reasons.
+    pub sources_unavailable: Vec<SourceUnavailable>,
+    /// Odd data carried instead of guessed.
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Snapshot {
+    /// Whether a source was read successfully this cycle.
+    pub fn has(&self, source: Source) -> bool {
+        match source {
+            Source::Sqlite => self.sql.is_some(),
+            Source::Redis => self.redis.is_some(),
+        }
+    }
+}
+
+/// The SQLite side of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SqlState {
+    /// The roster: every agent row, soft-deleted ones included (they are still *known*).
+    pub agents: Vec<Agent>,
+    /// Every non-terminal execution row, plus terminal rows completed within the recent window
+    /// (the collector pre-filters with a slack; invariants apply exact windows themselves).
+    pub executions: Vec<Execution>,
+    /// Rows in agent-keyed tables whose agent is absent from the roster (anti-join results),
+    /// aggregated per table and agent.
+    pub orphans: Vec<OrphanRows>,
+    /// Optional columns absent from this schema.
+    pub missing_fields: BTreeSet<Field>,
+    /// Cascade tables absent from this database (skipped, reported in diagnostics).
+    pub skipped_tables: Vec<String>,
+}
+
+impl SqlState {
+    /// An empty SQL state (used when the source is unavailable, so checks never see `None`).
+    pub const EMPTY: SqlState = SqlState {
+        agents: Vec::new(),
+        executions: Vec::new(),
+        orphans: Vec::new(),
+        missing_fields: BTreeSet::new(),
+        skipped_tables: Vec::new(),
+    };
+}
+
+/// One roster row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// `agent_name`.
+    pub name: String,
+    /// `is_system`.
+    pub is_system: bool,
+    /// `max_parallel_tasks` (NULL → 3, applied by the collector).
+    pub max_parallel_tasks: i64,
+    /// `execution_timeout_seconds` (NULL → 900, applied by the collector).
+    pub execution_timeout_seconds: i64,
+    /// `deleted_at` is set (soft-deleted; still known).
+    pub deleted: bool,
+}
+
+/// Lifecycle phase of an execution row, classified from the configured status words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for a slot.
+    Queued,
+    /// Holding a slot (or a lease).
+    Running,
+    /// Waiting to be retried.
+    PendingRetry,
+    /// Finished: success, failed, cancelled or skipped.
+    Terminal,
+    /// A status word in none of the configured sets (still non-terminal for E-02).
+    Other,
+}
+
+impl Phase {
+    /// Terminal phases never go back.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Terminal)
+    }
+}
+
+/// One `schedule_executions` row, as far as invariants need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    /// `id` (integers are carried as their decimal text).
+    pub id: String,
+    /// `agent_name`.
+    pub agent_name: String,
+    /// The raw status word.
+    pub status: String,
+    /// The classified phase.
+    pub phase: Phase,
+    /// `started_at`, parsed; `None` when NULL, unparseable or the column is missing.
+    pub started_at_ms: Option<Millis>,
+    /// `completed_at`, parsed.
+    pub completed_at_ms: Option<Millis>,
+    /// `queued_at`, parsed.
+    pub queued_at_ms: Option<Millis>,
+    /// `lease_expires_at` is non-NULL: the row was claimed by a pull worker and never holds a slot.
+    pub leased: bool,
+    /// `lease_expires_at`, parsed.
+    pub lease_expires_at_ms: Option<Millis>,
+}
+
+/// Rows of one agent-keyed table pointing at one agent that is absent from the roster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OrphanRows {
+    /// The table.
+    pub table: String,
+    /// The absent agent the rows reference.
+    pub agent_name: String,
+    /// How many rows.
+    pub rows: u64,
+    /// Severity configured for this table (critical for live orchestration rows, major otherwise).
+    pub severity: Severity,
+}
+
+/// The Redis side of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RedisState {
+    /// One entry per `agent:slots:{agent}` key found by SCAN.
+    pub slot_sets: Vec<SlotSet>,
+    /// `canary:drain_tick_at`, parsed; `None` when never written (or garbage: see anomalies).
+    pub drain_tick_at_ms: Option<Millis>,
+}
+
+impl RedisState {
+    /// An empty Redis state (used when the source is unavailable, so checks never see `None`).
+    pub const EMPTY: RedisState = RedisState {
+        slot_sets: Vec::new(),
+        drain_tick_at_ms: None,
+    };
+}
+
+/// One agent's slot sorted set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotSet {
+    /// The `{agent}` part of the key.
+    pub agent_name: String,
+    /// Members in the order Redis returned them.
+    pub members: Vec<SlotMember>,
+}
+
+/// One member of a slot sorted set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotMember {
+    /// The member: an execution id, or a drain sentinel.
+    pub member: String,
+    /// The score (slot acquisition time) in unix ms; `None` when the score was not a finite number.
+    pub acquired_at_ms: Option<Millis>,
+    /// Starts with the drain-sentinel prefix (`drain-`): not an execution.
+    pub sentinel: bool,
+    /// The metadata hash as read; `None` for sentinels (their metadata is not read).
+    pub meta: Option<SlotMeta>,
+}
+
+/// What was read about a slot's metadata hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotMeta {
+    /// The hash's TTL.
+    pub ttl: KeyTtl,
+    /// `timeout_seconds` field; `None` when absent or not an integer (see anomalies).
+    pub timeout_seconds: Option<i64>,
+    /// The instant the TTL was read (S-03 measures the slot's age at this instant, not at `taken_at`).
+    pub ttl_read_at_ms: Millis,
+}
+
+/// A key's time to live, from `PTTL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "ms")]
+pub enum KeyTtl {
+    /// `-2`: the key does not exist.
+    Missing,
+    /// `-1`: the key exists without an expiry.
+    NoExpiry,
+    /// Remaining time to live in milliseconds.
+    Remaining(i64),
+}
+
+impl KeyTtl {
+    /// Classifies a raw `PTTL` reply.
+    pub fn from_pttl(pttl: i64) -> KeyTtl {
+        match pttl {
+            -2 => KeyTtl::Missing,
+            -1 => KeyTtl::NoExpiry,
+            ms => KeyTtl::Remaining(ms.max(0)),
+        }
+    }
+}

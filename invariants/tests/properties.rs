@@ -1,0 +1,321 @@
+//! Property tests of the pure crate: evaluation is total (never panics on arbitrary, hostile
+//! snapshots and params), deterministic under input shuffling, and the transition diff is
+//! idempotent. Failing cases are kept in `proptest-regressions/` and committed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use canary_invariants::transitions::diff;
+use canary_invariants::{
+    Agent, Execution, Field, Hysteresis, KeyTtl, Memory, OrphanRows, Outcome, Params, Phase,
+    RedisState, SeenTerminal, Selection, Severity, SlotMember, SlotMeta, SlotSet, Snapshot,
+    SqlState, Verdict, evaluate,
+};
+use proptest::prelude::*;
+use proptest::sample::subsequence;
+
+const NAMES: &[&str] = &["a", "b", "c", "d", ""];
+const IDS: &[&str] = &["e1", "e2", "e3", "e4", "e5", "drain-1", "42", "\u{1F600}"];
+const T0: i64 = 1_768_384_800_000;
+
+fn any_ts() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        4 => (T0 - 10_000_000..T0 + 10_000).boxed(),
+        1 => Just(i64::MIN).boxed(),
+        1 => Just(i64::MAX).boxed(),
+        1 => any::<i64>().boxed(),
+    ]
+}
+
+fn any_phase() -> impl Strategy<Value = Phase> {
+    prop_oneof![
+        Just(Phase::Queued),
+        Just(Phase::Running),
+        Just(Phase::PendingRetry),
+        Just(Phase::Terminal),
+        Just(Phase::Other),
+    ]
+}
+
+fn any_severity() -> impl Strategy<Value = Severity> {
+    prop_oneof![
+        Just(Severity::Minor),
+        Just(Severity::Major),
+        Just(Severity::Critical)
+    ]
+}
+
+fn name() -> impl Strategy<Value = String> {
+    proptest::sample::select(NAMES).prop_map(str::to_owned)
+}
+
+fn id() -> impl Strategy<Value = String> {
+    proptest::sample::select(IDS).prop_map(str::to_owned)
+}
+
+fn agent() -> impl Strategy<Value = Agent> {
+    (
+        name(),
+        any::<bool>(),
+        any::<i64>(),
+        any::<i64>(),
+        any::<bool>(),
+    )
+        .prop_map(|(name, is_system, cap, timeout, deleted)| Agent {
+            name,
+            is_system,
+            max_parallel_tasks: cap,
+            execution_timeout_seconds: timeout,
+            deleted,
+        })
+}
+
+fn execution() -> impl Strategy<Value = Execution> {
+    (
+        id(),
+        name(),
+        any_phase(),
+        proptest::option::of(any_ts()),
+        proptest::option::of(any_ts()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(id, agent_name, phase, started, completed, leased)| Execution {
+                id,
+                agent_name,
+                status: format!("{phase:?}").to_lowercase(),
+                phase,
+                started_at_ms: started,
+                completed_at_ms: completed,
+                queued_at_ms: started,
+                leased,
+                lease_expires_at_ms: None,
+            },
+        )
+}
+
+fn ttl() -> impl Strategy<Value = KeyTtl> {
+    prop_oneof![
+        Just(KeyTtl::Missing),
+        Just(KeyTtl::NoExpiry),
+        any::<i64>().prop_map(KeyTtl::Remaining)
+    ]
+}
+
+fn member() -> impl Strategy<Value = SlotMember> {
+    (
+        id(),
+        proptest::option::of(any_ts()),
+        ttl(),
+        proptest::option::of(any::<i64>()),
+        any_ts(),
+    )
+        .prop_map(|(member, acquired, ttl, timeout, read_at)| {
+            let sentinel = member.starts_with("drain-");
+            SlotMember {
+                member,
+                acquired_at_ms: acquired,
+                sentinel,
+                meta: (!sentinel).then_some(SlotMeta {
+                    ttl,
+                    timeout_seconds: timeout,
+                    ttl_read_at_ms: read_at,
+                }),
+            }
+        })
+}
+
+fn slot_set() -> impl Strategy<Value = SlotSet> {
+    (name(), proptest::collection::vec(member(), 0..6)).prop_map(|(agent_name, mut members)| {
+        let mut seen = BTreeSet::new();
+        members.retain(|m| seen.insert(m.member.clone()));
+        SlotSet {
+            agent_name,
+            members,
+        }
+    })
+}
+
+fn orphan() -> impl Strategy<Value = OrphanRows> {
+    (
+        proptest::sample::select(&["t1", "t2"][..]),
+        name(),
+        any::<u64>(),
+        any_severity(),
+    )
+        .prop_map(|(table, agent_name, rows, severity)| OrphanRows {
+            table: table.to_owned(),
+            agent_name,
+            rows,
+            severity,
+        })
+}
+
+prop_compose! {
+    fn snapshot()(
+        taken_at in any_ts(),
+        agents in proptest::collection::vec(agent(), 0..6),
+        executions in proptest::collection::vec(execution(), 0..12),
+        sets in proptest::collection::vec(slot_set(), 0..5),
+        orphans in proptest::collection::vec(orphan(), 0..4),
+        missing in subsequence(vec![Field::ExecCompletedAt, Field::ExecStartedAt], 0..=2),
+        sql_up in prop::bool::weighted(0.9),
+        redis_up in prop::bool::weighted(0.9),
+        drain in proptest::option::of(any_ts()),
+    ) -> Snapshot {
+        // Ids are unique per table and slot keys per agent in the real stores.
+        let mut seen = BTreeSet::new();
+        let executions: Vec<_> = executions.into_iter().filter(|e| seen.insert(e.id.clone())).collect();
+        let mut seen = BTreeSet::new();
+        let sets: Vec<_> = sets.into_iter().filter(|s| seen.insert(s.agent_name.clone())).collect();
+        Snapshot {
+            taken_at_ms: taken_at,
+            sql: sql_up.then(|| SqlState {
+                agents,
+                executions,
+                orphans,
+                missing_fields: missing.into_iter().collect(),
+                skipped_tables: vec![],
+            }),
+            redis: redis_up.then_some(RedisState { slot_sets: sets, drain_tick_at_ms: drain }),
+            sources_unavailable: vec![],
+            anomalies: vec![],
+        }
+    }
+}
+
+prop_compose! {
+    fn memory()(entries in proptest::collection::btree_map(id(), (name(), any_ts()), 0..5)) -> Memory {
+        Memory {
+            seen_terminal: entries
+                .into_iter()
+                .map(|(id, (status, seen_at_ms))| (id, SeenTerminal { status, seen_at_ms }))
+                .collect(),
+            blind_suspected_since_ms: None,
+        }
+    }
+}
+
+prop_compose! {
+    fn params()(
+        grace in prop_oneof![Just(3.0), any::<f64>()],
+        window in prop_oneof![Just(1800), any::<i64>()],
+        retention in prop_oneof![Just(3600), any::<i64>()],
+        buffer in prop_oneof![Just(300), any::<i64>()],
+        tolerance in prop_oneof![Just(1.0), any::<f64>()],
+    ) -> Params {
+        let mut p = Params::default();
+        p.s01.grace_seconds = grace;
+        p.e02.window_seconds = window;
+        p.e02.retention_seconds = retention;
+        p.s03.buffer_seconds = buffer;
+        p.s03.tolerance_seconds = tolerance;
+        p
+    }
+}
+
+fn reversed(mut snap: Snapshot) -> Snapshot {
+    if let Some(sql) = snap.sql.as_mut() {
+        sql.agents.reverse();
+        sql.executions.reverse();
+        sql.orphans.reverse();
+    }
+    if let Some(redis) = snap.redis.as_mut() {
+        redis.slot_sets.reverse();
+        for set in &mut redis.slot_sets {
+            set.members.reverse();
+        }
+    }
+    snap
+}
+
+fn rotated(mut snap: Snapshot, by: usize) -> Snapshot {
+    fn rot<T>(v: &mut [T], by: usize) {
+        if !v.is_empty() {
+            let n = by % v.len();
+            v.rotate_left(n);
+        }
+    }
+    if let Some(sql) = snap.sql.as_mut() {
+        rot(&mut sql.agents, by);
+        rot(&mut sql.executions, by);
+        rot(&mut sql.orphans, by);
+    }
+    if let Some(redis) = snap.redis.as_mut() {
+        rot(&mut redis.slot_sets, by);
+        for set in &mut redis.slot_sets {
+            rot(&mut set.members, by + 1);
+        }
+    }
+    snap
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn evaluation_never_panics_and_is_consistent(s in snapshot(), m in memory(), p in params()) {
+        let eval = evaluate(&s, &m, &p, Selection::AllEnabled);
+        for (id, outcome) in &eval.outcomes {
+            let count = eval.violations.iter().filter(|v| &v.invariant_id == id).count();
+            match outcome {
+                Outcome::Red => prop_assert!(count > 0),
+                Outcome::Green | Outcome::Unknown => prop_assert_eq!(count, 0),
+            }
+        }
+    }
+
+    #[test]
+    fn shuffling_input_never_changes_the_result(
+        s in snapshot(), m in memory(), p in params(), by in 0usize..7
+    ) {
+        let base = evaluate(&s, &m, &p, Selection::AllEnabled);
+        prop_assert_eq!(&base, &evaluate(&reversed(s.clone()), &m, &p, Selection::AllEnabled));
+        prop_assert_eq!(&base, &evaluate(&rotated(s, by), &m, &p, Selection::AllEnabled));
+    }
+
+    #[test]
+    fn same_snapshot_twice_gives_the_same_answer(s in snapshot(), m in memory()) {
+        let p = Params::default();
+        prop_assert_eq!(
+            evaluate(&s, &m, &p, Selection::AllEnabled),
+            evaluate(&s, &m, &p, Selection::AllEnabled)
+        );
+    }
+
+    #[test]
+    fn diffing_a_state_with_itself_yields_no_transition(
+        outcomes in proptest::collection::vec(
+            prop_oneof![Just(Outcome::Green), Just(Outcome::Red), Just(Outcome::Unknown)], 1..12),
+        fire_after in 1u32..4,
+        resolve_after in 1u32..4,
+    ) {
+        let h = Hysteresis { fire_after, resolve_after };
+        let mut states = BTreeMap::new();
+        let mut open = false;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let verdicts = BTreeMap::from([(
+                "S-01".to_owned(),
+                Verdict { outcome: *outcome, severity: Some(Severity::Critical) },
+            )]);
+            let (next, ts) = diff(&states, &verdicts, i as i64, h);
+            // Alternation: fired only when closed, resolved only when open.
+            for t in &ts {
+                match t.kind {
+                    canary_invariants::TransitionKind::Fired => prop_assert!(!open),
+                    canary_invariants::TransitionKind::Resolved => prop_assert!(open),
+                }
+                open = !open;
+            }
+            states = next.into_iter().map(|s| (s.invariant_id.clone(), s)).collect();
+            // Re-applying the state's own outcome once it has settled changes nothing.
+            if states["S-01"].consecutive >= fire_after.max(resolve_after) {
+                let same = BTreeMap::from([(
+                    "S-01".to_owned(),
+                    Verdict { outcome: states["S-01"].state, severity: Some(Severity::Critical) },
+                )]);
+                let (_, again) = diff(&states, &same, i as i64, h);
+                prop_assert!(again.is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Subcommands, their output formats and exit codes. Exit codes are mapped in one place
+//! ([`ExitCode`]); `main.rs` only parses, sets up logging and calls [`run`].
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use canary_invariants::{CATALOG, Outcome};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, Overrides};
+use crate::schedule::cycle::{self, CycleError, CycleRequest, CycleResult, Trigger};
+use crate::store::{StateDb, ViolationQuery};
+
+pub mod output;
+
+/// canary: continuously proves that an agent platform's Redis and SQLite state agree.
+#[derive(Debug, Parser)]
+#[command(name = "canary", version, about)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one cycle now. Exit 0 green, 1 red, 2 unknown / source unavailable, 78 config error.
+    Check(CheckArgs),
+    /// Self-contained demo: temp platform DB, private redis-server, a small fleet with one fault
+    /// per core invariant, cycles before, during and after the faults.
+    Demo(DemoArgs),
+    /// Violations recorded in the state database, newest first.
+    Violations(ViolationsArgs),
+    /// The invariant catalog.
+    Invariants(InvariantsArgs),
+    /// Validate, show (secrets redacted) or print an example configuration.
+    Config(ConfigArgs),
+}
+
+/// Where the configuration comes from (shared by subcommands that read it).
+#[derive(Debug, Clone, Args)]
+pub struct ConfigSource {
+    /// YAML config file (default: `$CANARY_CONFIG`, else built-in defaults).
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
+    /// Override `platform.sqlite_path`.
+    #[arg(long, global = true)]
+    pub sqlite_path: Option<PathBuf>,
+    /// Override `platform.redis_url`.
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
+    /// Override `state.path`.
+    #[arg(long, global = true)]
+    pub state_path: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    /// Loads and validates the configuration (defaults → file → env → these flags).
+    pub fn load(&self) -> Result<Config, ConfigFailure> {
+        let mut overrides = Overrides::default();
+        if let Some(p) = &self.sqlite_path {
+            overrides.set("platform.sqlite_path", p.display().to_string());
+        }
+        if let Some(u) = &self.redis_url {
+            overrides.set("platform.redis_url", u.clone());
+        }
+        if let Some(p) = &self.state_path {
+            overrides.set("state.path", p.display().to_string());
+        }
+        let config = config::load(self.config.as_deref(), &overrides)
+            .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))?;
+        let problems = config::validate(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigFailure(
+                problems.iter().map(ToString::to_string).collect(),
+            ))
+        }
+    }
+}
+
+/// Every configuration problem found (exit 78).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigFailure(pub Vec<String>);
+
+/// Output format of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// `canary check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Configuration.
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// Only these invariants (repeatable).
+    #[arg(long = "invariant", value_name = "ID")]
+    pub invariants: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Do not write to the state database (memory and states are still read when it exists).
+    #[arg(long)]
+    pub no_persist: bool,
+}
+
+/// `canary demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Agents in the synthetic fleet.
+    #[arg(long, default_value_t = 6)]
+    pub agents: usize,
+    /// Keep the temp directory (platform DB, state DB, redis log) and print its path.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// `canary violations`.
+#[derive(Debug, Args)]
+pub struct ViolationsArgs {
+    /// Configuration.
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// Only this invariant.
+    #[arg(long = "invariant", value_name = "ID")]
+    pub invariant: Option<String>,
+    /// Only violations newer than this (e.g. `1h`, `7d`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `canary invariants`.
+#[derive(Debug, Args)]
+pub struct InvariantsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = CatalogFormat::Text)]
+    pub format: CatalogFormat,
+}
+
+/// Catalog output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CatalogFormat {
+    /// Human-readable.
+    Text,
+    /// JSON.
+    Json,
+    /// Markdown (INVARIANTS.md).
+    Markdown,
+}
+
+/// `canary config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// `canary config` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Load and validate; print every problem.
+    Validate(ConfigSource),
+    /// Print the effective configuration, secrets redacted.
+    Show(ConfigSource),
+    /// Print the documented default configuration.
+    Example,
+}
+
+/// Process exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Everything evaluated and green, or a command succeeded.
+    Green = 0,
+    /// At least one invariant red.
+    Red = 1,
+    /// Something could not be evaluated (a source unavailable) and nothing was red.
+    Unknown = 2,
+    /// Any other failure (state DB, cycle in progress).
+    Failure = 3,
+    /// Configuration error (sysexits `EX_CONFIG`).
+    Config = 78,
+}
+
+impl ExitCode {
+    /// The exit code of an error escaping a subcommand.
+    pub fn of_error(error: &anyhow::Error) -> ExitCode {
+        if error.downcast_ref::<ConfigFailure>().is_some()
+            || matches!(
+                error.downcast_ref::<CycleError>(),
+                Some(CycleError::UnknownInvariants(_))
+            )
+        {
+            ExitCode::Config
+        } else {
+            ExitCode::Failure
+        }
+    }
+
+    fn of_verdict(verdict: Outcome) -> ExitCode {
+        match verdict {
+            Outcome::Green => ExitCode::Green,
+            Outcome::Red => ExitCode::Red,
+            Outcome::Unknown => ExitCode::Unknown,
+        }
+    }
+}
+
+/// Runs a subcommand, printing its report on stdout.
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check(args) => check(args).await,
+        Command::Demo(args) => crate::fleet::demo::run(args.agents, args.keep).await,
+        Command::Violations(args) => violations(args),
+        Command::Invariants(args) => {
+            output::print(&match args.format {
+                CatalogFormat::Text => output::catalog_text(),
+                CatalogFormat::Json => serde_json::to_string_pretty(
+                    &CATALOG.iter().map(|i| i.meta()).collect::<Vec<_>>(),
+                )?,
+                CatalogFormat::Markdown => output::catalog_markdown(),
+            });
+            Ok(ExitCode::Green)
+        }
+        Command::Config(args) => config_command(args.action),
+    }
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = args.source.load()?;
+    let request = CycleRequest {
+        trigger: Trigger::Manual,
+        only: (!args.invariants.is_empty()).then_some(args.invariants),
+    };
+    let result = if args.no_persist {
+        let db = if config.state.path.exists() {
+            Some(
+                StateDb::open_read_only(&config.state.path)
+                    .context("opening the state database read-only")?,
+            )
+        } else {
+            None
+        };
+        cycle::run_dry(&config, db.as_ref(), &request).await?
+    } else {
+        let mut db = StateDb::open(&config.state.path).with_context(|| {
+            format!("opening the state database {}", config.state.path.display())
+        })?;
+        cycle::run_cycle(&config, &mut db, &request).await?
+    };
+    report(&result, args.format)?;
+    Ok(ExitCode::of_verdict(result.verdict()))
+}
+
+/// Prints a cycle result.
+pub fn report(result: &CycleResult, format: Format) -> anyhow::Result<()> {
+    output::print(&match format {
+        Format::Text => output::cycle_text(result),
+        Format::Json => serde_json::to_string_pretty(result)?,
+    });
+    Ok(())
+}
+
+fn violations(args: ViolationsArgs) -> anyhow::Result<ExitCode> {
+    let config = args.source.load()?;
+    let db = StateDb::open(&config.state.path)
+        .with_context(|| format!("opening the state database {}", config.state.path.display()))?;
+    let since_ms = args
+        .since
+        .map(|d| cycle::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    let query = ViolationQuery {
+        invariant_id: args.invariant,
+        since_ms,
+        limit: args.limit,
+        ..ViolationQuery::default()
+    };
+    let (rows, total) = db.violations(&query)?;
+    output::print(&match args.format {
+        Format::Text => output::violations_text(&rows, total),
+        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "violations": rows, "total": total,
+        }))?,
+    });
+    Ok(ExitCode::Green)
+}
+
+fn config_command(action: ConfigAction) -> anyhow::Result<ExitCode> {
+    match action {
+        ConfigAction::Validate(source) => {
+            source.load()?;
+            output::print("configuration is valid");
+        }
+        ConfigAction::Show(source) => output::print(&config::show(&source.load()?)),
+        ConfigAction::Example => output::print(config::example()),
+    }
+    Ok(ExitCode::Green)
+}

@@ -1,0 +1,173 @@
+//! The collector: reads the platform's SQLite and Redis (read-only) into one [`Snapshot`].
+//!
+//! - [`sqlite`]: roster, executions and cascade orphans in one read transaction.
+//! - [`redis`]: slot sets, slot metadata and the drain heartbeat through a read-only wrapper.
+//! - [`timestamp`]: the one place timestamps are parsed.
+//!
+//! Both stores are read concurrently. A store that cannot be read is listed in
+//! `sources_unavailable` (and logged at WARN) instead of failing the cycle: the invariants that
+//! need it become *unknown*, never green.
+
+pub mod redis;
+pub mod sqlite;
+pub mod timestamp;
+
+use std::time::Instant;
+
+use canary_invariants::{Anomaly, Phase, Snapshot, Source, SourceUnavailable};
+use serde::Serialize;
+
+use crate::config::platform::{PlatformConfig, Statuses};
+
+/// A snapshot plus what it cost to take.
+#[derive(Debug, Clone, Serialize)]
+pub struct Collected {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Cost counters.
+    pub stats: CollectStats,
+}
+
+/// What one collection cost. Statement and round-trip counts must not grow with the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CollectStats {
+    /// SQL statements executed (pragmas and the transaction bracket included).
+    pub sql_statements: u32,
+    /// Redis round trips (each `SCAN` page and pipeline; the handshake excluded).
+    pub redis_round_trips: u32,
+    /// Wall time of the SQLite read, in milliseconds.
+    pub sqlite_ms: f64,
+    /// Wall time of the Redis read, in milliseconds.
+    pub redis_ms: f64,
+}
+
+/// Classifies a status word with the configured lists; a word in none of them is
+/// [`Phase::Other`] (non-terminal, so E-02 still watches it). Matching is exact, as in the SQL
+/// prefilter, so both sides agree on what is terminal.
+pub fn classify_phase(status: &str, statuses: &Statuses) -> Phase {
+    let is = |list: &[String]| list.iter().any(|w| w == status);
+    if is(&statuses.terminal) {
+        Phase::Terminal
+    } else if is(&statuses.running) {
+        Phase::Running
+    } else if is(&statuses.queued) {
+        Phase::Queued
+    } else if is(&statuses.pending_retry) {
+        Phase::PendingRetry
+    } else {
+        Phase::Other
+    }
+}
+
+/// Reads both stores into a snapshot taken at `taken_at_ms`.
+///
+/// Terminal rows completed within `recent_terminal_window_ms` before `taken_at_ms` are read (with
+/// a few minutes of slack); all non-terminal rows are read.
+pub async fn collect(
+    cfg: &PlatformConfig,
+    recent_terminal_window_ms: i64,
+    taken_at_ms: i64,
+) -> Collected {
+    let cutoff_ms = taken_at_ms.saturating_sub(recent_terminal_window_ms);
+    let sql_cfg = cfg.clone();
+    let sql_task = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let outcome = sqlite::collect(&sql_cfg, cutoff_ms);
+        (outcome, elapsed_ms(started))
+    });
+    let redis_task = async {
+        let started = Instant::now();
+        let outcome = redis::collect(cfg).await;
+        (outcome, elapsed_ms(started))
+    };
+    let (sql_joined, (redis_outcome, redis_ms)) = tokio::join!(sql_task, redis_task);
+
+    let mut snapshot = Snapshot {
+        taken_at_ms,
+        ..Snapshot::default()
+    };
+    let mut stats = CollectStats {
+        redis_round_trips: redis_outcome.round_trips,
+        redis_ms,
+        ..CollectStats::default()
+    };
+    let mut anomalies: Vec<Anomaly> = Vec::new();
+
+    match sql_joined {
+        Ok((outcome, ms)) => {
+            stats.sql_statements = outcome.statements;
+            stats.sqlite_ms = ms;
+            match outcome.result {
+                Ok((state, found)) => {
+                    snapshot.sql = Some(state);
+                    anomalies.extend(found);
+                }
+                Err(e) => unavailable(&mut snapshot, Source::Sqlite, e.to_string()),
+            }
+        }
+        // Only a panic inside the blocking task gets here; report it rather than propagate it.
+        Err(_) => unavailable(
+            &mut snapshot,
+            Source::Sqlite,
+            "internal error: reader task failed".to_owned(),
+        ),
+    }
+    match redis_outcome.result {
+        Ok((state, found)) => {
+            snapshot.redis = Some(state);
+            anomalies.extend(found);
+        }
+        Err(e) => unavailable(&mut snapshot, Source::Redis, e.to_string()),
+    }
+
+    anomalies.sort();
+    anomalies.dedup();
+    snapshot.anomalies = anomalies;
+    snapshot.sources_unavailable.sort_by_key(|s| s.source);
+    Collected { snapshot, stats }
+}
+
+fn unavailable(snapshot: &mut Snapshot, source: Source, error: String) {
+    tracing::warn!(source = source.as_str(), error = %error, "platform source unavailable");
+    snapshot
+        .sources_unavailable
+        .push(SourceUnavailable { source, error });
+}
+
+fn elapsed_ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_follow_the_configured_words() {
+        let s = Statuses::default();
+        assert_eq!(classify_phase("queued", &s), Phase::Queued);
+        assert_eq!(classify_phase("running", &s), Phase::Running);
+        assert_eq!(classify_phase("pending_retry", &s), Phase::PendingRetry);
+        for t in ["success", "failed", "cancelled", "skipped"] {
+            assert_eq!(classify_phase(t, &s), Phase::Terminal, "{t}");
+        }
+        // Not terminal on the reference platform: treating them so would blind E-02.
+        assert_eq!(classify_phase("completed", &s), Phase::Other);
+        assert_eq!(classify_phase("timeout", &s), Phase::Other);
+        assert_eq!(classify_phase("Running", &s), Phase::Other);
+        assert_eq!(classify_phase("", &s), Phase::Other);
+    }
+
+    #[test]
+    fn custom_words() {
+        let s = Statuses {
+            queued: vec!["waiting".into()],
+            running: vec!["busy".into()],
+            pending_retry: vec![],
+            terminal: vec!["done".into()],
+        };
+        assert_eq!(classify_phase("busy", &s), Phase::Running);
+        assert_eq!(classify_phase("done", &s), Phase::Terminal);
+        assert_eq!(classify_phase("running", &s), Phase::Other);
+    }
+}

@@ -1,0 +1,746 @@
+//! The SQLite half of the collector: roster, execution rows and delete-cascade orphans, read in
+//! one read transaction over a read-only connection.
+//!
+//! The statement count is fixed by the configuration, never by the number of agents or rows:
+//! one schema-discovery query, one roster query, one executions query, one `UNION ALL` anti-join
+//! for all cascade tables, plus the pragma and transaction bracket. Optional columns absent from
+//! an older schema degrade to `NULL` (and are listed in `missing_fields`); absent required
+//! columns make the whole source unavailable, because guessing would be worse than *unknown*.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use canary_invariants::{Agent, Anomaly, Execution, Field, OrphanRows, Source, SqlState};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
+
+use super::classify_phase;
+use super::timestamp::parse_timestamp_ms;
+use crate::config::platform::{CascadeEntry, PlatformConfig, is_identifier};
+
+/// Slack subtracted from the recent-terminal cutoff so that rows near the window's edge are not
+/// lost to clock or rounding differences; the invariants apply the exact window themselves.
+const CUTOFF_SLACK_MS: i64 = 5 * 60 * 1000;
+
+/// Why the SQLite source could not be read. Messages are short and carry no secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteError {
+    /// The file could not be opened read-only (missing, unreadable, not a database).
+    #[error("cannot open database read-only: {0}")]
+    Open(#[source] rusqlite::Error),
+    /// A statement failed (locked past the busy timeout, corrupt file, ...).
+    #[error("{step}: {source}")]
+    Query {
+        /// What was being read.
+        step: &'static str,
+        /// The driver's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A required table is absent.
+    #[error("table {0} not found")]
+    MissingTable(String),
+    /// Required columns are absent.
+    #[error("table {table} lacks required column(s): {columns}")]
+    MissingColumns {
+        /// The table.
+        table: String,
+        /// Comma-separated column names.
+        columns: String,
+    },
+    /// A configured table or column name is not a plain identifier (never spliced into SQL).
+    #[error("configured name {0:?} is not a plain SQL identifier")]
+    BadIdentifier(String),
+}
+
+/// What one SQLite collection produced.
+#[derive(Debug)]
+pub struct SqliteOutcome {
+    /// The SQL state and the anomalies seen while reading it, or why the source is unavailable.
+    pub result: Result<(SqlState, Vec<Anomaly>), SqliteError>,
+    /// Statements executed, pragmas and the transaction bracket included.
+    pub statements: u32,
+}
+
+/// Opens the platform database read-only (`mode=ro` URI, `query_only`), with the busy timeout.
+///
+/// The returned connection cannot write: the file handle is read-only and `query_only` makes
+/// SQLite refuse any statement that would change the database.
+pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Connection, SqliteError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(file_uri(path), flags).map_err(SqliteError::Open)?;
+    conn.busy_timeout(busy_timeout).map_err(SqliteError::Open)?;
+    conn.execute_batch("PRAGMA query_only = 1")
+        .map_err(SqliteError::Open)?;
+    Ok(conn)
+}
+
+/// A `file:` URI for `path`: bytes outside the unreserved set are percent-encoded, so a path
+/// containing `?`, `#` or `%` cannot smuggle URI parameters (such as `mode=rw`).
+fn file_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    uri
+}
+
+/// Reads the SQLite part of a snapshot. Never panics; every failure becomes `Err` in the outcome.
+///
+/// `recent_cutoff_ms`: terminal rows completed before this instant (minus a slack) are not read.
+pub fn collect(cfg: &PlatformConfig, recent_cutoff_ms: i64) -> SqliteOutcome {
+    let mut statements = 0;
+    let result = collect_counted(cfg, recent_cutoff_ms, &mut statements);
+    SqliteOutcome { result, statements }
+}
+
+fn collect_counted(
+    cfg: &PlatformConfig,
+    recent_cutoff_ms: i64,
+    statements: &mut u32,
+) -> Result<(SqlState, Vec<Anomaly>), SqliteError> {
+    check_identifiers(cfg)?;
+    let conn = open_read_only(&cfg.sqlite_path, cfg.sqlite_busy_timeout)?;
+    *statements += 1; // the query_only pragma
+    let mut reader = Reader {
+        conn: &conn,
+        statements: 0,
+    };
+    let result = reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms));
+    *statements += reader.statements;
+    result
+}
+
+fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqliteError> {
+    let a = &cfg.tables.agents;
+    let e = &cfg.tables.executions;
+    let fixed = [
+        &a.table,
+        &a.name,
+        &a.is_system,
+        &a.max_parallel_tasks,
+        &a.execution_timeout_seconds,
+        &a.deleted_at,
+        &e.table,
+        &e.id,
+        &e.agent_name,
+        &e.status,
+        &e.schedule_id,
+        &e.started_at,
+        &e.completed_at,
+        &e.queued_at,
+        &e.duration_ms,
+        &e.session_id,
+        &e.lease_expires_at,
+        &e.backlog_metadata,
+    ];
+    let cascade = cfg.cascade.iter().flat_map(|c| {
+        std::iter::once(&c.table)
+            .chain(std::iter::once(&c.column))
+            .chain(c.filter.as_ref().map(|f| &f.column))
+    });
+    match fixed
+        .into_iter()
+        .chain(cascade)
+        .find(|name| !is_identifier(name))
+    {
+        Some(bad) => Err(SqliteError::BadIdentifier(bad.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Double-quoted identifier; callers have checked [`is_identifier`], so no escaping is needed.
+fn q(ident: &str) -> String {
+    format!("\"{ident}\"")
+}
+
+/// A connection wrapper that counts every statement it runs.
+struct Reader<'c> {
+    conn: &'c Connection,
+    statements: u32,
+}
+
+impl Reader<'_> {
+    fn batch(&mut self, sql: &str, step: &'static str) -> Result<(), SqliteError> {
+        self.statements += 1;
+        self.conn
+            .execute_batch(sql)
+            .map_err(|source| SqliteError::Query { step, source })
+    }
+
+    fn rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        step: &'static str,
+        mut map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, SqliteError> {
+        self.statements += 1;
+        let err = |source| SqliteError::Query { step, source };
+        let mut stmt = self.conn.prepare(sql).map_err(err)?;
+        let mut rows = stmt.query(params_from_iter(params.iter())).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            out.push(map(row).map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `body` inside `BEGIN … COMMIT` so every query sees the same database state.
+    fn in_read_transaction<T>(
+        &mut self,
+        body: impl FnOnce(&mut Self) -> Result<T, SqliteError>,
+    ) -> Result<T, SqliteError> {
+        self.batch("BEGIN", "begin read transaction")?;
+        match body(self) {
+            Ok(value) => {
+                self.batch("COMMIT", "end read transaction")?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The connection is dropped right after; a failed rollback changes nothing.
+                let _ = self.batch("ROLLBACK", "rollback");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Lowercased table name → lowercased column names, for the tables canary reads.
+type Schema = BTreeMap<String, BTreeSet<String>>;
+
+fn has_column(schema: &Schema, table: &str, column: &str) -> bool {
+    schema
+        .get(&table.to_ascii_lowercase())
+        .is_some_and(|cols| cols.contains(&column.to_ascii_lowercase()))
+}
+
+fn read_all(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+    recent_cutoff_ms: i64,
+) -> Result<(SqlState, Vec<Anomaly>), SqliteError> {
+    let schema = read_schema(r, cfg)?;
+    let mut state = SqlState::default();
+    let mut anomalies = Vec::new();
+
+    require(
+        &schema,
+        &cfg.tables.agents.table,
+        &[&cfg.tables.agents.name],
+    )?;
+    let e = &cfg.tables.executions;
+    require(&schema, &e.table, &[&e.id, &e.agent_name, &e.status])?;
+    for (field, table, column) in optional_columns(cfg) {
+        if !has_column(&schema, table, column) {
+            state.missing_fields.insert(field);
+        }
+    }
+
+    state.agents = read_roster(r, cfg, &schema, &mut anomalies)?;
+    state.executions = read_executions(
+        r,
+        cfg,
+        &schema,
+        recent_cutoff_ms - CUTOFF_SLACK_MS,
+        &mut anomalies,
+    )?;
+    let (orphans, skipped) = read_orphans(r, cfg, &schema, &mut anomalies)?;
+    state.orphans = orphans;
+    state.skipped_tables = skipped;
+    Ok((state, anomalies))
+}
+
+/// One statement for the columns of every table canary may read. Restricted to those names so a
+/// virtual table of an extension canary has not loaded cannot break the whole read.
+fn read_schema(r: &mut Reader<'_>, cfg: &PlatformConfig) -> Result<Schema, SqliteError> {
+    let mut wanted: BTreeSet<String> = cfg.cascade.iter().map(|c| c.table.clone()).collect();
+    wanted.insert(cfg.tables.agents.table.clone());
+    wanted.insert(cfg.tables.executions.table.clone());
+    let wanted: Vec<Value> = wanted
+        .into_iter()
+        .map(|t| Value::Text(t.to_ascii_lowercase()))
+        .collect();
+    let sql = format!(
+        "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p \
+         WHERE m.type IN ('table', 'view') AND lower(m.name) IN ({})",
+        placeholders(wanted.len())
+    );
+    let pairs = r.rows(&sql, &wanted, "reading the schema", |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut schema = Schema::new();
+    for (table, column) in pairs {
+        schema
+            .entry(table.to_ascii_lowercase())
+            .or_default()
+            .insert(column.to_ascii_lowercase());
+    }
+    Ok(schema)
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn require(schema: &Schema, table: &str, columns: &[&String]) -> Result<(), SqliteError> {
+    if !schema.contains_key(&table.to_ascii_lowercase()) {
+        return Err(SqliteError::MissingTable(table.to_owned()));
+    }
+    let missing: Vec<&str> = columns
+        .iter()
+        .filter(|c| !has_column(schema, table, c))
+        .map(|c| c.as_str())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SqliteError::MissingColumns {
+            table: table.to_owned(),
+            columns: missing.join(", "),
+        })
+    }
+}
+
+fn optional_columns(cfg: &PlatformConfig) -> [(Field, &str, &str); 12] {
+    let a = &cfg.tables.agents;
+    let e = &cfg.tables.executions;
+    [
+        (Field::AgentIsSystem, &a.table, &a.is_system),
+        (
+            Field::AgentMaxParallelTasks,
+            &a.table,
+            &a.max_parallel_tasks,
+        ),
+        (
+            Field::AgentExecutionTimeout,
+            &a.table,
+            &a.execution_timeout_seconds,
+        ),
+        (Field::AgentDeletedAt, &a.table, &a.deleted_at),
+        (Field::ExecScheduleId, &e.table, &e.schedule_id),
+        (Field::ExecStartedAt, &e.table, &e.started_at),
+        (Field::ExecCompletedAt, &e.table, &e.completed_at),
+        (Field::ExecQueuedAt, &e.table, &e.queued_at),
+        (Field::ExecDurationMs, &e.table, &e.duration_ms),
+        (Field::ExecSessionId, &e.table, &e.session_id),
+        (Field::ExecLeaseExpiresAt, &e.table, &e.lease_expires_at),
+        (Field::ExecBacklogMetadata, &e.table, &e.backlog_metadata),
+    ]
+}
+
+/// `"col"` when the column exists, else `NULL` so the query keeps its shape.
+fn col_or_null(schema: &Schema, table: &str, column: &str) -> String {
+    if has_column(schema, table, column) {
+        q(column)
+    } else {
+        "NULL".to_owned()
+    }
+}
+
+fn anomaly(subject: String, note: impl Into<String>) -> Anomaly {
+    Anomaly {
+        source: Source::Sqlite,
+        subject,
+        note: note.into(),
+    }
+}
+
+/// Integers and text are both seen as ids and names in the wild; both are carried as text.
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Integer(i) => Some(i.to_string()),
+        Value::Real(f) => Some(f.to_string()),
+        Value::Text(s) => Some(s.clone()),
+        Value::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+    }
+}
+
+fn read_roster(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+    schema: &Schema,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<Vec<Agent>, SqliteError> {
+    let a = &cfg.tables.agents;
+    let deleted = if has_column(schema, &a.table, &a.deleted_at) {
+        format!("{} IS NOT NULL", q(&a.deleted_at))
+    } else {
+        "0".to_owned()
+    };
+    let sql = format!(
+        "SELECT {}, {}, {}, {}, {} FROM {}",
+        q(&a.name),
+        col_or_null(schema, &a.table, &a.is_system),
+        col_or_null(schema, &a.table, &a.max_parallel_tasks),
+        col_or_null(schema, &a.table, &a.execution_timeout_seconds),
+        deleted,
+        q(&a.table),
+    );
+    let rows = r.rows(&sql, &[], "reading the roster", |row| {
+        Ok((
+            row.get::<_, Value>(0)?,
+            row.get::<_, Value>(1)?,
+            row.get::<_, Value>(2)?,
+            row.get::<_, Value>(3)?,
+            row.get::<_, i64>(4)?,
+        ))
+    })?;
+    let defaults = &cfg.agent_defaults;
+    let mut agents = Vec::with_capacity(rows.len());
+    for (name, is_system, cap, timeout, deleted) in rows {
+        let Some(name) = value_text(&name) else {
+            anomalies.push(anomaly(
+                format!("{}.{}", a.table, a.name),
+                "agent row with NULL name skipped",
+            ));
+            continue;
+        };
+        let mut int_or_default = |v: &Value, column: &str, default: i64| match as_integer(v) {
+            Ok(Some(i)) => i,
+            Ok(None) => default,
+            Err(()) => {
+                anomalies.push(anomaly(
+                    format!("{}.{}.{}", a.table, name, column),
+                    format!("not an integer; platform default {default} assumed"),
+                ));
+                default
+            }
+        };
+        let max_parallel_tasks =
+            int_or_default(&cap, &a.max_parallel_tasks, defaults.max_parallel_tasks);
+        let execution_timeout_seconds = int_or_default(
+            &timeout,
+            &a.execution_timeout_seconds,
+            defaults.execution_timeout_seconds,
+        );
+        agents.push(Agent {
+            name,
+            is_system: truthy(&is_system),
+            max_parallel_tasks,
+            execution_timeout_seconds,
+            deleted: deleted != 0,
+        });
+    }
+    agents.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok(agents)
+}
+
+/// `Ok(None)` for NULL, `Err` for a value that is not an integer (text digits are accepted:
+/// SQLite's type affinity lets either land in an INTEGER column).
+fn as_integer(v: &Value) -> Result<Option<i64>, ()> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Integer(i) => Ok(Some(*i)),
+        Value::Real(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(*f as i64)),
+        Value::Text(s) => s.trim().parse().map(Some).map_err(|_| ()),
+        _ => Err(()),
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Integer(i) => *i != 0,
+        Value::Real(f) => *f != 0.0,
+        Value::Text(s) => {
+            matches!(
+                s.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "t" | "yes" | "y"
+            )
+        }
+        Value::Null | Value::Blob(_) => false,
+    }
+}
+
+/// Converts SQLite's unix-ms cutoff into the Julian day number `julianday()` compares against.
+fn julian_day(ms: i64) -> f64 {
+    ms as f64 / 86_400_000.0 + 2_440_587.5
+}
+
+fn read_executions(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+    schema: &Schema,
+    cutoff_ms: i64,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<Vec<Execution>, SqliteError> {
+    let e = &cfg.tables.executions;
+    let terminal = &cfg.statuses.terminal;
+    let mut params: Vec<Value> = terminal.iter().map(|w| Value::Text(w.clone())).collect();
+    let mut filter = if terminal.is_empty() {
+        "1".to_owned()
+    } else {
+        format!(
+            "{s} IS NULL OR {s} NOT IN ({})",
+            placeholders(terminal.len()),
+            s = q(&e.status)
+        )
+    };
+    if has_column(schema, &e.table, &e.completed_at) {
+        // SQLite parses the ISO and `datetime()` shapes itself, so the window needs no string
+        // comparison; values it cannot parse (epoch numbers, garbage) are fetched too, so Rust
+        // parses or reports them.
+        let c = q(&e.completed_at);
+        let recent = |col: &str| {
+            format!("julianday({col}) >= ? OR ({col} IS NOT NULL AND julianday({col}) IS NULL)")
+        };
+        filter.push_str(&format!(" OR {}", recent(&c)));
+        params.push(Value::Real(julian_day(cutoff_ms)));
+        if has_column(schema, &e.table, &e.started_at) {
+            // Terminal rows that never got a `completed_at` (what E-03 looks for) are windowed
+            // by their start instead.
+            filter.push_str(&format!(
+                " OR ({c} IS NULL AND ({}))",
+                recent(&q(&e.started_at))
+            ));
+            params.push(Value::Real(julian_day(cutoff_ms)));
+        }
+    }
+    let sql = format!(
+        "SELECT {}, {}, {}, {}, {}, {}, {} FROM {} WHERE {}",
+        q(&e.id),
+        q(&e.agent_name),
+        q(&e.status),
+        col_or_null(schema, &e.table, &e.started_at),
+        col_or_null(schema, &e.table, &e.completed_at),
+        col_or_null(schema, &e.table, &e.queued_at),
+        col_or_null(schema, &e.table, &e.lease_expires_at),
+        q(&e.table),
+        filter,
+    );
+    let rows = r.rows(&sql, &params, "reading executions", |row| {
+        let mut v: [Value; 7] = std::array::from_fn(|_| Value::Null);
+        for (i, slot) in v.iter_mut().enumerate() {
+            *slot = row.get::<_, Value>(i)?;
+        }
+        Ok(v)
+    })?;
+
+    let mut out = Vec::with_capacity(rows.len());
+    for [id, agent, status, started, completed, queued, lease] in rows {
+        let Some(id) = value_text(&id) else {
+            anomalies.push(anomaly(
+                format!("{}.{}", e.table, e.id),
+                "row with NULL id skipped",
+            ));
+            continue;
+        };
+        let subject = |column: &str| format!("{}.{}.{}", e.table, id, column);
+        let agent_name = value_text(&agent).unwrap_or_else(|| {
+            anomalies.push(anomaly(subject(&e.agent_name), "NULL agent name"));
+            String::new()
+        });
+        let status = value_text(&status).unwrap_or_else(|| {
+            anomalies.push(anomaly(subject(&e.status), "NULL status"));
+            String::new()
+        });
+        let mut ts = |v: &Value, column: &str| parse_ts_value(v, || subject(column), anomalies);
+        let started_at_ms = ts(&started, &e.started_at);
+        let completed_at_ms = ts(&completed, &e.completed_at);
+        let queued_at_ms = ts(&queued, &e.queued_at);
+        let lease_expires_at_ms = ts(&lease, &e.lease_expires_at);
+        out.push(Execution {
+            phase: classify_phase(&status, &cfg.statuses),
+            id,
+            agent_name,
+            status,
+            started_at_ms,
+            completed_at_ms,
+            queued_at_ms,
+            leased: !matches!(lease, Value::Null),
+            lease_expires_at_ms,
+        });
+    }
+    out.sort_by(|x, y| x.id.cmp(&y.id));
+    Ok(out)
+}
+
+/// A timestamp cell → unix ms. Text goes through [`parse_timestamp_ms`]; a number is unix
+/// seconds. Anything non-NULL that does not parse is `None` plus an anomaly.
+fn parse_ts_value(
+    v: &Value,
+    subject: impl FnOnce() -> String,
+    anomalies: &mut Vec<Anomaly>,
+) -> Option<i64> {
+    let parsed = match v {
+        Value::Null => return None,
+        Value::Integer(i) => super::timestamp::seconds_to_ms(*i as f64),
+        Value::Real(f) => super::timestamp::seconds_to_ms(*f),
+        Value::Text(s) => parse_timestamp_ms(s),
+        Value::Blob(_) => None,
+    };
+    if parsed.is_none() {
+        let shown = match v {
+            Value::Text(s) => format!("unparseable timestamp {:?}", truncate(s, 40)),
+            Value::Blob(_) => "timestamp stored as a blob".to_owned(),
+            _ => "timestamp out of range".to_owned(),
+        };
+        anomalies.push(anomaly(subject(), shown));
+    }
+    parsed
+}
+
+fn truncate(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((at, _)) => s.get(..at).unwrap_or(s),
+        None => s,
+    }
+}
+
+/// Which cascade entries can be scanned: the table and the columns it needs exist.
+fn scannable<'a>(
+    cfg: &'a PlatformConfig,
+    schema: &Schema,
+    anomalies: &mut Vec<Anomaly>,
+) -> (Vec<(usize, &'a CascadeEntry)>, Vec<String>) {
+    let mut usable = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for (i, entry) in cfg.cascade.iter().enumerate() {
+        if !schema.contains_key(&entry.table.to_ascii_lowercase()) {
+            if !skipped.contains(&entry.table) {
+                skipped.push(entry.table.clone());
+            }
+            continue;
+        }
+        let needed = std::iter::once(&entry.column).chain(entry.filter.as_ref().map(|f| &f.column));
+        if let Some(absent) = needed
+            .into_iter()
+            .find(|c| !has_column(schema, &entry.table, c))
+        {
+            // A present table without its agent (or filter) column cannot be judged; say so
+            // rather than failing the whole source on one odd table.
+            anomalies.push(anomaly(
+                format!("{}.{}", entry.table, absent),
+                "cascade column missing; table skipped",
+            ));
+            if !skipped.contains(&entry.table) {
+                skipped.push(entry.table.clone());
+            }
+            continue;
+        }
+        usable.push((i, entry));
+    }
+    (usable, skipped)
+}
+
+/// All cascade tables in ONE statement: a `UNION ALL` of anti-joins against the roster.
+fn read_orphans(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+    schema: &Schema,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<(Vec<OrphanRows>, Vec<String>), SqliteError> {
+    let (usable, skipped) = scannable(cfg, schema, anomalies);
+    if usable.is_empty() {
+        return Ok((Vec::new(), skipped));
+    }
+    let agents = q(&cfg.tables.agents.table);
+    let name = q(&cfg.tables.agents.name);
+    let mut params: Vec<Value> = Vec::new();
+    let mut parts = Vec::with_capacity(usable.len());
+    for (i, entry) in &usable {
+        let col = format!("t.{}", q(&entry.column));
+        let mut sql = format!(
+            "SELECT {i}, {col}, COUNT(*) FROM {} AS t LEFT JOIN {agents} AS r ON r.{name} = {col} \
+             WHERE r.{name} IS NULL AND {col} IS NOT NULL",
+            q(&entry.table),
+        );
+        if let Some(f) = &entry.filter {
+            let fcol = format!("t.{}", q(&f.column));
+            if !f.is_in.is_empty() {
+                sql.push_str(&format!(" AND {fcol} IN ({})", placeholders(f.is_in.len())));
+                params.extend(f.is_in.iter().map(|v| Value::Text(v.clone())));
+            }
+            if !f.not_in.is_empty() {
+                // NULL is in no list, so a NULL status is a live row, not an excluded one.
+                sql.push_str(&format!(
+                    " AND ({fcol} IS NULL OR {fcol} NOT IN ({}))",
+                    placeholders(f.not_in.len())
+                ));
+                params.extend(f.not_in.iter().map(|v| Value::Text(v.clone())));
+            }
+        }
+        sql.push_str(&format!(" GROUP BY {col}"));
+        parts.push(sql);
+    }
+    let sql = parts.join(" UNION ALL ");
+    let rows = r.rows(&sql, &params, "scanning delete cascades", |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, Value>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut orphans = Vec::with_capacity(rows.len());
+    for (index, agent, count) in rows {
+        let entry = usize::try_from(index).ok().and_then(|i| cfg.cascade.get(i));
+        let (Some(entry), Some(agent_name)) = (entry, value_text(&agent)) else {
+            continue;
+        };
+        orphans.push(OrphanRows {
+            table: entry.table.clone(),
+            agent_name,
+            rows: u64::try_from(count).unwrap_or(0),
+            severity: entry.severity,
+        });
+    }
+    orphans.sort();
+    Ok((orphans, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_uri_escapes_uri_syntax() {
+        assert_eq!(
+            file_uri(Path::new("/var/lib/p.db")),
+            "file:/var/lib/p.db?mode=ro"
+        );
+        assert_eq!(
+            file_uri(Path::new("/tmp/a b?mode=rw#x%.db")),
+            "file:/tmp/a%20b%3Fmode%3Drw%23x%25.db?mode=ro"
+        );
+    }
+
+    #[test]
+    fn julian_day_of_epoch() {
+        assert!((julian_day(0) - 2_440_587.5).abs() < 1e-9);
+        assert!((julian_day(86_400_000) - 2_440_588.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn integers_accept_text_digits_and_reject_garbage() {
+        assert_eq!(as_integer(&Value::Null), Ok(None));
+        assert_eq!(as_integer(&Value::Integer(5)), Ok(Some(5)));
+        assert_eq!(as_integer(&Value::Text(" 7 ".into())), Ok(Some(7)));
+        assert_eq!(as_integer(&Value::Real(4.0)), Ok(Some(4)));
+        assert_eq!(as_integer(&Value::Real(4.5)), Err(()));
+        assert_eq!(as_integer(&Value::Text("many".into())), Err(()));
+    }
+
+    #[test]
+    fn truthiness() {
+        assert!(truthy(&Value::Integer(1)));
+        assert!(truthy(&Value::Text("TRUE".into())));
+        assert!(!truthy(&Value::Integer(0)));
+        assert!(!truthy(&Value::Null));
+        assert!(!truthy(&Value::Text("no".into())));
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("ééé", 2), "éé");
+        assert_eq!(truncate("ab", 5), "ab");
+    }
+}

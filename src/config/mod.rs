@@ -1,0 +1,165 @@
+//! Typed configuration: the structs (this file and `platform.rs`), layering of defaults → file →
+//! environment → flags (`load.rs`), validation that reports every problem (`validate.rs`), and the
+//! redacted [`Secret`] type (`secret.rs`).
+
+mod load;
+pub mod platform;
+mod secret;
+mod validate;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use canary_invariants::Params;
+use serde::{Deserialize, Serialize};
+
+pub use load::{CONFIG_ENV, ENV_PREFIX, example, load_from, load_validated, show};
+pub use load::{ConfigError, Overrides, load};
+pub use platform::PlatformConfig;
+pub use secret::{Secret, SecretSource};
+pub use validate::{Problem, validate};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The watched platform.
+    pub platform: PlatformConfig,
+    /// canary's own state database.
+    pub state: StateConfig,
+    /// When cycles run.
+    pub schedule: ScheduleConfig,
+    /// Where alerts go.
+    pub alerts: AlertsConfig,
+    /// Admin API.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Per-invariant overrides: enabled, severity, thresholds.
+    pub invariants: Params,
+    /// Operator-defined SQL invariants (DESIGN §5). The key is accepted so DESIGN's sample
+    /// config loads; entries are rejected by validation until they are implemented, because
+    /// silently skipping a check an operator asked for would be a silent green.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub custom_invariants: Vec<serde_json::Value>,
+}
+
+/// canary's own state database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// SQLite file (created, WAL).
+    pub path: PathBuf,
+    /// Cycles and violations older than this are pruned.
+    pub retention_days: u32,
+    /// A cycle lease older than this is considered abandoned by a crashed holder.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            path: PathBuf::from("/var/lib/canary/state.db"),
+            retention_days: 30,
+            lease_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// When cycles run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Fixed interval between cycles (ignored when `cron` is set).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// 5-field UTC cron expression; replaces `interval` when set.
+    pub cron: Option<String>,
+    /// Delay before the first cycle.
+    #[serde(with = "humantime_serde")]
+    pub startup_delay: Duration,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            interval: Duration::from_secs(300),
+            cron: None,
+            startup_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Slack incoming webhook.
+    pub slack: SlackConfig,
+}
+
+/// Slack incoming webhook. Absent URL = silent sink (transitions are still recorded).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackConfig {
+    /// The webhook URL (a secret). Prefer `webhook_url_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<Secret>,
+    /// File holding the webhook URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url_file: Option<PathBuf>,
+}
+
+/// Admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub bind: String,
+    /// Bearer token for admin routes (a secret). Prefer `admin_token_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
+    /// File holding the admin token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: "127.0.0.1:9464".to_owned(),
+            admin_token: None,
+            admin_token_file: None,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// `tracing` env-filter directive (overridden by `RUST_LOG`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

@@ -1,0 +1,343 @@
+//! `platform:` — where the watched platform's stores are and how its data is named.
+//!
+//! Every key pattern, table, column and status word is configuration (DESIGN §4) with the
+//! reference platform's names as defaults, so canary can watch any platform built on the same
+//! pattern. Identifiers are validated (`[A-Za-z_][A-Za-z0-9_]*`) before they reach SQL.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use canary_invariants::Severity;
+use serde::{Deserialize, Serialize};
+
+/// The watched platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlatformConfig {
+    /// The platform's SQLite file; opened read-only.
+    pub sqlite_path: PathBuf,
+    /// The platform's Redis. May carry a password: shown redacted.
+    pub redis_url: String,
+    /// How long a read waits for a platform write lock before the source counts as unavailable.
+    #[serde(with = "humantime_serde")]
+    pub sqlite_busy_timeout: Duration,
+    /// Redis connect timeout (a dead Redis must fail fast).
+    #[serde(with = "humantime_serde")]
+    pub redis_connect_timeout: Duration,
+    /// Redis per-response timeout.
+    #[serde(with = "humantime_serde")]
+    pub redis_response_timeout: Duration,
+    /// `COUNT` hint for `SCAN` (large: fewer round trips).
+    pub redis_scan_count: u32,
+    /// Redis key patterns.
+    pub keys: RedisKeys,
+    /// Table and column names.
+    pub tables: Tables,
+    /// Status words of `schedule_executions.status`.
+    pub statuses: Statuses,
+    /// Values used when an agent's column is NULL.
+    pub agent_defaults: AgentDefaults,
+    /// Agent-keyed tables scanned for rows left behind by a delete (L-03).
+    pub cascade: Vec<CascadeEntry>,
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig {
+            sqlite_path: PathBuf::from("/var/lib/platform/platform.db"),
+            redis_url: "redis://127.0.0.1:6379/0".to_owned(),
+            sqlite_busy_timeout: Duration::from_secs(2),
+            redis_connect_timeout: Duration::from_secs(1),
+            redis_response_timeout: Duration::from_secs(2),
+            redis_scan_count: 5000,
+            keys: RedisKeys::default(),
+            tables: Tables::default(),
+            statuses: Statuses::default(),
+            agent_defaults: AgentDefaults::default(),
+            cascade: default_cascade(),
+        }
+    }
+}
+
+/// Redis key patterns. `{agent}` and `{execution_id}` are placeholders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisKeys {
+    /// Per-agent slot sorted set.
+    pub slots: String,
+    /// Per-slot metadata hash.
+    pub slot_meta: String,
+    /// Field of the metadata hash holding the execution's timeout.
+    pub timeout_field: String,
+    /// Members starting with this are drain sentinels, not executions.
+    pub sentinel_prefix: String,
+    /// Heartbeat of the platform's capacity-maintenance sweep (unix seconds).
+    pub drain_tick: String,
+}
+
+impl Default for RedisKeys {
+    fn default() -> Self {
+        RedisKeys {
+            slots: "agent:slots:{agent}".to_owned(),
+            slot_meta: "agent:slot:{agent}:{execution_id}".to_owned(),
+            timeout_field: "timeout_seconds".to_owned(),
+            sentinel_prefix: "drain-".to_owned(),
+            drain_tick: "canary:drain_tick_at".to_owned(),
+        }
+    }
+}
+
+/// Table and column names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tables {
+    /// The roster.
+    pub agents: AgentsTable,
+    /// Execution rows.
+    pub executions: ExecutionsTable,
+}
+
+/// `agent_ownership` and its columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsTable {
+    /// Table name.
+    pub table: String,
+    /// Agent name (required).
+    pub name: String,
+    /// Optional.
+    pub is_system: String,
+    /// Optional; NULL → `agent_defaults.max_parallel_tasks`.
+    pub max_parallel_tasks: String,
+    /// Optional; NULL → `agent_defaults.execution_timeout_seconds`.
+    pub execution_timeout_seconds: String,
+    /// Optional; non-NULL = soft-deleted (still known).
+    pub deleted_at: String,
+}
+
+impl Default for AgentsTable {
+    fn default() -> Self {
+        AgentsTable {
+            table: "agent_ownership".to_owned(),
+            name: "agent_name".to_owned(),
+            is_system: "is_system".to_owned(),
+            max_parallel_tasks: "max_parallel_tasks".to_owned(),
+            execution_timeout_seconds: "execution_timeout_seconds".to_owned(),
+            deleted_at: "deleted_at".to_owned(),
+        }
+    }
+}
+
+/// `schedule_executions` and its columns. `id`, `agent_name` and `status` are required; the rest
+/// are optional (older schemas) and their absence degrades only the checks that need them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutionsTable {
+    /// Table name.
+    pub table: String,
+    /// Required.
+    pub id: String,
+    /// Required.
+    pub agent_name: String,
+    /// Required.
+    pub status: String,
+    /// Optional.
+    pub schedule_id: String,
+    /// Optional.
+    pub started_at: String,
+    /// Optional.
+    pub completed_at: String,
+    /// Optional.
+    pub queued_at: String,
+    /// Optional.
+    pub duration_ms: String,
+    /// Optional.
+    pub session_id: String,
+    /// Optional; non-NULL on a running row = claimed by a pull worker.
+    pub lease_expires_at: String,
+    /// Optional.
+    pub backlog_metadata: String,
+}
+
+impl Default for ExecutionsTable {
+    fn default() -> Self {
+        ExecutionsTable {
+            table: "schedule_executions".to_owned(),
+            id: "id".to_owned(),
+            agent_name: "agent_name".to_owned(),
+            status: "status".to_owned(),
+            schedule_id: "schedule_id".to_owned(),
+            started_at: "started_at".to_owned(),
+            completed_at: "completed_at".to_owned(),
+            queued_at: "queued_at".to_owned(),
+            duration_ms: "duration_ms".to_owned(),
+            session_id: "claude_session_id".to_owned(),
+            lease_expires_at: "lease_expires_at".to_owned(),
+            backlog_metadata: "backlog_metadata".to_owned(),
+        }
+    }
+}
+
+/// Status words. A word in none of these lists is treated as non-terminal ("other").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Statuses {
+    /// Waiting for a slot.
+    pub queued: Vec<String>,
+    /// Holding a slot or lease.
+    pub running: Vec<String>,
+    /// Waiting for a retry.
+    pub pending_retry: Vec<String>,
+    /// Finished. Never `completed` or `timeout` on the reference platform: a wrong terminal set
+    /// silently blinds E-02.
+    pub terminal: Vec<String>,
+}
+
+impl Default for Statuses {
+    fn default() -> Self {
+        let words = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect();
+        Statuses {
+            queued: words(&["queued"]),
+            running: words(&["running"]),
+            pending_retry: words(&["pending_retry"]),
+            terminal: words(&["success", "failed", "cancelled", "skipped"]),
+        }
+    }
+}
+
+/// Values the platform uses when an agent column is NULL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentDefaults {
+    /// `max_parallel_tasks` NULL → this.
+    pub max_parallel_tasks: i64,
+    /// `execution_timeout_seconds` NULL → this.
+    pub execution_timeout_seconds: i64,
+}
+
+impl Default for AgentDefaults {
+    fn default() -> Self {
+        AgentDefaults {
+            max_parallel_tasks: 3,
+            execution_timeout_seconds: 900,
+        }
+    }
+}
+
+/// One agent-keyed table of the delete-cascade scan list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeEntry {
+    /// Table name.
+    pub table: String,
+    /// Column holding the agent name.
+    #[serde(default = "default_agent_column")]
+    pub column: String,
+    /// Only rows matching this filter count.
+    #[serde(default)]
+    pub filter: Option<RowFilter>,
+    /// Severity of orphaned rows in this table.
+    pub severity: Severity,
+}
+
+/// A row filter: `column IN (...)` or `column NOT IN (...)`; values are bound, never spliced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowFilter {
+    /// Column to test.
+    pub column: String,
+    /// Keep rows whose column is one of these.
+    #[serde(default, rename = "in", skip_serializing_if = "Vec::is_empty")]
+    pub is_in: Vec<String>,
+    /// Keep rows whose column is none of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_in: Vec<String>,
+}
+
+fn default_agent_column() -> String {
+    "agent_name".to_owned()
+}
+
+fn default_cascade() -> Vec<CascadeEntry> {
+    let entry = |table: &str, filter: Option<RowFilter>, severity| CascadeEntry {
+        table: table.to_owned(),
+        column: default_agent_column(),
+        filter,
+        severity,
+    };
+    let only = |column: &str, value: &str| {
+        Some(RowFilter {
+            column: column.to_owned(),
+            is_in: vec![value.to_owned()],
+            not_in: vec![],
+        })
+    };
+    let plain = [
+        "agent_sharing",
+        "agent_schedules",
+        "agent_skills",
+        "agent_tags",
+        "agent_shared_files",
+        "agent_public_links",
+        "agent_reports",
+    ];
+    let mut list: Vec<CascadeEntry> = plain
+        .iter()
+        .map(|t| entry(t, None, Severity::Major))
+        .collect();
+    list.push(entry(
+        "schedule_executions",
+        Some(RowFilter {
+            column: "status".to_owned(),
+            is_in: vec![],
+            not_in: Statuses::default().terminal,
+        }),
+        Severity::Critical,
+    ));
+    list.push(entry(
+        "chat_sessions",
+        only("status", "active"),
+        Severity::Major,
+    ));
+    list.push(entry(
+        "operator_queue",
+        only("status", "pending"),
+        Severity::Major,
+    ));
+    list.push(entry(
+        "access_requests",
+        only("status", "pending"),
+        Severity::Major,
+    ));
+    list.push(entry(
+        "mcp_api_keys",
+        only("scope", "agent"),
+        Severity::Major,
+    ));
+    list
+}
+
+/// `true` when `s` is a plain SQL identifier (safe to splice after quoting).
+pub fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The Redis URL with any password replaced by `***`, for display.
+///
+/// ```
+/// use canary::config::platform::redact_url;
+/// assert_eq!(redact_url("redis://:hunter2@10.0.0.5:6379/0"), "redis://***@10.0.0.5:6379/0");
+/// assert_eq!(redact_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

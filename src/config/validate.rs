@@ -1,0 +1,599 @@
+//! Validation: every problem of a loaded [`Config`] at once, each with its dotted key path, so an
+//! operator fixes the file in one pass instead of one error per restart.
+//!
+//! Loading (`load.rs`) already guarantees the shape (known keys, right types); this checks the
+//! values: SQL identifiers before they reach a statement, key patterns that must carry their
+//! placeholders, status lists that must not overlap, durations and thresholds that must be
+//! positive, addresses, and secrets (set once, files present, never echoed).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::Config;
+use super::platform::{PlatformConfig, is_identifier};
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path (`platform.cascade[3].table`).
+    pub path: String,
+    /// What is wrong (never a secret's value).
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem in `config`; empty when it is usable.
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    platform(&config.platform, &mut out);
+    state(config, &mut out);
+    schedule(config, &mut out);
+    secrets(config, &mut out);
+    http(config, &mut out);
+    log(config, &mut out);
+    invariants(config, &mut out);
+    if !config.custom_invariants.is_empty() {
+        push(
+            &mut out,
+            "custom_invariants",
+            "custom SQL invariants are not supported by this version yet; remove the entries \
+             (they would otherwise be silently skipped)",
+        );
+    }
+    out
+}
+
+fn push(out: &mut Vec<Problem>, path: impl Into<String>, message: impl Into<String>) {
+    out.push(Problem::new(path, message));
+}
+
+fn identifier(out: &mut Vec<Problem>, path: &str, name: &str) {
+    // Names are spliced (quoted) into SQL; only plain identifiers are allowed there.
+    if !is_identifier(name) {
+        push(
+            out,
+            path,
+            format!("{name:?} is not a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*)"),
+        );
+    }
+}
+
+fn at_least(out: &mut Vec<Problem>, path: &str, value: Duration, min: Duration) {
+    if value < min {
+        push(
+            out,
+            path,
+            format!(
+                "must be at least {} (got {})",
+                humantime::format_duration(min),
+                humantime::format_duration(value)
+            ),
+        );
+    }
+}
+
+fn not_empty(out: &mut Vec<Problem>, path: &str, value: &str) {
+    if value.is_empty() {
+        push(out, path, "must not be empty");
+    }
+}
+
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+
+fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
+    // The URL may carry a password: the message names the accepted schemes, not the value.
+    const SCHEMES: [&str; 4] = ["redis://", "rediss://", "unix://", "redis+unix://"];
+    if !SCHEMES.iter().any(|scheme| p.redis_url.starts_with(scheme)) {
+        push(
+            out,
+            "platform.redis_url",
+            "must start with redis://, rediss://, unix:// or redis+unix:// (value not shown: it may hold a password)",
+        );
+    }
+    if p.sqlite_path.as_os_str().is_empty() {
+        push(out, "platform.sqlite_path", "must not be empty");
+    }
+    at_least(
+        out,
+        "platform.sqlite_busy_timeout",
+        p.sqlite_busy_timeout,
+        MIN_TIMEOUT,
+    );
+    at_least(
+        out,
+        "platform.redis_connect_timeout",
+        p.redis_connect_timeout,
+        MIN_TIMEOUT,
+    );
+    at_least(
+        out,
+        "platform.redis_response_timeout",
+        p.redis_response_timeout,
+        MIN_TIMEOUT,
+    );
+    if p.redis_scan_count == 0 {
+        push(out, "platform.redis_scan_count", "must be at least 1");
+    }
+
+    let keys = &p.keys;
+    if keys.slots.matches("{agent}").count() != 1 {
+        push(
+            out,
+            "platform.keys.slots",
+            "must contain {agent} exactly once",
+        );
+    }
+    for placeholder in ["{agent}", "{execution_id}"] {
+        if !keys.slot_meta.contains(placeholder) {
+            push(
+                out,
+                "platform.keys.slot_meta",
+                format!("must contain {placeholder}"),
+            );
+        }
+    }
+    not_empty(out, "platform.keys.timeout_field", &keys.timeout_field);
+    // An empty prefix would make every slot member a sentinel and blind the slot checks.
+    not_empty(out, "platform.keys.sentinel_prefix", &keys.sentinel_prefix);
+    not_empty(out, "platform.keys.drain_tick", &keys.drain_tick);
+
+    let agents = &p.tables.agents;
+    for (column, name) in [
+        ("table", &agents.table),
+        ("name", &agents.name),
+        ("is_system", &agents.is_system),
+        ("max_parallel_tasks", &agents.max_parallel_tasks),
+        (
+            "execution_timeout_seconds",
+            &agents.execution_timeout_seconds,
+        ),
+        ("deleted_at", &agents.deleted_at),
+    ] {
+        identifier(out, &format!("platform.tables.agents.{column}"), name);
+    }
+    let executions = &p.tables.executions;
+    for (column, name) in [
+        ("table", &executions.table),
+        ("id", &executions.id),
+        ("agent_name", &executions.agent_name),
+        ("status", &executions.status),
+        ("schedule_id", &executions.schedule_id),
+        ("started_at", &executions.started_at),
+        ("completed_at", &executions.completed_at),
+        ("queued_at", &executions.queued_at),
+        ("duration_ms", &executions.duration_ms),
+        ("session_id", &executions.session_id),
+        ("lease_expires_at", &executions.lease_expires_at),
+        ("backlog_metadata", &executions.backlog_metadata),
+    ] {
+        identifier(out, &format!("platform.tables.executions.{column}"), name);
+    }
+
+    statuses(p, out);
+
+    if p.agent_defaults.max_parallel_tasks < 1 {
+        push(
+            out,
+            "platform.agent_defaults.max_parallel_tasks",
+            "must be at least 1",
+        );
+    }
+    if p.agent_defaults.execution_timeout_seconds < 1 {
+        push(
+            out,
+            "platform.agent_defaults.execution_timeout_seconds",
+            "must be at least 1",
+        );
+    }
+
+    for (index, entry) in p.cascade.iter().enumerate() {
+        let path = format!("platform.cascade[{index}]");
+        identifier(out, &format!("{path}.table"), &entry.table);
+        identifier(out, &format!("{path}.column"), &entry.column);
+        if let Some(filter) = &entry.filter {
+            identifier(out, &format!("{path}.filter.column"), &filter.column);
+            // `IN ()` matches nothing: the entry would silently never report.
+            if filter.is_in.is_empty() && filter.not_in.is_empty() {
+                push(
+                    out,
+                    format!("{path}.filter"),
+                    "needs values in `in` or `not_in`",
+                );
+            }
+        }
+    }
+}
+
+fn statuses(p: &PlatformConfig, out: &mut Vec<Problem>) {
+    let s = &p.statuses;
+    let lists = [
+        ("queued", &s.queued),
+        ("running", &s.running),
+        ("pending_retry", &s.pending_retry),
+        ("terminal", &s.terminal),
+    ];
+    // The checks classify a row by its status word; running and terminal drive S-01 and E-02.
+    for (name, list) in [("running", &s.running), ("terminal", &s.terminal)] {
+        if list.is_empty() {
+            push(
+                out,
+                format!("platform.statuses.{name}"),
+                "must list at least one status",
+            );
+        }
+    }
+    for (i, (name, list)) in lists.iter().enumerate() {
+        for (earlier, earlier_list) in &lists[..i] {
+            for word in list.iter().filter(|word| earlier_list.contains(word)) {
+                push(
+                    out,
+                    format!("platform.statuses.{name}"),
+                    format!("{word:?} is also listed in platform.statuses.{earlier}"),
+                );
+            }
+        }
+    }
+}
+
+fn state(config: &Config, out: &mut Vec<Problem>) {
+    let state = &config.state;
+    if state.path.as_os_str().is_empty() {
+        push(out, "state.path", "must not be empty");
+    }
+    if state.retention_days < 1 {
+        push(out, "state.retention_days", "must be at least 1");
+    }
+    at_least(
+        out,
+        "state.lease_timeout",
+        state.lease_timeout,
+        Duration::from_secs(1),
+    );
+}
+
+fn schedule(config: &Config, out: &mut Vec<Problem>) {
+    let schedule = &config.schedule;
+    at_least(
+        out,
+        "schedule.interval",
+        schedule.interval,
+        Duration::from_secs(1),
+    );
+    if let Some(cron) = &schedule.cron {
+        let fields = cron.split_whitespace().count();
+        if fields != 5 {
+            push(
+                out,
+                "schedule.cron",
+                format!(
+                    "must have 5 whitespace-separated fields (minute hour day-of-month month day-of-week, UTC), found {fields}"
+                ),
+            );
+        }
+    }
+}
+
+fn secrets(config: &Config, out: &mut Vec<Problem>) {
+    let slack = &config.alerts.slack;
+    secret_pair(
+        out,
+        "alerts.slack.webhook_url",
+        slack.webhook_url.as_ref().map(|s| s.expose()),
+        slack.webhook_url_file.as_deref(),
+    );
+    if let Some(url) = &slack.webhook_url {
+        let url = url.expose();
+        let has_scheme = url.starts_with("https://") || url.starts_with("http://");
+        if !url.is_empty() && !has_scheme {
+            push(
+                out,
+                "alerts.slack.webhook_url",
+                "must start with https:// (or http://) (value not shown: it is a secret)",
+            );
+        }
+    }
+    let http = &config.http;
+    secret_pair(
+        out,
+        "http.admin_token",
+        http.admin_token.as_ref().map(|s| s.expose()),
+        http.admin_token_file.as_deref(),
+    );
+}
+
+/// A secret is set inline or from a file, not both; an inline one is not empty; a file exists.
+fn secret_pair(out: &mut Vec<Problem>, key: &str, value: Option<&str>, file: Option<&Path>) {
+    if value.is_some() && file.is_some() {
+        push(
+            out,
+            key,
+            format!("set one of {key} or {key}_file, not both"),
+        );
+    }
+    if value.is_some_and(|v| v.trim().is_empty()) {
+        push(out, key, "must not be empty");
+    }
+    if let Some(file) = file {
+        let path = format!("{key}_file");
+        // Checked here so a typo fails `config validate`, not the first alert hours later.
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.is_dir() => {
+                push(
+                    out,
+                    path,
+                    format!("{} is a directory, not a file", file.display()),
+                );
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                push(
+                    out,
+                    path,
+                    format!("file does not exist: {}", file.display()),
+                );
+            }
+            Err(e) => push(out, path, format!("cannot access {}: {e}", file.display())),
+        }
+    }
+}
+
+fn http(config: &Config, out: &mut Vec<Problem>) {
+    if let Err(e) = config.http.bind.parse::<SocketAddr>() {
+        push(
+            out,
+            "http.bind",
+            format!(
+                "{:?} is not an IP address and port such as 127.0.0.1:9464 ({e})",
+                config.http.bind
+            ),
+        );
+    }
+}
+
+fn log(config: &Config, out: &mut Vec<Problem>) {
+    let level = &config.log.level;
+    if level.trim().is_empty() {
+        push(
+            out,
+            "log.level",
+            "must not be empty (e.g. info, or canary=debug,info)",
+        );
+    } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+        push(out, "log.level", format!("not a valid tracing filter: {e}"));
+    }
+}
+
+fn invariants(config: &Config, out: &mut Vec<Problem>) {
+    let p = &config.invariants;
+    non_negative(out, "invariants.S-01.grace_seconds", p.s01.grace_seconds);
+    if p.e02.window_seconds <= 0 {
+        push(
+            out,
+            "invariants.E-02.window_seconds",
+            "must be greater than 0",
+        );
+    }
+    // Forgetting an id before it leaves the window would let a reversal go unseen.
+    if p.e02.retention_seconds < p.e02.window_seconds {
+        push(
+            out,
+            "invariants.E-02.retention_seconds",
+            format!(
+                "must be at least window_seconds ({}), got {}",
+                p.e02.window_seconds, p.e02.retention_seconds
+            ),
+        );
+    }
+    if p.s03.buffer_seconds < 0 {
+        push(out, "invariants.S-03.buffer_seconds", "must be 0 or more");
+    }
+    non_negative(
+        out,
+        "invariants.S-03.tolerance_seconds",
+        p.s03.tolerance_seconds,
+    );
+}
+
+fn non_negative(out: &mut Vec<Problem>, path: &str, value: f64) {
+    if !(value.is_finite() && value >= 0.0) {
+        push(
+            out,
+            path,
+            format!("must be a finite number, 0 or more (got {value})"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::config::platform::{CascadeEntry, RowFilter};
+    use canary_invariants::Severity;
+
+    fn paths(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&Config::default()), Vec::new());
+    }
+
+    #[test]
+    fn display_is_path_colon_message() {
+        assert_eq!(Problem::new("a.b", "bad").to_string(), "a.b: bad");
+    }
+
+    #[test]
+    fn collects_every_problem_at_once() {
+        let mut c = Config::default();
+        c.platform.tables.agents.table = "agents; DROP TABLE x".to_owned();
+        c.platform.tables.executions.status = "1status".to_owned();
+        c.platform.keys.slots = "slots:{agent}:{agent}".to_owned();
+        c.platform.keys.slot_meta = "meta:{agent}".to_owned();
+        c.platform.statuses.terminal = vec![];
+        c.platform.statuses.queued = vec!["running".to_owned()];
+        c.platform.redis_url = "http://:pw@host".to_owned();
+        c.platform.redis_connect_timeout = Duration::from_millis(1);
+        c.platform.cascade.push(CascadeEntry {
+            table: "ok_table".to_owned(),
+            column: "bad-col".to_owned(),
+            filter: Some(RowFilter {
+                column: "x y".to_owned(),
+                is_in: vec![],
+                not_in: vec![],
+            }),
+            severity: Severity::Major,
+        });
+        c.state.retention_days = 0;
+        c.schedule.interval = Duration::from_millis(500);
+        c.schedule.cron = Some("*/5 * *".to_owned());
+        c.http.bind = "localhost".to_owned();
+        c.invariants.s01.grace_seconds = -1.0;
+        c.invariants.e02.window_seconds = 0;
+        c.invariants.e02.retention_seconds = -5;
+        c.invariants.s03.buffer_seconds = -1;
+        c.invariants.s03.tolerance_seconds = f64::NAN;
+        let problems = validate(&c);
+        let last = c.platform.cascade.len() - 1;
+        let expected = [
+            "platform.tables.agents.table".to_owned(),
+            "platform.tables.executions.status".to_owned(),
+            "platform.keys.slots".to_owned(),
+            "platform.keys.slot_meta".to_owned(),
+            "platform.statuses.terminal".to_owned(),
+            "platform.statuses.running".to_owned(),
+            "platform.redis_url".to_owned(),
+            "platform.redis_connect_timeout".to_owned(),
+            format!("platform.cascade[{last}].column"),
+            format!("platform.cascade[{last}].filter.column"),
+            format!("platform.cascade[{last}].filter"),
+            "state.retention_days".to_owned(),
+            "schedule.interval".to_owned(),
+            "schedule.cron".to_owned(),
+            "http.bind".to_owned(),
+            "invariants.S-01.grace_seconds".to_owned(),
+            "invariants.E-02.window_seconds".to_owned(),
+            "invariants.E-02.retention_seconds".to_owned(),
+            "invariants.S-03.buffer_seconds".to_owned(),
+            "invariants.S-03.tolerance_seconds".to_owned(),
+        ];
+        let got = paths(&problems);
+        for path in &expected {
+            assert!(
+                got.contains(&path.as_str()),
+                "missing {path} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        // The Redis URL's password is never echoed.
+        assert!(
+            problems.iter().all(|p| !p.message.contains("pw@")),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn overlapping_status_lists_name_the_word() {
+        let mut c = Config::default();
+        c.platform.statuses.terminal.push("running".to_owned());
+        let problems = validate(&c);
+        assert_eq!(paths(&problems), ["platform.statuses.terminal"]);
+        assert!(problems[0].message.contains("\"running\""), "{problems:?}");
+        assert!(
+            problems[0].message.contains("platform.statuses.running"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn cron_with_five_fields_is_accepted() {
+        let mut c = Config::default();
+        c.schedule.cron = Some("*/5 * * * *".to_owned());
+        assert!(validate(&c).is_empty());
+    }
+
+    const HOOK: &str = "hooks.slack.com/services/T000/B000/SECRETSECRET";
+
+    #[test]
+    fn secret_problems_never_echo_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::default();
+        c.alerts.slack.webhook_url = Some(Secret::new(HOOK));
+        c.alerts.slack.webhook_url_file = Some(dir.path().join("no-such-hook"));
+        c.http.admin_token = Some(Secret::new("  "));
+        c.http.admin_token_file = Some(dir.path().to_path_buf());
+        let problems = validate(&c);
+        let rendered: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            rendered.iter().all(|p| !p.contains("SECRETSECRET")),
+            "{rendered:#?}"
+        );
+        assert_eq!(
+            paths(&problems),
+            [
+                "alerts.slack.webhook_url",
+                "alerts.slack.webhook_url_file",
+                "alerts.slack.webhook_url",
+                "http.admin_token",
+                "http.admin_token",
+                "http.admin_token_file",
+            ],
+            "{rendered:#?}"
+        );
+        assert!(rendered[0].contains("not both"), "{rendered:#?}");
+        assert!(rendered[1].contains("no-such-hook"), "{rendered:#?}");
+        assert!(rendered[2].contains("https://"), "{rendered:#?}");
+        assert!(rendered[5].contains("directory"), "{rendered:#?}");
+    }
+
+    #[test]
+    fn existing_secret_files_are_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("hook");
+        std::fs::write(&hook, "https://hooks.example/x\n").unwrap();
+        let mut c = Config::default();
+        c.alerts.slack.webhook_url_file = Some(hook.clone());
+        c.http.admin_token_file = Some(hook);
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
+    }
+
+    #[test]
+    fn bad_log_level_is_reported() {
+        let mut c = Config::default();
+        c.log.level = "canary=loudest".to_owned();
+        assert_eq!(paths(&validate(&c)), ["log.level"]);
+        c.log.level = String::new();
+        assert_eq!(paths(&validate(&c)), ["log.level"]);
+    }
+
+    #[test]
+    fn custom_invariants_key_loads_empty_but_entries_are_refused() {
+        let mut config = Config::default();
+        assert!(validate(&config).is_empty());
+        config
+            .custom_invariants
+            .push(serde_json::json!({"id": "C-01"}));
+        let problems = validate(&config);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "custom_invariants");
+    }
+}

@@ -1,0 +1,355 @@
+//! One cycle: the only sequencer. It takes the cross-process lease, loads the previous states and
+//! memory, collects a snapshot, evaluates the selected invariants, diffs transitions and records
+//! everything in one state-DB transaction, then releases the lease. The result is the cycle
+//! result of DESIGN §8 shared by `canary check --format json` and the admin API.
+//!
+//! It must not decide anything itself: judgement lives in `canary-invariants`, storage in `store`.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use canary_invariants::{
+    Anomaly, Evaluation, Hysteresis, Memory, Outcome, Selection, SourceUnavailable, Transition,
+    Verdict, Violation, catalog, evaluate, transitions,
+};
+use serde::Serialize;
+
+use crate::collect::{self, CollectStats};
+use crate::config::Config;
+use crate::store::{CycleRecord, StateDb, StoreError};
+
+/// What started a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The schedule loop.
+    Schedule,
+    /// An admin over HTTP, or `canary check`.
+    Manual,
+}
+
+impl Trigger {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// Errors that stop a cycle (source failures do not: they become `sources_unavailable`).
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    /// Another cycle (this process or another) holds the lease.
+    #[error("cycle in progress")]
+    InProgress,
+    /// Invariant ids not in the catalog.
+    #[error("unknown invariant id(s): {}", .0.join(", "))]
+    UnknownInvariants(Vec<String>),
+    /// The state database failed.
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A violation as reported, with its state-DB row id when persisted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportedViolation {
+    /// Row id in the state DB (`None` with `--no-persist`).
+    pub id: Option<i64>,
+    /// The violation.
+    #[serde(flatten)]
+    pub violation: Violation,
+}
+
+/// A transition as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportedTransition {
+    /// Catalog id.
+    pub invariant_id: String,
+    /// `fired` or `resolved`.
+    pub kind: &'static str,
+    /// Severity of the incident.
+    pub severity: &'static str,
+}
+
+/// Extra facts about the cycle (an addition to DESIGN §8's result; nothing there is renamed).
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostics {
+    /// Why each unknown invariant could not be evaluated.
+    pub unknown_reasons: BTreeMap<String, String>,
+    /// Odd data seen and carried instead of guessed.
+    pub anomalies: Vec<Anomaly>,
+    /// Cascade tables absent from the platform database.
+    pub skipped_tables: Vec<String>,
+    /// SQL statements, Redis round trips and per-source time.
+    pub collect: CollectStats,
+}
+
+/// The cycle result (DESIGN §8).
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleResult {
+    /// State-DB id (`None` with `--no-persist`).
+    pub cycle_id: Option<i64>,
+    /// Snapshot instant, RFC 3339 with milliseconds.
+    pub taken_at: String,
+    /// Wall time of the whole cycle.
+    pub duration_ms: f64,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Selected invariants.
+    pub checks_run: Vec<String>,
+    /// Outcome per selected invariant.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// Every violation, sorted.
+    pub violations: Vec<ReportedViolation>,
+    /// Fired/resolved transitions.
+    pub transitions: Vec<ReportedTransition>,
+    /// Stores that could not be read.
+    pub sources_unavailable: Vec<SourceUnavailable>,
+    /// Extra facts.
+    pub diagnostics: Diagnostics,
+}
+
+impl CycleResult {
+    /// Overall verdict: red if any invariant is red (a definite finding outranks a partial view),
+    /// else unknown if any is unknown or a source was unavailable, else green.
+    pub fn verdict(&self) -> Outcome {
+        if self.outcomes.values().any(|o| *o == Outcome::Red) {
+            Outcome::Red
+        } else if !self.sources_unavailable.is_empty()
+            || self.outcomes.values().any(|o| *o == Outcome::Unknown)
+        {
+            Outcome::Unknown
+        } else {
+            Outcome::Green
+        }
+    }
+}
+
+/// How to run one cycle.
+#[derive(Debug, Clone)]
+pub struct CycleRequest {
+    /// What started it.
+    pub trigger: Trigger,
+    /// Restrict to these ids (validated against the catalog); `None` = every enabled invariant.
+    pub only: Option<Vec<String>>,
+}
+
+/// Rejects ids that are not in the catalog, naming them.
+pub fn validate_ids(ids: &[String]) -> Result<(), CycleError> {
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| catalog::find(id).is_none())
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(CycleError::UnknownInvariants(unknown))
+    }
+}
+
+/// Runs one cycle and records it in `db` (one transaction), holding the cross-process lease.
+pub async fn run_cycle(
+    config: &Config,
+    db: &mut StateDb,
+    request: &CycleRequest,
+) -> Result<CycleResult, CycleError> {
+    if let Some(ids) = &request.only {
+        validate_ids(ids)?;
+    }
+    let holder = lease_holder();
+    let lease_ttl_ms = i64::try_from(config.state.lease_timeout.as_millis()).unwrap_or(i64::MAX);
+    if db
+        .try_acquire_lease(&holder, now_ms(), lease_ttl_ms)?
+        .is_none()
+    {
+        return Err(CycleError::InProgress);
+    }
+    let result = run_leased(config, db, request).await;
+    // Releasing is best effort: an unreleased lease expires after `lease_timeout`.
+    if let Err(error) = db.release_lease(&holder) {
+        tracing::warn!(error = %error, "could not release the cycle lease");
+    }
+    result
+}
+
+/// Runs one cycle without writing anything (`canary check --no-persist`): previous states and
+/// memory come from `db` when given, transitions are computed but not recorded.
+pub async fn run_dry(
+    config: &Config,
+    db: Option<&StateDb>,
+    request: &CycleRequest,
+) -> Result<CycleResult, CycleError> {
+    if let Some(ids) = &request.only {
+        validate_ids(ids)?;
+    }
+    let (previous, memory) = match db {
+        Some(db) => (db.load_states()?, db.load_memory()?),
+        None => (BTreeMap::new(), Memory::default()),
+    };
+    let staged = stage(config, request, &previous, &memory).await;
+    Ok(staged.into_result(None, &[]))
+}
+
+async fn run_leased(
+    config: &Config,
+    db: &mut StateDb,
+    request: &CycleRequest,
+) -> Result<CycleResult, CycleError> {
+    let previous = db.load_states()?;
+    let memory = db.load_memory()?;
+    let staged = stage(config, request, &previous, &memory).await;
+    let finished_at_ms = now_ms();
+    let recorded = db.record_cycle(&CycleRecord {
+        started_at_ms: staged.taken_at_ms,
+        finished_at_ms,
+        duration_ms: staged.duration_ms,
+        trigger: request.trigger.as_str(),
+        checks_run: &staged.eval.checks_run,
+        outcomes: &staged.eval.outcomes,
+        sources_unavailable: &staged.sources_unavailable,
+        taken_at_ms: staged.taken_at_ms,
+        violations: &staged.eval.violations,
+        states: &staged.states,
+        transitions: &staged.transitions,
+        outbox_payloads: &[],
+        previous_memory: &memory,
+        next_memory: &staged.eval.memory,
+    })?;
+    for t in &staged.transitions {
+        tracing::info!(
+            invariant.id = %t.invariant_id,
+            transition.kind = t.kind.as_str(),
+            severity = t.severity.as_str(),
+            cycle.id = recorded.cycle_id,
+            "invariant {}", t.kind.as_str()
+        );
+    }
+    let ids: Vec<Option<i64>> = recorded.violation_ids.iter().copied().map(Some).collect();
+    Ok(staged.into_result(Some(recorded.cycle_id), &ids))
+}
+
+/// Everything a cycle computes before it is written.
+struct Staged {
+    taken_at_ms: i64,
+    duration_ms: f64,
+    trigger: Trigger,
+    eval: Evaluation,
+    states: Vec<canary_invariants::InvariantState>,
+    transitions: Vec<Transition>,
+    sources_unavailable: Vec<SourceUnavailable>,
+    diagnostics: Diagnostics,
+}
+
+async fn stage(
+    config: &Config,
+    request: &CycleRequest,
+    previous: &BTreeMap<String, canary_invariants::InvariantState>,
+    memory: &Memory,
+) -> Staged {
+    let started = Instant::now();
+    let taken_at_ms = now_ms();
+    let window_ms = config.invariants.e02.window_seconds.saturating_mul(1000);
+    let collected = collect::collect(&config.platform, window_ms, taken_at_ms).await;
+    let snapshot = collected.snapshot;
+    let selection = match &request.only {
+        Some(ids) => Selection::Only(ids),
+        None => Selection::AllEnabled,
+    };
+    let eval = evaluate(&snapshot, memory, &config.invariants, selection);
+    let verdicts: BTreeMap<String, Verdict> = eval
+        .outcomes
+        .iter()
+        .map(|(id, outcome)| {
+            let severity = eval.severities.get(id).copied();
+            (
+                id.clone(),
+                Verdict {
+                    outcome: *outcome,
+                    severity,
+                },
+            )
+        })
+        .collect();
+    let (states, transitions) =
+        transitions::diff(previous, &verdicts, taken_at_ms, Hysteresis::default());
+    for source in &snapshot.sources_unavailable {
+        tracing::warn!(source = source.source.as_str(), error = %source.error, "source unavailable");
+    }
+    let diagnostics = Diagnostics {
+        unknown_reasons: eval.unknown_reasons.clone(),
+        anomalies: snapshot.anomalies.clone(),
+        skipped_tables: snapshot
+            .sql
+            .as_ref()
+            .map(|s| s.skipped_tables.clone())
+            .unwrap_or_default(),
+        collect: collected.stats,
+    };
+    Staged {
+        taken_at_ms,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        trigger: request.trigger,
+        eval,
+        states,
+        transitions,
+        sources_unavailable: snapshot.sources_unavailable,
+        diagnostics,
+    }
+}
+
+impl Staged {
+    fn into_result(self, cycle_id: Option<i64>, violation_ids: &[Option<i64>]) -> CycleResult {
+        let violations = self
+            .eval
+            .violations
+            .into_iter()
+            .enumerate()
+            .map(|(i, violation)| ReportedViolation {
+                id: violation_ids.get(i).copied().flatten(),
+                violation,
+            })
+            .collect();
+        CycleResult {
+            cycle_id,
+            taken_at: format_ms(self.taken_at_ms),
+            duration_ms: self.duration_ms,
+            trigger: self.trigger,
+            checks_run: self.eval.checks_run,
+            outcomes: self.eval.outcomes,
+            violations,
+            transitions: self
+                .transitions
+                .iter()
+                .map(|t| ReportedTransition {
+                    invariant_id: t.invariant_id.clone(),
+                    kind: t.kind.as_str(),
+                    severity: t.severity.as_str(),
+                })
+                .collect(),
+            sources_unavailable: self.sources_unavailable,
+            diagnostics: self.diagnostics,
+        }
+    }
+}
+
+/// Wall clock in unix milliseconds (the daemon's one clock; the pure crate has none).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Unix ms as RFC 3339 UTC with milliseconds (`2026-11-22T10:00:00.000Z`).
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn lease_holder() -> String {
+    format!("pid-{}-{}", std::process::id(), rand::random::<u32>())
+}

@@ -1,0 +1,693 @@
+//! Writing a cycle ([`StateDb::record_cycle`]: one transaction for the cycle row, its
+//! violations, the new invariant states, the transitions, their outbox rows and the memory diff)
+//! and loading what the next cycle starts from ([`StateDb::load_states`],
+//! [`StateDb::load_memory`]).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use canary_invariants::{
+    InvariantState, Memory, Millis, Outcome, SeenTerminal, SourceUnavailable, Transition, Violation,
+};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::codec;
+use super::error::{JsonContext, SqlContext};
+use super::{StateDb, StoreError};
+
+/// `memory_flags` key holding [`Memory::blind_suspected_since_ms`].
+pub(crate) const FLAG_H01_BLIND_SINCE: &str = "h01.blind_suspected_since";
+
+/// Everything one cycle writes. Borrowed so the sequencer keeps ownership of its data.
+#[derive(Debug, Clone, Copy)]
+pub struct CycleRecord<'a> {
+    /// Wall clock when the cycle started.
+    pub started_at_ms: Millis,
+    /// Wall clock when the cycle finished (also the outbox rows' `created_at`).
+    pub finished_at_ms: Millis,
+    /// Measured duration (monotonic clock), for the cycle result.
+    pub duration_ms: f64,
+    /// What started the cycle: `schedule`, `manual`, `api`, ...
+    pub trigger: &'a str,
+    /// The invariant ids evaluated (selected) this cycle.
+    pub checks_run: &'a [String],
+    /// Per-invariant outcome of this cycle.
+    pub outcomes: &'a BTreeMap<String, Outcome>,
+    /// Sources that could not be read.
+    pub sources_unavailable: &'a [SourceUnavailable],
+    /// The snapshot's time; stamped on every violation row.
+    pub taken_at_ms: Millis,
+    /// This cycle's violations, in the order their ids are returned.
+    pub violations: &'a [Violation],
+    /// New states of the invariants evaluated this cycle (others stay untouched).
+    pub states: &'a [InvariantState],
+    /// Fired/resolved transitions, in the order their ids are returned.
+    pub transitions: &'a [Transition],
+    /// One alert payload per transition (same order), or empty for "no outbox rows" (silent
+    /// sink, `check --no-alert` style callers).
+    pub outbox_payloads: &'a [serde_json::Value],
+    /// The memory this cycle started from: exactly what [`StateDb::load_memory`] returned. Only
+    /// the difference to `next_memory` is written.
+    pub previous_memory: &'a Memory,
+    /// The memory the invariants returned.
+    pub next_memory: &'a Memory,
+}
+
+/// Row ids assigned by [`StateDb::record_cycle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCycle {
+    /// The `cycles` row.
+    pub cycle_id: i64,
+    /// One per violation, in input order.
+    pub violation_ids: Vec<i64>,
+    /// One per transition, in input order.
+    pub transition_ids: Vec<i64>,
+}
+
+/// JSON texts encoded before the write transaction, so the write lock is held only for SQL.
+struct Encoded {
+    checks_run: String,
+    outcomes: String,
+    sources_unavailable: String,
+    observed_states: Vec<String>,
+    payloads: Vec<String>,
+}
+
+impl Encoded {
+    fn new(rec: &CycleRecord<'_>) -> Result<Encoded, StoreError> {
+        const OP: &str = "record_cycle: encode";
+        Ok(Encoded {
+            checks_run: serde_json::to_string(rec.checks_run).json_ctx(OP)?,
+            outcomes: serde_json::to_string(rec.outcomes).json_ctx(OP)?,
+            sources_unavailable: serde_json::to_string(rec.sources_unavailable).json_ctx(OP)?,
+            observed_states: rec
+                .violations
+                .iter()
+                .map(|v| serde_json::to_string(&v.observed_state))
+                .collect::<Result<_, _>>()
+                .json_ctx(OP)?,
+            payloads: rec
+                .outbox_payloads
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<_, _>>()
+                .json_ctx(OP)?,
+        })
+    }
+}
+
+impl StateDb {
+    /// Writes one cycle atomically: either everything in `rec` is stored or nothing is.
+    pub fn record_cycle(&mut self, rec: &CycleRecord<'_>) -> Result<RecordedCycle, StoreError> {
+        if !rec.outbox_payloads.is_empty() && rec.outbox_payloads.len() != rec.transitions.len() {
+            return Err(StoreError::Invalid {
+                op: "record_cycle",
+                reason: format!(
+                    "{} outbox payloads for {} transitions (must be equal, or no payloads)",
+                    rec.outbox_payloads.len(),
+                    rec.transitions.len()
+                ),
+            });
+        }
+        let started = Instant::now();
+        let enc = Encoded::new(rec)?;
+        let violation_count = i64::try_from(rec.violations.len()).unwrap_or(i64::MAX);
+
+        // IMMEDIATE: take the write lock up front (waiting on the busy timeout) instead of
+        // failing on a lock upgrade after half the inserts.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("record_cycle: begin")?;
+
+        tx.execute(
+            r#"INSERT INTO cycles (started_at, finished_at, duration_ms, taken_at, "trigger",
+                                   checks_run, outcomes, sources_unavailable, violation_count)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"#,
+            params![
+                rec.started_at_ms,
+                rec.finished_at_ms,
+                rec.duration_ms,
+                rec.taken_at_ms,
+                rec.trigger,
+                enc.checks_run,
+                enc.outcomes,
+                enc.sources_unavailable,
+                violation_count,
+            ],
+        )
+        .ctx("record_cycle: insert cycle")?;
+        let cycle_id = tx.last_insert_rowid();
+
+        let mut violation_ids = Vec::with_capacity(rec.violations.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO violations (cycle_id, invariant_id, tier, severity, subject,
+                                             summary, observed_state, signal, taken_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .ctx("record_cycle: prepare violation insert")?;
+            for (v, observed) in rec.violations.iter().zip(&enc.observed_states) {
+                let id = stmt
+                    .insert(params![
+                        cycle_id,
+                        v.invariant_id,
+                        codec::tier_str(v.tier),
+                        v.severity.as_str(),
+                        v.subject,
+                        v.summary,
+                        observed,
+                        v.signal,
+                        rec.taken_at_ms,
+                    ])
+                    .ctx("record_cycle: insert violation")?;
+                violation_ids.push(id);
+            }
+        }
+
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO invariant_states (invariant_id, state, since, consecutive, firing,
+                                                   severity, last_fired_at, last_resolved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (invariant_id) DO UPDATE SET
+                         state = excluded.state,
+                         since = excluded.since,
+                         consecutive = excluded.consecutive,
+                         firing = excluded.firing,
+                         severity = excluded.severity,
+                         last_fired_at = excluded.last_fired_at,
+                         last_resolved_at = excluded.last_resolved_at",
+                )
+                .ctx("record_cycle: prepare state upsert")?;
+            for s in rec.states {
+                stmt.execute(params![
+                    s.invariant_id,
+                    s.state.as_str(),
+                    s.since_ms,
+                    s.consecutive,
+                    s.firing,
+                    s.severity.map(|x| x.as_str()),
+                    s.last_fired_at_ms,
+                    s.last_resolved_at_ms,
+                ])
+                .ctx("record_cycle: upsert invariant state")?;
+            }
+        }
+
+        let mut transition_ids = Vec::with_capacity(rec.transitions.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO transitions (cycle_id, invariant_id, kind, severity, at, previous_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .ctx("record_cycle: prepare transition insert")?;
+            for t in rec.transitions {
+                let id = stmt
+                    .insert(params![
+                        cycle_id,
+                        t.invariant_id,
+                        t.kind.as_str(),
+                        t.severity.as_str(),
+                        t.at_ms,
+                        t.previous_at_ms,
+                    ])
+                    .ctx("record_cycle: insert transition")?;
+                transition_ids.push(id);
+            }
+        }
+
+        if !enc.payloads.is_empty() {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO alert_outbox (transition_id, payload, created_at, attempts,
+                                               next_attempt_at)
+                     VALUES (?1, ?2, ?3, 0, ?3)",
+                )
+                .ctx("record_cycle: prepare outbox insert")?;
+            for (transition_id, payload) in transition_ids.iter().zip(&enc.payloads) {
+                stmt.execute(params![transition_id, payload, rec.finished_at_ms])
+                    .ctx("record_cycle: insert outbox row")?;
+            }
+        }
+
+        let memory_writes = write_memory_diff(&tx, rec.previous_memory, rec.next_memory)?;
+
+        tx.commit().ctx("record_cycle: commit")?;
+        tracing::debug!(
+            cycle_id,
+            violations = violation_ids.len(),
+            states = rec.states.len(),
+            transitions = transition_ids.len(),
+            outbox = enc.payloads.len(),
+            memory_writes,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "cycle recorded"
+        );
+        Ok(RecordedCycle {
+            cycle_id,
+            violation_ids,
+            transition_ids,
+        })
+    }
+
+    /// Every persisted per-invariant state, by id.
+    pub fn load_states(&self) -> Result<BTreeMap<String, InvariantState>, StoreError> {
+        const OP: &str = "load_states";
+        type Raw = (
+            String,
+            String,
+            i64,
+            i64,
+            bool,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT invariant_id, state, since, consecutive, firing, severity,
+                        last_fired_at, last_resolved_at
+                 FROM invariant_states",
+            )
+            .ctx(OP)?;
+        let raws = stmt
+            .query_map([], |r| -> rusqlite::Result<Raw> {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .ctx(OP)?
+            .collect::<Result<Vec<Raw>, _>>()
+            .ctx(OP)?;
+        let mut out = BTreeMap::new();
+        for (invariant_id, state, since_ms, consecutive, firing, severity, fired, resolved) in raws
+        {
+            let state = InvariantState {
+                state: codec::parse_outcome(OP, "invariant_states.state", &state)?,
+                since_ms,
+                consecutive: codec::to_u32(OP, "invariant_states.consecutive", consecutive)?,
+                firing,
+                severity: severity
+                    .map(|s| codec::parse_severity(OP, "invariant_states.severity", &s))
+                    .transpose()?,
+                last_fired_at_ms: fired,
+                last_resolved_at_ms: resolved,
+                invariant_id: invariant_id.clone(),
+            };
+            out.insert(invariant_id, state);
+        }
+        Ok(out)
+    }
+
+    /// The cross-cycle memory as the last recorded cycle left it.
+    pub fn load_memory(&self) -> Result<Memory, StoreError> {
+        const OP: &str = "load_memory";
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT execution_id, status, seen_at FROM memory_seen_terminal")
+            .ctx(OP)?;
+        let seen_terminal = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    SeenTerminal {
+                        status: r.get(1)?,
+                        seen_at_ms: r.get(2)?,
+                    },
+                ))
+            })
+            .ctx(OP)?
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .ctx(OP)?;
+        let blind_suspected_since_ms = self
+            .conn
+            .query_row(
+                "SELECT value FROM memory_flags WHERE key = ?1",
+                [FLAG_H01_BLIND_SINCE],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .ctx(OP)?;
+        Ok(Memory {
+            seen_terminal,
+            blind_suspected_since_ms,
+        })
+    }
+}
+
+/// Writes `next - previous`: deletes dropped execution ids, upserts new or changed ones, sets or
+/// clears the H-01 flag. E-02's map holds up to an hour of terminal executions, so rewriting it
+/// whole every cycle would cost thousands of writes for a handful of changes. Returns the number
+/// of rows written, for the debug log.
+fn write_memory_diff(
+    tx: &rusqlite::Transaction<'_>,
+    previous: &Memory,
+    next: &Memory,
+) -> Result<usize, StoreError> {
+    let mut writes = 0;
+    {
+        let mut delete = tx
+            .prepare_cached("DELETE FROM memory_seen_terminal WHERE execution_id = ?1")
+            .ctx("record_cycle: prepare memory delete")?;
+        for id in previous
+            .seen_terminal
+            .keys()
+            .filter(|id| !next.seen_terminal.contains_key(*id))
+        {
+            delete
+                .execute([id])
+                .ctx("record_cycle: delete memory entry")?;
+            writes += 1;
+        }
+    }
+    {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO memory_seen_terminal (execution_id, status, seen_at)
+                 VALUES (?1, ?2, ?3)",
+            )
+            .ctx("record_cycle: prepare memory upsert")?;
+        for (id, seen) in &next.seen_terminal {
+            if previous.seen_terminal.get(id) != Some(seen) {
+                upsert
+                    .execute(params![id, seen.status, seen.seen_at_ms])
+                    .ctx("record_cycle: upsert memory entry")?;
+                writes += 1;
+            }
+        }
+    }
+    if previous.blind_suspected_since_ms != next.blind_suspected_since_ms {
+        match next.blind_suspected_since_ms {
+            Some(ms) => tx.execute(
+                "INSERT OR REPLACE INTO memory_flags (key, value) VALUES (?1, ?2)",
+                params![FLAG_H01_BLIND_SINCE, ms],
+            ),
+            None => tx.execute(
+                "DELETE FROM memory_flags WHERE key = ?1",
+                [FLAG_H01_BLIND_SINCE],
+            ),
+        }
+        .ctx("record_cycle: write H-01 flag")?;
+        writes += 1;
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use canary_invariants::{Severity, Source, Tier, TransitionKind};
+    use serde_json::json;
+
+    pub(crate) fn violation(id: &str, subject: &str, severity: Severity) -> Violation {
+        Violation {
+            invariant_id: id.to_owned(),
+            tier: Tier::A,
+            severity,
+            subject: subject.to_owned(),
+            summary: format!("{id} broken for {subject}"),
+            observed_state: json!({ "subject": subject, "n": 1 }),
+            signal: "sig".to_owned(),
+        }
+    }
+
+    pub(crate) fn state(id: &str, outcome: Outcome, firing: bool, at: Millis) -> InvariantState {
+        InvariantState {
+            invariant_id: id.to_owned(),
+            state: outcome,
+            since_ms: at,
+            consecutive: 1,
+            firing,
+            severity: firing.then_some(Severity::Critical),
+            last_fired_at_ms: firing.then_some(at),
+            last_resolved_at_ms: None,
+        }
+    }
+
+    pub(crate) fn fired(id: &str, at: Millis) -> Transition {
+        Transition {
+            invariant_id: id.to_owned(),
+            kind: TransitionKind::Fired,
+            severity: Severity::Critical,
+            at_ms: at,
+            previous_at_ms: None,
+        }
+    }
+
+    /// Records one cycle at `at` with the given violations, states, transitions (one payload
+    /// each) and memory change.
+    pub(crate) fn record(
+        db: &mut StateDb,
+        at: Millis,
+        violations: &[Violation],
+        states: &[InvariantState],
+        transitions: &[Transition],
+        previous: &Memory,
+        next: &Memory,
+    ) -> Result<RecordedCycle, StoreError> {
+        let outcomes: BTreeMap<String, Outcome> = states
+            .iter()
+            .map(|s| (s.invariant_id.clone(), s.state))
+            .collect();
+        let checks: Vec<String> = outcomes.keys().cloned().collect();
+        let payloads: Vec<serde_json::Value> = transitions
+            .iter()
+            .map(|t| json!({ "text": t.invariant_id }))
+            .collect();
+        let unavailable = [SourceUnavailable {
+            source: Source::Redis,
+            error: "refused".into(),
+        }];
+        db.record_cycle(&CycleRecord {
+            started_at_ms: at - 10,
+            finished_at_ms: at + 10,
+            duration_ms: 20.5,
+            trigger: "test",
+            checks_run: &checks,
+            outcomes: &outcomes,
+            sources_unavailable: &unavailable,
+            taken_at_ms: at,
+            violations,
+            states,
+            transitions,
+            outbox_payloads: &payloads,
+            previous_memory: previous,
+            next_memory: next,
+        })
+    }
+
+    fn memory(entries: &[(&str, &str, Millis)], blind: Option<Millis>) -> Memory {
+        Memory {
+            seen_terminal: entries
+                .iter()
+                .map(|(id, status, at)| {
+                    (
+                        (*id).to_owned(),
+                        SeenTerminal {
+                            status: (*status).to_owned(),
+                            seen_at_ms: *at,
+                        },
+                    )
+                })
+                .collect(),
+            blind_suspected_since_ms: blind,
+        }
+    }
+
+    fn count(db: &StateDb, table: &str) -> i64 {
+        db.conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn round_trip_ids_states_transitions_outbox() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let vs = [
+            violation("S-01", "a", Severity::Critical),
+            violation("S-01", "b", Severity::Major),
+        ];
+        let states = [
+            state("S-01", Outcome::Red, true, 1000),
+            state("E-02", Outcome::Green, false, 1000),
+        ];
+        let ts = [fired("S-01", 1000)];
+        let empty = Memory::default();
+        let rec = record(&mut db, 1000, &vs, &states, &ts, &empty, &empty).unwrap();
+        assert_eq!(rec.violation_ids.len(), 2);
+        assert!(rec.violation_ids[0] < rec.violation_ids[1]);
+        assert_eq!(rec.transition_ids.len(), 1);
+        let loaded = db.load_states().unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded["S-01"], states[0]);
+        assert_eq!(loaded["E-02"], states[1]);
+        assert_eq!(count(&db, "alert_outbox"), 1);
+        let (next_attempt, created, attempts): (i64, i64, i64) = db
+            .conn
+            .query_row(
+                "SELECT next_attempt_at, created_at, attempts FROM alert_outbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((next_attempt, created, attempts), (1010, 1010, 0));
+
+        // A later cycle updates one state and leaves the other untouched.
+        let next = [state("S-01", Outcome::Green, false, 2000)];
+        record(&mut db, 2000, &[], &next, &[], &empty, &empty).unwrap();
+        let loaded = db.load_states().unwrap();
+        assert_eq!(loaded["S-01"], next[0]);
+        assert_eq!(loaded["E-02"], states[1]);
+    }
+
+    #[test]
+    fn payload_count_mismatch_writes_nothing() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let empty = Memory::default();
+        let outcomes = BTreeMap::new();
+        let ts = [fired("S-01", 1), fired("S-02", 1)];
+        let payloads = [json!({})];
+        let err = db
+            .record_cycle(&CycleRecord {
+                started_at_ms: 0,
+                finished_at_ms: 1,
+                duration_ms: 1.0,
+                trigger: "test",
+                checks_run: &[],
+                outcomes: &outcomes,
+                sources_unavailable: &[],
+                taken_at_ms: 1,
+                violations: &[],
+                states: &[],
+                transitions: &ts,
+                outbox_payloads: &payloads,
+                previous_memory: &empty,
+                next_memory: &empty,
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { .. }));
+        assert_eq!(count(&db, "cycles"), 0);
+    }
+
+    #[test]
+    fn no_payloads_means_no_outbox_rows() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let empty = Memory::default();
+        let outcomes = BTreeMap::new();
+        let ts = [fired("S-01", 1)];
+        let rec = db
+            .record_cycle(&CycleRecord {
+                started_at_ms: 0,
+                finished_at_ms: 1,
+                duration_ms: 1.0,
+                trigger: "test",
+                checks_run: &[],
+                outcomes: &outcomes,
+                sources_unavailable: &[],
+                taken_at_ms: 1,
+                violations: &[],
+                states: &[],
+                transitions: &ts,
+                outbox_payloads: &[],
+                previous_memory: &empty,
+                next_memory: &empty,
+            })
+            .unwrap();
+        assert_eq!(rec.transition_ids.len(), 1);
+        assert_eq!(count(&db, "transitions"), 1);
+        assert_eq!(count(&db, "alert_outbox"), 0);
+    }
+
+    #[test]
+    fn memory_diff_adds_changes_removes_and_flags() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let m0 = Memory::default();
+        let m1 = memory(&[("x1", "success", 10), ("x2", "failed", 11)], Some(5));
+        record(&mut db, 100, &[], &[], &[], &m0, &m1).unwrap();
+        assert_eq!(db.load_memory().unwrap(), m1);
+
+        let m2 = memory(&[("x2", "cancelled", 20), ("x3", "skipped", 21)], None);
+        record(&mut db, 200, &[], &[], &[], &m1, &m2).unwrap();
+        assert_eq!(db.load_memory().unwrap(), m2);
+        assert_eq!(count(&db, "memory_flags"), 0);
+
+        // Unchanged memory writes nothing (an id unknown to `previous` would otherwise appear).
+        record(&mut db, 300, &[], &[], &[], &m2, &m2).unwrap();
+        assert_eq!(db.load_memory().unwrap(), m2);
+    }
+
+    #[test]
+    fn failure_mid_transaction_rolls_everything_back() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let m0 = Memory::default();
+        let s0 = [state("S-01", Outcome::Green, false, 1)];
+        record(&mut db, 1, &[], &s0, &[], &m0, &m0).unwrap();
+        // The last write of record_cycle (the memory diff) fails: all earlier writes must vanish.
+        db.conn
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON memory_seen_terminal
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+            )
+            .unwrap();
+        let m1 = memory(&[("x", "success", 1)], Some(1));
+        let err = record(
+            &mut db,
+            2,
+            &[violation("S-01", "a", Severity::Critical)],
+            &[state("S-01", Outcome::Red, true, 2)],
+            &[fired("S-01", 2)],
+            &m0,
+            &m1,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+        assert_eq!(count(&db, "cycles"), 1);
+        assert_eq!(count(&db, "violations"), 0);
+        assert_eq!(count(&db, "transitions"), 0);
+        assert_eq!(count(&db, "alert_outbox"), 0);
+        assert_eq!(db.load_states().unwrap()["S-01"], s0[0]);
+        assert_eq!(db.load_memory().unwrap(), m0);
+        // The connection is still usable afterwards.
+        db.conn.execute_batch("DROP TRIGGER boom").unwrap();
+        record(&mut db, 3, &[], &[], &[], &m0, &m1).unwrap();
+        assert_eq!(db.load_memory().unwrap(), m1);
+    }
+
+    #[test]
+    fn corrupt_state_is_reported_not_guessed() {
+        let db = StateDb::open_in_memory().unwrap();
+        // Bypass the CHECK constraint the way a hand edit of an older schema could.
+        db.conn
+            .execute_batch("PRAGMA ignore_check_constraints = ON")
+            .unwrap();
+        db.conn
+            .execute(
+                "INSERT INTO invariant_states VALUES ('S-01', 'purple', 0, 1, 0, NULL, NULL, NULL)",
+                [],
+            )
+            .unwrap();
+        let err = db.load_states().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    column: "invariant_states.state",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

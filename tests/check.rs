@@ -1,0 +1,431 @@
+//! `canary check` end to end: the real binary against a private `redis-server` and a platform
+//! database built from the fixture schema. For each core invariant: make it red in the real
+//! stores, see the right subject and exit 1, revert, see green and exit 0. Plus the failure modes:
+//! a killed Redis, a missing optional column, a missing cascade table, garbage in Redis, a broken
+//! config, a held lease.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use canary::fleet::platform::{self, Platform};
+use canary::fleet::redis_server::RedisServer;
+use canary::schedule::cycle::now_ms;
+use canary::store::StateDb;
+use redis::AsyncCommands;
+use serde_json::Value;
+
+const TIMEOUT: i64 = 600;
+
+struct Env {
+    dir: tempfile::TempDir,
+    redis: RedisServer,
+    platform: Platform,
+    now: i64,
+}
+
+impl Env {
+    /// A healthy platform: three agents with two running executions each, a finished one each,
+    /// an idle agent with a tag, and a soft-deleted agent with retained rows.
+    async fn healthy() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.path().join("platform.db");
+        platform::create_db(&db).expect("platform schema");
+        let mut platform = Platform::connect(&db, &redis.url())
+            .await
+            .expect("connect platform");
+        let now = now_ms();
+        for a in ["agent-a", "agent-b", "agent-c"] {
+            platform.add_agent(a, 3, 900).unwrap();
+            for e in 0..2 {
+                platform
+                    .start(a, &format!("{a}-run-{e}"), TIMEOUT, now - 120_000)
+                    .await
+                    .unwrap();
+            }
+            platform
+                .add_finished(a, &format!("{a}-done"), "success", now - 60_000)
+                .unwrap();
+        }
+        platform.add_agent("agent-idle", 3, 900).unwrap();
+        platform.add_tag("agent-idle", "x").unwrap();
+        platform.add_agent("agent-old", 3, 900).unwrap();
+        platform.add_tag("agent-old", "legacy").unwrap();
+        platform
+            .soft_delete_agent("agent-old", now - 86_400_000)
+            .unwrap();
+        platform
+            .add_sentinel("agent-a", "drain-1", now)
+            .await
+            .unwrap();
+        Env {
+            dir,
+            redis,
+            platform,
+            now,
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        let path = self.dir.path().join("canary.yaml");
+        let yaml = format!(
+            "platform:\n  sqlite_path: {}\n  redis_url: {}\nstate:\n  path: {}\n",
+            self.dir.path().join("platform.db").display(),
+            self.redis.url(),
+            self.state_path().display()
+        );
+        std::fs::write(&path, yaml).expect("write config");
+        path
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    /// Runs `canary check --format json` with extra args; returns (exit code, result JSON).
+    fn check(&self, extra: &[&str]) -> (i32, Value) {
+        let (code, stdout, stderr) = run_canary(&self.config_path(), extra);
+        let json = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"));
+        (code, json)
+    }
+}
+
+fn run_canary(config: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["check", "--format", "json", "--config"])
+        .arg(config)
+        .args(extra)
+        .env_remove("CANARY_CONFIG")
+        .output()
+        .expect("run canary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn outcome<'a>(result: &'a Value, id: &str) -> &'a str {
+    result["outcomes"][id].as_str().unwrap_or("absent")
+}
+
+fn violations_of<'a>(result: &'a Value, id: &str) -> Vec<&'a Value> {
+    result["violations"]
+        .as_array()
+        .expect("violations array")
+        .iter()
+        .filter(|v| v["invariant_id"] == id)
+        .collect()
+}
+
+fn transitions(result: &Value) -> Vec<(String, String)> {
+    result["transitions"]
+        .as_array()
+        .expect("transitions array")
+        .iter()
+        .map(|t| {
+            (
+                t["invariant_id"].as_str().unwrap().to_owned(),
+                t["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pair(id: &str, kind: &str) -> (String, String) {
+    (id.to_owned(), kind.to_owned())
+}
+
+#[tokio::test]
+async fn healthy_fleet_is_green_and_exit_0() {
+    let env = Env::healthy().await;
+    let (code, result) = env.check(&[]);
+    assert_eq!(code, 0, "{result:#}");
+    for id in ["S-01", "E-02", "L-03", "S-03"] {
+        assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
+    }
+    assert_eq!(result["sources_unavailable"], Value::Array(vec![]));
+    assert!(result["cycle_id"].as_i64().is_some());
+}
+
+#[tokio::test]
+async fn s01_leaked_slot_fires_then_resolves() {
+    let mut env = Env::healthy().await;
+    env.check(&[]);
+    env.platform
+        .finish_row("agent-b-run-0", "success", env.now)
+        .unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1);
+    let v = violations_of(&red, "S-01");
+    assert_eq!(v.len(), 1, "{red:#}");
+    assert_eq!(v[0]["subject"], "agent-b");
+    assert_eq!(v[0]["observed_state"]["in_redis_only"][0], "agent-b-run-0");
+    assert!(
+        v[0]["id"].as_i64().is_some(),
+        "persisted violation has a row id"
+    );
+    assert_eq!(transitions(&red), [pair("S-01", "fired")]);
+
+    let (_, still) = env.check(&[]);
+    assert!(
+        transitions(&still).is_empty(),
+        "a continuing red fires nothing, even across restarts"
+    );
+
+    env.platform
+        .release_slot("agent-b", "agent-b-run-0")
+        .await
+        .unwrap();
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{green:#}");
+    assert_eq!(transitions(&green), [pair("S-01", "resolved")]);
+}
+
+#[tokio::test]
+async fn s01_running_row_without_slot() {
+    let env = Env::healthy().await;
+    env.platform
+        .db()
+        .execute(
+            "INSERT INTO schedule_executions (id, agent_name, status, started_at) \
+             VALUES ('orphan-run', 'agent-c', 'running', ?1)",
+            [platform::iso(env.now - 30_000)],
+        )
+        .unwrap();
+    let (code, red) = env.check(&["--invariant", "S-01"]);
+    assert_eq!(code, 1);
+    assert_eq!(red["checks_run"], serde_json::json!(["S-01"]));
+    let v = violations_of(&red, "S-01");
+    assert_eq!(v[0]["signal"], "in_sql_only");
+    assert_eq!(v[0]["observed_state"]["in_sql_only"][0], "orphan-run");
+}
+
+#[tokio::test]
+async fn e02_reversal_fires_then_resolves() {
+    let env = Env::healthy().await;
+    let (code, _) = env.check(&[]);
+    assert_eq!(code, 0, "first cycle remembers the finished rows");
+    env.platform.set_status("agent-a-done", "queued").unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1);
+    let v = violations_of(&red, "E-02");
+    assert_eq!(v.len(), 1, "{red:#}");
+    assert_eq!(v[0]["subject"], "agent-a-done");
+    assert_eq!(v[0]["observed_state"]["previous_status"], "success");
+    assert_eq!(v[0]["observed_state"]["current_status"], "queued");
+
+    env.platform.set_status("agent-a-done", "success").unwrap();
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{green:#}");
+    assert_eq!(transitions(&green), [pair("E-02", "resolved")]);
+}
+
+#[tokio::test]
+async fn l03_orphans_fire_with_severity_split_then_resolve() {
+    let mut env = Env::healthy().await;
+    env.platform.delete_roster_row("agent-idle").unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1);
+    let v = violations_of(&red, "L-03");
+    assert_eq!(v.len(), 1, "{red:#}");
+    assert_eq!(v[0]["subject"], "agent-idle");
+    assert_eq!(v[0]["severity"], "major");
+    assert_eq!(v[0]["observed_state"]["tables"]["agent_tags"], 1);
+
+    // A slot key of an absent agent is live orchestration: critical.
+    env.platform
+        .add_sentinel("agent-idle", "drain-9", env.now)
+        .await
+        .unwrap();
+    let (_, red) = env.check(&["--invariant", "L-03"]);
+    assert_eq!(violations_of(&red, "L-03")[0]["severity"], "critical");
+
+    let key = env.platform.slots_key("agent-idle");
+    let _: i64 = env.platform.redis().del(&key).await.unwrap();
+    env.platform.add_agent("agent-idle", 3, 900).unwrap();
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{green:#}");
+    assert_eq!(transitions(&green), [pair("L-03", "resolved")]);
+}
+
+#[tokio::test]
+async fn s03_short_ttl_fires_then_resolves() {
+    let mut env = Env::healthy().await;
+    env.platform
+        .expire_meta("agent-c", "agent-c-run-1", 60)
+        .await
+        .unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1);
+    let v = violations_of(&red, "S-03");
+    assert_eq!(v.len(), 1, "{red:#}");
+    assert_eq!(v[0]["subject"], "agent-c-run-1");
+    assert_eq!(v[0]["signal"], "below_floor");
+
+    env.platform
+        .expire_meta("agent-c", "agent-c-run-1", TIMEOUT + 300)
+        .await
+        .unwrap();
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{green:#}");
+    assert_eq!(transitions(&green), [pair("S-03", "resolved")]);
+}
+
+#[tokio::test]
+async fn s03_hours_old_slot_with_correct_ttl_is_green() {
+    let mut env = Env::healthy().await;
+    // A two-hour task dispatched two hours ago: 300 s of its 7 500 s TTL left.
+    env.platform
+        .start("agent-a", "long-run", 7200, env.now - 7_200_000)
+        .await
+        .unwrap();
+    env.platform
+        .expire_meta("agent-a", "long-run", 300)
+        .await
+        .unwrap();
+    let (code, result) = env.check(&[]);
+    assert_eq!(code, 0, "{result:#}");
+}
+
+#[tokio::test]
+async fn killed_redis_gives_unknown_and_exit_2_while_e02_is_still_judged() {
+    let mut env = Env::healthy().await;
+    env.check(&[]);
+    env.redis.kill();
+    let started = std::time::Instant::now();
+    let (code, result) = env.check(&[]);
+    assert_eq!(code, 2, "{result:#}");
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "a dead Redis must fail fast"
+    );
+    for id in ["S-01", "S-03", "L-03"] {
+        assert_eq!(outcome(&result, id), "unknown", "{id}");
+    }
+    assert_eq!(outcome(&result, "E-02"), "green");
+    let unavailable = &result["sources_unavailable"][0];
+    assert_eq!(unavailable["source"], "redis");
+    let error = unavailable["error"].as_str().unwrap();
+    assert!(!error.contains("redis://"), "no URL in errors: {error}");
+    assert!(
+        transitions(&result).is_empty(),
+        "unknown neither fires nor resolves"
+    );
+}
+
+#[tokio::test]
+async fn missing_optional_column_degrades_only_what_needs_it() {
+    let env = Env::healthy().await;
+    env.platform
+        .db()
+        .execute_batch("ALTER TABLE schedule_executions DROP COLUMN completed_at")
+        .unwrap();
+    let (code, result) = env.check(&[]);
+    assert_eq!(code, 2, "{result:#}");
+    assert_eq!(outcome(&result, "E-02"), "unknown");
+    for id in ["S-01", "S-03", "L-03"] {
+        assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
+    }
+    assert!(result["sources_unavailable"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn missing_cascade_table_is_skipped_and_noted() {
+    let env = Env::healthy().await;
+    env.platform
+        .db()
+        .execute_batch("DROP TABLE agent_reports")
+        .unwrap();
+    let (code, result) = env.check(&[]);
+    assert_eq!(code, 0, "{result:#}");
+    assert_eq!(
+        result["diagnostics"]["skipped_tables"],
+        serde_json::json!(["agent_reports"])
+    );
+}
+
+#[tokio::test]
+async fn garbage_in_redis_is_an_anomaly_not_a_crash() {
+    let mut env = Env::healthy().await;
+    let key = env.platform.slots_key("agent-idle");
+    let _: () = env
+        .platform
+        .redis()
+        .set(&key, "not a sorted set")
+        .await
+        .unwrap();
+    let meta = env.platform.meta_key("agent-a", "agent-a-run-0");
+    let _: () = env
+        .platform
+        .redis()
+        .hset(&meta, "timeout_seconds", "soon")
+        .await
+        .unwrap();
+    let (code, result) = env.check(&[]);
+    assert_eq!(code, 0, "{result:#}");
+    let anomalies = result["diagnostics"]["anomalies"].as_array().unwrap();
+    assert!(anomalies.len() >= 2, "{result:#}");
+    assert!(result["sources_unavailable"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn no_persist_writes_nothing() {
+    let env = Env::healthy().await;
+    let (code, result) = env.check(&["--no-persist"]);
+    assert_eq!(code, 0);
+    assert!(result["cycle_id"].is_null());
+    assert!(!env.state_path().exists(), "no state database created");
+}
+
+#[tokio::test]
+async fn no_persist_reads_memory_but_leaves_the_state_database_untouched() {
+    let env = Env::healthy().await;
+    env.check(&[]);
+    env.platform.set_status("agent-b-done", "running").unwrap();
+    let before = std::fs::read(env.state_path()).unwrap();
+    let (code, result) = env.check(&["--no-persist", "--invariant", "E-02"]);
+    assert_eq!(
+        code, 1,
+        "remembered terminal rows come from the state database: {result:#}"
+    );
+    assert_eq!(
+        transitions(&result),
+        [pair("E-02", "fired")],
+        "computed, not recorded"
+    );
+    assert_eq!(std::fs::read(env.state_path()).unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_held_lease_means_cycle_in_progress() {
+    let env = Env::healthy().await;
+    let db = StateDb::open(&env.state_path()).unwrap();
+    assert!(
+        db.try_acquire_lease("other-process", now_ms(), 60_000)
+            .unwrap()
+            .is_some()
+    );
+    let (code, _, stderr) = run_canary(&env.config_path(), &[]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("cycle in progress"), "{stderr}");
+}
+
+#[tokio::test]
+async fn broken_config_exits_78_naming_the_key() {
+    let env = Env::healthy().await;
+    let path = env.dir.path().join("bad.yaml");
+    std::fs::write(&path, "platform:\n  sqlite_paht: /x\n").unwrap();
+    let (code, _, stderr) = run_canary(&path, &[]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("sqlite_paht"), "{stderr}");
+}
+
+#[tokio::test]
+async fn unknown_invariant_id_is_named() {
+    let env = Env::healthy().await;
+    let (code, _, stderr) = run_canary(&env.config_path(), &["--invariant", "X-99"]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("X-99"), "{stderr}");
+}

@@ -1,0 +1,923 @@
+//! The collector against real stores: a private `redis-server` and temp SQLite files per test.
+//!
+//! Covers the healthy snapshot, constant statement and round-trip counts as the fleet grows,
+//! schema degradation (optional columns, cascade tables, required columns), garbage in Redis,
+//! outages that must fail fast without leaking the URL, and that the platform file is never
+//! written.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use canary::collect::sqlite::open_read_only;
+use canary::collect::{Collected, collect};
+use canary::config::PlatformConfig;
+use canary::fleet::redis_server::RedisServer;
+use canary_invariants::{
+    Agent, Execution, Field, KeyTtl, OrphanRows, Phase, Severity, Snapshot, Source,
+};
+
+use crate::support::platform_db::{AgentRow, ExecRow, PlatformDb, iso, now_ms, sqlite_datetime};
+use crate::support::redis_server;
+
+const WINDOW_MS: i64 = 30 * 60 * 1000;
+const HOUR_MS: i64 = 3_600_000;
+
+async fn collect_now(cfg: &PlatformConfig) -> Collected {
+    collect(cfg, WINDOW_MS, now_ms()).await
+}
+
+fn floor_sec(ms: i64) -> i64 {
+    ms.div_euclid(1000) * 1000
+}
+
+fn secs(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+fn exec(id: &str, agent: &str, status: &str, phase: Phase) -> Execution {
+    Execution {
+        id: id.to_owned(),
+        agent_name: agent.to_owned(),
+        status: status.to_owned(),
+        phase,
+        started_at_ms: None,
+        completed_at_ms: None,
+        queued_at_ms: None,
+        leased: false,
+        lease_expires_at_ms: None,
+    }
+}
+
+fn sql_unavailable(snapshot: &Snapshot) -> Option<&str> {
+    snapshot
+        .sources_unavailable
+        .iter()
+        .find(|s| s.source == Source::Sqlite)
+        .map(|s| s.error.as_str())
+}
+
+fn redis_unavailable(snapshot: &Snapshot) -> Option<&str> {
+    snapshot
+        .sources_unavailable
+        .iter()
+        .find(|s| s.source == Source::Redis)
+        .map(|s| s.error.as_str())
+}
+
+fn anomaly_subjects(snapshot: &Snapshot, source: Source) -> BTreeSet<String> {
+    snapshot
+        .anomalies
+        .iter()
+        .filter(|a| a.source == source)
+        .map(|a| a.subject.clone())
+        .collect()
+}
+
+fn run(conn: &mut redis::Connection, args: &[&[u8]]) {
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).expect("command name"));
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.exec(conn).expect("redis command");
+}
+
+#[tokio::test]
+async fn healthy_fleet_collects_into_the_expected_snapshot() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    let now = now_ms();
+
+    db.add_agents(&[
+        AgentRow::new("alpha").caps(2, 600).system(),
+        AgentRow::new("beta"),
+        AgentRow::new("gamma").deleted(&sqlite_datetime(now - 24 * HOUR_MS)),
+    ]);
+    let plus_two_hours = chrono::DateTime::from_timestamp_millis(now - 90_000 + 2 * HOUR_MS)
+        .expect("ms")
+        .format("%Y-%m-%dT%H:%M:%S%.3f+02:00")
+        .to_string();
+    db.add_executions(&[
+        ExecRow::new("e-run", "alpha", "running")
+            .queued_at(&iso(now - 12_000))
+            .started_at(&iso(now - 10_000)),
+        ExecRow::new("e-lease", "beta", "running")
+            .started_at(&sqlite_datetime(now - 20_000))
+            .leased_until(&iso(now + 60_000)),
+        ExecRow::new("e-queued", "alpha", "queued").queued_at(&sqlite_datetime(now - 5_000)),
+        ExecRow::new("e-ok", "beta", "success")
+            .started_at(&iso(now - 120_000))
+            .completed_at(&sqlite_datetime(now - 60_000)),
+        // Outside the recent window, in both text shapes: the SQL prefilter drops them.
+        ExecRow::new("e-old", "alpha", "failed").completed_at(&sqlite_datetime(now - 2 * HOUR_MS)),
+        ExecRow::new("e-old-t", "alpha", "success").completed_at(&iso(now - 2 * HOUR_MS)),
+        ExecRow::new("e-garbage", "beta", "failed").completed_at("the day before yesterday"),
+        ExecRow::new("e-epoch", "beta", "cancelled")
+            .completed_at(&((now - 30_000) / 1000).to_string()),
+        ExecRow::new("e-offset", "beta", "skipped").completed_at(&plus_two_hours),
+        ExecRow::new("e-word", "alpha", "completed"),
+        // Terminal without completed_at (E-03's case): windowed by its start instead.
+        ExecRow::new("e-nocomp", "beta", "failed").started_at(&iso(now - 60_000)),
+        ExecRow::new("e-nocomp-old", "beta", "failed").started_at(&iso(now - 2 * HOUR_MS)),
+        ExecRow::new("e-ghost", "ghost", "running").started_at(&iso(now - 3_000)),
+        ExecRow::new("e-ghost-done", "ghost", "success").completed_at(&iso(now - 3 * HOUR_MS)),
+    ]);
+    db.add_keyed_rows("agent_tags", Some("ghost"), Some(("tag", "t")), 2);
+    db.add_keyed_rows("agent_tags", Some("gamma"), Some(("tag", "t")), 1);
+    db.add_keyed_rows("agent_tags", Some("alpha"), Some(("tag", "t")), 1);
+    db.add_keyed_rows("agent_skills", Some("ghost2"), Some(("skill_name", "s")), 1);
+    db.add_keyed_rows(
+        "chat_sessions",
+        Some("ghost"),
+        Some(("status", "active")),
+        1,
+    );
+    db.add_keyed_rows(
+        "chat_sessions",
+        Some("ghost"),
+        Some(("status", "closed")),
+        3,
+    );
+    db.add_keyed_rows("mcp_api_keys", Some("ghost"), Some(("scope", "agent")), 1);
+    db.add_keyed_rows("mcp_api_keys", Some("ghost"), Some(("scope", "user")), 1);
+    db.add_keyed_rows("mcp_api_keys", None, Some(("scope", "agent")), 1);
+    db.add_keyed_rows(
+        "operator_queue",
+        Some("ghost"),
+        Some(("status", "pending")),
+        1,
+    );
+    db.add_keyed_rows(
+        "access_requests",
+        Some("ghost"),
+        Some(("status", "approved")),
+        1,
+    );
+
+    let mut r = redis_server::connect(&server);
+    let zadd = |r: &mut redis::Connection, key: &str, at_ms: i64, member: &str| {
+        redis::cmd("ZADD")
+            .arg(key)
+            .arg(secs(at_ms))
+            .arg(member)
+            .exec(r)
+            .expect("ZADD");
+    };
+    zadd(&mut r, "agent:slots:alpha", now - 10_000, "e-run");
+    zadd(&mut r, "agent:slots:alpha", now - 1_000, "drain-abc");
+    zadd(&mut r, "agent:slots:ghost", now - 3_000, "e-ghost");
+    redis::cmd("HSET")
+        .arg("agent:slot:alpha:e-run")
+        .arg("timeout_seconds")
+        .arg(600)
+        .exec(&mut r)
+        .expect("HSET");
+    redis::cmd("EXPIRE")
+        .arg("agent:slot:alpha:e-run")
+        .arg(900)
+        .exec(&mut r)
+        .expect("EXPIRE");
+    redis::cmd("HSET")
+        .arg("agent:slot:ghost:e-ghost")
+        .arg("timeout_seconds")
+        .arg(900)
+        .exec(&mut r)
+        .expect("HSET");
+    redis::cmd("SET")
+        .arg("canary:drain_tick_at")
+        .arg(format!("{:.3}", secs(now - 5_000)))
+        .exec(&mut r)
+        .expect("SET");
+
+    let cfg = db.config(&server.url());
+    let before_read = now_ms();
+    let Collected { snapshot, stats } = collect(&cfg, WINDOW_MS, now).await;
+    let after_read = now_ms();
+
+    assert!(
+        snapshot.sources_unavailable.is_empty(),
+        "{:?}",
+        snapshot.sources_unavailable
+    );
+    assert_eq!(snapshot.taken_at_ms, now);
+    let sql = snapshot.sql.as_ref().expect("sql state");
+    assert_eq!(
+        sql.agents,
+        vec![
+            Agent {
+                name: "alpha".into(),
+                is_system: true,
+                max_parallel_tasks: 2,
+                execution_timeout_seconds: 600,
+                deleted: false
+            },
+            Agent {
+                name: "beta".into(),
+                is_system: false,
+                max_parallel_tasks: 3,
+                execution_timeout_seconds: 900,
+                deleted: false
+            },
+            Agent {
+                name: "gamma".into(),
+                is_system: false,
+                max_parallel_tasks: 3,
+                execution_timeout_seconds: 900,
+                deleted: true
+            },
+        ]
+    );
+
+    let expected_execs = vec![
+        Execution {
+            completed_at_ms: Some(floor_sec(now - 30_000)),
+            ..exec("e-epoch", "beta", "cancelled", Phase::Terminal)
+        },
+        exec("e-garbage", "beta", "failed", Phase::Terminal),
+        Execution {
+            started_at_ms: Some(now - 3_000),
+            ..exec("e-ghost", "ghost", "running", Phase::Running)
+        },
+        Execution {
+            started_at_ms: Some(floor_sec(now - 20_000)),
+            leased: true,
+            lease_expires_at_ms: Some(now + 60_000),
+            ..exec("e-lease", "beta", "running", Phase::Running)
+        },
+        Execution {
+            started_at_ms: Some(now - 60_000),
+            ..exec("e-nocomp", "beta", "failed", Phase::Terminal)
+        },
+        Execution {
+            completed_at_ms: Some(now - 90_000),
+            ..exec("e-offset", "beta", "skipped", Phase::Terminal)
+        },
+        Execution {
+            started_at_ms: Some(now - 120_000),
+            completed_at_ms: Some(floor_sec(now - 60_000)),
+            ..exec("e-ok", "beta", "success", Phase::Terminal)
+        },
+        Execution {
+            queued_at_ms: Some(floor_sec(now - 5_000)),
+            ..exec("e-queued", "alpha", "queued", Phase::Queued)
+        },
+        Execution {
+            started_at_ms: Some(now - 10_000),
+            queued_at_ms: Some(now - 12_000),
+            ..exec("e-run", "alpha", "running", Phase::Running)
+        },
+        exec("e-word", "alpha", "completed", Phase::Other),
+    ];
+    assert_eq!(sql.executions, expected_execs);
+
+    let orphan = |table: &str, agent: &str, rows, severity| OrphanRows {
+        table: table.into(),
+        agent_name: agent.into(),
+        rows,
+        severity,
+    };
+    assert_eq!(
+        sql.orphans,
+        vec![
+            orphan("agent_skills", "ghost2", 1, Severity::Major),
+            orphan("agent_tags", "ghost", 2, Severity::Major),
+            orphan("chat_sessions", "ghost", 1, Severity::Major),
+            orphan("mcp_api_keys", "ghost", 1, Severity::Major),
+            orphan("operator_queue", "ghost", 1, Severity::Major),
+            orphan("schedule_executions", "ghost", 1, Severity::Critical),
+        ]
+    );
+    assert!(sql.missing_fields.is_empty(), "{:?}", sql.missing_fields);
+    assert!(sql.skipped_tables.is_empty(), "{:?}", sql.skipped_tables);
+
+    let redis = snapshot.redis.as_ref().expect("redis state");
+    assert_eq!(redis.drain_tick_at_ms, Some(now - 5_000));
+    let agents: Vec<&str> = redis
+        .slot_sets
+        .iter()
+        .map(|s| s.agent_name.as_str())
+        .collect();
+    assert_eq!(agents, ["alpha", "ghost"]);
+    let alpha = &redis.slot_sets[0].members;
+    assert_eq!(alpha.len(), 2);
+    assert_eq!(
+        (
+            alpha[0].member.as_str(),
+            alpha[0].acquired_at_ms,
+            alpha[0].sentinel
+        ),
+        ("e-run", Some(now - 10_000), false)
+    );
+    let meta = alpha[0].meta.expect("metadata read");
+    assert_eq!(meta.timeout_seconds, Some(600));
+    match meta.ttl {
+        KeyTtl::Remaining(ms) => assert!((880_000..=900_000).contains(&ms), "ttl {ms}"),
+        other => panic!("expected a remaining TTL, got {other:?}"),
+    }
+    assert!((before_read..=after_read).contains(&meta.ttl_read_at_ms));
+    assert_eq!(
+        (
+            alpha[1].member.as_str(),
+            alpha[1].acquired_at_ms,
+            alpha[1].sentinel,
+            alpha[1].meta
+        ),
+        ("drain-abc", Some(now - 1_000), true, None)
+    );
+    let ghost = &redis.slot_sets[1].members;
+    let ghost_meta = ghost[0].meta.expect("metadata read");
+    assert_eq!(
+        (ghost_meta.ttl, ghost_meta.timeout_seconds),
+        (KeyTtl::NoExpiry, Some(900))
+    );
+
+    let subjects: Vec<(Source, &str)> = snapshot
+        .anomalies
+        .iter()
+        .map(|a| (a.source, a.subject.as_str()))
+        .collect();
+    assert_eq!(
+        subjects,
+        [(Source::Sqlite, "schedule_executions.e-garbage.completed_at")]
+    );
+    assert_eq!(
+        stats.redis_round_trips, 3,
+        "SCAN page + ZRANGE pipeline + metadata pipeline"
+    );
+    assert!(stats.sql_statements > 0);
+    assert!(stats.sqlite_ms >= 0.0 && stats.redis_ms >= 0.0);
+}
+
+/// A fleet of `n` agents, each with a running execution holding a slot, a finished execution and
+/// an orphaned tag row for a deleted twin.
+fn seed_fleet(n: usize, now: i64) -> (PlatformDb, RedisServer) {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    let agents: Vec<AgentRow> = (0..n)
+        .map(|i| AgentRow::new(&format!("agent-{i:04}")).caps(2, 600))
+        .collect();
+    db.add_agents(&agents);
+    let mut rows = Vec::new();
+    for i in 0..n {
+        let agent = format!("agent-{i:04}");
+        rows.push(
+            ExecRow::new(&format!("run-{i}"), &agent, "running").started_at(&iso(now - 30_000)),
+        );
+        rows.push(
+            ExecRow::new(&format!("done-{i}"), &agent, "success")
+                .completed_at(&sqlite_datetime(now - 60_000)),
+        );
+    }
+    db.add_executions(&rows);
+    for i in 0..n {
+        db.add_keyed_rows(
+            "agent_tags",
+            Some(&format!("gone-{i:04}")),
+            Some(("tag", "t")),
+            1,
+        );
+    }
+    let mut r = redis_server::connect(&server);
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        let agent = format!("agent-{i:04}");
+        let meta = format!("agent:slot:{agent}:run-{i}");
+        pipe.cmd("ZADD")
+            .arg(format!("agent:slots:{agent}"))
+            .arg(secs(now - 30_000))
+            .arg(format!("run-{i}"))
+            .ignore();
+        pipe.cmd("HSET")
+            .arg(&meta)
+            .arg("timeout_seconds")
+            .arg(600)
+            .ignore();
+        pipe.cmd("EXPIRE").arg(&meta).arg(900).ignore();
+    }
+    pipe.exec(&mut r).expect("seed redis");
+    (db, server)
+}
+
+struct Measured {
+    stats: canary::collect::CollectStats,
+    zrange: u64,
+    pttl: u64,
+    hget: u64,
+    scan: u64,
+    slot_sets: usize,
+    executions: usize,
+    orphans: usize,
+}
+
+async fn measure(n: usize) -> Measured {
+    let now = now_ms();
+    let (db, server) = seed_fleet(n, now);
+    let mut r = redis_server::connect(&server);
+    let calls = |r: &mut redis::Connection| {
+        ["zrange", "pttl", "hget", "scan"].map(|c| redis_server::command_calls(r, c))
+    };
+    let before = calls(&mut r);
+    let Collected { snapshot, stats } = collect(&db.config(&server.url()), WINDOW_MS, now).await;
+    let after = calls(&mut r);
+    assert!(
+        snapshot.sources_unavailable.is_empty(),
+        "{:?}",
+        snapshot.sources_unavailable
+    );
+    assert!(snapshot.anomalies.is_empty(), "{:?}", snapshot.anomalies);
+    let sql = snapshot.sql.expect("sql");
+    let redis = snapshot.redis.expect("redis");
+    Measured {
+        stats,
+        zrange: after[0] - before[0],
+        pttl: after[1] - before[1],
+        hget: after[2] - before[2],
+        scan: after[3] - before[3],
+        slot_sets: redis.slot_sets.len(),
+        executions: sql.executions.len(),
+        orphans: sql.orphans.len(),
+    }
+}
+
+#[tokio::test]
+async fn statement_and_round_trip_counts_do_not_grow_with_the_fleet() {
+    let small = measure(3).await;
+    let large = measure(300).await;
+
+    for (m, n) in [(&small, 3u64), (&large, 300)] {
+        // The work inside the pipelines grows with the fleet...
+        assert_eq!((m.zrange, m.pttl, m.hget), (n, n, n));
+        assert_eq!(m.slot_sets as u64, n);
+        assert_eq!(m.executions as u64, 2 * n);
+        assert_eq!(m.orphans as u64, n);
+        // ...the number of SCAN pages does not (one page with the configured COUNT).
+        assert_eq!(m.scan, 1);
+    }
+    eprintln!(
+        "per collection: {} SQL statements, {} Redis round trips (3 and 300 agents alike)",
+        large.stats.sql_statements, large.stats.redis_round_trips
+    );
+    // ...but the number of statements and round trips does not.
+    assert_eq!(small.stats.sql_statements, large.stats.sql_statements);
+    assert_eq!(small.stats.redis_round_trips, large.stats.redis_round_trips);
+    assert_eq!(large.stats.redis_round_trips, 3);
+    assert!(
+        large.stats.sql_statements <= 10,
+        "{}",
+        large.stats.sql_statements
+    );
+}
+
+#[tokio::test]
+async fn missing_optional_columns_degrade_per_column() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    let now = now_ms();
+    db.add_agents(&[AgentRow::new("alpha").caps(5, 60)]);
+    db.add_executions(&[
+        ExecRow::new("r1", "alpha", "running")
+            .started_at(&iso(now - 1_000))
+            .leased_until(&iso(now + 1_000)),
+        ExecRow::new("t1", "alpha", "success").completed_at(&iso(now - 1_000)),
+    ]);
+    db.exec(
+        "ALTER TABLE schedule_executions DROP COLUMN lease_expires_at;
+         ALTER TABLE schedule_executions DROP COLUMN completed_at;
+         ALTER TABLE schedule_executions DROP COLUMN backlog_metadata;
+         ALTER TABLE agent_ownership DROP COLUMN max_parallel_tasks;",
+    );
+
+    let snapshot = collect_now(&db.config(&server.url())).await.snapshot;
+    assert!(
+        snapshot.sources_unavailable.is_empty(),
+        "{:?}",
+        snapshot.sources_unavailable
+    );
+    let sql = snapshot.sql.expect("sql still collected");
+    assert_eq!(
+        sql.missing_fields,
+        BTreeSet::from([
+            Field::ExecLeaseExpiresAt,
+            Field::ExecCompletedAt,
+            Field::ExecBacklogMetadata,
+            Field::AgentMaxParallelTasks,
+        ])
+    );
+    assert_eq!(sql.agents.len(), 1);
+    assert_eq!(
+        (
+            sql.agents[0].max_parallel_tasks,
+            sql.agents[0].execution_timeout_seconds
+        ),
+        (3, 60)
+    );
+    // Without completed_at no terminal row can be windowed; the live row is still read.
+    assert_eq!(
+        sql.executions,
+        vec![Execution {
+            started_at_ms: Some(now - 1_000),
+            ..exec("r1", "alpha", "running", Phase::Running)
+        }]
+    );
+}
+
+#[tokio::test]
+async fn missing_cascade_tables_are_skipped_not_fatal() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    db.add_keyed_rows("agent_tags", Some("ghost"), Some(("tag", "t")), 1);
+    db.exec(
+        "DROP TABLE agent_reports;
+         DROP TABLE mcp_api_keys;
+         DROP TABLE chat_sessions;
+         CREATE TABLE chat_sessions (id INTEGER PRIMARY KEY, agent_name TEXT);
+         INSERT INTO chat_sessions (agent_name) VALUES ('ghost');",
+    );
+
+    let snapshot = collect_now(&db.config(&server.url())).await.snapshot;
+    assert!(
+        snapshot.sources_unavailable.is_empty(),
+        "{:?}",
+        snapshot.sources_unavailable
+    );
+    let sql = snapshot.sql.as_ref().expect("sql");
+    assert_eq!(
+        sql.skipped_tables,
+        ["agent_reports", "chat_sessions", "mcp_api_keys"]
+    );
+    let tables: Vec<&str> = sql.orphans.iter().map(|o| o.table.as_str()).collect();
+    assert_eq!(tables, ["agent_tags"]);
+    // The table that exists without its filter column is named, so nobody wonders why.
+    assert_eq!(
+        anomaly_subjects(&snapshot, Source::Sqlite),
+        BTreeSet::from(["chat_sessions.status".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn sqlite_failures_make_the_source_unavailable() {
+    let server = redis_server::start();
+
+    // Required column missing.
+    let db = PlatformDb::create();
+    db.exec(
+        "DROP INDEX idx_schedule_executions_status;
+         ALTER TABLE schedule_executions DROP COLUMN status;",
+    );
+    let snapshot = collect_now(&db.config(&server.url())).await.snapshot;
+    let error = sql_unavailable(&snapshot).expect("sqlite unavailable");
+    assert!(
+        error.contains("schedule_executions") && error.contains("status"),
+        "{error}"
+    );
+    assert!(snapshot.sql.is_none());
+    assert!(snapshot.redis.is_some(), "redis is independent of sqlite");
+
+    // Roster table missing.
+    let db = PlatformDb::create();
+    db.exec("DROP TABLE agent_ownership;");
+    let snapshot = collect_now(&db.config(&server.url())).await.snapshot;
+    assert!(
+        sql_unavailable(&snapshot)
+            .expect("unavailable")
+            .contains("agent_ownership")
+    );
+
+    // File missing: read-only open must not create it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.db");
+    let cfg = PlatformConfig {
+        sqlite_path: missing.clone(),
+        ..db.config(&server.url())
+    };
+    let snapshot = collect_now(&cfg).await.snapshot;
+    eprintln!("missing file: {:?}", sql_unavailable(&snapshot));
+    assert!(sql_unavailable(&snapshot).is_some());
+    assert!(!missing.exists(), "a read-only open never creates the file");
+
+    // Not a database.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).expect("write junk");
+    let cfg = PlatformConfig {
+        sqlite_path: junk,
+        ..db.config(&server.url())
+    };
+    let snapshot = collect_now(&cfg).await.snapshot;
+    let error = sql_unavailable(&snapshot).expect("unavailable");
+    eprintln!("not a database: {error}");
+    assert!(error.contains("not a database"), "{error}");
+
+    // Locked past the busy timeout by a platform writer holding an exclusive lock.
+    let db = PlatformDb::create();
+    let writer = db.writer();
+    writer
+        .execute_batch(
+            "BEGIN EXCLUSIVE; INSERT INTO agent_tags (agent_name, tag) VALUES ('a', 't');",
+        )
+        .expect("lock");
+    let cfg = PlatformConfig {
+        sqlite_busy_timeout: Duration::from_millis(200),
+        ..db.config(&server.url())
+    };
+    let started = Instant::now();
+    let snapshot = collect_now(&cfg).await.snapshot;
+    let error = sql_unavailable(&snapshot).expect("unavailable");
+    eprintln!("locked: {error}");
+    assert!(error.contains("locked"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    writer.execute_batch("ROLLBACK").expect("unlock");
+}
+
+#[tokio::test]
+async fn garbage_in_redis_becomes_anomalies() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    let now = now_ms();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    let mut r = redis_server::connect(&server);
+    let at = secs(now).to_string();
+    run(&mut r, &[b"SET", b"agent:slots:stringy", b"not a zset"]);
+    run(&mut r, &[b"ZADD", b"agent:slots:alpha", b"inf", b"e-inf"]);
+    run(&mut r, &[b"ZADD", b"agent:slots:alpha", b"-inf", b"e-ninf"]);
+    run(
+        &mut r,
+        &[b"ZADD", b"agent:slots:alpha", at.as_bytes(), b"\xff\xfe"],
+    );
+    run(
+        &mut r,
+        &[b"ZADD", b"agent:slots:alpha", at.as_bytes(), b"e-str"],
+    );
+    run(
+        &mut r,
+        &[b"ZADD", b"agent:slots:alpha", at.as_bytes(), b"e-frac"],
+    );
+    run(
+        &mut r,
+        &[b"ZADD", b"agent:slots:\xc3\x28", at.as_bytes(), b"e-x"],
+    );
+    run(
+        &mut r,
+        &[b"SET", b"agent:slot:alpha:e-str", b"a string, not a hash"],
+    );
+    run(
+        &mut r,
+        &[
+            b"HSET",
+            b"agent:slot:alpha:e-frac",
+            b"timeout_seconds",
+            b"12.5",
+        ],
+    );
+    run(&mut r, &[b"SET", b"canary:drain_tick_at", b"soon"]);
+
+    let snapshot = collect_now(&db.config(&server.url())).await.snapshot;
+    assert!(
+        snapshot.sources_unavailable.is_empty(),
+        "{:?}",
+        snapshot.sources_unavailable
+    );
+    let redis = snapshot.redis.as_ref().expect("redis still available");
+    assert_eq!(redis.drain_tick_at_ms, None);
+    let agents: Vec<&str> = redis
+        .slot_sets
+        .iter()
+        .map(|s| s.agent_name.as_str())
+        .collect();
+    assert_eq!(
+        agents,
+        ["alpha"],
+        "wrong-type and non-UTF-8 slot keys are skipped"
+    );
+    let members = &redis.slot_sets[0].members;
+    let by_name = |name: &str| members.iter().find(|m| m.member == name).expect(name);
+    assert_eq!(
+        members.len(),
+        4,
+        "the non-UTF-8 member is skipped: {members:?}"
+    );
+    assert_eq!(by_name("e-inf").acquired_at_ms, None);
+    assert_eq!(by_name("e-ninf").acquired_at_ms, None);
+    assert_eq!(by_name("e-str").acquired_at_ms, Some(now));
+    let str_meta = by_name("e-str").meta.expect("ttl still read");
+    assert_eq!(
+        (str_meta.ttl, str_meta.timeout_seconds),
+        (KeyTtl::NoExpiry, None)
+    );
+    let frac_meta = by_name("e-frac").meta.expect("ttl read");
+    assert_eq!(frac_meta.timeout_seconds, None);
+    assert_eq!(by_name("e-inf").meta.expect("read").ttl, KeyTtl::Missing);
+
+    let subjects = anomaly_subjects(&snapshot, Source::Redis);
+    for expected in [
+        "agent:slots:stringy",
+        "agent:slots:alpha e-inf",
+        "agent:slots:alpha e-ninf",
+        "agent:slots:alpha",
+        "agent:slot:alpha:e-str",
+        "agent:slot:alpha:e-frac timeout_seconds",
+        "canary:drain_tick_at",
+        "0x6167656e743a736c6f74733ac328",
+    ] {
+        assert!(
+            subjects.contains(expected),
+            "missing anomaly for {expected}: {subjects:?}"
+        );
+    }
+    let wrongtype = snapshot
+        .anomalies
+        .iter()
+        .find(|a| a.subject == "agent:slots:stringy")
+        .expect("anomaly");
+    assert!(
+        wrongtype.note.contains("wrong key type"),
+        "{}",
+        wrongtype.note
+    );
+}
+
+#[tokio::test]
+async fn a_dead_redis_is_unavailable_fast_without_leaking_the_url() {
+    let mut server = redis_server::start();
+    let db = PlatformDb::create();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    let port = server.port();
+    server.kill();
+    assert!(!server.is_running());
+
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{port}/0");
+    let cfg = db.config(&url);
+    let started = Instant::now();
+    let snapshot = collect_now(&cfg).await.snapshot;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let error = redis_unavailable(&snapshot).expect("redis unavailable");
+    eprintln!("dead redis: {error}");
+    for secret in [
+        url.as_str(),
+        "s3cret-pw",
+        &format!("127.0.0.1:{port}"),
+        "redis://",
+    ] {
+        assert!(!error.contains(secret), "{error:?} leaks {secret:?}");
+    }
+    assert!(error.contains("refused"), "{error}");
+    assert!(snapshot.redis.is_none());
+    assert!(snapshot.sql.is_some(), "sqlite is independent of redis");
+
+    // A peer that accepts connections but never answers: the connect timeout bounds the wait.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "redis://user:hunter2-pw@127.0.0.1:{}/0",
+        silent.local_addr().expect("addr").port()
+    );
+    let cfg = PlatformConfig {
+        redis_connect_timeout: Duration::from_millis(500),
+        redis_response_timeout: Duration::from_millis(500),
+        ..db.config(&url)
+    };
+    let started = Instant::now();
+    let snapshot = collect_now(&cfg).await.snapshot;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let error = redis_unavailable(&snapshot).expect("redis unavailable");
+    assert!(
+        !error.contains("hunter2-pw") && !error.contains(&url),
+        "{error}"
+    );
+    eprintln!("silent redis: {error}");
+    assert!(error.contains("timed out"), "{error}");
+}
+
+fn file_state(db: &PlatformDb) -> (Vec<u8>, std::time::SystemTime, Vec<String>) {
+    let bytes = std::fs::read(db.path()).expect("read db");
+    let mtime = std::fs::metadata(db.path())
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    let mut names: Vec<String> = std::fs::read_dir(db.dir())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    (bytes, mtime, names)
+}
+
+#[tokio::test]
+async fn the_platform_database_is_never_modified() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    let now = now_ms();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    db.add_executions(&[ExecRow::new("r1", "alpha", "running").started_at(&iso(now))]);
+    db.add_keyed_rows("agent_tags", Some("ghost"), Some(("tag", "t")), 1);
+    let before = file_state(&db);
+
+    let cfg = db.config(&server.url());
+    for _ in 0..3 {
+        let snapshot = collect_now(&cfg).await.snapshot;
+        assert!(
+            snapshot.sources_unavailable.is_empty(),
+            "{:?}",
+            snapshot.sources_unavailable
+        );
+    }
+    assert_eq!(
+        file_state(&db),
+        before,
+        "bytes, mtime and directory listing unchanged"
+    );
+
+    let conn = open_read_only(db.path(), Duration::from_secs(1)).expect("open read-only");
+    assert!(
+        conn.execute(
+            "INSERT INTO agent_tags (agent_name, tag) VALUES ('x', 'y')",
+            []
+        )
+        .is_err()
+    );
+    assert!(conn.execute("DELETE FROM agent_ownership", []).is_err());
+    // Even with query_only switched off, the file handle itself is read-only.
+    conn.execute_batch("PRAGMA query_only = 0").expect("pragma");
+    assert!(
+        conn.execute(
+            "INSERT INTO agent_tags (agent_name, tag) VALUES ('x', 'y')",
+            []
+        )
+        .is_err()
+    );
+    drop(conn);
+    assert_eq!(file_state(&db), before);
+}
+
+#[tokio::test]
+async fn a_wal_database_is_read_while_the_platform_writes() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    db.exec("PRAGMA journal_mode = WAL;");
+    db.add_agents(&[AgentRow::new("alpha")]);
+    // The platform keeps its connection open (so the -wal and -shm files exist) and writes more.
+    let platform = db.writer();
+    platform
+        .execute_batch("INSERT INTO agent_ownership (agent_name) VALUES ('beta');")
+        .expect("write");
+
+    let cfg = db.config(&server.url());
+    let snapshot = collect_now(&cfg).await.snapshot;
+    assert!(
+        snapshot.sources_unavailable.is_empty(),
+        "{:?}",
+        snapshot.sources_unavailable
+    );
+    assert_eq!(snapshot.sql.expect("sql").agents.len(), 2);
+
+    // A write transaction in progress does not block the reader in WAL mode.
+    platform
+        .execute_batch(
+            "BEGIN IMMEDIATE; INSERT INTO agent_ownership (agent_name) VALUES ('gamma');",
+        )
+        .expect("write");
+    let snapshot = collect_now(&cfg).await.snapshot;
+    assert_eq!(
+        snapshot.sql.expect("sql").agents.len(),
+        2,
+        "uncommitted rows are invisible"
+    );
+    platform.execute_batch("COMMIT").expect("commit");
+    drop(platform);
+
+    // Platform stopped: its last connection checkpointed and removed -wal/-shm.
+    let snapshot = collect_now(&cfg).await.snapshot;
+    assert!(
+        snapshot.sources_unavailable.is_empty(),
+        "{:?}",
+        snapshot.sources_unavailable
+    );
+    assert_eq!(snapshot.sql.expect("sql").agents.len(), 3);
+}
+
+#[tokio::test]
+async fn a_wrong_redis_password_is_unavailable_without_leaking_it() {
+    let server = redis_server::start();
+    let mut r = redis_server::connect(&server);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("right-pw")
+        .exec(&mut r)
+        .expect("CONFIG SET");
+    let db = PlatformDb::create();
+    let url = format!("redis://:wrong-pw@127.0.0.1:{}/0", server.port());
+    let snapshot = collect_now(&db.config(&url)).await.snapshot;
+    let error = redis_unavailable(&snapshot).expect("redis unavailable");
+    assert!(
+        !error.contains("wrong-pw") && !error.contains("right-pw") && !error.contains(&url),
+        "{error}"
+    );
+    eprintln!("wrong password reported as: {error}");
+}
