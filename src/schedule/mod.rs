@@ -2,3 +2,4 @@
 //! (lease → load state → collect → evaluate → diff → record → release).
 
 pub mod cycle;
+pub mod runner;
