@@ -79,6 +79,12 @@ pub struct ScheduleConfig {
     /// Delay before the first cycle.
     #[serde(with = "humantime_serde")]
     pub startup_delay: Duration,
+    /// Random delay up to this added to each tick (spreads many canaries over one platform).
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// On SIGTERM/SIGINT: how long an in-flight cycle may take to commit before the process exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ScheduleConfig {
@@ -87,22 +93,64 @@ impl Default for ScheduleConfig {
             interval: Duration::from_secs(300),
             cron: None,
             startup_delay: Duration::from_secs(30),
+            jitter: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// Where alerts go.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Where alerts go, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// Slack incoming webhook.
     pub slack: SlackConfig,
+    /// Consecutive red cycles before an invariant fires.
+    pub fire_after: u32,
+    /// Consecutive green cycles before a firing invariant resolves.
+    pub resolve_after: u32,
+    /// Re-send a fired alert while it stays red this long (unset = never).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub renotify_after: Option<Duration>,
+    /// An alert still undelivered after this is marked abandoned (logged at ERROR, kept).
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+    /// First retry delay after a failed delivery (doubles, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            slack: SlackConfig::default(),
+            fire_after: 1,
+            resolve_after: 1,
+            renotify_after: None,
+            give_up_after: Duration::from_secs(24 * 3600),
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Slack incoming webhook. Absent URL = silent sink (transitions are still recorded).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SlackConfig {
+    /// Timeout of one POST.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// At most one message per this interval per webhook (Slack allows about one per second).
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
     /// The webhook URL (a secret). Prefer `webhook_url_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<Secret>,
@@ -111,10 +159,26 @@ pub struct SlackConfig {
     pub webhook_url_file: Option<PathBuf>,
 }
 
+impl Default for SlackConfig {
+    fn default() -> Self {
+        SlackConfig {
+            timeout: Duration::from_secs(10),
+            min_interval: Duration::from_secs(1),
+            webhook_url: None,
+            webhook_url_file: None,
+        }
+    }
+}
+
 /// Admin API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Requests taking longer are answered 408 (a run-cycle request includes the cycle).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
     /// Listen address.
     pub bind: String,
     /// Bearer token for admin routes (a secret). Prefer `admin_token_file`.
@@ -128,6 +192,8 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            request_timeout: Duration::from_secs(60),
+            body_limit_bytes: 64 * 1024,
             bind: "127.0.0.1:9464".to_owned(),
             admin_token: None,
             admin_token_file: None,

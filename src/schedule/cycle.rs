@@ -274,7 +274,7 @@ async fn stage(
         })
         .collect();
     let (states, transitions) =
-        transitions::diff(previous, &verdicts, taken_at_ms, Hysteresis::default());
+        transitions::diff(previous, &verdicts, taken_at_ms, hysteresis(config));
     for source in &snapshot.sources_unavailable {
         tracing::warn!(source = source.source.as_str(), error = %source.error, "source unavailable");
     }
@@ -332,6 +332,13 @@ impl Staged {
             sources_unavailable: self.sources_unavailable,
             diagnostics: self.diagnostics,
         }
+    }
+}
+
+fn hysteresis(config: &Config) -> Hysteresis {
+    Hysteresis {
+        fire_after: config.alerts.fire_after.max(1),
+        resolve_after: config.alerts.resolve_after.max(1),
     }
 }
 

@@ -21,7 +21,10 @@ pub struct CycleRunner {
 impl CycleRunner {
     /// Wraps an open state database.
     pub fn new(config: Arc<Config>, db: StateDb) -> CycleRunner {
-        CycleRunner { config, db: Arc::new(Mutex::new(db)) }
+        CycleRunner {
+            config,
+            db: Arc::new(Mutex::new(db)),
+        }
     }
 
     /// The configuration cycles run with.
