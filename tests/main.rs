@@ -6,6 +6,9 @@
 
 mod support;
 
+mod alert;
 mod check;
 mod collect;
+mod daemon;
+mod http;
 mod store;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use canary_invariants::{CATALOG, Outcome};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Overrides};
 use crate::schedule::cycle::{self, CycleError, CycleRequest, CycleResult, Trigger};
@@ -25,6 +26,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: scheduled cycles, alert delivery, admin API. Stops on SIGTERM/SIGINT.
+    Run(RunArgs),
     /// Run one cycle now. Exit 0 green, 1 red, 2 unknown / source unavailable, 78 config error.
     Check(CheckArgs),
     /// Self-contained demo: temp platform DB, private redis-server, a small fleet with one fault
@@ -36,6 +39,23 @@ pub enum Command {
     Invariants(InvariantsArgs),
     /// Validate, show (secrets redacted) or print an example configuration.
     Config(ConfigArgs),
+    /// Alerting tools: `alert test` posts a test message to the configured Slack webhook.
+    Alert(AlertArgs),
+}
+
+/// `canary alert`.
+#[derive(Debug, Args)]
+pub struct AlertArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: AlertAction,
+}
+
+/// `canary alert` actions.
+#[derive(Debug, Subcommand)]
+pub enum AlertAction {
+    /// Post a test message to the webhook. Exit 0 delivered, 3 failed, 78 no webhook configured.
+    Test(ConfigSource),
 }
 
 /// Where the configuration comes from (shared by subcommands that read it).
@@ -110,6 +130,14 @@ pub struct CheckArgs {
     /// Do not write to the state database (memory and states are still read when it exists).
     #[arg(long)]
     pub no_persist: bool,
+}
+
+/// `canary run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration.
+    #[command(flatten)]
+    pub source: ConfigSource,
 }
 
 /// `canary demo`.
@@ -220,9 +248,14 @@ impl ExitCode {
     }
 }
 
-/// Runs a subcommand, printing its report on stdout.
-pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// Runs a subcommand, printing its report on stdout. `shutdown` is cancelled by `main.rs` on
+/// SIGTERM/SIGINT (only the daemon listens to it; one-shot commands keep the default signals).
+pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run(args) => {
+            crate::daemon::run(args.source.load()?, shutdown).await?;
+            Ok(ExitCode::Green)
+        }
         Command::Check(args) => check(args).await,
         Command::Demo(args) => crate::fleet::demo::run(args.agents, args.keep).await,
         Command::Violations(args) => violations(args),
@@ -237,6 +270,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Green)
         }
         Command::Config(args) => config_command(args.action),
+        Command::Alert(AlertArgs {
+            action: AlertAction::Test(source),
+        }) => alert_test(&source).await,
     }
 }
 
@@ -308,4 +344,31 @@ fn config_command(action: ConfigAction) -> anyhow::Result<ExitCode> {
         ConfigAction::Example => output::print(config::example()),
     }
     Ok(ExitCode::Green)
+}
+
+/// `canary alert test`: one POST, no retries, so the operator sees the webhook's own answer.
+async fn alert_test(source: &ConfigSource) -> anyhow::Result<ExitCode> {
+    let config = source.load()?;
+    let webhook = config
+        .webhook_url()
+        .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))?
+        .ok_or_else(|| {
+            ConfigFailure(vec![
+                "no Slack webhook configured (alerts.slack.webhook_url or webhook_url_file)"
+                    .to_owned(),
+            ])
+        })?;
+    let client = crate::alert::deliver::client(config.alerts.slack.timeout)?;
+    let outcome =
+        crate::alert::post_once(&client, &webhook, &crate::alert::slack::test_message()).await;
+    if outcome.attempt == crate::alert::Attempt::Delivered {
+        output::print(&format!("test message delivered ({})", outcome.detail));
+        Ok(ExitCode::Green)
+    } else {
+        output::print(&format!(
+            "test message not delivered: {} ({})",
+            outcome.detail, outcome.reason
+        ));
+        Ok(ExitCode::Failure)
+    }
 }

@@ -286,6 +286,13 @@ fn schedule(config: &Config, out: &mut Vec<Problem>) {
                     "must have 5 whitespace-separated fields (minute hour day-of-month month day-of-week, UTC), found {fields}"
                 ),
             );
+        } else if let Err(error) =
+            crate::schedule::timing::Cadence::from_config(schedule.interval, Some(cron))
+        {
+            // The same parser `canary run` uses, so `config validate` and `run` agree.
+            let message = error.to_string();
+            let message = message.strip_prefix("schedule.cron: ").unwrap_or(&message);
+            push(out, "schedule.cron", message.to_owned());
         }
     }
 }
@@ -595,5 +602,19 @@ mod tests {
         let problems = validate(&config);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "custom_invariants");
+    }
+
+    #[test]
+    fn an_unparseable_five_field_cron_is_refused_by_validation() {
+        let mut c = Config::default();
+        c.schedule.cron = Some("61 * * * *".to_owned());
+        let problems = validate(&c);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "schedule.cron");
+        assert!(
+            problems[0].message.contains("61 * * * *"),
+            "{}",
+            problems[0].message
+        );
     }
 }

@@ -14,6 +14,7 @@ use canary_invariants::{
 };
 use serde::Serialize;
 
+use crate::alert::slack;
 use crate::collect::{self, CollectStats};
 use crate::config::Config;
 use crate::store::{CycleRecord, StateDb, StoreError};
@@ -202,6 +203,7 @@ async fn run_leased(
     let memory = db.load_memory()?;
     let staged = stage(config, request, &previous, &memory).await;
     let finished_at_ms = now_ms();
+    let outbox_payloads = alert_payloads(config, &staged);
     let recorded = db.record_cycle(&CycleRecord {
         started_at_ms: staged.taken_at_ms,
         finished_at_ms,
@@ -214,7 +216,7 @@ async fn run_leased(
         violations: &staged.eval.violations,
         states: &staged.states,
         transitions: &staged.transitions,
-        outbox_payloads: &[],
+        outbox_payloads: &outbox_payloads,
         previous_memory: &memory,
         next_memory: &staged.eval.memory,
     })?;
@@ -333,6 +335,21 @@ impl Staged {
             diagnostics: self.diagnostics,
         }
     }
+}
+
+/// One Slack payload per transition (same order), built now so the outbox row says what was
+/// true at this snapshot whenever it is delivered. No webhook configured = silent sink: no
+/// payloads, hence no outbox rows (the transitions are still recorded). A webhook file that
+/// cannot be read counts as configured, so the alerts wait in the outbox until it is fixed.
+fn alert_payloads(config: &Config, staged: &Staged) -> Vec<serde_json::Value> {
+    if matches!(config.webhook_url(), Ok(None)) {
+        return Vec::new();
+    }
+    staged
+        .transitions
+        .iter()
+        .map(|t| slack::payload(t, &staged.eval.violations, staged.taken_at_ms))
+        .collect()
 }
 
 fn hysteresis(config: &Config) -> Hysteresis {

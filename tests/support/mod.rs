@@ -1,7 +1,11 @@
 //! Test harnesses: real processes and real files, no mocks.
 //!
 //! - [`redis_server`]: a private `redis-server` per test (fails with an install hint when absent).
+//! - [`webhook`]: a local HTTP receiver with scripted answers, standing in for Slack.
 //! - [`platform_db`]: a temp platform SQLite database built from `tests/fixtures/platform.sql`.
+//! - [`daemon`]: a real `canary run` process, stopped with SIGTERM, killed on drop.
 
+pub mod daemon;
 pub mod platform_db;
 pub mod redis_server;
+pub mod webhook;

@@ -1,0 +1,483 @@
+//! The alert deliverer (DESIGN §7): a task that claims due outbox rows, POSTs each stored
+//! payload to the Slack webhook, and records the outcome — delivered, retry later (429 after
+//! `Retry-After`, 5xx/timeout/connect after an exponential backoff with jitter), or abandoned
+//! (permanent 4xx, or older than `give_up_after`; logged at ERROR, kept in the outbox). At most
+//! one POST per `min_interval` per webhook.
+//!
+//! Delivery is at least once: the row is marked delivered only after Slack's 2xx, so a crash in
+//! between re-sends that one message on restart. It never sends from the cycle and never decides
+//! classification itself (that is [`super::retry`]). The webhook URL is exposed only to build
+//! the request: errors are stripped of URLs ([`reqwest::Error::without_url`]) and scrubbed of
+//! the secret before they are logged or stored, and requests are never `Debug`-printed.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::error::Error as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::retry::{self, Attempt, Backoff, TransportFailure};
+use super::slack::truncate;
+use super::{AlertStats, slack};
+use crate::config::{AlertsConfig, Secret};
+use crate::schedule::cycle::now_ms;
+use crate::store::{OutboxRow, StateDb, StoreError};
+
+/// Rows claimed per outbox query: small, so a long queue does not hold stale rows in memory
+/// while pacing works through it.
+pub const BATCH: u32 = 8;
+/// How often an idle deliverer looks for new rows (a cycle can also wake it: [`Deliverer::waker`]).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes of an error response body kept for `last_error` (Slack answers with a short code such
+/// as `no_service`).
+const BODY_MAX: usize = 512;
+
+/// Errors setting the deliverer up or talking to its state database.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// The state database failed.
+    #[error("state database: {0}")]
+    Store(#[from] StoreError),
+    /// The HTTP client could not be built (TLS backend).
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+    /// The blocking state-DB task died.
+    #[error("state database task: {0}")]
+    Task(String),
+}
+
+/// What one POST ended in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostOutcome {
+    /// The classification.
+    pub attempt: Attempt,
+    /// The HTTP status, when there was a response.
+    pub status: Option<u16>,
+    /// Short reason for logs and metrics: `ok`, `rate_limited`, `server`, `client`, `timeout`,
+    /// `connect`, `transport`, `build`.
+    pub reason: &'static str,
+    /// Human detail for `last_error` and logs (never contains the webhook URL).
+    pub detail: String,
+}
+
+/// The HTTP client used for webhooks: per-POST timeout, no redirects (a webhook that redirects
+/// is misconfigured, and following it would send the payload somewhere unreviewed).
+pub fn client(timeout: Duration) -> Result<reqwest::Client, DeliverError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("canary/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| DeliverError::Client(error_chain(&e.without_url())))
+}
+
+/// POSTs `payload` to `webhook` once and classifies the outcome. Used by the deliverer and by
+/// `canary alert test`. Never returns or logs the URL.
+pub async fn post_once(
+    client: &reqwest::Client,
+    webhook: &Secret,
+    payload: &serde_json::Value,
+) -> PostOutcome {
+    match client.post(webhook.expose()).json(payload).send().await {
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let attempt = retry::classify_status(status, retry_after.as_deref());
+            let reason = match attempt {
+                Attempt::Delivered => "ok",
+                Attempt::RetryAfter(_) => "rate_limited",
+                Attempt::Backoff => "server",
+                Attempt::Permanent => "client",
+            };
+            let body = read_body_prefix(&mut response).await;
+            let mut detail = format!("HTTP {status}");
+            if !body.is_empty() {
+                detail.push_str(": ");
+                detail.push_str(&body);
+            }
+            PostOutcome {
+                attempt,
+                status: Some(status),
+                reason,
+                detail: scrub(&detail, webhook),
+            }
+        }
+        Err(error) => {
+            let failure = if error.is_builder() {
+                TransportFailure::Build
+            } else if error.is_timeout() {
+                TransportFailure::Timeout
+            } else if error.is_connect() {
+                TransportFailure::Connect
+            } else {
+                TransportFailure::Other
+            };
+            PostOutcome {
+                attempt: retry::classify_transport(failure),
+                status: None,
+                reason: failure.as_str(),
+                detail: scrub(&error_chain(&error.without_url()), webhook),
+            }
+        }
+    }
+}
+
+/// The first [`BODY_MAX`] bytes of a response body, lossily decoded and trimmed; empty on any
+/// error (the status already says what matters).
+async fn read_body_prefix(response: &mut reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < BODY_MAX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    bytes.truncate(BODY_MAX);
+    let text = String::from_utf8_lossy(&bytes);
+    truncate(text.trim(), 200)
+}
+
+/// `error: cause: cause`, like `{:#}` for an error chain.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Removes the webhook URL and its path (Slack's token lives there) from `text`. Belt and
+/// braces: `without_url` already drops the URL reqwest attaches, but causes deeper in the chain
+/// are not under our control.
+fn scrub(text: &str, webhook: &Secret) -> String {
+    let secret = webhook.expose();
+    let mut out = if secret.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(secret, "[webhook]")
+    };
+    if let Ok(url) = reqwest::Url::parse(secret) {
+        let path = url.path();
+        if path.len() > 1 {
+            out = out.replace(path, "/[redacted]");
+        }
+        if let Some(query) = url.query().filter(|q| !q.is_empty()) {
+            out = out.replace(query, "[redacted]");
+        }
+    }
+    out
+}
+
+/// Pacing per webhook: the earliest instant the next POST may start.
+#[derive(Debug, Default)]
+struct Pacer {
+    next_post_at: Option<Instant>,
+}
+
+impl Pacer {
+    /// Waits for the pace; `false` if cancelled meanwhile.
+    async fn wait(&self, cancel: &CancellationToken) -> bool {
+        let Some(at) = self.next_post_at.filter(|at| *at > Instant::now()) else {
+            return !cancel.is_cancelled();
+        };
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            () = tokio::time::sleep_until(at) => true,
+        }
+    }
+
+    fn not_before(&mut self, at: Instant) {
+        self.next_post_at = Some(self.next_post_at.map_or(at, |t| t.max(at)));
+    }
+}
+
+/// The deliverer. Build it with [`Deliverer::new`], share [`Deliverer::stats`] and
+/// [`Deliverer::waker`], then spawn [`Deliverer::run`].
+#[derive(Debug)]
+pub struct Deliverer {
+    /// Its own connection (WAL lets it sit beside the cycle's). Behind a std mutex because it is
+    /// only used inside `spawn_blocking`, never across an await.
+    db: Arc<Mutex<StateDb>>,
+    webhook: Option<Secret>,
+    config: AlertsConfig,
+    client: reqwest::Client,
+    stats: Arc<AlertStats>,
+    wake: Arc<Notify>,
+    poll: Duration,
+}
+
+impl Deliverer {
+    /// Opens its own connection to the state database at `db_path`. `webhook = None` makes
+    /// [`Deliverer::run`] a silent sink that only waits for cancellation (the cycle writes no
+    /// outbox rows then either).
+    pub fn new(
+        db_path: &Path,
+        webhook: Option<Secret>,
+        config: AlertsConfig,
+    ) -> Result<Deliverer, DeliverError> {
+        let db = StateDb::open(db_path)?;
+        Ok(Deliverer {
+            db: Arc::new(Mutex::new(db)),
+            client: client(config.slack.timeout)?,
+            webhook,
+            config,
+            stats: Arc::new(AlertStats::default()),
+            wake: Arc::new(Notify::new()),
+            poll: POLL_INTERVAL,
+        })
+    }
+
+    /// Uses shared counters (e.g. created by the daemon before the metrics endpoint).
+    pub fn with_stats(mut self, stats: Arc<AlertStats>) -> Deliverer {
+        self.stats = stats;
+        self
+    }
+
+    /// Changes how often an idle deliverer polls the outbox.
+    pub fn with_poll_interval(mut self, poll: Duration) -> Deliverer {
+        self.poll = poll;
+        self
+    }
+
+    /// The delivery counters.
+    pub fn stats(&self) -> Arc<AlertStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// `notify_one()` on this wakes an idle deliverer at once (e.g. after a cycle wrote rows).
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Delivers until `cancel` fires. Stops between POSTs: an in-flight POST (bounded by the
+    /// per-POST timeout) finishes and its outcome is recorded; undelivered rows stay in the
+    /// outbox for the next run. State-DB errors are logged and retried on the next poll.
+    pub async fn run(self, cancel: CancellationToken) {
+        let Some(webhook) = self.webhook.clone() else {
+            tracing::info!("no Slack webhook configured: alerts are recorded, not sent");
+            cancel.cancelled().await;
+            return;
+        };
+        tracing::info!(
+            min_interval_ms =
+                u64::try_from(self.config.slack.min_interval.as_millis()).unwrap_or(u64::MAX),
+            "alert deliverer started"
+        );
+        let mut pacer = Pacer::default();
+        // Wall-clock times (ms) of retries this deliverer scheduled, so it wakes right when one
+        // is due instead of up to a poll interval later.
+        let mut retries: BinaryHeap<Reverse<i64>> = BinaryHeap::new();
+        while !cancel.is_cancelled() {
+            let now = now_ms();
+            let rows = match self.with_db(move |db| db.due_outbox(now, BATCH)).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not read the alert outbox; retrying");
+                    Vec::new()
+                }
+            };
+            if rows.is_empty() {
+                while retries.peek().is_some_and(|Reverse(at)| *at <= now) {
+                    retries.pop();
+                }
+                let until_retry = retries.peek().map(|Reverse(at)| {
+                    // +2 ms: wake just after the row is due, not just before.
+                    Duration::from_millis(u64::try_from(at - now + 2).unwrap_or(0))
+                });
+                let sleep = until_retry.map_or(self.poll, |d| d.min(self.poll));
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(sleep) => {}
+                }
+                continue;
+            }
+            for row in rows {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                if let Some(at) = self.attempt(&webhook, row, &mut pacer, &cancel).await {
+                    retries.push(Reverse(at));
+                }
+            }
+        }
+        tracing::info!("alert deliverer stopped");
+    }
+
+    /// Handles one due row. Returns the retry time (unix ms) when one was scheduled.
+    async fn attempt(
+        &self,
+        webhook: &Secret,
+        row: OutboxRow,
+        pacer: &mut Pacer,
+        cancel: &CancellationToken,
+    ) -> Option<i64> {
+        let give_up_ms = duration_ms(self.config.give_up_after);
+        let age_ms = now_ms().saturating_sub(row.created_at_ms);
+        if age_ms >= give_up_ms {
+            let reason = format!(
+                "gave up after {}: {}",
+                slack::human_span(age_ms),
+                row.last_error.as_deref().unwrap_or("never attempted")
+            );
+            self.abandon(&row, &reason, None).await;
+            return None;
+        }
+        if !pacer.wait(cancel).await {
+            return None;
+        }
+        pacer.not_before(Instant::now() + self.config.slack.min_interval);
+        let outcome = post_once(&self.client, webhook, &row.payload).await;
+        let attempts = row.attempts.saturating_add(1);
+        let done = now_ms();
+        let stats = &self.stats;
+        let (id, detail) = (row.id, outcome.detail.clone());
+        let delay = match outcome.attempt {
+            Attempt::Delivered => {
+                AlertStats::bump(&stats.delivered);
+                match self.with_db(move |db| db.mark_delivered(id, done)).await {
+                    Ok(_) => tracing::info!(
+                        alert.id = row.id,
+                        invariant.id = %row.invariant_id,
+                        transition.kind = row.kind.as_str(),
+                        alert.attempts = attempts,
+                        "alert delivered"
+                    ),
+                    Err(error) => tracing::error!(
+                        alert.id = row.id,
+                        invariant.id = %row.invariant_id,
+                        error = %error,
+                        "alert delivered but not recorded: it may be sent again"
+                    ),
+                }
+                return None;
+            }
+            Attempt::Permanent => {
+                AlertStats::bump(&stats.failed_permanent);
+                self.abandon(&row, &outcome.detail, outcome.status).await;
+                return None;
+            }
+            Attempt::RetryAfter(wait) => {
+                AlertStats::bump(&stats.failed_rate_limited);
+                // The whole webhook is rate limited, not just this row.
+                pacer.not_before(Instant::now() + wait);
+                wait
+            }
+            Attempt::Backoff => {
+                AlertStats::bump(match outcome.reason {
+                    "timeout" => &stats.failed_timeout,
+                    "server" => &stats.failed_server,
+                    _ => &stats.failed_connect,
+                });
+                Backoff {
+                    initial: self.config.retry_initial,
+                    max: self.config.retry_max,
+                }
+                .delay(attempts, rand::random::<f64>())
+            }
+        };
+        let next_at = done.saturating_add(duration_ms(delay));
+        tracing::warn!(
+            alert.id = row.id,
+            invariant.id = %row.invariant_id,
+            http.status = outcome.status,
+            alert.attempts = attempts,
+            retry_in_ms = duration_ms(delay),
+            reason = outcome.reason,
+            error = %outcome.detail,
+            "alert not delivered; will retry"
+        );
+        if let Err(error) = self
+            .with_db(move |db| db.schedule_retry(id, attempts, next_at, &detail))
+            .await
+        {
+            tracing::warn!(alert.id = row.id, error = %error, "could not record the retry");
+        }
+        Some(next_at)
+    }
+
+    /// Marks a row abandoned and says so at ERROR: an operator must act (fix the webhook, or
+    /// read the alert from the state database).
+    async fn abandon(&self, row: &OutboxRow, reason: &str, status: Option<u16>) {
+        AlertStats::bump(&self.stats.abandoned);
+        tracing::error!(
+            alert.id = row.id,
+            invariant.id = %row.invariant_id,
+            transition.kind = row.kind.as_str(),
+            http.status = status,
+            alert.attempts = row.attempts.saturating_add(u32::from(status.is_some())),
+            error = %reason,
+            "alert abandoned; it stays in the outbox"
+        );
+        let (id, at, reason) = (row.id, now_ms(), reason.to_owned());
+        if let Err(error) = self
+            .with_db(move |db| db.mark_abandoned(id, at, &reason))
+            .await
+        {
+            tracing::warn!(alert.id = row.id, error = %error, "could not record the abandonment");
+        }
+    }
+
+    /// Runs a state-DB call on the blocking pool (SQLite may wait on the busy timeout while a
+    /// cycle holds the write lock; that must not stall the runtime).
+    async fn with_db<T, F>(&self, f: F) -> Result<T, DeliverError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&StateDb) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let guard = db
+                .lock()
+                .map_err(|_| DeliverError::Task("state database lock poisoned".to_owned()))?;
+            f(&guard).map_err(DeliverError::from)
+        })
+        .await
+        .map_err(|e| DeliverError::Task(e.to_string()))?
+    }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_url_path_and_query() {
+        let secret = Secret::new("https://hooks.example.com/services/T0/B0/TOKEN123?x=SECRETQ");
+        let text = "error for https://hooks.example.com/services/T0/B0/TOKEN123?x=SECRETQ and \
+                    /services/T0/B0/TOKEN123 and x=SECRETQ";
+        let out = scrub(text, &secret);
+        assert!(
+            !out.contains("TOKEN123") && !out.contains("SECRETQ"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unsendable_url_is_permanent_and_secret_free() {
+        let c = client(Duration::from_secs(1)).unwrap();
+        let secret = Secret::new("not a url TOKEN999");
+        let out = post_once(&c, &secret, &serde_json::json!({"text": "x"})).await;
+        assert_eq!(out.attempt, Attempt::Permanent);
+        assert_eq!(out.reason, "build");
+        assert!(!out.detail.contains("TOKEN999"), "{}", out.detail);
+    }
+}

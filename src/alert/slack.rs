@@ -1,0 +1,680 @@
+//! Slack Block Kit payloads, pure: a transition plus the cycle's violations in, one JSON message
+//! out (DESIGN §7). Built when the cycle is recorded and stored in the outbox, so a message says
+//! what was true when it happened, whenever it is finally delivered.
+//!
+//! Slack's limits are part of the contract and enforced here: header ≤ 150 characters, a section
+//! ≤ 3 000, ≤ 50 blocks, and `&`, `<`, `>` escaped in every interpolated value (platform data is
+//! untrusted: an execution id like `<!channel>` must not page a whole channel). Nothing here
+//! panics, whatever `observed_state` holds; a payload that would break a limit anyway is replaced
+//! by a count-only message. It must not do I/O or read a clock.
+
+use canary_invariants::{Severity, Transition, TransitionKind, Violation, catalog};
+use serde_json::{Map, Value, json};
+
+/// Slack's limit on a header block's text.
+pub const HEADER_MAX: usize = 150;
+/// Slack's limit on a section block's text.
+pub const SECTION_MAX: usize = 3000;
+/// Slack's limit on the number of blocks in a message.
+pub const BLOCKS_MAX: usize = 50;
+/// Forensic lines shown before "+N more".
+pub const FORENSIC_LINES: usize = 5;
+/// One forensic line's budget, so five of them always fit a section.
+const LINE_MAX: usize = 560;
+/// Keys of `observed_state` rendered per line; more is an evidence dump, not a hint.
+const KEYS_MAX: usize = 12;
+/// Array items rendered per key.
+const ITEMS_MAX: usize = 5;
+/// A scalar's budget inside a rendered line.
+const VALUE_MAX: usize = 80;
+
+/// The Slack message for one transition. `violations` may be the whole cycle's list: only those
+/// of the transition's invariant are used. `taken_at_ms` is the snapshot time.
+pub fn payload(transition: &Transition, violations: &[Violation], taken_at_ms: i64) -> Value {
+    let own: Vec<&Violation> = violations
+        .iter()
+        .filter(|v| v.invariant_id == transition.invariant_id)
+        .collect();
+    let full = build(transition, &own, taken_at_ms);
+    if within_limits(&full) {
+        full
+    } else {
+        count_only(transition, own.len(), taken_at_ms)
+    }
+}
+
+/// The message `canary alert test` posts.
+pub fn test_message() -> Value {
+    let text = "canary: test message. If you can read this, alerts reach this channel.";
+    json!({
+        "text": text,
+        "blocks": [
+            { "type": "header", "text": { "type": "plain_text", "text": "🧪 canary test message" } },
+            { "type": "section", "text": { "type": "mrkdwn", "text": text } },
+        ],
+    })
+}
+
+/// Escapes Slack's three control characters (`&` first, so entities are not double-escaped).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Truncates to at most `max` characters on a char boundary, ending in `…` when cut, and never
+/// leaving half an escape entity (`&am`) behind.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    // An entity is at most 5 chars (`&amp;`): drop a trailing unterminated one.
+    if let Some(amp) = cut.rfind('&')
+        && !cut[amp..].contains(';')
+    {
+        cut.truncate(amp);
+    }
+    cut.push('…');
+    cut
+}
+
+/// Escapes, then truncates (escaping can only lengthen, so the limit holds on what Slack sees).
+fn esc(text: &str, max: usize) -> String {
+    truncate(&escape(text), max)
+}
+
+fn emoji(kind: TransitionKind, severity: Severity) -> &'static str {
+    match (kind, severity) {
+        (TransitionKind::Resolved, _) => "✅",
+        (TransitionKind::Fired, Severity::Critical) => "🔴",
+        (TransitionKind::Fired, Severity::Major) => "🟠",
+        (TransitionKind::Fired, Severity::Minor) => "🟡",
+    }
+}
+
+fn name_of(id: &str) -> &'static str {
+    catalog::find(id).map(|i| i.meta().name).unwrap_or("")
+}
+
+fn header_text(t: &Transition) -> String {
+    let name = name_of(&t.invariant_id);
+    let title = if name.is_empty() {
+        format!("{} {}", t.invariant_id, t.kind.as_str())
+    } else {
+        format!("{} {} {}", t.invariant_id, name, t.kind.as_str())
+    };
+    format!(
+        "{} {}",
+        emoji(t.kind, t.severity),
+        esc(&title, HEADER_MAX - 2)
+    )
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64) -> Value {
+    let header = header_text(t);
+    let snapshot = rfc3339(taken_at_ms);
+    let n = own.len();
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": { "type": "plain_text", "text": header, "emoji": true },
+    })];
+    let summary = match t.kind {
+        TransitionKind::Fired => format!(
+            "*Fired* · severity *{}* · {n} violation{} · snapshot {snapshot}",
+            t.severity.as_str(),
+            plural(n)
+        ),
+        TransitionKind::Resolved => format!(
+            "*Resolved* · severity *{}* · green again · snapshot {snapshot}",
+            t.severity.as_str()
+        ),
+    };
+    blocks.push(section(summary));
+    if !own.is_empty() {
+        let mut lines: Vec<String> = own
+            .iter()
+            .take(FORENSIC_LINES)
+            .map(|v| forensic_line(v))
+            .collect();
+        if n > FORENSIC_LINES {
+            lines.push(format!("+{} more", n - FORENSIC_LINES));
+        }
+        blocks.push(section(truncate(&lines.join("\n"), SECTION_MAX)));
+    }
+    if let Some(inv) = catalog::find(&t.invariant_id) {
+        let runbook = esc(inv.meta().runbook, SECTION_MAX - 20);
+        blocks.push(section(format!("*Runbook:* {runbook}")));
+    }
+    let mut context = vec![format!(
+        "{} · snapshot {snapshot} · {n} violation{}",
+        escape(&t.invariant_id),
+        plural(n)
+    )];
+    if let Some(prev) = t.previous_at_ms {
+        let span = human_span(t.at_ms.saturating_sub(prev));
+        context.push(match t.kind {
+            TransitionKind::Fired => format!("last red {span} ago"),
+            TransitionKind::Resolved => format!("red for {span}"),
+        });
+    } else if t.kind == TransitionKind::Fired {
+        context.push("first time red".to_owned());
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [{ "type": "mrkdwn", "text": truncate(&context.join(" · "), SECTION_MAX) }],
+    }));
+    json!({ "text": fallback_text(t, n), "blocks": blocks })
+}
+
+/// The message when the full one would break a limit: header, counts, nothing from the data.
+fn count_only(t: &Transition, n: usize, taken_at_ms: i64) -> Value {
+    json!({
+        "text": fallback_text(t, n),
+        "blocks": [
+            { "type": "header", "text": { "type": "plain_text", "text": header_text(t), "emoji": true } },
+            section(format!(
+                "*{}* · severity *{}* · {n} violation{} · snapshot {} (details omitted: see `canary violations`)",
+                t.kind.as_str(),
+                t.severity.as_str(),
+                plural(n),
+                rfc3339(taken_at_ms),
+            )),
+        ],
+    })
+}
+
+fn fallback_text(t: &Transition, n: usize) -> String {
+    let name = name_of(&t.invariant_id);
+    let what = match t.kind {
+        TransitionKind::Fired => format!(
+            "fired: {n} violation{} ({})",
+            plural(n),
+            t.severity.as_str()
+        ),
+        TransitionKind::Resolved => "resolved".to_owned(),
+    };
+    truncate(
+        &format!(
+            "{} {} {} {what}",
+            emoji(t.kind, t.severity),
+            escape(&t.invariant_id),
+            escape(name)
+        ),
+        SECTION_MAX,
+    )
+}
+
+fn section(text: String) -> Value {
+    json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } })
+}
+
+/// `• subject — summary` then the compact evidence on the next line. Subjects go in code spans
+/// only after escaping, and backticks are stripped so a subject cannot close the span.
+fn forensic_line(v: &Violation) -> String {
+    let subject = esc(&v.subject.replace('`', "'"), 120);
+    let summary = esc(&v.summary, 300);
+    let mut line = format!("• `{subject}` — {summary}");
+    if let Some(evidence) = render_observed(&v.observed_state) {
+        line.push_str("\n      ");
+        line.push_str(&evidence);
+    }
+    truncate(&line, LINE_MAX)
+}
+
+/// A one-line rendering of `observed_state` (`key=value · key=[a, b +3]`), escaped. `None` when
+/// there is nothing useful to show (null, empty, or too large to summarise: then the line keeps
+/// just the subject and summary).
+pub fn render_observed(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Null => return None,
+        Value::Object(map) => render_object(map)?,
+        Value::Array(items) => render_array(items),
+        scalar => render_scalar(scalar),
+    };
+    (!text.is_empty()).then(|| esc(&text, LINE_MAX / 2))
+}
+
+fn render_object(map: &Map<String, Value>) -> Option<String> {
+    if map.is_empty() || map.len() > KEYS_MAX * 4 {
+        return None;
+    }
+    let mut parts: Vec<String> = map
+        .iter()
+        .take(KEYS_MAX)
+        .map(|(k, v)| format!("{}={}", truncate(k, 40), render_value(v)))
+        .collect();
+    if map.len() > KEYS_MAX {
+        parts.push(format!("+{} keys", map.len() - KEYS_MAX));
+    }
+    Some(parts.join(" · "))
+}
+
+/// One level deep only: nested containers are counted, never walked (no recursion on
+/// attacker-shaped depth).
+fn render_value(v: &Value) -> String {
+    match v {
+        Value::Array(items) => render_array(items),
+        Value::Object(m) => format!("{{{} keys}}", m.len()),
+        scalar => render_scalar(scalar),
+    }
+}
+
+fn render_array(items: &[Value]) -> String {
+    let mut shown: Vec<String> = items
+        .iter()
+        .take(ITEMS_MAX)
+        .map(|i| match i {
+            Value::Array(a) => format!("[{} items]", a.len()),
+            Value::Object(m) => format!("{{{} keys}}", m.len()),
+            scalar => render_scalar(scalar),
+        })
+        .collect();
+    if items.len() > ITEMS_MAX {
+        shown.push(format!("+{}", items.len() - ITEMS_MAX));
+    }
+    format!("[{}]", shown.join(", "))
+}
+
+fn render_scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => truncate(s, VALUE_MAX),
+        Value::Null => "null".to_owned(),
+        other => truncate(&other.to_string(), VALUE_MAX),
+    }
+}
+
+/// Checks every Slack limit on a built payload.
+pub fn within_limits(payload: &Value) -> bool {
+    let Some(blocks) = payload.get("blocks").and_then(Value::as_array) else {
+        return false;
+    };
+    if blocks.len() > BLOCKS_MAX {
+        return false;
+    }
+    let chars = |v: Option<&Value>| v.and_then(Value::as_str).map(|s| s.chars().count());
+    blocks.iter().all(|b| {
+        let block_text = chars(b.get("text").and_then(|t| t.get("text")));
+        match b.get("type").and_then(Value::as_str).unwrap_or("") {
+            "header" => block_text.is_some_and(|n| n <= HEADER_MAX),
+            "section" => block_text.is_some_and(|n| n <= SECTION_MAX),
+            "context" => b
+                .get("elements")
+                .and_then(Value::as_array)
+                .is_some_and(|els| {
+                    els.len() <= 10
+                        && els
+                            .iter()
+                            .all(|e| chars(e.get("text")).is_some_and(|n| n <= SECTION_MAX))
+                }),
+            _ => false,
+        }
+    })
+}
+
+/// `12m`, `3h 5m`, `2d 4h`, `40s`: how long, for "red for" and "last red … ago".
+pub fn human_span(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    crate::schedule::cycle::format_ms(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canary_invariants::Tier;
+    use proptest::prelude::*;
+
+    const AT: i64 = 1_795_000_000_000; // 2026-11-18T11:06:40Z
+
+    fn fired(id: &str, severity: Severity, previous: Option<i64>) -> Transition {
+        Transition {
+            invariant_id: id.to_owned(),
+            kind: TransitionKind::Fired,
+            severity,
+            at_ms: AT,
+            previous_at_ms: previous,
+        }
+    }
+
+    fn resolved(id: &str, fired_at: i64) -> Transition {
+        Transition {
+            kind: TransitionKind::Resolved,
+            previous_at_ms: Some(fired_at),
+            ..fired(id, Severity::Critical, None)
+        }
+    }
+
+    fn violation(id: &str, subject: &str, summary: &str, observed: Value) -> Violation {
+        Violation {
+            invariant_id: id.to_owned(),
+            tier: Tier::A,
+            severity: Severity::Critical,
+            subject: subject.to_owned(),
+            summary: summary.to_owned(),
+            observed_state: observed,
+            signal: "test".to_owned(),
+        }
+    }
+
+    fn texts(p: &Value) -> Vec<String> {
+        p["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                b["text"]["text"]
+                    .as_str()
+                    .or_else(|| b["elements"][0]["text"].as_str())
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    fn core_violation(id: &str) -> Violation {
+        match id {
+            "S-01" => violation(
+                id,
+                "agent-a",
+                "slot set and running rows differ",
+                json!({"agent": "agent-a", "in_redis_only": ["x1"], "in_sql_only": [], "slot_count": 2, "running_rows": 1}),
+            ),
+            "E-02" => violation(
+                id,
+                "exec-9",
+                "terminal execution is running again",
+                json!({"execution_id": "exec-9", "agent": "agent-b", "previous_status": "success", "current_status": "running", "seen_terminal_at_ms": AT - 60_000}),
+            ),
+            "L-03" => violation(
+                id,
+                "agent-gone",
+                "rows reference a deleted agent",
+                json!({"agent": "agent-gone", "tables": ["agent_tags"], "slot_key": null}),
+            ),
+            _ => violation(
+                id,
+                "exec-3",
+                "slot TTL below floor",
+                json!({"agent": "agent-c", "execution_id": "exec-3", "timeout_seconds": 600, "ttl_ms": 1000, "age_ms": 5000, "initial_ttl_ms": 6000, "floor_ms": 899000}),
+            ),
+        }
+    }
+
+    #[test]
+    fn s01_fired_full_payload() {
+        let p = payload(
+            &fired("S-01", Severity::Critical, None),
+            &[core_violation("S-01")],
+            AT,
+        );
+        let runbook = escape(catalog::find("S-01").unwrap().meta().runbook);
+        let expected = json!({
+            "text": "🔴 S-01 Slot–row bijection fired: 1 violation (critical)",
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": "🔴 S-01 Slot–row bijection fired", "emoji": true}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": "*Fired* · severity *critical* · 1 violation · snapshot 2026-11-18T11:06:40.000Z"}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": "• `agent-a` — slot set and running rows differ\n      agent=agent-a · in_redis_only=[x1] · in_sql_only=[] · running_rows=1 · slot_count=2"}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!("*Runbook:* {runbook}")}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": "S-01 · snapshot 2026-11-18T11:06:40.000Z · 1 violation · first time red"}]},
+            ],
+        });
+        assert_eq!(p, expected);
+    }
+
+    #[test]
+    fn every_core_invariant_fired_and_resolved() {
+        for id in ["S-01", "E-02", "L-03", "S-03"] {
+            let meta = catalog::find(id).unwrap().meta();
+            let v = core_violation(id);
+            let p = payload(
+                &fired(id, meta.severity, None),
+                std::slice::from_ref(&v),
+                AT,
+            );
+            let t = texts(&p);
+            assert_eq!(t.len(), 5, "{id}: {t:?}");
+            assert_eq!(t[0], format!("🔴 {id} {} fired", escape(meta.name)));
+            assert!(
+                t[1].starts_with("*Fired* · severity *critical* · 1 violation"),
+                "{t:?}"
+            );
+            assert!(
+                t[2].contains(&v.subject) && t[2].contains(&v.summary),
+                "{t:?}"
+            );
+            assert!(t[3].starts_with("*Runbook:* "));
+            assert!(within_limits(&p));
+
+            let p = payload(&resolved(id, AT - 12 * 60_000), &[], AT);
+            let t = texts(&p);
+            assert_eq!(t.len(), 4, "{id}: {t:?}");
+            assert_eq!(t[0], format!("✅ {id} {} resolved", escape(meta.name)));
+            assert!(t[1].starts_with("*Resolved*"));
+            assert!(t[3].ends_with("0 violations · red for 12m"), "{t:?}");
+            assert!(p["text"].as_str().unwrap().ends_with("resolved"));
+        }
+    }
+
+    #[test]
+    fn severity_emoji() {
+        for (s, e) in [
+            (Severity::Critical, "🔴"),
+            (Severity::Major, "🟠"),
+            (Severity::Minor, "🟡"),
+        ] {
+            let p = payload(&fired("L-03", s, None), &[], AT);
+            assert!(texts(&p)[0].starts_with(e));
+        }
+    }
+
+    #[test]
+    fn only_the_transitions_violations_and_plus_n_more() {
+        let mut vs: Vec<Violation> = (0..12)
+            .map(|i| {
+                violation(
+                    "S-01",
+                    &format!("agent-{i:02}"),
+                    "differ",
+                    json!({"agent": i}),
+                )
+            })
+            .collect();
+        vs.push(violation("E-02", "other", "not mine", json!({})));
+        let p = payload(&fired("S-01", Severity::Critical, None), &vs, AT);
+        let t = texts(&p);
+        assert!(t[1].contains("12 violations"));
+        let lines: Vec<&str> = t[2].lines().filter(|l| l.starts_with('•')).collect();
+        assert_eq!(lines.len(), 5);
+        assert!(t[2].ends_with("+7 more"), "{}", t[2]);
+        assert!(!t[2].contains("not mine"));
+    }
+
+    #[test]
+    fn last_red_ago_on_reopening() {
+        let p = payload(
+            &fired("E-02", Severity::Critical, Some(AT - 47 * 60_000)),
+            &[core_violation("E-02")],
+            AT,
+        );
+        assert!(
+            texts(&p)[4].ends_with("· last red 47m ago"),
+            "{:?}",
+            texts(&p)
+        );
+    }
+
+    #[test]
+    fn platform_data_is_escaped() {
+        let v = violation(
+            "S-01",
+            "<!channel>",
+            "see <https://evil|x> & more",
+            json!({"agent": "<!here>", "<k>": ["<@U123>"]}),
+        );
+        let p = payload(&fired("S-01", Severity::Critical, None), &[v], AT);
+        let all = p.to_string();
+        for bad in [
+            "<!channel>",
+            "<https://evil|x>",
+            "<!here>",
+            "<@U123>",
+            "<k>",
+        ] {
+            assert!(!all.contains(bad), "{bad} leaked: {all}");
+        }
+        let t = texts(&p);
+        assert!(
+            t[2].contains("`&lt;!channel&gt;` — see &lt;https://evil|x&gt; &amp; more"),
+            "{}",
+            t[2]
+        );
+        assert!(t[2].contains("&lt;k&gt;=[&lt;@U123&gt;]"), "{}", t[2]);
+    }
+
+    #[test]
+    fn backticks_cannot_close_the_code_span() {
+        let v = violation("S-01", "a` <!channel> `b", "s", Value::Null);
+        let p = payload(&fired("S-01", Severity::Critical, None), &[v], AT);
+        assert!(texts(&p)[2].starts_with("• `a' &lt;!channel&gt; 'b` — s"));
+    }
+
+    #[test]
+    fn limits_hold_with_a_100kb_summary() {
+        let huge = "<&>".repeat(35_000);
+        let vs: Vec<Violation> = (0..8)
+            .map(|i| violation("S-01", &huge, &huge, json!({ "blob": huge, "i": i })))
+            .collect();
+        let p = payload(&fired("S-01", Severity::Critical, None), &vs, AT);
+        assert!(within_limits(&p), "{p}");
+        for t in texts(&p) {
+            assert!(t.chars().count() <= SECTION_MAX);
+            // No half entity left behind by truncation.
+            for (i, _) in t.match_indices('&') {
+                let rest = &t[i..];
+                assert!(
+                    rest.starts_with("&amp;")
+                        || rest.starts_with("&lt;")
+                        || rest.starts_with("&gt;"),
+                    "broken entity at {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 10), "héllo");
+        assert_eq!(truncate("ééééé", 3), "éé…");
+        assert_eq!(truncate("ab&amp;", 5), "ab…");
+        assert_eq!(truncate("🔴🔴🔴", 2), "🔴…");
+    }
+
+    #[test]
+    fn human_spans() {
+        assert_eq!(human_span(40_000), "40s");
+        assert_eq!(human_span(12 * 60_000), "12m");
+        assert_eq!(human_span(3 * 3_600_000), "3h");
+        assert_eq!(human_span(3 * 3_600_000 + 5 * 60_000), "3h 5m");
+        assert_eq!(human_span(2 * 86_400_000 + 4 * 3_600_000), "2d 4h");
+        assert_eq!(human_span(-5), "0s");
+    }
+
+    #[test]
+    fn odd_observed_state_renders_or_is_omitted() {
+        assert_eq!(render_observed(&Value::Null), None);
+        assert_eq!(render_observed(&json!({})), None);
+        assert_eq!(render_observed(&json!(7)).as_deref(), Some("7"));
+        assert_eq!(
+            render_observed(&json!([1, [2], {"a": 1}, 4, 5, 6, 7])).as_deref(),
+            Some("[1, [1 items], {1 keys}, 4, 5, +2]")
+        );
+        let wide: Map<String, Value> = (0..1000).map(|i| (format!("k{i}"), json!(i))).collect();
+        assert_eq!(render_observed(&Value::Object(wide)), None);
+        let mut deep = json!(1);
+        for _ in 0..100 {
+            deep = json!({ "d": deep });
+        }
+        assert_eq!(render_observed(&deep).as_deref(), Some("d={1 keys}"));
+    }
+
+    #[test]
+    fn test_message_fits() {
+        assert!(within_limits(&test_message()));
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            ".{0,400}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 16, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..20).prop_map(Value::from),
+                prop::collection::btree_map(".{0,30}", inner, 0..20)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn never_panics_and_respects_limits(
+            observed in prop::collection::vec(arb_json(), 0..12),
+            subject in ".{0,300}",
+            summary in ".{0,3000}",
+            id in prop_oneof![Just("S-01".to_owned()), Just("L-03".to_owned()), ".{0,200}"],
+            resolved_kind in any::<bool>(),
+            previous in proptest::option::of(any::<i64>()),
+            at in any::<i64>(),
+        ) {
+            let t = Transition {
+                invariant_id: id.clone(),
+                kind: if resolved_kind { TransitionKind::Resolved } else { TransitionKind::Fired },
+                severity: Severity::Major,
+                at_ms: at,
+                previous_at_ms: previous,
+            };
+            let vs: Vec<Violation> = observed
+                .into_iter()
+                .map(|o| violation(&id, &subject, &summary, o))
+                .collect();
+            let p = payload(&t, &vs, at);
+            prop_assert!(within_limits(&p));
+            let blocks = p["blocks"].as_array().unwrap();
+            prop_assert!(blocks.len() <= BLOCKS_MAX);
+            prop_assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= HEADER_MAX);
+        }
+    }
+}

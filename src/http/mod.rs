@@ -1,0 +1,132 @@
+//! The admin HTTP API (DESIGN §8): probes and metrics without authentication, the admin routes
+//! under `/api/canary/` behind a bearer token.
+//!
+//! - `mod.rs`: [`AppState`], the [`router`] (which layers wrap which routes) and [`serve`]
+//!   (injected listener, graceful shutdown on a token; nothing here touches signals).
+//! - `auth.rs`: the token check, fail-closed when no token is configured.
+//! - `handlers.rs`: the admin routes; `health.rs`: `/healthz`, `/readyz`, `/metrics`.
+//! - `params.rs`: pure parsing of query strings and bodies; `error.rs`: status codes and JSON
+//!   error bodies; `trace.rs`: request logging and the timeout; `metrics.rs`: [`Metrics`].
+//!
+//! It must not run cycles by itself or decide anything about invariants: every cycle goes
+//! through the shared single-flight [`CycleRunner`].
+
+mod auth;
+mod error;
+mod handlers;
+mod health;
+pub mod metrics;
+mod params;
+mod trace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+pub use health::{Window, readiness};
+pub use metrics::Metrics;
+
+use crate::config::{ConfigError, Secret};
+use crate::schedule::cycle::now_ms;
+use crate::schedule::runner::CycleRunner;
+use crate::schedule::timing::Cadence;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    runner: CycleRunner,
+    admin_token: Option<Secret>,
+    metrics: Arc<Metrics>,
+    cadence: Arc<Cadence>,
+    started_at_ms: i64,
+}
+
+impl AppState {
+    /// State for a server running cycles through `runner`, admitting `admin_token` (none = admin
+    /// routes answer 503), counting into `metrics` (share the same `Arc` with the scheduler).
+    /// The readiness clock starts now.
+    pub fn new(
+        runner: CycleRunner,
+        admin_token: Option<Secret>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        let schedule = &runner.config().schedule;
+        // The daemon refuses a bad cron before it builds this; should one slip through anyway,
+        // judging readiness by the plain interval is better than refusing to serve.
+        let cadence = Cadence::from_config(schedule.interval, schedule.cron.as_deref())
+            .unwrap_or(Cadence::Interval(schedule.interval));
+        AppState {
+            runner,
+            admin_token,
+            metrics,
+            cadence: Arc::new(cadence),
+            started_at_ms: now_ms(),
+        }
+    }
+
+    /// [`AppState::new`] with the admin token read from the runner's configuration
+    /// (`http.admin_token` or `http.admin_token_file`) and fresh metrics.
+    pub fn from_config(runner: CycleRunner) -> Result<AppState, ConfigError> {
+        let token = runner.config().admin_token()?;
+        Ok(AppState::new(runner, token, Arc::new(Metrics::new())))
+    }
+
+    /// The metrics this server renders (hand a clone to whatever else runs cycles).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// The whole API. Layers, outermost first: request trace → timeout → body limit → (admin routes
+/// only) token check → handler. The trace is outermost so a 408 or a 401 is logged like any
+/// answer; the token is checked before any body is read.
+pub fn router(state: AppState) -> Router {
+    let http = &state.runner.config().http;
+    let body_limit = http.body_limit_bytes;
+    let request_timeout: Duration = http.request_timeout;
+
+    let admin = Router::new()
+        .route("/run-cycle", post(handlers::run_cycle))
+        .route("/violations", get(handlers::violations))
+        .route("/violations/stats", get(handlers::stats))
+        .route("/violations/{id}", get(handlers::violation))
+        .route("/status", get(handlers::status))
+        .route("/invariants", get(handlers::invariants))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .nest("/api/canary", admin)
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            trace::timeout,
+        ))
+        .layer(middleware::from_fn(trace::trace))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then stops accepting and lets
+/// in-flight requests finish (the caller bounds how long it waits for that).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

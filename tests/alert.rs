@@ -1,0 +1,557 @@
+//! Alert delivery end to end: the real [`Deliverer`] against a real local webhook receiver
+//! (`support::webhook`) and a real state database file, outbox rows written by
+//! `StateDb::record_cycle` exactly as a cycle writes them. Covers retry on 5xx, 429 with
+//! `Retry-After`, permanent 404, an outage, a restart of the deliverer, pacing, giving up, the
+//! silent sink, and that the webhook URL never reaches a log line or a stored error.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canary::alert::{Deliverer, slack};
+use canary::config::{AlertsConfig, Secret, SlackConfig};
+use canary::schedule::cycle::now_ms;
+use canary::store::{CycleRecord, StateDb};
+use canary_invariants::{Memory, Severity, Tier, Transition, TransitionKind, Violation};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
+
+use crate::support::webhook::{PATH, Reply, Webhook};
+
+/// The distinctive part of every test webhook URL (see `support::webhook::PATH`).
+const TOKEN: &str = "SECRETTOKEN0123";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    StateDb::open(&db).unwrap();
+    Env { _dir: dir, db }
+}
+
+/// Records one cycle with a fired transition per id (and one violation each), so the outbox
+/// holds one real Slack payload per id, created at `created_at_ms`.
+fn seed_at(db: &Path, ids: &[&str], created_at_ms: i64) {
+    let mut db = StateDb::open(db).unwrap();
+    let transitions: Vec<Transition> = ids
+        .iter()
+        .map(|id| Transition {
+            invariant_id: (*id).to_owned(),
+            kind: TransitionKind::Fired,
+            severity: Severity::Critical,
+            at_ms: created_at_ms,
+            previous_at_ms: None,
+        })
+        .collect();
+    let violations: Vec<Violation> = ids
+        .iter()
+        .map(|id| Violation {
+            invariant_id: (*id).to_owned(),
+            tier: Tier::A,
+            severity: Severity::Critical,
+            subject: format!("subject-of-{id}"),
+            summary: "broken".to_owned(),
+            observed_state: serde_json::json!({ "agent": "agent-a" }),
+            signal: "test".to_owned(),
+        })
+        .collect();
+    let payloads: Vec<serde_json::Value> = transitions
+        .iter()
+        .map(|t| slack::payload(t, &violations, created_at_ms))
+        .collect();
+    db.record_cycle(&CycleRecord {
+        started_at_ms: created_at_ms,
+        finished_at_ms: created_at_ms,
+        duration_ms: 1.0,
+        trigger: "test",
+        checks_run: &[],
+        outcomes: &BTreeMap::new(),
+        sources_unavailable: &[],
+        taken_at_ms: created_at_ms,
+        violations: &violations,
+        states: &[],
+        transitions: &transitions,
+        outbox_payloads: &payloads,
+        previous_memory: &Memory::default(),
+        next_memory: &Memory::default(),
+    })
+    .unwrap();
+}
+
+fn seed(db: &Path, ids: &[&str]) {
+    seed_at(db, ids, now_ms());
+}
+
+#[derive(Debug)]
+struct Row {
+    attempts: i64,
+    delivered: bool,
+    abandoned: bool,
+    last_error: Option<String>,
+}
+
+fn rows(db: &Path) -> Vec<Row> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT attempts, delivered_at IS NOT NULL, abandoned_at IS NOT NULL, last_error
+             FROM alert_outbox ORDER BY id",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok(Row {
+            attempts: r.get(0)?,
+            delivered: r.get(1)?,
+            abandoned: r.get(2)?,
+            last_error: r.get(3)?,
+        })
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Waits until `check` holds on the outbox rows.
+async fn wait_rows(db: &Path, timeout: Duration, check: impl Fn(&[Row]) -> bool) -> Vec<Row> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = rows(db);
+        if check(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "outbox never matched: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn config(retry_initial_ms: u64, retry_max_ms: u64, min_interval_ms: u64) -> AlertsConfig {
+    AlertsConfig {
+        slack: SlackConfig {
+            timeout: Duration::from_secs(2),
+            min_interval: Duration::from_millis(min_interval_ms),
+            ..SlackConfig::default()
+        },
+        retry_initial: Duration::from_millis(retry_initial_ms),
+        retry_max: Duration::from_millis(retry_max_ms),
+        ..AlertsConfig::default()
+    }
+}
+
+/// Log lines captured in memory (the deliverer's task runs with this subscriber).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+struct Running {
+    stats: Arc<canary::alert::AlertStats>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    logs: Logs,
+}
+
+impl Running {
+    async fn stop(self) -> Logs {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("deliverer stops promptly")
+            .unwrap();
+        self.logs
+    }
+}
+
+fn start(db: &Path, url: Option<String>, config: AlertsConfig) -> Running {
+    let deliverer = Deliverer::new(db, url.map(Secret::new), config)
+        .unwrap()
+        .with_poll_interval(Duration::from_millis(100));
+    let stats = deliverer.stats();
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(deliverer.run(cancel.clone()).with_subscriber(subscriber));
+    Running {
+        stats,
+        cancel,
+        task,
+        logs,
+    }
+}
+
+fn invariant_of(body: &serde_json::Value) -> String {
+    body["text"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_delivered_once() {
+    let env = self::env();
+    let hook = Webhook::start(vec![
+        Reply::status(500),
+        Reply::status(503),
+        Reply::status(200),
+    ])
+    .await;
+    seed(&env.db, &["S-01"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    let got = hook.wait_for(3, Duration::from_secs(10)).await;
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[0].delivered).await;
+    assert_eq!(
+        r[0].attempts, 2,
+        "two failed attempts recorded before the success"
+    );
+    assert!(
+        got.iter()
+            .all(|g| g.path == PATH && invariant_of(&g.body) == "S-01")
+    );
+    assert_eq!(
+        got[0].body, got[2].body,
+        "the stored payload is re-sent unchanged"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hook.received().len(), 3, "nothing after the 200");
+    let stats = run.stats.snapshot();
+    assert_eq!((stats.delivered, stats.failed_server), (1, 2), "{stats:?}");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_waits_for_retry_after() {
+    let env = self::env();
+    let hook = Webhook::start(vec![Reply::status(429).header("retry-after", "2")]).await;
+    seed(&env.db, &["E-02"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    let got = hook.wait_for(2, Duration::from_secs(10)).await;
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_secs(2), "second POST after {gap:?}");
+    assert!(gap < Duration::from_secs(5), "but not much later: {gap:?}");
+    wait_rows(&env.db, Duration::from_secs(5), |r| r[0].delivered).await;
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn not_found_is_permanent_logged_and_kept() {
+    let env = self::env();
+    let hook = Webhook::start(vec![Reply::status(404).body("no_service")]).await;
+    seed(&env.db, &["L-03"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    hook.wait_for(1, Duration::from_secs(10)).await;
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[0].abandoned).await;
+    assert!(!r[0].delivered);
+    assert_eq!(r[0].last_error.as_deref(), Some("HTTP 404: no_service"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        hook.received().len(),
+        1,
+        "no retry after a permanent failure"
+    );
+    let stats = run.stats.snapshot();
+    assert_eq!(
+        (stats.failed_permanent, stats.abandoned, stats.delivered),
+        (1, 1, 0)
+    );
+    let logs = run.stop().await.text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("alert abandoned"))
+        .unwrap_or_else(|| panic!("no abandon log in:\n{logs}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("invariant.id=L-03") && line.contains("http.status=404"),
+        "{line}"
+    );
+    assert!(line.contains("alert.id=1"), "{line}");
+}
+
+#[tokio::test]
+#[allow(clippy::print_stderr, reason = "reports the measured recovery latency")]
+async fn outage_then_recovery_delivers_exactly_once() {
+    let env = self::env();
+    let mut hook = Webhook::start(vec![]).await;
+    hook.stop().await;
+    seed(&env.db, &["S-03"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    // Down for a while: several connection failures get recorded.
+    wait_rows(&env.db, Duration::from_secs(5), |r| r[0].attempts >= 3).await;
+    assert!(hook.received().is_empty());
+    let back_up = Instant::now();
+    hook.restart().await;
+    let got = hook.wait_for(1, Duration::from_secs(5)).await;
+    let latency = got[0].at - back_up;
+    eprintln!(
+        "alert delivered {} ms after the receiver came back",
+        latency.as_millis()
+    );
+    assert!(latency < Duration::from_secs(2), "{latency:?}");
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[0].delivered).await;
+    assert!(
+        r[0].last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("connect")),
+        "{r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hook.received().len(), 1, "delivered exactly once");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn restarted_deliverer_sends_each_row_exactly_once() {
+    let env = self::env();
+    let hook = Webhook::start(vec![]).await;
+    seed(&env.db, &["S-01", "E-02", "L-03", "S-03"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 400));
+    hook.wait_for(1, Duration::from_secs(5)).await;
+    wait_rows(&env.db, Duration::from_secs(5), |r| r[0].delivered).await;
+    run.stop().await;
+    let before = rows(&env.db);
+    assert!(
+        before.iter().any(|r| !r.delivered),
+        "stopped with rows pending: {before:?}"
+    );
+    let sent_before = hook.received().len();
+    assert_eq!(
+        sent_before,
+        before.iter().filter(|r| r.delivered).count(),
+        "every POST so far was recorded as delivered"
+    );
+
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    let got = hook.wait_for(4, Duration::from_secs(10)).await;
+    wait_rows(&env.db, Duration::from_secs(5), |r| {
+        r.iter().all(|r| r.delivered)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    run.stop().await;
+    let got_all = hook.received();
+    assert_eq!(got_all.len(), 4, "{got:?}");
+    let mut ids: Vec<String> = got_all.iter().map(|g| invariant_of(&g.body)).collect();
+    ids.sort();
+    assert_eq!(ids, ["E-02", "L-03", "S-01", "S-03"]);
+}
+
+#[tokio::test]
+async fn posts_are_paced_per_webhook() {
+    let env = self::env();
+    let hook = Webhook::start(vec![]).await;
+    seed(&env.db, &["S-01", "E-02", "L-03"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 1000));
+    let got = hook.wait_for(3, Duration::from_secs(10)).await;
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(950), "POSTs {gap:?} apart");
+    }
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_url_never_logged_or_stored() {
+    // A closed port: connection errors (reqwest puts the URL in these).
+    let env = self::env();
+    let closed = Webhook::closed_port().await;
+    let url = format!("http://{closed}{PATH}");
+    seed(&env.db, &["S-01"]);
+    let run = start(&env.db, Some(url), config(100, 200, 10));
+    wait_rows(&env.db, Duration::from_secs(5), |r| r[0].attempts >= 2).await;
+    let logs = run.stop().await.text();
+    assert!(logs.contains("will retry"), "{logs}");
+    // And a 404 (permanent, logged at ERROR).
+    let hook = Webhook::start(vec![Reply::status(404).body("no_service")]).await;
+    let env404 = self::env();
+    seed(&env404.db, &["E-02"]);
+    let run = start(&env404.db, Some(hook.url()), config(100, 200, 10));
+    wait_rows(&env404.db, Duration::from_secs(5), |r| r[0].abandoned).await;
+    let logs404 = run.stop().await.text();
+    assert!(logs404.contains("ERROR"), "{logs404}");
+
+    let stored: Vec<String> = rows(&env.db)
+        .into_iter()
+        .chain(rows(&env404.db))
+        .filter_map(|r| r.last_error)
+        .collect();
+    assert_eq!(stored.len(), 2);
+    for text in stored.iter().chain([&logs, &logs404]) {
+        assert!(!text.contains(TOKEN), "webhook token leaked: {text}");
+        assert!(!text.contains("T0CANARY"), "webhook path leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn rows_older_than_give_up_after_are_abandoned_not_sent() {
+    let env = self::env();
+    let hook = Webhook::start(vec![]).await;
+    seed_at(&env.db, &["S-01"], now_ms() - 120_000);
+    let mut cfg = config(100, 400, 10);
+    cfg.give_up_after = Duration::from_secs(60);
+    let run = start(&env.db, Some(hook.url()), cfg);
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[0].abandoned).await;
+    assert!(
+        r[0].last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("gave up after 2m")),
+        "{r:?}"
+    );
+    let logs = run.stop().await.text();
+    assert!(
+        logs.contains("ERROR") && logs.contains("alert abandoned"),
+        "{logs}"
+    );
+    assert!(hook.received().is_empty());
+}
+
+#[tokio::test]
+async fn no_webhook_is_a_silent_sink() {
+    let env = self::env();
+    seed(&env.db, &["S-01"]);
+    let run = start(&env.db, None, config(100, 400, 10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    run.stop().await;
+    let r = rows(&env.db);
+    assert!(
+        !r[0].delivered && !r[0].abandoned && r[0].attempts == 0,
+        "{r:?}"
+    );
+}
+
+/// A YAML config for a temp platform, optionally with a webhook.
+fn write_config(dir: &Path, redis_url: &str, webhook: Option<&str>) -> PathBuf {
+    let mut yaml = format!(
+        "platform:\n  sqlite_path: {}\n  redis_url: {redis_url}\nstate:\n  path: {}\n",
+        dir.join("platform.db").display(),
+        dir.join("state.db").display()
+    );
+    if let Some(url) = webhook {
+        yaml.push_str(&format!("alerts:\n  slack:\n    webhook_url: \"{url}\"\n"));
+    }
+    let path = dir.join(format!("canary-{}.yaml", webhook.is_some()));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_red_cycle_reaches_the_webhook_and_no_webhook_writes_no_outbox() {
+    use canary::fleet::platform::{self, Platform};
+    use canary::fleet::redis_server::RedisServer;
+    use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
+
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    platform::create_db(&dir.path().join("platform.db")).unwrap();
+    let mut platform = Platform::connect(&dir.path().join("platform.db"), &redis.url())
+        .await
+        .unwrap();
+    platform.add_agent("agent-a", 3, 900).unwrap();
+    // A slot with no running row: S-01 `in_redis_only`, with a subject that tries a mention.
+    platform
+        .acquire_slot("agent-a", "<!channel>", 600, now_ms() - 60_000)
+        .await
+        .unwrap();
+    let hook = Webhook::start(vec![]).await;
+    let request = CycleRequest {
+        trigger: Trigger::Manual,
+        only: None,
+    };
+
+    // Without a webhook: transitions recorded, no outbox rows.
+    let silent = write_config(dir.path(), &redis.url(), None);
+    let config = canary::config::load_from(Some(&silent), &[], &Default::default()).unwrap();
+    let state = dir.path().join("silent-state.db");
+    let mut db = StateDb::open(&state).unwrap();
+    let result = run_cycle(&config, &mut db, &request).await.unwrap();
+    assert!(result.transitions.iter().any(|t| t.invariant_id == "S-01"));
+    assert!(rows(&state).is_empty());
+
+    // With a webhook: one outbox row per transition, delivered by the deliverer.
+    let loud = write_config(dir.path(), &redis.url(), Some(&hook.url()));
+    let config = canary::config::load_from(Some(&loud), &[], &Default::default()).unwrap();
+    let state = config.state.path.clone();
+    let mut db = StateDb::open(&state).unwrap();
+    let result = run_cycle(&config, &mut db, &request).await.unwrap();
+    let n = result.transitions.len();
+    assert_eq!(rows(&state).len(), n);
+    let mut alerts = config.alerts.clone();
+    alerts.slack.min_interval = Duration::from_millis(10);
+    let run = start(
+        &state,
+        config.webhook_url().unwrap().map(|s| s.expose().to_owned()),
+        alerts,
+    );
+    let got = hook.wait_for(n, Duration::from_secs(10)).await;
+    run.stop().await;
+    let s01 = got
+        .iter()
+        .find(|g| invariant_of(&g.body) == "S-01")
+        .expect("S-01 alert");
+    let text = s01.body.to_string();
+    assert!(text.contains("🔴 S-01 Slot–row bijection fired"), "{text}");
+    assert!(
+        text.contains("&lt;!channel&gt;") && !text.contains("<!channel>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn alert_test_command_exit_codes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ok = rt.block_on(Webhook::start(vec![]));
+    let gone = rt.block_on(Webhook::start(vec![Reply::status(404).body("no_service")]));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |webhook: Option<&str>| {
+        let config = write_config(dir.path(), "redis://127.0.0.1:1/0", webhook);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+            .args(["alert", "test", "--config"])
+            .arg(config)
+            .env_remove("CANARY_CONFIG")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(TOKEN), "webhook leaked: {all}");
+        (out.status.code(), all)
+    };
+    let (code, out) = run(Some(&ok.url()));
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(ok.received().len(), 1);
+    let (code, out) = run(Some(&gone.url()));
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("HTTP 404: no_service"), "{out}");
+    let (code, out) = run(None);
+    assert_eq!(code, Some(78), "{out}");
+    drop((ok, gone));
+}

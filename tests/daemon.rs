@@ -1,0 +1,371 @@
+//! `canary run` end to end: the real binary on a real platform (private `redis-server`, a
+//! platform SQLite file), a 1 s interval. Cycles happen on schedule; SIGTERM stops it with exit 0
+//! inside the shutdown timeout; a SIGTERM that lands mid-cycle lets that cycle commit whole (every
+//! cycle row has exactly its violations); a bad cron is a configuration error (exit 78) naming
+//! the expression; the composed deliverer sends a fired alert once.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use canary::fleet::platform::{self, Platform};
+use canary::fleet::redis_server::RedisServer;
+use canary::schedule::cycle::now_ms;
+
+use crate::support::daemon::{Daemon, free_port};
+use crate::support::webhook::Webhook;
+
+struct Env {
+    dir: tempfile::TempDir,
+    redis: RedisServer,
+    _platform: Platform,
+    port: u16,
+}
+
+impl Env {
+    /// Two agents with a running execution each, plus one S-01 leak (a finished row whose slot
+    /// was never released) so every cycle records a violation.
+    async fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.path().join("platform.db");
+        platform::create_db(&db).expect("platform schema");
+        let mut p = Platform::connect(&db, &redis.url())
+            .await
+            .expect("connect platform");
+        let now = now_ms();
+        for a in ["agent-a", "agent-b"] {
+            p.add_agent(a, 3, 900).unwrap();
+            p.start(a, &format!("{a}-run"), 600, now - 120_000)
+                .await
+                .unwrap();
+        }
+        p.start("agent-a", "agent-a-leak", 600, now - 120_000)
+            .await
+            .unwrap();
+        p.finish_row("agent-a-leak", "success", now - 60_000)
+            .unwrap();
+        Env {
+            dir,
+            redis,
+            _platform: p,
+            port: free_port(),
+        }
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    /// A config with a 1 s interval and the given shutdown timeout; `extra` is appended (more
+    /// top-level sections).
+    fn config(&self, shutdown_timeout: &str, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("canary.yaml");
+        let yaml = format!(
+            "platform:
+  sqlite_path: {sqlite}
+  redis_url: {redis}
+  redis_connect_timeout: 10s
+  redis_response_timeout: 10s
+state:
+  path: {state}
+schedule:
+  interval: 1s
+  startup_delay: 0s
+  jitter: 0s
+  shutdown_timeout: {shutdown_timeout}
+http:
+  bind: 127.0.0.1:{port}
+  admin_token: test-token
+{extra}",
+            sqlite = self.dir.path().join("platform.db").display(),
+            redis = self.redis.url(),
+            state = self.state_path().display(),
+            port = self.port,
+        );
+        std::fs::write(&path, yaml).expect("write config");
+        path
+    }
+
+    fn start(&self, shutdown_timeout: &str) -> Daemon {
+        Daemon::start(&self.config(shutdown_timeout, ""), self.dir.path())
+    }
+}
+
+/// Cycles in the state DB: (id, started_at, finished_at, trigger, violation_count, violation rows).
+fn cycles(state: &Path) -> Vec<(i64, i64, i64, String, i64, i64)> {
+    if !state.exists() {
+        return Vec::new();
+    }
+    let conn = rusqlite::Connection::open(state).expect("open state db");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut stmt = match conn.prepare(
+        "SELECT c.id, c.started_at, c.finished_at, c.\"trigger\", c.violation_count,
+                (SELECT COUNT(*) FROM violations v WHERE v.cycle_id = c.id)
+         FROM cycles c ORDER BY c.id",
+    ) {
+        Ok(s) => s,
+        // Not migrated yet: the daemon is still opening it.
+        Err(_) => return Vec::new(),
+    };
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// Every recorded cycle is whole: its violation rows are all there.
+fn assert_whole(rows: &[(i64, i64, i64, String, i64, i64)]) {
+    for (id, _, _, _, count, stored) in rows {
+        assert_eq!(
+            count, stored,
+            "cycle {id} has {stored} of its {count} violations"
+        );
+        assert_eq!(*count, 1, "cycle {id}: the S-01 leak, nothing else");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_cycles_on_schedule_and_stops_on_sigterm() {
+    let env = Env::new().await;
+    let mut daemon = env.start("10s");
+    let state = env.state_path();
+    let started = Instant::now();
+    daemon.wait_for(Duration::from_secs(20), "4 cycles", || {
+        cycles(&state).len() >= 4
+    });
+    let elapsed = started.elapsed();
+    let rows = cycles(&state);
+    // On schedule: 1 s apart, not a burst and not slower. The band is wide (±500 ms) because
+    // CI runs this beside other tests on two cores; a burst would show gaps near 0.
+    let gaps: Vec<i64> = rows.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    assert!(
+        gaps.iter().all(|g| (500..=1_500).contains(g)),
+        "gaps between cycle starts (ms): {gaps:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(12),
+        "4 cycles took {elapsed:?}"
+    );
+    assert!(rows.iter().all(|r| r.3 == "schedule"));
+
+    // The admin API is up, and its metrics count the scheduled cycles.
+    let base = format!("http://127.0.0.1:{}", env.port);
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let red_cycles: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("canary_cycles_total{") && l.contains("red"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no red cycle counter in:\n{metrics}"));
+    assert!(red_cycles >= 4.0, "{metrics}");
+
+    let stop = Instant::now();
+    daemon.sigterm();
+    let status = daemon.wait(Duration::from_secs(10));
+    let stop_took = stop.elapsed();
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("canary started"), "{log}");
+    assert!(log.contains("canary stopped"), "{log}");
+    eprintln!("SIGTERM → exit between cycles: {stop_took:?}");
+    assert!(stop_took < Duration::from_secs(2), "{stop_took:?}");
+    assert_whole(&cycles(&state));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_cycle_lets_the_cycle_commit_whole() {
+    let env = Env::new().await;
+    let mut daemon = env.start("10s");
+    let state = env.state_path();
+    daemon.wait_for(Duration::from_secs(20), "a first cycle", || {
+        !cycles(&state).is_empty()
+    });
+    // Freeze Redis for 3 s: the next cycle (≤ 1 s away) blocks inside its collect step.
+    let paused_at = pause_redis(&env, 3_000).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = cycles(&state);
+    let sigterm_at = now_ms();
+    let stop = Instant::now();
+    daemon.sigterm();
+    let status = daemon.wait(Duration::from_secs(10));
+    let stop_took = stop.elapsed();
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    eprintln!("SIGTERM → exit with an in-flight cycle blocked on Redis: {stop_took:?}");
+
+    let after = cycles(&state);
+    assert_whole(&after);
+    // Exactly one more cycle: the one that was in flight at SIGTERM, committed after it, and
+    // no new cycle was started once the stop was requested.
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "before {before:?}\nafter {after:?}"
+    );
+    let last = after.last().unwrap();
+    assert!(
+        last.1 >= paused_at,
+        "the last cycle started during the pause"
+    );
+    assert!(last.2 >= sigterm_at, "and finished after SIGTERM");
+    // It waited for the pause to end (≈ 1.5 s), well inside the 10 s shutdown timeout.
+    assert!(stop_took >= Duration::from_millis(1_000), "{stop_took:?}");
+    assert!(stop_took < Duration::from_secs(5), "{stop_took:?}");
+}
+
+/// `CLIENT PAUSE ms ALL`: every client's commands wait (a stalled Redis, without DEBUG).
+/// Returns when the pause began (unix ms).
+async fn pause_redis(env: &Env, ms: u64) -> i64 {
+    let mut admin = redis::Client::open(env.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let at = now_ms();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_outliving_the_shutdown_timeout_is_abandoned_not_half_written() {
+    let env = Env::new().await;
+    let mut daemon = env.start("1s");
+    let state = env.state_path();
+    daemon.wait_for(Duration::from_secs(20), "a first cycle", || {
+        !cycles(&state).is_empty()
+    });
+    pause_redis(&env, 6_000).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let before = cycles(&state);
+    let stop = Instant::now();
+    daemon.sigterm();
+    let status = daemon.wait(Duration::from_secs(5));
+    let stop_took = stop.elapsed();
+    eprintln!("SIGTERM → exit past a 1 s shutdown timeout: {stop_took:?}");
+    assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+    assert!(stop_took >= Duration::from_millis(900), "{stop_took:?}");
+    assert!(stop_took < Duration::from_secs(3), "{stop_took:?}");
+    assert!(
+        daemon.log().contains("shutdown timeout elapsed"),
+        "{}",
+        daemon.log()
+    );
+    // The blocked cycle never reached its transaction: nothing of it was written.
+    let after = cycles(&state);
+    assert_eq!(after, before);
+    assert_whole(&after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_when_configured() {
+    let env = Env::new().await;
+    let config = env.config("10s", "log:\n  format: json\n");
+    let mut daemon = Daemon::start(&config, env.dir.path());
+    let state = env.state_path();
+    daemon.wait_for(Duration::from_secs(20), "a cycle", || {
+        !cycles(&state).is_empty()
+    });
+    daemon.sigterm();
+    assert_eq!(daemon.wait(Duration::from_secs(10)).code(), Some(0));
+    let log = daemon.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["message"] == "canary started")
+        .unwrap_or_else(|| panic!("no start line in {log}"));
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["schedule"], "every 1s");
+    assert!(
+        lines.iter().any(|l| l["message"] == "canary stopped"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_delivers_a_fired_alert_once() {
+    let env = Env::new().await;
+    let webhook = Webhook::start(vec![]).await;
+    let config = env.config(
+        "10s",
+        &format!("alerts:\n  slack:\n    webhook_url: {}\n", webhook.url()),
+    );
+    let mut daemon = Daemon::start(&config, env.dir.path());
+    let state = env.state_path();
+    let got = webhook.wait_for(1, Duration::from_secs(20)).await;
+    assert!(
+        got[0].body.to_string().contains("S-01"),
+        "{:?}",
+        got[0].body
+    );
+    // Three more cycles while S-01 stays red: no second message.
+    let n = cycles(&state).len();
+    daemon.wait_for(Duration::from_secs(20), "3 more cycles", || {
+        cycles(&state).len() >= n + 3
+    });
+    assert_eq!(webhook.received().len(), 1);
+    // The deliverer counts into the registry `/metrics` renders.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("canary_alerts_total{")
+                && l.contains("delivered")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    daemon.sigterm();
+    assert_eq!(daemon.wait(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn a_bad_cron_is_a_config_error_naming_the_expression() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("canary.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "state:\n  path: {}\nschedule:\n  cron: \"61 * * * *\"\nhttp:\n  bind: 127.0.0.1:{}\n",
+            dir.path().join("state.db").display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, dir.path());
+    let status = daemon.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78), "log:\n{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("\"61 * * * *\""), "{log}");
+    assert!(log.contains("schedule.cron"), "{log}");
+    // Refused before touching anything.
+    assert!(!dir.path().join("state.db").exists());
+}
