@@ -33,6 +33,8 @@ COPY src src
 COPY invariants/src invariants/src
 COPY migrations migrations
 COPY config config
+# The platform schema is compiled in (`canary demo` builds its platform from it).
+COPY tests/fixtures tests/fixtures
 RUN touch src/main.rs src/lib.rs invariants/src/lib.rs \
  && cargo build --release --locked --bin canary \
  && ./target/release/canary --version

@@ -2,6 +2,7 @@
 //! exit code. Everything else lives in the library. This is also the only place that touches OS
 //! signals: for `canary run`, SIGTERM/SIGINT cancel the token handed to the daemon.
 
+use std::io::IsTerminal;
 use std::process::ExitCode as ProcessExit;
 use std::time::Duration;
 
@@ -92,6 +93,8 @@ fn init_logging(log: Option<LogConfig>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: journald and log files must get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = if log.is_some_and(|l| l.format == LogFormat::Json) {
         builder.json().flatten_event(true).try_init()
