@@ -49,6 +49,7 @@ fn seed_at(db: &Path, ids: &[&str], created_at_ms: i64) {
             severity: Severity::Critical,
             at_ms: created_at_ms,
             previous_at_ms: None,
+            reminder: false,
         })
         .collect();
     let violations: Vec<Violation> = ids
@@ -554,4 +555,81 @@ fn alert_test_command_exit_codes() {
     let (code, out) = run(None);
     assert_eq!(code, Some(78), "{out}");
     drop((ok, gone));
+}
+
+/// Red, red, green, red through real cycles with the deliverer running: exactly two fired and
+/// one resolved message for S-01, in that order; then `renotify_after` sends a reminder.
+#[tokio::test]
+async fn red_green_red_sends_two_fired_one_resolved_then_reminders() {
+    use canary::fleet::platform::{self, Platform};
+    use canary::fleet::redis_server::RedisServer;
+    use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
+
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    platform::create_db(&dir.path().join("platform.db")).unwrap();
+    let mut platform = Platform::connect(&dir.path().join("platform.db"), &redis.url())
+        .await
+        .unwrap();
+    platform.add_agent("agent-a", 3, 900).unwrap();
+    let hook = Webhook::start(vec![]).await;
+    let path = write_config(dir.path(), &redis.url(), Some(&hook.url()));
+    let mut config = canary::config::load_from(Some(&path), &[], &Default::default()).unwrap();
+    let request = CycleRequest {
+        trigger: Trigger::Manual,
+        only: Some(vec!["S-01".to_owned()]),
+    };
+    let mut db = StateDb::open(&config.state.path).unwrap();
+    let mut alerts = config.alerts.clone();
+    alerts.slack.min_interval = Duration::from_millis(10);
+    let run = start(
+        &config.state.path,
+        config.webhook_url().unwrap().map(|s| s.expose().to_owned()),
+        alerts,
+    );
+    leak(&mut platform).await;
+    run_cycle(&config, &mut db, &request).await.unwrap();
+    run_cycle(&config, &mut db, &request).await.unwrap();
+    platform.release_slot("agent-a", "leaked").await.unwrap();
+    run_cycle(&config, &mut db, &request).await.unwrap();
+    leak(&mut platform).await;
+    run_cycle(&config, &mut db, &request).await.unwrap();
+    let got = hook.wait_for(3, Duration::from_secs(10)).await;
+    let headers: Vec<String> = got
+        .iter()
+        .map(|g| {
+            g.body["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "🔴 S-01 Slot–row bijection fired",
+            "✅ S-01 Slot–row bijection resolved",
+            "🔴 S-01 Slot–row bijection fired"
+        ]
+    );
+
+    // Still red with renotify_after elapsed: one reminder per elapsed interval, no new incident.
+    config.alerts.renotify_after = Some(Duration::from_millis(1));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let result = run_cycle(&config, &mut db, &request).await.unwrap();
+    assert!(result.transitions[0].reminder, "{:?}", result.transitions);
+    let got = hook.wait_for(4, Duration::from_secs(10)).await;
+    let reminder = got[3].body["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert_eq!(reminder, "🔴 S-01 Slot–row bijection still red");
+    run.stop().await;
+    assert_eq!(hook.received().len(), 4, "nothing sent twice");
+}
+
+/// The S-01 fault: a slot acquired a minute ago with no running row.
+async fn leak(platform: &mut canary::fleet::platform::Platform) {
+    let at = now_ms() - 60_000;
+    platform
+        .acquire_slot("agent-a", "leaked", 600, at)
+        .await
+        .unwrap();
 }

@@ -369,3 +369,126 @@ fn a_bad_cron_is_a_config_error_naming_the_expression() {
     // Refused before touching anything.
     assert!(!dir.path().join("state.db").exists());
 }
+
+/// With a webhook URL and an admin token configured, neither secret appears in any log line,
+/// API response (headers included) or stored error, across the error paths: a webhook answering
+/// 404 (permanent failure, logged at ERROR), a closed webhook after that, wrong and missing
+/// tokens, unknown ids, an absent violation, an oversized body, and the normal routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_logs_responses_or_stored_errors() {
+    use crate::support::webhook::{PATH, Reply};
+
+    let env = Env::new().await;
+    let webhook = Webhook::start(vec![Reply::status(404).body("no_service")]).await;
+    let config = env.config(
+        "10s",
+        &format!(
+            "alerts:\n  slack:\n    webhook_url: {}\n    min_interval: 10ms\n  retry_initial: 50ms\n  retry_max: 100ms\nlog:\n  level: debug\n",
+            webhook.url()
+        ),
+    );
+    let mut daemon = Daemon::start(&config, env.dir.path());
+    let state = env.state_path();
+    webhook.wait_for(1, Duration::from_secs(20)).await;
+
+    let base = format!("http://127.0.0.1:{}", env.port);
+    let client = reqwest::Client::new();
+    let mut seen = String::new();
+    let requests = [
+        ("GET", "/healthz", None, None),
+        ("GET", "/readyz", None, None),
+        ("GET", "/metrics", None, None),
+        ("GET", "/api/canary/status", None, None),
+        ("GET", "/api/canary/status", Some("wrong-token"), None),
+        ("GET", "/api/canary/status", Some("test-token"), None),
+        (
+            "GET",
+            "/api/canary/violations?limit=5",
+            Some("test-token"),
+            None,
+        ),
+        (
+            "GET",
+            "/api/canary/violations?since=garbage",
+            Some("test-token"),
+            None,
+        ),
+        (
+            "GET",
+            "/api/canary/violations/999999",
+            Some("test-token"),
+            None,
+        ),
+        (
+            "GET",
+            "/api/canary/violations/stats",
+            Some("test-token"),
+            None,
+        ),
+        ("GET", "/api/canary/invariants", Some("test-token"), None),
+        (
+            "POST",
+            "/api/canary/run-cycle",
+            Some("test-token"),
+            Some(r#"{"invariant_ids":["X-1"]}"#.to_owned()),
+        ),
+        (
+            "POST",
+            "/api/canary/run-cycle",
+            Some("test-token"),
+            Some("x".repeat(200_000)),
+        ),
+        (
+            "POST",
+            "/api/canary/run-cycle",
+            Some("test-token"),
+            Some("{not json".to_owned()),
+        ),
+        ("POST", "/api/canary/run-cycle", Some("test-token"), None),
+    ];
+    for (method, path, token, body) in requests {
+        let mut req = match method {
+            "POST" => client.post(format!("{base}{path}")),
+            _ => client.get(format!("{base}{path}")),
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.unwrap();
+        seen.push_str(&format!(
+            "{method} {path} -> {}\n{:?}\n",
+            resp.status(),
+            resp.headers()
+        ));
+        seen.push_str(&resp.text().await.unwrap());
+        seen.push('\n');
+    }
+    daemon.sigterm();
+    assert_eq!(daemon.wait(Duration::from_secs(15)).code(), Some(0));
+
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let stored: Vec<String> = conn
+        .prepare("SELECT COALESCE(last_error, '') FROM alert_outbox")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(stored.iter().any(|e| e.contains("404")), "{stored:?}");
+    let log = daemon.log();
+    assert!(
+        log.contains("ERROR"),
+        "the permanent failure is logged at ERROR:\n{log}"
+    );
+    let everything = format!("{log}\n{seen}\n{}", stored.join("\n"));
+    let token_part = PATH.rsplit('/').next().unwrap();
+    for secret in ["test-token", token_part, PATH, webhook.url().as_str()] {
+        assert!(
+            !everything.contains(secret),
+            "{secret:?} leaked:\n{everything}"
+        );
+    }
+}

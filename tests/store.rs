@@ -61,6 +61,7 @@ fn transition(id: &str, kind: TransitionKind, at: Millis) -> Transition {
         severity: Severity::Critical,
         at_ms: at,
         previous_at_ms: Some(at - 5_000),
+        reminder: false,
     }
 }
 

@@ -68,16 +68,24 @@ pub struct Transition {
     pub at_ms: Millis,
     /// Resolved: when the incident fired (so the message can say how long it was red).
     /// Fired: when the previous incident resolved, if any (so it can say "last red Xm ago").
+    /// Reminder: when the last notification for this still-open incident was sent.
     pub previous_at_ms: Option<Millis>,
+    /// A `renotify_after` reminder for an incident that is still red (kind `Fired`, stored as
+    /// such: it is one more notification of the same incident, not a new one).
+    #[serde(default)]
+    pub reminder: bool,
 }
 
-/// Consecutive-cycle thresholds.
+/// Consecutive-cycle thresholds and the reminder interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hysteresis {
     /// Red cycles needed to fire (≥ 1).
     pub fire_after: u32,
     /// Green cycles needed to resolve (≥ 1).
     pub resolve_after: u32,
+    /// While an incident stays red, notify again once this long has passed since the last
+    /// notification (`None`: never).
+    pub renotify_after_ms: Option<Millis>,
 }
 
 impl Default for Hysteresis {
@@ -85,6 +93,7 @@ impl Default for Hysteresis {
         Hysteresis {
             fire_after: 1,
             resolve_after: 1,
+            renotify_after_ms: None,
         }
     }
 }
@@ -96,6 +105,15 @@ pub struct Verdict {
     pub outcome: Outcome,
     /// Worst violation severity when red.
     pub severity: Option<Severity>,
+}
+
+/// Whether a still-red incident is due a reminder: only while red in this very cycle (unknown
+/// never notifies), and only once `renotify_after` has passed since the last notification.
+fn reminder_due(state: &InvariantState, at_ms: Millis, hysteresis: Hysteresis) -> bool {
+    match (hysteresis.renotify_after_ms, state.last_fired_at_ms) {
+        (Some(every), Some(last)) => at_ms.saturating_sub(last) >= every.max(1),
+        _ => false,
+    }
 }
 
 /// Computes next states and transitions. Returns only the states that changed hands this cycle
@@ -154,6 +172,7 @@ fn step(
                 severity,
                 at_ms,
                 previous_at_ms: next.last_resolved_at_ms,
+                reminder: false,
             });
             next.firing = true;
             next.severity = Some(severity);
@@ -166,9 +185,21 @@ fn step(
                 severity: next.severity.unwrap_or(Severity::Critical),
                 at_ms,
                 previous_at_ms: next.last_fired_at_ms,
+                reminder: false,
             });
             next.firing = false;
             next.last_resolved_at_ms = Some(at_ms);
+        }
+        Outcome::Red if next.firing && reminder_due(&next, at_ms, hysteresis) => {
+            transition = Some(Transition {
+                invariant_id: id.to_owned(),
+                kind: TransitionKind::Fired,
+                severity: next.severity.unwrap_or(Severity::Critical),
+                at_ms,
+                previous_at_ms: next.last_fired_at_ms,
+                reminder: true,
+            });
+            next.last_fired_at_ms = Some(at_ms);
         }
         _ => {}
     }
@@ -226,6 +257,7 @@ mod tests {
         let h = Hysteresis {
             fire_after: 2,
             resolve_after: 3,
+            renotify_after_ms: None,
         };
         assert_eq!(replay(&[R, G, R, G], h), []);
         assert_eq!(replay(&[R, R, G, G, R, G, G, G], h), [Fired, Resolved]);
@@ -246,6 +278,29 @@ mod tests {
         }
         assert_eq!(all[1].previous_at_ms, Some(1));
         assert_eq!(all[2].previous_at_ms, Some(5));
+    }
+
+    #[test]
+    fn renotify_reminds_while_red_and_never_on_unknown() {
+        let h = Hysteresis {
+            renotify_after_ms: Some(2_500),
+            ..Hysteresis::default()
+        };
+        // Cycles every second: fired at 0, reminders at 3 and 6 (2.5 s after each notification).
+        let mut outcomes = vec![R; 7];
+        let kinds = replay(&outcomes, h);
+        assert_eq!(kinds, [Fired, Fired, Fired]);
+        outcomes[3] = U;
+        assert_eq!(
+            replay(&outcomes, h),
+            [Fired, Fired],
+            "no reminder on an unknown cycle"
+        );
+        assert_eq!(
+            replay(&[R, R, R, R], Hysteresis::default()),
+            [Fired],
+            "off by default"
+        );
     }
 
     #[test]

@@ -289,7 +289,7 @@ proptest! {
         fire_after in 1u32..4,
         resolve_after in 1u32..4,
     ) {
-        let h = Hysteresis { fire_after, resolve_after };
+        let h = Hysteresis { fire_after, resolve_after, renotify_after_ms: None };
         let mut states = BTreeMap::new();
         let mut open = false;
         for (i, outcome) in outcomes.iter().enumerate() {

@@ -104,12 +104,21 @@ fn name_of(id: &str) -> &'static str {
     catalog::find(id).map(|i| i.meta().name).unwrap_or("")
 }
 
+/// "fired", "resolved", or "still red" for a `renotify_after` reminder.
+fn verb(t: &Transition) -> &'static str {
+    if t.reminder {
+        "still red"
+    } else {
+        t.kind.as_str()
+    }
+}
+
 fn header_text(t: &Transition) -> String {
     let name = name_of(&t.invariant_id);
     let title = if name.is_empty() {
-        format!("{} {}", t.invariant_id, t.kind.as_str())
+        format!("{} {}", t.invariant_id, verb(t))
     } else {
-        format!("{} {} {}", t.invariant_id, name, t.kind.as_str())
+        format!("{} {} {}", t.invariant_id, name, verb(t))
     };
     format!(
         "{} {}",
@@ -131,6 +140,11 @@ fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64) -> Value {
         "text": { "type": "plain_text", "text": header, "emoji": true },
     })];
     let summary = match t.kind {
+        TransitionKind::Fired if t.reminder => format!(
+            "*Still red* (reminder) · severity *{}* · {n} violation{} · snapshot {snapshot}",
+            t.severity.as_str(),
+            plural(n)
+        ),
         TransitionKind::Fired => format!(
             "*Fired* · severity *{}* · {n} violation{} · snapshot {snapshot}",
             t.severity.as_str(),
@@ -165,6 +179,7 @@ fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64) -> Value {
     if let Some(prev) = t.previous_at_ms {
         let span = human_span(t.at_ms.saturating_sub(prev));
         context.push(match t.kind {
+            TransitionKind::Fired if t.reminder => format!("last notified {span} ago"),
             TransitionKind::Fired => format!("last red {span} ago"),
             TransitionKind::Resolved => format!("red for {span}"),
         });
@@ -186,7 +201,7 @@ fn count_only(t: &Transition, n: usize, taken_at_ms: i64) -> Value {
             { "type": "header", "text": { "type": "plain_text", "text": header_text(t), "emoji": true } },
             section(format!(
                 "*{}* · severity *{}* · {n} violation{} · snapshot {} (details omitted: see `canary violations`)",
-                t.kind.as_str(),
+                verb(t),
                 t.severity.as_str(),
                 plural(n),
                 rfc3339(taken_at_ms),
@@ -199,7 +214,8 @@ fn fallback_text(t: &Transition, n: usize) -> String {
     let name = name_of(&t.invariant_id);
     let what = match t.kind {
         TransitionKind::Fired => format!(
-            "fired: {n} violation{} ({})",
+            "{}: {n} violation{} ({})",
+            verb(t),
             plural(n),
             t.severity.as_str()
         ),
@@ -361,6 +377,7 @@ mod tests {
             severity,
             at_ms: AT,
             previous_at_ms: previous,
+            reminder: false,
         }
     }
 
@@ -532,6 +549,20 @@ mod tests {
     }
 
     #[test]
+    fn a_reminder_says_still_red_and_when_it_was_last_notified() {
+        let mut t = fired("S-01", Severity::Critical, Some(AT - 4 * 3_600_000));
+        t.reminder = true;
+        let p = payload(&t, &[core_violation("S-01")], AT);
+        let all = texts(&p);
+        assert!(
+            all[0].contains("S-01 Slot–row bijection still red"),
+            "{all:?}"
+        );
+        assert!(all[1].starts_with("*Still red* (reminder)"), "{all:?}");
+        assert!(all[4].ends_with("· last notified 4h ago"), "{all:?}");
+    }
+
+    #[test]
     fn platform_data_is_escaped() {
         let v = violation(
             "S-01",
@@ -665,6 +696,7 @@ mod tests {
                 severity: Severity::Major,
                 at_ms: at,
                 previous_at_ms: previous,
+                reminder: !resolved_kind && at % 2 == 0,
             };
             let vs: Vec<Violation> = observed
                 .into_iter()

@@ -72,6 +72,9 @@ pub struct ReportedTransition {
     pub kind: &'static str,
     /// Severity of the incident.
     pub severity: &'static str,
+    /// A `renotify_after` reminder of a still-open incident (kind `fired`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reminder: bool,
 }
 
 /// Extra facts about the cycle (an addition to DESIGN §8's result; nothing there is renamed).
@@ -329,6 +332,7 @@ impl Staged {
                     invariant_id: t.invariant_id.clone(),
                     kind: t.kind.as_str(),
                     severity: t.severity.as_str(),
+                    reminder: t.reminder,
                 })
                 .collect(),
             sources_unavailable: self.sources_unavailable,
@@ -356,6 +360,10 @@ fn hysteresis(config: &Config) -> Hysteresis {
     Hysteresis {
         fire_after: config.alerts.fire_after.max(1),
         resolve_after: config.alerts.resolve_after.max(1),
+        renotify_after_ms: config
+            .alerts
+            .renotify_after
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     }
 }
 

@@ -443,6 +443,7 @@ pub(crate) mod tests {
             severity: Severity::Critical,
             at_ms: at,
             previous_at_ms: None,
+            reminder: false,
         }
     }
 
