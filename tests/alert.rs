@@ -464,17 +464,9 @@ fn write_config(dir: &Path, redis_url: &str, webhook: Option<&str>) -> PathBuf {
 
 #[tokio::test]
 async fn a_red_cycle_reaches_the_webhook_and_no_webhook_writes_no_outbox() {
-    use canary::fleet::platform::{self, Platform};
-    use canary::fleet::redis_server::RedisServer;
     use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
 
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    platform::create_db(&dir.path().join("platform.db")).unwrap();
-    let mut platform = Platform::connect(&dir.path().join("platform.db"), &redis.url())
-        .await
-        .unwrap();
-    platform.add_agent("agent-a", 3, 900).unwrap();
+    let (dir, redis, mut platform) = one_agent_platform().await;
     // A slot with no running row: S-01 `in_redis_only`, with a subject that tries a mention.
     platform
         .acquire_slot("agent-a", "<!channel>", 600, now_ms() - 60_000)
@@ -561,17 +553,9 @@ fn alert_test_command_exit_codes() {
 /// one resolved message for S-01, in that order; then `renotify_after` sends a reminder.
 #[tokio::test]
 async fn red_green_red_sends_two_fired_one_resolved_then_reminders() {
-    use canary::fleet::platform::{self, Platform};
-    use canary::fleet::redis_server::RedisServer;
     use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
 
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-    platform::create_db(&dir.path().join("platform.db")).unwrap();
-    let mut platform = Platform::connect(&dir.path().join("platform.db"), &redis.url())
-        .await
-        .unwrap();
-    platform.add_agent("agent-a", 3, 900).unwrap();
+    let (dir, redis, mut platform) = one_agent_platform().await;
     let hook = Webhook::start(vec![]).await;
     let path = write_config(dir.path(), &redis.url(), Some(&hook.url()));
     let mut config = canary::config::load_from(Some(&path), &[], &Default::default()).unwrap();
@@ -632,4 +616,21 @@ async fn leak(platform: &mut canary::fleet::platform::Platform) {
         .acquire_slot("agent-a", "leaked", 600, at)
         .await
         .unwrap();
+}
+
+/// A temp platform (database + private redis-server) with one live agent, `agent-a`.
+async fn one_agent_platform() -> (
+    tempfile::TempDir,
+    canary::fleet::redis_server::RedisServer,
+    canary::fleet::platform::Platform,
+) {
+    use canary::fleet::platform::{self, Platform};
+    let dir = tempfile::tempdir().unwrap();
+    let redis = canary::fleet::redis_server::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    platform::create_db(&dir.path().join("platform.db")).unwrap();
+    let platform = Platform::connect(&dir.path().join("platform.db"), &redis.url())
+        .await
+        .unwrap();
+    platform.add_agent("agent-a", 3, 900).unwrap();
+    (dir, redis, platform)
 }
