@@ -57,15 +57,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let failed = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
 
-    let started_tasks = spawn_http(&tracker, listener, runner.clone(), &shutdown, &failed)
-        .and_then(|metrics| {
-            spawn_deliverer(&tracker, &config, &shutdown, &failed, metrics.alert_stats())
-                .map(|waker| (waker, metrics))
-        });
+    // One registry for everything: the scheduler and the admin API observe cycles into it, the
+    // deliverer counts alerts into it, `/metrics` renders it.
+    let metrics = Arc::new(Metrics::new());
+    let started_tasks =
+        spawn_deliverer(&tracker, &config, &shutdown, &failed, metrics.alert_stats()).and_then(
+            |waker| {
+                let http = (Arc::clone(&metrics), Arc::clone(&waker));
+                spawn_http(&tracker, listener, runner.clone(), http, &shutdown, &failed)
+                    .map(|()| (waker, Arc::clone(&metrics)))
+            },
+        );
     let (wake_deliverer, metrics) = match started_tasks {
         Ok(handles) => handles,
         Err(error) => {
-            // Stop what already started (e.g. the HTTP server when the webhook file is
+            // Stop what already started (e.g. the deliverer when the admin token file is
             // unreadable) before reporting the error.
             shutdown.cancel();
             tracker.close();
@@ -182,17 +188,21 @@ fn spawn_deliverer(
     Ok(waker)
 }
 
-/// Spawns the admin HTTP server on `listener`; returns the metrics the scheduler feeds (the
-/// same registry `/metrics` renders). A server that fails stops the daemon.
+/// Spawns the admin HTTP server on `listener`, rendering `metrics` and waking the deliverer
+/// after admin-triggered cycles. A server that fails stops the daemon.
 fn spawn_http(
     tracker: &TaskTracker,
     listener: TcpListener,
     runner: CycleRunner,
+    (metrics, alert_waker): (Arc<Metrics>, Arc<Notify>),
     shutdown: &CancellationToken,
     failed: &Arc<AtomicBool>,
-) -> anyhow::Result<Arc<Metrics>> {
-    let state = AppState::from_config(runner).map_err(|e| ConfigFailure(vec![format!("{e:#}")]))?;
-    let metrics = Arc::clone(state.metrics());
+) -> anyhow::Result<()> {
+    let token = runner
+        .config()
+        .admin_token()
+        .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))?;
+    let state = AppState::new(runner, token, metrics).with_alert_waker(alert_waker);
     let serve = {
         let (shutdown, failed) = (shutdown.clone(), Arc::clone(failed));
         async move {
@@ -202,7 +212,7 @@ fn spawn_http(
         }
     };
     supervise(tracker, "http", serve, shutdown, failed);
-    Ok(metrics)
+    Ok(())
 }
 
 /// Spawns `task` on the tracker so a panic in it is not lost with its join handle: it fails the

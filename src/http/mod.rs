@@ -46,6 +46,9 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     cadence: Arc<Cadence>,
     started_at_ms: i64,
+    /// Pinged after an admin-triggered cycle with transitions, so its alerts go out now rather
+    /// than at the deliverer's next poll (the scheduler does the same for scheduled cycles).
+    alert_waker: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
             metrics,
             cadence: Arc::new(cadence),
             started_at_ms: now_ms(),
+            alert_waker: None,
         }
     }
 
@@ -76,6 +80,12 @@ impl AppState {
     pub fn from_config(runner: CycleRunner) -> Result<AppState, ConfigError> {
         let token = runner.config().admin_token()?;
         Ok(AppState::new(runner, token, Arc::new(Metrics::new())))
+    }
+
+    /// Wakes the alert deliverer after admin-triggered cycles that produced transitions.
+    pub fn with_alert_waker(mut self, waker: Arc<tokio::sync::Notify>) -> AppState {
+        self.alert_waker = Some(waker);
+        self
     }
 
     /// The metrics this server renders (hand a clone to whatever else runs cycles).
