@@ -364,6 +364,31 @@ async fn restarted_deliverer_sends_each_row_exactly_once() {
     assert_eq!(ids, ["E-02", "L-03", "S-01", "S-03"]);
 }
 
+/// Two deliverers on one state DB (two daemons, or a daemon and a future delivering CLI): the
+/// deliverer lease lets one send, so each row goes out exactly once; the idle one stays idle.
+#[tokio::test]
+async fn two_deliverers_on_one_state_db_send_each_row_once() {
+    let env = self::env();
+    let hook = Webhook::start(vec![]).await;
+    seed(&env.db, &["S-01", "E-02", "L-03", "S-03", "B-02", "G-04"]);
+    let a = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    let b = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    wait_rows(&env.db, Duration::from_secs(10), |r| {
+        r.iter().all(|r| r.delivered)
+    })
+    .await;
+    // Time for a duplicate to arrive, were one in flight.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a, b) = (a.stop().await, b.stop().await);
+    assert_eq!(hook.received().len(), 6, "each row exactly once");
+    let delivered_by = |logs: &Logs| logs.text().matches("alert delivered").count();
+    let (by_a, by_b) = (delivered_by(&a), delivered_by(&b));
+    assert!(
+        (by_a, by_b) == (6, 0) || (by_a, by_b) == (0, 6),
+        "one deliverer sends, the other idles: {by_a} / {by_b}"
+    );
+}
+
 #[tokio::test]
 async fn posts_are_paced_per_webhook() {
     let env = self::env();

@@ -170,7 +170,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     let (_dir, path) = temp_db();
     let db = StateDb::open(&path).unwrap();
     assert!(path.exists(), "parent directories and the file are created");
-    assert_eq!(db.schema_version().unwrap(), 1);
+    assert_eq!(db.schema_version().unwrap(), 2);
     drop(db);
 
     let tables: Vec<String> = raw(&path)
@@ -207,7 +207,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     drop(db);
     // Re-opening an up-to-date file neither fails nor touches the data.
     let db = StateDb::open(&path).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 1);
+    assert_eq!(db.schema_version().unwrap(), 2);
     assert_eq!(db.load_states().unwrap().len(), 1);
     assert_eq!(count(&path, "cycles"), 1);
 }

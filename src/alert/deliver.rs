@@ -27,7 +27,7 @@ use super::slack::truncate;
 use super::{AlertStats, slack};
 use crate::config::{AlertsConfig, Secret};
 use crate::schedule::cycle::now_ms;
-use crate::store::{OutboxRow, StateDb, StoreError};
+use crate::store::{LeaseName, OutboxRow, StateDb, StoreError};
 
 /// Rows claimed per outbox query: small, so a long queue does not hold stale rows in memory
 /// while pacing works through it.
@@ -37,6 +37,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes of an error response body kept for `last_error` (Slack answers with a short code such
 /// as `no_service`).
 const BODY_MAX: usize = 512;
+/// Shortest deliverer-lease TTL: a crashed deliverer blocks delivery for at most this long.
+const DELIVERER_LEASE_MIN_TTL_MS: i64 = 60_000;
 
 /// Errors setting the deliverer up or talking to its state database.
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +220,8 @@ pub struct Deliverer {
     stats: Arc<AlertStats>,
     wake: Arc<Notify>,
     poll: Duration,
+    /// Unique per deliverer instance: the holder of the state DB's deliverer lease.
+    holder: String,
 }
 
 impl Deliverer {
@@ -238,6 +242,11 @@ impl Deliverer {
             stats: Arc::new(AlertStats::default()),
             wake: Arc::new(Notify::new()),
             poll: POLL_INTERVAL,
+            holder: format!(
+                "deliverer-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
         })
     }
 
@@ -283,7 +292,14 @@ impl Deliverer {
         let mut retries: BinaryHeap<Reverse<i64>> = BinaryHeap::new();
         while !cancel.is_cancelled() {
             let now = now_ms();
-            let rows = match self.with_db(move |db| db.due_outbox(now, BATCH)).await {
+            let rows = if !self.hold_lease().await {
+                // Another deliverer is active on this state DB: stay idle, and take over if its
+                // lease expires (it crashed).
+                Ok(Vec::new())
+            } else {
+                self.with_db(move |db| db.due_outbox(now, BATCH)).await
+            };
+            let rows = match rows {
                 Ok(rows) => rows,
                 Err(error) => {
                     tracing::warn!(error = %error, "could not read the alert outbox; retrying");
@@ -315,7 +331,35 @@ impl Deliverer {
                 }
             }
         }
+        let holder = self.holder.clone();
+        if let Err(error) = self
+            .with_db(move |db| db.release(LeaseName::Deliverer, &holder))
+            .await
+        {
+            tracing::warn!(error = %error, "could not release the deliverer lease; it expires");
+        }
         tracing::info!("alert deliverer stopped");
+    }
+
+    /// Takes or renews the state DB's deliverer lease. Renewed before every POST, so a
+    /// deliverer that waited out a long `Retry-After` re-checks that it is still the only one
+    /// before sending. The TTL outlasts one POST (its timeout) with a wide margin.
+    async fn hold_lease(&self) -> bool {
+        let holder = self.holder.clone();
+        let ttl = duration_ms(self.config.slack.timeout)
+            .saturating_mul(3)
+            .max(DELIVERER_LEASE_MIN_TTL_MS);
+        let now = now_ms();
+        match self
+            .with_db(move |db| db.try_acquire(LeaseName::Deliverer, &holder, now, ttl))
+            .await
+        {
+            Ok(lease) => lease.is_some(),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not take the deliverer lease; retrying");
+                false
+            }
+        }
     }
 
     /// Handles one due row. Returns the retry time (unix ms) when one was scheduled.
@@ -337,7 +381,7 @@ impl Deliverer {
             self.abandon(&row, &reason, None).await;
             return None;
         }
-        if !pacer.wait(cancel).await {
+        if !pacer.wait(cancel).await || !self.hold_lease().await {
             return None;
         }
         pacer.not_before(Instant::now() + self.config.slack.min_interval);

@@ -1,6 +1,7 @@
-//! The cross-process single-flight lease (DESIGN §2): one row in `cycle_lease`, taken under
+//! Cross-process leases: the single-flight cycle lease (DESIGN §2, table `cycle_lease`) and the
+//! one-active-deliverer lease (table `deliverer_lease`). Each is one row, taken under
 //! `BEGIN IMMEDIATE` so the read-check-write cannot interleave with another process doing the
-//! same. A lease expires so a crashed holder blocks cycles for at most one TTL.
+//! same, and expires so a crashed holder blocks for at most one TTL.
 //!
 //! The lease is a token, not a guard that borrows the [`StateDb`]: the holder still needs
 //! `&mut StateDb` for `record_cycle` while holding it, and a `Drop` that writes could neither
@@ -24,6 +25,24 @@ pub struct Lease {
     pub expires_at_ms: Millis,
 }
 
+/// Which lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseName {
+    /// One cycle at a time across processes.
+    Cycle,
+    /// One active alert deliverer per state database.
+    Deliverer,
+}
+
+impl LeaseName {
+    fn table(self) -> &'static str {
+        match self {
+            LeaseName::Cycle => "cycle_lease",
+            LeaseName::Deliverer => "deliverer_lease",
+        }
+    }
+}
+
 impl StateDb {
     /// Tries to take (or renew) the cycle lease for `holder` until `now_ms + ttl_ms`.
     ///
@@ -32,6 +51,28 @@ impl StateDb {
     /// another holder's lease is live: "cycle in progress".
     pub fn try_acquire_lease(
         &self,
+        holder: &str,
+        now_ms: Millis,
+        ttl_ms: Millis,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.try_acquire(LeaseName::Cycle, holder, now_ms, ttl_ms)
+    }
+
+    /// Releases the cycle lease if `holder` holds it. Returns whether a lease was released;
+    /// `false` means it had already expired and been taken over (or never existed): harmless.
+    pub fn release_lease(&self, holder: &str) -> Result<bool, StoreError> {
+        self.release(LeaseName::Cycle, holder)
+    }
+
+    /// The cycle lease row as stored (live or expired), for diagnostics.
+    pub fn current_lease(&self) -> Result<Option<Lease>, StoreError> {
+        read_lease(&self.conn, LeaseName::Cycle).ctx("current_lease")
+    }
+
+    /// [`StateDb::try_acquire_lease`] for any lease.
+    pub fn try_acquire(
+        &self,
+        name: LeaseName,
         holder: &str,
         now_ms: Millis,
         ttl_ms: Millis,
@@ -46,7 +87,7 @@ impl StateDb {
         // on this connection because every other transaction is scoped to one method call.
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .ctx("try_acquire_lease: begin")?;
-        let current = read_lease(&tx).ctx("try_acquire_lease: read")?;
+        let current = read_lease(&tx, name).ctx("try_acquire_lease: read")?;
         let acquired_at_ms = match &current {
             None => now_ms,
             Some(l) if l.expires_at_ms < now_ms => now_ms,
@@ -56,7 +97,8 @@ impl StateDb {
                     holder,
                     held_by = %l.holder,
                     expires_at_ms = l.expires_at_ms,
-                    "cycle lease busy"
+                    lease = name.table(),
+                    "lease busy"
                 );
                 tx.rollback().ctx("try_acquire_lease: rollback")?;
                 return Ok(None);
@@ -68,8 +110,11 @@ impl StateDb {
             expires_at_ms: now_ms.saturating_add(ttl_ms),
         };
         tx.execute(
-            "INSERT OR REPLACE INTO cycle_lease (id, holder, acquired_at, expires_at)
-             VALUES (1, ?1, ?2, ?3)",
+            &format!(
+                "INSERT OR REPLACE INTO {} (id, holder, acquired_at, expires_at)
+                 VALUES (1, ?1, ?2, ?3)",
+                name.table()
+            ),
             params![lease.holder, lease.acquired_at_ms, lease.expires_at_ms],
         )
         .ctx("try_acquire_lease: write")?;
@@ -78,34 +123,37 @@ impl StateDb {
             holder,
             expires_at_ms = lease.expires_at_ms,
             took_over = current.as_ref().is_some_and(|l| l.holder != holder),
-            "cycle lease acquired"
+            lease = name.table(),
+            "lease acquired"
         );
         Ok(Some(lease))
     }
 
-    /// Releases the lease if `holder` holds it. Returns whether a lease was released; `false`
-    /// means it had already expired and been taken over (or never existed), which is harmless.
-    pub fn release_lease(&self, holder: &str) -> Result<bool, StoreError> {
+    /// [`StateDb::release_lease`] for any lease.
+    pub fn release(&self, name: LeaseName, holder: &str) -> Result<bool, StoreError> {
         let n = self
             .conn
             .execute(
-                "DELETE FROM cycle_lease WHERE id = 1 AND holder = ?1",
+                &format!("DELETE FROM {} WHERE id = 1 AND holder = ?1", name.table()),
                 [holder],
             )
             .ctx("release_lease")?;
-        tracing::debug!(holder, released = n > 0, "cycle lease release");
+        tracing::debug!(
+            holder,
+            released = n > 0,
+            lease = name.table(),
+            "lease release"
+        );
         Ok(n > 0)
-    }
-
-    /// The lease row as stored (live or expired), for diagnostics.
-    pub fn current_lease(&self) -> Result<Option<Lease>, StoreError> {
-        read_lease(&self.conn).ctx("current_lease")
     }
 }
 
-fn read_lease(conn: &rusqlite::Connection) -> rusqlite::Result<Option<Lease>> {
+fn read_lease(conn: &rusqlite::Connection, name: LeaseName) -> rusqlite::Result<Option<Lease>> {
     conn.query_row(
-        "SELECT holder, acquired_at, expires_at FROM cycle_lease WHERE id = 1",
+        &format!(
+            "SELECT holder, acquired_at, expires_at FROM {} WHERE id = 1",
+            name.table()
+        ),
         [],
         |r| {
             Ok(Lease {

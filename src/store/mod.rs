@@ -29,7 +29,7 @@ use rusqlite_migration::{M, Migrations};
 
 pub use error::StoreError;
 pub use history::{MAX_PAGE, StoredCycle, StoredViolation, ViolationQuery, ViolationStat};
-pub use lease::Lease;
+pub use lease::{Lease, LeaseName};
 pub use outbox::{OutboxDepth, OutboxRow};
 pub use record::{CycleRecord, RecordedCycle};
 pub use retention::{PRUNE_BATCH_CYCLES, PruneStats};
@@ -40,7 +40,10 @@ pub use retention::{PRUNE_BATCH_CYCLES, PruneStats};
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema, oldest first. `include_str!` makes cargo rebuild when a file changes.
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("../../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("../../migrations/0001_initial.sql")),
+    M::up(include_str!("../../migrations/0002_deliverer_lease.sql")),
+];
 
 /// canary's state database: one SQLite connection.
 #[derive(Debug)]
