@@ -45,7 +45,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let config = Arc::new(config);
     let db = StateDb::open(&config.state.path)
         .with_context(|| format!("opening the state database {}", config.state.path.display()))?;
-    let runner = CycleRunner::new(Arc::clone(&config), db);
+    // A second connection for the API, probes and retention, so they never wait for a cycle.
+    let side = StateDb::open(&config.state.path).with_context(|| {
+        format!(
+            "opening a second state database connection {}",
+            config.state.path.display()
+        )
+    })?;
+    let runner = CycleRunner::new(Arc::clone(&config), db).with_side_connection(side);
     let listener = TcpListener::bind(&config.http.bind)
         .await
         .with_context(|| format!("binding the admin API to {}", config.http.bind))?;

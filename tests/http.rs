@@ -98,6 +98,8 @@ struct Options {
     gated: bool,
     body_limit: usize,
     request_timeout: Duration,
+    /// Give the runner a second state-DB connection, as the daemon does.
+    side_connection: bool,
 }
 
 impl Default for Options {
@@ -107,6 +109,7 @@ impl Default for Options {
             gated: false,
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(30),
+            side_connection: false,
         }
     }
 }
@@ -153,7 +156,13 @@ impl Env {
         config.http.body_limit_bytes = options.body_limit;
         config.http.request_timeout = options.request_timeout;
         let state_db = StateDb::open(&config.state.path).unwrap();
-        let runner = CycleRunner::new(Arc::new(config), state_db);
+        let side = options
+            .side_connection
+            .then(|| StateDb::open(&config.state.path).unwrap());
+        let mut runner = CycleRunner::new(Arc::new(config), state_db);
+        if let Some(side) = side {
+            runner = runner.with_side_connection(side);
+        }
         let state = AppState::from_config(runner.clone()).unwrap();
         let app = http::router(state.clone());
         Env {
@@ -564,6 +573,45 @@ async fn stats_status_and_invariants() {
             .iter()
             .all(|e| e["enabled"] == true && e["rule"].is_string())
     );
+}
+
+/// With the daemon's second connection, reads and probes answer while a cycle is in flight
+/// (held inside the collector by the Redis gate), instead of queueing behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_and_probes_do_not_wait_for_a_running_cycle() {
+    let mut env = Env::with(Options {
+        gated: true,
+        side_connection: true,
+        ..Options::default()
+    })
+    .await;
+    let app = env.app.clone();
+    let cycle = tokio::spawn(async move {
+        send(
+            &app,
+            Method::POST,
+            "/api/canary/run-cycle",
+            Some(TOKEN),
+            Body::empty(),
+        )
+        .await
+    });
+    let mut gate = env.gate.take().unwrap();
+    gate.wait_accepted().await;
+    for uri in [
+        "/api/canary/violations",
+        "/api/canary/status",
+        "/metrics",
+        "/readyz",
+    ] {
+        let reply = tokio::time::timeout(Duration::from_secs(3), env.get(uri))
+            .await
+            .unwrap_or_else(|_| panic!("{uri} waited for the running cycle"));
+        assert_ne!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{uri}");
+    }
+    assert!(!cycle.is_finished(), "the cycle was in flight throughout");
+    gate.open();
+    cycle.await.unwrap().expect(StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
