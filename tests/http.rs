@@ -585,17 +585,7 @@ async fn reads_and_probes_do_not_wait_for_a_running_cycle() {
         ..Options::default()
     })
     .await;
-    let app = env.app.clone();
-    let cycle = tokio::spawn(async move {
-        send(
-            &app,
-            Method::POST,
-            "/api/canary/run-cycle",
-            Some(TOKEN),
-            Body::empty(),
-        )
-        .await
-    });
+    let cycle = tokio::spawn(post_run_cycle(env.app.clone()));
     let mut gate = env.gate.take().unwrap();
     gate.wait_accepted().await;
     for uri in [
@@ -624,17 +614,7 @@ async fn concurrent_run_cycles_one_wins_the_rest_get_409() {
     .await;
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..N {
-        let app = env.app.clone();
-        requests.spawn(async move {
-            send(
-                &app,
-                Method::POST,
-                "/api/canary/run-cycle",
-                Some(TOKEN),
-                Body::empty(),
-            )
-            .await
-        });
+        requests.spawn(post_run_cycle(env.app.clone()));
     }
     // One of them is now inside its cycle, blocked on Redis and holding the runner; the gate
     // stays shut until every other request has answered, so each of them met a busy runner.
@@ -888,4 +868,16 @@ async fn serves_on_a_real_socket_and_shuts_down_on_the_token() {
         client.get(format!("{base}/healthz")).send().await.is_err(),
         "no longer listening"
     );
+}
+
+/// `POST /api/canary/run-cycle` with an empty body and the right token, ready to spawn.
+async fn post_run_cycle(app: Router) -> Reply {
+    send(
+        &app,
+        Method::POST,
+        "/api/canary/run-cycle",
+        Some(TOKEN),
+        Body::empty(),
+    )
+    .await
 }
