@@ -69,7 +69,10 @@ impl Env {
     fn config_path(&self) -> PathBuf {
         let path = self.dir.path().join("canary.yaml");
         let yaml = format!(
-            "platform:\n  sqlite_path: {}\n  redis_url: {}\nstate:\n  path: {}\n",
+            // S-07 at 120 s: the fleet's own fresh sentinel must never age into a finding on a
+            // slow machine while a test runs its cycles.
+            "platform:\n  sqlite_path: {}\n  redis_url: {}\nstate:\n  path: {}\n\
+             invariants:\n  S-07:\n    max_age_seconds: 120\n",
             self.dir.path().join("platform.db").display(),
             self.redis.url(),
             self.state_path().display()
@@ -142,7 +145,7 @@ async fn healthy_fleet_is_green_and_exit_0() {
     let env = Env::healthy().await;
     let (code, result) = env.check(&[]);
     assert_eq!(code, 0, "{result:#}");
-    for id in ["S-01", "E-02", "L-03", "S-03"] {
+    for id in ["S-01", "S-02", "S-03", "S-07", "E-02", "L-03"] {
         assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
     }
     assert_eq!(result["sources_unavailable"], Value::Array(vec![]));
@@ -290,6 +293,68 @@ async fn s03_hours_old_slot_with_correct_ttl_is_green() {
 }
 
 #[tokio::test]
+async fn s02_overbooking_fires_then_resolves() {
+    let mut env = Env::healthy().await;
+    // Two more executions on agent-a (cap 3, already running 2): rows and slots agree (S-01
+    // green), but four slots exceed the cap.
+    for id in ["agent-a-extra-0", "agent-a-extra-1"] {
+        env.platform
+            .start("agent-a", id, TIMEOUT, env.now - 30_000)
+            .await
+            .unwrap();
+    }
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(outcome(&red, "S-01"), "green", "{red:#}");
+    let v = violations_of(&red, "S-02");
+    assert_eq!(v.len(), 1, "{red:#}");
+    assert_eq!(v[0]["subject"], "agent-a");
+    assert_eq!(v[0]["observed_state"]["slot_count"], 4);
+    assert_eq!(v[0]["observed_state"]["max_parallel_tasks"], 3);
+
+    env.platform
+        .finish("agent-a", "agent-a-extra-1", "success", now_ms())
+        .await
+        .unwrap();
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{green:#}");
+    assert_eq!(transitions(&green), [pair("S-02", "resolved")]);
+}
+
+#[tokio::test]
+async fn s07_stale_sentinel_fires_minor_then_resolves() {
+    let mut env = Env::healthy().await;
+    env.platform
+        .add_sentinel("agent-b", "drain-stuck", env.now - 600_000)
+        .await
+        .unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1);
+    let v = violations_of(&red, "S-07");
+    assert_eq!(v.len(), 1, "{red:#}");
+    assert_eq!(v[0]["subject"], "agent-b:drain-stuck");
+    assert_eq!(v[0]["severity"], "minor");
+    for id in ["S-01", "S-02", "S-03", "L-03"] {
+        assert_eq!(
+            outcome(&red, id),
+            "green",
+            "a sentinel is not an execution: {id}"
+        );
+    }
+
+    let key = env.platform.slots_key("agent-b");
+    let _: i64 = env
+        .platform
+        .redis()
+        .zrem(&key, "drain-stuck")
+        .await
+        .unwrap();
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{green:#}");
+    assert_eq!(transitions(&green), [pair("S-07", "resolved")]);
+}
+
+#[tokio::test]
 async fn killed_redis_gives_unknown_and_exit_2_while_e02_is_still_judged() {
     let mut env = Env::healthy().await;
     env.check(&[]);
@@ -301,7 +366,7 @@ async fn killed_redis_gives_unknown_and_exit_2_while_e02_is_still_judged() {
         started.elapsed().as_secs() < 10,
         "a dead Redis must fail fast"
     );
-    for id in ["S-01", "S-03", "L-03"] {
+    for id in ["S-01", "S-02", "S-03", "S-07", "L-03"] {
         assert_eq!(outcome(&result, id), "unknown", "{id}");
     }
     assert_eq!(outcome(&result, "E-02"), "green");

@@ -117,7 +117,14 @@ pub trait Invariant: Sync + Send {
 }
 
 /// Every invariant, in catalog order.
-pub static CATALOG: &[&dyn Invariant] = &[&checks::S01, &checks::S03, &checks::E02, &checks::L03];
+pub static CATALOG: &[&dyn Invariant] = &[
+    &checks::S01,
+    &checks::S02,
+    &checks::S03,
+    &checks::S07,
+    &checks::E02,
+    &checks::L03,
+];
 
 /// Looks an invariant up by id.
 pub fn find(id: &str) -> Option<&'static dyn Invariant> {

@@ -127,7 +127,10 @@ mod tests {
             &Params::default(),
             Selection::AllEnabled,
         );
-        assert_eq!(eval.checks_run, ["E-02", "L-03", "S-01", "S-03"]);
+        assert_eq!(
+            eval.checks_run,
+            ["E-02", "L-03", "S-01", "S-02", "S-03", "S-07"]
+        );
         assert!(eval.outcomes.values().all(|o| *o == Outcome::Green));
     }
 

@@ -24,6 +24,12 @@ pub struct Params {
     /// S-03 slot TTL floor.
     #[serde(rename = "S-03")]
     pub s03: S03Params,
+    /// S-02 no overbooking.
+    #[serde(rename = "S-02")]
+    pub s02: S02Params,
+    /// S-07 sentinel lifetime bounded.
+    #[serde(rename = "S-07")]
+    pub s07: S07Params,
 }
 
 impl Params {
@@ -43,6 +49,8 @@ impl Params {
             "E-02" => Some((self.e02.enabled, self.e02.severity)),
             "L-03" => Some((self.l03.enabled, self.l03.severity)),
             "S-03" => Some((self.s03.enabled, self.s03.severity)),
+            "S-02" => Some((self.s02.enabled, self.s02.severity)),
+            "S-07" => Some((self.s07.enabled, self.s07.severity)),
             _ => None,
         }
     }
@@ -136,6 +144,47 @@ impl Default for S03Params {
             severity: None,
             buffer_seconds: 300,
             tolerance_seconds: 1.0,
+        }
+    }
+}
+
+/// S-02 settings (the cap is each agent's own `max_parallel_tasks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S02Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+}
+
+impl Default for S02Params {
+    fn default() -> Self {
+        S02Params {
+            enabled: true,
+            severity: None,
+        }
+    }
+}
+
+/// S-07 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S07Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// A drain sentinel this old (or older) is stale.
+    pub max_age_seconds: f64,
+}
+
+impl Default for S07Params {
+    fn default() -> Self {
+        S07Params {
+            enabled: true,
+            severity: None,
+            max_age_seconds: 10.0,
         }
     }
 }

@@ -436,6 +436,18 @@ mod tests {
                 "rows reference a deleted agent",
                 json!({"agent": "agent-gone", "tables": ["agent_tags"], "slot_key": null}),
             ),
+            "S-02" => violation(
+                id,
+                "agent-d",
+                "agent agent-d holds 4 slots but its cap is 3",
+                json!({"agent": "agent-d", "slot_count": 4, "max_parallel_tasks": 3, "members": ["a", "b", "c", "d"]}),
+            ),
+            "S-07" => violation(
+                id,
+                "agent-e:drain-7",
+                "drain sentinel drain-7 of agent agent-e is 600 s old",
+                json!({"agent": "agent-e", "sentinel": "drain-7", "age_ms": 600_000, "max_age_ms": 10_000}),
+            ),
             _ => violation(
                 id,
                 "exec-3",
@@ -467,8 +479,8 @@ mod tests {
     }
 
     #[test]
-    fn every_core_invariant_fired_and_resolved() {
-        for id in ["S-01", "E-02", "L-03", "S-03"] {
+    fn every_invariant_fired_and_resolved() {
+        for id in canary_invariants::catalog::ids() {
             let meta = catalog::find(id).unwrap().meta();
             let v = core_violation(id);
             let p = payload(
@@ -478,9 +490,17 @@ mod tests {
             );
             let t = texts(&p);
             assert_eq!(t.len(), 5, "{id}: {t:?}");
-            assert_eq!(t[0], format!("🔴 {id} {} fired", escape(meta.name)));
+            let icon = match meta.severity {
+                Severity::Critical => "🔴",
+                Severity::Major => "🟠",
+                Severity::Minor => "🟡",
+            };
+            assert_eq!(t[0], format!("{icon} {id} {} fired", escape(meta.name)));
             assert!(
-                t[1].starts_with("*Fired* · severity *critical* · 1 violation"),
+                t[1].starts_with(&format!(
+                    "*Fired* · severity *{}* · 1 violation",
+                    meta.severity
+                )),
                 "{t:?}"
             );
             assert!(

@@ -416,6 +416,14 @@ fn invariants(config: &Config, out: &mut Vec<Problem>) {
         "invariants.S-03.tolerance_seconds",
         p.s03.tolerance_seconds,
     );
+    // Zero would call every sentinel stale the instant it is placed.
+    if !(p.s07.max_age_seconds.is_finite() && p.s07.max_age_seconds > 0.0) {
+        push(
+            out,
+            "invariants.S-07.max_age_seconds",
+            "must be a number greater than 0",
+        );
+    }
 }
 
 fn non_negative(out: &mut Vec<Problem>, path: &str, value: f64) {
@@ -616,5 +624,14 @@ mod tests {
             "{}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn s07_max_age_must_be_positive() {
+        let mut c = Config::default();
+        c.invariants.s07.max_age_seconds = 0.0;
+        let problems = validate(&c);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "invariants.S-07.max_age_seconds");
     }
 }

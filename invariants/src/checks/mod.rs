@@ -3,9 +3,13 @@
 mod e02_no_phantom_reversal;
 mod l03_delete_cascades;
 mod s01_slot_row_bijection;
+mod s02_no_overbooking;
 mod s03_slot_ttl_floor;
+mod s07_sentinel_lifetime;
 
 pub use e02_no_phantom_reversal::E02;
 pub use l03_delete_cascades::L03;
 pub use s01_slot_row_bijection::S01;
+pub use s02_no_overbooking::S02;
 pub use s03_slot_ttl_floor::S03;
+pub use s07_sentinel_lifetime::S07;

@@ -1,0 +1,144 @@
+//! **S-02 No overbooking** — tier A, critical; needs Redis and SQLite (the roster's caps).
+//!
+//! Rule: for every roster agent, the number of members of its slot set, drain sentinels
+//! excluded, is at most its `max_parallel_tasks` (NULL in the platform → 3, applied by the
+//! collector). Agents absent from the roster are L-03's business.
+//!
+//! Guards: the check-then-set race of two dispatchers that both saw a free slot and both ZADDed
+//! (the acquire path must be atomic: a Lua script or WATCH/MULTI), and a cap lowered while the
+//! agent was busy (worth knowing, even if it drains by itself).
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::snapshot::Source;
+use crate::violation::{Severity, Tier, Violation};
+
+/// S-02.
+#[derive(Debug)]
+pub struct S02;
+
+static META: InvariantMeta = InvariantMeta {
+    id: "S-02",
+    name: "No overbooking",
+    tier: Tier::A,
+    severity: Severity::Critical,
+    needs: &[Need::Source(Source::Redis), Need::Source(Source::Sqlite)],
+    rule: "Every roster agent holds at most max_parallel_tasks slots (drain sentinels excluded).",
+    guards: "Check-then-set races in slot acquisition (two dispatchers both saw a free slot).",
+    runbook: "Make the acquire path atomic (one Lua script or WATCH/MULTI around ZCARD + ZADD); \
+              check whether the cap was lowered while the agent was busy.",
+};
+
+/// Members listed in the evidence, at most (the count is always exact).
+const LISTED: usize = 20;
+
+impl Invariant for S02 {
+    fn meta(&self) -> &'static InvariantMeta {
+        &META
+    }
+
+    fn check(&self, input: &Input<'_>) -> Vec<Violation> {
+        // The roster's key is the agent name, but snapshots are untrusted: should a name appear
+        // twice, the strictest cap counts, whatever the row order.
+        let mut caps: BTreeMap<&str, i64> = BTreeMap::new();
+        for agent in &input.sql.agents {
+            caps.entry(agent.name.as_str())
+                .and_modify(|cap| *cap = (*cap).min(agent.max_parallel_tasks))
+                .or_insert(agent.max_parallel_tasks);
+        }
+        input
+            .redis
+            .slot_sets
+            .iter()
+            .filter_map(|set| {
+                let cap = *caps.get(set.agent_name.as_str())?;
+                let mut members: Vec<&str> = set
+                    .members
+                    .iter()
+                    .filter(|m| !m.sentinel)
+                    .map(|m| m.member.as_str())
+                    .collect();
+                let count = i64::try_from(members.len()).unwrap_or(i64::MAX);
+                if count <= cap {
+                    return None;
+                }
+                members.sort_unstable();
+                members.truncate(LISTED);
+                Some(input.violation(
+                    &META,
+                    set.agent_name.as_str(),
+                    "over_capacity",
+                    format!(
+                        "agent {} holds {count} slots but its cap is {cap}",
+                        set.agent_name
+                    ),
+                    json!({
+                        "agent": set.agent_name,
+                        "slot_count": count,
+                        "max_parallel_tasks": cap,
+                        "members": members,
+                    }),
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{SnapshotBuilder, T0, run};
+
+    fn with_slots(cap: i64, n: usize) -> SnapshotBuilder {
+        let mut b = SnapshotBuilder::new().agent_with("a", cap, 900);
+        for i in 0..n {
+            let id = format!("e{i}");
+            b = b.running(&id, "a", T0 - 60_000).slot("a", &id, T0 - 60_000);
+        }
+        b
+    }
+
+    #[test]
+    fn holds_at_the_cap() {
+        assert!(run("S-02", &with_slots(3, 3).build()).is_empty());
+    }
+
+    #[test]
+    fn fires_above_the_cap() {
+        let v = run("S-02", &with_slots(3, 4).build());
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].subject, "a");
+        assert_eq!(v[0].signal, "over_capacity");
+        assert_eq!(v[0].observed_state["slot_count"], 4);
+        assert_eq!(v[0].observed_state["max_parallel_tasks"], 3);
+    }
+
+    #[test]
+    fn drain_sentinels_do_not_count() {
+        let snap = with_slots(2, 2).sentinel("a", "drain-1", T0).build();
+        assert!(run("S-02", &snap).is_empty());
+    }
+
+    #[test]
+    fn agents_absent_from_the_roster_are_left_to_l03() {
+        let snap = SnapshotBuilder::new()
+            .slot("ghost", "e1", T0)
+            .slot("ghost", "e2", T0)
+            .slot("ghost", "e3", T0)
+            .slot("ghost", "e4", T0)
+            .build();
+        assert!(run("S-02", &snap).is_empty());
+    }
+
+    #[test]
+    fn evidence_lists_at_most_twenty_members_but_counts_all() {
+        let v = run("S-02", &with_slots(1, 30).build());
+        assert_eq!(v[0].observed_state["slot_count"], 30);
+        assert_eq!(
+            v[0].observed_state["members"].as_array().map(Vec::len),
+            Some(20)
+        );
+    }
+}
