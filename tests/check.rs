@@ -145,7 +145,9 @@ async fn healthy_fleet_is_green_and_exit_0() {
     let env = Env::healthy().await;
     let (code, result) = env.check(&[]);
     assert_eq!(code, 0, "{result:#}");
-    for id in ["S-01", "S-02", "S-03", "S-07", "E-02", "L-03"] {
+    for id in [
+        "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-05", "G-03", "L-03",
+    ] {
         assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
     }
     assert_eq!(result["sources_unavailable"], Value::Array(vec![]));
@@ -279,13 +281,15 @@ async fn s03_short_ttl_fires_then_resolves() {
 #[tokio::test]
 async fn s03_hours_old_slot_with_correct_ttl_is_green() {
     let mut env = Env::healthy().await;
-    // A two-hour task dispatched two hours ago: 300 s of its 7 500 s TTL left.
+    // A two-hour task dispatched two hours ago, on an agent allowed two hours (so E-01 agrees):
+    // 300 s of its 7 500 s TTL left.
+    env.platform.add_agent("agent-long", 3, 7200).unwrap();
     env.platform
-        .start("agent-a", "long-run", 7200, env.now - 7_200_000)
+        .start("agent-long", "long-run", 7200, env.now - 7_200_000)
         .await
         .unwrap();
     env.platform
-        .expire_meta("agent-a", "long-run", 300)
+        .expire_meta("agent-long", "long-run", 300)
         .await
         .unwrap();
     let (code, result) = env.check(&[]);
@@ -355,6 +359,80 @@ async fn s07_stale_sentinel_fires_minor_then_resolves() {
 }
 
 #[tokio::test]
+async fn e01_stale_running_row_fires_then_resolves() {
+    let mut env = Env::healthy().await;
+    // Running for an hour on an agent whose timeout is 900 s (limit 1 200 s), slot and all.
+    env.platform
+        .start("agent-c", "stuck", TIMEOUT, env.now - 3_600_000)
+        .await
+        .unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1);
+    let v = violations_of(&red, "E-01");
+    assert_eq!(v.len(), 1, "{red:#}");
+    assert_eq!(v[0]["subject"], "stuck");
+    assert_eq!(v[0]["signal"], "not_closed");
+
+    env.platform
+        .finish("agent-c", "stuck", "failed", now_ms())
+        .await
+        .unwrap();
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{green:#}");
+    assert_eq!(transitions(&green), [pair("E-01", "resolved")]);
+}
+
+#[tokio::test]
+async fn g03_and_b05_fire_on_real_rows_then_resolve() {
+    let env = Env::healthy().await;
+    let db = env.platform.db();
+    // Completed a minute before it started (a writer on a skewed clock).
+    db.execute(
+        "UPDATE schedule_executions SET started_at = ?1 WHERE id = 'agent-b-done'",
+        [platform::iso(env.now)],
+    )
+    .unwrap();
+    // Queued two days ago and never expired by the platform.
+    db.execute(
+        "INSERT INTO schedule_executions (id, agent_name, status, queued_at, backlog_metadata) \
+         VALUES ('old-queued', 'agent-a', 'queued', ?1, '{}')",
+        [platform::sqlite_datetime(env.now - 2 * 86_400_000)],
+    )
+    .unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        violations_of(&red, "G-03")[0]["subject"],
+        "agent-b-done",
+        "{red:#}"
+    );
+    assert_eq!(
+        violations_of(&red, "B-05")[0]["subject"],
+        "old-queued",
+        "{red:#}"
+    );
+
+    db.execute(
+        "UPDATE schedule_executions SET started_at = ?1 WHERE id = 'agent-b-done'",
+        [platform::iso(env.now - 120_000)],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE schedule_executions SET status = 'failed', completed_at = ?1 WHERE id = 'old-queued'",
+        [platform::iso(env.now)],
+    )
+    .unwrap();
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{green:#}");
+    let mut resolved = transitions(&green);
+    resolved.sort();
+    assert_eq!(
+        resolved,
+        [pair("B-05", "resolved"), pair("G-03", "resolved")]
+    );
+}
+
+#[tokio::test]
 async fn killed_redis_gives_unknown_and_exit_2_while_e02_is_still_judged() {
     let mut env = Env::healthy().await;
     env.check(&[]);
@@ -390,7 +468,12 @@ async fn missing_optional_column_degrades_only_what_needs_it() {
     let (code, result) = env.check(&[]);
     assert_eq!(code, 2, "{result:#}");
     assert_eq!(outcome(&result, "E-02"), "unknown");
-    for id in ["S-01", "S-03", "L-03"] {
+    assert_eq!(
+        outcome(&result, "G-03"),
+        "unknown",
+        "needs completed_at too"
+    );
+    for id in ["S-01", "S-03", "L-03", "E-01", "B-05"] {
         assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
     }
     assert!(result["sources_unavailable"].as_array().unwrap().is_empty());

@@ -327,9 +327,13 @@ async fn run_cycle_answers_the_cycle_result() {
     assert_eq!(result["trigger"], "manual");
     assert_eq!(
         result["checks_run"],
-        json!(["E-02", "L-03", "S-01", "S-02", "S-03", "S-07"])
+        json!([
+            "B-05", "E-01", "E-02", "G-03", "L-03", "S-01", "S-02", "S-03", "S-07"
+        ])
     );
-    for id in ["E-02", "L-03", "S-01", "S-02", "S-03", "S-07"] {
+    for id in [
+        "B-05", "E-01", "E-02", "G-03", "L-03", "S-01", "S-02", "S-03", "S-07",
+    ] {
         assert_eq!(result["outcomes"][id], "green", "{result:#}");
     }
     assert_eq!(result["violations"], json!([]));
@@ -567,7 +571,12 @@ async fn stats_status_and_invariants() {
         .json();
     let entries = catalog["invariants"].as_array().unwrap();
     let ids: Vec<&str> = entries.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["S-01", "S-02", "S-03", "S-07", "E-02", "L-03"]);
+    assert_eq!(
+        ids,
+        [
+            "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-05", "G-03", "L-03"
+        ]
+    );
     assert!(
         entries
             .iter()

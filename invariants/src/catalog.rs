@@ -122,7 +122,10 @@ pub static CATALOG: &[&dyn Invariant] = &[
     &checks::S02,
     &checks::S03,
     &checks::S07,
+    &checks::E01,
     &checks::E02,
+    &checks::B05,
+    &checks::G03,
     &checks::L03,
 ];
 

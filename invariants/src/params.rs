@@ -30,6 +30,15 @@ pub struct Params {
     /// S-07 sentinel lifetime bounded.
     #[serde(rename = "S-07")]
     pub s07: S07Params,
+    /// E-01 terminal-state closure.
+    #[serde(rename = "E-01")]
+    pub e01: E01Params,
+    /// B-05 stale queued rows expire.
+    #[serde(rename = "B-05")]
+    pub b05: B05Params,
+    /// G-03 clock sanity.
+    #[serde(rename = "G-03")]
+    pub g03: G03Params,
 }
 
 impl Params {
@@ -51,6 +60,9 @@ impl Params {
             "S-03" => Some((self.s03.enabled, self.s03.severity)),
             "S-02" => Some((self.s02.enabled, self.s02.severity)),
             "S-07" => Some((self.s07.enabled, self.s07.severity)),
+            "E-01" => Some((self.e01.enabled, self.e01.severity)),
+            "B-05" => Some((self.b05.enabled, self.b05.severity)),
+            "G-03" => Some((self.g03.enabled, self.g03.severity)),
             _ => None,
         }
     }
@@ -185,6 +197,75 @@ impl Default for S07Params {
             enabled: true,
             severity: None,
             max_age_seconds: 10.0,
+        }
+    }
+}
+
+/// E-01 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E01Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// Added to the agent's execution timeout before a running row counts as stale.
+    pub buffer_seconds: i64,
+    /// Leased rows are excused until their lease has been expired this long (the reaper's window).
+    pub lease_grace_seconds: i64,
+}
+
+impl Default for E01Params {
+    fn default() -> Self {
+        E01Params {
+            enabled: true,
+            severity: None,
+            buffer_seconds: 300,
+            lease_grace_seconds: 600,
+        }
+    }
+}
+
+/// B-05 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct B05Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// A queued row older than this should have been expired by the platform (24 h + 60 s).
+    pub max_age_seconds: i64,
+}
+
+impl Default for B05Params {
+    fn default() -> Self {
+        B05Params {
+            enabled: true,
+            severity: None,
+            max_age_seconds: 86_460,
+        }
+    }
+}
+
+/// G-03 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct G03Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// `started_at` may exceed `completed_at` by this much (rounding between writers).
+    pub tolerance_seconds: f64,
+}
+
+impl Default for G03Params {
+    fn default() -> Self {
+        G03Params {
+            enabled: true,
+            severity: None,
+            tolerance_seconds: 1.0,
         }
     }
 }

@@ -416,6 +416,28 @@ fn invariants(config: &Config, out: &mut Vec<Problem>) {
         "invariants.S-03.tolerance_seconds",
         p.s03.tolerance_seconds,
     );
+    if p.e01.buffer_seconds < 0 {
+        push(out, "invariants.E-01.buffer_seconds", "must be 0 or more");
+    }
+    if p.e01.lease_grace_seconds < 0 {
+        push(
+            out,
+            "invariants.E-01.lease_grace_seconds",
+            "must be 0 or more",
+        );
+    }
+    if p.b05.max_age_seconds <= 0 {
+        push(
+            out,
+            "invariants.B-05.max_age_seconds",
+            "must be greater than 0",
+        );
+    }
+    non_negative(
+        out,
+        "invariants.G-03.tolerance_seconds",
+        p.g03.tolerance_seconds,
+    );
     // Zero would call every sentinel stale the instant it is placed.
     if !(p.s07.max_age_seconds.is_finite() && p.s07.max_age_seconds > 0.0) {
         push(
@@ -633,5 +655,24 @@ mod tests {
         let problems = validate(&c);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].path, "invariants.S-07.max_age_seconds");
+    }
+
+    #[test]
+    fn lifecycle_thresholds_are_checked() {
+        let mut c = Config::default();
+        c.invariants.e01.buffer_seconds = -1;
+        c.invariants.e01.lease_grace_seconds = -1;
+        c.invariants.b05.max_age_seconds = 0;
+        c.invariants.g03.tolerance_seconds = f64::NAN;
+        let paths: Vec<String> = validate(&c).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "invariants.E-01.buffer_seconds",
+                "invariants.E-01.lease_grace_seconds",
+                "invariants.B-05.max_age_seconds",
+                "invariants.G-03.tolerance_seconds",
+            ]
+        );
     }
 }
