@@ -146,7 +146,7 @@ async fn healthy_fleet_is_green_and_exit_0() {
     let (code, result) = env.check(&[]);
     assert_eq!(code, 0, "{result:#}");
     for id in [
-        "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-05", "G-03", "L-03",
+        "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-05", "G-03", "H-01", "L-03",
     ] {
         assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
     }
@@ -430,6 +430,47 @@ async fn g03_and_b05_fire_on_real_rows_then_resolve() {
         resolved,
         [pair("B-05", "resolved"), pair("G-03", "resolved")]
     );
+}
+
+#[tokio::test]
+async fn h01_blind_roster_is_confirmed_across_processes_then_resolves() {
+    let env = Env::healthy().await;
+    let config = env.dir.path().join("h01.yaml");
+    let base = std::fs::read_to_string(env.config_path()).unwrap();
+    let yaml = base.replace(
+        "invariants:\n",
+        "invariants:\n  H-01:\n    confirm_after_seconds: 1\n",
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let check = |extra: &[&str]| {
+        let (_, stdout, stderr) = run_canary(&config, extra);
+        serde_json::from_str::<Value>(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"))
+    };
+    // The roster emptied (as after pointing canary at the wrong copy of the database) while
+    // the fleet's slot keys live on.
+    env.platform
+        .db()
+        .execute_batch("DELETE FROM agent_ownership")
+        .unwrap();
+    let first = check(&["--invariant", "H-01"]);
+    assert_eq!(
+        outcome(&first, "H-01"),
+        "green",
+        "not confirmed yet: {first:#}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    // A new process: the suspicion came back from the state database.
+    let confirmed = check(&["--invariant", "H-01"]);
+    let v = violations_of(&confirmed, "H-01");
+    assert_eq!(v.len(), 1, "{confirmed:#}");
+    assert_eq!(v[0]["signal"], "roster_empty_unverifiable");
+    assert_eq!(v[0]["severity"], "major");
+
+    for agent in ["agent-a", "agent-b", "agent-c", "agent-idle"] {
+        env.platform.add_agent(agent, 3, 900).unwrap();
+    }
+    let healed = check(&["--invariant", "H-01"]);
+    assert_eq!(transitions(&healed), [pair("H-01", "resolved")]);
 }
 
 #[tokio::test]

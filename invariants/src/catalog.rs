@@ -127,6 +127,7 @@ pub static CATALOG: &[&dyn Invariant] = &[
     &checks::B05,
     &checks::G03,
     &checks::L03,
+    &checks::H01,
 ];
 
 /// Looks an invariant up by id.

@@ -39,6 +39,9 @@ pub struct Params {
     /// G-03 clock sanity.
     #[serde(rename = "G-03")]
     pub g03: G03Params,
+    /// H-01 collector not blind.
+    #[serde(rename = "H-01")]
+    pub h01: H01Params,
 }
 
 impl Params {
@@ -63,6 +66,7 @@ impl Params {
             "E-01" => Some((self.e01.enabled, self.e01.severity)),
             "B-05" => Some((self.b05.enabled, self.b05.severity)),
             "G-03" => Some((self.g03.enabled, self.g03.severity)),
+            "H-01" => Some((self.h01.enabled, self.h01.severity)),
             _ => None,
         }
     }
@@ -266,6 +270,28 @@ impl Default for G03Params {
             enabled: true,
             severity: None,
             tolerance_seconds: 1.0,
+        }
+    }
+}
+
+/// H-01 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct H01Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// The suspicion must last this long before it is reported (one cycle interval).
+    pub confirm_after_seconds: i64,
+}
+
+impl Default for H01Params {
+    fn default() -> Self {
+        H01Params {
+            enabled: true,
+            severity: None,
+            confirm_after_seconds: 300,
         }
     }
 }

@@ -438,6 +438,13 @@ fn invariants(config: &Config, out: &mut Vec<Problem>) {
         "invariants.G-03.tolerance_seconds",
         p.g03.tolerance_seconds,
     );
+    if p.h01.confirm_after_seconds < 0 {
+        push(
+            out,
+            "invariants.H-01.confirm_after_seconds",
+            "must be 0 or more",
+        );
+    }
     // Zero would call every sentinel stale the instant it is placed.
     if !(p.s07.max_age_seconds.is_finite() && p.s07.max_age_seconds > 0.0) {
         push(
