@@ -146,7 +146,7 @@ async fn healthy_fleet_is_green_and_exit_0() {
     let (code, result) = env.check(&[]);
     assert_eq!(code, 0, "{result:#}");
     for id in [
-        "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-05", "G-03", "H-01", "L-03",
+        "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-02", "B-05", "G-03", "H-01", "L-03",
     ] {
         assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
     }
@@ -212,14 +212,17 @@ async fn e02_reversal_fires_then_resolves() {
     let env = Env::healthy().await;
     let (code, _) = env.check(&[]);
     assert_eq!(code, 0, "first cycle remembers the finished rows");
-    env.platform.set_status("agent-a-done", "queued").unwrap();
+    // pending_retry, not queued: a queued row beside a free slot would rightly fire B-02 too.
+    env.platform
+        .set_status("agent-a-done", "pending_retry")
+        .unwrap();
     let (code, red) = env.check(&[]);
     assert_eq!(code, 1);
     let v = violations_of(&red, "E-02");
     assert_eq!(v.len(), 1, "{red:#}");
     assert_eq!(v[0]["subject"], "agent-a-done");
     assert_eq!(v[0]["observed_state"]["previous_status"], "success");
-    assert_eq!(v[0]["observed_state"]["current_status"], "queued");
+    assert_eq!(v[0]["observed_state"]["current_status"], "pending_retry");
 
     env.platform.set_status("agent-a-done", "success").unwrap();
     let (code, green) = env.check(&[]);
@@ -383,7 +386,7 @@ async fn e01_stale_running_row_fires_then_resolves() {
 }
 
 #[tokio::test]
-async fn g03_and_b05_fire_on_real_rows_then_resolve() {
+async fn g03_b05_b02_fire_on_real_rows_then_resolve() {
     let env = Env::healthy().await;
     let db = env.platform.db();
     // Completed a minute before it started (a writer on a skewed clock).
@@ -411,6 +414,23 @@ async fn g03_and_b05_fire_on_real_rows_then_resolve() {
         "old-queued",
         "{red:#}"
     );
+    // The same old queued row waits while agent-a has a free slot and no drain heartbeat was
+    // ever written: B-02 too. A fresh heartbeat (the sweep is alive) excuses it.
+    let b02 = violations_of(&red, "B-02");
+    assert_eq!(b02[0]["subject"], "agent-a", "{red:#}");
+    assert!(b02[0]["observed_state"]["drain_tick_age_ms"].is_null());
+    let mut redis = redis::Client::open(env.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis
+        .set("canary:drain_tick_at", now_ms() / 1000)
+        .await
+        .unwrap();
+    let (code, excused) = env.check(&[]);
+    assert_eq!(code, 1, "G-03 and B-05 still red");
+    assert_eq!(transitions(&excused), [pair("B-02", "resolved")]);
 
     db.execute(
         "UPDATE schedule_executions SET started_at = ?1 WHERE id = 'agent-b-done'",

@@ -328,11 +328,11 @@ async fn run_cycle_answers_the_cycle_result() {
     assert_eq!(
         result["checks_run"],
         json!([
-            "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03", "S-07"
+            "B-02", "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03", "S-07"
         ])
     );
     for id in [
-        "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03", "S-07",
+        "B-02", "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03", "S-07",
     ] {
         assert_eq!(result["outcomes"][id], "green", "{result:#}");
     }
@@ -574,7 +574,7 @@ async fn stats_status_and_invariants() {
     assert_eq!(
         ids,
         [
-            "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-05", "G-03", "L-03", "H-01"
+            "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-02", "B-05", "G-03", "L-03", "H-01"
         ]
     );
     assert!(

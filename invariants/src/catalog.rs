@@ -124,6 +124,7 @@ pub static CATALOG: &[&dyn Invariant] = &[
     &checks::S07,
     &checks::E01,
     &checks::E02,
+    &checks::B02,
     &checks::B05,
     &checks::G03,
     &checks::L03,

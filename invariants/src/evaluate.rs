@@ -130,7 +130,8 @@ mod tests {
         assert_eq!(
             eval.checks_run,
             [
-                "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03", "S-07"
+                "B-02", "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03",
+                "S-07"
             ]
         );
         assert!(eval.outcomes.values().all(|o| *o == Outcome::Green));

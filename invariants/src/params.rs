@@ -42,6 +42,9 @@ pub struct Params {
     /// H-01 collector not blind.
     #[serde(rename = "H-01")]
     pub h01: H01Params,
+    /// B-02 no queued without full slots.
+    #[serde(rename = "B-02")]
+    pub b02: B02Params,
 }
 
 impl Params {
@@ -67,6 +70,7 @@ impl Params {
             "B-05" => Some((self.b05.enabled, self.b05.severity)),
             "G-03" => Some((self.g03.enabled, self.g03.severity)),
             "H-01" => Some((self.h01.enabled, self.h01.severity)),
+            "B-02" => Some((self.b02.enabled, self.b02.severity)),
             _ => None,
         }
     }
@@ -292,6 +296,31 @@ impl Default for H01Params {
             enabled: true,
             severity: None,
             confirm_after_seconds: 300,
+        }
+    }
+}
+
+/// B-02 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct B02Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// Queued rows younger than this do not count (dispatch may take that long to claim a slot).
+    pub grace_seconds: i64,
+    /// A drain heartbeat younger than this means the sweep is alive: nothing is judged.
+    pub heartbeat_max_age_seconds: i64,
+}
+
+impl Default for B02Params {
+    fn default() -> Self {
+        B02Params {
+            enabled: true,
+            severity: None,
+            grace_seconds: 60,
+            heartbeat_max_age_seconds: 60,
         }
     }
 }

@@ -438,6 +438,16 @@ fn invariants(config: &Config, out: &mut Vec<Problem>) {
         "invariants.G-03.tolerance_seconds",
         p.g03.tolerance_seconds,
     );
+    if p.b02.grace_seconds < 0 {
+        push(out, "invariants.B-02.grace_seconds", "must be 0 or more");
+    }
+    if p.b02.heartbeat_max_age_seconds <= 0 {
+        push(
+            out,
+            "invariants.B-02.heartbeat_max_age_seconds",
+            "must be greater than 0",
+        );
+    }
     if p.h01.confirm_after_seconds < 0 {
         push(
             out,

@@ -1,5 +1,6 @@
 //! One invariant per file, named after its id.
 
+mod b02_queued_without_full_slots;
 mod b05_stale_queued_rows;
 mod e01_terminal_state_closure;
 mod e02_no_phantom_reversal;
@@ -11,6 +12,7 @@ mod s02_no_overbooking;
 mod s03_slot_ttl_floor;
 mod s07_sentinel_lifetime;
 
+pub use b02_queued_without_full_slots::B02;
 pub use b05_stale_queued_rows::B05;
 pub use e01_terminal_state_closure::E01;
 pub use e02_no_phantom_reversal::E02;
