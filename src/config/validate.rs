@@ -408,53 +408,53 @@ fn invariants(config: &Config, out: &mut Vec<Problem>) {
             ),
         );
     }
-    if p.s03.buffer_seconds < 0 {
-        push(out, "invariants.S-03.buffer_seconds", "must be 0 or more");
-    }
+    seconds_at_least(
+        out,
+        "invariants.S-03.buffer_seconds",
+        p.s03.buffer_seconds,
+        0,
+    );
     non_negative(
         out,
         "invariants.S-03.tolerance_seconds",
         p.s03.tolerance_seconds,
     );
-    if p.e01.buffer_seconds < 0 {
-        push(out, "invariants.E-01.buffer_seconds", "must be 0 or more");
-    }
-    if p.e01.lease_grace_seconds < 0 {
-        push(
-            out,
-            "invariants.E-01.lease_grace_seconds",
-            "must be 0 or more",
-        );
-    }
-    if p.b05.max_age_seconds <= 0 {
-        push(
-            out,
-            "invariants.B-05.max_age_seconds",
-            "must be greater than 0",
-        );
-    }
+    seconds_at_least(
+        out,
+        "invariants.E-01.buffer_seconds",
+        p.e01.buffer_seconds,
+        0,
+    );
+    seconds_at_least(
+        out,
+        "invariants.E-01.lease_grace_seconds",
+        p.e01.lease_grace_seconds,
+        0,
+    );
+    seconds_at_least(
+        out,
+        "invariants.B-05.max_age_seconds",
+        p.b05.max_age_seconds,
+        1,
+    );
     non_negative(
         out,
         "invariants.G-03.tolerance_seconds",
         p.g03.tolerance_seconds,
     );
-    if p.b02.grace_seconds < 0 {
-        push(out, "invariants.B-02.grace_seconds", "must be 0 or more");
-    }
-    if p.b02.heartbeat_max_age_seconds <= 0 {
-        push(
-            out,
-            "invariants.B-02.heartbeat_max_age_seconds",
-            "must be greater than 0",
-        );
-    }
-    if p.h01.confirm_after_seconds < 0 {
-        push(
-            out,
-            "invariants.H-01.confirm_after_seconds",
-            "must be 0 or more",
-        );
-    }
+    seconds_at_least(out, "invariants.B-02.grace_seconds", p.b02.grace_seconds, 0);
+    seconds_at_least(
+        out,
+        "invariants.B-02.heartbeat_max_age_seconds",
+        p.b02.heartbeat_max_age_seconds,
+        1,
+    );
+    seconds_at_least(
+        out,
+        "invariants.H-01.confirm_after_seconds",
+        p.h01.confirm_after_seconds,
+        0,
+    );
     // Zero would call every sentinel stale the instant it is placed.
     if !(p.s07.max_age_seconds.is_finite() && p.s07.max_age_seconds > 0.0) {
         push(
@@ -462,6 +462,18 @@ fn invariants(config: &Config, out: &mut Vec<Problem>) {
             "invariants.S-07.max_age_seconds",
             "must be a number greater than 0",
         );
+    }
+}
+
+/// A whole-seconds threshold that must be at least `min` (0: "0 or more", 1: "greater than 0").
+fn seconds_at_least(out: &mut Vec<Problem>, path: &str, value: i64, min: i64) {
+    if value < min {
+        let bound = if min == 1 {
+            "greater than 0".to_owned()
+        } else {
+            format!("{min} or more")
+        };
+        push(out, path, format!("must be {bound} (got {value})"));
     }
 }
 
