@@ -5,7 +5,7 @@
 //! no invariant ever parses a string or compares timestamps as text. Nothing here reads a clock:
 //! `taken_at_ms` is the one "now" every invariant uses.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +129,20 @@ pub struct SqlState {
 }
 
 impl SqlState {
+    /// Per roster agent, the smallest value of `field` (its cap, its timeout). The roster's key
+    /// is the agent name, but snapshots are untrusted: should a name appear twice, the strictest
+    /// value counts, whatever the row order.
+    pub fn strictest_per_agent(&self, field: impl Fn(&Agent) -> i64) -> BTreeMap<&str, i64> {
+        let mut out: BTreeMap<&str, i64> = BTreeMap::new();
+        for agent in &self.agents {
+            let value = field(agent);
+            out.entry(agent.name.as_str())
+                .and_modify(|v| *v = (*v).min(value))
+                .or_insert(value);
+        }
+        out
+    }
+
     /// An empty SQL state (used when the source is unavailable, so checks never see `None`).
     pub const EMPTY: SqlState = SqlState {
         agents: Vec::new(),

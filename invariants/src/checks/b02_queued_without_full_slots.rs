@@ -60,13 +60,7 @@ impl Invariant for B02 {
             return Vec::new();
         }
         let grace_ms = p.grace_seconds.saturating_mul(1000);
-        // Duplicate roster names (untrusted data): the strictest cap counts.
-        let mut caps: BTreeMap<&str, i64> = BTreeMap::new();
-        for agent in &input.sql.agents {
-            caps.entry(agent.name.as_str())
-                .and_modify(|cap| *cap = (*cap).min(agent.max_parallel_tasks))
-                .or_insert(agent.max_parallel_tasks);
-        }
+        let caps = input.sql.strictest_per_agent(|a| a.max_parallel_tasks);
         let mut queues: BTreeMap<&str, Queue> = BTreeMap::new();
         for row in input
             .sql

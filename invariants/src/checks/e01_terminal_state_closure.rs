@@ -10,8 +10,6 @@
 //! Guards: executions that never close (a worker died, the timeout sweep skipped them), which
 //! hold slots forever and starve the agent; and a lease reaper that stopped reaping.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
@@ -47,14 +45,9 @@ impl Invariant for E01 {
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
         let now = input.now_ms();
         let p = &input.params.e01;
-        // Duplicate roster names (untrusted data): the strictest timeout counts.
-        let mut timeouts: BTreeMap<&str, i64> = BTreeMap::new();
-        for agent in &input.sql.agents {
-            timeouts
-                .entry(agent.name.as_str())
-                .and_modify(|t| *t = (*t).min(agent.execution_timeout_seconds))
-                .or_insert(agent.execution_timeout_seconds);
-        }
+        let timeouts = input
+            .sql
+            .strictest_per_agent(|a| a.execution_timeout_seconds);
         let lease_grace_ms = p.lease_grace_seconds.saturating_mul(1000);
         input
             .sql

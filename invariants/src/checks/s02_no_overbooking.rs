@@ -8,8 +8,6 @@
 //! (the acquire path must be atomic: a Lua script or WATCH/MULTI), and a cap lowered while the
 //! agent was busy (worth knowing, even if it drains by itself).
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
@@ -41,14 +39,7 @@ impl Invariant for S02 {
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
-        // The roster's key is the agent name, but snapshots are untrusted: should a name appear
-        // twice, the strictest cap counts, whatever the row order.
-        let mut caps: BTreeMap<&str, i64> = BTreeMap::new();
-        for agent in &input.sql.agents {
-            caps.entry(agent.name.as_str())
-                .and_modify(|cap| *cap = (*cap).min(agent.max_parallel_tasks))
-                .or_insert(agent.max_parallel_tasks);
-        }
+        let caps = input.sql.strictest_per_agent(|a| a.max_parallel_tasks);
         input
             .redis
             .slot_sets
