@@ -14,7 +14,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ProcessExit {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Run(_));
+    // The long-running commands stop gracefully on SIGTERM/SIGINT: the daemon, and the fleet
+    // and demo, which revert their faults and drain the simulated fleet before exiting.
+    let daemon = matches!(
+        cli.command,
+        Command::Run(_) | Command::Fleet(_) | Command::Demo(_)
+    );
     init_logging(match &cli.command {
         // A config that does not load is reported (exit 78) by the dispatch below; logging
         // then falls back to the defaults.
@@ -30,8 +35,8 @@ fn main() -> ProcessExit {
     };
     let shutdown = CancellationToken::new();
     if daemon {
-        // Handlers are installed for the daemon only: one-shot commands keep the default
-        // disposition, so Ctrl-C stops them at once.
+        // Handlers are installed for the long-running commands only: one-shot commands keep the
+        // default disposition, so Ctrl-C stops them at once.
         runtime.spawn(on_signals(shutdown.clone()));
     }
     let outcome = runtime.block_on(cli::run(cli.command, shutdown));

@@ -1,8 +1,9 @@
 //! `canary check` end to end: the real binary against a private `redis-server` and a platform
-//! database built from the fixture schema. For each core invariant: make it red in the real
-//! stores, see the right subject and exit 1, revert, see green and exit 0. Plus the failure modes:
-//! a killed Redis, a missing optional column, a missing cascade table, garbage in Redis, a broken
-//! config, a held lease.
+//! database built from the fixture schema. For each invariant: make it red in the real stores,
+//! see the right subject and exit 1, revert, see green and exit 0 (the extended catalog, S-04 and
+//! E-03..G-04, is table-driven: [`Fault`]). Plus the failure modes: a killed Redis, a missing
+//! optional column or table, a missing cascade table, garbage in Redis, a broken config, a held
+//! lease.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +25,9 @@ struct Env {
 }
 
 impl Env {
-    /// A healthy platform: three agents with two running executions each, a finished one each,
-    /// an idle agent with a tag, and a soft-deleted agent with retained rows.
+    /// A healthy platform: three agents with two running executions each, a finished one each and
+    /// a schedule due in an hour each, an idle agent with a tag, and a soft-deleted agent with
+    /// retained rows.
     async fn healthy() -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
@@ -45,6 +47,14 @@ impl Env {
             }
             platform
                 .add_finished(a, &format!("{a}-done"), "success", now - 60_000)
+                .unwrap();
+            platform
+                .db()
+                .execute(
+                    "INSERT INTO agent_schedules (id, agent_name, enabled, next_run_at) \
+                     VALUES (?1, ?2, 1, ?3)",
+                    rusqlite::params![format!("{a}-sched"), a, platform::iso(now + 3_600_000)],
+                )
                 .unwrap();
         }
         platform.add_agent("agent-idle", 3, 900).unwrap();
@@ -146,7 +156,8 @@ async fn healthy_fleet_is_green_and_exit_0() {
     let (code, result) = env.check(&[]);
     assert_eq!(code, 0, "{result:#}");
     for id in [
-        "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-02", "B-05", "G-03", "H-01", "L-03",
+        "S-01", "S-02", "S-03", "S-04", "S-07", "E-01", "E-02", "E-03", "E-04", "E-05", "E-06",
+        "B-02", "B-05", "G-03", "G-04", "H-01", "L-03",
     ] {
         assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
     }
@@ -158,11 +169,13 @@ async fn healthy_fleet_is_green_and_exit_0() {
 async fn s01_leaked_slot_fires_then_resolves() {
     let mut env = Env::healthy().await;
     env.check(&[]);
+    // Finished a minute ago: a release only a few ms behind its terminal commit is S-01's
+    // finish race (graced), a leak is one that outlives the grace.
     env.platform
-        .finish_row("agent-b-run-0", "success", env.now)
+        .finish_row("agent-b-run-0", "success", env.now - 60_000)
         .unwrap();
     let (code, red) = env.check(&[]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "{red:#}");
     let v = violations_of(&red, "S-01");
     assert_eq!(v.len(), 1, "{red:#}");
     assert_eq!(v[0]["subject"], "agent-b");
@@ -505,7 +518,7 @@ async fn killed_redis_gives_unknown_and_exit_2_while_e02_is_still_judged() {
         started.elapsed().as_secs() < 10,
         "a dead Redis must fail fast"
     );
-    for id in ["S-01", "S-02", "S-03", "S-07", "L-03"] {
+    for id in ["S-01", "S-02", "S-03", "S-04", "S-07", "L-03"] {
         assert_eq!(outcome(&result, id), "unknown", "{id}");
     }
     assert_eq!(outcome(&result, "E-02"), "green");
@@ -529,12 +542,35 @@ async fn missing_optional_column_degrades_only_what_needs_it() {
     let (code, result) = env.check(&[]);
     assert_eq!(code, 2, "{result:#}");
     assert_eq!(outcome(&result, "E-02"), "unknown");
-    assert_eq!(
-        outcome(&result, "G-03"),
-        "unknown",
-        "needs completed_at too"
-    );
+    for id in ["G-03", "E-03"] {
+        assert_eq!(
+            outcome(&result, id),
+            "unknown",
+            "{id} needs completed_at too"
+        );
+    }
     for id in ["S-01", "S-03", "L-03", "E-01", "B-05"] {
+        assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
+    }
+    assert!(result["sources_unavailable"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn missing_session_column_and_schedules_table_make_e05_e06_unknown() {
+    let env = Env::healthy().await;
+    env.platform
+        .db()
+        .execute_batch(
+            "ALTER TABLE schedule_executions DROP COLUMN claude_session_id;
+             DROP TABLE agent_schedules;",
+        )
+        .unwrap();
+    let (code, result) = env.check(&[]);
+    assert_eq!(code, 2, "{result:#}");
+    for id in ["E-05", "E-06"] {
+        assert_eq!(outcome(&result, id), "unknown", "{id}: {result:#}");
+    }
+    for id in ["S-01", "S-04", "E-01", "E-03", "E-04", "G-04", "L-03"] {
         assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
     }
     assert!(result["sources_unavailable"].as_array().unwrap().is_empty());
@@ -637,4 +673,245 @@ async fn unknown_invariant_id_is_named() {
     let (code, _, stderr) = run_canary(&env.config_path(), &["--invariant", "X-99"]);
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("X-99"), "{stderr}");
+}
+
+/// One fault of the extended catalog: what breaks, what must turn red, and how to heal it.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Release forgot the DEL: a metadata hash without its slot member.
+    S04StrayMeta,
+    /// The metadata hash of a running slot is gone (TTL expired, or never written).
+    S04MemberWithoutMeta,
+    /// A finish path wrote the terminal status without completed_at.
+    E03NoCompletedAt,
+    /// An enqueue path forgot the backlog metadata.
+    E04NoMetadata,
+    /// A dispatched row never got its session id.
+    E05NoSession,
+    /// A schedule whose next run is two hours overdue.
+    E06Overdue,
+    /// A credential pasted into a queued request.
+    G04Secret,
+}
+
+/// A credential-shaped token (not a real one) used by the G-04 fault.
+const SECRET: &str = "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789";
+
+impl Fault {
+    /// (invariant, subject, signal, severity) expected once the fault is in place.
+    fn expected(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Fault::S04StrayMeta => ("S-04", "agent-a-gone", "meta_without_member", "major"),
+            Fault::S04MemberWithoutMeta => {
+                ("S-04", "agent-b-run-0", "member_without_meta", "critical")
+            }
+            Fault::E03NoCompletedAt => ("E-03", "agent-c-done", "completed_at_null", "major"),
+            Fault::E04NoMetadata => ("E-04", "q-1", "backlog_metadata_null", "major"),
+            Fault::E05NoSession => ("E-05", "agent-a-run-1", "no_session", "major"),
+            Fault::E06Overdue => ("E-06", "agent-b-sched", "overdue", "major"),
+            Fault::G04Secret => ("G-04", "q-secret", "credential_in_metadata", "critical"),
+        }
+    }
+
+    async fn apply(self, env: &mut Env) {
+        let db = env.platform.db();
+        match self {
+            Fault::S04StrayMeta => {
+                let meta = env.platform.meta_key("agent-a", "agent-a-gone");
+                let _: () = env
+                    .platform
+                    .redis()
+                    .hset(&meta, "timeout_seconds", TIMEOUT)
+                    .await
+                    .unwrap();
+            }
+            Fault::S04MemberWithoutMeta => {
+                let meta = env.platform.meta_key("agent-b", "agent-b-run-0");
+                let _: i64 = env.platform.redis().del(&meta).await.unwrap();
+            }
+            Fault::E03NoCompletedAt => {
+                db.execute(
+                    "UPDATE schedule_executions SET completed_at = NULL WHERE id = 'agent-c-done'",
+                    [],
+                )
+                .unwrap();
+            }
+            Fault::E04NoMetadata => {
+                db.execute(
+                    "INSERT INTO schedule_executions (id, agent_name, status, queued_at) \
+                     VALUES ('q-1', 'agent-a', 'queued', ?1)",
+                    [platform::iso(now_ms())],
+                )
+                .unwrap();
+            }
+            Fault::E05NoSession => {
+                db.execute(
+                    "UPDATE schedule_executions SET claude_session_id = NULL \
+                     WHERE id = 'agent-a-run-1'",
+                    [],
+                )
+                .unwrap();
+            }
+            Fault::E06Overdue => {
+                db.execute(
+                    "UPDATE agent_schedules SET next_run_at = ?1 WHERE id = 'agent-b-sched'",
+                    [platform::sqlite_datetime(env.now - 7_200_000)],
+                )
+                .unwrap();
+            }
+            Fault::G04Secret => {
+                db.execute(
+                    "INSERT INTO schedule_executions (id, agent_name, status, queued_at, \
+                     backlog_metadata) VALUES ('q-secret', 'agent-c', 'queued', ?1, ?2)",
+                    [
+                        platform::iso(now_ms()),
+                        format!(r#"{{"message": "deploy", "env": {{"GH_TOKEN": "{SECRET}"}}}}"#),
+                    ],
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    async fn revert(self, env: &mut Env) {
+        let db = env.platform.db();
+        match self {
+            Fault::S04StrayMeta => {
+                let meta = env.platform.meta_key("agent-a", "agent-a-gone");
+                let _: i64 = env.platform.redis().del(&meta).await.unwrap();
+            }
+            Fault::S04MemberWithoutMeta => {
+                // Re-acquiring rewrites the hash with the platform's TTL, at the same score.
+                env.platform
+                    .acquire_slot("agent-b", "agent-b-run-0", TIMEOUT, env.now - 120_000)
+                    .await
+                    .unwrap();
+            }
+            Fault::E03NoCompletedAt => {
+                db.execute(
+                    "UPDATE schedule_executions SET completed_at = ?1 WHERE id = 'agent-c-done'",
+                    [platform::sqlite_datetime(env.now - 60_000)],
+                )
+                .unwrap();
+            }
+            Fault::E04NoMetadata => {
+                db.execute(
+                    "UPDATE schedule_executions SET backlog_metadata = '{\"message\": \"hi\"}' \
+                     WHERE id = 'q-1'",
+                    [],
+                )
+                .unwrap();
+            }
+            Fault::E05NoSession => {
+                db.execute(
+                    "UPDATE schedule_executions SET claude_session_id = 'session-x' \
+                     WHERE id = 'agent-a-run-1'",
+                    [],
+                )
+                .unwrap();
+            }
+            Fault::E06Overdue => {
+                db.execute(
+                    "UPDATE agent_schedules SET next_run_at = ?1 WHERE id = 'agent-b-sched'",
+                    [platform::iso(now_ms() + 3_600_000)],
+                )
+                .unwrap();
+            }
+            Fault::G04Secret => {
+                db.execute(
+                    "UPDATE schedule_executions SET backlog_metadata = '{\"message\": \"deploy\"}' \
+                     WHERE id = 'q-secret'",
+                    [],
+                )
+                .unwrap();
+            }
+        }
+    }
+}
+
+/// Healthy and green → fault → red with the right subject, signal and severity, exit 1, exactly
+/// one `fired` → revert → green, exit 0, exactly one `resolved`.
+async fn fault_fires_then_resolves(fault: Fault) {
+    let (id, subject, signal, severity) = fault.expected();
+    let mut env = Env::healthy().await;
+    let (code, first) = env.check(&[]);
+    assert_eq!(code, 0, "{fault:?}: healthy first: {first:#}");
+
+    fault.apply(&mut env).await;
+    let (code, stdout, stderr) = run_canary(&env.config_path(), &[]);
+    let red: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_eq!(code, 1, "{fault:?}: {red:#}");
+    let v = violations_of(&red, id);
+    assert_eq!(v.len(), 1, "{fault:?}: {red:#}");
+    assert_eq!(v[0]["subject"], subject, "{fault:?}");
+    assert_eq!(v[0]["signal"], signal, "{fault:?}");
+    assert_eq!(v[0]["severity"], severity, "{fault:?}");
+    assert_eq!(
+        transitions(&red),
+        [pair(id, "fired")],
+        "{fault:?}: one broken thing, one alert: {red:#}"
+    );
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains(SECRET), "{fault:?}: secret leaked");
+    }
+
+    fault.revert(&mut env).await;
+    let (code, green) = env.check(&[]);
+    assert_eq!(code, 0, "{fault:?}: {green:#}");
+    assert_eq!(transitions(&green), [pair(id, "resolved")], "{fault:?}");
+}
+
+#[tokio::test]
+async fn s04_stray_metadata_fires_then_resolves() {
+    fault_fires_then_resolves(Fault::S04StrayMeta).await;
+}
+
+#[tokio::test]
+async fn s04_member_without_metadata_fires_once_not_also_s03() {
+    fault_fires_then_resolves(Fault::S04MemberWithoutMeta).await;
+}
+
+#[tokio::test]
+async fn e03_terminal_row_without_completed_at_fires_then_resolves() {
+    fault_fires_then_resolves(Fault::E03NoCompletedAt).await;
+}
+
+#[tokio::test]
+async fn e04_queued_row_without_metadata_fires_then_resolves() {
+    fault_fires_then_resolves(Fault::E04NoMetadata).await;
+}
+
+#[tokio::test]
+async fn e05_running_row_without_session_fires_then_resolves() {
+    fault_fires_then_resolves(Fault::E05NoSession).await;
+}
+
+#[tokio::test]
+async fn e06_overdue_schedule_fires_then_resolves() {
+    fault_fires_then_resolves(Fault::E06Overdue).await;
+}
+
+#[tokio::test]
+async fn g04_credential_fires_by_pattern_name_and_never_leaks_the_text() {
+    fault_fires_then_resolves(Fault::G04Secret).await;
+    // Nor is it anywhere in canary's own state (violations, outbox payloads).
+    let mut env = Env::healthy().await;
+    Fault::G04Secret.apply(&mut env).await;
+    let (_, red) = env.check(&[]);
+    assert_eq!(
+        violations_of(&red, "G-04")[0]["observed_state"]["patterns"],
+        serde_json::json!(["github_fine_grained_pat"])
+    );
+    let needle = SECRET.as_bytes();
+    for suffix in ["", "-wal", "-journal"] {
+        let path = PathBuf::from(format!("{}{suffix}", env.state_path().display()));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "secret found in {}",
+            path.display()
+        );
+    }
 }

@@ -13,7 +13,8 @@ use canary::collect::{Collected, collect};
 use canary::config::PlatformConfig;
 use canary::fleet::redis_server::RedisServer;
 use canary_invariants::{
-    Agent, Execution, Field, KeyTtl, OrphanRows, Phase, Severity, Snapshot, Source,
+    Agent, Backlog, BacklogJson, Execution, Field, KeyTtl, OrphanRows, Phase, Severity, Snapshot,
+    Source,
 };
 
 use crate::support::platform_db::{AgentRow, ExecRow, PlatformDb, iso, now_ms, sqlite_datetime};
@@ -45,6 +46,10 @@ fn exec(id: &str, agent: &str, status: &str, phase: Phase) -> Execution {
         queued_at_ms: None,
         leased: false,
         lease_expires_at_ms: None,
+        completed_at_set: false,
+        queued_at_set: false,
+        has_session: false,
+        backlog: None,
     }
 }
 
@@ -99,11 +104,14 @@ async fn healthy_fleet_collects_into_the_expected_snapshot() {
     db.add_executions(&[
         ExecRow::new("e-run", "alpha", "running")
             .queued_at(&iso(now - 12_000))
-            .started_at(&iso(now - 10_000)),
+            .started_at(&iso(now - 10_000))
+            .session("sess-e-run"),
         ExecRow::new("e-lease", "beta", "running")
             .started_at(&sqlite_datetime(now - 20_000))
             .leased_until(&iso(now + 60_000)),
-        ExecRow::new("e-queued", "alpha", "queued").queued_at(&sqlite_datetime(now - 5_000)),
+        ExecRow::new("e-queued", "alpha", "queued")
+            .queued_at(&sqlite_datetime(now - 5_000))
+            .metadata(r#"{"message": "hello"}"#),
         ExecRow::new("e-ok", "beta", "success")
             .started_at(&iso(now - 120_000))
             .completed_at(&sqlite_datetime(now - 60_000)),
@@ -230,9 +238,13 @@ async fn healthy_fleet_collects_into_the_expected_snapshot() {
     let expected_execs = vec![
         Execution {
             completed_at_ms: Some(floor_sec(now - 30_000)),
+            completed_at_set: true,
             ..exec("e-epoch", "beta", "cancelled", Phase::Terminal)
         },
-        exec("e-garbage", "beta", "failed", Phase::Terminal),
+        Execution {
+            completed_at_set: true,
+            ..exec("e-garbage", "beta", "failed", Phase::Terminal)
+        },
         Execution {
             started_at_ms: Some(now - 3_000),
             ..exec("e-ghost", "ghost", "running", Phase::Running)
@@ -249,20 +261,29 @@ async fn healthy_fleet_collects_into_the_expected_snapshot() {
         },
         Execution {
             completed_at_ms: Some(now - 90_000),
+            completed_at_set: true,
             ..exec("e-offset", "beta", "skipped", Phase::Terminal)
         },
         Execution {
             started_at_ms: Some(now - 120_000),
             completed_at_ms: Some(floor_sec(now - 60_000)),
+            completed_at_set: true,
             ..exec("e-ok", "beta", "success", Phase::Terminal)
         },
         Execution {
             queued_at_ms: Some(floor_sec(now - 5_000)),
+            queued_at_set: true,
+            backlog: Some(Backlog {
+                json: BacklogJson::Valid,
+                secret_patterns: vec![],
+            }),
             ..exec("e-queued", "alpha", "queued", Phase::Queued)
         },
         Execution {
             started_at_ms: Some(now - 10_000),
             queued_at_ms: Some(now - 12_000),
+            queued_at_set: true,
+            has_session: true,
             ..exec("e-run", "alpha", "running", Phase::Running)
         },
         exec("e-word", "alpha", "completed", Phase::Other),
@@ -288,6 +309,7 @@ async fn healthy_fleet_collects_into_the_expected_snapshot() {
     );
     assert!(sql.missing_fields.is_empty(), "{:?}", sql.missing_fields);
     assert!(sql.skipped_tables.is_empty(), "{:?}", sql.skipped_tables);
+    assert!(sql.schedules.is_empty());
 
     let redis = snapshot.redis.as_ref().expect("redis state");
     assert_eq!(redis.drain_tick_at_ms, Some(now - 5_000));
@@ -322,6 +344,17 @@ async fn healthy_fleet_collects_into_the_expected_snapshot() {
             alpha[1].meta
         ),
         ("drain-abc", Some(now - 1_000), true, None)
+    );
+    let mut meta_keys: Vec<(&str, &str, Option<KeyTtl>)> = redis
+        .meta_keys
+        .iter()
+        .map(|k| (k.agent_name.as_str(), k.execution_id.as_str(), k.orphan_ttl))
+        .collect();
+    meta_keys.sort();
+    assert_eq!(
+        meta_keys,
+        [("alpha", "e-run", None), ("ghost", "e-ghost", None)],
+        "one SCAN found both hashes; both have their member"
     );
     let ghost = &redis.slot_sets[1].members;
     let ghost_meta = ghost[0].meta.expect("metadata read");
@@ -360,7 +393,9 @@ fn seed_fleet(n: usize, now: i64) -> (PlatformDb, RedisServer) {
     for i in 0..n {
         let agent = format!("agent-{i:04}");
         rows.push(
-            ExecRow::new(&format!("run-{i}"), &agent, "running").started_at(&iso(now - 30_000)),
+            ExecRow::new(&format!("run-{i}"), &agent, "running")
+                .started_at(&iso(now - 30_000))
+                .session(&format!("sess-{i}")),
         );
         rows.push(
             ExecRow::new(&format!("done-{i}"), &agent, "success")
@@ -368,6 +403,12 @@ fn seed_fleet(n: usize, now: i64) -> (PlatformDb, RedisServer) {
         );
     }
     db.add_executions(&rows);
+    // One schedule per agent: the schedules query is one statement whatever their number.
+    db.exec(&format!(
+        "INSERT INTO agent_schedules (id, agent_name, enabled, next_run_at) \
+         SELECT 'sched-' || agent_name, agent_name, 1, '{}' FROM agent_ownership;",
+        iso(now + HOUR_MS)
+    ));
     for i in 0..n {
         db.add_keyed_rows(
             "agent_tags",
@@ -406,6 +447,8 @@ struct Measured {
     slot_sets: usize,
     executions: usize,
     orphans: usize,
+    schedules: usize,
+    meta_keys: usize,
 }
 
 async fn measure(n: usize) -> Measured {
@@ -435,6 +478,8 @@ async fn measure(n: usize) -> Measured {
         slot_sets: redis.slot_sets.len(),
         executions: sql.executions.len(),
         orphans: sql.orphans.len(),
+        schedules: sql.schedules.len(),
+        meta_keys: redis.meta_keys.len(),
     }
 }
 
@@ -449,7 +494,9 @@ async fn statement_and_round_trip_counts_do_not_grow_with_the_fleet() {
         assert_eq!(m.slot_sets as u64, n);
         assert_eq!(m.executions as u64, 2 * n);
         assert_eq!(m.orphans as u64, n);
-        // ...the number of SCAN pages does not (one page with the configured COUNT).
+        assert_eq!((m.schedules as u64, m.meta_keys as u64), (n, n));
+        // ...the number of SCAN pages does not (one page with the configured COUNT, one SCAN
+        // for slot keys and metadata keys alike).
         assert_eq!(m.scan, 1);
     }
     eprintln!(
@@ -920,4 +967,237 @@ async fn a_wrong_redis_password_is_unavailable_without_leaking_it() {
         "{error}"
     );
     eprintln!("wrong password reported as: {error}");
+}
+
+/// The reads behind S-04 and E-03..G-04: session flags, queued metadata facts, schedules and
+/// stray metadata hashes, with the secret text never entering the snapshot.
+#[tokio::test]
+async fn facts_for_the_extended_catalog_are_read_without_their_content() {
+    const SECRET: &str = "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    let now = now_ms();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    db.add_executions(&[
+        ExecRow::new("r-sess", "alpha", "running")
+            .started_at(&iso(now - 120_000))
+            .session("sess-1"),
+        ExecRow::new("r-empty", "alpha", "running")
+            .started_at(&iso(now - 120_000))
+            .session(""),
+        ExecRow::new("r-none", "alpha", "running").started_at(&iso(now - 120_000)),
+        ExecRow::new("q-ok", "alpha", "queued")
+            .queued_at(&iso(now - 1_000))
+            .metadata(r#"{"message": "summarise the sk- prefixes"}"#),
+        ExecRow::new("q-null", "alpha", "queued").queued_at(&iso(now - 1_000)),
+        ExecRow::new("q-bad", "alpha", "queued").metadata("{not json"),
+        ExecRow::new("q-secret", "alpha", "queued")
+            .queued_at(&iso(now - 1_000))
+            .metadata(&format!(r#"{{"env": {{"GITHUB_TOKEN": "{SECRET}"}}}}"#)),
+        // Metadata of non-queued rows is not even fetched.
+        ExecRow::new("r-secret", "alpha", "running")
+            .started_at(&iso(now - 1_000))
+            .session("s")
+            .metadata(&format!(r#"{{"t": "{SECRET}"}}"#)),
+    ]);
+    db.exec(&format!(
+        "INSERT INTO agent_schedules (id, agent_name, enabled, next_run_at, deleted_at) VALUES
+           ('s-due', 'alpha', 1, '{}', NULL),
+           ('s-off', 'alpha', 0, '{}', NULL),
+           ('s-del', 'alpha', 1, NULL, '{}'),
+           ('s-bad', 'alpha', 1, 'next tuesday', NULL);",
+        sqlite_datetime(now - 2 * HOUR_MS),
+        iso(now + HOUR_MS),
+        iso(now - HOUR_MS),
+    ));
+
+    let mut r = redis_server::connect(&server);
+    run(
+        &mut r,
+        &[
+            b"ZADD",
+            b"agent:slots:alpha",
+            secs(now - 5_000).to_string().as_bytes(),
+            b"r-sess",
+        ],
+    );
+    run(
+        &mut r,
+        &[
+            b"HSET",
+            b"agent:slot:alpha:r-sess",
+            b"timeout_seconds",
+            b"600",
+        ],
+    );
+    run(&mut r, &[b"EXPIRE", b"agent:slot:alpha:r-sess", b"900"]);
+    // Stray hashes: one persists, one is deleted during the recheck delay (a release in
+    // progress: ZREM happened, DEL follows).
+    run(
+        &mut r,
+        &[
+            b"HSET",
+            b"agent:slot:alpha:stray",
+            b"timeout_seconds",
+            b"600",
+        ],
+    );
+    run(
+        &mut r,
+        &[
+            b"HSET",
+            b"agent:slot:alpha:releasing",
+            b"timeout_seconds",
+            b"600",
+        ],
+    );
+    run(&mut r, &[b"EXPIRE", b"agent:slot:alpha:releasing", b"900"]);
+
+    let cfg = PlatformConfig {
+        redis_orphan_recheck_delay: Duration::from_millis(700),
+        ..db.config(&server.url())
+    };
+    let url = server.url();
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut r = redis::Client::open(url)
+            .expect("url")
+            .get_connection()
+            .expect("connect");
+        redis::cmd("DEL")
+            .arg("agent:slot:alpha:releasing")
+            .exec(&mut r)
+            .expect("DEL");
+    });
+    let collected = collect(&cfg, WINDOW_MS, now).await;
+    releaser.await.expect("releaser");
+    let Collected { snapshot, stats } = &collected;
+    assert!(snapshot.sources_unavailable.is_empty(), "{snapshot:?}");
+    assert_eq!(
+        stats.redis_round_trips, 4,
+        "SCAN + ZRANGE + metadata pipelines + one stray recheck"
+    );
+
+    let sql = snapshot.sql.as_ref().expect("sql");
+    let row = |id: &str| sql.executions.iter().find(|e| e.id == id).expect(id);
+    assert!(row("r-sess").has_session);
+    assert!(!row("r-empty").has_session, "an empty id is no session");
+    assert!(!row("r-none").has_session);
+    let facts = |id: &str| {
+        let b = row(id).backlog.clone().expect(id);
+        (b.json, b.secret_patterns)
+    };
+    assert_eq!(
+        facts("q-ok"),
+        (BacklogJson::Valid, vec![]),
+        "prose is not a key"
+    );
+    assert_eq!(facts("q-null"), (BacklogJson::Null, vec![]));
+    assert_eq!(facts("q-bad"), (BacklogJson::Invalid, vec![]));
+    assert_eq!(
+        facts("q-secret"),
+        (
+            BacklogJson::Valid,
+            vec!["github_personal_access_token".to_owned()]
+        )
+    );
+    assert!(row("q-bad").queued_at_ms.is_none() && !row("q-bad").queued_at_set);
+    assert_eq!(
+        row("r-secret").backlog,
+        None,
+        "only queued rows are scanned"
+    );
+
+    let schedules: Vec<(&str, bool, bool, Option<i64>)> = sql
+        .schedules
+        .iter()
+        .map(|s| (s.id.as_str(), s.enabled, s.deleted, s.next_run_at_ms))
+        .collect();
+    assert_eq!(
+        schedules,
+        [
+            ("s-bad", true, false, None),
+            ("s-del", true, true, None),
+            ("s-due", true, false, Some(floor_sec(now - 2 * HOUR_MS))),
+            ("s-off", false, false, Some(now + HOUR_MS)),
+        ]
+    );
+    assert!(
+        anomaly_subjects(snapshot, Source::Sqlite).contains("agent_schedules.s-bad.next_run_at")
+    );
+
+    let redis = snapshot.redis.as_ref().expect("redis");
+    let mut meta: Vec<(&str, &str, Option<KeyTtl>)> = redis
+        .meta_keys
+        .iter()
+        .map(|k| (k.agent_name.as_str(), k.execution_id.as_str(), k.orphan_ttl))
+        .collect();
+    meta.sort();
+    assert_eq!(
+        meta,
+        [
+            ("alpha", "r-sess", None),
+            ("alpha", "stray", Some(KeyTtl::NoExpiry)),
+        ],
+        "the hash deleted during the delay was a release in progress"
+    );
+
+    let json = serde_json::to_string(&collected).expect("serialise");
+    assert!(
+        !json.contains(SECRET),
+        "the secret never enters the snapshot"
+    );
+    assert!(!json.contains("GITHUB_TOKEN") && !json.contains("sess-1"));
+}
+
+#[tokio::test]
+async fn missing_schedules_table_and_session_column_degrade_to_unknown_inputs() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    let before = collect_now(&db.config(&server.url())).await;
+    db.exec(
+        "DROP TABLE agent_schedules;
+         ALTER TABLE schedule_executions DROP COLUMN claude_session_id;",
+    );
+    let after = collect_now(&db.config(&server.url())).await;
+    assert!(after.snapshot.sources_unavailable.is_empty());
+    let sql = after.snapshot.sql.as_ref().expect("sql still collected");
+    assert_eq!(
+        sql.missing_fields,
+        BTreeSet::from([Field::ExecSessionId, Field::Schedules])
+    );
+    assert_eq!(
+        sql.skipped_tables,
+        ["agent_schedules"],
+        "also a cascade table"
+    );
+    assert_eq!(
+        after.stats.sql_statements + 1,
+        before.stats.sql_statements,
+        "no schedules query without the table"
+    );
+
+    // A table lacking a column E-06 needs counts as missing; a missing deleted_at does not.
+    db.exec(
+        "CREATE TABLE agent_schedules (id TEXT, agent_name TEXT, enabled INTEGER, next_run_at TEXT);
+         INSERT INTO agent_schedules VALUES ('s1', 'alpha', 1, '2026-01-01 00:00:00');",
+    );
+    let sql = collect_now(&db.config(&server.url()))
+        .await
+        .snapshot
+        .sql
+        .expect("sql");
+    assert!(sql.missing_fields.contains(&Field::ScheduleDeletedAt));
+    assert!(!sql.missing_fields.contains(&Field::Schedules));
+    assert_eq!(sql.schedules.len(), 1);
+    assert!(!sql.schedules[0].deleted);
+    db.exec("ALTER TABLE agent_schedules DROP COLUMN next_run_at;");
+    let sql = collect_now(&db.config(&server.url()))
+        .await
+        .snapshot
+        .sql
+        .expect("sql");
+    assert!(sql.missing_fields.contains(&Field::Schedules));
+    assert!(sql.schedules.is_empty());
 }

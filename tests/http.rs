@@ -328,11 +328,13 @@ async fn run_cycle_answers_the_cycle_result() {
     assert_eq!(
         result["checks_run"],
         json!([
-            "B-02", "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03", "S-07"
+            "B-02", "B-05", "E-01", "E-02", "E-03", "E-04", "E-05", "E-06", "G-03", "G-04", "H-01",
+            "L-03", "S-01", "S-02", "S-03", "S-04", "S-07"
         ])
     );
     for id in [
-        "B-02", "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03", "S-07",
+        "B-02", "B-05", "E-01", "E-02", "E-03", "E-04", "E-05", "E-06", "G-03", "G-04", "H-01",
+        "L-03", "S-01", "S-02", "S-03", "S-04", "S-07",
     ] {
         assert_eq!(result["outcomes"][id], "green", "{result:#}");
     }
@@ -405,8 +407,9 @@ async fn oversized_body_is_413() {
 /// Two red invariants: S-01 (critical, a leaked slot) and L-03 (major, orphaned tag rows), over
 /// two cycles: four violation rows.
 async fn red_history(env: &mut Env) -> Vec<Value> {
+    // Finished a minute ago: past S-01's finish grace, so a leak rather than a release in flight.
     env.platform
-        .finish_row("agent-b-run-0", "success", now_ms())
+        .finish_row("agent-b-run-0", "success", now_ms() - 60_000)
         .unwrap();
     env.platform.delete_roster_row("agent-idle").unwrap();
     let mut results = Vec::new();
@@ -574,7 +577,8 @@ async fn stats_status_and_invariants() {
     assert_eq!(
         ids,
         [
-            "S-01", "S-02", "S-03", "S-07", "E-01", "E-02", "B-02", "B-05", "G-03", "L-03", "H-01"
+            "S-01", "S-02", "S-03", "S-04", "S-07", "E-01", "E-02", "E-03", "E-04", "E-05", "E-06",
+            "B-02", "B-05", "G-03", "G-04", "L-03", "H-01"
         ]
     );
     assert!(

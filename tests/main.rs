@@ -9,6 +9,8 @@ mod support;
 mod alert;
 mod check;
 mod collect;
+mod custom;
 mod daemon;
+mod fleet;
 mod http;
 mod store;

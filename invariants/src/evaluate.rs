@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::catalog::{CATALOG, Input, Invariant, Need};
+use crate::catalog::{self, CATALOG, Input, Invariant, Need};
+use crate::custom::{self, CustomResult};
 use crate::memory::Memory;
 use crate::params::Params;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, Source};
 use crate::violation::{Outcome, Severity, Violation};
 
 /// Which invariants a cycle runs.
@@ -90,12 +91,62 @@ pub fn evaluate(
         eval.outcomes.insert(meta.id.to_owned(), outcome);
         eval.violations.append(&mut found);
     }
+    evaluate_custom(snapshot, selection, &mut eval);
 
     eval.checks_run.sort();
     eval.violations
         .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     eval.memory = next_memory;
     eval
+}
+
+/// Judges the operator-defined SQL invariants carried in the snapshot (see [`crate::custom`]).
+/// The collector only runs enabled (or explicitly asked-for) ones, so `AllEnabled` takes every
+/// result present. An id that is also a catalog id is ignored (the built-in one was judged above);
+/// an id present twice is unknown, whatever the order of the entries.
+fn evaluate_custom(snapshot: &Snapshot, selection: Selection<'_>, eval: &mut Evaluation) {
+    let mut by_id: BTreeMap<&str, Vec<&CustomResult>> = BTreeMap::new();
+    for result in &snapshot.custom {
+        by_id.entry(result.id.as_str()).or_default().push(result);
+    }
+    for (id, results) in by_id {
+        let included = match selection {
+            Selection::AllEnabled => true,
+            Selection::Only(ids) => ids.iter().any(|wanted| wanted == id),
+        };
+        if !included || catalog::find(id).is_some() {
+            continue;
+        }
+        eval.checks_run.push(id.to_owned());
+        let unknown = |eval: &mut Evaluation, reason: String| {
+            eval.outcomes.insert(id.to_owned(), Outcome::Unknown);
+            eval.unknown_reasons.insert(id.to_owned(), reason);
+        };
+        let [result] = results.as_slice() else {
+            unknown(
+                eval,
+                "custom invariant id appears more than once".to_owned(),
+            );
+            continue;
+        };
+        if !snapshot.has(Source::Sqlite) {
+            unknown(
+                eval,
+                format!("source {} unavailable", Source::Sqlite.as_str()),
+            );
+            continue;
+        }
+        let mut judged = custom::judge(result);
+        if let Some(reason) = judged.unknown_reason {
+            unknown(eval, reason);
+            continue;
+        }
+        if let Some(worst) = judged.violations.iter().map(|v| v.severity).max() {
+            eval.severities.insert(id.to_owned(), worst);
+        }
+        eval.outcomes.insert(id.to_owned(), judged.outcome);
+        eval.violations.append(&mut judged.violations);
+    }
 }
 
 /// The first unmet need of an invariant, as a human reason.
@@ -130,8 +181,8 @@ mod tests {
         assert_eq!(
             eval.checks_run,
             [
-                "B-02", "B-05", "E-01", "E-02", "G-03", "H-01", "L-03", "S-01", "S-02", "S-03",
-                "S-07"
+                "B-02", "B-05", "E-01", "E-02", "E-03", "E-04", "E-05", "E-06", "G-03", "G-04",
+                "H-01", "L-03", "S-01", "S-02", "S-03", "S-04", "S-07"
             ]
         );
         assert!(eval.outcomes.values().all(|o| *o == Outcome::Green));
@@ -163,6 +214,68 @@ mod tests {
         let only = ["S-03".to_owned()];
         let asked = evaluate(&snap, &Memory::default(), &params, Selection::Only(&only));
         assert_eq!(asked.checks_run, ["S-03"]);
+    }
+
+    fn custom(id: &str, rows: Result<Vec<crate::CustomRow>, String>) -> CustomResult {
+        CustomResult {
+            id: id.to_owned(),
+            name: "custom".to_owned(),
+            tier: crate::Tier::B,
+            severity: Severity::Minor,
+            rows,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn custom_results_are_judged_beside_the_catalog() {
+        let row: crate::CustomRow = [("subject".to_owned(), serde_json::json!("x"))].into();
+        let mut snap = SnapshotBuilder::new().build();
+        snap.custom = vec![
+            custom("C-02", Err("interrupted after 2s".to_owned())),
+            custom("C-01", Ok(vec![row])),
+            custom("C-03", Ok(vec![])),
+            custom("S-01", Ok(vec![])),
+        ];
+        let eval = evaluate(
+            &snap,
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+        );
+        assert_eq!(eval.outcomes["C-01"], Outcome::Red);
+        assert_eq!(eval.severities["C-01"], Severity::Minor);
+        assert_eq!(eval.outcomes["C-02"], Outcome::Unknown);
+        assert_eq!(eval.unknown_reasons["C-02"], "interrupted after 2s");
+        assert_eq!(eval.outcomes["C-03"], Outcome::Green);
+        assert_eq!(
+            eval.outcomes["S-01"],
+            Outcome::Green,
+            "a catalog id stays built-in"
+        );
+        assert!(eval.checks_run.contains(&"C-01".to_owned()));
+        let only = ["C-03".to_owned()];
+        let asked = evaluate(
+            &snap,
+            &Memory::default(),
+            &Params::default(),
+            Selection::Only(&only),
+        );
+        assert_eq!(asked.checks_run, ["C-03"]);
+
+        let blind = SnapshotBuilder::new().unavailable(Source::Sqlite).build();
+        let blind = Snapshot {
+            custom: snap.custom.clone(),
+            ..blind
+        };
+        let eval = evaluate(
+            &blind,
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+        );
+        assert_eq!(eval.outcomes["C-01"], Outcome::Unknown);
+        assert_eq!(eval.unknown_reasons["C-01"], "source sqlite unavailable");
     }
 
     #[test]

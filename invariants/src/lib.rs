@@ -27,6 +27,7 @@
 
 pub mod catalog;
 pub mod checks;
+pub mod custom;
 pub mod evaluate;
 pub mod memory;
 pub mod params;
@@ -37,12 +38,14 @@ pub mod transitions;
 pub mod violation;
 
 pub use catalog::{CATALOG, Input, Invariant, InvariantMeta, Need};
+pub use custom::{CustomResult, CustomRow};
 pub use evaluate::{Evaluation, Selection, evaluate};
 pub use memory::{Memory, SeenTerminal};
 pub use params::Params;
 pub use snapshot::{
-    Agent, Anomaly, Execution, Field, KeyTtl, Millis, OrphanRows, Phase, RedisState, SlotMember,
-    SlotMeta, SlotSet, Snapshot, Source, SourceUnavailable, SqlState,
+    Agent, Anomaly, Backlog, BacklogJson, Execution, Field, KeyTtl, MetaKey, Millis, OrphanRows,
+    Phase, RedisState, Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source,
+    SourceUnavailable, SqlState,
 };
 pub use transitions::{Hysteresis, InvariantState, Transition, TransitionKind, Verdict};
 pub use violation::{Outcome, Severity, Tier, Violation};

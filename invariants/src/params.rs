@@ -45,6 +45,24 @@ pub struct Params {
     /// B-02 no queued without full slots.
     #[serde(rename = "B-02")]
     pub b02: B02Params,
+    /// S-04 metadata–membership consistency.
+    #[serde(rename = "S-04")]
+    pub s04: S04Params,
+    /// E-03 completed rows populated.
+    #[serde(rename = "E-03")]
+    pub e03: E03Params,
+    /// E-04 queued rows have metadata.
+    #[serde(rename = "E-04")]
+    pub e04: E04Params,
+    /// E-05 dispatched rows have a session.
+    #[serde(rename = "E-05")]
+    pub e05: E05Params,
+    /// E-06 no overdue next run.
+    #[serde(rename = "E-06")]
+    pub e06: E06Params,
+    /// G-04 no credentials in backlog metadata.
+    #[serde(rename = "G-04")]
+    pub g04: G04Params,
 }
 
 impl Params {
@@ -71,6 +89,12 @@ impl Params {
             "G-03" => Some((self.g03.enabled, self.g03.severity)),
             "H-01" => Some((self.h01.enabled, self.h01.severity)),
             "B-02" => Some((self.b02.enabled, self.b02.severity)),
+            "S-04" => Some((self.s04.enabled, self.s04.severity)),
+            "E-03" => Some((self.e03.enabled, self.e03.severity)),
+            "E-04" => Some((self.e04.enabled, self.e04.severity)),
+            "E-05" => Some((self.e05.enabled, self.e05.severity)),
+            "E-06" => Some((self.e06.enabled, self.e06.severity)),
+            "G-04" => Some((self.g04.enabled, self.g04.severity)),
             _ => None,
         }
     }
@@ -321,6 +345,139 @@ impl Default for B02Params {
             severity: None,
             grace_seconds: 60,
             heartbeat_max_age_seconds: 60,
+        }
+    }
+}
+
+/// S-04 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S04Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace every violation's severity (otherwise critical for a member without metadata,
+    /// major for metadata without a member).
+    pub severity: Option<Severity>,
+    /// A member whose slot score is younger than this is not reported without metadata: the
+    /// platform ZADDs, then writes the hash a few ms later.
+    pub grace_seconds: f64,
+}
+
+impl Default for S04Params {
+    fn default() -> Self {
+        S04Params {
+            enabled: true,
+            severity: None,
+            grace_seconds: 3.0,
+        }
+    }
+}
+
+/// E-03 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E03Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// Terminal rows started within this window are judged (the collector reads terminal rows
+    /// of the larger of this and E-02's window).
+    pub window_seconds: i64,
+    /// Terminal status words that legitimately have no `completed_at` (the row never ran).
+    pub exempt_statuses: Vec<String>,
+}
+
+impl Default for E03Params {
+    fn default() -> Self {
+        E03Params {
+            enabled: true,
+            severity: None,
+            window_seconds: 1800,
+            exempt_statuses: vec!["skipped".to_owned()],
+        }
+    }
+}
+
+/// E-04 settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E04Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+}
+
+impl Default for E04Params {
+    fn default() -> Self {
+        E04Params {
+            enabled: true,
+            severity: None,
+        }
+    }
+}
+
+/// E-05 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E05Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// A running row older than this (by `started_at`) must have a session id.
+    pub max_age_seconds: i64,
+}
+
+impl Default for E05Params {
+    fn default() -> Self {
+        E05Params {
+            enabled: true,
+            severity: None,
+            max_age_seconds: 60,
+        }
+    }
+}
+
+/// E-06 thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct E06Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+    /// An enabled schedule's `next_run_at` may lie this far in the past (the scheduler's slack).
+    pub max_overdue_seconds: i64,
+}
+
+impl Default for E06Params {
+    fn default() -> Self {
+        E06Params {
+            enabled: true,
+            severity: None,
+            max_overdue_seconds: 3600,
+        }
+    }
+}
+
+/// G-04 settings (the credential patterns are fixed in the collector, which scans the metadata
+/// so its text never enters the snapshot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct G04Params {
+    /// Run this invariant.
+    pub enabled: bool,
+    /// Replace the default severity.
+    pub severity: Option<Severity>,
+}
+
+impl Default for G04Params {
+    fn default() -> Self {
+        G04Params {
+            enabled: true,
+            severity: None,
         }
     }
 }

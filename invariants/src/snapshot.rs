@@ -55,8 +55,9 @@ pub struct Anomaly {
     pub note: String,
 }
 
-/// Optional platform columns. Older schemas may lack them; the collector lists the absent ones in
-/// [`SqlState::missing_fields`] and invariants that need one become *unknown* instead of guessing.
+/// Optional platform columns (and the schedules table). Older schemas may lack them; the
+/// collector lists the absent ones in [`SqlState::missing_fields`] and invariants that need one
+/// become *unknown* instead of guessing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Field {
@@ -84,6 +85,11 @@ pub enum Field {
     AgentDeletedAt,
     /// `agent_ownership.is_system`
     AgentIsSystem,
+    /// The `agent_schedules` table with its `id`, `agent_name`, `enabled` and `next_run_at`
+    /// columns (a table absent from the database, or lacking one of those, is listed here).
+    Schedules,
+    /// `agent_schedules.deleted_at` (without it no schedule counts as soft-deleted).
+    ScheduleDeletedAt,
 }
 
 /// Everything read from one store-consistent view of the platform.
@@ -99,6 +105,10 @@ pub struct Snapshot {
     pub sources_unavailable: Vec<SourceUnavailable>,
     /// Odd data carried instead of guessed.
     pub anomalies: Vec<Anomaly>,
+    /// What the operator-defined SQL invariants returned (one entry per selected custom
+    /// invariant; see [`crate::custom`]). Absent in older serialized snapshots.
+    #[serde(default)]
+    pub custom: Vec<crate::custom::CustomResult>,
 }
 
 impl Snapshot {
@@ -116,8 +126,9 @@ impl Snapshot {
 pub struct SqlState {
     /// The roster: every agent row, soft-deleted ones included (they are still *known*).
     pub agents: Vec<Agent>,
-    /// Every non-terminal execution row, plus terminal rows completed within the recent window
-    /// (the collector pre-filters with a slack; invariants apply exact windows themselves).
+    /// Every non-terminal execution row, plus terminal rows completed within the recent window,
+    /// or started within it without a `completed_at` (the collector pre-filters with a slack;
+    /// invariants apply exact windows themselves).
     pub executions: Vec<Execution>,
     /// Rows in agent-keyed tables whose agent is absent from the roster (anti-join results),
     /// aggregated per table and agent.
@@ -126,6 +137,10 @@ pub struct SqlState {
     pub missing_fields: BTreeSet<Field>,
     /// Cascade tables absent from this database (skipped, reported in diagnostics).
     pub skipped_tables: Vec<String>,
+    /// Every `agent_schedules` row (empty when the table is absent: see
+    /// [`Field::Schedules`] in `missing_fields`).
+    #[serde(default)]
+    pub schedules: Vec<Schedule>,
 }
 
 impl SqlState {
@@ -150,6 +165,7 @@ impl SqlState {
         orphans: Vec::new(),
         missing_fields: BTreeSet::new(),
         skipped_tables: Vec::new(),
+        schedules: Vec::new(),
     };
 }
 
@@ -212,6 +228,56 @@ pub struct Execution {
     pub leased: bool,
     /// `lease_expires_at`, parsed.
     pub lease_expires_at_ms: Option<Millis>,
+    /// `completed_at` is non-NULL, even if unparseable (E-03 reports NULLs, not garbage).
+    #[serde(default)]
+    pub completed_at_set: bool,
+    /// `queued_at` is non-NULL, even if unparseable (E-04 reports NULLs, not garbage).
+    #[serde(default)]
+    pub queued_at_set: bool,
+    /// `claude_session_id` is non-NULL and not empty. The id itself is never carried.
+    #[serde(default)]
+    pub has_session: bool,
+    /// Facts about `backlog_metadata`, computed by the collector for queued rows only; `None`
+    /// for other rows or when the column is missing. The metadata text itself is never carried.
+    #[serde(default)]
+    pub backlog: Option<Backlog>,
+}
+
+/// What the collector found in a queued row's `backlog_metadata`, without its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// NULL, invalid JSON or valid JSON.
+    pub json: BacklogJson,
+    /// Names of the credential patterns found in the text (e.g. `github_pat`), sorted, never the
+    /// matched text.
+    pub secret_patterns: Vec<String>,
+}
+
+/// The shape of a `backlog_metadata` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BacklogJson {
+    /// The column is NULL.
+    Null,
+    /// Present but not valid JSON.
+    Invalid,
+    /// Valid JSON.
+    Valid,
+}
+
+/// One `agent_schedules` row, as far as invariants need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// `id` (integers are carried as their decimal text).
+    pub id: String,
+    /// `agent_name`.
+    pub agent_name: String,
+    /// `enabled` is truthy.
+    pub enabled: bool,
+    /// `deleted_at` is set (soft-deleted).
+    pub deleted: bool,
+    /// `next_run_at`, parsed; `None` when NULL or unparseable (see anomalies).
+    pub next_run_at_ms: Option<Millis>,
 }
 
 /// Rows of one agent-keyed table pointing at one agent that is absent from the roster.
@@ -234,6 +300,24 @@ pub struct RedisState {
     pub slot_sets: Vec<SlotSet>,
     /// `canary:drain_tick_at`, parsed; `None` when never written (or garbage: see anomalies).
     pub drain_tick_at_ms: Option<Millis>,
+    /// Every slot metadata hash (`agent:slot:{agent}:{execution_id}`) found by SCAN, in any
+    /// order. A key whose member was absent when the slot sets were read is re-read after a
+    /// short delay and kept only if it still exists (release does ZREM, then DEL, a few ms
+    /// apart); such keys carry the TTL of that re-read.
+    #[serde(default)]
+    pub meta_keys: Vec<MetaKey>,
+}
+
+/// A slot metadata hash found in Redis.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MetaKey {
+    /// The `{agent}` part of the key.
+    pub agent_name: String,
+    /// The `{execution_id}` part of the key.
+    pub execution_id: String,
+    /// The hash's TTL when it was re-read as a possible orphan; `None` when it was not re-read
+    /// (its member was present).
+    pub orphan_ttl: Option<KeyTtl>,
 }
 
 impl RedisState {
@@ -241,6 +325,7 @@ impl RedisState {
     pub const EMPTY: RedisState = RedisState {
         slot_sets: Vec::new(),
         drain_tick_at_ms: None,
+        meta_keys: Vec::new(),
     };
 }
 
@@ -278,7 +363,7 @@ pub struct SlotMeta {
 }
 
 /// A key's time to live, from `PTTL`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "ms")]
 pub enum KeyTtl {
     /// `-2`: the key does not exist.

@@ -9,8 +9,9 @@ use crate::evaluate::{Selection, evaluate};
 use crate::memory::Memory;
 use crate::params::Params;
 use crate::snapshot::{
-    Agent, Anomaly, Execution, Field, KeyTtl, Millis, OrphanRows, Phase, RedisState, SlotMember,
-    SlotMeta, SlotSet, Snapshot, Source, SourceUnavailable, SqlState,
+    Agent, Anomaly, Backlog, BacklogJson, Execution, Field, KeyTtl, MetaKey, Millis, OrphanRows,
+    Phase, RedisState, Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source,
+    SourceUnavailable, SqlState,
 };
 use crate::violation::{Severity, Violation};
 
@@ -89,30 +90,32 @@ impl SnapshotBuilder {
         self
     }
 
-    /// A `running` row started at `started_at`.
+    /// A `running` row started at `started_at`, with a session id (as the platform records
+    /// once the execution is dispatched).
     pub fn running(self, id: &str, agent: &str, started_at: Millis) -> Self {
-        self.execution(row(
-            id,
-            agent,
-            "running",
-            Phase::Running,
-            Some(started_at),
-            None,
-        ))
+        let mut r = row(id, agent, "running", Phase::Running, Some(started_at), None);
+        r.has_session = true;
+        self.execution(r)
     }
 
     /// A `running` row claimed by a pull worker (lease set, five minutes ahead).
     pub fn leased_running(self, id: &str, agent: &str, started_at: Millis) -> Self {
         let mut r = row(id, agent, "running", Phase::Running, Some(started_at), None);
+        r.has_session = true;
         r.leased = true;
         r.lease_expires_at_ms = Some(started_at + 300_000);
         self.execution(r)
     }
 
-    /// A `queued` row.
+    /// A `queued` row with valid, credential-free backlog metadata.
     pub fn queued(self, id: &str, agent: &str, queued_at: Millis) -> Self {
         let mut r = row(id, agent, "queued", Phase::Queued, None, None);
         r.queued_at_ms = Some(queued_at);
+        r.queued_at_set = true;
+        r.backlog = Some(Backlog {
+            json: BacklogJson::Valid,
+            secret_patterns: Vec::new(),
+        });
         self.execution(r)
     }
 
@@ -176,7 +179,77 @@ impl SnapshotBuilder {
             sentinel: false,
             meta: Some(meta),
         });
+        if meta.ttl != KeyTtl::Missing {
+            self.redis.meta_keys.push(MetaKey {
+                agent_name: agent.to_owned(),
+                execution_id: id.to_owned(),
+                orphan_ttl: None,
+            });
+        }
         self
+    }
+
+    /// A slot metadata hash found by SCAN without a member (an orphan, re-read with `ttl`).
+    pub fn orphan_meta(mut self, agent: &str, id: &str, ttl: KeyTtl) -> Self {
+        self.redis.meta_keys.push(MetaKey {
+            agent_name: agent.to_owned(),
+            execution_id: id.to_owned(),
+            orphan_ttl: Some(ttl),
+        });
+        self
+    }
+
+    /// A slot metadata hash found by SCAN (its member, if any, added separately).
+    pub fn meta_key(mut self, agent: &str, id: &str) -> Self {
+        self.redis.meta_keys.push(MetaKey {
+            agent_name: agent.to_owned(),
+            execution_id: id.to_owned(),
+            orphan_ttl: None,
+        });
+        self
+    }
+
+    /// A slot member without its metadata hash (`PTTL` -2 and no key found by SCAN).
+    pub fn slot_without_meta(mut self, agent: &str, id: &str, acquired_at: Option<Millis>) -> Self {
+        let now = self.snapshot.taken_at_ms;
+        self.members_of(agent).push(SlotMember {
+            member: id.to_owned(),
+            acquired_at_ms: acquired_at,
+            sentinel: false,
+            meta: Some(SlotMeta {
+                ttl: KeyTtl::Missing,
+                timeout_seconds: None,
+                ttl_read_at_ms: now,
+            }),
+        });
+        self
+    }
+
+    /// An `agent_schedules` row (enabled, not deleted) due at `next_run_at`.
+    pub fn schedule(mut self, id: &str, agent: &str, next_run_at: Option<Millis>) -> Self {
+        self.sql.schedules.push(Schedule {
+            id: id.to_owned(),
+            agent_name: agent.to_owned(),
+            enabled: true,
+            deleted: false,
+            next_run_at_ms: next_run_at,
+        });
+        self
+    }
+
+    /// The last schedule added, to tweak fields.
+    pub fn last_schedule(&mut self) -> &mut Schedule {
+        if self.sql.schedules.is_empty() {
+            self.sql.schedules.push(Schedule {
+                id: "x".to_owned(),
+                agent_name: "x".to_owned(),
+                enabled: true,
+                deleted: false,
+                next_run_at_ms: None,
+            });
+        }
+        let last = self.sql.schedules.len() - 1;
+        &mut self.sql.schedules[last]
     }
 
     /// A drain sentinel placed at `at`.
@@ -276,6 +349,10 @@ fn row(
         queued_at_ms: None,
         leased: false,
         lease_expires_at_ms: None,
+        completed_at_set: completed_at.is_some(),
+        queued_at_set: false,
+        has_session: false,
+        backlog: None,
     }
 }
 

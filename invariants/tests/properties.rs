@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use canary_invariants::transitions::diff;
 use canary_invariants::{
-    Agent, Execution, Field, Hysteresis, KeyTtl, Memory, OrphanRows, Outcome, Params, Phase,
-    RedisState, SeenTerminal, Selection, Severity, SlotMember, SlotMeta, SlotSet, Snapshot,
-    SqlState, Verdict, evaluate,
+    Agent, Backlog, BacklogJson, CustomResult, Execution, Field, Hysteresis, KeyTtl, Memory,
+    MetaKey, OrphanRows, Outcome, Params, Phase, RedisState, Schedule, SeenTerminal, Selection,
+    Severity, SlotMember, SlotMeta, SlotSet, Snapshot, SqlState, Tier, Verdict, evaluate,
 };
 use proptest::prelude::*;
 use proptest::sample::subsequence;
@@ -77,9 +77,11 @@ fn execution() -> impl Strategy<Value = Execution> {
         proptest::option::of(any_ts()),
         proptest::option::of(any_ts()),
         any::<bool>(),
+        any::<[bool; 3]>(),
+        proptest::option::of(backlog()),
     )
         .prop_map(
-            |(id, agent_name, phase, started, completed, leased)| Execution {
+            |(id, agent_name, phase, started, completed, leased, flags, backlog)| Execution {
                 id,
                 agent_name,
                 status: format!("{phase:?}").to_lowercase(),
@@ -89,8 +91,57 @@ fn execution() -> impl Strategy<Value = Execution> {
                 queued_at_ms: started,
                 leased,
                 lease_expires_at_ms: None,
+                completed_at_set: flags[0],
+                queued_at_set: flags[1],
+                has_session: flags[2],
+                backlog,
             },
         )
+}
+
+fn backlog() -> impl Strategy<Value = Backlog> {
+    (
+        prop_oneof![
+            Just(BacklogJson::Null),
+            Just(BacklogJson::Invalid),
+            Just(BacklogJson::Valid)
+        ],
+        subsequence(
+            vec!["openai", "github_pat", "github_pat", "aws_access_key"],
+            0..=4,
+        ),
+    )
+        .prop_map(|(json, patterns)| Backlog {
+            json,
+            secret_patterns: patterns.into_iter().map(str::to_owned).collect(),
+        })
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    (
+        id(),
+        name(),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::option::of(any_ts()),
+    )
+        .prop_map(|(id, agent_name, enabled, deleted, next)| Schedule {
+            id,
+            agent_name,
+            enabled,
+            deleted,
+            next_run_at_ms: next,
+        })
+}
+
+fn meta_key() -> impl Strategy<Value = MetaKey> {
+    (name(), id(), proptest::option::of(ttl())).prop_map(
+        |(agent_name, execution_id, orphan_ttl)| MetaKey {
+            agent_name,
+            execution_id,
+            orphan_ttl,
+        },
+    )
 }
 
 fn ttl() -> impl Strategy<Value = KeyTtl> {
@@ -157,16 +208,30 @@ prop_compose! {
         executions in proptest::collection::vec(execution(), 0..12),
         sets in proptest::collection::vec(slot_set(), 0..5),
         orphans in proptest::collection::vec(orphan(), 0..4),
-        missing in subsequence(vec![Field::ExecCompletedAt, Field::ExecStartedAt], 0..=2),
+        missing in subsequence(
+            vec![
+                Field::ExecCompletedAt,
+                Field::ExecStartedAt,
+                Field::ExecSessionId,
+                Field::ExecBacklogMetadata,
+                Field::Schedules,
+            ],
+            0..=5,
+        ),
+        schedules in proptest::collection::vec(schedule(), 0..5),
+        meta_keys in proptest::collection::vec(meta_key(), 0..6),
         sql_up in prop::bool::weighted(0.9),
         redis_up in prop::bool::weighted(0.9),
         drain in proptest::option::of(any_ts()),
+        custom in proptest::collection::vec(custom_result(), 0..4),
     ) -> Snapshot {
         // Ids are unique per table and slot keys per agent in the real stores.
         let mut seen = BTreeSet::new();
         let executions: Vec<_> = executions.into_iter().filter(|e| seen.insert(e.id.clone())).collect();
         let mut seen = BTreeSet::new();
         let sets: Vec<_> = sets.into_iter().filter(|s| seen.insert(s.agent_name.clone())).collect();
+        let mut seen = BTreeSet::new();
+        let schedules: Vec<_> = schedules.into_iter().filter(|s| seen.insert(s.id.clone())).collect();
         Snapshot {
             taken_at_ms: taken_at,
             sql: sql_up.then(|| SqlState {
@@ -175,12 +240,48 @@ prop_compose! {
                 orphans,
                 missing_fields: missing.into_iter().collect(),
                 skipped_tables: vec![],
+                schedules,
             }),
-            redis: redis_up.then_some(RedisState { slot_sets: sets, drain_tick_at_ms: drain }),
+            redis: redis_up.then_some(RedisState {
+                slot_sets: sets,
+                drain_tick_at_ms: drain,
+                meta_keys,
+            }),
             sources_unavailable: vec![],
             anomalies: vec![],
+            custom,
         }
     }
+}
+
+/// A custom invariant's result: ids may repeat or shadow a catalog id, rows have odd shapes.
+fn custom_result() -> impl Strategy<Value = CustomResult> {
+    let value = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<i64>().prop_map(serde_json::Value::from),
+        name().prop_map(serde_json::Value::from),
+        id().prop_map(serde_json::Value::from),
+    ];
+    let column = proptest::sample::select(&["subject", "summary", "agent_name", "n", ""][..]);
+    let row = proptest::collection::btree_map(column.prop_map(str::to_owned), value, 0..4);
+    (
+        proptest::sample::select(&["C-01", "C-02", "custom.x", "S-01"][..]),
+        any_severity(),
+        any::<bool>(),
+        prop_oneof![
+            4 => proptest::collection::vec(row, 0..5).prop_map(Ok),
+            1 => Just(Err("interrupted".to_owned())),
+        ],
+        any::<bool>(),
+    )
+        .prop_map(|(id, severity, tier_a, rows, truncated)| CustomResult {
+            id: id.to_owned(),
+            name: "custom".to_owned(),
+            tier: if tier_a { Tier::A } else { Tier::B },
+            severity,
+            rows,
+            truncated,
+        })
 }
 
 prop_compose! {
@@ -202,6 +303,7 @@ prop_compose! {
         retention in prop_oneof![Just(3600), any::<i64>()],
         buffer in prop_oneof![Just(300), any::<i64>()],
         tolerance in prop_oneof![Just(1.0), any::<f64>()],
+        bound in prop_oneof![Just(60), Just(3600), any::<i64>()],
     ) -> Params {
         let mut p = Params::default();
         p.s01.grace_seconds = grace;
@@ -209,18 +311,30 @@ prop_compose! {
         p.e02.retention_seconds = retention;
         p.s03.buffer_seconds = buffer;
         p.s03.tolerance_seconds = tolerance;
+        p.s04.grace_seconds = grace;
+        p.e03.window_seconds = window;
+        p.e05.max_age_seconds = bound;
+        p.e06.max_overdue_seconds = bound;
         p
     }
 }
 
 fn reversed(mut snap: Snapshot) -> Snapshot {
+    snap.custom.reverse();
+    for result in &mut snap.custom {
+        if let Ok(rows) = result.rows.as_mut() {
+            rows.reverse();
+        }
+    }
     if let Some(sql) = snap.sql.as_mut() {
         sql.agents.reverse();
         sql.executions.reverse();
         sql.orphans.reverse();
+        sql.schedules.reverse();
     }
     if let Some(redis) = snap.redis.as_mut() {
         redis.slot_sets.reverse();
+        redis.meta_keys.reverse();
         for set in &mut redis.slot_sets {
             set.members.reverse();
         }
@@ -235,13 +349,21 @@ fn rotated(mut snap: Snapshot, by: usize) -> Snapshot {
             v.rotate_left(n);
         }
     }
+    rot(&mut snap.custom, by);
+    for result in &mut snap.custom {
+        if let Ok(rows) = result.rows.as_mut() {
+            rot(rows, by + 2);
+        }
+    }
     if let Some(sql) = snap.sql.as_mut() {
         rot(&mut sql.agents, by);
         rot(&mut sql.executions, by);
         rot(&mut sql.orphans, by);
+        rot(&mut sql.schedules, by);
     }
     if let Some(redis) = snap.redis.as_mut() {
         rot(&mut redis.slot_sets, by);
+        rot(&mut redis.meta_keys, by + 3);
         for set in &mut redis.slot_sets {
             rot(&mut set.members, by + 1);
         }

@@ -31,15 +31,45 @@ const VALUE_MAX: usize = 80;
 /// The Slack message for one transition. `violations` may be the whole cycle's list: only those
 /// of the transition's invariant are used. `taken_at_ms` is the snapshot time.
 pub fn payload(transition: &Transition, violations: &[Violation], taken_at_ms: i64) -> Value {
+    let meta = catalog::find(&transition.invariant_id).map_or(
+        Meta {
+            name: "",
+            runbook: "",
+        },
+        |inv| Meta {
+            name: inv.meta().name,
+            runbook: inv.meta().runbook,
+        },
+    );
+    payload_with(transition, violations, taken_at_ms, meta)
+}
+
+/// The name and runbook shown for an invariant: the catalog's for built-ins, the configuration's
+/// for operator-defined (custom) invariants. Both are escaped like any other interpolated value.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta<'a> {
+    /// Short name (empty: the header shows the id only).
+    pub name: &'a str,
+    /// Runbook hint (empty: no runbook section).
+    pub runbook: &'a str,
+}
+
+/// [`payload`] with the name and runbook given, for invariants outside the catalog.
+pub fn payload_with(
+    transition: &Transition,
+    violations: &[Violation],
+    taken_at_ms: i64,
+    meta: Meta<'_>,
+) -> Value {
     let own: Vec<&Violation> = violations
         .iter()
         .filter(|v| v.invariant_id == transition.invariant_id)
         .collect();
-    let full = build(transition, &own, taken_at_ms);
+    let full = build(transition, &own, taken_at_ms, meta);
     if within_limits(&full) {
         full
     } else {
-        count_only(transition, own.len(), taken_at_ms)
+        count_only(transition, own.len(), taken_at_ms, meta.name)
     }
 }
 
@@ -100,10 +130,6 @@ fn emoji(kind: TransitionKind, severity: Severity) -> &'static str {
     }
 }
 
-fn name_of(id: &str) -> &'static str {
-    catalog::find(id).map(|i| i.meta().name).unwrap_or("")
-}
-
 /// "fired", "resolved", or "still red" for a `renotify_after` reminder.
 fn verb(t: &Transition) -> &'static str {
     if t.reminder {
@@ -113,8 +139,7 @@ fn verb(t: &Transition) -> &'static str {
     }
 }
 
-fn header_text(t: &Transition) -> String {
-    let name = name_of(&t.invariant_id);
+fn header_text(t: &Transition, name: &str) -> String {
     let title = if name.is_empty() {
         format!("{} {}", t.invariant_id, verb(t))
     } else {
@@ -131,8 +156,8 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64) -> Value {
-    let header = header_text(t);
+fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64, meta: Meta<'_>) -> Value {
+    let header = header_text(t, meta.name);
     let snapshot = rfc3339(taken_at_ms);
     let n = own.len();
     let mut blocks = vec![json!({
@@ -167,8 +192,8 @@ fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64) -> Value {
         }
         blocks.push(section(truncate(&lines.join("\n"), SECTION_MAX)));
     }
-    if let Some(inv) = catalog::find(&t.invariant_id) {
-        let runbook = esc(inv.meta().runbook, SECTION_MAX - 20);
+    if !meta.runbook.trim().is_empty() {
+        let runbook = esc(meta.runbook, SECTION_MAX - 20);
         blocks.push(section(format!("*Runbook:* {runbook}")));
     }
     let mut context = vec![format!(
@@ -190,15 +215,15 @@ fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64) -> Value {
         "type": "context",
         "elements": [{ "type": "mrkdwn", "text": truncate(&context.join(" · "), SECTION_MAX) }],
     }));
-    json!({ "text": fallback_text(t, n), "blocks": blocks })
+    json!({ "text": fallback_text(t, n, meta.name), "blocks": blocks })
 }
 
 /// The message when the full one would break a limit: header, counts, nothing from the data.
-fn count_only(t: &Transition, n: usize, taken_at_ms: i64) -> Value {
+fn count_only(t: &Transition, n: usize, taken_at_ms: i64, name: &str) -> Value {
     json!({
-        "text": fallback_text(t, n),
+        "text": fallback_text(t, n, name),
         "blocks": [
-            { "type": "header", "text": { "type": "plain_text", "text": header_text(t), "emoji": true } },
+            { "type": "header", "text": { "type": "plain_text", "text": header_text(t, name), "emoji": true } },
             section(format!(
                 "*{}* · severity *{}* · {n} violation{} · snapshot {} (details omitted: see `canary violations`)",
                 verb(t),
@@ -210,8 +235,7 @@ fn count_only(t: &Transition, n: usize, taken_at_ms: i64) -> Value {
     })
 }
 
-fn fallback_text(t: &Transition, n: usize) -> String {
-    let name = name_of(&t.invariant_id);
+fn fallback_text(t: &Transition, n: usize, name: &str) -> String {
     let what = match t.kind {
         TransitionKind::Fired => format!(
             "{}: {n} violation{} ({})",

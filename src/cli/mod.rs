@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use canary_invariants::{CATALOG, Outcome};
+use canary_invariants::Outcome;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -30,9 +30,13 @@ pub enum Command {
     Run(RunArgs),
     /// Run one cycle now. Exit 0 green, 1 red, 2 unknown / source unavailable, 78 config error.
     Check(CheckArgs),
-    /// Self-contained demo: temp platform DB, private redis-server, a small fleet with one fault
-    /// per core invariant, cycles before, during and after the faults.
+    /// Self-contained, continuous demo: temp platform DB, private redis-server, a churning
+    /// simulated fleet watched every second, one fault per invariant injected and reverted on a
+    /// timeline. Exit 0 only when every fault was caught and nothing else fired.
     Demo(DemoArgs),
+    /// Drive synthetic load (and faults) against the platform stores named by --sqlite-path and
+    /// --redis-url (it WRITES to them), or write a benchmark dataset with --seed-only.
+    Fleet(FleetArgs),
     /// Violations recorded in the state database, newest first.
     Violations(ViolationsArgs),
     /// The invariant catalog.
@@ -78,6 +82,19 @@ pub struct ConfigSource {
 impl ConfigSource {
     /// Loads and validates the configuration (defaults → file → env → these flags).
     pub fn load(&self) -> Result<Config, ConfigFailure> {
+        let config = self.load_unvalidated()?;
+        let problems = config::validate(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigFailure(
+                problems.iter().map(ToString::to_string).collect(),
+            ))
+        }
+    }
+
+    /// Loads the configuration without validating it.
+    pub fn load_unvalidated(&self) -> Result<Config, ConfigFailure> {
         let mut overrides = Overrides::default();
         if let Some(p) = &self.sqlite_path {
             overrides.set("platform.sqlite_path", p.display().to_string());
@@ -88,16 +105,8 @@ impl ConfigSource {
         if let Some(p) = &self.state_path {
             overrides.set("state.path", p.display().to_string());
         }
-        let config = config::load(self.config.as_deref(), &overrides)
-            .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))?;
-        let problems = config::validate(&config);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigFailure(
-                problems.iter().map(ToString::to_string).collect(),
-            ))
-        }
+        config::load(self.config.as_deref(), &overrides)
+            .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))
     }
 }
 
@@ -143,12 +152,130 @@ pub struct RunArgs {
 /// `canary demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// Upper bound of the run (e.g. `75s`, `3m`): the fault timeline is spread over it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "75s")]
+    pub duration: std::time::Duration,
+    /// Fault recipes to inject: `all` or a comma-separated list (see `canary fleet --help`).
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    pub faults: String,
     /// Agents in the synthetic fleet.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 12)]
     pub agents: usize,
-    /// Keep the temp directory (platform DB, state DB, redis log) and print its path.
+    /// Executions per minute across the fleet.
+    #[arg(long, default_value_t = 300.0)]
+    pub rate: f64,
+    /// Seed of the simulation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Watcher interval.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub interval: std::time::Duration,
+    /// Faults injected together.
+    #[arg(long, default_value_t = 3)]
+    pub group: usize,
+    /// Config file read for the Slack webhook only (`alerts.*`; env `CANARY__ALERTS__…` too).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Keep the temp directory (platform DB, state DB) and print its path.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// `canary fleet`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// The platform's SQLite file. Required and never taken from config or env: this WRITES.
+    #[arg(long)]
+    pub sqlite_path: PathBuf,
+    /// The platform's Redis. Required and never taken from config or env: this WRITES.
+    #[arg(long)]
+    pub redis_url: String,
+    /// Create the database file and the platform schema when absent.
+    #[arg(long)]
+    pub init: bool,
+    /// Agents (with --seed-only: agents in the dataset).
+    #[arg(long, default_value_t = 12)]
+    pub agents: usize,
+    /// Seed of every random choice (reproducible runs).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Executions per minute across the fleet.
+    #[arg(long, default_value_t = 240.0)]
+    pub rate: f64,
+    /// Fault recipes to inject (`all` or a comma-separated list), reverted on exit:
+    /// s01-leak, s02-overbook, s03-short-ttl, s04-orphan-meta, s07-stuck-sentinel,
+    /// e01-stuck-running, e02-reversal, e03-no-completed-at, e04-bad-metadata, e05-no-session,
+    /// e06-overdue-schedule, b02-queued-idle, b05-stale-queued, g03-clock-skew,
+    /// g04-leaked-secret, h01-blind, l03-orphan. Each works on its own idle site agent, except
+    /// h01-blind (renames the roster table) and b02-queued-idle (back-dates the drain heartbeat
+    /// key), which touch the whole platform while injected.
+    #[arg(long, value_name = "LIST")]
+    pub faults: Option<String>,
+    /// When the faults are injected, after the start.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub fault_after: std::time::Duration,
+    /// Agent name prefix.
+    #[arg(long, default_value = "fleet-")]
+    pub prefix: String,
+    /// Write a large healthy dataset for benchmarks and exit (implies --init).
+    #[arg(long, requires_all = ["rows", "slots"])]
+    pub seed_only: bool,
+    /// With --seed-only: execution rows.
+    #[arg(long)]
+    pub rows: Option<usize>,
+    /// With --seed-only: slot-set members (running executions).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// With --seed-only: rows spread across the agent-keyed cascade tables.
+    #[arg(long, default_value_t = 0)]
+    pub cascade_rows: usize,
+}
+
+impl FleetArgs {
+    fn into_options(self) -> crate::fleet::drive::FleetOptions {
+        let seed_only = self.seed_only.then(|| crate::fleet::seed::SeedSpec {
+            agents: self.agents,
+            rows: self.rows.unwrap_or(0),
+            slots: self.slots.unwrap_or(0),
+            cascade_rows: self.cascade_rows,
+        });
+        crate::fleet::drive::FleetOptions {
+            sqlite_path: self.sqlite_path,
+            redis_url: self.redis_url,
+            init: self.init,
+            spec: crate::fleet::sim::FleetSpec {
+                agents: self.agents,
+                rate_per_min: self.rate,
+                seed: self.seed,
+                prefix: self.prefix,
+                ..crate::fleet::sim::FleetSpec::default()
+            },
+            duration: self.duration,
+            faults: self.faults,
+            fault_after: self.fault_after,
+            report_every: std::time::Duration::from_secs(10),
+            seed_only,
+        }
+    }
+}
+
+impl DemoArgs {
+    fn into_options(self) -> crate::fleet::demo::DemoOptions {
+        crate::fleet::demo::DemoOptions {
+            duration: self.duration,
+            faults: self.faults,
+            agents: self.agents,
+            rate: self.rate,
+            seed: self.seed,
+            interval: self.interval,
+            group: self.group,
+            keep: self.keep,
+            config: self.config,
+        }
+    }
 }
 
 /// `canary violations`.
@@ -174,6 +301,9 @@ pub struct ViolationsArgs {
 /// `canary invariants`.
 #[derive(Debug, Args)]
 pub struct InvariantsArgs {
+    /// Configuration: its custom invariants are listed after the catalog (marked custom).
+    #[command(flatten)]
+    pub source: ConfigSource,
     /// Output format.
     #[arg(long, value_enum, default_value_t = CatalogFormat::Text)]
     pub format: CatalogFormat,
@@ -257,23 +387,32 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
             Ok(ExitCode::Green)
         }
         Command::Check(args) => check(args).await,
-        Command::Demo(args) => crate::fleet::demo::run(args.agents, args.keep).await,
+        Command::Demo(args) => crate::fleet::demo::run(args.into_options(), shutdown).await,
+        Command::Fleet(args) => crate::fleet::drive::run(args.into_options(), shutdown).await,
         Command::Violations(args) => violations(args),
-        Command::Invariants(args) => {
-            output::print(&match args.format {
-                CatalogFormat::Text => output::catalog_text(),
-                CatalogFormat::Json => serde_json::to_string_pretty(
-                    &CATALOG.iter().map(|i| i.meta()).collect::<Vec<_>>(),
-                )?,
-                CatalogFormat::Markdown => output::catalog_markdown(),
-            });
-            Ok(ExitCode::Green)
-        }
+        Command::Invariants(args) => invariants(&args),
         Command::Config(args) => config_command(args.action),
         Command::Alert(AlertArgs {
             action: AlertAction::Test(source),
         }) => alert_test(&source).await,
     }
+}
+
+/// `canary invariants`: the catalog, then the custom invariants of the configuration (loaded,
+/// not validated: listing must work where the platform database is not reachable).
+fn invariants(args: &InvariantsArgs) -> anyhow::Result<ExitCode> {
+    let config = args.source.load_unvalidated()?;
+    let custom: Vec<&config::CustomInvariant> = config
+        .custom_entries()
+        .into_iter()
+        .map(|c| c.entry)
+        .collect();
+    output::print(&match args.format {
+        CatalogFormat::Text => output::catalog_text(&custom),
+        CatalogFormat::Json => output::catalog_json(&custom)?,
+        CatalogFormat::Markdown => output::catalog_markdown() + &output::custom_markdown(&custom),
+    });
+    Ok(ExitCode::Green)
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {

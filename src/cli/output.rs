@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use canary_invariants::{CATALOG, Need, Outcome};
 
+use crate::config::CustomInvariant;
 use crate::schedule::cycle::{CycleResult, format_ms};
 use crate::store::StoredViolation;
 
@@ -31,7 +32,8 @@ pub fn cycle_text(r: &CycleResult) -> String {
         r.duration_ms
     );
     for (id, outcome) in &r.outcomes {
-        let name = canary_invariants::catalog::find(id).map_or("", |i| i.meta().name);
+        // Custom invariants are not in the catalog; their name is in the configuration.
+        let name = canary_invariants::catalog::find(id).map_or("(custom)", |i| i.meta().name);
         let count = r
             .violations
             .iter()
@@ -109,13 +111,63 @@ pub fn violations_text(rows: &[StoredViolation], total: u64) -> String {
     s
 }
 
-/// The catalog for humans.
-pub fn catalog_text() -> String {
+/// The catalog for humans, then the configured custom invariants (marked `custom`).
+pub fn catalog_text(custom: &[&CustomInvariant]) -> String {
     let mut s = String::new();
     for inv in CATALOG {
         let m = inv.meta();
         let _ = writeln!(s, "{}  {} (tier {}, {})", m.id, m.name, m.tier, m.severity);
         let _ = writeln!(s, "      {}", m.rule);
+    }
+    for c in custom {
+        let disabled = if c.enabled { "" } else { ", disabled" };
+        let _ = writeln!(
+            s,
+            "{}  {} (tier {}, {}, custom{disabled})",
+            c.id, c.name, c.tier, c.severity
+        );
+        let _ = writeln!(s, "      custom SQL: every row returned is one violation");
+    }
+    s
+}
+
+/// A custom invariant as JSON, shaped like a catalog entry plus `"custom": true` and its SQL
+/// (`canary invariants --format json`, `GET /api/canary/invariants`).
+pub fn custom_json(c: &CustomInvariant) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id,
+        "name": c.name,
+        "tier": c.tier,
+        "severity": c.severity,
+        "runbook": c.runbook,
+        "rule": "custom SQL: every row returned is one violation",
+        "sql": c.sql,
+        "enabled": c.enabled,
+        "custom": true,
+    })
+}
+
+/// The catalog as JSON, then the custom invariants.
+pub fn catalog_json(custom: &[&CustomInvariant]) -> serde_json::Result<String> {
+    let mut entries: Vec<serde_json::Value> = CATALOG
+        .iter()
+        .map(|i| serde_json::to_value(i.meta()))
+        .collect::<serde_json::Result<_>>()?;
+    entries.extend(custom.iter().map(|c| custom_json(c)));
+    serde_json::to_string_pretty(&entries)
+}
+
+/// Custom invariants as Markdown, appended to the catalog by `canary invariants --format
+/// markdown` when a configuration defines some (INVARIANTS.md itself is the built-in catalog).
+pub fn custom_markdown(custom: &[&CustomInvariant]) -> String {
+    let mut s = String::new();
+    if custom.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "\n## Custom invariants (from the configuration)\n");
+    let _ = writeln!(s, "| id | name | tier | severity |\n|---|---|---|---|");
+    for c in custom {
+        let _ = writeln!(s, "| {} | {} | {} | {} |", c.id, c.name, c.tier, c.severity);
     }
     s
 }

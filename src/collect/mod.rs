@@ -1,14 +1,20 @@
 //! The collector: reads the platform's SQLite and Redis (read-only) into one [`Snapshot`].
 //!
-//! - [`sqlite`]: roster, executions and cascade orphans in one read transaction.
-//! - [`redis`]: slot sets, slot metadata and the drain heartbeat through a read-only wrapper.
+//! - [`sqlite`]: roster, executions, cascade orphans and schedules in one read transaction.
+//! - [`redis`]: slot sets, slot metadata (and stray metadata hashes) and the drain heartbeat
+//!   through a read-only wrapper.
+//! - [`secrets`]: credential patterns in queued rows' metadata, found here so the text never
+//!   enters the snapshot.
 //! - [`timestamp`]: the one place timestamps are parsed.
+//! - [`custom`]: the operator-defined SQL invariants' statements (run by the cycle right after).
 //!
-//! Both stores are read concurrently. A store that cannot be read is listed in
-//! `sources_unavailable` (and logged at WARN) instead of failing the cycle: the invariants that
-//! need it become *unknown*, never green.
+//! Redis is read first, then SQLite (see [`collect`]: S-01 relies on that order). A store that
+//! cannot be read is listed in `sources_unavailable` (and logged at WARN) instead of failing the
+//! cycle: the invariants that need it become *unknown*, never green.
 
+pub mod custom;
 pub mod redis;
+pub mod secrets;
 pub mod sqlite;
 pub mod timestamp;
 
@@ -69,18 +75,19 @@ pub async fn collect(
     taken_at_ms: i64,
 ) -> Collected {
     let cutoff_ms = taken_at_ms.saturating_sub(recent_terminal_window_ms);
+    // Redis first, then SQLite, never concurrently: the SQL view is then never older than the
+    // Redis view, so a finish caught between its terminal commit and its ZREM shows as a slot
+    // whose row has just completed (S-01's finish grace), never as a running row without a slot.
+    let redis_started = Instant::now();
+    let redis_outcome = redis::collect(cfg).await;
+    let redis_ms = elapsed_ms(redis_started);
     let sql_cfg = cfg.clone();
-    let sql_task = tokio::task::spawn_blocking(move || {
+    let sql_joined = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let outcome = sqlite::collect(&sql_cfg, cutoff_ms);
         (outcome, elapsed_ms(started))
-    });
-    let redis_task = async {
-        let started = Instant::now();
-        let outcome = redis::collect(cfg).await;
-        (outcome, elapsed_ms(started))
-    };
-    let (sql_joined, (redis_outcome, redis_ms)) = tokio::join!(sql_task, redis_task);
+    })
+    .await;
 
     let mut snapshot = Snapshot {
         taken_at_ms,

@@ -1,9 +1,14 @@
 //! The Redis half of the collector: slot sets, slot metadata TTLs and the drain heartbeat, read
 //! through a connection wrapper that can only issue read commands.
 //!
-//! Round trips per collection are fixed: the `SCAN` pages over the slot keys, one pipeline of
-//! `ZRANGE … WITHSCORES` (plus the drain-tick `GET`), one pipeline of `PTTL` + `HGET` for every
-//! slot member. The agent count changes what each pipeline carries, never how many there are.
+//! Round trips per collection are fixed: the `SCAN` pages over the slot keys and the slot
+//! metadata keys (one SCAN for both when the two patterns share a literal prefix, as the
+//! defaults `agent:slots:` and `agent:slot:` do), one pipeline of `ZRANGE … WITHSCORES` (plus the
+//! drain-tick `GET`), one pipeline of `PTTL` + `HGET` for every slot member. The agent count
+//! changes what each pipeline carries, never how many there are. Only a cycle that found a
+//! metadata hash without its member adds one more: after `redis_orphan_recheck_delay` a `PTTL`
+//! of each such hash confirms it is still there (the platform's release does ZREM, then DEL a
+//! few ms later, so a single look cannot tell a stray hash from a release in progress).
 //! Platform data is untrusted: wrong key types, odd scores, non-UTF-8 bytes and garbage numbers
 //! become anomalies; only a connection failure makes the source unavailable.
 
@@ -11,7 +16,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
-use canary_invariants::{Anomaly, KeyTtl, RedisState, SlotMember, SlotMeta, SlotSet, Source};
+use canary_invariants::{
+    Anomaly, KeyTtl, MetaKey, RedisState, SlotMember, SlotMeta, SlotSet, Source,
+};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ErrorKind, Pipeline, Value};
 
@@ -338,7 +345,9 @@ pub struct RedisOutcome {
 
 /// Reads the Redis part of a snapshot. Never panics; only connection failures are `Err`.
 pub async fn collect(cfg: &PlatformConfig) -> RedisOutcome {
-    let slot_pattern = match SlotKeyPattern::parse(&cfg.keys.slots) {
+    let patterns = SlotKeyPattern::parse(&cfg.keys.slots)
+        .and_then(|slots| Ok((slots, MetaKeyPattern::parse(&cfg.keys.slot_meta)?)));
+    let (slot_pattern, meta_pattern) = match patterns {
         Ok(p) => p,
         Err(e) => {
             return RedisOutcome {
@@ -362,40 +371,70 @@ pub async fn collect(cfg: &PlatformConfig) -> RedisOutcome {
             };
         }
     };
-    let result = read_state(&mut redis, cfg, &slot_pattern).await;
+    let result = read_state(&mut redis, cfg, &slot_pattern, &meta_pattern).await;
     RedisOutcome {
         result,
         round_trips: redis.round_trips(),
     }
 }
 
-async fn read_state(
+/// Slot keys and metadata keys, from one SCAN over their common literal prefix, or two SCANs
+/// when the patterns share none (a bare `*` would transfer every key of the database).
+async fn scan_keys(
     redis: &mut ReadOnlyRedis,
     cfg: &PlatformConfig,
     slot_pattern: &SlotKeyPattern,
-) -> Result<(RedisState, Vec<Anomaly>), RedisSourceError> {
-    let keys = &cfg.keys;
-    let mut anomalies = Vec::new();
-
-    let raw_keys = redis
-        .scan_all(&slot_pattern.glob(), cfg.redis_scan_count)
-        .await?;
+    meta_pattern: &MetaKeyPattern,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<(Vec<(String, String)>, Vec<String>), RedisSourceError> {
+    let common = common_prefix(&slot_pattern.prefix, &meta_pattern.prefix);
+    let raw_keys = if common.is_empty() {
+        let mut keys = redis
+            .scan_all(&slot_pattern.glob(), cfg.redis_scan_count)
+            .await?;
+        keys.extend(
+            redis
+                .scan_all(&meta_pattern.glob(), cfg.redis_scan_count)
+                .await?,
+        );
+        keys
+    } else {
+        redis
+            .scan_all(&format!("{}*", glob_escape(common)), cfg.redis_scan_count)
+            .await?
+    };
     let mut slot_keys: Vec<(String, String)> = Vec::with_capacity(raw_keys.len());
+    let mut meta_keys: Vec<String> = Vec::new();
     for raw in raw_keys {
         match String::from_utf8(raw) {
             Ok(key) => match slot_pattern.agent_of(&key) {
                 Some(agent) => slot_keys.push((agent.to_owned(), key)),
-                // The glob is wider than the pattern only when `{agent}` would be empty or the
-                // pattern's literal parts overlap; such keys are not slot sets.
+                // Not a slot set (the glob is wider than the pattern): maybe a metadata hash;
+                // anything else under the prefix is none of canary's business.
+                None if meta_pattern.fits(&key) => meta_keys.push(key),
                 None => continue,
             },
             Err(e) => anomalies.push(anomaly(
                 hex_subject(e.as_bytes()),
-                "slot key is not UTF-8; skipped",
+                "slot or metadata key is not UTF-8; skipped",
             )),
         }
     }
     slot_keys.sort();
+    Ok((slot_keys, meta_keys))
+}
+
+async fn read_state(
+    redis: &mut ReadOnlyRedis,
+    cfg: &PlatformConfig,
+    slot_pattern: &SlotKeyPattern,
+    meta_pattern: &MetaKeyPattern,
+) -> Result<(RedisState, Vec<Anomaly>), RedisSourceError> {
+    let keys = &cfg.keys;
+    let mut anomalies = Vec::new();
+
+    let (slot_keys, raw_meta_keys) =
+        scan_keys(redis, cfg, slot_pattern, meta_pattern, &mut anomalies).await?;
 
     let mut first = ReadBatch::new();
     for (_, key) in &slot_keys {
@@ -445,16 +484,119 @@ async fn read_state(
         });
     }
 
+    let found = resolve_meta_keys(meta_pattern, raw_meta_keys, &slot_sets);
     read_meta(redis, cfg, &mut slot_sets, &mut anomalies).await?;
+    let meta_keys = confirm_strays(redis, cfg, found, &mut anomalies).await?;
     anomalies.sort();
     anomalies.dedup();
     Ok((
         RedisState {
             slot_sets,
             drain_tick_at_ms,
+            meta_keys,
         },
         anomalies,
     ))
+}
+
+/// A metadata key found by SCAN, split into agent and id, and whether a member owned it when the
+/// slot sets were read.
+struct FoundMeta {
+    key: String,
+    agent: String,
+    id: String,
+    owned: bool,
+}
+
+/// Splits every metadata key. Where the split is ambiguous (an agent name or id containing the
+/// pattern's separator), the split naming a present member wins, then one naming an agent that
+/// has a slot set, then the leftmost.
+fn resolve_meta_keys(
+    pattern: &MetaKeyPattern,
+    raw: Vec<String>,
+    slot_sets: &[SlotSet],
+) -> Vec<FoundMeta> {
+    let members: BTreeSet<(&str, &str)> = slot_sets
+        .iter()
+        .flat_map(|s| {
+            s.members
+                .iter()
+                .map(move |m| (s.agent_name.as_str(), m.member.as_str()))
+        })
+        .collect();
+    let agents: BTreeSet<&str> = slot_sets.iter().map(|s| s.agent_name.as_str()).collect();
+    let mut out = Vec::with_capacity(raw.len());
+    for key in raw {
+        let splits = pattern.splits(&key);
+        let chosen = splits
+            .iter()
+            .find(|s| members.contains(s))
+            .or_else(|| splits.iter().find(|(agent, _)| agents.contains(agent)))
+            .or_else(|| splits.first());
+        let Some(&(agent, id)) = chosen else { continue };
+        let owned = members.contains(&(agent, id));
+        let (agent, id) = (agent.to_owned(), id.to_owned());
+        out.push(FoundMeta {
+            key,
+            agent,
+            id,
+            owned,
+        });
+    }
+    out
+}
+
+/// Keeps owned hashes as found; re-reads the others after the recheck delay (one pipeline of
+/// `PTTL`, only when there are any) and keeps those still present, with their TTL.
+async fn confirm_strays(
+    redis: &mut ReadOnlyRedis,
+    cfg: &PlatformConfig,
+    found: Vec<FoundMeta>,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<Vec<MetaKey>, RedisSourceError> {
+    let (owned, strays): (Vec<FoundMeta>, Vec<FoundMeta>) =
+        found.into_iter().partition(|f| f.owned);
+    let mut out: Vec<MetaKey> = owned
+        .into_iter()
+        .map(|f| MetaKey {
+            agent_name: f.agent,
+            execution_id: f.id,
+            orphan_ttl: None,
+        })
+        .collect();
+    if strays.is_empty() {
+        return Ok(out);
+    }
+    tracing::debug!(
+        candidates = strays.len(),
+        delay_ms = cfg.redis_orphan_recheck_delay.as_millis() as u64,
+        "metadata hashes without a member; re-reading after the delay"
+    );
+    tokio::time::sleep(cfg.redis_orphan_recheck_delay).await;
+    let mut batch = ReadBatch::new();
+    for f in &strays {
+        batch.pttl(f.key.as_bytes());
+    }
+    let replies = redis.run(&batch).await?;
+    for (f, reply) in strays.into_iter().zip(replies) {
+        match reply {
+            // Gone: it was a release in progress (ZREM, then DEL).
+            Value::Int(-2) => {}
+            Value::Int(ms) => out.push(MetaKey {
+                agent_name: f.agent,
+                execution_id: f.id,
+                orphan_ttl: Some(KeyTtl::from_pttl(ms)),
+            }),
+            other => anomalies.push(anomaly(
+                f.key,
+                format!(
+                    "PTTL answered {}; stray metadata not judged",
+                    show_value(&other)
+                ),
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// One pipeline for every non-sentinel member's metadata: `PTTL` and `HGET timeout_field`.
@@ -551,6 +693,107 @@ impl SlotKeyPattern {
         key.strip_prefix(self.prefix.as_str())?
             .strip_suffix(self.suffix.as_str())
     }
+}
+
+/// The slot-metadata pattern split around its `{agent}` and `{execution_id}` placeholders
+/// (in either order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MetaKeyPattern {
+    prefix: String,
+    middle: String,
+    suffix: String,
+    agent_first: bool,
+}
+
+impl MetaKeyPattern {
+    fn parse(pattern: &str) -> Result<MetaKeyPattern, RedisSourceError> {
+        let bad =
+            |why: &str| RedisSourceError::Pattern(format!("keys.slot_meta {pattern:?} {why}"));
+        if pattern.matches(AGENT).count() != 1 || pattern.matches(EXECUTION_ID).count() != 1 {
+            return Err(bad(&format!(
+                "must contain {AGENT} and {EXECUTION_ID} exactly once"
+            )));
+        }
+        let (Some(a), Some(e)) = (pattern.find(AGENT), pattern.find(EXECUTION_ID)) else {
+            return Err(bad("lacks a placeholder"));
+        };
+        let agent_first = a < e;
+        let (first, first_len, second, second_len) = if agent_first {
+            (a, AGENT.len(), e, EXECUTION_ID.len())
+        } else {
+            (e, EXECUTION_ID.len(), a, AGENT.len())
+        };
+        let part = |from: usize, to: usize| {
+            pattern
+                .get(from..to)
+                .map(str::to_owned)
+                .ok_or_else(|| bad("has overlapping placeholders"))
+        };
+        Ok(MetaKeyPattern {
+            prefix: part(0, first)?,
+            middle: part(first + first_len, second)?,
+            suffix: part(second + second_len, pattern.len())?,
+            agent_first,
+        })
+    }
+
+    /// The `SCAN MATCH` glob: literal parts escaped, placeholders → `*`.
+    fn glob(&self) -> String {
+        format!(
+            "{}*{}*{}",
+            glob_escape(&self.prefix),
+            glob_escape(&self.middle),
+            glob_escape(&self.suffix)
+        )
+    }
+
+    /// Whether `key` could be a metadata key of this pattern.
+    fn fits(&self, key: &str) -> bool {
+        !self.splits(key).is_empty()
+    }
+
+    /// Every way `key` splits into non-empty (agent, execution id) parts.
+    fn splits<'k>(&self, key: &'k str) -> Vec<(&'k str, &'k str)> {
+        let Some(inner) = key
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_suffix(self.suffix.as_str()))
+        else {
+            return Vec::new();
+        };
+        let cuts: Vec<usize> = if self.middle.is_empty() {
+            inner.char_indices().map(|(i, _)| i).collect()
+        } else {
+            inner
+                .match_indices(self.middle.as_str())
+                .map(|(i, _)| i)
+                .collect()
+        };
+        cuts.into_iter()
+            .filter_map(|at| {
+                let first = inner.get(..at)?;
+                let second = inner.get(at + self.middle.len()..)?;
+                if first.is_empty() || second.is_empty() {
+                    return None;
+                }
+                Some(if self.agent_first {
+                    (first, second)
+                } else {
+                    (second, first)
+                })
+            })
+            .collect()
+    }
+}
+
+/// The longest common prefix of two strings, on a char boundary.
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let len = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map(|((i, _), _)| i)
+        .unwrap_or_else(|| a.len().min(b.len()));
+    a.get(..len).unwrap_or("")
 }
 
 fn glob_escape(literal: &str) -> String {
@@ -774,6 +1017,60 @@ mod tests {
 
         assert!(SlotKeyPattern::parse("agent:slots").is_err());
         assert!(SlotKeyPattern::parse("{agent}:{agent}").is_err());
+    }
+
+    #[test]
+    fn meta_pattern_splits_keys() {
+        let p = MetaKeyPattern::parse("agent:slot:{agent}:{execution_id}").unwrap();
+        assert_eq!(p.glob(), "agent:slot:*:*");
+        assert_eq!(p.splits("agent:slot:alpha:42"), [("alpha", "42")]);
+        assert_eq!(
+            p.splits("agent:slot:a:b:c"),
+            [("a", "b:c"), ("a:b", "c")],
+            "ambiguous: every split, leftmost first"
+        );
+        assert!(p.splits("agent:slots:alpha").is_empty());
+        assert!(p.splits("agent:slot:alpha:").is_empty());
+        assert!(!p.fits("agent:slot:alpha"));
+
+        let p = MetaKeyPattern::parse("m/{execution_id}/{agent}/h").unwrap();
+        assert_eq!(p.glob(), "m/*/*/h");
+        assert_eq!(p.splits("m/7/bob/h"), [("bob", "7")]);
+
+        assert!(MetaKeyPattern::parse("agent:slot:{agent}").is_err());
+        assert!(MetaKeyPattern::parse("{agent}{agent}:{execution_id}").is_err());
+    }
+
+    #[test]
+    fn ambiguous_meta_keys_prefer_present_members() {
+        let p = MetaKeyPattern::parse("agent:slot:{agent}:{execution_id}").unwrap();
+        let set = SlotSet {
+            agent_name: "a:b".to_owned(),
+            members: vec![SlotMember {
+                member: "c".to_owned(),
+                acquired_at_ms: Some(0),
+                sentinel: false,
+                meta: None,
+            }],
+        };
+        let found = resolve_meta_keys(
+            &p,
+            vec!["agent:slot:a:b:c".to_owned(), "agent:slot:a:b:d".to_owned()],
+            &[set],
+        );
+        let got: Vec<_> = found
+            .iter()
+            .map(|f| (f.agent.as_str(), f.id.as_str(), f.owned))
+            .collect();
+        assert_eq!(got, [("a:b", "c", true), ("a:b", "d", false)]);
+    }
+
+    #[test]
+    fn common_prefixes() {
+        assert_eq!(common_prefix("agent:slots:", "agent:slot:"), "agent:slot");
+        assert_eq!(common_prefix("x", "y"), "");
+        assert_eq!(common_prefix("ab", "abc"), "ab");
+        assert_eq!(common_prefix("é1", "é2"), "é");
     }
 
     #[test]

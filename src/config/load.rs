@@ -42,7 +42,8 @@ const SECRET_PATHS: [&str; 2] = ["alerts.slack.webhook_url", "http.admin_token"]
 
 /// Optional string-typed keys. Their default is `None`, so the serialized default tree cannot
 /// tell that they are strings; they are listed here so their values are taken verbatim.
-const OPTIONAL_STRING_PATHS: [&str; 5] = [
+const OPTIONAL_STRING_PATHS: [&str; 6] = [
+    "custom_invariants_dir",
     "schedule.cron",
     "alerts.slack.webhook_url",
     "alerts.slack.webhook_url_file",
@@ -358,10 +359,12 @@ pub fn load_from(
 
     prune_nulls(&mut tree);
     normalize(&mut tree, &template, &mut Vec::new())?;
-    deserialize(tree, &origins)
+    let mut config = deserialize(tree, &origins)?;
+    super::custom::load_dir(&mut config, file.as_deref())?;
+    Ok(config)
 }
 
-fn yaml_options() -> serde_saphyr::Options {
+pub(super) fn yaml_options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     // YAML 1.1 booleans would turn a status word or name such as `y`, `no` or `off` into a
     // boolean before the typed structs see it.
@@ -396,7 +399,7 @@ fn read_file(path: &Path) -> Result<Value, ConfigError> {
     }
 }
 
-fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> ConfigError {
+pub(super) fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> ConfigError {
     let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
     let mut message = error.without_snippet().to_string();
     // The location is reported separately; drop the parser's own copy of it.

@@ -2,6 +2,7 @@
 //! environment → flags (`load.rs`), validation that reports every problem (`validate.rs`), and the
 //! redacted [`Secret`] type (`secret.rs`).
 
+pub mod custom;
 mod load;
 pub mod platform;
 mod secret;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use canary_invariants::Params;
 use serde::{Deserialize, Serialize};
 
+pub use custom::{CustomInvariant, CustomLimits};
 pub use load::{CONFIG_ENV, ENV_PREFIX, example, load_from, load_validated, show};
 pub use load::{ConfigError, Overrides, load};
 pub use platform::PlatformConfig;
@@ -37,11 +39,17 @@ pub struct Config {
     pub log: LogConfig,
     /// Per-invariant overrides: enabled, severity, thresholds.
     pub invariants: Params,
-    /// Operator-defined SQL invariants (DESIGN §5). The key is accepted so DESIGN's sample
-    /// config loads; entries are rejected by validation until they are implemented, because
-    /// silently skipping a check an operator asked for would be a silent green.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub custom_invariants: Vec<serde_json::Value>,
+    /// Operator-defined SQL invariants (DESIGN §5; see [`custom`] for the format and rules).
+    pub custom_invariants: Vec<CustomInvariant>,
+    /// A directory of `*.yaml` / `*.yml` files holding more custom invariants (one entry or a
+    /// list per file). Relative to the config file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_invariants_dir: Option<PathBuf>,
+    /// Row and time limits of every custom statement (entries may override them).
+    pub custom_limits: CustomLimits,
+    /// The entries read from `custom_invariants_dir` when the configuration was loaded.
+    #[serde(skip)]
+    pub custom_from_dir: Vec<custom::DirEntry>,
 }
 
 /// canary's own state database.

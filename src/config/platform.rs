@@ -29,6 +29,11 @@ pub struct PlatformConfig {
     pub redis_response_timeout: Duration,
     /// `COUNT` hint for `SCAN` (large: fewer round trips).
     pub redis_scan_count: u32,
+    /// A slot metadata hash whose member was absent is re-read after this delay and reported
+    /// (S-04) only if it still exists: release does ZREM, then DEL a few ms later. Spent only in
+    /// cycles that saw such a hash.
+    #[serde(with = "humantime_serde")]
+    pub redis_orphan_recheck_delay: Duration,
     /// Redis key patterns.
     pub keys: RedisKeys,
     /// Table and column names.
@@ -50,6 +55,7 @@ impl Default for PlatformConfig {
             redis_connect_timeout: Duration::from_secs(1),
             redis_response_timeout: Duration::from_secs(2),
             redis_scan_count: 5000,
+            redis_orphan_recheck_delay: Duration::from_secs(1),
             keys: RedisKeys::default(),
             tables: Tables::default(),
             statuses: Statuses::default(),
@@ -95,6 +101,8 @@ pub struct Tables {
     pub agents: AgentsTable,
     /// Execution rows.
     pub executions: ExecutionsTable,
+    /// Schedules (E-06).
+    pub schedules: SchedulesTable,
 }
 
 /// `agent_ownership` and its columns.
@@ -174,6 +182,38 @@ impl Default for ExecutionsTable {
             session_id: "claude_session_id".to_owned(),
             lease_expires_at: "lease_expires_at".to_owned(),
             backlog_metadata: "backlog_metadata".to_owned(),
+        }
+    }
+}
+
+/// `agent_schedules` and its columns. Without the table (or one of `id`, `agent_name`,
+/// `enabled`, `next_run_at`) E-06 is unknown; without `deleted_at` no schedule counts as deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulesTable {
+    /// Table name.
+    pub table: String,
+    /// Required for E-06.
+    pub id: String,
+    /// Required for E-06.
+    pub agent_name: String,
+    /// Required for E-06; truthy = enabled.
+    pub enabled: String,
+    /// Required for E-06; when the schedule should next run.
+    pub next_run_at: String,
+    /// Optional; non-NULL = soft-deleted.
+    pub deleted_at: String,
+}
+
+impl Default for SchedulesTable {
+    fn default() -> Self {
+        SchedulesTable {
+            table: "agent_schedules".to_owned(),
+            id: "id".to_owned(),
+            agent_name: "agent_name".to_owned(),
+            enabled: "enabled".to_owned(),
+            next_run_at: "next_run_at".to_owned(),
+            deleted_at: "deleted_at".to_owned(),
         }
     }
 }

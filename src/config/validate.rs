@@ -49,14 +49,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     http(config, &mut out);
     log(config, &mut out);
     invariants(config, &mut out);
-    if !config.custom_invariants.is_empty() {
-        push(
-            &mut out,
-            "custom_invariants",
-            "custom SQL invariants are not supported by this version yet; remove the entries \
-             (they would otherwise be silently skipped)",
-        );
-    }
+    super::custom::validate(config, &mut out);
     out
 }
 
@@ -74,6 +67,9 @@ fn identifier(out: &mut Vec<Problem>, path: &str, name: &str) {
         );
     }
 }
+
+/// Upper bound of `platform.redis_orphan_recheck_delay`.
+const MAX_ORPHAN_RECHECK_DELAY: Duration = Duration::from_secs(10);
 
 fn at_least(out: &mut Vec<Problem>, path: &str, value: Duration, min: Duration) {
     if value < min {
@@ -140,12 +136,13 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
             "must contain {agent} exactly once",
         );
     }
+    // Exactly once: S-04 splits the metadata keys it finds back into agent and id.
     for placeholder in ["{agent}", "{execution_id}"] {
-        if !keys.slot_meta.contains(placeholder) {
+        if keys.slot_meta.matches(placeholder).count() != 1 {
             push(
                 out,
                 "platform.keys.slot_meta",
-                format!("must contain {placeholder}"),
+                format!("must contain {placeholder} exactly once"),
             );
         }
     }
@@ -184,6 +181,30 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
         ("backlog_metadata", &executions.backlog_metadata),
     ] {
         identifier(out, &format!("platform.tables.executions.{column}"), name);
+    }
+
+    let schedules = &p.tables.schedules;
+    for (column, name) in [
+        ("table", &schedules.table),
+        ("id", &schedules.id),
+        ("agent_name", &schedules.agent_name),
+        ("enabled", &schedules.enabled),
+        ("next_run_at", &schedules.next_run_at),
+        ("deleted_at", &schedules.deleted_at),
+    ] {
+        identifier(out, &format!("platform.tables.schedules.{column}"), name);
+    }
+    // The delay is spent inside the cycle (only when a stray metadata hash was seen).
+    if p.redis_orphan_recheck_delay > MAX_ORPHAN_RECHECK_DELAY {
+        push(
+            out,
+            "platform.redis_orphan_recheck_delay",
+            format!(
+                "must be at most {} (got {})",
+                humantime::format_duration(MAX_ORPHAN_RECHECK_DELAY),
+                humantime::format_duration(p.redis_orphan_recheck_delay)
+            ),
+        );
     }
 
     statuses(p, out);
@@ -463,6 +484,25 @@ fn invariants(config: &Config, out: &mut Vec<Problem>) {
             "must be a number greater than 0",
         );
     }
+    non_negative(out, "invariants.S-04.grace_seconds", p.s04.grace_seconds);
+    seconds_at_least(
+        out,
+        "invariants.E-03.window_seconds",
+        p.e03.window_seconds,
+        1,
+    );
+    seconds_at_least(
+        out,
+        "invariants.E-05.max_age_seconds",
+        p.e05.max_age_seconds,
+        0,
+    );
+    seconds_at_least(
+        out,
+        "invariants.E-06.max_overdue_seconds",
+        p.e06.max_overdue_seconds,
+        0,
+    );
 }
 
 /// A whole-seconds threshold that must be at least `min` (0: "0 or more", 1: "greater than 0").
@@ -578,6 +618,30 @@ mod tests {
     }
 
     #[test]
+    fn extended_catalog_settings_are_checked() {
+        let mut c = Config::default();
+        c.platform.tables.schedules.next_run_at = "next run".to_owned();
+        c.platform.redis_orphan_recheck_delay = Duration::from_secs(11);
+        c.invariants.s04.grace_seconds = f64::INFINITY;
+        c.invariants.e03.window_seconds = 0;
+        c.invariants.e05.max_age_seconds = -1;
+        c.invariants.e06.max_overdue_seconds = -1;
+        let problems = validate(&c);
+        assert_eq!(
+            paths(&problems),
+            [
+                "platform.tables.schedules.next_run_at",
+                "platform.redis_orphan_recheck_delay",
+                "invariants.S-04.grace_seconds",
+                "invariants.E-03.window_seconds",
+                "invariants.E-05.max_age_seconds",
+                "invariants.E-06.max_overdue_seconds",
+            ],
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
     fn overlapping_status_lists_name_the_word() {
         let mut c = Config::default();
         c.platform.statuses.terminal.push("running".to_owned());
@@ -652,15 +716,25 @@ mod tests {
     }
 
     #[test]
-    fn custom_invariants_key_loads_empty_but_entries_are_refused() {
+    fn custom_invariant_entries_are_validated() {
         let mut config = Config::default();
         assert!(validate(&config).is_empty());
         config
             .custom_invariants
-            .push(serde_json::json!({"id": "C-01"}));
+            .push(crate::config::CustomInvariant {
+                id: "S-01".to_owned(),
+                name: "shadow".to_owned(),
+                tier: canary_invariants::Tier::A,
+                severity: canary_invariants::Severity::Major,
+                runbook: String::new(),
+                sql: "SELECT 1".to_owned(),
+                enabled: true,
+                row_limit: None,
+                timeout: None,
+            });
         let problems = validate(&config);
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].path, "custom_invariants");
+        assert_eq!(paths(&problems), ["custom_invariants[0].id"]);
+        assert!(problems[0].message.contains("built-in"), "{problems:?}");
     }
 
     #[test]

@@ -1,188 +1,660 @@
-//! `canary demo`: the whole story in one command, on a machine with nothing but `redis-server`.
+//! `canary demo`: the whole story, continuously, on a machine with nothing but `redis-server`.
 //!
-//! In a temp directory it creates a platform database from the fixture schema, starts a private
-//! `redis-server`, seeds a small healthy fleet, and runs three real cycles through the same
-//! sequencer as `canary check`: healthy (all green), with one fault per core invariant (each red,
-//! one fired transition each), and after reverting the faults (all green, one resolved each).
-//! It exits 0 only when every fault was detected, nothing else fired, and everything resolved.
+//! A temp directory gets a platform database, a private `redis-server` and a simulated fleet
+//! churning through executions ([`crate::fleet::sim`]). The watcher runs on a short interval
+//! through the daemon's own schedule loop and [`CycleRunner`]. Fault recipes
+//! ([`crate::fleet::faults`]) are injected a few at a time on a timeline spread over
+//! `--duration`, each reverted once detected; every fired and resolved alert is printed as Slack
+//! would show it (and sent, when a webhook is configured). A summary table closes the run.
+//!
+//! Exit 0 only when every injected fault was detected, fired exactly once, resolved exactly once,
+//! and nothing else fired (no false alarm from the churn around it).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use canary_invariants::Outcome;
+use canary_invariants::{Outcome, Severity, Transition, TransitionKind, Violation, catalog};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use crate::alert::{Deliverer, slack};
 use crate::cli::ExitCode;
 use crate::cli::output;
-use crate::config::Config;
-use crate::fleet::platform::{self, Platform, SLOT_TTL_BUFFER_SECONDS};
-use crate::fleet::redis_server::RedisServer;
-use crate::schedule::cycle::{self, CycleRequest, CycleResult, Trigger, now_ms};
+use crate::config::{self, Config, Overrides};
+use crate::fleet::faults::{self, Recipe};
+use crate::fleet::rig::Rig;
+use crate::fleet::sim::FleetSpec;
+use crate::schedule::cycle::CycleResult;
+use crate::schedule::runner::CycleRunner;
+use crate::schedule::scheduler::{self, Schedule};
+use crate::schedule::timing::Cadence;
 use crate::store::StateDb;
 
-/// Per-execution timeout used by the demo (lower than the agents' 900 s cap on purpose: S-03 must
-/// judge a slot by its own timeout).
-const TIMEOUT_SECONDS: i64 = 600;
-
-/// One fault: which invariant it breaks and how.
-struct Fault {
-    invariant: &'static str,
-    what: &'static str,
+/// What `canary demo` runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Upper bound of the whole run.
+    pub duration: Duration,
+    /// `all` or a comma-separated list of recipes.
+    pub faults: String,
+    /// Simulated agents.
+    pub agents: usize,
+    /// Executions per minute across the fleet.
+    pub rate: f64,
+    /// Seed of the simulation.
+    pub seed: u64,
+    /// Watcher interval.
+    pub interval: Duration,
+    /// Faults injected together.
+    pub group: usize,
+    /// Keep the temp directory.
+    pub keep: bool,
+    /// Config file for the Slack webhook (`alerts.*` only; defaults → file → env).
+    pub config: Option<PathBuf>,
 }
 
-const FAULTS: [Fault; 4] = [
-    Fault {
-        invariant: "S-01",
-        what: "agent-01 finished an execution but never released its slot",
-    },
-    Fault {
-        invariant: "E-02",
-        what: "a stale writer flipped a finished execution to pending_retry",
-    },
-    Fault {
-        invariant: "L-03",
-        what: "agent-zz deleted from the roster, its tags left behind",
-    },
-    Fault {
-        invariant: "S-03",
-        what: "agent-02's running slot re-expired to 60 s",
-    },
-];
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            duration: Duration::from_secs(75),
+            faults: "all".to_owned(),
+            agents: 12,
+            rate: 300.0,
+            seed: 42,
+            interval: Duration::from_secs(1),
+            group: 3,
+            keep: false,
+            config: None,
+        }
+    }
+}
+
+/// One injected recipe's record.
+#[derive(Debug)]
+struct Track {
+    recipe: &'static Recipe,
+    injected_at_ms: Option<i64>,
+    reverted_at_ms: Option<i64>,
+    /// Cycles (taken after the injection) until the invariant was first red.
+    detected_after: Option<u32>,
+    cycles_since_inject: u32,
+    fired: u32,
+    resolved: u32,
+    error: Option<String>,
+}
+
+/// The printer: one line per event, prefixed with the seconds since the start.
+struct Timeline {
+    start: Instant,
+}
+
+impl Timeline {
+    fn line(&self, text: &str) {
+        output::print(&format!(
+            "[{:>6.1}s] {text}",
+            self.start.elapsed().as_secs_f64()
+        ));
+    }
+}
 
 /// Runs the demo.
-pub async fn run(agents: usize, keep: bool) -> anyhow::Result<ExitCode> {
-    let dir = tempfile::Builder::new().prefix("canary-demo-").tempdir()?;
-    let redis = RedisServer::start().context("starting a private redis-server for the demo")?;
-    let platform_db = dir.path().join("platform.db");
-    platform::create_db(&platform_db)?;
-
-    let mut config = Config::default();
-    config.platform.sqlite_path = platform_db.clone();
-    config.platform.redis_url = redis.url();
-    config.state.path = dir.path().join("state.db");
-
-    let mut fleet = Platform::connect(&platform_db, &redis.url()).await?;
-    let now = now_ms();
-    seed(&mut fleet, agents.max(3), now).await?;
-    let mut db = StateDb::open(&config.state.path)?;
-    let mut log = String::new();
-
-    let healthy = cycle_once(&config, &mut db).await?;
-    describe(&mut log, "1. healthy fleet", &healthy);
-
-    inject(&mut fleet, now).await?;
-    let faulty = cycle_once(&config, &mut db).await?;
-    describe(&mut log, "2. one fault per core invariant", &faulty);
-
-    revert(&mut fleet).await?;
-    let repaired = cycle_once(&config, &mut db).await?;
-    describe(&mut log, "3. faults reverted", &repaired);
-
-    let mut ok = healthy.verdict() == Outcome::Green && repaired.verdict() == Outcome::Green;
-    let _ = writeln!(
-        log,
-        "\n{:<6} {:<62} {:<9} {:<8} resolved",
-        "id", "fault", "detected", "fired"
-    );
-    for fault in &FAULTS {
-        let detected = faulty.outcomes.get(fault.invariant) == Some(&Outcome::Red);
-        let fired = count(&faulty, fault.invariant, "fired");
-        let resolved = count(&repaired, fault.invariant, "resolved");
-        ok &= detected && fired == 1 && resolved == 1;
-        let _ = writeln!(
-            log,
-            "{:<6} {:<62} {:<9} {:<8} {}",
-            fault.invariant,
-            fault.what,
-            if detected { "yes" } else { "NO" },
-            fired,
-            resolved
-        );
+pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let tl = Timeline {
+        start: Instant::now(),
+    };
+    let selected = faults::parse_list(&opts.faults).map_err(anyhow::Error::msg)?;
+    let (recipes, missing): (Vec<&'static Recipe>, Vec<&'static Recipe>) = selected
+        .into_iter()
+        .partition(|r| catalog::find(r.invariant).is_some());
+    for r in &missing {
+        tl.line(&format!(
+            "skip {}: invariant {} is not in this build's catalog",
+            r.name, r.invariant
+        ));
     }
-    let false_alarms = faulty.transitions.len() - FAULTS.len().min(faulty.transitions.len());
-    ok &= false_alarms == 0;
-    let _ = writeln!(
-        log,
-        "\n{}: every fault detected within one cycle, {} false alarm(s).",
-        if ok { "PASS" } else { "FAIL" },
-        false_alarms
+
+    let spec = FleetSpec {
+        agents: opts.agents.max(1),
+        rate_per_min: opts.rate,
+        seed: opts.seed,
+        ..FleetSpec::default()
+    };
+    let mut rig = Rig::start(&spec, &recipes)
+        .await
+        .context("starting the synthetic platform")?;
+    let caps: Vec<i64> = crate::fleet::sim::plan(&spec)
+        .iter()
+        .map(|p| p.cap)
+        .collect();
+    tl.line(&format!(
+        "platform up in {}: {} agents (caps {}–{}), ~{:.0} executions/min, seed {}, {} fault sites, redis {}",
+        rig.dir().display(),
+        spec.agents,
+        caps.iter().min().unwrap_or(&0),
+        caps.iter().max().unwrap_or(&0),
+        spec.rate_per_min,
+        spec.seed,
+        recipes.len(),
+        rig.redis_url()
+    ));
+
+    let config = demo_config(&opts, &rig)?;
+    let webhook = config
+        .webhook_url()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .context("reading the Slack webhook")?;
+    let stop = CancellationToken::new();
+    let deliverer = match webhook {
+        Some(url) => {
+            let d = Deliverer::new(&config.state.path, Some(url), config.alerts.clone())?;
+            tl.line("Slack webhook configured: alerts are sent as well as printed");
+            let cancel = CancellationToken::new();
+            Some((cancel.clone(), tokio::spawn(d.run(cancel))))
+        }
+        None => None,
+    };
+    let runner = CycleRunner::new(
+        Arc::new(config.clone()),
+        StateDb::open(&config.state.path).context("opening the demo's state database")?,
     );
-    if keep {
-        let kept = dir.keep();
-        let _ = writeln!(log, "kept {}", kept.display());
+    let (tx, mut rx) = mpsc::unbounded_channel::<CycleResult>();
+    let schedule = Schedule {
+        cadence: Cadence::Interval(opts.interval),
+        startup_delay: Duration::ZERO,
+        jitter: Duration::ZERO,
+    };
+    let watcher = tokio::spawn(scheduler::run_schedule(
+        runner,
+        schedule,
+        stop.clone(),
+        move |result: &CycleResult| {
+            let _ = tx.send(result.clone());
+        },
+    ));
+    tl.line(&format!(
+        "watcher: a cycle every {} through the daemon's schedule loop (H-01 confirms after {} s)",
+        humantime::format_duration(opts.interval),
+        config.invariants.h01.confirm_after_seconds
+    ));
+
+    let mut show = Show::new(&tl);
+    let mut tracks: Vec<Track> = recipes
+        .iter()
+        .map(|r| Track {
+            recipe: r,
+            injected_at_ms: None,
+            reverted_at_ms: None,
+            detected_after: None,
+            cycles_since_inject: 0,
+            fired: 0,
+            resolved: 0,
+            error: None,
+        })
+        .collect();
+    let groups = groups_of(&recipes, opts.group.max(1));
+    let deadline = tl.start + opts.duration;
+    let warmup = opts.interval * 3;
+    let cooldown = opts.interval * 3;
+    let budget = opts
+        .duration
+        .saturating_sub(tl.start.elapsed() + warmup + cooldown);
+    let slot = budget / u32::try_from(groups.len().max(1)).unwrap_or(1);
+
+    let mut ctx = Ctx {
+        rx: &mut rx,
+        show: &mut show,
+        tracks: &mut tracks,
+        shutdown: &shutdown,
+    };
+    let interrupted = 'timeline: {
+        if ctx.wait_cycles(3, deadline).await.is_err() {
+            break 'timeline true;
+        }
+        for (n, group) in groups.iter().enumerate() {
+            let group_end = Instant::now() + slot;
+            if Instant::now() + opts.interval * 6 > deadline {
+                ctx.show.tl.line(&format!(
+                    "out of time: {} group(s) not run (raise --duration)",
+                    groups.len() - n
+                ));
+                break;
+            }
+            // Inject right after a cycle: an injection is several writes to two stores (a
+            // backdated row, then its slot), which a cycle must not catch half-way, just as the
+            // platform's own writes are never caught half-way outside S-01's grace.
+            if ctx.wait_cycles(1, deadline).await.is_err() {
+                break 'timeline true;
+            }
+            for r in group {
+                let at = crate::fleet::sim::now_ms();
+                let what = rig.injector.inject(r).await;
+                let track = ctx.track(r.name);
+                match what {
+                    Ok(what) => {
+                        track.injected_at_ms = Some(at);
+                        ctx.show
+                            .tl
+                            .line(&format!("INJECT {:<22} → {}: {what}", r.name, r.invariant));
+                    }
+                    Err(e) => {
+                        track.error = Some(e.to_string());
+                        ctx.show.tl.line(&format!("INJECT {} failed: {e}", r.name));
+                    }
+                }
+            }
+            let detect_by = group.iter().map(|r| r.cycles_to_detect).max().unwrap_or(1) + 3;
+            if ctx
+                .until(
+                    deadline,
+                    detect_by,
+                    |t| t.injected_at_ms.is_none() || t.detected_after.is_some(),
+                    group,
+                )
+                .await
+                .is_err()
+            {
+                break 'timeline true;
+            }
+            for r in group {
+                if !rig.injector.is_active(r) {
+                    continue;
+                }
+                let at = crate::fleet::sim::now_ms();
+                match rig.injector.revert(r).await {
+                    Ok(what) => {
+                        ctx.track(r.name).reverted_at_ms = Some(at);
+                        ctx.show.tl.line(&format!("REVERT {:<22} → {what}", r.name));
+                    }
+                    Err(e) => {
+                        ctx.track(r.name).error = Some(e.to_string());
+                        ctx.show.tl.line(&format!("REVERT {} failed: {e}", r.name));
+                    }
+                }
+            }
+            if ctx
+                .until(
+                    deadline,
+                    4,
+                    |t| t.injected_at_ms.is_none() || t.resolved > 0,
+                    group,
+                )
+                .await
+                .is_err()
+            {
+                break 'timeline true;
+            }
+            // Quiet time: the fleet churns on, nothing may fire.
+            let quiet_until = group_end.min(deadline);
+            if ctx.until_instant(quiet_until).await.is_err() {
+                break 'timeline true;
+            }
+        }
+        ctx.wait_cycles(3, deadline + cooldown).await.is_err()
+    };
+
+    stop.cancel();
+    let _ = watcher.await;
+    while let Ok(result) = rx.try_recv() {
+        show.cycle(&result, &mut tracks);
     }
-    output::print(&log);
+    if let Some((cancel, task)) = deliverer {
+        // The last resolved alerts were queued a moment ago: give the deliverer time to post
+        // them (it paces itself to one message per `min_interval`).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cancel.cancel();
+        let _ = task.await;
+    }
+    let stats = rig.stop().await.context("stopping the fleet")?;
+    tl.line(&format!("fleet stopped: {stats}"));
+
+    let (text, ok) = summary(&tracks, &missing, &show);
+    output::print(&text);
+    if opts.keep {
+        let kept = rig.keep();
+        output::print(&format!("kept {}", kept.display()));
+    }
+    if interrupted {
+        output::print("interrupted");
+        return Ok(ExitCode::Failure);
+    }
     Ok(if ok { ExitCode::Green } else { ExitCode::Red })
 }
 
-async fn cycle_once(config: &Config, db: &mut StateDb) -> anyhow::Result<CycleResult> {
-    let request = CycleRequest {
-        trigger: Trigger::Manual,
-        only: None,
+/// The demo's configuration: built-in defaults (the watched platform is the rig, the state
+/// database lives beside it) with H-01's confirmation shortened to the interval, and only the
+/// `alerts` section taken from the operator's config file and environment (the Slack webhook).
+fn demo_config(opts: &DemoOptions, rig: &Rig) -> anyhow::Result<Config> {
+    let loaded = config::load(opts.config.as_deref(), &Overrides::default())
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let mut config = Config {
+        alerts: loaded.alerts,
+        platform: rig.platform_config(),
+        ..Config::default()
     };
-    Ok(cycle::run_cycle(config, db, &request).await?)
+    config.state.path = rig.dir().join("state.db");
+    config.schedule.interval = opts.interval;
+    // H-01 must see its suspicion last one interval; with a 1 s interval, 1 s.
+    config.invariants.h01.confirm_after_seconds =
+        i64::try_from(opts.interval.as_secs().max(1)).unwrap_or(1);
+    Ok(config)
 }
 
-fn count(result: &CycleResult, id: &str, kind: &str) -> usize {
-    result
-        .transitions
-        .iter()
-        .filter(|t| t.invariant_id == id && t.kind == kind)
-        .count()
+/// Groups of up to `size` recipes; H-01 always alone (while it is injected the SQLite source
+/// is unavailable, so every SQLite invariant is unknown and could not detect anything).
+fn groups_of(recipes: &[&'static Recipe], size: usize) -> Vec<Vec<&'static Recipe>> {
+    let (alone, rest): (Vec<&'static Recipe>, Vec<&'static Recipe>) =
+        recipes.iter().partition(|r| r.name == "h01-blind");
+    let mut groups: Vec<Vec<&'static Recipe>> = rest.chunks(size).map(<[_]>::to_vec).collect();
+    groups.extend(alone.into_iter().map(|r| vec![r]));
+    groups
 }
 
-fn describe(log: &mut String, title: &str, result: &CycleResult) {
-    let _ = writeln!(log, "── cycle {title} ──");
-    log.push_str(&output::cycle_text(result));
+/// The main loop's view: the cycle results, the printer and the tracks.
+struct Ctx<'a, 'b> {
+    rx: &'a mut mpsc::UnboundedReceiver<CycleResult>,
+    show: &'a mut Show<'b>,
+    tracks: &'a mut Vec<Track>,
+    shutdown: &'a CancellationToken,
 }
 
-/// A healthy fleet: `agents` live agents with two running executions each, recent finished
-/// executions, a drain sentinel, a soft-deleted agent with retained rows, and an idle agent
-/// (`agent-zz`) that the L-03 fault deletes.
-async fn seed(fleet: &mut Platform, agents: usize, now: i64) -> anyhow::Result<()> {
-    for a in 1..=agents {
-        let agent = format!("agent-{a:02}");
-        fleet.add_agent(&agent, 3, 900)?;
-        fleet.add_tag(&agent, "demo")?;
-        for e in 0..2 {
-            let started = now - 120_000 - 1_000 * e;
-            fleet
-                .start(
-                    &agent,
-                    &format!("{agent}-run-{e}"),
-                    TIMEOUT_SECONDS,
-                    started,
-                )
-                .await?;
-        }
-        fleet.add_finished(&agent, &format!("{agent}-done-0"), "success", now - 300_000)?;
+/// Ctrl-C.
+struct Interrupted;
+
+impl Ctx<'_, '_> {
+    fn track(&mut self, name: &str) -> &mut Track {
+        let i = self
+            .tracks
+            .iter()
+            .position(|t| t.recipe.name == name)
+            .unwrap_or(0);
+        &mut self.tracks[i]
     }
-    fleet.add_sentinel("agent-01", "drain-demo", now).await?;
-    fleet.add_agent("agent-retired", 3, 900)?;
-    fleet.add_tag("agent-retired", "legacy")?;
-    fleet.soft_delete_agent("agent-retired", now - 86_400_000)?;
-    fleet.add_agent("agent-zz", 3, 900)?;
-    fleet.add_tag("agent-zz", "to-be-deleted")?;
-    Ok(())
+
+    /// The next cycle result, or `None` past `deadline`.
+    async fn next(&mut self, deadline: Instant) -> Result<Option<CycleResult>, Interrupted> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        tokio::select! {
+            () = self.shutdown.cancelled() => Err(Interrupted),
+            r = tokio::time::timeout(wait, self.rx.recv()) => Ok(r.ok().flatten()),
+        }
+    }
+
+    async fn wait_cycles(&mut self, n: u32, deadline: Instant) -> Result<(), Interrupted> {
+        for _ in 0..n {
+            let Some(result) = self.next(deadline).await? else {
+                return Ok(());
+            };
+            self.show.cycle(&result, self.tracks);
+        }
+        Ok(())
+    }
+
+    /// Consumes cycles until `done` holds for every track of `group`, at most `max` cycles.
+    async fn until(
+        &mut self,
+        deadline: Instant,
+        max: u32,
+        done: impl Fn(&Track) -> bool,
+        group: &[&'static Recipe],
+    ) -> Result<(), Interrupted> {
+        for _ in 0..max {
+            let all = self
+                .tracks
+                .iter()
+                .filter(|t| group.iter().any(|r| r.name == t.recipe.name))
+                .all(&done);
+            if all {
+                return Ok(());
+            }
+            let Some(result) = self.next(deadline).await? else {
+                return Ok(());
+            };
+            self.show.cycle(&result, self.tracks);
+        }
+        Ok(())
+    }
+
+    async fn until_instant(&mut self, until: Instant) -> Result<(), Interrupted> {
+        while Instant::now() < until {
+            let Some(result) = self.next(until).await? else {
+                return Ok(());
+            };
+            self.show.cycle(&result, self.tracks);
+        }
+        Ok(())
+    }
 }
 
-async fn inject(fleet: &mut Platform, now: i64) -> anyhow::Result<()> {
-    fleet.finish_row("agent-01-run-0", "success", now)?;
-    fleet.set_status("agent-02-done-0", "pending_retry")?;
-    fleet.delete_roster_row("agent-zz")?;
-    fleet.expire_meta("agent-02", "agent-02-run-0", 60).await?;
-    Ok(())
+/// Prints cycles and alerts, attributes transitions to faults, counts false alarms.
+struct Show<'t> {
+    tl: &'t Timeline,
+    cycles: u32,
+    last_red: BTreeSet<String>,
+    fired_at: BTreeMap<String, i64>,
+    /// Fired transitions no active fault explains: invariant → count.
+    false_alarms: BTreeMap<String, u32>,
+    unknown_cycles: u32,
+    worst_ms: f64,
 }
 
-async fn revert(fleet: &mut Platform) -> anyhow::Result<()> {
-    fleet.release_slot("agent-01", "agent-01-run-0").await?;
-    fleet.set_status("agent-02-done-0", "success")?;
-    fleet.add_agent("agent-zz", 3, 900)?;
-    fleet
-        .expire_meta(
-            "agent-02",
-            "agent-02-run-0",
-            TIMEOUT_SECONDS + SLOT_TTL_BUFFER_SECONDS,
-        )
-        .await?;
-    Ok(())
+impl<'t> Show<'t> {
+    fn new(tl: &'t Timeline) -> Show<'t> {
+        Show {
+            tl,
+            cycles: 0,
+            last_red: BTreeSet::new(),
+            fired_at: BTreeMap::new(),
+            false_alarms: BTreeMap::new(),
+            unknown_cycles: 0,
+            worst_ms: 0.0,
+        }
+    }
+
+    fn cycle(&mut self, r: &CycleResult, tracks: &mut [Track]) {
+        self.cycles += 1;
+        self.worst_ms = self.worst_ms.max(r.duration_ms);
+        let taken_at_ms = chrono::DateTime::parse_from_rfc3339(&r.taken_at)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_else(|_| crate::fleet::sim::now_ms());
+        let red: BTreeSet<String> = r
+            .outcomes
+            .iter()
+            .filter(|(_, o)| **o == Outcome::Red)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let unknown = r
+            .outcomes
+            .values()
+            .filter(|o| **o == Outcome::Unknown)
+            .count();
+        if unknown > 0 {
+            self.unknown_cycles += 1;
+        }
+        for t in tracks.iter_mut() {
+            let Some(injected) = t.injected_at_ms else {
+                continue;
+            };
+            if t.reverted_at_ms.is_some() || taken_at_ms < injected {
+                continue;
+            }
+            t.cycles_since_inject += 1;
+            if t.detected_after.is_none() && red.contains(t.recipe.invariant) {
+                t.detected_after = Some(t.cycles_since_inject);
+            }
+        }
+        if red != self.last_red
+            || !r.transitions.is_empty()
+            || self.cycles % 10 == 1
+            || r.duration_ms > 500.0
+        {
+            let state = if red.is_empty() {
+                "green".to_owned()
+            } else {
+                format!("RED {}", red.iter().cloned().collect::<Vec<_>>().join(" "))
+            };
+            let unknown_note = if unknown > 0 {
+                format!(", {unknown} unknown")
+            } else {
+                String::new()
+            };
+            self.tl.line(&format!(
+                "cycle {:>3}: {state}{unknown_note} ({} violation(s), {:.0} ms: sqlite {:.0} ms, redis {:.0} ms)",
+                self.cycles,
+                r.violations.len(),
+                r.duration_ms,
+                r.diagnostics.collect.sqlite_ms,
+                r.diagnostics.collect.redis_ms
+            ));
+        }
+        self.last_red = red;
+        let violations: Vec<Violation> = r.violations.iter().map(|v| v.violation.clone()).collect();
+        for t in &r.transitions {
+            let kind = if t.kind == "resolved" {
+                TransitionKind::Resolved
+            } else {
+                TransitionKind::Fired
+            };
+            let severity: Severity =
+                serde_json::from_value(serde_json::json!(t.severity)).unwrap_or(Severity::Major);
+            let previous = match kind {
+                TransitionKind::Resolved => self.fired_at.remove(&t.invariant_id),
+                TransitionKind::Fired => {
+                    self.fired_at.insert(t.invariant_id.clone(), taken_at_ms);
+                    None
+                }
+            };
+            let transition = Transition {
+                invariant_id: t.invariant_id.clone(),
+                kind,
+                severity,
+                at_ms: taken_at_ms,
+                previous_at_ms: previous,
+                reminder: t.reminder,
+            };
+            let payload = slack::payload(&transition, &violations, taken_at_ms);
+            let explained = tracks.iter_mut().find(|tr| {
+                tr.recipe.invariant == t.invariant_id
+                    && tr.injected_at_ms.is_some()
+                    && match kind {
+                        TransitionKind::Fired => tr.fired == 0,
+                        TransitionKind::Resolved => tr.resolved == 0 && tr.fired > 0,
+                    }
+            });
+            let label = match (&explained, kind) {
+                (Some(tr), _) => format!("ALERT ({})", tr.recipe.name),
+                (None, TransitionKind::Fired) => "ALERT (FALSE ALARM)".to_owned(),
+                (None, TransitionKind::Resolved) => "ALERT (unexpected)".to_owned(),
+            };
+            match explained {
+                Some(tr) if kind == TransitionKind::Fired => tr.fired += 1,
+                Some(tr) => tr.resolved += 1,
+                None => {
+                    *self.false_alarms.entry(t.invariant_id.clone()).or_default() += 1;
+                }
+            }
+            self.tl.line(&label);
+            output::print(&render_text(&payload));
+        }
+    }
+}
+
+/// A Slack payload as text: header, sections and context, one block per line group.
+pub fn render_text(payload: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let blocks = payload["blocks"].as_array().cloned().unwrap_or_default();
+    for block in blocks {
+        let text = match block["type"].as_str() {
+            Some("header" | "section") => block["text"]["text"].as_str().map(str::to_owned),
+            Some("context") => block["elements"].as_array().map(|els| {
+                els.iter()
+                    .filter_map(|e| e["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+            _ => None,
+        };
+        for line in text.unwrap_or_default().lines() {
+            let _ = writeln!(out, "           │ {line}");
+        }
+    }
+    out
+}
+
+/// The closing table and the verdict.
+fn summary(tracks: &[Track], missing: &[&'static Recipe], show: &Show<'_>) -> (String, bool) {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{:<6} {:<22} {:>8} {:>8} {:>9} {:>5} {:>8} {:>12}",
+        "inv", "fault", "injected", "detected", "cycles", "fired", "resolved", "false alarms"
+    );
+    let mut ok = true;
+    for t in tracks {
+        let injected = t.injected_at_ms.is_some();
+        let detected = t.detected_after.is_some();
+        let good = injected
+            && detected
+            && t.fired == 1
+            && t.resolved == 1
+            && t.error.is_none()
+            && t.detected_after
+                .is_some_and(|c| c <= t.recipe.cycles_to_detect);
+        ok &= good;
+        let _ = writeln!(
+            s,
+            "{:<6} {:<22} {:>8} {:>8} {:>9} {:>5} {:>8} {:>12}{}",
+            t.recipe.invariant,
+            t.recipe.name,
+            if injected { "yes" } else { "NO" },
+            if detected { "yes" } else { "NO" },
+            t.detected_after
+                .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            t.fired,
+            t.resolved,
+            show.false_alarms
+                .get(t.recipe.invariant)
+                .copied()
+                .unwrap_or(0),
+            t.error
+                .as_ref()
+                .map_or_else(String::new, |e| format!("  error: {e}"))
+        );
+    }
+    for r in missing {
+        let _ = writeln!(
+            s,
+            "{:<6} {:<22} {:>8}  (invariant not in this build's catalog)",
+            r.invariant, r.name, "skipped"
+        );
+    }
+    let false_alarms: u32 = show.false_alarms.values().sum();
+    for (id, n) in &show.false_alarms {
+        if !tracks.iter().any(|t| t.recipe.invariant == id) {
+            let _ = writeln!(s, "{id:<6} {:<22} false alarms: {n}", "(no fault)");
+        }
+    }
+    ok &= false_alarms == 0;
+    let _ = writeln!(
+        s,
+        "\n{} cycles (slowest {:.0} ms, {} with an unknown outcome), {} fault(s) injected, {} false alarm(s).",
+        show.cycles,
+        show.worst_ms,
+        show.unknown_cycles,
+        tracks.iter().filter(|t| t.injected_at_ms.is_some()).count(),
+        false_alarms
+    );
+    let _ = writeln!(
+        s,
+        "{}",
+        if ok {
+            "PASS: every injected fault was detected, fired once and resolved once; nothing else fired."
+        } else {
+            "FAIL: see the table above."
+        }
+    );
+    (s, ok)
 }

@@ -1,5 +1,12 @@
-//! The synthetic platform: schema, seeding, a private redis-server for the demo and tests.
+//! The synthetic platform: schema, a simulator that runs a fleet by the platform's protocol
+//! (`sim`), fault recipes that break one step each (`faults`), bulk seeding for benches (`seed`),
+//! a private redis-server, and the continuous demo.
 
 pub mod demo;
+pub mod drive;
+pub mod faults;
 pub mod platform;
 pub mod redis_server;
+pub mod rig;
+pub mod seed;
+pub mod sim;

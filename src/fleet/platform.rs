@@ -28,6 +28,9 @@ pub enum FleetError {
     /// Redis failed.
     #[error("platform redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The simulator or a fault could not run (thread, runtime, or a precondition).
+    #[error("fleet: {0}")]
+    Setup(String),
 }
 
 /// Writable handles on a synthetic platform.
@@ -138,7 +141,8 @@ impl Platform {
         Ok(())
     }
 
-    /// Starts an execution: `running` row, then slot and metadata with `timeout + 300` s TTL.
+    /// Starts an execution: `running` row (with the agent session's id, as the platform records
+    /// at dispatch), then slot and metadata with `timeout + 300` s TTL.
     pub async fn start(
         &mut self,
         agent: &str,
@@ -148,7 +152,8 @@ impl Platform {
     ) -> Result<(), FleetError> {
         self.db.execute(
             "INSERT INTO schedule_executions (id, agent_name, schedule_id, status, queued_at, \
-             started_at) VALUES (?1, ?2, 'sched-1', 'running', ?3, ?3)",
+             started_at, claude_session_id) VALUES (?1, ?2, 'sched-1', 'running', ?3, ?3, \
+             'session-' || ?1)",
             params![id, agent, iso(at_ms)],
         )?;
         self.acquire_slot(agent, id, timeout_seconds, at_ms).await

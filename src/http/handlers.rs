@@ -136,8 +136,11 @@ pub async fn stats(
 /// One invariant's line in the status answer.
 #[derive(Debug, Serialize)]
 struct InvariantStatus<'a> {
-    invariant_id: &'static str,
-    name: &'static str,
+    invariant_id: &'a str,
+    name: &'a str,
+    /// Operator-defined SQL invariant (from the configuration, not the catalog).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    custom: bool,
     enabled: bool,
     /// `green`/`red`/`unknown`, or `null` when never evaluated.
     state: Option<canary_invariants::Outcome>,
@@ -163,19 +166,29 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         })
         .await
         .map_err(|e| ApiError::internal("status", &e))?;
-    let params = &state.runner.config().invariants;
-    let invariants: Vec<InvariantStatus<'_>> = CATALOG
+    let config = state.runner.config();
+    let params = &config.invariants;
+    let mut invariants: Vec<InvariantStatus<'_>> = CATALOG
         .iter()
         .map(|inv| {
             let meta = inv.meta();
             status_line(
-                meta,
+                (meta.id, meta.name, false),
                 params.enabled(meta.id),
                 states.get(meta.id),
                 &last_violations,
             )
         })
         .collect();
+    invariants.extend(config.custom_entries().into_iter().map(|c| {
+        let entry = c.entry;
+        status_line(
+            (&entry.id, &entry.name, true),
+            entry.enabled,
+            states.get(&entry.id),
+            &last_violations,
+        )
+    }));
     Ok(Json(json!({
         "last_cycle": last_cycle.map(|c| json!({
             "id": c.id,
@@ -188,15 +201,19 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     })))
 }
 
+/// `(id, name, custom)` of one invariant.
+type Described<'a> = (&'a str, &'a str, bool);
+
 fn status_line<'a>(
-    meta: &'static InvariantMeta,
+    (id, name, custom): Described<'a>,
     enabled: bool,
     state: Option<&InvariantState>,
     last_violations: &'a BTreeMap<String, StoredViolation>,
 ) -> InvariantStatus<'a> {
     InvariantStatus {
-        invariant_id: meta.id,
-        name: meta.name,
+        invariant_id: id,
+        name,
+        custom,
         enabled,
         state: state.map(|s| s.state),
         since: state.map(|s| format_ms(s.since_ms)),
@@ -205,7 +222,7 @@ fn status_line<'a>(
         severity: state.and_then(|s| s.severity),
         last_fired_at: state.and_then(|s| s.last_fired_at_ms).map(format_ms),
         last_resolved_at: state.and_then(|s| s.last_resolved_at_ms).map(format_ms),
-        last_violation: last_violations.get(meta.id),
+        last_violation: last_violations.get(id),
     }
 }
 
@@ -217,16 +234,26 @@ struct CatalogEntry {
     enabled: bool,
 }
 
-/// `GET /api/canary/invariants`: the catalog (the same metadata as `canary invariants`).
+/// `GET /api/canary/invariants`: the catalog (the same metadata as `canary invariants`), then
+/// the configured custom invariants, marked `"custom": true`.
 pub async fn invariants(State(state): State<AppState>) -> Json<Value> {
-    let params = &state.runner.config().invariants;
-    let entries: Vec<CatalogEntry> = catalog::CATALOG
+    let config = state.runner.config();
+    let params = &config.invariants;
+    let mut entries: Vec<Value> = catalog::CATALOG
         .iter()
-        .map(|inv| CatalogEntry {
-            meta: inv.meta(),
-            enabled: params.enabled(inv.meta().id),
+        .map(|inv| {
+            json!(CatalogEntry {
+                meta: inv.meta(),
+                enabled: params.enabled(inv.meta().id),
+            })
         })
         .collect();
+    entries.extend(
+        config
+            .custom_entries()
+            .into_iter()
+            .map(|c| crate::cli::output::custom_json(c.entry)),
+    );
     Json(json!({ "invariants": entries }))
 }
 

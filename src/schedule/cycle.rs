@@ -45,7 +45,7 @@ pub enum CycleError {
     /// Another cycle (this process or another) holds the lease.
     #[error("cycle in progress")]
     InProgress,
-    /// Invariant ids not in the catalog.
+    /// Invariant ids neither in the catalog nor configured as custom invariants.
     #[error("unknown invariant id(s): {}", .0.join(", "))]
     UnknownInvariants(Vec<String>),
     /// The state database failed.
@@ -140,11 +140,11 @@ pub struct CycleRequest {
     pub only: Option<Vec<String>>,
 }
 
-/// Rejects ids that are not in the catalog, naming them.
-pub fn validate_ids(ids: &[String]) -> Result<(), CycleError> {
+/// Rejects ids that are neither in the catalog nor custom invariants of `config`, naming them.
+pub fn validate_ids(config: &Config, ids: &[String]) -> Result<(), CycleError> {
     let unknown: Vec<String> = ids
         .iter()
-        .filter(|id| catalog::find(id).is_none())
+        .filter(|id| catalog::find(id).is_none() && config.custom(id).is_none())
         .cloned()
         .collect();
     if unknown.is_empty() {
@@ -161,7 +161,7 @@ pub async fn run_cycle(
     request: &CycleRequest,
 ) -> Result<CycleResult, CycleError> {
     if let Some(ids) = &request.only {
-        validate_ids(ids)?;
+        validate_ids(config, ids)?;
     }
     let holder = lease_holder();
     let lease_ttl_ms = i64::try_from(config.state.lease_timeout.as_millis()).unwrap_or(i64::MAX);
@@ -187,7 +187,7 @@ pub async fn run_dry(
     request: &CycleRequest,
 ) -> Result<CycleResult, CycleError> {
     if let Some(ids) = &request.only {
-        validate_ids(ids)?;
+        validate_ids(config, ids)?;
     }
     let (previous, memory) = match db {
         Some(db) => (db.load_states()?, db.load_memory()?),
@@ -256,8 +256,16 @@ async fn stage(
 ) -> Staged {
     let started = Instant::now();
     let taken_at_ms = now_ms();
-    let window_ms = config.invariants.e02.window_seconds.saturating_mul(1000);
-    let collected = collect::collect(&config.platform, window_ms, taken_at_ms).await;
+    // Recent terminal rows serve E-02 (by completion) and E-03 (by start): read the wider window.
+    let window_ms = config
+        .invariants
+        .e02
+        .window_seconds
+        .max(config.invariants.e03.window_seconds)
+        .saturating_mul(1000);
+    let mut collected = collect::collect(&config.platform, window_ms, taken_at_ms).await;
+    let specs = config.custom_specs(request.only.as_deref());
+    collect::custom::attach(&config.platform, specs, &mut collected).await;
     let snapshot = collected.snapshot;
     let selection = match &request.only {
         Some(ids) => Selection::Only(ids),
@@ -352,7 +360,19 @@ fn alert_payloads(config: &Config, staged: &Staged) -> Vec<serde_json::Value> {
     staged
         .transitions
         .iter()
-        .map(|t| slack::payload(t, &staged.eval.violations, staged.taken_at_ms))
+        .map(|t| {
+            // Custom invariants carry their name and runbook in the configuration.
+            let custom = config.custom(&t.invariant_id).map(|c| slack::Meta {
+                name: &c.name,
+                runbook: &c.runbook,
+            });
+            match custom {
+                Some(meta) => {
+                    slack::payload_with(t, &staged.eval.violations, staged.taken_at_ms, meta)
+                }
+                None => slack::payload(t, &staged.eval.violations, staged.taken_at_ms),
+            }
+        })
         .collect()
 }
 

@@ -52,7 +52,7 @@ impl CycleRunner {
     /// (here or, through the lease, in another process).
     pub async fn run(&self, request: &CycleRequest) -> Result<CycleResult, CycleError> {
         if let Some(ids) = &request.only {
-            cycle::validate_ids(ids)?;
+            cycle::validate_ids(&self.config, ids)?;
         }
         let mut db = self.db.try_lock().map_err(|_| CycleError::InProgress)?;
         cycle::run_cycle(&self.config, &mut db, request).await

@@ -4,8 +4,11 @@
 //! - [`webhook`]: a local HTTP receiver with scripted answers, standing in for Slack.
 //! - [`platform_db`]: a temp platform SQLite database built from `tests/fixtures/platform.sql`.
 //! - [`daemon`]: a real `canary run` process, stopped with SIGTERM, killed on drop.
+//! - [`fleet`]: a simulated fleet on a private platform, watched by the real sequencer, alerts
+//!   delivered to a [`webhook`] receiver.
 
 pub mod daemon;
+pub mod fleet;
 pub mod platform_db;
 pub mod redis_server;
 pub mod webhook;

@@ -222,6 +222,16 @@ impl ExecRow {
         self.lease_expires_at = Some(t.to_owned());
         self
     }
+
+    pub fn session(mut self, id: &str) -> ExecRow {
+        self.session_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn metadata(mut self, text: &str) -> ExecRow {
+        self.backlog_metadata = Some(text.to_owned());
+        self
+    }
 }
 
 /// ISO-8601 with microseconds and `Z`, as the platform's Python writes it.

@@ -11,6 +11,13 @@
 //! id whose slot score is, are not reported; a real leak persists into the next cycle. Ids whose
 //! timestamp is unknown (NULL or unparseable) get no grace.
 //!
+//! The finish race gets the same grace: the platform commits the terminal row, then releases the
+//! slot a few ms later, so an `in_redis_only` id whose row is terminal with a `completed_at`
+//! within the grace is not reported either. The collector reads Redis before SQLite, so the SQL
+//! view is never older than the Redis view and a finish caught mid-way always shows this way
+//! (never as a running row without a slot). The fleet soak found this: without it a busy fleet
+//! raised a false S-01 about once per 200 cycles.
+//!
 //! Agents absent from the roster are L-03's business, not this invariant's.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,6 +87,15 @@ impl Invariant for S01 {
             }
         }
 
+        // The finish race: the terminal commit lands a few ms before the slot's release.
+        let just_finished: BTreeSet<&str> = input
+            .sql
+            .executions
+            .iter()
+            .filter(|row| row.phase.is_terminal() && within_grace(row.completed_at_ms))
+            .map(|row| row.id.as_str())
+            .collect();
+
         let agents: BTreeSet<&str> = in_redis.keys().chain(in_sql.keys()).copied().collect();
         let empty = BTreeMap::new();
         let mut violations = Vec::new();
@@ -88,7 +104,11 @@ impl Invariant for S01 {
             let sql_ids = in_sql.get(agent).unwrap_or(&empty);
             let redis_only: Vec<&str> = redis_ids
                 .iter()
-                .filter(|(id, at)| !sql_ids.contains_key(*id) && !within_grace(**at))
+                .filter(|(id, at)| {
+                    !sql_ids.contains_key(*id)
+                        && !within_grace(**at)
+                        && !just_finished.contains(*id)
+                })
                 .map(|(id, _)| *id)
                 .collect();
             let sql_only: Vec<&str> = sql_ids
@@ -245,6 +265,28 @@ mod tests {
             .slot("ghost", "e2", T0 - AGO)
             .build();
         assert!(run("S-01", &snap).is_empty());
+    }
+
+    #[test]
+    fn a_release_just_behind_its_terminal_commit_gets_the_grace() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("e1", "a", "success", T0 - 2_000)
+            .slot("a", "e1", T0 - AGO)
+            .build();
+        assert!(run("S-01", &snap).is_empty());
+        let late = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("e1", "a", "success", T0 - 3_000)
+            .slot("a", "e1", T0 - AGO)
+            .build();
+        assert_eq!(run("S-01", &late)[0].signal, "in_redis_only");
+        let mut unknown = SnapshotBuilder::new()
+            .agent("a")
+            .terminal("e1", "a", "success", T0);
+        unknown.last_execution().completed_at_ms = None;
+        let unknown = unknown.slot("a", "e1", T0 - AGO).build();
+        assert_eq!(run("S-01", &unknown).len(), 1, "no completed_at, no grace");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! **S-03 Slot TTL floor** — tier A, critical; needs Redis.
 //!
-//! Rule: every non-sentinel slot member has a metadata hash (`missing` when `PTTL` is -2) with an
-//! expiry (`no_expiry` when -1) whose *initial* TTL was at least `timeout_seconds + buffer_seconds`
+//! Rule: every non-sentinel slot member's metadata hash has an expiry (`no_expiry` when `PTTL` is
+//! -1) whose *initial* TTL was at least `timeout_seconds + buffer_seconds`
 //! (300) minus `tolerance_seconds` (1). The initial TTL is reconstructed as `ttl + age`, with
 //! `age = ttl_read_at − slot score`, both measured at the instant the TTL was read. That makes the
 //! judgement decay-invariant (an hours-old slot with a correct TTL is green) and absorbs renewals
@@ -11,6 +11,10 @@
 //! The floor uses the slot's own `timeout_seconds`: per-execution timeouts may legitimately be
 //! lower than the agent's cap, so there is no fallback to the agent's value; without the field,
 //! or without a parseable score, `below_floor` is not judged.
+//!
+//! A member whose hash does not exist (`PTTL` -2) is S-04's `member_without_meta` (critical, with
+//! the acquire-race grace this check lacked): S-04 owns existence, S-03 the TTL of what exists,
+//! so one broken slot raises one alert.
 //!
 //! Guards: a slot whose TTL expires while its task still runs (the slot vanishes, capacity is
 //! handed out twice), and metadata written without an expiry (a leak that never heals).
@@ -32,8 +36,8 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::A,
     severity: Severity::Critical,
     needs: &[Need::Source(Source::Redis)],
-    rule: "Every slot's metadata hash exists, expires, and was given at least its execution's \
-           timeout_seconds + 300 s of TTL.",
+    rule: "Every slot's metadata hash expires, and was given at least its execution's \
+           timeout_seconds + 300 s of TTL (a missing hash is S-04's).",
     guards: "Slot TTLs shorter than the task they guard (capacity handed out twice) and metadata \
              without expiry (leaks that never heal).",
     runbook: "Check the acquire path's EXPIRE: it must use the execution's timeout plus the \
@@ -75,7 +79,6 @@ impl Invariant for S03 {
                         member.member,
                         set.agent_name,
                         match signal {
-                            "missing" => "metadata hash missing".to_owned(),
                             "no_expiry" => "metadata hash has no expiry".to_owned(),
                             _ => "initial TTL below timeout + buffer".to_owned(),
                         }
@@ -96,7 +99,8 @@ fn judge(
     tolerance_ms: i64,
 ) -> Option<(&'static str, serde_json::Value)> {
     match meta.ttl {
-        KeyTtl::Missing => Some(("missing", json!({ "ttl": "missing" }))),
+        // Existence is S-04's (`member_without_meta`), so a gone hash is one alert, not two.
+        KeyTtl::Missing => None,
         KeyTtl::NoExpiry => Some(("no_expiry", json!({ "ttl": "no_expiry" }))),
         KeyTtl::Remaining(ttl_ms) => {
             let timeout = meta.timeout_seconds?;
@@ -226,14 +230,17 @@ mod tests {
     }
 
     #[test]
-    fn missing_metadata_and_no_expiry_fire() {
+    fn no_expiry_fires_and_missing_metadata_is_left_to_s04() {
         let snap = SnapshotBuilder::new()
             .slot_with_meta("a", "e1", Some(T0), meta(KeyTtl::Missing, None, T0))
             .slot_with_meta("a", "e2", Some(T0), meta(KeyTtl::NoExpiry, Some(900), T0))
             .build();
         let v = run("S-03", &snap);
-        let signals: Vec<_> = v.iter().map(|v| v.signal.as_str()).collect();
-        assert_eq!(signals, ["missing", "no_expiry"]);
+        let signals: Vec<_> = v
+            .iter()
+            .map(|v| (v.subject.as_str(), v.signal.as_str()))
+            .collect();
+        assert_eq!(signals, [("e2", "no_expiry")]);
     }
 
     #[test]

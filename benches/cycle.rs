@@ -1,0 +1,307 @@
+//! End-to-end cycle bench: a whole `run_cycle` (lease, load state, collect SQLite + Redis,
+//! evaluate, diff, record, release) over a seeded platform, the way the daemon runs it.
+//!
+//! Driven by `scripts/bench-cycle.sh`, which seeds each dataset once (S, M, L) into a cache dir,
+//! starts a private `redis-server` and calls this binary twice per dataset, in separate processes:
+//!
+//! ```text
+//! cycle seed <S|M|L> <platform.db> <redis_url>
+//! cycle run  <S|M|L> <platform.db> <redis_url> <state.db> [cycles]
+//! ```
+//!
+//! `run` does one warm-up cycle then `cycles` (default 5) measured ones against a fresh state
+//! database, and prints one JSON object: median/min/max wall time, the collector's SQL statement
+//! and Redis round-trip counts (the cycle's own diagnostics), the per-command call deltas of
+//! Redis `INFO commandstats` around each cycle, and the process's peak RSS (`VmHWM`).
+//!
+//! Why a dedicated process rather than `canary check` under `/usr/bin/time`: the daemon runs many
+//! cycles in one process with a warm state DB and E-02 memory, so a steady-state cycle is only
+//! seen from the second cycle on, and the seeding never runs in this process so `VmHWM` is the
+//! cycles' own peak. (The script also runs `canary check --no-persist` under `/usr/bin/time` once
+//! as a cold, one-shot cross-check.)
+
+// A bench binary's output is its whole purpose.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use canary::config::{self, Overrides};
+use canary::fleet::seed::{SeedSpec, seed};
+use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
+use canary::store::StateDb;
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` appends `--bench`; anything starting with `--` is ignored.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["seed", dataset, db, redis_url] => {
+            runtime.block_on(seed_command(&spec(dataset)?, Path::new(db), redis_url))
+        }
+        ["run", dataset, db, redis_url, state] => {
+            runtime.block_on(run_command(dataset, Path::new(db), redis_url, state, 5))
+        }
+        ["run", dataset, db, redis_url, state, cycles] => runtime.block_on(run_command(
+            dataset,
+            Path::new(db),
+            redis_url,
+            state,
+            cycles.parse().context("cycles")?,
+        )),
+        [] => {
+            // Plain `cargo bench` runs every bench target: say how to use this one instead of
+            // failing the whole run.
+            eprintln!("cycle bench: run scripts/bench-cycle.sh [S|M|L|all]");
+            Ok(())
+        }
+        _ => bail!(
+            "usage: cycle seed <S|M|L> <db> <redis_url> | cycle run <S|M|L> <db> <redis_url> <state_db> [cycles]"
+        ),
+    }
+}
+
+fn spec(dataset: &str) -> anyhow::Result<SeedSpec> {
+    SeedSpec::named(dataset).with_context(|| format!("unknown dataset {dataset:?} (S, M or L)"))
+}
+
+async fn seed_command(spec: &SeedSpec, db: &Path, redis_url: &str) -> anyhow::Result<()> {
+    let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = seed(db, redis_url, spec, show_progress).await?;
+    eprintln!("{report}");
+    println!(
+        "{}",
+        serde_json::json!({
+            "seconds": report.elapsed.as_secs_f64(),
+            "sqlite_seconds": report.sqlite_elapsed.as_secs_f64(),
+            "redis_seconds": report.redis_elapsed.as_secs_f64(),
+            "agents": report.agents,
+            "rows": report.rows,
+            "slots": report.slots,
+            "cascade_rows": report.cascade_rows,
+            "db_bytes": std::fs::metadata(db).map(|m| m.len()).unwrap_or(0),
+        })
+    );
+    Ok(())
+}
+
+/// One measured cycle.
+#[derive(Debug)]
+struct Sample {
+    wall_ms: f64,
+    stage_ms: f64,
+    sqlite_ms: f64,
+    redis_ms: f64,
+    sql_statements: u32,
+    redis_round_trips: u32,
+    violations: usize,
+    non_green: Vec<String>,
+    commandstats: BTreeMap<String, u64>,
+}
+
+async fn run_command(
+    dataset: &str,
+    db: &Path,
+    redis_url: &str,
+    state: &str,
+    cycles: usize,
+) -> anyhow::Result<()> {
+    let state = PathBuf::from(state);
+    let config = config::load_validated(
+        None,
+        &Overrides::new()
+            .with("platform.sqlite_path", db.display().to_string())
+            .with("platform.redis_url", redis_url)
+            .with("state.path", state.display().to_string()),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut state_db = StateDb::open(&state).context("opening the state database")?;
+    let mut stats_conn = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let request = CycleRequest {
+        trigger: Trigger::Manual,
+        only: None,
+    };
+    let rss_before_kb = proc_status_kb("VmHWM");
+
+    let mut samples = Vec::with_capacity(cycles + 1);
+    for _ in 0..=cycles {
+        let before = commandstats(&mut stats_conn).await?;
+        let started = Instant::now();
+        let result = run_cycle(&config, &mut state_db, &request).await?;
+        let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let after = commandstats(&mut stats_conn).await?;
+        let c = &result.diagnostics.collect;
+        samples.push(Sample {
+            wall_ms,
+            stage_ms: result.duration_ms,
+            sqlite_ms: c.sqlite_ms,
+            redis_ms: c.redis_ms,
+            sql_statements: c.sql_statements,
+            redis_round_trips: c.redis_round_trips,
+            violations: result.violations.len(),
+            non_green: result
+                .outcomes
+                .iter()
+                .filter(|(_, o)| **o != canary_invariants::Outcome::Green)
+                .map(|(id, o)| format!("{id}={o:?}"))
+                .chain(
+                    result
+                        .sources_unavailable
+                        .iter()
+                        .map(|s| format!("{}: {}", s.source.as_str(), s.error)),
+                )
+                .collect(),
+            commandstats: delta(&before, &after),
+        });
+    }
+    let peak_rss_kb = proc_status_kb("VmHWM");
+
+    // Breakdown of one more cycle's steps, run one by one (the cycle itself does not time them).
+    let t = Instant::now();
+    let previous_memory = state_db.load_memory()?;
+    let _states = state_db.load_states()?;
+    let load_ms = ms_since(t);
+    let window_ms = config
+        .invariants
+        .e02
+        .window_seconds
+        .max(config.invariants.e03.window_seconds)
+        .saturating_mul(1000);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let t = Instant::now();
+    let collected = canary::collect::collect(&config.platform, window_ms, now_ms).await;
+    let collect_ms = ms_since(t);
+    let t = Instant::now();
+    let eval = canary_invariants::evaluate(
+        &collected.snapshot,
+        &previous_memory,
+        &config.invariants,
+        canary_invariants::Selection::AllEnabled,
+    );
+    let evaluate_ms = ms_since(t);
+    let sizes = collected.snapshot.sql.as_ref().map(|s| {
+        serde_json::json!({
+            "agents": s.agents.len(),
+            "executions_read": s.executions.len(),
+            "schedules": s.schedules.len(),
+            "slot_sets": collected.snapshot.redis.as_ref().map(|r| r.slot_sets.len()),
+            "memory_entries": eval.memory.seen_terminal.len(),
+        })
+    });
+
+    let measured = samples.get(1..).unwrap_or(&[]);
+    let mut walls: Vec<f64> = measured.iter().map(|s| s.wall_ms).collect();
+    walls.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+    let med_of = |f: fn(&Sample) -> f64| {
+        let mut v: Vec<f64> = measured.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        median(&v)
+    };
+    let distinct = |f: fn(&Sample) -> u32| {
+        let mut v: Vec<u32> = samples.iter().map(f).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let last = measured.last().or(samples.last());
+    let summary = serde_json::json!({
+        "dataset": dataset.to_ascii_uppercase(),
+        "cycles": measured.len(),
+        "wall_ms_median": median(&walls),
+        "wall_ms_min": walls.first(),
+        "wall_ms_max": walls.last(),
+        "wall_ms_warmup": samples.first().map(|s| s.wall_ms),
+        "collect_evaluate_ms_median": med_of(|s| s.stage_ms),
+        "sqlite_ms_median": med_of(|s| s.sqlite_ms),
+        "redis_ms_median": med_of(|s| s.redis_ms),
+        "sql_statements": distinct(|s| s.sql_statements),
+        "redis_round_trips": distinct(|s| s.redis_round_trips),
+        "violations": samples.iter().map(|s| s.violations).collect::<Vec<_>>(),
+        "non_green": last.map(|s| s.non_green.clone()),
+        "commandstats_delta_per_cycle": last.map(|s| s.commandstats.clone()),
+        "breakdown_ms": {
+            "load_state_and_memory": load_ms,
+            "collect": collect_ms,
+            "collect_sqlite": collected.stats.sqlite_ms,
+            "collect_redis": collected.stats.redis_ms,
+            "evaluate": evaluate_ms,
+        },
+        "snapshot": sizes,
+        "peak_rss_kb": peak_rss_kb,
+        "peak_rss_kb_before_cycles": rss_before_kb,
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// `INFO commandstats` as command → calls.
+async fn commandstats(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect())
+}
+
+/// Calls made between two `commandstats` readings, minus this bench's own `INFO`.
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter(|(name, _)| name.as_str() != "info")
+        .filter_map(|(name, calls)| {
+            let d = calls.saturating_sub(before.get(name).copied().unwrap_or(0));
+            (d > 0).then(|| (name.clone(), d))
+        })
+        .collect()
+}
+
+/// A `kB` line of `/proc/self/status` (`VmHWM` = peak resident set), 0 when unreadable.
+fn proc_status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(field)?
+                    .trim_start_matches(':')
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,148 @@
+//! **E-05 Dispatched rows have a session** — tier B (≤ 60 s), major; needs SQLite (with
+//! `started_at` and `claude_session_id`).
+//!
+//! Rule: a `running` row older than `max_age_seconds` (60, by `started_at`) has a non-NULL,
+//! non-empty `claude_session_id`. Leased rows (claimed by a pull worker) are excluded: their
+//! session is the worker's business. Rows whose `started_at` is unknown are not judged. The
+//! snapshot carries only whether a session id exists, never the id.
+//!
+//! Guards: dispatches whose agent process never started (or never reported back), leaving a row
+//! that looks busy, holds a slot and can neither be resumed nor inspected.
+
+use serde_json::json;
+
+use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::snapshot::{Field, Phase, Source};
+use crate::violation::{Severity, Tier, Violation};
+
+/// E-05.
+#[derive(Debug)]
+pub struct E05;
+
+static META: InvariantMeta = InvariantMeta {
+    id: "E-05",
+    name: "Dispatched rows have a session",
+    tier: Tier::B,
+    severity: Severity::Major,
+    needs: &[
+        Need::Source(Source::Sqlite),
+        Need::Field(Field::ExecStartedAt),
+        Need::Field(Field::ExecSessionId),
+    ],
+    rule: "A running row older than 60 s has a claude_session_id (leased rows excluded).",
+    guards: "Dispatches whose agent session never started or never reported back: rows that look \
+             busy and hold a slot but do nothing.",
+    runbook: "Check the dispatcher's logs for this execution: did the agent container start, and \
+              did the session-start callback reach the platform? Cancel the row (releasing its \
+              slot) if the session is gone.",
+};
+
+impl Invariant for E05 {
+    fn meta(&self) -> &'static InvariantMeta {
+        &META
+    }
+
+    fn check(&self, input: &Input<'_>) -> Vec<Violation> {
+        let now = input.now_ms();
+        let max_age_ms = input.params.e05.max_age_seconds.saturating_mul(1000);
+        input
+            .sql
+            .executions
+            .iter()
+            .filter(|row| row.phase == Phase::Running && !row.leased && !row.has_session)
+            .filter_map(|row| {
+                let age_ms = now.saturating_sub(row.started_at_ms?);
+                (age_ms > max_age_ms).then(|| {
+                    input.violation(
+                        &META,
+                        row.id.as_str(),
+                        "no_session",
+                        format!(
+                            "execution {} of agent {} has run for {} s without a session",
+                            row.id,
+                            row.agent_name,
+                            age_ms / 1000
+                        ),
+                        json!({
+                            "execution_id": row.id,
+                            "agent": row.agent_name,
+                            "age_ms": age_ms,
+                            "max_age_ms": max_age_ms,
+                        }),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::snapshot::Field;
+    use crate::testing::{SnapshotBuilder, T0, run};
+
+    const MAX: i64 = 60_000;
+
+    fn sessionless(started_at: i64) -> SnapshotBuilder {
+        let mut b = SnapshotBuilder::new()
+            .agent("a")
+            .running("e1", "a", started_at);
+        b.last_execution().has_session = false;
+        b
+    }
+
+    #[test]
+    fn rows_with_a_session_hold() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .running("e1", "a", T0 - 3_600_000)
+            .build();
+        assert!(run("E-05", &snap).is_empty());
+    }
+
+    #[test]
+    fn fires_past_the_bound_only() {
+        assert!(run("E-05", &sessionless(T0 - MAX).build()).is_empty());
+        let v = run("E-05", &sessionless(T0 - MAX - 1).build());
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].subject, "e1");
+        assert_eq!(v[0].signal, "no_session");
+        assert!(v[0].observed_state.get("session_id").is_none());
+    }
+
+    #[test]
+    fn leased_rows_and_unknown_starts_are_not_judged() {
+        let mut b = SnapshotBuilder::new()
+            .agent("a")
+            .leased_running("e1", "a", T0 - 10 * MAX);
+        b.last_execution().has_session = false;
+        assert!(run("E-05", &b.build()).is_empty());
+        let mut b = sessionless(T0);
+        b.last_execution().started_at_ms = None;
+        assert!(run("E-05", &b.build()).is_empty());
+    }
+
+    #[test]
+    fn queued_rows_are_not_judged() {
+        let snap = SnapshotBuilder::new()
+            .agent("a")
+            .queued("e1", "a", T0 - 10 * MAX)
+            .build();
+        assert!(run("E-05", &snap).is_empty());
+    }
+
+    #[test]
+    fn unknown_without_the_session_column() {
+        let snap = SnapshotBuilder::new()
+            .missing_field(Field::ExecSessionId)
+            .build();
+        let only = ["E-05".to_owned()];
+        let eval = crate::evaluate(
+            &snap,
+            &Default::default(),
+            &Default::default(),
+            crate::Selection::Only(&only),
+        );
+        assert_eq!(eval.outcomes["E-05"], crate::Outcome::Unknown);
+    }
+}

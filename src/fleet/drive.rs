@@ -1,0 +1,162 @@
+//! `canary fleet`: drive synthetic load (and faults) against a platform's stores that the
+//! operator names explicitly (`--sqlite-path`, `--redis-url`: this command WRITES to them, so it
+//! never takes them from a config file or the environment), or write a large dataset for
+//! benchmarks (`--seed-only`).
+//!
+//! A run provisions the fleet's agents (and the sites of the requested faults), closes anything a
+//! crashed earlier run of the same agents left open, runs the simulator for `--duration` (or until
+//! Ctrl-C), injects the faults after `--fault-after`, and on the way out reverts them and drains
+//! the fleet, so the platform is left consistent.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ExitCode;
+use crate::cli::output;
+use crate::config::platform::RedisKeys;
+use crate::fleet::faults::{self, Injector};
+use crate::fleet::seed::{self, SeedSpec};
+use crate::fleet::sim::{self, Fleet, FleetSpec};
+
+/// What `canary fleet` does.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// The platform database (written).
+    pub sqlite_path: PathBuf,
+    /// The platform's Redis (written).
+    pub redis_url: String,
+    /// Create the database and schema when absent.
+    pub init: bool,
+    /// The simulation.
+    pub spec: FleetSpec,
+    /// Stop after this long (`None`: until Ctrl-C).
+    pub duration: Option<Duration>,
+    /// `--faults` list, if any.
+    pub faults: Option<String>,
+    /// When the faults are injected.
+    pub fault_after: Duration,
+    /// Print the counters this often.
+    pub report_every: Duration,
+    /// `--seed-only`: write this dataset and exit.
+    pub seed_only: Option<SeedSpec>,
+}
+
+/// Runs `canary fleet`.
+pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    if let Some(spec) = &opts.seed_only {
+        // `--seed-only` implies `--init`.
+        sim::open_db(&opts.sqlite_path, true)?;
+        let report = seed::seed(&opts.sqlite_path, &opts.redis_url, spec, true)
+            .await
+            .context("seeding the dataset")?;
+        output::print(&report.to_string());
+        return Ok(ExitCode::Green);
+    }
+    let recipes = match &opts.faults {
+        Some(list) => faults::parse_list(list).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let started = Instant::now();
+    let plans = sim::plan(&opts.spec);
+    {
+        let mut db = sim::open_db(&opts.sqlite_path, opts.init)?;
+        sim::provision(&mut db, &opts.spec, &plans, sim::now_ms())?;
+        let mut redis = redis::Client::open(opts.redis_url.as_str())?
+            .get_multiplexed_async_connection()
+            .await
+            .context("connecting to the platform's redis")?;
+        let closed = sim::recover(
+            &db,
+            &mut redis,
+            &RedisKeys::default(),
+            &plans,
+            sim::now_ms(),
+        )
+        .await?;
+        if closed > 0 {
+            output::print(&format!(
+                "closed {closed} execution(s) left open by an earlier run"
+            ));
+        }
+    }
+    let fleet = Fleet::start(&opts.sqlite_path, &opts.redis_url, &opts.spec, plans).await?;
+    let mut injector = Injector::connect(
+        &opts.sqlite_path,
+        &opts.redis_url,
+        &opts.spec.prefix,
+        Some(fleet.control()),
+    )
+    .await?;
+    injector.provision(&recipes)?;
+    output::print(&format!(
+        "fleet: {} agents, ~{:.0} executions/min, seed {}, writing to {} and the named redis{}",
+        opts.spec.agents,
+        opts.spec.rate_per_min,
+        opts.spec.seed,
+        opts.sqlite_path.display(),
+        match opts.duration {
+            Some(d) => format!(", for {}", humantime::format_duration(d)),
+            None => ", until Ctrl-C".to_owned(),
+        }
+    ));
+
+    let end = opts.duration.map(|d| started + d);
+    let mut fault_at = (!recipes.is_empty()).then(|| started + opts.fault_after);
+    let mut next_report = started + opts.report_every;
+    loop {
+        let mut wake = next_report;
+        if let Some(at) = fault_at {
+            wake = wake.min(at);
+        }
+        if let Some(at) = end {
+            wake = wake.min(at);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let now = Instant::now();
+        if end.is_some_and(|e| now >= e) {
+            break;
+        }
+        if fault_at.is_some_and(|at| now >= at) {
+            fault_at = None;
+            for r in &recipes {
+                match injector.inject(r).await {
+                    Ok(what) => output::print(&format!(
+                        "[{:>6.1}s] inject {} ({}): {what}",
+                        started.elapsed().as_secs_f64(),
+                        r.name,
+                        r.invariant
+                    )),
+                    Err(e) => output::print(&format!("inject {} failed: {e}", r.name)),
+                }
+            }
+        }
+        if now >= next_report {
+            next_report += opts.report_every;
+            output::print(&format!(
+                "[{:>6.1}s] {}",
+                started.elapsed().as_secs_f64(),
+                fleet.stats()
+            ));
+        }
+    }
+    let reverted = injector.revert_all().await?;
+    if !reverted.is_empty() {
+        output::print(&format!("reverted: {}", reverted.join(", ")));
+    }
+    let stats = fleet.stop().await?;
+    output::print(&format!(
+        "[{:>6.1}s] stopped (platform left consistent): {stats}",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(if stats.errors == 0 {
+        ExitCode::Green
+    } else {
+        ExitCode::Failure
+    })
+}

@@ -1,0 +1,239 @@
+//! End-to-end detection: the simulated fleet (`canary::fleet::sim`) on a real `redis-server` and
+//! a real SQLite file, watched by the daemon's sequencer, alerts delivered to a real local webhook.
+//!
+//! - One test per fault recipe (`canary::fleet::faults`): baseline green → inject → red within
+//!   the recipe's bound (one cycle; H-01: its confirmation interval) → exactly one `fired` alert
+//!   at the webhook → revert → green → exactly one `resolved` alert, and no other transition.
+//! - A clean-churn soak: a busy fleet, hundreds of executions a minute with every race window of
+//!   the protocol open, watched for ≥ 200 back-to-back cycles: zero violations.
+
+use std::time::{Duration, Instant};
+
+use canary::fleet::faults::{self, RECIPES, Recipe};
+use canary::fleet::sim::FleetSpec;
+use canary_invariants::catalog;
+
+use crate::support::fleet::{FleetEnv, alert_of, describe, red, transitions};
+
+/// The fleet around each recipe: a few agents churning slowly, long executions (slots stay
+/// live), so the recipe's site is one busy platform's corner rather than an empty database.
+fn recipe_fleet() -> FleetSpec {
+    FleetSpec {
+        agents: 4,
+        rate_per_min: 60.0,
+        utilization: 0.9,
+        ..FleetSpec::default()
+    }
+}
+
+/// Runs one recipe end to end; every assertion names the recipe.
+async fn detect(name: &str) {
+    let recipe: &'static Recipe = faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"));
+    assert!(
+        catalog::find(recipe.invariant).is_some(),
+        "[{name}] {} is not in the catalog",
+        recipe.invariant
+    );
+    let mut env = FleetEnv::start(&recipe_fleet(), &[recipe]).await;
+    let inv = recipe.invariant;
+    let tag = format!("[{name} → {inv}]");
+
+    let baseline = env.cycle().await;
+    assert!(
+        red(&baseline).is_empty() && baseline.sources_unavailable.is_empty(),
+        "{tag} baseline not green:\n{}",
+        describe(&baseline)
+    );
+
+    let what = env.rig.injector.inject(recipe).await;
+    let what = what.unwrap_or_else(|e| panic!("{tag} inject: {e}"));
+    let mut detected = None;
+    for n in 1..=recipe.cycles_to_detect {
+        if n > 1 {
+            // H-01: the suspicion must have lasted its confirmation interval (1 s here).
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        let result = env.cycle().await;
+        let fired = transitions(&result);
+        if red(&result).contains(&inv.to_owned()) {
+            assert_eq!(
+                fired,
+                vec![(inv.to_owned(), "fired".to_owned())],
+                "{tag} the red cycle must fire exactly this invariant ({what}):\n{}",
+                describe(&result)
+            );
+            detected = Some(n);
+            break;
+        }
+        assert!(
+            fired.is_empty(),
+            "{tag} cycle {n} after the injection: unexpected transitions {fired:?}:\n{}",
+            describe(&result)
+        );
+    }
+    let n = detected.unwrap_or_else(|| {
+        panic!(
+            "{tag} not red within {} cycle(s) of: {what}",
+            recipe.cycles_to_detect
+        )
+    });
+    let expected_n = if recipe.cycles_to_detect > 1 { 2 } else { 1 };
+    assert_eq!(n, expected_n, "{tag} detected on cycle {n}");
+    let alerts = env.alerts(1, Duration::from_secs(10)).await;
+    assert_eq!(alerts.len(), 1, "{tag} one fired alert");
+    assert_eq!(
+        alert_of(&alerts[0]),
+        (inv.to_owned(), "fired".to_owned()),
+        "{tag}"
+    );
+
+    let repaired = env.rig.injector.revert(recipe).await;
+    repaired.unwrap_or_else(|e| panic!("{tag} revert: {e}"));
+    let green = env.cycle().await;
+    assert!(
+        red(&green).is_empty() && green.sources_unavailable.is_empty(),
+        "{tag} not green after the revert:\n{}",
+        describe(&green)
+    );
+    assert_eq!(
+        transitions(&green),
+        vec![(inv.to_owned(), "resolved".to_owned())],
+        "{tag} the revert must resolve exactly this invariant"
+    );
+    let alerts = env.alerts(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        alert_of(&alerts[1]),
+        (inv.to_owned(), "resolved".to_owned()),
+        "{tag}"
+    );
+
+    let after = env.cycle().await;
+    assert!(
+        transitions(&after).is_empty() && red(&after).is_empty(),
+        "{tag} a later cycle changed something:\n{}",
+        describe(&after)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.hook.received().len(),
+        2,
+        "{tag} exactly two alerts in all"
+    );
+    let stats = env.stop().await;
+    assert_eq!(stats.errors, 0, "{tag} fleet write errors: {stats}");
+}
+
+macro_rules! recipe_tests {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                detect($name).await;
+            }
+        )*
+
+        #[test]
+        fn every_recipe_has_a_test_and_every_invariant_a_recipe() {
+            let tested = [$($name),*];
+            for r in RECIPES {
+                assert!(tested.contains(&r.name), "recipe {} has no test", r.name);
+            }
+            for id in catalog::ids() {
+                assert!(
+                    RECIPES.iter().any(|r| r.invariant == id),
+                    "invariant {id} has no fault recipe"
+                );
+            }
+        }
+    };
+}
+
+recipe_tests! {
+    s01_leak => "s01-leak",
+    s02_overbook => "s02-overbook",
+    s03_short_ttl => "s03-short-ttl",
+    s04_orphan_meta => "s04-orphan-meta",
+    s07_stuck_sentinel => "s07-stuck-sentinel",
+    e01_stuck_running => "e01-stuck-running",
+    e02_reversal => "e02-reversal",
+    e03_no_completed_at => "e03-no-completed-at",
+    e04_bad_metadata => "e04-bad-metadata",
+    e05_no_session => "e05-no-session",
+    e06_overdue_schedule => "e06-overdue-schedule",
+    b02_queued_idle => "b02-queued-idle",
+    b05_stale_queued => "b05-stale-queued",
+    g03_clock_skew => "g03-clock-skew",
+    g04_leaked_secret => "g04-leaked-secret",
+    h01_blind => "h01-blind",
+    l03_orphan => "l03-orphan",
+}
+
+/// ≥ 200 back-to-back cycles over a busy fleet with every race window open: claims in both
+/// orders (slot first and row first, a few ms apart), finishes, pull-claimed leases reaped,
+/// drain sentinels, queues, the heartbeat, every timestamp shape. Nothing may be red.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr, reason = "the soak reports its counts")]
+async fn clean_churn_soak_has_zero_violations() {
+    const CYCLES: usize = 220;
+    let spec = FleetSpec {
+        agents: 30,
+        rate_per_min: 1500.0,
+        utilization: 0.8,
+        lease_share: 0.15,
+        sweep_every: Duration::from_millis(500),
+        seed: 7,
+        ..FleetSpec::default()
+    };
+    let env = FleetEnv::start(&spec, &[]).await;
+    let started = Instant::now();
+    let mut findings: Vec<String> = Vec::new();
+    let mut unknown = 0;
+    let mut slowest_ms: f64 = 0.0;
+    // Cycles during which the fleet wrote (a fire, a claim or finish half, a lease, a sentinel):
+    // the collection interleaved with the protocol's writes.
+    let mut interleaved = 0;
+    for n in 1..=CYCLES {
+        let before = env.rig.stats();
+        let result = env.cycle().await;
+        if env.rig.stats() != before {
+            interleaved += 1;
+        }
+        slowest_ms = slowest_ms.max(result.duration_ms);
+        if !result.sources_unavailable.is_empty() {
+            unknown += 1;
+        }
+        if !result.violations.is_empty() {
+            findings.push(format!("cycle {n}:\n{}", describe(&result)));
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let elapsed = started.elapsed();
+    let stats = env.stop().await;
+    eprintln!(
+        "soak: {CYCLES} cycles in {:.1} s ({interleaved} interleaved with fleet writes, slowest \
+         {slowest_ms:.0} ms, {unknown} with a source unavailable), {} violation cycle(s); \
+         fleet: {stats}",
+        elapsed.as_secs_f64(),
+        findings.len()
+    );
+    assert!(
+        interleaved >= CYCLES / 4,
+        "too few cycles overlapped the fleet's writes: {interleaved}"
+    );
+    assert!(
+        stats.started >= 100 && stats.leased >= 10 && stats.sentinels >= 20,
+        "the fleet was not busy enough: {stats}"
+    );
+    assert!(
+        stats.redis_first_claims > 0 && stats.redis_first_claims < stats.started,
+        "claims must happen in both orders: {stats}"
+    );
+    assert_eq!(stats.errors, 0, "fleet write errors: {stats}");
+    assert_eq!(unknown, 0, "cycles with a source unavailable");
+    assert!(
+        findings.is_empty(),
+        "{} of {CYCLES} cycles found violations in a healthy fleet:\n{}",
+        findings.len(),
+        findings.join("\n")
+    );
+}
