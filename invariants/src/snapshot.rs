@@ -92,6 +92,28 @@ pub enum Field {
     ScheduleDeletedAt,
 }
 
+impl Field {
+    /// The column (or table) in the default platform schema, for documentation and messages.
+    pub fn default_name(self) -> &'static str {
+        match self {
+            Field::ExecStartedAt => "schedule_executions.started_at",
+            Field::ExecCompletedAt => "schedule_executions.completed_at",
+            Field::ExecQueuedAt => "schedule_executions.queued_at",
+            Field::ExecLeaseExpiresAt => "schedule_executions.lease_expires_at",
+            Field::ExecDurationMs => "schedule_executions.duration_ms",
+            Field::ExecSessionId => "schedule_executions.claude_session_id",
+            Field::ExecBacklogMetadata => "schedule_executions.backlog_metadata",
+            Field::ExecScheduleId => "schedule_executions.schedule_id",
+            Field::AgentMaxParallelTasks => "agent_ownership.max_parallel_tasks",
+            Field::AgentExecutionTimeout => "agent_ownership.execution_timeout_seconds",
+            Field::AgentDeletedAt => "agent_ownership.deleted_at",
+            Field::AgentIsSystem => "agent_ownership.is_system",
+            Field::Schedules => "table agent_schedules",
+            Field::ScheduleDeletedAt => "agent_schedules.deleted_at",
+        }
+    }
+}
+
 /// Everything read from one store-consistent view of the platform.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -189,7 +189,7 @@ pub fn catalog_markdown() -> String {
             .iter()
             .map(|n| match n {
                 Need::Source(source) => source.as_str().to_owned(),
-                Need::Field(field) => format!("column {field:?}"),
+                Need::Field(field) => field.default_name().to_owned(),
             })
             .collect();
         let _ = write!(
