@@ -8,9 +8,10 @@
 //! - [`timestamp`]: the one place timestamps are parsed.
 //! - [`custom`]: the operator-defined SQL invariants' statements (run by the cycle right after).
 //!
-//! Redis is read first, then SQLite (see [`collect`]: S-01 relies on that order). A store that
-//! cannot be read is listed in `sources_unavailable` (and logged at WARN) instead of failing the
-//! cycle: the invariants that need it become *unknown*, never green.
+//! The Redis slot sets are read first, then SQLite, while the Redis slot metadata is read
+//! concurrently with SQLite (see [`collect`]: S-01 relies on that order). A store that cannot be
+//! read is listed in `sources_unavailable` (and logged at WARN) instead of failing the cycle: the
+//! invariants that need it become *unknown*, never green.
 
 pub mod custom;
 pub mod redis;
@@ -43,7 +44,8 @@ pub struct CollectStats {
     pub redis_round_trips: u32,
     /// Wall time of the SQLite read, in milliseconds.
     pub sqlite_ms: f64,
-    /// Wall time of the Redis read, in milliseconds.
+    /// Wall time of the Redis read (slot sets, then metadata), in milliseconds. The metadata
+    /// part overlaps the SQLite read, so the two times may add up to more than the collection.
     pub redis_ms: f64,
 }
 
@@ -75,19 +77,29 @@ pub async fn collect(
     taken_at_ms: i64,
 ) -> Collected {
     let cutoff_ms = taken_at_ms.saturating_sub(recent_terminal_window_ms);
-    // Redis first, then SQLite, never concurrently: the SQL view is then never older than the
-    // Redis view, so a finish caught between its terminal commit and its ZREM shows as a slot
-    // whose row has just completed (S-01's finish grace), never as a running row without a slot.
+    // The slot sets first, then SQLite: the SQL view is then never older than the slot-set view,
+    // so a finish caught between its terminal commit and its ZREM shows as a slot whose row has
+    // just completed (S-01's finish grace), never as a running row without a slot. Only the slot
+    // sets carry that guarantee; the slot metadata (S-03's TTLs, S-04's hashes and the delayed
+    // stray recheck) is judged against the slot sets alone, so its pipeline runs while SQLite is
+    // read on a blocking thread instead of before it: only the slot-set phase (SCAN + ZRANGE,
+    // ~120–150 ms at L) still precedes SQLite (benches/RESULTS.md).
     let redis_started = Instant::now();
-    let redis_outcome = redis::collect(cfg).await;
-    let redis_ms = elapsed_ms(redis_started);
+    let slots = redis::read_slots(cfg).await;
+    let mut redis_ms = elapsed_ms(redis_started);
     let sql_cfg = cfg.clone();
-    let sql_joined = tokio::task::spawn_blocking(move || {
+    let sql_task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let outcome = sqlite::collect(&sql_cfg, cutoff_ms);
         (outcome, elapsed_ms(started))
-    })
-    .await;
+    });
+    let meta_started = Instant::now();
+    let redis_outcome = match slots {
+        Ok(slots) => slots.read_metadata(cfg).await,
+        Err(failed) => failed,
+    };
+    redis_ms += elapsed_ms(meta_started);
+    let sql_joined = sql_task.await;
 
     let mut snapshot = Snapshot {
         taken_at_ms,

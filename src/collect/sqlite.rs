@@ -4,10 +4,12 @@
 //! The statement count is fixed by the configuration, never by the number of agents or rows:
 //! one schema-discovery query, one roster query, one executions query, one `UNION ALL` anti-join
 //! for all cascade tables, one schedules query (when the table exists), plus the pragma and
-//! transaction bracket. Optional columns absent from an older schema degrade to `NULL` (and are
-//! listed in `missing_fields`); absent required columns make the whole source unavailable,
-//! because guessing would be worse than *unknown*. A missing schedules table only makes E-06
-//! unknown.
+//! transaction bracket. The cascade entry for the executions table's non-terminal rows is, when
+//! provably the same answer, counted from the rows the executions query returned instead of by
+//! its own arm of the anti-join (see `ExecutionsTally`). Optional columns absent from an older
+//! schema degrade to `NULL` (and are listed in `missing_fields`); absent required columns make
+//! the whole source unavailable, because guessing would be worse than *unknown*. A missing
+//! schedules table only makes E-06 unknown.
 //!
 //! Two columns are read but never carried: `claude_session_id` becomes a has-a-session flag in
 //! SQL (the id never leaves SQLite), and `backlog_metadata` of queued rows is reduced here to
@@ -107,14 +109,21 @@ fn file_uri(path: &Path) -> String {
 ///
 /// `recent_cutoff_ms`: terminal rows completed before this instant (minus a slack) are not read.
 pub fn collect(cfg: &PlatformConfig, recent_cutoff_ms: i64) -> SqliteOutcome {
+    collect_with(cfg, recent_cutoff_ms, true)
+}
+
+/// [`collect`], optionally without computing the executions cascade entry from the rows read
+/// (the tests compare both paths).
+fn collect_with(cfg: &PlatformConfig, recent_cutoff_ms: i64, local_cascade: bool) -> SqliteOutcome {
     let mut statements = 0;
-    let result = collect_counted(cfg, recent_cutoff_ms, &mut statements);
+    let result = collect_counted(cfg, recent_cutoff_ms, local_cascade, &mut statements);
     SqliteOutcome { result, statements }
 }
 
 fn collect_counted(
     cfg: &PlatformConfig,
     recent_cutoff_ms: i64,
+    local_cascade: bool,
     statements: &mut u32,
 ) -> Result<(SqlState, Vec<Anomaly>), SqliteError> {
     check_identifiers(cfg)?;
@@ -124,7 +133,7 @@ fn collect_counted(
         conn: &conn,
         statements: 0,
     };
-    let result = reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms));
+    let result = reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms, local_cascade));
     *statements += reader.statements;
     result
 }
@@ -237,6 +246,17 @@ type Schema = BTreeMap<String, BTreeSet<String>>;
 /// names are plain identifiers, so no real column can collide with it.
 const INDEXED: char = '\u{1}';
 
+/// The pseudo-column that says "this table is a view or declares a collation" in [`Schema`].
+const NOT_PLAIN: &str = "\u{2}";
+
+/// `table` is a table (not a view) whose definition declares no collation: every comparison
+/// of its columns is then BINARY.
+fn is_plain_table(schema: &Schema, table: &str) -> bool {
+    schema
+        .get(&table.to_ascii_lowercase())
+        .is_some_and(|cols| !cols.contains(NOT_PLAIN))
+}
+
 /// `column` is the first column of a full, BINARY-collated index on `table`.
 fn leads_index(schema: &Schema, table: &str, column: &str) -> bool {
     schema
@@ -254,6 +274,7 @@ fn read_all(
     r: &mut Reader<'_>,
     cfg: &PlatformConfig,
     recent_cutoff_ms: i64,
+    local_cascade: bool,
 ) -> Result<(SqlState, Vec<Anomaly>), SqliteError> {
     let schema = read_schema(r, cfg)?;
     let mut state = SqlState::default();
@@ -272,15 +293,42 @@ fn read_all(
         }
     }
 
-    state.agents = read_roster(r, cfg, &schema, &mut anomalies)?;
-    state.executions = read_executions(
+    let (agents, roster_all_text) = read_roster(r, cfg, &schema, &mut anomalies)?;
+    state.agents = agents;
+    let local = if local_cascade {
+        executions_cascade_entry(cfg, &schema)
+    } else {
+        None
+    };
+    let (executions, tally) = read_executions(
         r,
         cfg,
         &schema,
         recent_cutoff_ms - CUTOFF_SLACK_MS,
+        local.is_some(),
         &mut anomalies,
     )?;
-    let (orphans, skipped) = read_orphans(r, cfg, &schema, &mut anomalies)?;
+    state.executions = executions;
+    // The executions cascade entry is answered from the rows just read when that is provably
+    // the same answer (see [`executions_cascade_entry`]) and every value compared was text;
+    // otherwise its SQL arm runs as for any other table.
+    let local = match (local, tally) {
+        (Some(i), Some(tally)) if roster_all_text && tally.all_text => Some((i, tally)),
+        _ => None,
+    };
+    let (mut orphans, skipped) = read_orphans(
+        r,
+        cfg,
+        &schema,
+        local.as_ref().map(|(i, _)| *i),
+        &mut anomalies,
+    )?;
+    if let Some((i, tally)) = local
+        && let Some(entry) = cfg.cascade.get(i)
+    {
+        orphans.extend(tally.orphans(&state.agents, entry));
+        orphans.sort();
+    }
     state.orphans = orphans;
     state.skipped_tables = skipped;
     let sc = &cfg.tables.schedules;
@@ -312,17 +360,27 @@ fn read_schema(r: &mut Reader<'_>, cfg: &PlatformConfig) -> Result<Schema, Sqlit
         .collect();
     // The second arm lists the first column of every full (non-partial) index with the default
     // collation, marked with [`INDEXED`], so the executions query can pick an index-driven shape
-    // without another statement.
+    // without another statement. The third marks ([`NOT_PLAIN`]) views and tables whose
+    // definition names a collation: only between plain tables do SQL `=` and Rust string
+    // equality agree, which the executions cascade computed in Rust relies on.
     let sql = format!(
         "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p \
          WHERE m.type IN ('table', 'view') AND lower(m.name) IN ({list}) \
          UNION ALL SELECT m.name, char(1) || x.name FROM sqlite_master AS m \
          JOIN pragma_index_list(m.name) AS il JOIN pragma_index_xinfo(il.name) AS x \
          WHERE m.type = 'table' AND il.partial = 0 AND x.seqno = 0 AND x.name IS NOT NULL \
-         AND x.coll = 'BINARY' AND lower(m.name) IN ({list})",
+         AND x.coll = 'BINARY' AND lower(m.name) IN ({list}) \
+         UNION ALL SELECT m.name, char(2) FROM sqlite_master AS m \
+         WHERE m.type IN ('table', 'view') AND lower(m.name) IN ({list}) \
+         AND (m.type = 'view' OR m.sql IS NULL OR instr(upper(m.sql), 'COLLATE') > 0)",
         list = placeholders(wanted.len())
     );
-    let wanted: Vec<Value> = wanted.iter().chain(wanted.iter()).cloned().collect();
+    let wanted: Vec<Value> = wanted
+        .iter()
+        .chain(wanted.iter())
+        .chain(wanted.iter())
+        .cloned()
+        .collect();
     let pairs = r.rows(&sql, &wanted, "reading the schema", |row| {
         Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
     })?;
@@ -414,12 +472,13 @@ fn value_text(v: &Value) -> Option<String> {
     }
 }
 
+/// The roster, and whether every non-NULL name was stored as text (see [`ExecutionsTally`]).
 fn read_roster(
     r: &mut Reader<'_>,
     cfg: &PlatformConfig,
     schema: &Schema,
     anomalies: &mut Vec<Anomaly>,
-) -> Result<Vec<Agent>, SqliteError> {
+) -> Result<(Vec<Agent>, bool), SqliteError> {
     let a = &cfg.tables.agents;
     let deleted = if has_column(schema, &a.table, &a.deleted_at) {
         format!("{} IS NOT NULL", q(&a.deleted_at))
@@ -446,6 +505,9 @@ fn read_roster(
     })?;
     let defaults = &cfg.agent_defaults;
     let mut agents = Vec::with_capacity(rows.len());
+    let all_text = rows
+        .iter()
+        .all(|(name, ..)| matches!(name, Value::Text(_) | Value::Null));
     for (name, is_system, cap, timeout, deleted) in rows {
         let Some(name) = value_text(&name) else {
             anomalies.push(anomaly(
@@ -481,7 +543,7 @@ fn read_roster(
         });
     }
     agents.sort_by(|x, y| x.name.cmp(&y.name));
-    Ok(agents)
+    Ok((agents, all_text))
 }
 
 /// `Ok(None)` for NULL, `Err` for a value that is not an integer (text digits are accepted:
@@ -524,13 +586,16 @@ fn julian_day(ms: i64) -> f64 {
     ms as f64 / 86_400_000.0 + 2_440_587.5
 }
 
+/// Every non-terminal row and the recently completed terminal ones; with `tally`, also the
+/// count of non-terminal rows per agent name for the executions cascade entry.
 fn read_executions(
     r: &mut Reader<'_>,
     cfg: &PlatformConfig,
     schema: &Schema,
     cutoff_ms: i64,
+    tally: bool,
     anomalies: &mut Vec<Anomaly>,
-) -> Result<Vec<Execution>, SqliteError> {
+) -> Result<(Vec<Execution>, Option<ExecutionsTally>), SqliteError> {
     let e = &cfg.tables.executions;
     let terminal = &cfg.statuses.terminal;
     // Placeholders of the select list come first, then those of the filter.
@@ -659,6 +724,10 @@ fn read_executions(
     })?;
 
     let mut out = Vec::with_capacity(rows.len());
+    let mut tally = tally.then(|| ExecutionsTally {
+        all_text: true,
+        per_agent: BTreeMap::new(),
+    });
     for [
         id,
         agent,
@@ -671,6 +740,10 @@ fn read_executions(
         metadata,
     ] in rows
     {
+        if let Some(tally) = tally.as_mut() {
+            // Before any row is skipped: the SQL arm counts rows whatever their id.
+            tally.add(&agent, &status, terminal);
+        }
         let Some(id) = value_text(&id) else {
             anomalies.push(anomaly(
                 format!("{}.{}", e.table, e.id),
@@ -711,7 +784,90 @@ fn read_executions(
         });
     }
     out.sort_by(|x, y| x.id.cmp(&y.id));
-    Ok(out)
+    Ok((out, tally))
+}
+
+/// Non-terminal execution rows per agent name, counted while reading them, to answer the
+/// executions cascade entry without its SQL arm.
+///
+/// That arm walked the whole agent index of the executions table (1 M entries at L, ~70–90 ms)
+/// only to find rows the executions query has already returned. The answers agree when every
+/// compared value is text (`all_text`, with the roster's names also text): SQL `=` between text
+/// values of plain tables (no view, no declared collation, see [`is_plain_table`]) is byte
+/// equality, as in Rust. A number or blob anywhere falls back to the SQL arm.
+#[derive(Debug)]
+struct ExecutionsTally {
+    /// Every agent name and status seen was text or NULL.
+    all_text: bool,
+    /// Non-terminal rows per (non-NULL) agent name.
+    per_agent: BTreeMap<String, u64>,
+}
+
+impl ExecutionsTally {
+    fn add(&mut self, agent: &Value, status: &Value, terminal: &[String]) {
+        let non_terminal = match status {
+            Value::Null => true,
+            Value::Text(s) => !terminal.iter().any(|t| t == s),
+            _ => {
+                self.all_text = false;
+                return;
+            }
+        };
+        match agent {
+            // The SQL arm never matches a NULL agent name either.
+            Value::Null => {}
+            Value::Text(a) if non_terminal => match self.per_agent.get_mut(a.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    self.per_agent.insert(a.clone(), 1);
+                }
+            },
+            Value::Text(_) => {}
+            _ => self.all_text = false,
+        }
+    }
+
+    /// The entry's orphans: counted agents absent from the roster (soft-deleted agents are in it).
+    fn orphans(self, roster: &[Agent], entry: &CascadeEntry) -> Vec<OrphanRows> {
+        let known: BTreeSet<&str> = roster.iter().map(|a| a.name.as_str()).collect();
+        self.per_agent
+            .into_iter()
+            .filter(|(agent, _)| !known.contains(agent.as_str()))
+            .map(|(agent_name, rows)| OrphanRows {
+                table: entry.table.clone(),
+                agent_name,
+                rows,
+                severity: entry.severity,
+            })
+            .collect()
+    }
+}
+
+/// The index of the cascade entry that selects exactly the executions query's non-terminal rows
+/// (the executions table, its agent column, and a filter keeping the rows whose status is none
+/// of the configured terminal words), when the roster and executions tables are plain tables.
+/// Names compare case-insensitively, as SQLite's identifiers do.
+fn executions_cascade_entry(cfg: &PlatformConfig, schema: &Schema) -> Option<usize> {
+    let e = &cfg.tables.executions;
+    let terminal: BTreeSet<&str> = cfg.statuses.terminal.iter().map(String::as_str).collect();
+    if terminal.is_empty()
+        || !is_plain_table(schema, &e.table)
+        || !is_plain_table(schema, &cfg.tables.agents.table)
+    {
+        return None;
+    }
+    let mut matching = cfg.cascade.iter().enumerate().filter(|(_, c)| {
+        c.table.eq_ignore_ascii_case(&e.table)
+            && c.column.eq_ignore_ascii_case(&e.agent_name)
+            && c.filter.as_ref().is_some_and(|f| {
+                f.column.eq_ignore_ascii_case(&e.status)
+                    && f.is_in.is_empty()
+                    && f.not_in.iter().map(String::as_str).collect::<BTreeSet<_>>() == terminal
+            })
+    });
+    let (index, _) = matching.next()?;
+    // Two such entries would each be reported; keep the plain SQL path for that odd config.
+    matching.next().is_none().then_some(index)
 }
 
 /// Reduces a queued row's `backlog_metadata` to facts; the text is dropped here. Nothing about
@@ -869,13 +1025,17 @@ fn scannable<'a>(
 }
 
 /// All cascade tables in ONE statement: a `UNION ALL` of anti-joins against the roster.
+/// `answered`: the index of a cascade entry already answered from the executions rows, left out
+/// of the statement.
 fn read_orphans(
     r: &mut Reader<'_>,
     cfg: &PlatformConfig,
     schema: &Schema,
+    answered: Option<usize>,
     anomalies: &mut Vec<Anomaly>,
 ) -> Result<(Vec<OrphanRows>, Vec<String>), SqliteError> {
-    let (usable, skipped) = scannable(cfg, schema, anomalies);
+    let (mut usable, skipped) = scannable(cfg, schema, anomalies);
+    usable.retain(|(i, _)| Some(*i) != answered);
     if usable.is_empty() {
         return Ok((Vec::new(), skipped));
     }
@@ -943,6 +1103,7 @@ fn read_orphans(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use canary_invariants::Severity;
 
     /// The executions query has two shapes (status index or not); both must read the same rows:
     /// every non-terminal row, and terminal rows completed (or, without `completed_at`, started)
@@ -1015,6 +1176,137 @@ mod tests {
         db.execute_batch("CREATE INDEX c ON schedule_executions (completed_at)")
             .expect("index completed_at");
         assert_eq!(read(), expected, "with an index on completed_at");
+    }
+
+    /// Which cascade entry (if any) the rows read would answer, for the database at `path`.
+    fn answered_entry(path: &Path) -> Option<usize> {
+        let cfg = PlatformConfig {
+            sqlite_path: path.to_owned(),
+            ..PlatformConfig::default()
+        };
+        let conn = open_read_only(path, Duration::from_secs(1)).expect("open");
+        let mut reader = Reader {
+            conn: &conn,
+            statements: 0,
+        };
+        let schema = read_schema(&mut reader, &cfg).expect("schema");
+        executions_cascade_entry(&cfg, &schema)
+    }
+
+    /// Orphans from both paths (the executions cascade entry answered from the rows read, and
+    /// its SQL arm), with the statement counts.
+    fn orphans_both_ways(path: &Path, now_ms: i64) -> [(Vec<OrphanRows>, u32); 2] {
+        let cfg = PlatformConfig {
+            sqlite_path: path.to_owned(),
+            ..PlatformConfig::default()
+        };
+        [true, false].map(|local| {
+            let outcome = collect_with(&cfg, now_ms - 30 * 60_000, local);
+            let (state, _) = outcome.result.expect("collect");
+            (state.orphans, outcome.statements)
+        })
+    }
+
+    /// L-03's input is the same whether the executions entry is answered from the rows the
+    /// executions query read or by its SQL arm: non-terminal rows of absent agents (NULL and
+    /// unknown statuses included) count, terminal rows (recent or old) and soft-deleted agents'
+    /// rows do not.
+    #[test]
+    fn executions_cascade_is_the_same_from_rows_and_from_sql() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.db");
+        let db = Connection::open(&path).expect("open");
+        db.execute_batch(crate::fleet::platform::SCHEMA)
+            .expect("schema");
+        let now_ms: i64 = 1_768_384_800_000; // 2026-01-14T10:00:00Z
+        db.execute_batch(
+            "INSERT INTO agent_ownership (agent_name, deleted_at) VALUES \
+             ('live', NULL), ('gone-soft', '2026-01-01 00:00:00'); \
+             INSERT INTO agent_tags (agent_name, tag) VALUES ('ghost', 't'), ('live', 't');",
+        )
+        .expect("roster");
+        let rows = [
+            ("1", "live", "running", None),
+            ("2", "gone-soft", "running", None),
+            ("3", "ghost", "running", None),
+            ("4", "ghost", "queued", None),
+            ("5", "ghost", "pending_retry", None),
+            ("6", "ghost", "completed", Some("2026-01-01 10:00:00")),
+            ("7", "ghost", "success", Some("2026-01-14T09:50:00Z")),
+            ("8", "ghost", "failed", Some("2026-01-01 10:00:00")),
+            ("9", "phantom", "queued", None),
+            ("10", "phantom", "cancelled", Some("2026-01-14 09:55:00")),
+            ("11", "Live", "running", None),
+            ("12", "old-only", "skipped", Some("2026-01-01 10:00:00")),
+        ];
+        for (id, agent, status, completed) in rows {
+            db.execute(
+                "INSERT INTO schedule_executions (id, agent_name, status, completed_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, agent, status, completed],
+            )
+            .expect("insert");
+        }
+        let default_entry = PlatformConfig::default()
+            .cascade
+            .iter()
+            .position(|c| c.table == "schedule_executions");
+        assert!(default_entry.is_some());
+        assert_eq!(
+            answered_entry(&path),
+            default_entry,
+            "the default list qualifies"
+        );
+        let [(local, local_statements), (sql, sql_statements)] = orphans_both_ways(&path, now_ms);
+        assert_eq!(local, sql);
+        assert_eq!(local_statements, sql_statements);
+        let executions: Vec<(&str, u64, Severity)> = local
+            .iter()
+            .filter(|o| o.table == "schedule_executions")
+            .map(|o| (o.agent_name.as_str(), o.rows, o.severity))
+            .collect();
+        assert_eq!(
+            executions,
+            [
+                ("Live", 1, Severity::Critical),
+                ("ghost", 4, Severity::Critical),
+                ("phantom", 1, Severity::Critical)
+            ]
+        );
+        assert!(
+            local
+                .iter()
+                .any(|o| o.table == "agent_tags" && o.agent_name == "ghost")
+        );
+
+        // A blob agent name: SQL `=` no longer is Rust equality, so the SQL arm answers.
+        db.execute_batch(
+            "INSERT INTO schedule_executions (id, agent_name, status) VALUES ('13', X'6c697665', 'running')",
+        )
+        .expect("blob");
+        let [(local, _), (sql, _)] = orphans_both_ways(&path, now_ms);
+        assert_eq!(local, sql);
+    }
+
+    /// A roster whose names compare case-insensitively: Rust equality would disagree, so the
+    /// executions entry stays with its SQL arm.
+    #[test]
+    fn a_declared_collation_keeps_the_sql_arm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.db");
+        let db = Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE agent_ownership (agent_name TEXT COLLATE NOCASE PRIMARY KEY); \
+             CREATE TABLE schedule_executions (id TEXT PRIMARY KEY, agent_name TEXT, status TEXT); \
+             INSERT INTO agent_ownership VALUES ('Alpha'); \
+             INSERT INTO schedule_executions VALUES ('1', 'alpha', 'running'), ('2', 'beta', NULL);",
+        )
+        .expect("schema");
+        assert_eq!(answered_entry(&path), None);
+        let [(local, _), (sql, _)] = orphans_both_ways(&path, 1_768_384_800_000);
+        assert_eq!(local, sql);
+        let agents: Vec<&str> = local.iter().map(|o| o.agent_name.as_str()).collect();
+        assert_eq!(agents, ["beta"]);
     }
 
     #[test]

@@ -90,12 +90,18 @@ impl Invariant for E02 {
             if now.saturating_sub(completed_at) > window_ms {
                 continue;
             }
-            next.seen_terminal
-                .entry(row.id.clone())
-                .or_insert_with(|| SeenTerminal {
+            // Looked up by `&str` first: in steady state nearly every recent row is already
+            // remembered, and `entry` would allocate a key String for each of them every cycle.
+            if next.seen_terminal.contains_key(row.id.as_str()) {
+                continue;
+            }
+            next.seen_terminal.insert(
+                row.id.clone(),
+                SeenTerminal {
                     status: row.status.clone(),
                     seen_at_ms: now,
-                });
+                },
+            );
         }
     }
 }
