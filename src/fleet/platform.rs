@@ -67,6 +67,47 @@ pub fn sqlite_datetime(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The Redis half of the platform's claim, atomic: ZADD the slot (score = unix seconds), HSET its
+/// `timeout_seconds`, EXPIRE it after `timeout + 300`.
+pub async fn acquire(
+    redis: &mut redis::aio::MultiplexedConnection,
+    slots_key: &str,
+    meta_key: &str,
+    id: &str,
+    timeout_seconds: i64,
+    at_ms: i64,
+) -> Result<(), FleetError> {
+    redis::pipe()
+        .atomic()
+        .zadd(slots_key, id, at_ms as f64 / 1000.0)
+        .ignore()
+        .hset(meta_key, "timeout_seconds", timeout_seconds)
+        .ignore()
+        .expire(meta_key, timeout_seconds + SLOT_TTL_BUFFER_SECONDS)
+        .ignore()
+        .query_async::<()>(redis)
+        .await?;
+    Ok(())
+}
+
+/// The Redis half of the platform's finish, atomic: ZREM + DEL.
+pub async fn release(
+    redis: &mut redis::aio::MultiplexedConnection,
+    slots_key: &str,
+    meta_key: &str,
+    id: &str,
+) -> Result<(), FleetError> {
+    redis::pipe()
+        .atomic()
+        .zrem(slots_key, id)
+        .ignore()
+        .del(meta_key)
+        .ignore()
+        .query_async::<()>(redis)
+        .await?;
+    Ok(())
+}
+
 impl Platform {
     /// Opens a platform created with [`create_db`] and its Redis.
     pub async fn connect(sqlite_path: &Path, redis_url: &str) -> Result<Platform, FleetError> {
@@ -169,18 +210,7 @@ impl Platform {
     ) -> Result<(), FleetError> {
         let slots = self.slots_key(agent);
         let meta = self.meta_key(agent, id);
-        let ttl = timeout_seconds + SLOT_TTL_BUFFER_SECONDS;
-        redis::pipe()
-            .atomic()
-            .zadd(&slots, id, at_ms as f64 / 1000.0)
-            .ignore()
-            .hset(&meta, "timeout_seconds", timeout_seconds)
-            .ignore()
-            .expire(&meta, ttl)
-            .ignore()
-            .query_async::<()>(&mut self.redis)
-            .await?;
-        Ok(())
+        acquire(&mut self.redis, &slots, &meta, id, timeout_seconds, at_ms).await
     }
 
     /// Finishes an execution: terminal row, then ZREM and DEL.
@@ -208,15 +238,7 @@ impl Platform {
     pub async fn release_slot(&mut self, agent: &str, id: &str) -> Result<(), FleetError> {
         let slots = self.slots_key(agent);
         let meta = self.meta_key(agent, id);
-        redis::pipe()
-            .atomic()
-            .zrem(&slots, id)
-            .ignore()
-            .del(&meta)
-            .ignore()
-            .query_async::<()>(&mut self.redis)
-            .await?;
-        Ok(())
+        release(&mut self.redis, &slots, &meta, id).await
     }
 
     /// Inserts an already finished execution.

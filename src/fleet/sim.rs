@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::platform::RedisKeys;
-use crate::fleet::platform::{FleetError, SCHEMA, SLOT_TTL_BUFFER_SECONDS};
+use crate::fleet::platform::{self, FleetError, SCHEMA};
 
 /// How long a writer waits for SQLite's write lock (the watcher's reads and the fault injector
 /// share the file).
@@ -1135,36 +1135,18 @@ impl Sim {
         Ok(())
     }
 
-    /// The Redis half of a claim, atomic: ZADD + HSET + EXPIRE (timeout + 300).
+    /// The Redis half of a claim (see [`platform::acquire`]).
     async fn acquire(&mut self, agent: usize, id: &str, timeout: i64) -> Result<(), FleetError> {
         let slots = self.slots_key(agent);
         let meta = self.meta_key(agent, id);
-        redis::pipe()
-            .atomic()
-            .zadd(&slots, id, now_ms() as f64 / 1000.0)
-            .ignore()
-            .hset(&meta, "timeout_seconds", timeout)
-            .ignore()
-            .expire(&meta, timeout + SLOT_TTL_BUFFER_SECONDS)
-            .ignore()
-            .query_async::<()>(&mut self.redis)
-            .await?;
-        Ok(())
+        platform::acquire(&mut self.redis, &slots, &meta, id, timeout, now_ms()).await
     }
 
-    /// The Redis half of a finish, atomic: ZREM + DEL.
+    /// The Redis half of a finish (see [`platform::release`]).
     async fn release(&mut self, agent: usize, id: &str) -> Result<(), FleetError> {
         let slots = self.slots_key(agent);
         let meta = self.meta_key(agent, id);
-        redis::pipe()
-            .atomic()
-            .zrem(&slots, id)
-            .ignore()
-            .del(&meta)
-            .ignore()
-            .query_async::<()>(&mut self.redis)
-            .await?;
-        Ok(())
+        platform::release(&mut self.redis, &slots, &meta, id).await
     }
 }
 
