@@ -671,10 +671,8 @@ impl Injector {
             }
             "e03-no-completed-at" => {
                 for id in &ids {
-                    self.platform.db().execute(
-                        "UPDATE schedule_executions SET completed_at = ?2 WHERE id = ?1",
-                        params![id, stamp(now, Shape::IsoZ)],
-                    )?;
+                    self.platform
+                        .set_completed_at(id, &stamp(now, Shape::IsoZ))?;
                 }
                 format!("{site}: completed_at written")
             }
@@ -741,10 +739,8 @@ impl Injector {
             }
             "g03-clock-skew" => {
                 for id in &ids {
-                    self.platform.db().execute(
-                        "UPDATE schedule_executions SET completed_at = ?2 WHERE id = ?1",
-                        params![id, stamp(now, Shape::IsoZ)],
-                    )?;
+                    self.platform
+                        .set_completed_at(id, &stamp(now, Shape::IsoZ))?;
                 }
                 format!("{site}: completed_at rewritten from a correct clock")
             }

@@ -266,6 +266,15 @@ impl Platform {
         Ok(())
     }
 
+    /// Overwrites a row's `completed_at` with an already formatted timestamp.
+    pub fn set_completed_at(&self, id: &str, completed_at: &str) -> Result<(), FleetError> {
+        self.db.execute(
+            "UPDATE schedule_executions SET completed_at = ?2 WHERE id = ?1",
+            params![id, completed_at],
+        )?;
+        Ok(())
+    }
+
     /// Re-applies an expiry to a slot's metadata (the S-03 fault uses a short one).
     pub async fn expire_meta(
         &mut self,
