@@ -155,10 +155,7 @@ async fn healthy_fleet_is_green_and_exit_0() {
     let env = Env::healthy().await;
     let (code, result) = env.check(&[]);
     assert_eq!(code, 0, "{result:#}");
-    for id in [
-        "S-01", "S-02", "S-03", "S-04", "S-07", "E-01", "E-02", "E-03", "E-04", "E-05", "E-06",
-        "B-02", "B-05", "G-03", "G-04", "H-01", "L-03",
-    ] {
+    for id in canary_invariants::catalog::ids() {
         assert_eq!(outcome(&result, id), "green", "{id}: {result:#}");
     }
     assert_eq!(result["sources_unavailable"], Value::Array(vec![]));
@@ -914,4 +911,23 @@ async fn g04_credential_fires_by_pattern_name_and_never_leaks_the_text() {
             path.display()
         );
     }
+}
+
+/// `canary invariants` renders each rule with the configured thresholds, not the defaults.
+#[tokio::test]
+async fn the_catalog_listing_shows_the_configured_thresholds() {
+    let env = Env::healthy().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["invariants", "--config"])
+        .arg(env.config_path())
+        .env_remove("CANARY_CONFIG")
+        .output()
+        .expect("run canary");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("A drain sentinel in a slot set lives less than 120 s."),
+        "{text}"
+    );
+    assert!(!text.contains("less than 10 s"), "{text}");
 }

@@ -1,11 +1,11 @@
-//! The catalog: a static registry of every invariant, each a unit struct implementing
-//! [`Invariant`] in its own file under `checks/`. Adding an invariant = one file + one line here.
+//! What an invariant is: its static description ([`InvariantMeta`]), what it reads ([`Input`])
+//! and the [`Invariant`] trait each check implements in its own file under `checks/`. The list
+//! of them, [`CATALOG`], is `checks/mod.rs`: adding an invariant = one file + one line there.
 
 use serde::Serialize;
 
-use crate::checks;
 use crate::memory::Memory;
-use crate::params::Params;
+use crate::params::{Params, Problems};
 use crate::snapshot::{Field, RedisState, Snapshot, Source, SqlState};
 use crate::violation::{Severity, Tier, Violation};
 
@@ -32,8 +32,6 @@ pub struct InvariantMeta {
     pub severity: Severity,
     /// What it cannot be judged without.
     pub needs: &'static [Need],
-    /// The rule, one or two sentences.
-    pub rule: &'static str,
     /// The bug class it guards against.
     pub guards: &'static str,
     /// What an operator should look at first when it fires.
@@ -109,6 +107,14 @@ pub trait Invariant: Sync + Send {
     /// Static description.
     fn meta(&self) -> &'static InvariantMeta;
 
+    /// The rule, one or two sentences, with the thresholds of `params` (the effective ones, so
+    /// an operator's override shows in `canary invariants` and the API).
+    fn rule(&self, params: &Params) -> String;
+
+    /// Reports every problem with this invariant's parameters in `params`. Most thresholds
+    /// only need to be finite and in range; the default has nothing to check.
+    fn validate(&self, _params: &Params, _problems: &mut Problems<'_>) {}
+
     /// The violations in this snapshot (any order; `evaluate` sorts).
     fn check(&self, input: &Input<'_>) -> Vec<Violation>;
 
@@ -116,26 +122,7 @@ pub trait Invariant: Sync + Send {
     fn remember(&self, _input: &Input<'_>, _next: &mut Memory) {}
 }
 
-/// Every invariant, in catalog order.
-pub static CATALOG: &[&dyn Invariant] = &[
-    &checks::S01,
-    &checks::S02,
-    &checks::S03,
-    &checks::S04,
-    &checks::S07,
-    &checks::E01,
-    &checks::E02,
-    &checks::E03,
-    &checks::E04,
-    &checks::E05,
-    &checks::E06,
-    &checks::B02,
-    &checks::B05,
-    &checks::G03,
-    &checks::G04,
-    &checks::L03,
-    &checks::H01,
-];
+pub use crate::checks::CATALOG;
 
 /// Looks an invariant up by id.
 pub fn find(id: &str) -> Option<&'static dyn Invariant> {
@@ -145,4 +132,34 @@ pub fn find(id: &str) -> Option<&'static dyn Invariant> {
 /// The ids of every invariant in the catalog.
 pub fn ids() -> impl Iterator<Item = &'static str> {
     CATALOG.iter().map(|inv| inv.meta().id)
+}
+
+/// One catalog entry as the CLI and the API show it: the static description plus the rule text
+/// rendered with the effective parameters.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    /// The static description.
+    #[serde(flatten)]
+    pub meta: &'static InvariantMeta,
+    /// The rule with the effective thresholds.
+    pub rule: String,
+}
+
+impl Entry {
+    /// The entry of `invariant` under `params`.
+    pub fn new(invariant: &dyn Invariant, params: &Params) -> Entry {
+        Entry {
+            meta: invariant.meta(),
+            rule: invariant.rule(params),
+        }
+    }
+}
+
+/// Every problem with the invariants' parameters, in catalog order.
+pub fn validate(params: &Params) -> Vec<crate::params::ParamProblem> {
+    let mut out = Vec::new();
+    for inv in CATALOG {
+        inv.validate(params, &mut Problems::new(inv.meta().id, &mut out));
+    }
+    out
 }

@@ -408,8 +408,8 @@ fn invariants(args: &InvariantsArgs) -> anyhow::Result<ExitCode> {
         .map(|c| c.entry)
         .collect();
     output::print(&match args.format {
-        CatalogFormat::Text => output::catalog_text(&custom),
-        CatalogFormat::Json => output::catalog_json(&custom)?,
+        CatalogFormat::Text => output::catalog_text(&config.invariants, &custom),
+        CatalogFormat::Json => output::catalog_json(&config.invariants, &custom)?,
         CatalogFormat::Markdown => output::catalog_markdown() + &output::custom_markdown(&custom),
     });
     Ok(ExitCode::Green)

@@ -408,123 +408,14 @@ fn log(config: &Config, out: &mut Vec<Problem>) {
     }
 }
 
+/// Each invariant validates its own parameters (in its file of the catalog); here they only get
+/// their dotted paths.
 fn invariants(config: &Config, out: &mut Vec<Problem>) {
-    let p = &config.invariants;
-    non_negative(out, "invariants.S-01.grace_seconds", p.s01.grace_seconds);
-    if p.e02.window_seconds <= 0 {
-        push(
-            out,
-            "invariants.E-02.window_seconds",
-            "must be greater than 0",
-        );
-    }
-    // Forgetting an id before it leaves the window would let a reversal go unseen.
-    if p.e02.retention_seconds < p.e02.window_seconds {
-        push(
-            out,
-            "invariants.E-02.retention_seconds",
-            format!(
-                "must be at least window_seconds ({}), got {}",
-                p.e02.window_seconds, p.e02.retention_seconds
-            ),
-        );
-    }
-    seconds_at_least(
-        out,
-        "invariants.S-03.buffer_seconds",
-        p.s03.buffer_seconds,
-        0,
+    out.extend(
+        canary_invariants::catalog::validate(&config.invariants)
+            .into_iter()
+            .map(|p| Problem::new(p.path(), p.message)),
     );
-    non_negative(
-        out,
-        "invariants.S-03.tolerance_seconds",
-        p.s03.tolerance_seconds,
-    );
-    seconds_at_least(
-        out,
-        "invariants.E-01.buffer_seconds",
-        p.e01.buffer_seconds,
-        0,
-    );
-    seconds_at_least(
-        out,
-        "invariants.E-01.lease_grace_seconds",
-        p.e01.lease_grace_seconds,
-        0,
-    );
-    seconds_at_least(
-        out,
-        "invariants.B-05.max_age_seconds",
-        p.b05.max_age_seconds,
-        1,
-    );
-    non_negative(
-        out,
-        "invariants.G-03.tolerance_seconds",
-        p.g03.tolerance_seconds,
-    );
-    seconds_at_least(out, "invariants.B-02.grace_seconds", p.b02.grace_seconds, 0);
-    seconds_at_least(
-        out,
-        "invariants.B-02.heartbeat_max_age_seconds",
-        p.b02.heartbeat_max_age_seconds,
-        1,
-    );
-    seconds_at_least(
-        out,
-        "invariants.H-01.confirm_after_seconds",
-        p.h01.confirm_after_seconds,
-        0,
-    );
-    // Zero would call every sentinel stale the instant it is placed.
-    if !(p.s07.max_age_seconds.is_finite() && p.s07.max_age_seconds > 0.0) {
-        push(
-            out,
-            "invariants.S-07.max_age_seconds",
-            "must be a number greater than 0",
-        );
-    }
-    non_negative(out, "invariants.S-04.grace_seconds", p.s04.grace_seconds);
-    seconds_at_least(
-        out,
-        "invariants.E-03.window_seconds",
-        p.e03.window_seconds,
-        1,
-    );
-    seconds_at_least(
-        out,
-        "invariants.E-05.max_age_seconds",
-        p.e05.max_age_seconds,
-        0,
-    );
-    seconds_at_least(
-        out,
-        "invariants.E-06.max_overdue_seconds",
-        p.e06.max_overdue_seconds,
-        0,
-    );
-}
-
-/// A whole-seconds threshold that must be at least `min` (0: "0 or more", 1: "greater than 0").
-fn seconds_at_least(out: &mut Vec<Problem>, path: &str, value: i64, min: i64) {
-    if value < min {
-        let bound = if min == 1 {
-            "greater than 0".to_owned()
-        } else {
-            format!("{min} or more")
-        };
-        push(out, path, format!("must be {bound} (got {value})"));
-    }
-}
-
-fn non_negative(out: &mut Vec<Problem>, path: &str, value: f64) {
-    if !(value.is_finite() && value >= 0.0) {
-        push(
-            out,
-            path,
-            format!("must be a finite number, 0 or more (got {value})"),
-        );
-    }
 }
 
 #[cfg(test)]

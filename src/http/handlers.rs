@@ -10,7 +10,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use canary_invariants::{CATALOG, InvariantMeta, InvariantState, catalog};
+use canary_invariants::catalog::Entry;
+use canary_invariants::{CATALOG, InvariantState, catalog};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -226,11 +227,12 @@ fn status_line<'a>(
     }
 }
 
-/// One catalog entry with whether this configuration enables it.
+/// One catalog entry (its rule with this configuration's thresholds) with whether this
+/// configuration enables it.
 #[derive(Debug, Serialize)]
 struct CatalogEntry {
     #[serde(flatten)]
-    meta: &'static InvariantMeta,
+    entry: Entry,
     enabled: bool,
 }
 
@@ -243,7 +245,7 @@ pub async fn invariants(State(state): State<AppState>) -> Json<Value> {
         .iter()
         .map(|inv| {
             json!(CatalogEntry {
-                meta: inv.meta(),
+                entry: Entry::new(*inv, params),
                 enabled: params.enabled(inv.meta().id),
             })
         })

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::{Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -28,13 +29,21 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::B,
     severity: Severity::Critical,
     needs: &[Need::Source(Source::Redis), Need::Source(Source::Sqlite)],
-    rule: "An agent with queued rows (older than 60 s) is at its cap, or the drain heartbeat is \
-           younger than 60 s.",
     guards: "Queues that never drain: free capacity while the drain sweep is dead or skips the \
              agent.",
     runbook: "Check the platform's capacity-maintenance (drain) sweep: is it running, and does \
               it see this agent? The heartbeat key shows when it last completed.",
 };
+
+invariant_params! {
+    /// B-02 parameters.
+    pub struct B02Params {
+        /// Queued rows younger than this do not count (dispatch may take that long to claim a slot).
+        grace_seconds: i64 = 60,
+        /// A drain heartbeat younger than this means the sweep is alive: nothing is judged.
+        heartbeat_max_age_seconds: i64 = 60,
+    }
+}
 
 #[derive(Default)]
 struct Queue {
@@ -45,6 +54,16 @@ struct Queue {
 impl Invariant for B02 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("An agent with queued rows (older than {}) is at its cap, or the drain heartbeat is \
+                 younger than {}.", human_seconds(params.b02.grace_seconds), human_seconds(params.b02.heartbeat_max_age_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.seconds_at_least("grace_seconds", params.b02.grace_seconds, 0);
+        problems.seconds_at_least("heartbeat_max_age_seconds", params.b02.heartbeat_max_age_seconds, 1);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

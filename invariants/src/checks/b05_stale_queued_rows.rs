@@ -10,6 +10,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::{Field, Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -27,15 +28,30 @@ static META: InvariantMeta = InvariantMeta {
         Need::Source(Source::Sqlite),
         Need::Field(Field::ExecQueuedAt),
     ],
-    rule: "No queued row is older than 24 h + 60 s (the platform's expiry sweep fails them).",
     guards: "An expiry sweep that stopped running: a backlog that is never served.",
     runbook: "Check that the platform's queued-row expiry job runs; it should mark these rows \
               failed.",
 };
 
+invariant_params! {
+    /// B-05 parameters.
+    pub struct B05Params {
+        /// A queued row older than this should have been expired by the platform (24 h + 60 s).
+        max_age_seconds: i64 = 86_460,
+    }
+}
+
 impl Invariant for B05 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("No queued row is older than {} (the platform's expiry sweep fails them).", human_seconds(params.b05.max_age_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.seconds_at_least("max_age_seconds", params.b05.max_age_seconds, 1);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

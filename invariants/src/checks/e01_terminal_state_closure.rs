@@ -12,6 +12,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::{Field, Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -29,17 +30,36 @@ static META: InvariantMeta = InvariantMeta {
         Need::Source(Source::Sqlite),
         Need::Field(Field::ExecStartedAt),
     ],
-    rule: "No running row is older than its agent's execution_timeout_seconds + 300 s (leased \
-           rows: until 600 s after their lease expired).",
     guards: "Executions that never close (dead worker, skipped timeout sweep) and a lease reaper \
              that stopped reaping.",
     runbook: "Check the platform's timeout sweep and worker health for that agent; for leased \
               rows, check the lease reaper. Close the row (and release its slot) once understood.",
 };
 
+invariant_params! {
+    /// E-01 parameters.
+    pub struct E01Params {
+        /// Added to the agent's execution timeout before a running row counts as stale.
+        buffer_seconds: i64 = 300,
+        /// Leased rows are excused until their lease has been expired this long (the reaper's window).
+        lease_grace_seconds: i64 = 600,
+    }
+}
+
 impl Invariant for E01 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("No running row is older than its agent's execution_timeout_seconds + {} (leased \
+                 rows: until {} after their lease expired).",
+                human_seconds(params.e01.buffer_seconds), human_seconds(params.e01.lease_grace_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.seconds_at_least("buffer_seconds", params.e01.buffer_seconds, 0);
+        problems.seconds_at_least("lease_grace_seconds", params.e01.lease_grace_seconds, 0);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -14,6 +14,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::memory::{Memory, SeenTerminal};
 use crate::snapshot::{Field, Source};
@@ -32,16 +33,48 @@ static META: InvariantMeta = InvariantMeta {
         Need::Source(Source::Sqlite),
         Need::Field(Field::ExecCompletedAt),
     ],
-    rule: "A terminal execution (success, failed, cancelled, skipped) never becomes non-terminal.",
     guards: "Stale cleanup passes or late workers overwriting a finished execution back to running.",
     runbook: "Find the writer that set the status after completion: compare the row's \
               completed_at with the last UPDATE in the platform logs; look for cleanup jobs \
               that write status without a WHERE status guard.",
 };
 
+invariant_params! {
+    /// E-02 parameters.
+    pub struct E02Params {
+        /// Terminal rows completed within this window are remembered.
+        window_seconds: i64 = 1800,
+        /// Remembered ids are forgotten this long after they were first seen.
+        retention_seconds: i64 = 3600,
+    }
+}
+
 impl Invariant for E02 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("A terminal execution never becomes non-terminal (terminal rows completed in the last \
+                 {} are remembered for {}).",
+                human_seconds(params.e02.window_seconds), human_seconds(params.e02.retention_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        let p = &params.e02;
+        if p.window_seconds <= 0 {
+            problems.push("window_seconds", "must be greater than 0");
+        }
+        // Forgetting an id before it leaves the window would let a reversal go unseen.
+        if p.retention_seconds < p.window_seconds {
+            problems.push(
+                "retention_seconds",
+                format!(
+                    "must be at least window_seconds ({}), got {}",
+                    p.window_seconds, p.retention_seconds
+                ),
+            );
+        }
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -16,6 +16,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::{Field, Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -34,17 +35,42 @@ static META: InvariantMeta = InvariantMeta {
         Need::Field(Field::ExecStartedAt),
         Need::Field(Field::ExecCompletedAt),
     ],
-    rule: "A success, failed or cancelled row started within the last 30 min has a completed_at \
-           (skipped rows never ran and are exempt).",
     guards: "Finish paths that write the terminal status but not the completion time, which \
              E-02, G-03 and duration reports then silently skip.",
     runbook: "Find the code path that set this status (the row's agent and status say which \
               worker): every terminal write must set completed_at in the same UPDATE.",
 };
 
+invariant_params! {
+    /// E-03 parameters.
+    pub struct E03Params {
+        /// Terminal rows started within this window are judged (the collector reads terminal rows
+    /// of the larger of this and E-02's window).
+        window_seconds: i64 = 1800,
+        /// Terminal status words that legitimately have no `completed_at` (the row never ran).
+        exempt_statuses: Vec<String> = vec!["skipped".to_owned()],
+    }
+}
+
 impl Invariant for E03 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        {
+            let p = &params.e03;
+            let exempt = if p.exempt_statuses.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} rows never ran and are exempt)", p.exempt_statuses.join(", "))
+            };
+            format!("A terminal row started within the last {} has a completed_at{exempt}.", human_seconds(p.window_seconds))
+        }
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.seconds_at_least("window_seconds", params.e03.window_seconds, 1);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -15,6 +15,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::{BacklogJson, Field, Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -33,17 +34,26 @@ static META: InvariantMeta = InvariantMeta {
         Need::Field(Field::ExecQueuedAt),
         Need::Field(Field::ExecBacklogMetadata),
     ],
-    rule: "Every queued row has a queued_at and valid-JSON backlog_metadata (reported as a reason \
-           code, never the metadata).",
     guards: "Enqueue paths that skip a field: rows the expiry sweep cannot age and the \
              dispatcher cannot replay.",
     runbook: "Check the platform's enqueue path for this agent: it must set queued_at and \
               serialise the request into backlog_metadata with a JSON encoder.",
 };
 
+invariant_params! {
+    /// E-04 parameters.
+    pub struct E04Params {
+    }
+}
+
 impl Invariant for E04 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, _params: &Params) -> String {
+        "Every queued row has a queued_at and valid-JSON backlog_metadata (reported as a reason \
+           code, never the metadata).".to_owned()
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

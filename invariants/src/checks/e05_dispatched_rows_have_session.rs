@@ -11,6 +11,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::{Field, Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -29,7 +30,6 @@ static META: InvariantMeta = InvariantMeta {
         Need::Field(Field::ExecStartedAt),
         Need::Field(Field::ExecSessionId),
     ],
-    rule: "A running row older than 60 s has a claude_session_id (leased rows excluded).",
     guards: "Dispatches whose agent session never started or never reported back: rows that look \
              busy and hold a slot but do nothing.",
     runbook: "Check the dispatcher's logs for this execution: did the agent container start, and \
@@ -37,9 +37,25 @@ static META: InvariantMeta = InvariantMeta {
               slot) if the session is gone.",
 };
 
+invariant_params! {
+    /// E-05 parameters.
+    pub struct E05Params {
+        /// A running row older than this (by `started_at`) must have a session id.
+        max_age_seconds: i64 = 60,
+    }
+}
+
 impl Invariant for E05 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("A running row older than {} has a claude_session_id (leased rows excluded).", human_seconds(params.e05.max_age_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.seconds_at_least("max_age_seconds", params.e05.max_age_seconds, 0);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::{Field, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -34,17 +35,32 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::B,
     severity: Severity::Major,
     needs: &[Need::Source(Source::Sqlite), Need::Field(Field::Schedules)],
-    rule: "An enabled, non-deleted schedule of a live agent has a next_run_at no more than 1 h in \
-           the past.",
     guards: "A scheduler that stopped ticking or skips some agents: enabled schedules that \
              silently never run.",
     runbook: "Check that the platform's scheduler process is running and sees this agent; a \
               next_run_at that stays in the past means no tick has claimed the schedule.",
 };
 
+invariant_params! {
+    /// E-06 parameters.
+    pub struct E06Params {
+        /// An enabled schedule's `next_run_at` may lie this far in the past (the scheduler's slack).
+        max_overdue_seconds: i64 = 3600,
+    }
+}
+
 impl Invariant for E06 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("An enabled, non-deleted schedule of a live agent has a next_run_at no more than {} in \
+                 the past.", human_seconds(params.e06.max_overdue_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.seconds_at_least("max_overdue_seconds", params.e06.max_overdue_seconds, 0);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
-use crate::params::seconds_to_ms;
+use crate::params::{Params, Problems, human_seconds_f, invariant_params, seconds_to_ms};
 use crate::snapshot::{Field, Source};
 use crate::violation::{Severity, Tier, Violation};
 
@@ -28,15 +28,30 @@ static META: InvariantMeta = InvariantMeta {
         Need::Field(Field::ExecStartedAt),
         Need::Field(Field::ExecCompletedAt),
     ],
-    rule: "An execution's started_at is not after its completed_at (1 s tolerance).",
     guards: "Clock skew between hosts and time-zone mix-ups between writers.",
     runbook: "Compare the clocks (NTP) of the hosts that write started_at and completed_at, and \
               check that both writers store UTC.",
 };
 
+invariant_params! {
+    /// G-03 parameters.
+    pub struct G03Params {
+        /// `started_at` may exceed `completed_at` by this much (rounding between writers).
+        tolerance_seconds: f64 = 1.0,
+    }
+}
+
 impl Invariant for G03 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("An execution's started_at is not after its completed_at ({} tolerance).", human_seconds_f(params.g03.tolerance_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.non_negative("tolerance_seconds", params.g03.tolerance_seconds);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

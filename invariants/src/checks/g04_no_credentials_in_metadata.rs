@@ -18,6 +18,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::{Field, Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -35,8 +36,6 @@ static META: InvariantMeta = InvariantMeta {
         Need::Source(Source::Sqlite),
         Need::Field(Field::ExecBacklogMetadata),
     ],
-    rule: "No queued row's backlog_metadata contains a token with a known secret prefix (sk-, \
-           ghp_, github_pat_, xoxb-, AKIA, AIza, ...); only the pattern name is reported.",
     guards: "Credentials pasted into requests that then sit readable in the platform database \
              and its backups.",
     runbook: "Treat the credential as leaked: rotate it with its issuer, then scrub the row's \
@@ -44,9 +43,20 @@ static META: InvariantMeta = InvariantMeta {
               schedule say which). The pattern name says which issuer.",
 };
 
+invariant_params! {
+    /// G-04 parameters.
+    pub struct G04Params {
+    }
+}
+
 impl Invariant for G04 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, _params: &Params) -> String {
+        "No queued row's backlog_metadata contains a token with a known secret prefix (sk-, \
+           ghp_, github_pat_, xoxb-, AKIA, AIza, ...); only the pattern name is reported.".to_owned()
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -12,6 +12,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::memory::Memory;
 use crate::snapshot::Source;
@@ -27,13 +28,19 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::A,
     severity: Severity::Major,
     needs: &[Need::Source(Source::Redis)],
-    rule: "The roster read is not empty (nor failing) while slot keys exist in Redis, for longer \
-           than one cycle interval.",
     guards: "A watcher that silently watches nothing (wrong database path, renamed table, emptied \
              file), making every roster-based invariant vacuously green.",
     runbook: "Check platform.sqlite_path and the roster table name in canary's config against the \
               platform, and whether the roster table was emptied or moved.",
 };
+
+invariant_params! {
+    /// H-01 parameters.
+    pub struct H01Params {
+        /// The suspicion must last this long before it is reported (one cycle interval).
+        confirm_after_seconds: i64 = 300,
+    }
+}
 
 /// Whether this snapshot is suspicious: no roster (empty or unreadable) but live slot keys.
 fn suspicious(input: &Input<'_>) -> bool {
@@ -43,6 +50,15 @@ fn suspicious(input: &Input<'_>) -> bool {
 impl Invariant for H01 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("The roster read is not empty (nor failing) while slot keys exist in Redis, for {} \
+                 or longer.", human_seconds(params.h01.confirm_after_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.seconds_at_least("confirm_after_seconds", params.h01.confirm_after_seconds, 0);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

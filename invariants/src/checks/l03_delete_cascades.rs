@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
+use crate::params::{Params, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::Source;
 use crate::violation::{Severity, Tier, Violation};
@@ -31,11 +32,16 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::A,
     severity: Severity::Critical,
     needs: &[Need::Source(Source::Sqlite), Need::Source(Source::Redis)],
-    rule: "No agent-keyed row and no slot key references an agent absent from the roster.",
     guards: "Agent deletes that miss a table, or race a dispatcher that re-creates rows or slots.",
     runbook: "Compare the listed tables with the platform's delete routine; purge the orphans \
               (and the slot key) once the missing step is fixed.",
 };
+
+invariant_params! {
+    /// L-03 parameters.
+    pub struct L03Params {
+    }
+}
 
 #[derive(Default)]
 struct Orphan<'a> {
@@ -47,6 +53,10 @@ struct Orphan<'a> {
 impl Invariant for L03 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, _params: &Params) -> String {
+        "No agent-keyed row and no slot key references an agent absent from the roster.".to_owned()
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
-use crate::params::seconds_to_ms;
+use crate::params::{Params, Problems, human_seconds_f, invariant_params, seconds_to_ms};
 use crate::snapshot::{Millis, Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
 
@@ -40,13 +40,20 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::A,
     severity: Severity::Critical,
     needs: &[Need::Source(Source::Redis), Need::Source(Source::Sqlite)],
-    rule: "For every roster agent, its slot set (minus drain sentinels) equals its running, \
-           non-leased execution rows.",
     guards: "Slots never released after the row went terminal (capacity leak) and running rows \
              without a slot (check-then-set overbooking).",
     runbook: "in_redis_only: check the release path for that execution (ZREM after the terminal \
               write); in_sql_only: check the acquire path and whether two dispatchers raced.",
 };
+
+invariant_params! {
+    /// S-01 parameters.
+    pub struct S01Params {
+        /// Ids younger than this (by `started_at` or slot score) are not reported: the platform
+    /// commits SQL and ZADDs a few ms apart.
+        grace_seconds: f64 = 3.0,
+    }
+}
 
 /// Per agent: id → the timestamp that grants grace, if known.
 type IdsByAgent<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Option<Millis>>>;
@@ -54,6 +61,16 @@ type IdsByAgent<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Option<Millis>>>;
 impl Invariant for S01 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("For every roster agent, its slot set (minus drain sentinels) equals its running, \
+                 non-leased execution rows (ids younger than {} are not judged).",
+                human_seconds_f(params.s01.grace_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.non_negative("grace_seconds", params.s01.grace_seconds);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -10,6 +10,7 @@
 
 use serde_json::json;
 
+use crate::params::{Params, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
 use crate::snapshot::Source;
 use crate::violation::{Severity, Tier, Violation};
@@ -24,11 +25,16 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::A,
     severity: Severity::Critical,
     needs: &[Need::Source(Source::Redis), Need::Source(Source::Sqlite)],
-    rule: "Every roster agent holds at most max_parallel_tasks slots (drain sentinels excluded).",
     guards: "Check-then-set races in slot acquisition (two dispatchers both saw a free slot).",
     runbook: "Make the acquire path atomic (one Lua script or WATCH/MULTI around ZCARD + ZADD); \
               check whether the cap was lowered while the agent was busy.",
 };
+
+invariant_params! {
+    /// S-02 parameters.
+    pub struct S02Params {
+    }
+}
 
 /// Members listed in the evidence, at most (the count is always exact).
 const LISTED: usize = 20;
@@ -36,6 +42,10 @@ const LISTED: usize = 20;
 impl Invariant for S02 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, _params: &Params) -> String {
+        "Every roster agent holds at most max_parallel_tasks slots (drain sentinels excluded).".to_owned()
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -22,7 +22,7 @@
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
-use crate::params::seconds_to_ms;
+use crate::params::{Params, Problems, human_seconds, human_seconds_f, invariant_params, seconds_to_ms};
 use crate::snapshot::{KeyTtl, SlotMember, SlotMeta, Source};
 use crate::violation::{Severity, Tier, Violation};
 
@@ -36,17 +36,36 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::A,
     severity: Severity::Critical,
     needs: &[Need::Source(Source::Redis)],
-    rule: "Every slot's metadata hash expires, and was given at least its execution's \
-           timeout_seconds + 300 s of TTL (a missing hash is S-04's).",
     guards: "Slot TTLs shorter than the task they guard (capacity handed out twice) and metadata \
              without expiry (leaks that never heal).",
     runbook: "Check the acquire path's EXPIRE: it must use the execution's timeout plus the \
               buffer, and run in the same MULTI as the HSET.",
 };
 
+invariant_params! {
+    /// S-03 parameters.
+    pub struct S03Params {
+        /// The platform sets the slot TTL to `timeout_seconds + buffer_seconds` at acquire.
+        buffer_seconds: i64 = 300,
+        /// Rounding tolerance subtracted from the floor.
+        tolerance_seconds: f64 = 1.0,
+    }
+}
+
 impl Invariant for S03 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("Every slot's metadata hash expires, and was given at least its execution's \
+                 timeout_seconds + {} of TTL, less {} of rounding (a missing hash is S-04's).",
+                human_seconds(params.s03.buffer_seconds), human_seconds_f(params.s03.tolerance_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.seconds_at_least("buffer_seconds", params.s03.buffer_seconds, 0);
+        problems.non_negative("tolerance_seconds", params.s03.tolerance_seconds);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -35,7 +35,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
-use crate::params::seconds_to_ms;
+use crate::params::{Params, Problems, human_seconds_f, invariant_params, seconds_to_ms};
 use crate::snapshot::{KeyTtl, Source};
 use crate::violation::{Severity, Tier, Violation};
 
@@ -49,8 +49,6 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::A,
     severity: Severity::Major,
     needs: &[Need::Source(Source::Redis)],
-    rule: "Every slot member has its metadata hash, and every metadata hash belongs to a member of \
-           its agent's slot set (3 s grace after acquire; a stray hash must survive a re-read).",
     guards: "Acquire paths that forget the metadata write (or TTLs that expire under a running \
              task) and release paths that forget the DEL or the ZREM.",
     runbook: "member_without_meta: check the acquire path's HSET + EXPIRE (same MULTI as the \
@@ -58,9 +56,28 @@ static META: InvariantMeta = InvariantMeta {
               path's DEL after the ZREM. Remove the stray key once understood.",
 };
 
+invariant_params! {
+    /// S-04 parameters.
+    pub struct S04Params {
+        /// A member whose slot score is younger than this is not reported without metadata: the
+    /// platform ZADDs, then writes the hash a few ms later.
+        grace_seconds: f64 = 3.0,
+    }
+}
+
 impl Invariant for S04 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("Every slot member has its metadata hash, and every metadata hash belongs to a member \
+                 of its agent's slot set ({} grace after acquire; a stray hash must survive a re-read).",
+                human_seconds_f(params.s04.grace_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        problems.non_negative("grace_seconds", params.s04.grace_seconds);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {

@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
-use crate::params::seconds_to_ms;
+use crate::params::{Params, Problems, human_seconds_f, invariant_params, seconds_to_ms};
 use crate::snapshot::Source;
 use crate::violation::{Severity, Tier, Violation};
 
@@ -24,15 +24,31 @@ static META: InvariantMeta = InvariantMeta {
     tier: Tier::A,
     severity: Severity::Minor,
     needs: &[Need::Source(Source::Redis)],
-    rule: "A drain sentinel in a slot set lives less than 10 s.",
     guards: "Drain sweeps that crashed mid-claim and left their sentinel holding a slot.",
     runbook: "Look for a crashed or killed capacity-maintenance sweep at the sentinel's \
               timestamp; ZREM the sentinel once the sweep is healthy.",
 };
 
+invariant_params! {
+    /// S-07 parameters.
+    pub struct S07Params {
+        /// A drain sentinel this old (or older) is stale.
+        max_age_seconds: f64 = 10.0,
+    }
+}
+
 impl Invariant for S07 {
     fn meta(&self) -> &'static InvariantMeta {
         &META
+    }
+
+    fn rule(&self, params: &Params) -> String {
+        format!("A drain sentinel in a slot set lives less than {}.", human_seconds_f(params.s07.max_age_seconds))
+    }
+
+    fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
+        // Zero would call every sentinel stale the instant it is placed.
+        problems.positive("max_age_seconds", params.s07.max_age_seconds);
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
@@ -75,6 +91,15 @@ impl Invariant for S07 {
 mod tests {
     use crate::snapshot::SlotMember;
     use crate::testing::{SnapshotBuilder, T0, run};
+
+    #[test]
+    fn the_rule_shows_the_effective_threshold() {
+        use crate::catalog::Invariant;
+        let mut params = crate::Params::default();
+        assert!(super::S07.rule(&params).contains("less than 10 s"));
+        params.s07.max_age_seconds = 120.0;
+        assert!(super::S07.rule(&params).contains("less than 120 s"));
+    }
 
     #[test]
     fn a_young_sentinel_holds() {
