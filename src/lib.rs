@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: typed configuration, layering and validation.
 //! - [`collect`]: read-only adapters that turn the platform's SQLite and Redis into a `Snapshot`.
+//! - [`registry`]: the built-in catalog and the configured custom invariants behind one lookup.
 //! - [`store`]: canary's own state database (cycles, violations, states, transitions, memory).
 //! - [`alert`]: Slack payloads (pure), retry classification (pure) and the outbox deliverer.
 //! - [`schedule`]: the cycle sequencer (`cycle.rs`), the only place that orders the steps.
@@ -17,5 +18,6 @@ pub mod config;
 pub mod daemon;
 pub mod fleet;
 pub mod http;
+pub mod registry;
 pub mod schedule;
 pub mod store;
