@@ -440,6 +440,14 @@ mod tests {
             .collect()
     }
 
+    /// What Slack must receive for a catalog text, written independently of [`escape`] (the
+    /// builder's own helper must not compute the expected value): `&` first, then `<` and `>`.
+    fn escaped(text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    }
+
     /// Slack's documented Block Kit limits, checked independently of [`within_limits`] (the
     /// builder's own check must not be the oracle of its output): the numbers are written out.
     fn assert_slack_limits(p: &Value) {
@@ -518,7 +526,7 @@ mod tests {
             &[core_violation("S-01")],
             AT,
         );
-        let runbook = escape(catalog::find("S-01").unwrap().meta().runbook);
+        let runbook = escaped(catalog::find("S-01").unwrap().meta().runbook);
         let expected = json!({
             "text": "🔴 S-01 Slot–row bijection fired: 1 violation (critical)",
             "blocks": [
@@ -549,7 +557,7 @@ mod tests {
                 Severity::Major => "🟠",
                 Severity::Minor => "🟡",
             };
-            assert_eq!(t[0], format!("{icon} {id} {} fired", escape(meta.name)));
+            assert_eq!(t[0], format!("{icon} {id} {} fired", escaped(meta.name)));
             assert!(
                 t[1].starts_with(&format!(
                     "*Fired* · severity *{}* · 1 violation",
@@ -567,7 +575,7 @@ mod tests {
             let p = payload(&resolved(id, AT - 12 * 60_000), &[], AT);
             let t = texts(&p);
             assert_eq!(t.len(), 4, "{id}: {t:?}");
-            assert_eq!(t[0], format!("✅ {id} {} resolved", escape(meta.name)));
+            assert_eq!(t[0], format!("✅ {id} {} resolved", escaped(meta.name)));
             assert!(t[1].starts_with("*Resolved*"));
             assert!(t[3].ends_with("0 violations · red for 12m"), "{t:?}");
             assert!(p["text"].as_str().unwrap().ends_with("resolved"));
