@@ -609,6 +609,18 @@ async fn garbage_in_redis_is_an_anomaly_not_a_crash() {
     assert_eq!(code, 0, "{result:#}");
     let anomalies = result["diagnostics"]["anomalies"].as_array().unwrap();
     assert!(anomalies.len() >= 2, "{result:#}");
+    // Each planted value is reported where it was found (a bare count could be met by any two
+    // unrelated anomalies).
+    let subjects: Vec<&str> = anomalies
+        .iter()
+        .map(|a| a["subject"].as_str().unwrap())
+        .collect();
+    for planted in [key, format!("{meta} timeout_seconds")] {
+        assert!(
+            subjects.contains(&planted.as_str()),
+            "{planted}: {result:#}"
+        );
+    }
     assert!(result["sources_unavailable"].as_array().unwrap().is_empty());
 }
 

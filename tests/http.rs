@@ -510,7 +510,7 @@ async fn violations_list_filters_and_total() {
 #[tokio::test]
 async fn stats_status_and_invariants() {
     let mut env = Env::new().await;
-    red_history(&mut env).await;
+    let cycles = red_history(&mut env).await;
 
     let stats = env
         .get("/api/canary/violations/stats")
@@ -522,7 +522,12 @@ async fn stats_status_and_invariants() {
     let s01 = rows.iter().find(|r| r["invariant_id"] == "S-01").unwrap();
     assert_eq!(s01["severity"], "critical");
     assert_eq!(s01["count"], 2);
-    assert!(s01["first_seen_ms"].as_i64() <= s01["last_seen_ms"].as_i64());
+    // Seen first in the first red cycle and last in the second (comparing the two `Option`s
+    // would pass with both fields missing: `None <= None`).
+    let (first, last) = (s01["first_seen_ms"].as_i64(), s01["last_seen_ms"].as_i64());
+    assert!(first.unwrap() <= last.unwrap(), "{s01:#}");
+    assert_eq!(s01["first_seen"], cycles[0]["taken_at"], "{s01:#}");
+    assert_eq!(s01["last_seen"], cycles[1]["taken_at"], "{s01:#}");
     assert!(s01["first_seen"].as_str().unwrap().ends_with('Z'));
     let future = now_ms() + 3_600_000;
     let later = env
@@ -855,7 +860,13 @@ async fn serves_on_a_real_socket_and_shuts_down_on_the_token() {
         "canary_alerts_total{outcome=\"delivered\"} 0",
         "# TYPE canary_violations counter",
     ] {
-        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        // A whole line (or a sample whose value varies): a bare `contains` would also accept
+        // `…{outcome="green"} 10` for `… 1`.
+        assert!(
+            text.lines()
+                .any(|l| l == needle || l.starts_with(&format!("{needle} "))),
+            "{needle} missing from:\n{text}"
+        );
     }
 
     shutdown.cancel();

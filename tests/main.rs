@@ -4,13 +4,14 @@
 // The whole binary is test code: a failed setup step should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
+mod support; // harnesses: real redis-server, webhook receiver, platform DB, daemon process, fleet rig
 
-mod alert;
-mod check;
-mod collect;
-mod custom;
-mod daemon;
-mod fleet;
-mod http;
-mod store;
+mod alert; // outbox delivery to a real webhook: retries, 429, 404, outage, restart, pacing, secrecy
+mod check; // `canary check` binary: each invariant red in real stores then green, and failure modes
+mod collect; // the collector on real Redis + SQLite: snapshot content, round trips, degradation, outages
+mod custom; // custom SQL invariants end to end: fire/resolve, validation refusals, limits, examples
+mod daemon; // `canary run` process: scheduled cycles, SIGTERM shutdown, bad cron, one alert delivered
+mod fleet; // simulated fleet: each fault recipe red → one fired → revert → one resolved; clean soak
+mod http; // admin HTTP API: probes, auth, metrics, admin routes, single-flight via a gated proxy
+mod slack_payloads; // Slack messages per invariant (fired/reminder/resolved) vs reviewed insta snapshots
+mod store; // state DB files: migrations, record_cycle atomicity, lease, retention, history queries

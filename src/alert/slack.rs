@@ -440,6 +440,44 @@ mod tests {
             .collect()
     }
 
+    /// What Slack must receive for a catalog text, written independently of [`escape`] (the
+    /// builder's own helper must not compute the expected value): `&` first, then `<` and `>`.
+    fn escaped(text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    }
+
+    /// Slack's documented Block Kit limits, checked independently of [`within_limits`] (the
+    /// builder's own check must not be the oracle of its output): the numbers are written out.
+    fn assert_slack_limits(p: &Value) {
+        let blocks = p["blocks"].as_array().unwrap();
+        assert!(
+            !blocks.is_empty() && blocks.len() <= 50,
+            "{} blocks",
+            blocks.len()
+        );
+        assert!(p["text"].is_string(), "no fallback text");
+        let chars = |v: &Value| v.as_str().map_or(usize::MAX, |s| s.chars().count());
+        for b in blocks {
+            match b["type"].as_str() {
+                Some("header") => {
+                    assert_eq!(b["text"]["type"], "plain_text");
+                    assert!(chars(&b["text"]["text"]) <= 150, "header: {b}");
+                }
+                Some("section") => assert!(chars(&b["text"]["text"]) <= 3000, "section: {b}"),
+                Some("context") => {
+                    let els = b["elements"].as_array().unwrap();
+                    assert!(!els.is_empty() && els.len() <= 10, "context: {b}");
+                    for e in els {
+                        assert!(chars(&e["text"]) <= 3000, "context: {b}");
+                    }
+                }
+                other => panic!("unexpected block type {other:?}"),
+            }
+        }
+    }
+
     fn core_violation(id: &str) -> Violation {
         match id {
             "S-01" => violation(
@@ -488,7 +526,7 @@ mod tests {
             &[core_violation("S-01")],
             AT,
         );
-        let runbook = escape(catalog::find("S-01").unwrap().meta().runbook);
+        let runbook = escaped(catalog::find("S-01").unwrap().meta().runbook);
         let expected = json!({
             "text": "🔴 S-01 Slot–row bijection fired: 1 violation (critical)",
             "blocks": [
@@ -519,7 +557,7 @@ mod tests {
                 Severity::Major => "🟠",
                 Severity::Minor => "🟡",
             };
-            assert_eq!(t[0], format!("{icon} {id} {} fired", escape(meta.name)));
+            assert_eq!(t[0], format!("{icon} {id} {} fired", escaped(meta.name)));
             assert!(
                 t[1].starts_with(&format!(
                     "*Fired* · severity *{}* · 1 violation",
@@ -532,12 +570,12 @@ mod tests {
                 "{t:?}"
             );
             assert!(t[3].starts_with("*Runbook:* "));
-            assert!(within_limits(&p));
+            assert_slack_limits(&p);
 
             let p = payload(&resolved(id, AT - 12 * 60_000), &[], AT);
             let t = texts(&p);
             assert_eq!(t.len(), 4, "{id}: {t:?}");
-            assert_eq!(t[0], format!("✅ {id} {} resolved", escape(meta.name)));
+            assert_eq!(t[0], format!("✅ {id} {} resolved", escaped(meta.name)));
             assert!(t[1].starts_with("*Resolved*"));
             assert!(t[3].ends_with("0 violations · red for 12m"), "{t:?}");
             assert!(p["text"].as_str().unwrap().ends_with("resolved"));
@@ -648,9 +686,9 @@ mod tests {
             .map(|i| violation("S-01", &huge, &huge, json!({ "blob": huge, "i": i })))
             .collect();
         let p = payload(&fired("S-01", Severity::Critical, None), &vs, AT);
-        assert!(within_limits(&p), "{p}");
+        assert_slack_limits(&p);
         for t in texts(&p) {
-            assert!(t.chars().count() <= SECTION_MAX);
+            assert!(t.chars().count() <= 3000);
             // No half entity left behind by truncation.
             for (i, _) in t.match_indices('&') {
                 let rest = &t[i..];
@@ -702,7 +740,36 @@ mod tests {
 
     #[test]
     fn test_message_fits() {
+        assert_slack_limits(&test_message());
         assert!(within_limits(&test_message()));
+    }
+
+    /// `within_limits` decides when the builder falls back to the count-only message: it must
+    /// reject each limit broken by one, against Slack's documented numbers written out here.
+    #[test]
+    fn within_limits_rejects_each_broken_limit() {
+        let header = |n: usize| json!({"type": "header", "text": {"type": "plain_text", "text": "h".repeat(n)}});
+        let section = |n: usize| json!({"type": "section", "text": {"type": "mrkdwn", "text": "s".repeat(n)}});
+        let context = |els: usize, n: usize| {
+            let e: Vec<Value> = (0..els)
+                .map(|_| json!({"type": "mrkdwn", "text": "c".repeat(n)}))
+                .collect();
+            json!({"type": "context", "elements": e})
+        };
+        let msg = |blocks: Vec<Value>| json!({"text": "t", "blocks": blocks});
+        assert!(within_limits(&msg(vec![
+            header(150),
+            section(3000),
+            context(10, 3000)
+        ])));
+        assert!(!within_limits(&msg(vec![header(151)])));
+        assert!(!within_limits(&msg(vec![section(3001)])));
+        assert!(!within_limits(&msg(vec![context(11, 1)])));
+        assert!(!within_limits(&msg(vec![context(1, 3001)])));
+        assert!(within_limits(&msg(vec![section(1); 50])));
+        assert!(!within_limits(&msg(vec![section(1); 51])));
+        assert!(!within_limits(&msg(vec![json!({"type": "image"})])));
+        assert!(!within_limits(&json!({"text": "no blocks"})));
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
@@ -747,10 +814,10 @@ mod tests {
                 .map(|o| violation(&id, &subject, &summary, o))
                 .collect();
             let p = payload(&t, &vs, at);
-            prop_assert!(within_limits(&p));
+            assert_slack_limits(&p);
             let blocks = p["blocks"].as_array().unwrap();
-            prop_assert!(blocks.len() <= BLOCKS_MAX);
-            prop_assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= HEADER_MAX);
+            prop_assert!(blocks.len() <= 50);
+            prop_assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
         }
     }
 }

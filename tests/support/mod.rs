@@ -7,8 +7,8 @@
 //! - [`fleet`]: a simulated fleet on a private platform, watched by the real sequencer, alerts
 //!   delivered to a [`webhook`] receiver.
 
-pub mod daemon;
-pub mod fleet;
-pub mod platform_db;
-pub mod redis_server;
-pub mod webhook;
+pub mod daemon; // a real `canary run` child process: config file, captured stderr, SIGTERM, kill on drop
+pub mod fleet; // simulated platform + real sequencer + deliverer + webhook, for end-to-end detection
+pub mod platform_db; // temp platform SQLite from tests/fixtures/platform.sql, row-insert helpers
+pub mod redis_server; // a private redis-server per test (PING readiness, log on failure) + sync client
+pub mod webhook; // local axum receiver standing in for Slack: scripted replies, recorded bodies, outages
