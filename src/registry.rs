@@ -194,8 +194,10 @@ mod tests {
 
     #[test]
     fn built_in_then_custom_in_one_lookup() {
-        let mut config = Config::default();
-        config.custom_invariants = vec![custom("C-1", true), custom("C-2", false)];
+        let mut config = Config {
+            custom_invariants: vec![custom("C-1", true), custom("C-2", false)],
+            ..Config::default()
+        };
         config.invariants.s07.enabled = false;
         let registry = Registry::new(&config);
 
@@ -234,9 +236,11 @@ mod tests {
 
     #[test]
     fn listing_entries_carry_the_effective_rule_and_whether_enabled() {
-        let mut config = Config::default();
+        let mut config = Config {
+            custom_invariants: vec![custom("C-1", false)],
+            ..Config::default()
+        };
         config.invariants.s07.max_age_seconds = 42.0;
-        config.custom_invariants = vec![custom("C-1", false)];
         let registry = Registry::new(&config);
         let entries = registry.entries_json();
         let s07 = entries.iter().find(|e| e["id"] == "S-07").unwrap();
