@@ -9,8 +9,8 @@
 //! - before running, each statement is prepared and must be exactly one statement
 //!   (rusqlite reports trailing statements as `MultipleStatement`), be read-only according to
 //!   SQLite (`sqlite3_stmt_readonly`, via [`rusqlite::Statement::readonly`]), return columns and
-//!   start with `SELECT`, `WITH` or `VALUES`. The same check ([`check_statement`]) runs at
-//!   configuration validation, so a write is refused at startup, and again here every cycle,
+//!   start with `SELECT`, `WITH` or `VALUES`. The same check ([`check_statement`]) runs in the
+//!   startup preflight ([`super::preflight`]), so a write is refused at startup, and again here every cycle,
 //!   because the schema (and so what a statement does) may have changed since;
 //! - rows: at most `row_limit` are kept (one more is stepped to know whether the result was
 //!   truncated; a truncation is reported as an anomaly);
@@ -25,40 +25,22 @@
 //! keeps its connection private), so the two reads may be a few milliseconds apart.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use canary_invariants::{Anomaly, CustomResult, CustomRow, Severity, Source, Tier};
+use canary_invariants::{Anomaly, CustomResult, CustomRow, Source};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, Statement};
 use serde_json::{Value, json};
 
 use super::Collected;
 use super::sqlite::open_read_only;
+use crate::config::custom::CustomSpec;
 use crate::config::platform::PlatformConfig;
 
 /// Longest text value kept in `observed_state` (characters); longer text is cut with `…`.
 const TEXT_MAX: usize = 1000;
 /// Bytes of a blob shown as hex in `observed_state` (its length is always given).
 const BLOB_HEX_MAX: usize = 32;
-
-/// One custom invariant ready to run: its spec with the limits resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CustomSpec {
-    /// Operator id.
-    pub id: String,
-    /// Short name.
-    pub name: String,
-    /// A or B.
-    pub tier: Tier,
-    /// Severity of its violations.
-    pub severity: Severity,
-    /// The single read-only statement.
-    pub sql: String,
-    /// Rows kept at most.
-    pub row_limit: u32,
-    /// Time limit of the statement (prepare, steps, everything).
-    pub timeout: Duration,
-}
 
 /// What running the custom statements produced.
 #[derive(Debug, Default)]
@@ -380,6 +362,9 @@ fn to_json(value: ValueRef<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use canary_invariants::{Severity, Tier};
 
     fn platform(dir: &tempfile::TempDir) -> PlatformConfig {
         let path = dir.path().join("p.db");

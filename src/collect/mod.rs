@@ -14,6 +14,7 @@
 //! invariants that need it become *unknown*, never green.
 
 pub mod custom;
+pub mod preflight;
 pub mod redis;
 pub mod secrets;
 pub mod sqlite;
