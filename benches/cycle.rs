@@ -176,15 +176,9 @@ async fn run_command(
     let previous_memory = state_db.load_memory()?;
     let _states = state_db.load_states()?;
     let load_ms = ms_since(t);
-    let window_ms = config
-        .invariants
-        .e02
-        .window_seconds
-        .max(config.invariants.e03.window_seconds)
-        .saturating_mul(1000);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let t = Instant::now();
-    let collected = canary::collect::collect(&config.platform, window_ms, now_ms).await;
+    let collected = canary::collect::collect(&config, None, now_ms).await;
     let collect_ms = ms_since(t);
     let t = Instant::now();
     let eval = canary_invariants::evaluate(

@@ -542,7 +542,7 @@ fn shipped_custom_examples_validate_against_the_fixture_schema() {
         }
         // Pure validation, then the statements against the fixture schema (as the CLI does).
         let mut problems = validate(&config);
-        problems.extend(canary::collect::preflight::preflight(&config));
+        problems.extend(canary::collect::preflight(&config));
         assert!(problems.is_empty(), "{name}: {problems:?}");
         seen += 1;
     }

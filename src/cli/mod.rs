@@ -85,7 +85,7 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, ConfigFailure> {
         let config = self.load_unvalidated()?;
         let mut problems = config::validate(&config);
-        problems.extend(crate::collect::preflight::preflight(&config));
+        problems.extend(crate::collect::preflight(&config));
         if problems.is_empty() {
             Ok(config)
         } else {

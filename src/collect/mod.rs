@@ -1,30 +1,40 @@
-//! The collector: reads the platform's SQLite and Redis (read-only) into one [`Snapshot`].
+//! The collector: reads the platform's SQLite and Redis (read-only) into one complete
+//! [`Snapshot`], the only input of evaluation.
 //!
-//! - [`sqlite`]: roster, executions, cascade orphans and schedules in one read transaction.
+//! - [`collect`]: the entry point of a cycle (the sequencer and the bench call only this): the
+//!   built-in reads over the window the configured invariants need, then the custom SQL
+//!   invariants. Nobody patches the snapshot afterwards.
+//! - [`builtin`]: the built-in reads alone, over an explicit window (the collector tests).
+//! - [`sql`]: roster, executions, cascade orphans and schedules in one read transaction.
 //! - [`redis`]: slot sets, slot metadata (and stray metadata hashes) and the drain heartbeat
 //!   through a read-only wrapper.
+//!   Also the operator-defined SQL invariants' statements (`sql::custom`) and [`preflight`]:
+//!   the same statements prepared against the platform database at startup.
 //! - [`secrets`]: credential patterns in queued rows' metadata, found here so the text never
 //!   enters the snapshot.
 //! - [`timestamp`]: the one place timestamps are parsed.
-//! - [`custom`]: the operator-defined SQL invariants' statements (run by the cycle right after).
 //!
 //! The Redis slot sets are read first, then SQLite, while the Redis slot metadata is read
-//! concurrently with SQLite (see [`collect`]: S-01 relies on that order). A store that cannot be
-//! read is listed in `sources_unavailable` (and logged at WARN) instead of failing the cycle: the
-//! invariants that need it become *unknown*, never green.
+//! concurrently with SQLite (see [`builtin`]: S-01 relies on that order). A store that cannot be
+//! read is listed in `sources_unavailable` instead of failing the cycle: the invariants that need
+//! it become *unknown*, never green. This module does not log that: the cycle logs it once, where
+//! it is handled.
+//!
+//! It must not judge anything (that is `canary-invariants`) nor write to either store.
 
-pub mod custom;
-pub mod preflight;
 pub mod redis;
 pub mod secrets;
-pub mod sqlite;
+pub mod sql;
 pub mod timestamp;
+
+pub use sql::preflight::preflight;
 
 use std::time::Instant;
 
 use canary_invariants::{Anomaly, Phase, Snapshot, Source, SourceUnavailable};
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::config::platform::{PlatformConfig, Statuses};
 
 /// A snapshot plus what it cost to take.
@@ -68,11 +78,32 @@ pub fn classify_phase(status: &str, statuses: &Statuses) -> Phase {
     }
 }
 
-/// Reads both stores into a snapshot taken at `taken_at_ms`.
+/// The complete snapshot a cycle evaluates, taken at `taken_at_ms`: the built-in reads over
+/// [`recent_terminal_window_ms`], then the custom SQL invariants selected by `only` (exactly
+/// those ids; every enabled one when `None`).
+pub async fn collect(config: &Config, only: Option<&[String]>, taken_at_ms: i64) -> Collected {
+    let window_ms = recent_terminal_window_ms(config);
+    let mut collected = builtin(&config.platform, window_ms, taken_at_ms).await;
+    sql::custom::attach(&config.platform, config.custom_specs(only), &mut collected).await;
+    collected
+}
+
+/// How far back terminal rows are read: they serve E-02 (by completion) and E-03 (by start), so
+/// the wider of their two windows.
+pub fn recent_terminal_window_ms(config: &Config) -> i64 {
+    config
+        .invariants
+        .e02
+        .window_seconds
+        .max(config.invariants.e03.window_seconds)
+        .saturating_mul(1000)
+}
+
+/// Reads both stores' built-in data into a snapshot taken at `taken_at_ms` (no custom SQL).
 ///
 /// Terminal rows completed within `recent_terminal_window_ms` before `taken_at_ms` are read (with
 /// a few minutes of slack); all non-terminal rows are read.
-pub async fn collect(
+pub async fn builtin(
     cfg: &PlatformConfig,
     recent_terminal_window_ms: i64,
     taken_at_ms: i64,
@@ -91,7 +122,7 @@ pub async fn collect(
     let sql_cfg = cfg.clone();
     let sql_task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let outcome = sqlite::collect(&sql_cfg, cutoff_ms);
+        let outcome = sql::collect(&sql_cfg, cutoff_ms);
         (outcome, elapsed_ms(started))
     });
     let meta_started = Instant::now();
@@ -147,8 +178,8 @@ pub async fn collect(
     Collected { snapshot, stats }
 }
 
+/// Records an unreadable source. Not logged here: the cycle logs each unavailable source once.
 fn unavailable(snapshot: &mut Snapshot, source: Source, error: String) {
-    tracing::warn!(source = source.as_str(), error = %error, "platform source unavailable");
     snapshot
         .sources_unavailable
         .push(SourceUnavailable { source, error });

@@ -368,8 +368,8 @@ pub fn load_from(
 }
 
 /// Reads `custom_invariants_dir` (if set) into `config.custom_from_dir` (the entry format is
-/// described in `custom.rs`; loading it lives here so `custom.rs` needs nothing from loading). `config_file` is the
-/// file the configuration came from, for resolving a relative directory.
+/// described in `custom.rs`; loading it lives here so `custom.rs` needs nothing from loading).
+/// `config_file` is the file the configuration came from, for resolving a relative directory.
 fn load_custom_dir(config: &mut Config, config_file: Option<&Path>) -> Result<(), ConfigError> {
     let Some(dir) = config.custom_invariants_dir.clone() else {
         return Ok(());

@@ -10,8 +10,8 @@
 //!   (rusqlite reports trailing statements as `MultipleStatement`), be read-only according to
 //!   SQLite (`sqlite3_stmt_readonly`, via [`rusqlite::Statement::readonly`]), return columns and
 //!   start with `SELECT`, `WITH` or `VALUES`. The same check ([`check_statement`]) runs in the
-//!   startup preflight ([`super::preflight`]), so a write is refused at startup, and again here every cycle,
-//!   because the schema (and so what a statement does) may have changed since;
+//!   startup preflight ([`super::preflight`]), so a write is refused at startup, and again here
+//!   every cycle, because the schema (and so what a statement does) may have changed since;
 //! - rows: at most `row_limit` are kept (one more is stepped to know whether the result was
 //!   truncated; a truncation is reported as an anomaly);
 //! - time: a watchdog thread waits on a channel for the statement's time limit and calls
@@ -19,6 +19,9 @@
 //!   step with `SQLITE_INTERRUPT`, and that invariant's rows become an error (outcome *unknown*),
 //!   while the other statements still run. (The interrupt handle needs no extra rusqlite feature
 //!   and no `unsafe`; the watchdog is joined before the next statement starts.)
+//!
+//! [`attach`] is called by [`crate::collect::collect`] only, so the snapshot leaves the collector
+//! complete.
 //!
 //! All custom statements share one read transaction, so they see one state of the database. It
 //! is a second read-only connection opened right after the built-in read (the built-in reader
@@ -32,8 +35,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, Statement};
 use serde_json::{Value, json};
 
-use super::Collected;
 use super::sqlite::open_read_only;
+use crate::collect::Collected;
 use crate::config::custom::CustomSpec;
 use crate::config::platform::PlatformConfig;
 
@@ -133,7 +136,11 @@ fn sqlite_message(error: &rusqlite::Error) -> String {
 /// Runs `specs` after the built-in collection and adds their results to `collected`: results to
 /// `snapshot.custom`, truncations to the anomalies, statements and time to the stats. When the
 /// built-in SQLite read failed this cycle, nothing is run and every result says so (unknown).
-pub async fn attach(platform: &PlatformConfig, specs: Vec<CustomSpec>, collected: &mut Collected) {
+pub(crate) async fn attach(
+    platform: &PlatformConfig,
+    specs: Vec<CustomSpec>,
+    collected: &mut Collected,
+) {
     if specs.is_empty() {
         return;
     }
@@ -223,9 +230,15 @@ pub fn run_blocking(platform: &PlatformConfig, specs: &[CustomSpec]) -> CustomOu
     outcome
 }
 
+/// The custom reader's own failure (open or BEGIN): logged here, where it is handled.
 fn fail_all(outcome: &mut CustomOutcome, specs: &[CustomSpec], reason: &str) {
     tracing::warn!(reason = %reason, "custom invariants not evaluated");
-    outcome.results = specs
+    outcome.results = failed(specs, reason);
+}
+
+/// One error result per spec (outcome *unknown*), never a silent gap.
+fn failed(specs: &[CustomSpec], reason: &str) -> Vec<CustomResult> {
+    specs
         .iter()
         .map(|spec| CustomResult {
             id: spec.id.clone(),
@@ -235,14 +248,13 @@ fn fail_all(outcome: &mut CustomOutcome, specs: &[CustomSpec], reason: &str) {
             rows: Err(reason.to_owned()),
             truncated: false,
         })
-        .collect();
+        .collect()
 }
 
-/// Results for specs that were not run because SQLite was unavailable this cycle.
+/// Results for specs that were not run because SQLite was unavailable this cycle. Not logged:
+/// the unavailable source is logged once by the cycle.
 pub fn unavailable(specs: &[CustomSpec], reason: &str) -> Vec<CustomResult> {
-    let mut outcome = CustomOutcome::default();
-    fail_all(&mut outcome, specs, reason);
-    outcome.results
+    failed(specs, reason)
 }
 
 /// One statement under its watchdog: the rows (at most `row_limit`) and whether there were more.
