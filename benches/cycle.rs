@@ -128,6 +128,11 @@ async fn run_command(
             .with("state.path", state.display().to_string()),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // As the CLI does after validating: custom statements against the platform database.
+    let problems = canary::collect::preflight(&config);
+    if !problems.is_empty() {
+        bail!("custom invariant SQL: {problems:?}");
+    }
     let mut state_db = StateDb::open(&state).context("opening the state database")?;
     let mut stats_conn = redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()

@@ -22,6 +22,8 @@
 //!
 //! One file per concern, the same shape as the SQL source: [`client`] (the read-only connection),
 //! [`keys`] (key patterns), [`read`] (the two phases), [`reply`] (replies → snapshot types).
+//! Imports go one way: `read` uses `keys`, `reply` and `client`; `keys` uses `client` (its
+//! error); this file only re-exports.
 //!
 //! It must not write to Redis nor judge anything.
 
@@ -30,15 +32,5 @@ pub mod keys;
 pub mod read;
 pub mod reply;
 
-use canary_invariants::{Anomaly, Source};
-
 pub use self::client::{ReadBatch, ReadOnlyRedis, RedisSourceError};
 pub use self::read::{RedisOutcome, SlotsRead, collect, read_slots};
-
-fn anomaly(subject: String, note: impl Into<String>) -> Anomaly {
-    Anomaly {
-        source: Source::Redis,
-        subject,
-        note: note.into(),
-    }
-}

@@ -8,14 +8,13 @@
 use canary_invariants::{Anomaly, KeyTtl, MetaKey, RedisState, SlotMember, SlotMeta, SlotSet};
 use redis::Value;
 
-use super::anomaly;
 use super::client::{ReadBatch, ReadOnlyRedis, RedisSourceError};
 use super::keys::{
     AGENT, EXECUTION_ID, FoundMeta, MetaKeyPattern, SlotKeyPattern, common_prefix, fill,
     glob_escape, resolve_meta_keys,
 };
 use super::reply::{
-    hex, hex_subject, parse_drain_tick, parse_timeout, score_ms, show_value, zrange_pairs,
+    anomaly, hex, hex_subject, parse_drain_tick, parse_timeout, score_ms, show_value, zrange_pairs,
 };
 use crate::config::platform::PlatformConfig;
 

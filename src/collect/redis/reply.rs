@@ -5,11 +5,19 @@
 //!
 //! It must not talk to Redis; everything here is pure.
 
-use canary_invariants::Anomaly;
+use canary_invariants::{Anomaly, Source};
 use redis::Value;
 
-use super::anomaly;
 use crate::collect::timestamp::{parse_timestamp_ms, seconds_to_ms};
+
+/// An anomaly of the Redis source: odd data carried instead of guessed.
+pub(super) fn anomaly(subject: String, note: impl Into<String>) -> Anomaly {
+    Anomaly {
+        source: Source::Redis,
+        subject,
+        note: note.into(),
+    }
+}
 
 pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().take(64).map(|b| format!("{b:02x}")).collect()

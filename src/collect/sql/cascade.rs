@@ -11,10 +11,11 @@ use std::collections::BTreeSet;
 use canary_invariants::{Anomaly, OrphanRows};
 use rusqlite::types::Value;
 
+use super::error::SqliteError;
+use super::query::{placeholders, q};
 use super::schema::{CascadeTable, Schema};
 use super::sqlite::Reader;
-use super::value::value_text;
-use super::{SqliteError, anomaly, placeholders, q};
+use super::value::{anomaly, value_text};
 use crate::config::platform::{CascadeEntry, PlatformConfig};
 
 /// The index of the cascade entry that selects exactly the executions query's non-terminal rows

@@ -20,8 +20,8 @@
 //!   while the other statements still run. (The interrupt handle needs no extra rusqlite feature
 //!   and no `unsafe`; the watchdog is joined before the next statement starts.)
 //!
-//! [`attach`] is called by [`crate::collect::collect`] only, so the snapshot leaves the collector
-//! complete.
+//! [`crate::collect::collect`] runs them right after the built-in read ([`run_blocking`] on a
+//! blocking thread) and puts the results in the snapshot, so it leaves the collector complete.
 //!
 //! All custom statements share one read transaction, so they see one state of the database. It
 //! is a second read-only connection opened right after the built-in read (the built-in reader
@@ -36,7 +36,6 @@ use rusqlite::{Connection, ErrorCode, Statement};
 use serde_json::{Value, json};
 
 use super::sqlite::open_read_only;
-use crate::collect::Collected;
 use crate::config::custom::CustomSpec;
 use crate::config::platform::PlatformConfig;
 
@@ -130,43 +129,6 @@ fn sqlite_message(error: &rusqlite::Error) -> String {
         rusqlite::Error::SqliteFailure(_, Some(message)) => message.clone(),
         rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
         other => other.to_string(),
-    }
-}
-
-/// Runs `specs` after the built-in collection and adds their results to `collected`: results to
-/// `snapshot.custom`, truncations to the anomalies, statements and time to the stats. When the
-/// built-in SQLite read failed this cycle, nothing is run and every result says so (unknown).
-pub(crate) async fn attach(
-    platform: &PlatformConfig,
-    specs: Vec<CustomSpec>,
-    collected: &mut Collected,
-) {
-    if specs.is_empty() {
-        return;
-    }
-    let snapshot = &mut collected.snapshot;
-    if snapshot.sql.is_none() {
-        snapshot.custom = unavailable(&specs, "source sqlite unavailable");
-        return;
-    }
-    let cfg = platform.clone();
-    let started = Instant::now();
-    // Kept so a failed task still yields one (unknown) result per spec, never a silent gap.
-    let fallback = specs.clone();
-    let joined = tokio::task::spawn_blocking(move || run_blocking(&cfg, &specs)).await;
-    match joined {
-        Ok(outcome) => {
-            snapshot.custom = outcome.results;
-            snapshot.anomalies.extend(outcome.anomalies);
-            snapshot.anomalies.sort();
-            snapshot.anomalies.dedup();
-            collected.stats.sql_statements += outcome.statements;
-            collected.stats.sqlite_ms += started.elapsed().as_secs_f64() * 1000.0;
-        }
-        // Only a panic inside the blocking task gets here.
-        Err(_) => {
-            snapshot.custom = unavailable(&fallback, "internal error: custom reader task failed");
-        }
     }
 }
 

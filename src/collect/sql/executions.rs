@@ -3,6 +3,8 @@
 //! one, one scan otherwise; both read the same rows). While reading, the non-terminal rows can be
 //! tallied per agent to answer the executions cascade entry without its SQL arm
 //! ([`ExecutionsTally`], used by `cascade`).
+//! Each status word is classified into a phase here ([`classify_phase`]), with the configured
+//! lists.
 //!
 //! It must not read any other table.
 
@@ -11,12 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use canary_invariants::{Agent, Anomaly, Execution, OrphanRows, Phase};
 use rusqlite::types::Value;
 
+use super::error::SqliteError;
+use super::query::{col_or_null, placeholders, q};
 use super::schema::ExecutionsSchema;
 use super::sqlite::{Reader, parsed_time_at_least, time_param};
-use super::value::{backlog_facts, parse_ts_value, value_text};
-use super::{SqliteError, anomaly, col_or_null, placeholders, q};
-use crate::collect::classify_phase;
-use crate::config::platform::{CascadeEntry, PlatformConfig};
+use super::value::{anomaly, backlog_facts, parse_ts_value, value_text};
+use crate::config::platform::{CascadeEntry, PlatformConfig, Statuses};
 
 /// `YYYY-MM-DD` two days before `cutoff_ms`: text sorting below it is a date-time too old for
 /// the recent window whatever its zone offset (offsets are at most ±14 h).
@@ -25,6 +27,24 @@ fn recent_floor(cutoff_ms: i64) -> String {
         .map(|t| t.format("%Y-%m-%d").to_string())
         // Out of chrono's range: no floor (every text value sorts above "0").
         .unwrap_or_else(|| "0".to_owned())
+}
+
+/// Classifies a status word with the configured lists; a word in none of them is
+/// [`Phase::Other`] (non-terminal, so E-02 still watches it). Matching is exact, as in the SQL
+/// prefilter, so both sides agree on what is terminal.
+pub fn classify_phase(status: &str, statuses: &Statuses) -> Phase {
+    let is = |list: &[String]| list.iter().any(|w| w == status);
+    if is(&statuses.terminal) {
+        Phase::Terminal
+    } else if is(&statuses.running) {
+        Phase::Running
+    } else if is(&statuses.queued) {
+        Phase::Queued
+    } else if is(&statuses.pending_retry) {
+        Phase::PendingRetry
+    } else {
+        Phase::Other
+    }
 }
 
 /// Every non-terminal row and the recently completed terminal ones; with `tally`, also the
@@ -286,5 +306,34 @@ mod tests {
     fn recent_floor_is_two_days_before() {
         assert_eq!(recent_floor(1_768_384_800_000), "2026-01-12");
         assert_eq!(recent_floor(i64::MIN), "0");
+    }
+
+    #[test]
+    fn phases_follow_the_configured_words() {
+        let s = Statuses::default();
+        assert_eq!(classify_phase("queued", &s), Phase::Queued);
+        assert_eq!(classify_phase("running", &s), Phase::Running);
+        assert_eq!(classify_phase("pending_retry", &s), Phase::PendingRetry);
+        for t in ["success", "failed", "cancelled", "skipped"] {
+            assert_eq!(classify_phase(t, &s), Phase::Terminal, "{t}");
+        }
+        // Not terminal on the reference platform: treating them so would blind E-02.
+        assert_eq!(classify_phase("completed", &s), Phase::Other);
+        assert_eq!(classify_phase("timeout", &s), Phase::Other);
+        assert_eq!(classify_phase("Running", &s), Phase::Other);
+        assert_eq!(classify_phase("", &s), Phase::Other);
+    }
+
+    #[test]
+    fn custom_words() {
+        let s = Statuses {
+            queued: vec!["waiting".into()],
+            running: vec!["busy".into()],
+            pending_retry: vec![],
+            terminal: vec!["done".into()],
+        };
+        assert_eq!(classify_phase("busy", &s), Phase::Running);
+        assert_eq!(classify_phase("done", &s), Phase::Terminal);
+        assert_eq!(classify_phase("running", &s), Phase::Other);
     }
 }

@@ -9,6 +9,8 @@
 //!   can be scanned); [`roster`], [`executions`], [`cascade`], [`schedules`]: one statement each,
 //!   built from those facts; [`value`]: cells → the snapshot's types.
 //! - [`custom`]: the operator-defined statements; [`preflight`]: the same checked at startup.
+//! - `query` (identifier quoting, placeholders) and `error` ([`SqliteError`]) are the leaves the
+//!   others share; imports go one way, from this file down to them.
 //!
 //! The statement count is fixed by the configuration, never by the number of agents or rows:
 //! one schema-discovery query, one roster query, one executions query, one `UNION ALL` anti-join
@@ -29,15 +31,17 @@
 
 pub mod cascade;
 pub mod custom;
+mod error;
 pub mod executions;
 pub mod preflight;
+mod query;
 pub mod roster;
 pub mod schedules;
 pub mod schema;
 pub mod sqlite;
 pub mod value;
 
-use canary_invariants::{Anomaly, Source, SqlState};
+use canary_invariants::{Anomaly, SqlState};
 
 use self::cascade::{executions_cascade_entry, read_orphans};
 use self::executions::read_executions;
@@ -47,42 +51,12 @@ use self::schema::Schema;
 use self::sqlite::{Reader, read_catalog};
 use crate::config::platform::{PlatformConfig, is_identifier};
 
+pub use self::error::SqliteError;
 pub use self::sqlite::open_read_only;
 
 /// Slack subtracted from the recent-terminal cutoff so that rows near the window's edge are not
 /// lost to clock or rounding differences; the invariants apply the exact window themselves.
 const CUTOFF_SLACK_MS: i64 = 5 * 60 * 1000;
-
-/// Why the SQLite source could not be read. Messages are short and carry no secrets.
-#[derive(Debug, thiserror::Error)]
-pub enum SqliteError {
-    /// The file could not be opened read-only (missing, unreadable, not a database).
-    #[error("cannot open database read-only: {0}")]
-    Open(#[source] rusqlite::Error),
-    /// A statement failed (locked past the busy timeout, corrupt file, ...).
-    #[error("{step}: {source}")]
-    Query {
-        /// What was being read.
-        step: &'static str,
-        /// The driver's error.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A required table is absent.
-    #[error("table {0} not found")]
-    MissingTable(String),
-    /// Required columns are absent.
-    #[error("table {table} lacks required column(s): {columns}")]
-    MissingColumns {
-        /// The table.
-        table: String,
-        /// Comma-separated column names.
-        columns: String,
-    },
-    /// A configured table or column name is not a plain identifier (never spliced into SQL).
-    #[error("configured name {0:?} is not a plain SQL identifier")]
-    BadIdentifier(String),
-}
 
 /// What one SQLite collection produced.
 #[derive(Debug)]
@@ -164,33 +138,6 @@ fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqliteError> {
     {
         Some(bad) => Err(SqliteError::BadIdentifier(bad.clone())),
         None => Ok(()),
-    }
-}
-
-/// Double-quoted identifier; callers have checked [`is_identifier`], so no escaping is needed.
-fn q(ident: &str) -> String {
-    format!("\"{ident}\"")
-}
-
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
-/// `"col"` when the column exists (`present`, from the [`Schema`]), else `NULL` so the query
-/// keeps its shape.
-fn col_or_null(present: bool, column: &str) -> String {
-    if present {
-        q(column)
-    } else {
-        "NULL".to_owned()
-    }
-}
-
-fn anomaly(subject: String, note: impl Into<String>) -> Anomaly {
-    Anomaly {
-        source: Source::Sqlite,
-        subject,
-        note: note.into(),
     }
 }
 

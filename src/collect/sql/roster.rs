@@ -7,10 +7,11 @@
 use canary_invariants::{Agent, Anomaly};
 use rusqlite::types::Value;
 
+use super::error::SqliteError;
+use super::query::{col_or_null, q};
 use super::schema::AgentsSchema;
 use super::sqlite::Reader;
-use super::value::{as_integer, truthy, value_text};
-use super::{SqliteError, anomaly, col_or_null, q};
+use super::value::{anomaly, as_integer, truthy, value_text};
 use crate::config::platform::PlatformConfig;
 
 /// The roster, and whether every non-NULL name was stored as text (see

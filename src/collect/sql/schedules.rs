@@ -6,10 +6,11 @@
 use canary_invariants::{Anomaly, Schedule};
 use rusqlite::types::Value;
 
+use super::error::SqliteError;
+use super::query::q;
 use super::schema::SchedulesSchema;
 use super::sqlite::Reader;
-use super::value::{parse_ts_value, truthy, value_text};
-use super::{SqliteError, anomaly, q};
+use super::value::{anomaly, parse_ts_value, truthy, value_text};
 use crate::config::platform::PlatformConfig;
 
 /// Every schedule row, in one statement. `schema` is the proof that the table and its required

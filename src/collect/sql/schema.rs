@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use canary_invariants::Field;
 
-use super::SqliteError;
+use super::error::SqliteError;
 use crate::config::platform::PlatformConfig;
 
 /// One table or view as the database describes it. Names are lowercased: SQL identifiers

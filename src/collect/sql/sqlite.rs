@@ -13,8 +13,9 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
 
+use super::error::SqliteError;
+use super::query::placeholders;
 use super::schema::Catalog;
-use super::{SqliteError, placeholders};
 use crate::config::platform::PlatformConfig;
 
 /// Prefix the catalog query puts before a column that leads an index (`char(1)`).

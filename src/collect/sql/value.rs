@@ -5,11 +5,19 @@
 //!
 //! It must not run statements; everything here is pure.
 
-use canary_invariants::{Anomaly, Backlog, BacklogJson};
+use canary_invariants::{Anomaly, Backlog, BacklogJson, Source};
 use rusqlite::types::Value;
 
-use super::anomaly;
 use crate::collect::timestamp::{parse_timestamp_ms, seconds_to_ms};
+
+/// An anomaly of the SQL source: odd data carried instead of guessed.
+pub(super) fn anomaly(subject: String, note: impl Into<String>) -> Anomaly {
+    Anomaly {
+        source: Source::Sqlite,
+        subject,
+        note: note.into(),
+    }
+}
 
 /// Integers and text are both seen as ids and names in the wild; both are carried as text.
 pub(super) fn value_text(v: &Value) -> Option<String> {
