@@ -128,6 +128,11 @@ async fn run_command(
             .with("state.path", state.display().to_string()),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // As the CLI does after validating: custom statements against the platform database.
+    let problems = canary::collect::preflight(&config);
+    if !problems.is_empty() {
+        bail!("custom invariant SQL: {problems:?}");
+    }
     let mut state_db = StateDb::open(&state).context("opening the state database")?;
     let mut stats_conn = redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()
@@ -176,15 +181,9 @@ async fn run_command(
     let previous_memory = state_db.load_memory()?;
     let _states = state_db.load_states()?;
     let load_ms = ms_since(t);
-    let window_ms = config
-        .invariants
-        .e02
-        .window_seconds
-        .max(config.invariants.e03.window_seconds)
-        .saturating_mul(1000);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let t = Instant::now();
-    let collected = canary::collect::collect(&config.platform, window_ms, now_ms).await;
+    let collected = canary::collect::collect(&config, None, now_ms).await;
     let collect_ms = ms_since(t);
     let t = Instant::now();
     let eval = canary_invariants::evaluate(

@@ -540,7 +540,9 @@ fn shipped_custom_examples_validate_against_the_fixture_schema() {
         if config.custom_entries().is_empty() {
             continue;
         }
-        let problems = validate(&config);
+        // Pure validation, then the statements against the fixture schema (as the CLI does).
+        let mut problems = validate(&config);
+        problems.extend(canary::collect::preflight(&config));
         assert!(problems.is_empty(), "{name}: {problems:?}");
         seen += 1;
     }

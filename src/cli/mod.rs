@@ -80,10 +80,12 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
-    /// Loads and validates the configuration (defaults → file → env → these flags).
+    /// Loads and validates the configuration (defaults → file → env → these flags), then runs
+    /// the custom-SQL preflight against the platform database (I/O, so not part of validation).
     pub fn load(&self) -> Result<Config, ConfigFailure> {
         let config = self.load_unvalidated()?;
-        let problems = config::validate(&config);
+        let mut problems = config::validate(&config);
+        problems.extend(crate::collect::preflight(&config));
         if problems.is_empty() {
             Ok(config)
         } else {

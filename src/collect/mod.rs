@@ -1,30 +1,47 @@
-//! The collector: reads the platform's SQLite and Redis (read-only) into one [`Snapshot`].
+//! The collector: reads the platform's SQLite and Redis (read-only) into one complete
+//! [`Snapshot`], the only input of evaluation.
 //!
-//! - [`sqlite`]: roster, executions, cascade orphans and schedules in one read transaction.
+//! - [`collect`]: the entry point of a cycle (the sequencer and the bench call only this): the
+//!   built-in reads over the window the configured invariants need, then the custom SQL
+//!   invariants. Nobody patches the snapshot afterwards.
+//! - [`builtin`]: the built-in reads alone, over an explicit window (the collector tests).
+//! - [`sql`]: roster, executions, cascade orphans and schedules in one read transaction; also the
+//!   operator-defined SQL invariants' statements (`sql::custom`) and [`preflight`], the same
+//!   statements prepared against the platform database at startup.
 //! - [`redis`]: slot sets, slot metadata (and stray metadata hashes) and the drain heartbeat
 //!   through a read-only wrapper.
+//!
+//! Each source is a folder with the same inner shape: the connection (`sql::sqlite`,
+//! `redis::client`), what the store offers (`sql::schema`, `redis::keys`), the reads (one file
+//! per statement or phase) and the parsing of values (`sql::value`, `redis::reply`). A new
+//! source (Docker) or SQL dialect (PostgreSQL) is a sibling folder or file.
 //! - [`secrets`]: credential patterns in queued rows' metadata, found here so the text never
 //!   enters the snapshot.
 //! - [`timestamp`]: the one place timestamps are parsed.
-//! - [`custom`]: the operator-defined SQL invariants' statements (run by the cycle right after).
 //!
 //! The Redis slot sets are read first, then SQLite, while the Redis slot metadata is read
-//! concurrently with SQLite (see [`collect`]: S-01 relies on that order). A store that cannot be
-//! read is listed in `sources_unavailable` (and logged at WARN) instead of failing the cycle: the
-//! invariants that need it become *unknown*, never green.
+//! concurrently with SQLite (see [`builtin`]: S-01 relies on that order). A store that cannot be
+//! read is listed in `sources_unavailable` instead of failing the cycle: the invariants that need
+//! it become *unknown*, never green. This module does not log that: the cycle logs it once, where
+//! it is handled.
+//!
+//! It must not judge anything (that is `canary-invariants`) nor write to either store.
 
-pub mod custom;
 pub mod redis;
 pub mod secrets;
-pub mod sqlite;
+pub mod sql;
 pub mod timestamp;
+
+pub use sql::preflight::preflight;
 
 use std::time::Instant;
 
-use canary_invariants::{Anomaly, Phase, Snapshot, Source, SourceUnavailable};
+use canary_invariants::{Anomaly, Snapshot, Source, SourceUnavailable};
 use serde::Serialize;
 
-use crate::config::platform::{PlatformConfig, Statuses};
+use crate::config::Config;
+use crate::config::custom::CustomSpec;
+use crate::config::platform::PlatformConfig;
 
 /// A snapshot plus what it cost to take.
 #[derive(Debug, Clone, Serialize)]
@@ -49,29 +66,32 @@ pub struct CollectStats {
     pub redis_ms: f64,
 }
 
-/// Classifies a status word with the configured lists; a word in none of them is
-/// [`Phase::Other`] (non-terminal, so E-02 still watches it). Matching is exact, as in the SQL
-/// prefilter, so both sides agree on what is terminal.
-pub fn classify_phase(status: &str, statuses: &Statuses) -> Phase {
-    let is = |list: &[String]| list.iter().any(|w| w == status);
-    if is(&statuses.terminal) {
-        Phase::Terminal
-    } else if is(&statuses.running) {
-        Phase::Running
-    } else if is(&statuses.queued) {
-        Phase::Queued
-    } else if is(&statuses.pending_retry) {
-        Phase::PendingRetry
-    } else {
-        Phase::Other
-    }
+/// The complete snapshot a cycle evaluates, taken at `taken_at_ms`: the built-in reads over
+/// [`recent_terminal_window_ms`], then the custom SQL invariants selected by `only` (exactly
+/// those ids; every enabled one when `None`).
+pub async fn collect(config: &Config, only: Option<&[String]>, taken_at_ms: i64) -> Collected {
+    let window_ms = recent_terminal_window_ms(config);
+    let mut collected = builtin(&config.platform, window_ms, taken_at_ms).await;
+    attach_custom(&config.platform, config.custom_specs(only), &mut collected).await;
+    collected
 }
 
-/// Reads both stores into a snapshot taken at `taken_at_ms`.
+/// How far back terminal rows are read: they serve E-02 (by completion) and E-03 (by start), so
+/// the wider of their two windows.
+pub fn recent_terminal_window_ms(config: &Config) -> i64 {
+    config
+        .invariants
+        .e02
+        .window_seconds
+        .max(config.invariants.e03.window_seconds)
+        .saturating_mul(1000)
+}
+
+/// Reads both stores' built-in data into a snapshot taken at `taken_at_ms` (no custom SQL).
 ///
 /// Terminal rows completed within `recent_terminal_window_ms` before `taken_at_ms` are read (with
 /// a few minutes of slack); all non-terminal rows are read.
-pub async fn collect(
+pub async fn builtin(
     cfg: &PlatformConfig,
     recent_terminal_window_ms: i64,
     taken_at_ms: i64,
@@ -90,7 +110,7 @@ pub async fn collect(
     let sql_cfg = cfg.clone();
     let sql_task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let outcome = sqlite::collect(&sql_cfg, cutoff_ms);
+        let outcome = sql::collect(&sql_cfg, cutoff_ms);
         (outcome, elapsed_ms(started))
     });
     let meta_started = Instant::now();
@@ -146,8 +166,47 @@ pub async fn collect(
     Collected { snapshot, stats }
 }
 
+/// Runs `specs` after the built-in collection and adds their results to `collected`: results to
+/// `snapshot.custom`, truncations to the anomalies, statements and time to the stats. When the
+/// built-in SQLite read failed this cycle, nothing is run and every result says so (unknown).
+async fn attach_custom(
+    platform: &PlatformConfig,
+    specs: Vec<CustomSpec>,
+    collected: &mut Collected,
+) {
+    if specs.is_empty() {
+        return;
+    }
+    let snapshot = &mut collected.snapshot;
+    if snapshot.sql.is_none() {
+        snapshot.custom = sql::custom::unavailable(&specs, "source sqlite unavailable");
+        return;
+    }
+    let cfg = platform.clone();
+    let started = Instant::now();
+    // Kept so a failed task still yields one (unknown) result per spec, never a silent gap.
+    let fallback = specs.clone();
+    let joined = tokio::task::spawn_blocking(move || sql::custom::run_blocking(&cfg, &specs)).await;
+    match joined {
+        Ok(outcome) => {
+            snapshot.custom = outcome.results;
+            snapshot.anomalies.extend(outcome.anomalies);
+            snapshot.anomalies.sort();
+            snapshot.anomalies.dedup();
+            collected.stats.sql_statements += outcome.statements;
+            collected.stats.sqlite_ms += started.elapsed().as_secs_f64() * 1000.0;
+        }
+        // Only a panic inside the blocking task gets here; handled (and so logged) here.
+        Err(_) => {
+            let reason = "internal error: custom reader task failed";
+            tracing::warn!(reason, "custom invariants not evaluated");
+            snapshot.custom = sql::custom::unavailable(&fallback, reason);
+        }
+    }
+}
+
+/// Records an unreadable source. Not logged here: the cycle logs each unavailable source once.
 fn unavailable(snapshot: &mut Snapshot, source: Source, error: String) {
-    tracing::warn!(source = source.as_str(), error = %error, "platform source unavailable");
     snapshot
         .sources_unavailable
         .push(SourceUnavailable { source, error });
@@ -155,38 +214,4 @@ fn unavailable(snapshot: &mut Snapshot, source: Source, error: String) {
 
 fn elapsed_ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phases_follow_the_configured_words() {
-        let s = Statuses::default();
-        assert_eq!(classify_phase("queued", &s), Phase::Queued);
-        assert_eq!(classify_phase("running", &s), Phase::Running);
-        assert_eq!(classify_phase("pending_retry", &s), Phase::PendingRetry);
-        for t in ["success", "failed", "cancelled", "skipped"] {
-            assert_eq!(classify_phase(t, &s), Phase::Terminal, "{t}");
-        }
-        // Not terminal on the reference platform: treating them so would blind E-02.
-        assert_eq!(classify_phase("completed", &s), Phase::Other);
-        assert_eq!(classify_phase("timeout", &s), Phase::Other);
-        assert_eq!(classify_phase("Running", &s), Phase::Other);
-        assert_eq!(classify_phase("", &s), Phase::Other);
-    }
-
-    #[test]
-    fn custom_words() {
-        let s = Statuses {
-            queued: vec!["waiting".into()],
-            running: vec!["busy".into()],
-            pending_retry: vec![],
-            terminal: vec!["done".into()],
-        };
-        assert_eq!(classify_phase("busy", &s), Phase::Running);
-        assert_eq!(classify_phase("done", &s), Phase::Terminal);
-        assert_eq!(classify_phase("running", &s), Phase::Other);
-    }
 }

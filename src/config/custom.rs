@@ -26,23 +26,20 @@
 //! `<S|E|L|B|G|H|R>-<digits>` (so a future built-in cannot collide with it): `C-01` and
 //! `custom.perm_edges` are fine.
 //!
-//! Validation also prepares every statement against the platform database opened read-only and
-//! refuses it unless SQLite says it is one read-only query (see `collect::custom`). When the
-//! database cannot be opened at validation time that check is skipped with a warning: it runs
-//! again before every execution anyway.
+//! Validation here is pure (no I/O). Preparing every statement against the platform database is
+//! the collector's preflight (`collect::preflight`), which the CLI runs right after [`validate`]
+//! on the entries [`statements_to_preflight`] names; this module must not open the database.
+//! Reading `custom_invariants_dir` is loading and lives in `load.rs`: this file imports nothing
+//! from loading or validation (only [`Problem`]), so the config modules import one way.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use canary_invariants::{Severity, Tier, catalog};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::Config;
-use super::load::{ConfigError, syntax_error, yaml_options};
-use super::validate::Problem;
-use crate::collect::custom::{CustomSpec, check_statement};
-use crate::collect::sqlite::open_read_only;
+use super::problem::Problem;
 
 /// Letters of the built-in catalog's id families; `<letter>-<digits>` is reserved for built-ins.
 const RESERVED_FAMILIES: [char; 7] = ['S', 'E', 'L', 'B', 'G', 'H', 'R'];
@@ -131,6 +128,26 @@ pub struct DirEntry {
     pub entry: CustomInvariant,
 }
 
+/// One custom invariant ready to run: its entry with the limits resolved (what the collector
+/// runs; built here so configuration needs nothing from the collector).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomSpec {
+    /// Operator id.
+    pub id: String,
+    /// Short name.
+    pub name: String,
+    /// A or B.
+    pub tier: Tier,
+    /// Severity of its violations.
+    pub severity: Severity,
+    /// The single read-only statement.
+    pub sql: String,
+    /// Rows kept at most.
+    pub row_limit: u32,
+    /// Time limit of the statement (prepare, steps, everything).
+    pub timeout: Duration,
+}
+
 /// An entry with a label saying where it was written (for messages).
 #[derive(Debug, Clone, Copy)]
 pub struct Sourced<'a> {
@@ -207,94 +224,6 @@ impl Config {
     }
 }
 
-/// Reads `custom_invariants_dir` (if set) into `config.custom_from_dir`. `config_file` is the
-/// file the configuration came from, for resolving a relative directory.
-pub(super) fn load_dir(config: &mut Config, config_file: Option<&Path>) -> Result<(), ConfigError> {
-    let Some(dir) = config.custom_invariants_dir.clone() else {
-        return Ok(());
-    };
-    let dir = match config_file.and_then(Path::parent) {
-        Some(base) if dir.is_relative() => base.join(dir),
-        _ => dir,
-    };
-    let read_error = |source| ConfigError::Read {
-        path: dir.clone(),
-        source,
-    };
-    let mut files: Vec<PathBuf> = Vec::new();
-    for item in std::fs::read_dir(&dir).map_err(read_error)? {
-        let path = item.map_err(read_error)?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        );
-        if yaml && !name.starts_with('.') && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    let mut loaded = Vec::new();
-    for file in files {
-        loaded.extend(read_entries(&file)?);
-    }
-    config.custom_from_dir = loaded;
-    Ok(())
-}
-
-fn read_entries(file: &Path) -> Result<Vec<DirEntry>, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-        path: file.to_path_buf(),
-        source,
-    })?;
-    let value: Value = serde_saphyr::from_str_with_options(&text, yaml_options())
-        .map_err(|e| syntax_error(file, &text, &e))?;
-    let items = match value {
-        Value::Null => Vec::new(),
-        Value::Array(items) => items,
-        one @ Value::Object(_) => vec![one],
-        other => {
-            return Err(ConfigError::Invalid {
-                path: file.display().to_string(),
-                message: format!(
-                    "expected one custom invariant (a mapping) or a list of them, found {}",
-                    match other {
-                        Value::Bool(_) => "a boolean",
-                        Value::Number(_) => "a number",
-                        _ => "a string",
-                    }
-                ),
-                origin: None,
-            });
-        }
-    };
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| {
-            let entry: CustomInvariant =
-                serde_path_to_error::deserialize(item).map_err(|error| {
-                    let inner = error.path().to_string();
-                    let path = if inner == "." {
-                        format!("{}[{index}]", file.display())
-                    } else {
-                        format!("{}[{index}].{inner}", file.display())
-                    };
-                    ConfigError::Invalid {
-                        path,
-                        message: error.into_inner().to_string(),
-                        origin: None,
-                    }
-                })?;
-            Ok(DirEntry {
-                file: file.to_path_buf(),
-                index,
-                entry,
-            })
-        })
-        .collect()
-}
-
 /// `^[A-Za-z][A-Za-z0-9_.-]{0,63}$`.
 pub fn is_valid_id(id: &str) -> bool {
     let mut chars = id.chars();
@@ -318,12 +247,27 @@ fn is_reserved_shape(id: &str) -> bool {
     }
 }
 
-/// Appends every problem of the custom invariants to `out`.
+/// Appends every problem of the custom invariants to `out` (pure: the statements are checked
+/// against the platform database by `collect::preflight`).
 pub(super) fn validate(config: &Config, out: &mut Vec<Problem>) {
     let limits = &config.custom_limits;
     row_limit(out, "custom_limits.row_limit", limits.row_limit);
     timeout(out, "custom_limits.timeout", limits.timeout);
+    validate_entries(config, out);
+}
 
+/// The entries without a problem of their own, in configuration order, with their labels: the
+/// ones whose statement the platform preflight (`collect::preflight`) prepares. An entry that
+/// already has a problem is left out so it is not reported twice.
+pub fn statements_to_preflight(config: &Config) -> Vec<(String, &CustomInvariant)> {
+    validate_entries(config, &mut Vec::new())
+}
+
+/// The per-entry checks; returns the entries that passed them.
+fn validate_entries<'c>(
+    config: &'c Config,
+    out: &mut Vec<Problem>,
+) -> Vec<(String, &'c CustomInvariant)> {
     let entries = config.custom_entries();
     let mut seen: Vec<(&str, String)> = Vec::new();
     let mut sql_ok: Vec<(String, &CustomInvariant)> = Vec::new();
@@ -395,36 +339,7 @@ pub(super) fn validate(config: &Config, out: &mut Vec<Problem>) {
             sql_ok.push((label, entry));
         }
     }
-    check_sql(config, &sql_ok, out);
-}
-
-/// Prepares each statement against the platform database (read-only) and asks SQLite whether it
-/// is one read-only query. Skipped, with a warning, when the database cannot be opened now.
-fn check_sql(config: &Config, entries: &[(String, &CustomInvariant)], out: &mut Vec<Problem>) {
-    if entries.is_empty() {
-        return;
-    }
-    let platform = &config.platform;
-    let conn = match open_read_only(&platform.sqlite_path, platform.sqlite_busy_timeout) {
-        Ok(conn) => conn,
-        Err(error) => {
-            tracing::warn!(
-                path = %platform.sqlite_path.display(),
-                error = %error,
-                "platform database cannot be opened now: custom invariant SQL was not checked \
-                 against it (it is checked again before every run)"
-            );
-            return;
-        }
-    };
-    for (label, entry) in entries {
-        if let Err(error) = check_statement(&conn, &entry.sql) {
-            out.push(Problem::new(
-                format!("{label}.sql"),
-                format!("{} ({}): {error}", entry.id, entry.name),
-            ));
-        }
-    }
+    sql_ok
 }
 
 fn row_limit(out: &mut Vec<Problem>, path: &str, value: u32) {
@@ -580,50 +495,5 @@ mod tests {
         let problems = validate(&config);
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, ["custom_limits.row_limit", "custom_limits.timeout"]);
-    }
-
-    #[test]
-    fn sql_is_checked_against_the_platform_database_when_it_opens() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("p.db");
-        rusqlite::Connection::open(&db)
-            .unwrap()
-            .execute_batch("CREATE TABLE t (x)")
-            .unwrap();
-        let mut config = Config::default();
-        config.platform.sqlite_path = db;
-        let entry = |id: &str, sql: &str| CustomInvariant {
-            id: id.to_owned(),
-            name: format!("name of {id}"),
-            tier: Tier::B,
-            severity: Severity::Minor,
-            runbook: String::new(),
-            sql: sql.to_owned(),
-            enabled: true,
-            row_limit: None,
-            timeout: None,
-        };
-        config.custom_invariants = vec![
-            entry("C-01", "SELECT x FROM t"),
-            entry("C-02", "DELETE FROM t"),
-            entry("C-03", "SELECT y FROM t"),
-        ];
-        let problems = validate(&config);
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!(problems[0].path, "custom_invariants[1].sql");
-        assert!(
-            problems[0]
-                .message
-                .starts_with("C-02 (name of C-02): sql is not read-only"),
-            "{problems:?}"
-        );
-        assert!(
-            problems[1].message.contains("no such column: y"),
-            "{problems:?}"
-        );
-
-        // Unreachable database: the SQL check is skipped (warned), nothing else fails.
-        config.platform.sqlite_path = dir.path().join("missing.db");
-        assert!(validate(&config).is_empty());
     }
 }

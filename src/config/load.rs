@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::custom::{CustomInvariant, DirEntry};
 use super::platform::redact_url;
 use super::{Config, Problem, Secret, validate};
 
@@ -214,7 +215,9 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     load_from(path, &env, overrides)
 }
 
-/// [`load`] followed by [`validate`]; every problem is returned at once.
+/// [`load`] followed by [`validate`]; every problem is returned at once. Pure like [`validate`]:
+/// custom statements are not prepared against the platform database (that preflight is
+/// `collect::preflight`, which the CLI runs after validating).
 pub fn load_validated(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
     let config = load(path, overrides)?;
     let problems = validate(&config);
@@ -360,11 +363,100 @@ pub fn load_from(
     prune_nulls(&mut tree);
     normalize(&mut tree, &template, &mut Vec::new())?;
     let mut config = deserialize(tree, &origins)?;
-    super::custom::load_dir(&mut config, file.as_deref())?;
+    load_custom_dir(&mut config, file.as_deref())?;
     Ok(config)
 }
 
-pub(super) fn yaml_options() -> serde_saphyr::Options {
+/// Reads `custom_invariants_dir` (if set) into `config.custom_from_dir` (the entry format is
+/// described in `custom.rs`; loading it lives here so `custom.rs` needs nothing from loading).
+/// `config_file` is the file the configuration came from, for resolving a relative directory.
+fn load_custom_dir(config: &mut Config, config_file: Option<&Path>) -> Result<(), ConfigError> {
+    let Some(dir) = config.custom_invariants_dir.clone() else {
+        return Ok(());
+    };
+    let dir = match config_file.and_then(Path::parent) {
+        Some(base) if dir.is_relative() => base.join(dir),
+        _ => dir,
+    };
+    let read_error = |source| ConfigError::Read {
+        path: dir.clone(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = Vec::new();
+    for item in std::fs::read_dir(&dir).map_err(read_error)? {
+        let path = item.map_err(read_error)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        if yaml && !name.starts_with('.') && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut loaded = Vec::new();
+    for file in files {
+        loaded.extend(read_entries(&file)?);
+    }
+    config.custom_from_dir = loaded;
+    Ok(())
+}
+
+fn read_entries(file: &Path) -> Result<Vec<DirEntry>, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let value: Value = serde_saphyr::from_str_with_options(&text, yaml_options())
+        .map_err(|e| syntax_error(file, &text, &e))?;
+    let items = match value {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items,
+        one @ Value::Object(_) => vec![one],
+        other => {
+            return Err(ConfigError::Invalid {
+                path: file.display().to_string(),
+                message: format!(
+                    "expected one custom invariant (a mapping) or a list of them, found {}",
+                    match other {
+                        Value::Bool(_) => "a boolean",
+                        Value::Number(_) => "a number",
+                        _ => "a string",
+                    }
+                ),
+                origin: None,
+            });
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let entry: CustomInvariant =
+                serde_path_to_error::deserialize(item).map_err(|error| {
+                    let inner = error.path().to_string();
+                    let path = if inner == "." {
+                        format!("{}[{index}]", file.display())
+                    } else {
+                        format!("{}[{index}].{inner}", file.display())
+                    };
+                    ConfigError::Invalid {
+                        path,
+                        message: error.into_inner().to_string(),
+                        origin: None,
+                    }
+                })?;
+            Ok(DirEntry {
+                file: file.to_path_buf(),
+                index,
+                entry,
+            })
+        })
+        .collect()
+}
+
+fn yaml_options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     // YAML 1.1 booleans would turn a status word or name such as `y`, `no` or `off` into a
     // boolean before the typed structs see it.
@@ -399,7 +491,7 @@ fn read_file(path: &Path) -> Result<Value, ConfigError> {
     }
 }
 
-pub(super) fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> ConfigError {
+fn syntax_error(path: &Path, text: &str, error: &serde_saphyr::Error) -> ConfigError {
     let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
     let mut message = error.without_snippet().to_string();
     // The location is reported separately; drop the parser's own copy of it.

@@ -1,10 +1,15 @@
 //! Typed configuration: the structs (this file and `platform.rs`), layering of defaults → file →
 //! environment → flags (`load.rs`), validation that reports every problem (`validate.rs`), and the
 //! redacted [`Secret`] type (`secret.rs`).
+//!
+//! Validation is pure: it never opens the platform database (the custom-SQL preflight is
+//! `collect::preflight`). The modules import one way: `problem` ← `custom` ← `validate` ←
+//! `load`; nothing here imports the collector.
 
 pub mod custom;
 mod load;
 pub mod platform;
+mod problem;
 mod secret;
 mod validate;
 
@@ -18,8 +23,9 @@ pub use custom::{CustomInvariant, CustomLimits};
 pub use load::{CONFIG_ENV, ENV_PREFIX, example, load_from, load_validated, show};
 pub use load::{ConfigError, Overrides, load};
 pub use platform::PlatformConfig;
+pub use problem::Problem;
 pub use secret::{Secret, SecretSource};
-pub use validate::{Problem, validate};
+pub use validate::validate;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -6,38 +6,13 @@
 //! placeholders, status lists that must not overlap, durations and thresholds that must be
 //! positive, addresses, and secrets (set once, files present, never echoed).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use super::Config;
 use super::platform::{PlatformConfig, is_identifier};
-
-/// One configuration problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path (`platform.cascade[3].table`).
-    pub path: String,
-    /// What is wrong (never a secret's value).
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+use super::problem::Problem;
 
 /// Every problem in `config`; empty when it is usable.
 pub fn validate(config: &Config) -> Vec<Problem> {

@@ -256,16 +256,7 @@ async fn stage(
 ) -> Staged {
     let started = Instant::now();
     let taken_at_ms = now_ms();
-    // Recent terminal rows serve E-02 (by completion) and E-03 (by start): read the wider window.
-    let window_ms = config
-        .invariants
-        .e02
-        .window_seconds
-        .max(config.invariants.e03.window_seconds)
-        .saturating_mul(1000);
-    let mut collected = collect::collect(&config.platform, window_ms, taken_at_ms).await;
-    let specs = config.custom_specs(request.only.as_deref());
-    collect::custom::attach(&config.platform, specs, &mut collected).await;
+    let collected = collect::collect(config, request.only.as_deref(), taken_at_ms).await;
     let snapshot = collected.snapshot;
     let selection = match &request.only {
         Some(ids) => Selection::Only(ids),

@@ -9,9 +9,9 @@
 //! - before running, each statement is prepared and must be exactly one statement
 //!   (rusqlite reports trailing statements as `MultipleStatement`), be read-only according to
 //!   SQLite (`sqlite3_stmt_readonly`, via [`rusqlite::Statement::readonly`]), return columns and
-//!   start with `SELECT`, `WITH` or `VALUES`. The same check ([`check_statement`]) runs at
-//!   configuration validation, so a write is refused at startup, and again here every cycle,
-//!   because the schema (and so what a statement does) may have changed since;
+//!   start with `SELECT`, `WITH` or `VALUES`. The same check ([`check_statement`]) runs in the
+//!   startup preflight ([`super::preflight`]), so a write is refused at startup, and again here
+//!   every cycle, because the schema (and so what a statement does) may have changed since;
 //! - rows: at most `row_limit` are kept (one more is stepped to know whether the result was
 //!   truncated; a truncation is reported as an anomaly);
 //! - time: a watchdog thread waits on a channel for the statement's time limit and calls
@@ -20,45 +20,29 @@
 //!   while the other statements still run. (The interrupt handle needs no extra rusqlite feature
 //!   and no `unsafe`; the watchdog is joined before the next statement starts.)
 //!
+//! [`crate::collect::collect`] runs them right after the built-in read ([`run_blocking`] on a
+//! blocking thread) and puts the results in the snapshot, so it leaves the collector complete.
+//!
 //! All custom statements share one read transaction, so they see one state of the database. It
 //! is a second read-only connection opened right after the built-in read (the built-in reader
 //! keeps its connection private), so the two reads may be a few milliseconds apart.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use canary_invariants::{Anomaly, CustomResult, CustomRow, Severity, Source, Tier};
+use canary_invariants::{Anomaly, CustomResult, CustomRow, Source};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, Statement};
 use serde_json::{Value, json};
 
-use super::Collected;
 use super::sqlite::open_read_only;
+use crate::config::custom::CustomSpec;
 use crate::config::platform::PlatformConfig;
 
 /// Longest text value kept in `observed_state` (characters); longer text is cut with `…`.
 const TEXT_MAX: usize = 1000;
 /// Bytes of a blob shown as hex in `observed_state` (its length is always given).
 const BLOB_HEX_MAX: usize = 32;
-
-/// One custom invariant ready to run: its spec with the limits resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CustomSpec {
-    /// Operator id.
-    pub id: String,
-    /// Short name.
-    pub name: String,
-    /// A or B.
-    pub tier: Tier,
-    /// Severity of its violations.
-    pub severity: Severity,
-    /// The single read-only statement.
-    pub sql: String,
-    /// Rows kept at most.
-    pub row_limit: u32,
-    /// Time limit of the statement (prepare, steps, everything).
-    pub timeout: Duration,
-}
 
 /// What running the custom statements produced.
 #[derive(Debug, Default)]
@@ -148,39 +132,6 @@ fn sqlite_message(error: &rusqlite::Error) -> String {
     }
 }
 
-/// Runs `specs` after the built-in collection and adds their results to `collected`: results to
-/// `snapshot.custom`, truncations to the anomalies, statements and time to the stats. When the
-/// built-in SQLite read failed this cycle, nothing is run and every result says so (unknown).
-pub async fn attach(platform: &PlatformConfig, specs: Vec<CustomSpec>, collected: &mut Collected) {
-    if specs.is_empty() {
-        return;
-    }
-    let snapshot = &mut collected.snapshot;
-    if snapshot.sql.is_none() {
-        snapshot.custom = unavailable(&specs, "source sqlite unavailable");
-        return;
-    }
-    let cfg = platform.clone();
-    let started = Instant::now();
-    // Kept so a failed task still yields one (unknown) result per spec, never a silent gap.
-    let fallback = specs.clone();
-    let joined = tokio::task::spawn_blocking(move || run_blocking(&cfg, &specs)).await;
-    match joined {
-        Ok(outcome) => {
-            snapshot.custom = outcome.results;
-            snapshot.anomalies.extend(outcome.anomalies);
-            snapshot.anomalies.sort();
-            snapshot.anomalies.dedup();
-            collected.stats.sql_statements += outcome.statements;
-            collected.stats.sqlite_ms += started.elapsed().as_secs_f64() * 1000.0;
-        }
-        // Only a panic inside the blocking task gets here.
-        Err(_) => {
-            snapshot.custom = unavailable(&fallback, "internal error: custom reader task failed");
-        }
-    }
-}
-
 /// Runs every spec on the platform database (blocking; call from a blocking task). When the
 /// database cannot be opened or the read transaction cannot start, every result carries that
 /// reason (outcome *unknown*).
@@ -241,9 +192,15 @@ pub fn run_blocking(platform: &PlatformConfig, specs: &[CustomSpec]) -> CustomOu
     outcome
 }
 
+/// The custom reader's own failure (open or BEGIN): logged here, where it is handled.
 fn fail_all(outcome: &mut CustomOutcome, specs: &[CustomSpec], reason: &str) {
     tracing::warn!(reason = %reason, "custom invariants not evaluated");
-    outcome.results = specs
+    outcome.results = failed(specs, reason);
+}
+
+/// One error result per spec (outcome *unknown*), never a silent gap.
+fn failed(specs: &[CustomSpec], reason: &str) -> Vec<CustomResult> {
+    specs
         .iter()
         .map(|spec| CustomResult {
             id: spec.id.clone(),
@@ -253,14 +210,13 @@ fn fail_all(outcome: &mut CustomOutcome, specs: &[CustomSpec], reason: &str) {
             rows: Err(reason.to_owned()),
             truncated: false,
         })
-        .collect();
+        .collect()
 }
 
-/// Results for specs that were not run because SQLite was unavailable this cycle.
+/// Results for specs that were not run because SQLite was unavailable this cycle. Not logged:
+/// the unavailable source is logged once by the cycle.
 pub fn unavailable(specs: &[CustomSpec], reason: &str) -> Vec<CustomResult> {
-    let mut outcome = CustomOutcome::default();
-    fail_all(&mut outcome, specs, reason);
-    outcome.results
+    failed(specs, reason)
 }
 
 /// One statement under its watchdog: the rows (at most `row_limit`) and whether there were more.
@@ -380,6 +336,9 @@ fn to_json(value: ValueRef<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use canary_invariants::{Severity, Tier};
 
     fn platform(dir: &tempfile::TempDir) -> PlatformConfig {
         let path = dir.path().join("p.db");

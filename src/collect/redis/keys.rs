@@ -1,0 +1,328 @@
+//! The configured key patterns: parsing `keys.slots` and `keys.slot_meta` around their
+//! `{agent}` / `{execution_id}` placeholders, the SCAN globs built from them, and splitting the
+//! keys SCAN found back into agent and execution id (choosing among ambiguous splits).
+//!
+//! It must not talk to Redis; everything here is pure.
+
+use std::collections::BTreeSet;
+
+use canary_invariants::SlotSet;
+
+use super::client::RedisSourceError;
+
+/// The `{agent}` placeholder of key patterns.
+pub(super) const AGENT: &str = "{agent}";
+/// The `{execution_id}` placeholder of key patterns.
+pub(super) const EXECUTION_ID: &str = "{execution_id}";
+
+/// A slot-key pattern split around its `{agent}` placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SlotKeyPattern {
+    pub(super) prefix: String,
+    pub(super) suffix: String,
+}
+
+impl SlotKeyPattern {
+    pub(super) fn parse(pattern: &str) -> Result<SlotKeyPattern, RedisSourceError> {
+        let (prefix, suffix) = pattern.split_once(AGENT).ok_or_else(|| {
+            RedisSourceError::Pattern(format!("keys.slots {pattern:?} has no {AGENT} placeholder"))
+        })?;
+        if suffix.contains(AGENT) {
+            return Err(RedisSourceError::Pattern(format!(
+                "keys.slots {pattern:?} has more than one {AGENT} placeholder"
+            )));
+        }
+        Ok(SlotKeyPattern {
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+        })
+    }
+
+    /// The `SCAN MATCH` glob: literal parts escaped, `{agent}` → `*`.
+    pub(super) fn glob(&self) -> String {
+        format!(
+            "{}*{}",
+            glob_escape(&self.prefix),
+            glob_escape(&self.suffix)
+        )
+    }
+
+    /// The `{agent}` part of a key; `None` when the key does not fit the pattern.
+    pub(super) fn agent_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_suffix(self.suffix.as_str())
+    }
+}
+
+/// The slot-metadata pattern split around its `{agent}` and `{execution_id}` placeholders
+/// (in either order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MetaKeyPattern {
+    pub(super) prefix: String,
+    pub(super) middle: String,
+    pub(super) suffix: String,
+    pub(super) agent_first: bool,
+}
+
+impl MetaKeyPattern {
+    pub(super) fn parse(pattern: &str) -> Result<MetaKeyPattern, RedisSourceError> {
+        let bad =
+            |why: &str| RedisSourceError::Pattern(format!("keys.slot_meta {pattern:?} {why}"));
+        if pattern.matches(AGENT).count() != 1 || pattern.matches(EXECUTION_ID).count() != 1 {
+            return Err(bad(&format!(
+                "must contain {AGENT} and {EXECUTION_ID} exactly once"
+            )));
+        }
+        let (Some(a), Some(e)) = (pattern.find(AGENT), pattern.find(EXECUTION_ID)) else {
+            return Err(bad("lacks a placeholder"));
+        };
+        let agent_first = a < e;
+        let (first, first_len, second, second_len) = if agent_first {
+            (a, AGENT.len(), e, EXECUTION_ID.len())
+        } else {
+            (e, EXECUTION_ID.len(), a, AGENT.len())
+        };
+        let part = |from: usize, to: usize| {
+            pattern
+                .get(from..to)
+                .map(str::to_owned)
+                .ok_or_else(|| bad("has overlapping placeholders"))
+        };
+        Ok(MetaKeyPattern {
+            prefix: part(0, first)?,
+            middle: part(first + first_len, second)?,
+            suffix: part(second + second_len, pattern.len())?,
+            agent_first,
+        })
+    }
+
+    /// The `SCAN MATCH` glob: literal parts escaped, placeholders → `*`.
+    pub(super) fn glob(&self) -> String {
+        format!(
+            "{}*{}*{}",
+            glob_escape(&self.prefix),
+            glob_escape(&self.middle),
+            glob_escape(&self.suffix)
+        )
+    }
+
+    /// Whether `key` could be a metadata key of this pattern.
+    pub(super) fn fits(&self, key: &str) -> bool {
+        !self.splits(key).is_empty()
+    }
+
+    /// Every way `key` splits into non-empty (agent, execution id) parts.
+    pub(super) fn splits<'k>(&self, key: &'k str) -> Vec<(&'k str, &'k str)> {
+        let Some(inner) = key
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_suffix(self.suffix.as_str()))
+        else {
+            return Vec::new();
+        };
+        let cuts: Vec<usize> = if self.middle.is_empty() {
+            inner.char_indices().map(|(i, _)| i).collect()
+        } else {
+            inner
+                .match_indices(self.middle.as_str())
+                .map(|(i, _)| i)
+                .collect()
+        };
+        cuts.into_iter()
+            .filter_map(|at| {
+                let first = inner.get(..at)?;
+                let second = inner.get(at + self.middle.len()..)?;
+                if first.is_empty() || second.is_empty() {
+                    return None;
+                }
+                Some(if self.agent_first {
+                    (first, second)
+                } else {
+                    (second, first)
+                })
+            })
+            .collect()
+    }
+}
+
+/// The longest common prefix of two strings, on a char boundary.
+pub(super) fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let len = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map(|((i, _), _)| i)
+        .unwrap_or_else(|| a.len().min(b.len()));
+    a.get(..len).unwrap_or("")
+}
+
+pub(super) fn glob_escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Substitutes placeholders in one left-to-right pass, so a value that happens to contain a
+/// placeholder's text is never substituted again.
+pub(super) fn fill(pattern: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(pattern.len() + 32);
+    let mut rest = pattern;
+    'scan: while !rest.is_empty() {
+        for (name, value) in values {
+            if let Some(after) = rest.strip_prefix(name) {
+                out.push_str(value);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
+/// A metadata key found by SCAN, split into agent and id, and whether a member owned it when the
+/// slot sets were read.
+#[derive(Debug)]
+pub(super) struct FoundMeta {
+    pub(super) key: String,
+    pub(super) agent: String,
+    pub(super) id: String,
+    pub(super) owned: bool,
+}
+
+/// Splits every metadata key. Where the split is ambiguous (an agent name or id containing the
+/// pattern's separator), the split naming a present member wins, then one naming an agent that
+/// has a slot set, then the leftmost.
+pub(super) fn resolve_meta_keys(
+    pattern: &MetaKeyPattern,
+    raw: Vec<String>,
+    slot_sets: &[SlotSet],
+) -> Vec<FoundMeta> {
+    let members: BTreeSet<(&str, &str)> = slot_sets
+        .iter()
+        .flat_map(|s| {
+            s.members
+                .iter()
+                .map(move |m| (s.agent_name.as_str(), m.member.as_str()))
+        })
+        .collect();
+    let agents: BTreeSet<&str> = slot_sets.iter().map(|s| s.agent_name.as_str()).collect();
+    let mut out = Vec::with_capacity(raw.len());
+    for key in raw {
+        let splits = pattern.splits(&key);
+        let chosen = splits
+            .iter()
+            .find(|s| members.contains(s))
+            .or_else(|| splits.iter().find(|(agent, _)| agents.contains(agent)))
+            .or_else(|| splits.first());
+        let Some(&(agent, id)) = chosen else { continue };
+        let owned = members.contains(&(agent, id));
+        let (agent, id) = (agent.to_owned(), id.to_owned());
+        out.push(FoundMeta {
+            key,
+            agent,
+            id,
+            owned,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use canary_invariants::SlotMember;
+
+    use super::*;
+
+    #[test]
+    fn slot_pattern_extracts_agent_and_builds_glob() {
+        let p = SlotKeyPattern::parse("agent:slots:{agent}").unwrap();
+        assert_eq!(p.glob(), "agent:slots:*");
+        assert_eq!(p.agent_of("agent:slots:alpha"), Some("alpha"));
+        assert_eq!(p.agent_of("agent:slots:a:b"), Some("a:b"));
+        assert_eq!(p.agent_of("agent:slot:alpha:1"), None);
+
+        let p = SlotKeyPattern::parse("x[1]*:{agent}:slots").unwrap();
+        assert_eq!(p.glob(), "x\\[1\\]\\*:*:slots");
+        assert_eq!(p.agent_of("x[1]*:bob:slots"), Some("bob"));
+        assert_eq!(p.agent_of("x[1]*:bob:slotsX"), None);
+
+        assert!(SlotKeyPattern::parse("agent:slots").is_err());
+        assert!(SlotKeyPattern::parse("{agent}:{agent}").is_err());
+    }
+
+    #[test]
+    fn meta_pattern_splits_keys() {
+        let p = MetaKeyPattern::parse("agent:slot:{agent}:{execution_id}").unwrap();
+        assert_eq!(p.glob(), "agent:slot:*:*");
+        assert_eq!(p.splits("agent:slot:alpha:42"), [("alpha", "42")]);
+        assert_eq!(
+            p.splits("agent:slot:a:b:c"),
+            [("a", "b:c"), ("a:b", "c")],
+            "ambiguous: every split, leftmost first"
+        );
+        assert!(p.splits("agent:slots:alpha").is_empty());
+        assert!(p.splits("agent:slot:alpha:").is_empty());
+        assert!(!p.fits("agent:slot:alpha"));
+
+        let p = MetaKeyPattern::parse("m/{execution_id}/{agent}/h").unwrap();
+        assert_eq!(p.glob(), "m/*/*/h");
+        assert_eq!(p.splits("m/7/bob/h"), [("bob", "7")]);
+
+        assert!(MetaKeyPattern::parse("agent:slot:{agent}").is_err());
+        assert!(MetaKeyPattern::parse("{agent}{agent}:{execution_id}").is_err());
+    }
+
+    #[test]
+    fn ambiguous_meta_keys_prefer_present_members() {
+        let p = MetaKeyPattern::parse("agent:slot:{agent}:{execution_id}").unwrap();
+        let set = SlotSet {
+            agent_name: "a:b".to_owned(),
+            members: vec![SlotMember {
+                member: "c".to_owned(),
+                acquired_at_ms: Some(0),
+                sentinel: false,
+                meta: None,
+            }],
+        };
+        let found = resolve_meta_keys(
+            &p,
+            vec!["agent:slot:a:b:c".to_owned(), "agent:slot:a:b:d".to_owned()],
+            &[set],
+        );
+        let got: Vec<_> = found
+            .iter()
+            .map(|f| (f.agent.as_str(), f.id.as_str(), f.owned))
+            .collect();
+        assert_eq!(got, [("a:b", "c", true), ("a:b", "d", false)]);
+    }
+
+    #[test]
+    fn common_prefixes() {
+        assert_eq!(common_prefix("agent:slots:", "agent:slot:"), "agent:slot");
+        assert_eq!(common_prefix("x", "y"), "");
+        assert_eq!(common_prefix("ab", "abc"), "ab");
+        assert_eq!(common_prefix("é1", "é2"), "é");
+    }
+
+    #[test]
+    fn fill_substitutes_once() {
+        let p = "agent:slot:{agent}:{execution_id}";
+        assert_eq!(
+            fill(p, &[(AGENT, "a"), (EXECUTION_ID, "42")]),
+            "agent:slot:a:42"
+        );
+        assert_eq!(
+            fill(p, &[(AGENT, "{execution_id}"), (EXECUTION_ID, "é")]),
+            "agent:slot:{execution_id}:é"
+        );
+    }
+}

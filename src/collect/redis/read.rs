@@ -1,0 +1,365 @@
+//! Reading a collection: the two phases ([`read_slots`]: SCAN pages + the `ZRANGE` pipeline;
+//! [`SlotsRead::read_metadata`]: the `PTTL` + `HGET` pipeline and the delayed stray recheck), each
+//! a fixed number of round trips whatever the fleet size.
+//!
+//! It must not send anything but the reads [`ReadOnlyRedis`] offers, nor parse replies itself
+//! (see `reply`).
+
+use canary_invariants::{Anomaly, KeyTtl, MetaKey, RedisState, SlotMember, SlotMeta, SlotSet};
+use redis::Value;
+
+use super::client::{ReadBatch, ReadOnlyRedis, RedisSourceError};
+use super::keys::{
+    AGENT, EXECUTION_ID, FoundMeta, MetaKeyPattern, SlotKeyPattern, common_prefix, fill,
+    glob_escape, resolve_meta_keys,
+};
+use super::reply::{
+    anomaly, hex, hex_subject, parse_drain_tick, parse_timeout, score_ms, show_value, zrange_pairs,
+};
+use crate::config::platform::PlatformConfig;
+
+/// What one Redis collection produced.
+#[derive(Debug)]
+pub struct RedisOutcome {
+    /// The Redis state and the anomalies seen while reading it, or why the source is unavailable.
+    pub result: Result<(RedisState, Vec<Anomaly>), RedisSourceError>,
+    /// Round trips made (connection handshake excluded).
+    pub round_trips: u32,
+}
+
+/// A collection after its first phase: the slot sets and the drain heartbeat are read, the
+/// slot metadata is not yet. Finish it with [`SlotsRead::read_metadata`].
+///
+/// The split exists for the ordering guarantee of [`crate::collect::builtin`]: S-01 only needs
+/// the SQL view to be no older than the *slot-set* view, so the metadata pipeline (S-03, S-04)
+/// may run while SQLite is being read.
+#[derive(Debug)]
+pub struct SlotsRead {
+    redis: ReadOnlyRedis,
+    slot_sets: Vec<SlotSet>,
+    drain_tick_at_ms: Option<i64>,
+    /// Keys under the SCAN prefix that are not slot sets: metadata hashes once split (done in
+    /// the second phase, off the path the SQLite read waits on).
+    other_keys: Vec<String>,
+    meta_pattern: MetaKeyPattern,
+    anomalies: Vec<Anomaly>,
+}
+
+/// Reads the Redis part of a snapshot in one go (both phases back to back). Never panics; only
+/// connection failures are `Err`.
+pub async fn collect(cfg: &PlatformConfig) -> RedisOutcome {
+    match read_slots(cfg).await {
+        Ok(slots) => slots.read_metadata(cfg).await,
+        Err(outcome) => outcome,
+    }
+}
+
+/// First phase: connects, SCANs the slot and metadata keys and reads every slot set plus the
+/// drain heartbeat (the SCAN pages and one pipeline). A failure comes back as the finished
+/// outcome.
+pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome> {
+    let patterns = SlotKeyPattern::parse(&cfg.keys.slots)
+        .and_then(|slots| Ok((slots, MetaKeyPattern::parse(&cfg.keys.slot_meta)?)));
+    let (slot_pattern, meta_pattern) = match patterns {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(RedisOutcome {
+                result: Err(e),
+                round_trips: 0,
+            });
+        }
+    };
+    let mut redis = match ReadOnlyRedis::connect(
+        &cfg.redis_url,
+        cfg.redis_connect_timeout,
+        cfg.redis_response_timeout,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(RedisOutcome {
+                result: Err(e),
+                round_trips: 0,
+            });
+        }
+    };
+    match read_slot_sets(&mut redis, cfg, &slot_pattern, &meta_pattern).await {
+        Ok((slot_sets, drain_tick_at_ms, other_keys, anomalies)) => Ok(SlotsRead {
+            redis,
+            slot_sets,
+            drain_tick_at_ms,
+            other_keys,
+            meta_pattern,
+            anomalies,
+        }),
+        Err(e) => Err(RedisOutcome {
+            result: Err(e),
+            round_trips: redis.round_trips(),
+        }),
+    }
+}
+
+impl SlotsRead {
+    /// Second phase: one pipeline of `PTTL` + `HGET` for every slot member, then (only when a
+    /// metadata hash had no member) the delayed stray recheck.
+    pub async fn read_metadata(self, cfg: &PlatformConfig) -> RedisOutcome {
+        let SlotsRead {
+            mut redis,
+            mut slot_sets,
+            drain_tick_at_ms,
+            other_keys,
+            meta_pattern,
+            mut anomalies,
+        } = self;
+        // Splitting the metadata keys needs only what the first phase read; it is done here so
+        // that it overlaps the SQLite read (~30 ms for 30 000 keys at L).
+        let meta_keys = other_keys
+            .into_iter()
+            .filter(|key| meta_pattern.fits(key))
+            .collect();
+        let found = resolve_meta_keys(&meta_pattern, meta_keys, &slot_sets);
+        let result = async {
+            read_meta(&mut redis, cfg, &mut slot_sets, &mut anomalies).await?;
+            let meta_keys = confirm_strays(&mut redis, cfg, found, &mut anomalies).await?;
+            anomalies.sort();
+            anomalies.dedup();
+            Ok((
+                RedisState {
+                    slot_sets,
+                    drain_tick_at_ms,
+                    meta_keys,
+                },
+                anomalies,
+            ))
+        }
+        .await;
+        RedisOutcome {
+            result,
+            round_trips: redis.round_trips(),
+        }
+    }
+}
+
+/// Slot keys and metadata keys, from one SCAN over their common literal prefix, or two SCANs
+/// when the patterns share none (a bare `*` would transfer every key of the database).
+async fn scan_keys(
+    redis: &mut ReadOnlyRedis,
+    cfg: &PlatformConfig,
+    slot_pattern: &SlotKeyPattern,
+    meta_pattern: &MetaKeyPattern,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<(Vec<(String, String)>, Vec<String>), RedisSourceError> {
+    let common = common_prefix(&slot_pattern.prefix, &meta_pattern.prefix);
+    let raw_keys = if common.is_empty() {
+        let mut keys = redis
+            .scan_all(&slot_pattern.glob(), cfg.redis_scan_count)
+            .await?;
+        keys.extend(
+            redis
+                .scan_all(&meta_pattern.glob(), cfg.redis_scan_count)
+                .await?,
+        );
+        keys
+    } else {
+        redis
+            .scan_all(&format!("{}*", glob_escape(common)), cfg.redis_scan_count)
+            .await?
+    };
+    let mut slot_keys: Vec<(String, String)> = Vec::with_capacity(raw_keys.len());
+    let mut meta_keys: Vec<String> = Vec::new();
+    for raw in raw_keys {
+        match String::from_utf8(raw) {
+            Ok(key) => match slot_pattern.agent_of(&key) {
+                Some(agent) => slot_keys.push((agent.to_owned(), key)),
+                // Not a slot set (the glob is wider than the pattern): maybe a metadata hash,
+                // which the second phase tells (anything else under the prefix is none of
+                // canary's business).
+                None => meta_keys.push(key),
+            },
+            Err(e) => anomalies.push(anomaly(
+                hex_subject(e.as_bytes()),
+                "slot or metadata key is not UTF-8; skipped",
+            )),
+        }
+    }
+    slot_keys.sort();
+    Ok((slot_keys, meta_keys))
+}
+
+/// What the first phase reads: slot sets, drain heartbeat, the other keys SCAN found under the
+/// prefix (metadata candidates, not yet split) and the anomalies so far.
+type SlotSetsRead = (Vec<SlotSet>, Option<i64>, Vec<String>, Vec<Anomaly>);
+
+async fn read_slot_sets(
+    redis: &mut ReadOnlyRedis,
+    cfg: &PlatformConfig,
+    slot_pattern: &SlotKeyPattern,
+    meta_pattern: &MetaKeyPattern,
+) -> Result<SlotSetsRead, RedisSourceError> {
+    let keys = &cfg.keys;
+    let mut anomalies = Vec::new();
+
+    let (slot_keys, raw_meta_keys) =
+        scan_keys(redis, cfg, slot_pattern, meta_pattern, &mut anomalies).await?;
+
+    let mut first = ReadBatch::new();
+    for (_, key) in &slot_keys {
+        first.zrange_withscores(key.as_bytes());
+    }
+    let tick_index = first.get(keys.drain_tick.as_bytes());
+    let replies = redis.run(&first).await?;
+
+    let drain_tick_at_ms = replies
+        .get(tick_index)
+        .and_then(|v| parse_drain_tick(v, &keys.drain_tick, &mut anomalies));
+
+    let mut slot_sets = Vec::with_capacity(slot_keys.len());
+    for ((agent, key), reply) in slot_keys.iter().zip(&replies) {
+        let Some(pairs) = zrange_pairs(reply, key, &mut anomalies) else {
+            continue;
+        };
+        let mut members = Vec::with_capacity(pairs.len());
+        for (member, score) in pairs {
+            let member = match String::from_utf8(member) {
+                Ok(m) => m,
+                Err(e) => {
+                    anomalies.push(anomaly(
+                        key.clone(),
+                        format!("member is not UTF-8 ({}); skipped", hex(e.as_bytes())),
+                    ));
+                    continue;
+                }
+            };
+            let acquired_at_ms = score_ms(&score);
+            if acquired_at_ms.is_none() {
+                anomalies.push(anomaly(
+                    format!("{key} {member}"),
+                    format!("score {} is not a finite unix time", show_value(&score)),
+                ));
+            }
+            members.push(SlotMember {
+                sentinel: member.starts_with(&keys.sentinel_prefix),
+                member,
+                acquired_at_ms,
+                meta: None,
+            });
+        }
+        slot_sets.push(SlotSet {
+            agent_name: agent.clone(),
+            members,
+        });
+    }
+
+    Ok((slot_sets, drain_tick_at_ms, raw_meta_keys, anomalies))
+}
+
+/// Keeps owned hashes as found; re-reads the others after the recheck delay (one pipeline of
+/// `PTTL`, only when there are any) and keeps those still present, with their TTL.
+async fn confirm_strays(
+    redis: &mut ReadOnlyRedis,
+    cfg: &PlatformConfig,
+    found: Vec<FoundMeta>,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<Vec<MetaKey>, RedisSourceError> {
+    let (owned, strays): (Vec<FoundMeta>, Vec<FoundMeta>) =
+        found.into_iter().partition(|f| f.owned);
+    let mut out: Vec<MetaKey> = owned
+        .into_iter()
+        .map(|f| MetaKey {
+            agent_name: f.agent,
+            execution_id: f.id,
+            orphan_ttl: None,
+        })
+        .collect();
+    if strays.is_empty() {
+        return Ok(out);
+    }
+    tracing::debug!(
+        candidates = strays.len(),
+        delay_ms = cfg.redis_orphan_recheck_delay.as_millis() as u64,
+        "metadata hashes without a member; re-reading after the delay"
+    );
+    tokio::time::sleep(cfg.redis_orphan_recheck_delay).await;
+    let mut batch = ReadBatch::new();
+    for f in &strays {
+        batch.pttl(f.key.as_bytes());
+    }
+    let replies = redis.run(&batch).await?;
+    for (f, reply) in strays.into_iter().zip(replies) {
+        match reply {
+            // Gone: it was a release in progress (ZREM, then DEL).
+            Value::Int(-2) => {}
+            Value::Int(ms) => out.push(MetaKey {
+                agent_name: f.agent,
+                execution_id: f.id,
+                orphan_ttl: Some(KeyTtl::from_pttl(ms)),
+            }),
+            other => anomalies.push(anomaly(
+                f.key,
+                format!(
+                    "PTTL answered {}; stray metadata not judged",
+                    show_value(&other)
+                ),
+            )),
+        }
+    }
+    Ok(out)
+}
+
+/// One pipeline for every non-sentinel member's metadata: `PTTL` and `HGET timeout_field`.
+async fn read_meta(
+    redis: &mut ReadOnlyRedis,
+    cfg: &PlatformConfig,
+    slot_sets: &mut [SlotSet],
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<(), RedisSourceError> {
+    let keys = &cfg.keys;
+    let mut batch = ReadBatch::new();
+    let mut wanted: Vec<(usize, usize, String)> = Vec::new();
+    for (s, set) in slot_sets.iter().enumerate() {
+        for (m, member) in set.members.iter().enumerate() {
+            if member.sentinel {
+                continue;
+            }
+            let meta_key = fill(
+                &keys.slot_meta,
+                &[
+                    (AGENT, set.agent_name.as_str()),
+                    (EXECUTION_ID, member.member.as_str()),
+                ],
+            );
+            batch.pttl(meta_key.as_bytes());
+            batch.hget(meta_key.as_bytes(), keys.timeout_field.as_bytes());
+            wanted.push((s, m, meta_key));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let replies = redis.run(&batch).await?;
+    // The instant the TTLs were read: S-03 measures a slot's age here, not at `taken_at`.
+    let ttl_read_at_ms = chrono::Utc::now().timestamp_millis();
+    for ((s, m, meta_key), pair) in wanted.into_iter().zip(replies.chunks_exact(2)) {
+        let [pttl, timeout] = pair else { continue };
+        let ttl = match pttl {
+            Value::Int(ms) => KeyTtl::from_pttl(*ms),
+            other => {
+                anomalies.push(anomaly(
+                    meta_key,
+                    format!("PTTL answered {}; metadata not judged", show_value(other)),
+                ));
+                continue;
+            }
+        };
+        let timeout_seconds = parse_timeout(timeout, &meta_key, &keys.timeout_field, anomalies);
+        if let Some(member) = slot_sets.get_mut(s).and_then(|set| set.members.get_mut(m)) {
+            member.meta = Some(SlotMeta {
+                ttl,
+                timeout_seconds,
+                ttl_read_at_ms,
+            });
+        }
+    }
+    Ok(())
+}

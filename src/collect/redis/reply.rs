@@ -1,0 +1,240 @@
+//! Replies → the snapshot's types: `ZRANGE … WITHSCORES` in both RESP shapes, scores, the
+//! timeout field, the drain heartbeat, and bounded renderings of odd replies for anomaly notes.
+//! Platform data is untrusted: wrong types, odd scores, non-UTF-8 bytes and garbage numbers
+//! become anomalies, never errors.
+//!
+//! It must not talk to Redis; everything here is pure.
+
+use canary_invariants::{Anomaly, Source};
+use redis::Value;
+
+use crate::collect::timestamp::{parse_timestamp_ms, seconds_to_ms};
+
+/// An anomaly of the Redis source: odd data carried instead of guessed.
+pub(super) fn anomaly(subject: String, note: impl Into<String>) -> Anomaly {
+    Anomaly {
+        source: Source::Redis,
+        subject,
+        note: note.into(),
+    }
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().take(64).map(|b| format!("{b:02x}")).collect()
+}
+
+pub(super) fn hex_subject(bytes: &[u8]) -> String {
+    format!("0x{}", hex(bytes))
+}
+
+/// A short rendering of a reply for anomaly notes (bounded: data is untrusted).
+pub(super) fn show_value(v: &Value) -> String {
+    let text = match v {
+        Value::Nil => "nil".to_owned(),
+        Value::Int(i) => i.to_string(),
+        Value::Double(f) => f.to_string(),
+        Value::BulkString(b) => format!("{:?}", String::from_utf8_lossy(b)),
+        Value::SimpleString(s) => format!("{s:?}"),
+        Value::ServerError(e) => format!("error {}", e.code()),
+        _ => "an unexpected reply".to_owned(),
+    };
+    match text.char_indices().nth(48) {
+        Some((at, _)) => format!("{}…", text.get(..at).unwrap_or(&text)),
+        None => text,
+    }
+}
+
+/// A `WRONGTYPE` (or other per-command) error, as an anomaly note.
+pub(super) fn server_error_note(e: &redis::ServerError, what: &str) -> String {
+    if e.code() == "WRONGTYPE" {
+        format!("{what} holds the wrong key type; skipped")
+    } else {
+        format!("{what}: server error {}; skipped", e.code())
+    }
+}
+
+/// `ZRANGE … WITHSCORES` reply → (member bytes, score reply) pairs. RESP2 answers a flat
+/// `[m1, s1, m2, s2, …]` array, RESP3 an array of `[member, score]` pairs; both are accepted.
+pub(super) fn zrange_pairs(
+    reply: &Value,
+    key: &str,
+    anomalies: &mut Vec<Anomaly>,
+) -> Option<Vec<(Vec<u8>, Value)>> {
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::ServerError(e) => {
+            anomalies.push(anomaly(key.to_owned(), server_error_note(e, "slot key")));
+            return None;
+        }
+        other => {
+            anomalies.push(anomaly(
+                key.to_owned(),
+                format!("ZRANGE answered {}; skipped", show_value(other)),
+            ));
+            return None;
+        }
+    };
+    let member_bytes = |v: &Value| match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+    let mut pairs = Vec::with_capacity(items.len() / 2);
+    if items.iter().all(|i| matches!(i, Value::Array(_))) {
+        for item in items {
+            if let Value::Array(pair) = item
+                && let [member, score] = pair.as_slice()
+                && let Some(member) = member_bytes(member)
+            {
+                pairs.push((member, score.clone()));
+            }
+        }
+    } else {
+        for chunk in items.chunks_exact(2) {
+            if let [member, score] = chunk
+                && let Some(member) = member_bytes(member)
+            {
+                pairs.push((member, score.clone()));
+            }
+        }
+    }
+    Some(pairs)
+}
+
+/// Slot score (float unix seconds) → unix ms; `None` for `inf`, `-inf` or anything non-numeric.
+pub(super) fn score_ms(score: &Value) -> Option<i64> {
+    let secs = match score {
+        Value::Double(f) => *f,
+        Value::Int(i) => *i as f64,
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.trim().parse::<f64>().ok()?,
+        Value::SimpleString(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    seconds_to_ms(secs)
+}
+
+pub(super) fn parse_timeout(
+    reply: &Value,
+    meta_key: &str,
+    field: &str,
+    anomalies: &mut Vec<Anomaly>,
+) -> Option<i64> {
+    let text = match reply {
+        Value::Nil => return None,
+        Value::Int(i) => return Some(*i),
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::ServerError(e) => {
+            anomalies.push(anomaly(
+                meta_key.to_owned(),
+                server_error_note(e, "metadata key"),
+            ));
+            return None;
+        }
+        other => {
+            anomalies.push(anomaly(
+                format!("{meta_key} {field}"),
+                format!("HGET answered {}", show_value(other)),
+            ));
+            return None;
+        }
+    };
+    match text.trim().parse::<i64>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            anomalies.push(anomaly(
+                format!("{meta_key} {field}"),
+                format!("not an integer: {}", show_value(reply)),
+            ));
+            None
+        }
+    }
+}
+
+/// Drain heartbeat (unix seconds, int or float) → unix ms.
+pub(super) fn parse_drain_tick(
+    reply: &Value,
+    key: &str,
+    anomalies: &mut Vec<Anomaly>,
+) -> Option<i64> {
+    let parsed = match reply {
+        Value::Nil => return None,
+        Value::Int(i) => seconds_to_ms(*i as f64),
+        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(parse_timestamp_ms),
+        Value::SimpleString(s) => parse_timestamp_ms(s),
+        Value::ServerError(e) => {
+            anomalies.push(anomaly(
+                key.to_owned(),
+                server_error_note(e, "drain tick key"),
+            ));
+            return None;
+        }
+        _ => None,
+    };
+    if parsed.is_none() {
+        anomalies.push(anomaly(
+            key.to_owned(),
+            format!("drain tick {} is not a unix time", show_value(reply)),
+        ));
+    }
+    parsed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn scores() {
+        assert_eq!(score_ms(&bulk("1768384800.1234")), Some(1_768_384_800_123));
+        assert_eq!(score_ms(&Value::Double(1.5)), Some(1500));
+        assert_eq!(score_ms(&bulk("inf")), None);
+        assert_eq!(score_ms(&bulk("-inf")), None);
+        assert_eq!(score_ms(&bulk("nan")), None);
+        assert_eq!(score_ms(&bulk("x")), None);
+    }
+
+    #[test]
+    fn zrange_reply_shapes() {
+        let mut anomalies = Vec::new();
+        let flat = Value::Array(vec![bulk("a"), bulk("1"), bulk("b"), bulk("2")]);
+        let pairs = zrange_pairs(&flat, "k", &mut anomalies).unwrap();
+        assert_eq!(pairs.len(), 2);
+        let resp3 = Value::Array(vec![Value::Array(vec![bulk("a"), Value::Double(1.0)])]);
+        assert_eq!(zrange_pairs(&resp3, "k", &mut anomalies).unwrap().len(), 1);
+        assert!(anomalies.is_empty());
+        assert!(zrange_pairs(&Value::Nil, "k", &mut anomalies).is_none());
+        assert_eq!(anomalies.len(), 1);
+    }
+
+    #[test]
+    fn timeouts_and_ticks() {
+        let mut a = Vec::new();
+        assert_eq!(
+            parse_timeout(&bulk("900"), "m", "timeout_seconds", &mut a),
+            Some(900)
+        );
+        assert_eq!(
+            parse_timeout(&Value::Nil, "m", "timeout_seconds", &mut a),
+            None
+        );
+        assert!(a.is_empty());
+        assert_eq!(
+            parse_timeout(&bulk("9.5"), "m", "timeout_seconds", &mut a),
+            None
+        );
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            parse_drain_tick(&bulk("1768384800.5"), "t", &mut a),
+            Some(1_768_384_800_500)
+        );
+        assert_eq!(parse_drain_tick(&Value::Nil, "t", &mut a), None);
+        assert_eq!(a.len(), 1);
+        assert_eq!(parse_drain_tick(&bulk("soon"), "t", &mut a), None);
+        assert_eq!(a.len(), 2);
+    }
+}

@@ -1,0 +1,339 @@
+//! The executions: every non-terminal row and the terminal rows of the recent window, in one
+//! statement whose shape depends on the schema (a skip-scan through a status index when there is
+//! one, one scan otherwise; both read the same rows). While reading, the non-terminal rows can be
+//! tallied per agent to answer the executions cascade entry without its SQL arm
+//! ([`ExecutionsTally`], used by `cascade`).
+//! Each status word is classified into a phase here ([`classify_phase`]), with the configured
+//! lists.
+//!
+//! It must not read any other table.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use canary_invariants::{Agent, Anomaly, Execution, OrphanRows, Phase};
+use rusqlite::types::Value;
+
+use super::error::SqliteError;
+use super::query::{col_or_null, placeholders, q};
+use super::schema::ExecutionsSchema;
+use super::sqlite::{Reader, parsed_time_at_least, time_param};
+use super::value::{anomaly, backlog_facts, parse_ts_value, value_text};
+use crate::config::platform::{CascadeEntry, PlatformConfig, Statuses};
+
+/// `YYYY-MM-DD` two days before `cutoff_ms`: text sorting below it is a date-time too old for
+/// the recent window whatever its zone offset (offsets are at most ±14 h).
+fn recent_floor(cutoff_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(cutoff_ms.saturating_sub(2 * 86_400_000))
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        // Out of chrono's range: no floor (every text value sorts above "0").
+        .unwrap_or_else(|| "0".to_owned())
+}
+
+/// Classifies a status word with the configured lists; a word in none of them is
+/// [`Phase::Other`] (non-terminal, so E-02 still watches it). Matching is exact, as in the SQL
+/// prefilter, so both sides agree on what is terminal.
+pub fn classify_phase(status: &str, statuses: &Statuses) -> Phase {
+    let is = |list: &[String]| list.iter().any(|w| w == status);
+    if is(&statuses.terminal) {
+        Phase::Terminal
+    } else if is(&statuses.running) {
+        Phase::Running
+    } else if is(&statuses.queued) {
+        Phase::Queued
+    } else if is(&statuses.pending_retry) {
+        Phase::PendingRetry
+    } else {
+        Phase::Other
+    }
+}
+
+/// Every non-terminal row and the recently completed terminal ones; with `tally`, also the
+/// count of non-terminal rows per agent name for the executions cascade entry.
+pub(super) fn read_executions(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+    schema: &ExecutionsSchema,
+    cutoff_ms: i64,
+    tally: bool,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<(Vec<Execution>, Option<ExecutionsTally>), SqliteError> {
+    let e = &cfg.tables.executions;
+    let terminal = &cfg.statuses.terminal;
+    // Placeholders of the select list come first, then those of the filter.
+    let mut params: Vec<Value> = Vec::new();
+    let session = if schema.session_id {
+        let c = q(&e.session_id);
+        format!("({c} IS NOT NULL AND CAST({c} AS TEXT) <> '')")
+    } else {
+        "0".to_owned()
+    };
+    // Only queued rows' metadata is fetched: the others are never judged on it.
+    let queued = &cfg.statuses.queued;
+    let backlog = if schema.backlog_metadata && !queued.is_empty() {
+        params.extend(queued.iter().map(|w| Value::Text(w.clone())));
+        format!(
+            "CASE WHEN {} IN ({}) THEN {} END",
+            q(&e.status),
+            placeholders(queued.len()),
+            q(&e.backlog_metadata)
+        )
+    } else {
+        "NULL".to_owned()
+    };
+    let select = format!(
+        "SELECT {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {}",
+        q(&e.id),
+        q(&e.agent_name),
+        q(&e.status),
+        col_or_null(schema.started_at, &e.started_at),
+        col_or_null(schema.completed_at, &e.completed_at),
+        col_or_null(schema.queued_at, &e.queued_at),
+        col_or_null(schema.lease_expires_at, &e.lease_expires_at),
+        session,
+        backlog,
+        q(&e.table),
+    );
+    let select_params = params;
+    let mut params = select_params.clone();
+    let st = q(&e.status);
+    let terms = placeholders(terminal.len());
+    let words = || terminal.iter().map(|w| Value::Text(w.clone()));
+
+    // Terminal rows completed recently. The database parses the ISO and `datetime()` shapes
+    // itself, so the window needs no string comparison; values it cannot parse (epoch numbers,
+    // garbage) are fetched too, so Rust parses or reports them.
+    let mut recent_arm: Option<(String, Vec<Value>)> = None;
+    if schema.completed_at {
+        let c = q(&e.completed_at);
+        // Cheap prefilter first: without an index on `completed_at` every terminal row is read,
+        // and `julianday()` on each of them was most of the query (0.7 s at 1 M rows). Text
+        // that sorts as a date-time before `recent_floor` (two days before the cutoff, which
+        // covers any zone offset) cannot be in the window, so it is skipped by a plain
+        // comparison. This drops only such date-prefixed text (e.g. `2020-01-01 garbage`) from
+        // the unparseable-value report; every other shape (numbers, NULL, text sorting below
+        // '1970' or above the floor) still reaches `julianday()`. Written as three ranges so
+        // that a platform with an index on `completed_at` gets index lookups instead of the scan
+        // (88 ms instead of ~400 ms at 1 M rows, benches/RESULTS.md).
+        let mut arm = format!(
+            "({c} >= ? OR {c} < '1970-01-01' OR {c} IS NULL) AND ({}",
+            parsed_time_at_least(&c)
+        );
+        let mut arm_params = vec![Value::Text(recent_floor(cutoff_ms)), time_param(cutoff_ms)];
+        if schema.started_at {
+            // Terminal rows that never got a `completed_at` (what E-03 looks for) are windowed
+            // by their start instead.
+            arm.push_str(&format!(
+                " OR ({c} IS NULL AND ({}))",
+                parsed_time_at_least(&q(&e.started_at))
+            ));
+            arm_params.push(time_param(cutoff_ms));
+        }
+        arm.push(')');
+        recent_arm = Some((arm, arm_params));
+    }
+
+    let sql = if terminal.is_empty() {
+        format!("{select} WHERE 1")
+    } else if schema.status_indexed {
+        // With an index on status, the few non-terminal rows are fetched through it: a
+        // recursive skip-scan lists the distinct statuses (one index probe each; a platform has
+        // a handful of status words), and the rows of the non-terminal ones are looked up. Only
+        // the recent-terminal arm scans the table. At 1 M rows: ~10 ms instead of a scan.
+        let mut sql = format!(
+            "WITH RECURSIVE st(v) AS (SELECT (SELECT min({st}) FROM {t}) UNION ALL \
+             SELECT (SELECT min({st}) FROM {t} WHERE {st} > st.v) FROM st WHERE st.v IS NOT NULL) \
+             {select} WHERE {st} IN (SELECT v FROM st WHERE v NOT IN ({terms})) \
+             UNION ALL {select} WHERE {st} IS NULL",
+            t = q(&e.table),
+        );
+        params.extend(words());
+        params.extend(select_params.iter().cloned());
+        if let Some((arm, arm_params)) = recent_arm {
+            // `+` keeps SQLite from reading the terminal rows through the status index (one
+            // random table read per row); the scan is cheaper.
+            sql.push_str(&format!(
+                " UNION ALL {select} WHERE +{st} IN ({terms}) AND {arm}"
+            ));
+            params.extend(select_params.iter().cloned());
+            params.extend(words());
+            params.extend(arm_params);
+        }
+        sql
+    } else {
+        // No usable index: one scan answers both arms.
+        let mut filter = format!("{st} IS NULL OR {st} NOT IN ({terms})");
+        params.extend(words());
+        if let Some((arm, arm_params)) = recent_arm {
+            filter.push_str(&format!(" OR ({arm})"));
+            params.extend(arm_params);
+        }
+        format!("{select} WHERE {filter}")
+    };
+    let backlog_column = schema.backlog_metadata;
+    let rows = r.rows(&sql, &params, "reading executions", |row| {
+        let mut v: [Value; 9] = std::array::from_fn(|_| Value::Null);
+        for (i, slot) in v.iter_mut().enumerate() {
+            *slot = row.get::<_, Value>(i)?;
+        }
+        Ok(v)
+    })?;
+
+    let mut out = Vec::with_capacity(rows.len());
+    let mut tally = tally.then(|| ExecutionsTally {
+        all_text: true,
+        per_agent: BTreeMap::new(),
+    });
+    for [
+        id,
+        agent,
+        status,
+        started,
+        completed,
+        queued,
+        lease,
+        session,
+        metadata,
+    ] in rows
+    {
+        if let Some(tally) = tally.as_mut() {
+            // Before any row is skipped: the SQL arm counts rows whatever their id.
+            tally.add(&agent, &status, terminal);
+        }
+        let Some(id) = value_text(&id) else {
+            anomalies.push(anomaly(
+                format!("{}.{}", e.table, e.id),
+                "row with NULL id skipped",
+            ));
+            continue;
+        };
+        let subject = |column: &str| format!("{}.{}.{}", e.table, id, column);
+        let agent_name = value_text(&agent).unwrap_or_else(|| {
+            anomalies.push(anomaly(subject(&e.agent_name), "NULL agent name"));
+            String::new()
+        });
+        let status = value_text(&status).unwrap_or_else(|| {
+            anomalies.push(anomaly(subject(&e.status), "NULL status"));
+            String::new()
+        });
+        let mut ts = |v: &Value, column: &str| parse_ts_value(v, || subject(column), anomalies);
+        let started_at_ms = ts(&started, &e.started_at);
+        let completed_at_ms = ts(&completed, &e.completed_at);
+        let queued_at_ms = ts(&queued, &e.queued_at);
+        let lease_expires_at_ms = ts(&lease, &e.lease_expires_at);
+        let phase = classify_phase(&status, &cfg.statuses);
+        let backlog = (backlog_column && phase == Phase::Queued).then(|| backlog_facts(metadata));
+        out.push(Execution {
+            phase,
+            id,
+            agent_name,
+            status,
+            started_at_ms,
+            completed_at_ms,
+            queued_at_ms,
+            leased: !matches!(lease, Value::Null),
+            lease_expires_at_ms,
+            completed_at_set: !matches!(completed, Value::Null),
+            queued_at_set: !matches!(queued, Value::Null),
+            has_session: matches!(session, Value::Integer(i) if i != 0),
+            backlog,
+        });
+    }
+    out.sort_by(|x, y| x.id.cmp(&y.id));
+    Ok((out, tally))
+}
+
+/// Non-terminal execution rows per agent name, counted while reading them, to answer the
+/// executions cascade entry without its SQL arm.
+///
+/// That arm walked the whole agent index of the executions table (1 M entries at L, ~70–90 ms)
+/// only to find rows the executions query has already returned. The answers agree when every
+/// compared value is text (`all_text`, with the roster's names also text): SQL `=` between text
+/// values of plain tables (no view, no declared collation, see `schema::TableInfo::not_plain`) is
+/// byte equality, as in Rust. A number or blob anywhere falls back to the SQL arm.
+#[derive(Debug)]
+pub(super) struct ExecutionsTally {
+    /// Every agent name and status seen was text or NULL.
+    pub(super) all_text: bool,
+    /// Non-terminal rows per (non-NULL) agent name.
+    per_agent: BTreeMap<String, u64>,
+}
+
+impl ExecutionsTally {
+    fn add(&mut self, agent: &Value, status: &Value, terminal: &[String]) {
+        let non_terminal = match status {
+            Value::Null => true,
+            Value::Text(s) => !terminal.iter().any(|t| t == s),
+            _ => {
+                self.all_text = false;
+                return;
+            }
+        };
+        match agent {
+            // The SQL arm never matches a NULL agent name either.
+            Value::Null => {}
+            Value::Text(a) if non_terminal => match self.per_agent.get_mut(a.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    self.per_agent.insert(a.clone(), 1);
+                }
+            },
+            Value::Text(_) => {}
+            _ => self.all_text = false,
+        }
+    }
+
+    /// The entry's orphans: counted agents absent from the roster (soft-deleted agents are in it).
+    pub(super) fn orphans(self, roster: &[Agent], entry: &CascadeEntry) -> Vec<OrphanRows> {
+        let known: BTreeSet<&str> = roster.iter().map(|a| a.name.as_str()).collect();
+        self.per_agent
+            .into_iter()
+            .filter(|(agent, _)| !known.contains(agent.as_str()))
+            .map(|(agent_name, rows)| OrphanRows {
+                table: entry.table.clone(),
+                agent_name,
+                rows,
+                severity: entry.severity,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_floor_is_two_days_before() {
+        assert_eq!(recent_floor(1_768_384_800_000), "2026-01-12");
+        assert_eq!(recent_floor(i64::MIN), "0");
+    }
+
+    #[test]
+    fn phases_follow_the_configured_words() {
+        let s = Statuses::default();
+        assert_eq!(classify_phase("queued", &s), Phase::Queued);
+        assert_eq!(classify_phase("running", &s), Phase::Running);
+        assert_eq!(classify_phase("pending_retry", &s), Phase::PendingRetry);
+        for t in ["success", "failed", "cancelled", "skipped"] {
+            assert_eq!(classify_phase(t, &s), Phase::Terminal, "{t}");
+        }
+        // Not terminal on the reference platform: treating them so would blind E-02.
+        assert_eq!(classify_phase("completed", &s), Phase::Other);
+        assert_eq!(classify_phase("timeout", &s), Phase::Other);
+        assert_eq!(classify_phase("Running", &s), Phase::Other);
+        assert_eq!(classify_phase("", &s), Phase::Other);
+    }
+
+    #[test]
+    fn custom_words() {
+        let s = Statuses {
+            queued: vec!["waiting".into()],
+            running: vec!["busy".into()],
+            pending_retry: vec![],
+            terminal: vec!["done".into()],
+        };
+        assert_eq!(classify_phase("busy", &s), Phase::Running);
+        assert_eq!(classify_phase("done", &s), Phase::Terminal);
+        assert_eq!(classify_phase("running", &s), Phase::Other);
+    }
+}

@@ -1,0 +1,413 @@
+//! The SQL source of the collector: roster, execution rows, delete-cascade orphans and schedules,
+//! read in one read transaction over a read-only connection.
+//!
+//! One file per concern, the same shape as the other sources:
+//! - [`sqlite`]: the dialect (connection, statement counting, catalog query, date-time
+//!   comparison). Everything else here is dialect-independent, so a PostgreSQL dialect is a
+//!   sibling of that file, not a fork of this folder.
+//! - [`schema`]: the catalog typed into [`Schema`] (which optional columns exist, which entries
+//!   can be scanned); [`roster`], [`executions`], [`cascade`], [`schedules`]: one statement each,
+//!   built from those facts; [`value`]: cells → the snapshot's types.
+//! - [`custom`]: the operator-defined statements; [`preflight`]: the same checked at startup.
+//! - `query` (identifier quoting, placeholders) and `error` ([`SqliteError`]) are the leaves the
+//!   others share; imports go one way, from this file down to them.
+//!
+//! The statement count is fixed by the configuration, never by the number of agents or rows:
+//! one schema-discovery query, one roster query, one executions query, one `UNION ALL` anti-join
+//! for all cascade tables, one schedules query (when the table exists), plus the pragma and
+//! transaction bracket. The cascade entry for the executions table's non-terminal rows is, when
+//! provably the same answer, counted from the rows the executions query returned instead of by
+//! its own arm of the anti-join (see `executions::ExecutionsTally`). Optional columns absent
+//! from an older schema degrade to `NULL` (and are listed in `missing_fields`); absent required
+//! columns make the whole source unavailable, because guessing would be worse than *unknown*. A
+//! missing schedules table only makes E-06 unknown.
+//!
+//! Two columns are read but never carried: `claude_session_id` becomes a has-a-session flag in
+//! SQL (the id never leaves SQLite), and `backlog_metadata` of queued rows is reduced here to
+//! facts (NULL / invalid / valid JSON, names of credential patterns found, see
+//! [`crate::collect::secrets`]) and dropped; other rows' metadata is not even fetched.
+//!
+//! It must not judge anything nor write: the connection is read-only and `query_only`.
+
+pub mod cascade;
+pub mod custom;
+mod error;
+pub mod executions;
+pub mod preflight;
+mod query;
+pub mod roster;
+pub mod schedules;
+pub mod schema;
+pub mod sqlite;
+pub mod value;
+
+use canary_invariants::{Anomaly, SqlState};
+
+use self::cascade::{executions_cascade_entry, read_orphans};
+use self::executions::read_executions;
+use self::roster::read_roster;
+use self::schedules::read_schedules;
+use self::schema::Schema;
+use self::sqlite::{Reader, read_catalog};
+use crate::config::platform::{PlatformConfig, is_identifier};
+
+pub use self::error::SqliteError;
+pub use self::sqlite::open_read_only;
+
+/// Slack subtracted from the recent-terminal cutoff so that rows near the window's edge are not
+/// lost to clock or rounding differences; the invariants apply the exact window themselves.
+const CUTOFF_SLACK_MS: i64 = 5 * 60 * 1000;
+
+/// What one SQLite collection produced.
+#[derive(Debug)]
+pub struct SqliteOutcome {
+    /// The SQL state and the anomalies seen while reading it, or why the source is unavailable.
+    pub result: Result<(SqlState, Vec<Anomaly>), SqliteError>,
+    /// Statements executed, pragmas and the transaction bracket included.
+    pub statements: u32,
+}
+
+/// Reads the SQLite part of a snapshot. Never panics; every failure becomes `Err` in the outcome.
+///
+/// `recent_cutoff_ms`: terminal rows completed before this instant (minus a slack) are not read.
+pub fn collect(cfg: &PlatformConfig, recent_cutoff_ms: i64) -> SqliteOutcome {
+    collect_with(cfg, recent_cutoff_ms, true)
+}
+
+/// [`collect`], optionally without computing the executions cascade entry from the rows read
+/// (the tests compare both paths).
+fn collect_with(cfg: &PlatformConfig, recent_cutoff_ms: i64, local_cascade: bool) -> SqliteOutcome {
+    let mut statements = 0;
+    let result = collect_counted(cfg, recent_cutoff_ms, local_cascade, &mut statements);
+    SqliteOutcome { result, statements }
+}
+
+fn collect_counted(
+    cfg: &PlatformConfig,
+    recent_cutoff_ms: i64,
+    local_cascade: bool,
+    statements: &mut u32,
+) -> Result<(SqlState, Vec<Anomaly>), SqliteError> {
+    check_identifiers(cfg)?;
+    let conn = open_read_only(&cfg.sqlite_path, cfg.sqlite_busy_timeout)?;
+    *statements += 1; // the query_only pragma
+    let mut reader = Reader::new(&conn);
+    let result = reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms, local_cascade));
+    *statements += reader.statements();
+    result
+}
+
+fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqliteError> {
+    let a = &cfg.tables.agents;
+    let e = &cfg.tables.executions;
+    let fixed = [
+        &a.table,
+        &a.name,
+        &a.is_system,
+        &a.max_parallel_tasks,
+        &a.execution_timeout_seconds,
+        &a.deleted_at,
+        &e.table,
+        &e.id,
+        &e.agent_name,
+        &e.status,
+        &e.schedule_id,
+        &e.started_at,
+        &e.completed_at,
+        &e.queued_at,
+        &e.duration_ms,
+        &e.session_id,
+        &e.lease_expires_at,
+        &e.backlog_metadata,
+        &cfg.tables.schedules.table,
+        &cfg.tables.schedules.id,
+        &cfg.tables.schedules.agent_name,
+        &cfg.tables.schedules.enabled,
+        &cfg.tables.schedules.next_run_at,
+        &cfg.tables.schedules.deleted_at,
+    ];
+    let cascade = cfg.cascade.iter().flat_map(|c| {
+        std::iter::once(&c.table)
+            .chain(std::iter::once(&c.column))
+            .chain(c.filter.as_ref().map(|f| &f.column))
+    });
+    match fixed
+        .into_iter()
+        .chain(cascade)
+        .find(|name| !is_identifier(name))
+    {
+        Some(bad) => Err(SqliteError::BadIdentifier(bad.clone())),
+        None => Ok(()),
+    }
+}
+
+fn read_all(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+    recent_cutoff_ms: i64,
+    local_cascade: bool,
+) -> Result<(SqlState, Vec<Anomaly>), SqliteError> {
+    let catalog = read_catalog(r, cfg)?;
+    let schema = Schema::resolve(&catalog, cfg)?;
+    let mut state = SqlState {
+        missing_fields: schema.missing_fields(),
+        ..SqlState::default()
+    };
+    let mut anomalies = Vec::new();
+
+    let (agents, roster_all_text) = read_roster(r, cfg, &schema.agents, &mut anomalies)?;
+    state.agents = agents;
+    let local = if local_cascade {
+        executions_cascade_entry(cfg, &schema)
+    } else {
+        None
+    };
+    let (executions, tally) = read_executions(
+        r,
+        cfg,
+        &schema.executions,
+        recent_cutoff_ms - CUTOFF_SLACK_MS,
+        local.is_some(),
+        &mut anomalies,
+    )?;
+    state.executions = executions;
+    // The executions cascade entry is answered from the rows just read when that is provably
+    // the same answer (see [`executions_cascade_entry`]) and every value compared was text;
+    // otherwise its SQL arm runs as for any other table.
+    let local = match (local, tally) {
+        (Some(i), Some(tally)) if roster_all_text && tally.all_text => Some((i, tally)),
+        _ => None,
+    };
+    let (mut orphans, skipped) = read_orphans(
+        r,
+        cfg,
+        &schema,
+        local.as_ref().map(|(i, _)| *i),
+        &mut anomalies,
+    )?;
+    if let Some((i, tally)) = local
+        && let Some(entry) = cfg.cascade.get(i)
+    {
+        orphans.extend(tally.orphans(&state.agents, entry));
+        orphans.sort();
+    }
+    state.orphans = orphans;
+    state.skipped_tables = skipped;
+    if let Some(schedules) = &schema.schedules {
+        state.schedules = read_schedules(r, cfg, schedules, &mut anomalies)?;
+    }
+    Ok((state, anomalies))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use canary_invariants::{OrphanRows, Severity};
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// The executions query has two shapes (status index or not); both must read the same rows:
+    /// every non-terminal row, and terminal rows completed (or, without `completed_at`, started)
+    /// in the window or with a value SQLite cannot parse.
+    #[test]
+    fn both_execution_query_shapes_read_the_same_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.db");
+        let db = Connection::open(&path).expect("open");
+        db.execute_batch(crate::fleet::platform::SCHEMA)
+            .expect("schema");
+        let now_ms: i64 = 1_768_384_800_000; // 2026-01-14T10:00:00Z
+        let recent = "2026-01-14T09:50:00Z";
+        let old = "2026-01-01 10:00:00";
+        // (`status` is NOT NULL in the platform schema, so the NULL-status arm is not built here.)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        // (id, status, started_at, completed_at)
+        let rows: [Case<'_>; 10] = [
+            ("queued", Some("queued"), None, None),
+            ("running", Some("running"), Some(old), None),
+            ("odd-status", Some("completed"), None, Some(old)),
+            ("recent", Some("success"), Some(old), Some(recent)),
+            (
+                "recent-offset",
+                Some("failed"),
+                None,
+                Some("2026-01-14T11:50:00+02:00"),
+            ),
+            ("old", Some("success"), Some(old), Some(old)),
+            ("epoch-text", Some("cancelled"), None, Some("1768384000")),
+            ("garbage", Some("success"), None, Some("yesterday")),
+            (
+                "no-completion-recent-start",
+                Some("success"),
+                Some(recent),
+                None,
+            ),
+            ("no-completion-old-start", Some("skipped"), Some(old), None),
+        ];
+        for (id, status, started, completed) in rows {
+            db.execute(
+                "INSERT INTO schedule_executions (id, agent_name, status, started_at, completed_at) \
+                 VALUES (?1, 'a', ?2, ?3, ?4)",
+                rusqlite::params![id, status, started, completed],
+            )
+            .expect("insert");
+        }
+        let cfg = PlatformConfig {
+            sqlite_path: path.clone(),
+            ..PlatformConfig::default()
+        };
+        let read = || -> Vec<String> {
+            let (state, _) = collect(&cfg, now_ms - 30 * 60_000).result.expect("collect");
+            state.executions.into_iter().map(|e| e.id).collect()
+        };
+        let expected = [
+            "epoch-text",
+            "garbage",
+            "no-completion-recent-start",
+            "odd-status",
+            "queued",
+            "recent",
+            "recent-offset",
+            "running",
+        ];
+        assert_eq!(read(), expected, "with the status index");
+        db.execute_batch("DROP INDEX idx_schedule_executions_status")
+            .expect("drop index");
+        assert_eq!(read(), expected, "without it");
+        db.execute_batch("CREATE INDEX c ON schedule_executions (completed_at)")
+            .expect("index completed_at");
+        assert_eq!(read(), expected, "with an index on completed_at");
+    }
+
+    /// Which cascade entry (if any) the rows read would answer, for the database at `path`.
+    fn answered_entry(path: &Path) -> Option<usize> {
+        let cfg = PlatformConfig {
+            sqlite_path: path.to_owned(),
+            ..PlatformConfig::default()
+        };
+        let conn = open_read_only(path, Duration::from_secs(1)).expect("open");
+        let mut reader = Reader::new(&conn);
+        let catalog = read_catalog(&mut reader, &cfg).expect("catalog");
+        let schema = Schema::resolve(&catalog, &cfg).expect("schema");
+        executions_cascade_entry(&cfg, &schema)
+    }
+
+    /// Orphans from both paths (the executions cascade entry answered from the rows read, and
+    /// its SQL arm), with the statement counts.
+    fn orphans_both_ways(path: &Path, now_ms: i64) -> [(Vec<OrphanRows>, u32); 2] {
+        let cfg = PlatformConfig {
+            sqlite_path: path.to_owned(),
+            ..PlatformConfig::default()
+        };
+        [true, false].map(|local| {
+            let outcome = collect_with(&cfg, now_ms - 30 * 60_000, local);
+            let (state, _) = outcome.result.expect("collect");
+            (state.orphans, outcome.statements)
+        })
+    }
+
+    /// L-03's input is the same whether the executions entry is answered from the rows the
+    /// executions query read or by its SQL arm: non-terminal rows of absent agents (NULL and
+    /// unknown statuses included) count, terminal rows (recent or old) and soft-deleted agents'
+    /// rows do not.
+    #[test]
+    fn executions_cascade_is_the_same_from_rows_and_from_sql() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.db");
+        let db = Connection::open(&path).expect("open");
+        db.execute_batch(crate::fleet::platform::SCHEMA)
+            .expect("schema");
+        let now_ms: i64 = 1_768_384_800_000; // 2026-01-14T10:00:00Z
+        db.execute_batch(
+            "INSERT INTO agent_ownership (agent_name, deleted_at) VALUES \
+             ('live', NULL), ('gone-soft', '2026-01-01 00:00:00'); \
+             INSERT INTO agent_tags (agent_name, tag) VALUES ('ghost', 't'), ('live', 't');",
+        )
+        .expect("roster");
+        let rows = [
+            ("1", "live", "running", None),
+            ("2", "gone-soft", "running", None),
+            ("3", "ghost", "running", None),
+            ("4", "ghost", "queued", None),
+            ("5", "ghost", "pending_retry", None),
+            ("6", "ghost", "completed", Some("2026-01-01 10:00:00")),
+            ("7", "ghost", "success", Some("2026-01-14T09:50:00Z")),
+            ("8", "ghost", "failed", Some("2026-01-01 10:00:00")),
+            ("9", "phantom", "queued", None),
+            ("10", "phantom", "cancelled", Some("2026-01-14 09:55:00")),
+            ("11", "Live", "running", None),
+            ("12", "old-only", "skipped", Some("2026-01-01 10:00:00")),
+        ];
+        for (id, agent, status, completed) in rows {
+            db.execute(
+                "INSERT INTO schedule_executions (id, agent_name, status, completed_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, agent, status, completed],
+            )
+            .expect("insert");
+        }
+        let default_entry = PlatformConfig::default()
+            .cascade
+            .iter()
+            .position(|c| c.table == "schedule_executions");
+        assert!(default_entry.is_some());
+        assert_eq!(
+            answered_entry(&path),
+            default_entry,
+            "the default list qualifies"
+        );
+        let [(local, local_statements), (sql, sql_statements)] = orphans_both_ways(&path, now_ms);
+        assert_eq!(local, sql);
+        assert_eq!(local_statements, sql_statements);
+        let executions: Vec<(&str, u64, Severity)> = local
+            .iter()
+            .filter(|o| o.table == "schedule_executions")
+            .map(|o| (o.agent_name.as_str(), o.rows, o.severity))
+            .collect();
+        assert_eq!(
+            executions,
+            [
+                ("Live", 1, Severity::Critical),
+                ("ghost", 4, Severity::Critical),
+                ("phantom", 1, Severity::Critical)
+            ]
+        );
+        assert!(
+            local
+                .iter()
+                .any(|o| o.table == "agent_tags" && o.agent_name == "ghost")
+        );
+
+        // A blob agent name: SQL `=` no longer is Rust equality, so the SQL arm answers.
+        db.execute_batch(
+            "INSERT INTO schedule_executions (id, agent_name, status) VALUES ('13', X'6c697665', 'running')",
+        )
+        .expect("blob");
+        let [(local, _), (sql, _)] = orphans_both_ways(&path, now_ms);
+        assert_eq!(local, sql);
+    }
+
+    /// A roster whose names compare case-insensitively: Rust equality would disagree, so the
+    /// executions entry stays with its SQL arm.
+    #[test]
+    fn a_declared_collation_keeps_the_sql_arm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.db");
+        let db = Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE agent_ownership (agent_name TEXT COLLATE NOCASE PRIMARY KEY); \
+             CREATE TABLE schedule_executions (id TEXT PRIMARY KEY, agent_name TEXT, status TEXT); \
+             INSERT INTO agent_ownership VALUES ('Alpha'); \
+             INSERT INTO schedule_executions VALUES ('1', 'alpha', 'running'), ('2', 'beta', NULL);",
+        )
+        .expect("schema");
+        assert_eq!(answered_entry(&path), None);
+        let [(local, _), (sql, _)] = orphans_both_ways(&path, 1_768_384_800_000);
+        assert_eq!(local, sql);
+        let agents: Vec<&str> = local.iter().map(|o| o.agent_name.as_str()).collect();
+        assert_eq!(agents, ["beta"]);
+    }
+}

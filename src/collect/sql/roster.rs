@@ -1,0 +1,93 @@
+//! The roster: every agent row (soft-deleted ones included, flagged), in one statement. Absent
+//! optional columns read as `NULL` (platform defaults apply); a NULL name is skipped with an
+//! anomaly.
+//!
+//! It must not read any other table.
+
+use canary_invariants::{Agent, Anomaly};
+use rusqlite::types::Value;
+
+use super::error::SqliteError;
+use super::query::{col_or_null, q};
+use super::schema::AgentsSchema;
+use super::sqlite::Reader;
+use super::value::{anomaly, as_integer, truthy, value_text};
+use crate::config::platform::PlatformConfig;
+
+/// The roster, and whether every non-NULL name was stored as text (see
+/// `executions::ExecutionsTally`).
+pub(super) fn read_roster(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+    schema: &AgentsSchema,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<(Vec<Agent>, bool), SqliteError> {
+    let a = &cfg.tables.agents;
+    let deleted = if schema.deleted_at {
+        format!("{} IS NOT NULL", q(&a.deleted_at))
+    } else {
+        "0".to_owned()
+    };
+    let sql = format!(
+        "SELECT {}, {}, {}, {}, {} FROM {}",
+        q(&a.name),
+        col_or_null(schema.is_system, &a.is_system),
+        col_or_null(schema.max_parallel_tasks, &a.max_parallel_tasks),
+        col_or_null(
+            schema.execution_timeout_seconds,
+            &a.execution_timeout_seconds
+        ),
+        deleted,
+        q(&a.table),
+    );
+    let rows = r.rows(&sql, &[], "reading the roster", |row| {
+        Ok((
+            row.get::<_, Value>(0)?,
+            row.get::<_, Value>(1)?,
+            row.get::<_, Value>(2)?,
+            row.get::<_, Value>(3)?,
+            row.get::<_, i64>(4)?,
+        ))
+    })?;
+    let defaults = &cfg.agent_defaults;
+    let mut agents = Vec::with_capacity(rows.len());
+    let all_text = rows
+        .iter()
+        .all(|(name, ..)| matches!(name, Value::Text(_) | Value::Null));
+    for (name, is_system, cap, timeout, deleted) in rows {
+        let Some(name) = value_text(&name) else {
+            anomalies.push(anomaly(
+                format!("{}.{}", a.table, a.name),
+                "agent row with NULL name skipped",
+            ));
+            continue;
+        };
+        let mut int_or_default = |v: &Value, column: &str, default: i64| match as_integer(v) {
+            Ok(Some(i)) => i,
+            Ok(None) => default,
+            Err(()) => {
+                anomalies.push(anomaly(
+                    format!("{}.{}.{}", a.table, name, column),
+                    format!("not an integer; platform default {default} assumed"),
+                ));
+                default
+            }
+        };
+        let max_parallel_tasks =
+            int_or_default(&cap, &a.max_parallel_tasks, defaults.max_parallel_tasks);
+        let execution_timeout_seconds = int_or_default(
+            &timeout,
+            &a.execution_timeout_seconds,
+            defaults.execution_timeout_seconds,
+        );
+        agents.push(Agent {
+            name,
+            is_system: truthy(&is_system),
+            max_parallel_tasks,
+            execution_timeout_seconds,
+            deleted: deleted != 0,
+        });
+    }
+    agents.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok((agents, all_text))
+}

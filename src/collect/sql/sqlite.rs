@@ -1,0 +1,217 @@
+//! The SQLite dialect: the read-only connection, the statement-counting wrapper every reader
+//! goes through, the catalog query (`sqlite_master` + `pragma_table_info` / index pragmas) and
+//! the one time comparison SQLite needs its own function for (`julianday()`). A PostgreSQL
+//! dialect would be a sibling of this file offering the same items; the readers' SQL around them
+//! is plain and shared.
+//!
+//! It must not decide what to read (the readers do) nor interpret rows (see `value`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
+
+use super::error::SqliteError;
+use super::query::placeholders;
+use super::schema::Catalog;
+use crate::config::platform::PlatformConfig;
+
+/// Prefix the catalog query puts before a column that leads an index (`char(1)`).
+const INDEXED: char = '\u{1}';
+/// What the catalog query returns for a view or a table declaring a collation (`char(2)`).
+const NOT_PLAIN: &str = "\u{2}";
+
+/// Opens the platform database read-only (`mode=ro` URI, `query_only`), with the busy timeout.
+///
+/// The returned connection cannot write: the file handle is read-only and `query_only` makes
+/// SQLite refuse any statement that would change the database.
+pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Connection, SqliteError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(file_uri(path), flags).map_err(SqliteError::Open)?;
+    conn.busy_timeout(busy_timeout).map_err(SqliteError::Open)?;
+    conn.execute_batch("PRAGMA query_only = 1")
+        .map_err(SqliteError::Open)?;
+    Ok(conn)
+}
+
+/// A `file:` URI for `path`: bytes outside the unreserved set are percent-encoded, so a path
+/// containing `?`, `#` or `%` cannot smuggle URI parameters (such as `mode=rw`).
+fn file_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    uri
+}
+
+/// A connection wrapper that counts every statement it runs.
+pub(super) struct Reader<'c> {
+    conn: &'c Connection,
+    statements: u32,
+}
+
+impl<'c> Reader<'c> {
+    /// A wrapper around `conn` that has run nothing yet.
+    pub(super) fn new(conn: &'c Connection) -> Reader<'c> {
+        Reader {
+            conn,
+            statements: 0,
+        }
+    }
+
+    /// Statements run so far.
+    pub(super) fn statements(&self) -> u32 {
+        self.statements
+    }
+
+    fn batch(&mut self, sql: &str, step: &'static str) -> Result<(), SqliteError> {
+        self.statements += 1;
+        self.conn
+            .execute_batch(sql)
+            .map_err(|source| SqliteError::Query { step, source })
+    }
+
+    pub(super) fn rows<T>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        step: &'static str,
+        mut map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, SqliteError> {
+        self.statements += 1;
+        let err = |source| SqliteError::Query { step, source };
+        let mut stmt = self.conn.prepare(sql).map_err(err)?;
+        let mut rows = stmt.query(params_from_iter(params.iter())).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            out.push(map(row).map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `body` inside `BEGIN … COMMIT` so every query sees the same database state.
+    pub(super) fn in_read_transaction<T>(
+        &mut self,
+        body: impl FnOnce(&mut Self) -> Result<T, SqliteError>,
+    ) -> Result<T, SqliteError> {
+        self.batch("BEGIN", "begin read transaction")?;
+        match body(self) {
+            Ok(value) => {
+                self.batch("COMMIT", "end read transaction")?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The connection is dropped right after; a failed rollback changes nothing.
+                let _ = self.batch("ROLLBACK", "rollback");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// One statement for the columns of every table canary may read. Restricted to those names so a
+/// virtual table of an extension canary has not loaded cannot break the whole read.
+pub(super) fn read_catalog(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+) -> Result<Catalog, SqliteError> {
+    let mut wanted: BTreeSet<String> = cfg.cascade.iter().map(|c| c.table.clone()).collect();
+    wanted.insert(cfg.tables.agents.table.clone());
+    wanted.insert(cfg.tables.executions.table.clone());
+    wanted.insert(cfg.tables.schedules.table.clone());
+    let wanted: Vec<Value> = wanted
+        .into_iter()
+        .map(|t| Value::Text(t.to_ascii_lowercase()))
+        .collect();
+    // The second arm lists the first column of every full (non-partial) index with the default
+    // collation, marked with `char(1)`, so the executions query can pick an index-driven shape
+    // without another statement. The third marks (`char(2)`) views and tables whose
+    // definition names a collation: only between plain tables do SQL `=` and Rust string
+    // equality agree, which the executions cascade computed in Rust relies on.
+    let sql = format!(
+        "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p \
+         WHERE m.type IN ('table', 'view') AND lower(m.name) IN ({list}) \
+         UNION ALL SELECT m.name, char(1) || x.name FROM sqlite_master AS m \
+         JOIN pragma_index_list(m.name) AS il JOIN pragma_index_xinfo(il.name) AS x \
+         WHERE m.type = 'table' AND il.partial = 0 AND x.seqno = 0 AND x.name IS NOT NULL \
+         AND x.coll = 'BINARY' AND lower(m.name) IN ({list}) \
+         UNION ALL SELECT m.name, char(2) FROM sqlite_master AS m \
+         WHERE m.type IN ('table', 'view') AND lower(m.name) IN ({list}) \
+         AND (m.type = 'view' OR m.sql IS NULL OR instr(upper(m.sql), 'COLLATE') > 0)",
+        list = placeholders(wanted.len())
+    );
+    let wanted: Vec<Value> = wanted
+        .iter()
+        .chain(wanted.iter())
+        .chain(wanted.iter())
+        .cloned()
+        .collect();
+    let pairs = r.rows(&sql, &wanted, "reading the schema", |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut catalog = Catalog::default();
+    for (table, column) in pairs {
+        let info = catalog
+            .tables
+            .entry(table.to_ascii_lowercase())
+            .or_default();
+        // Configured names are plain identifiers, so no real column starts with these marks.
+        if let Some(indexed) = column.strip_prefix(INDEXED) {
+            info.index_leads.insert(indexed.to_ascii_lowercase());
+        } else if column == NOT_PLAIN {
+            info.not_plain = true;
+        } else {
+            info.columns.insert(column.to_ascii_lowercase());
+        }
+    }
+    Ok(catalog)
+}
+
+/// `column`'s value, parsed as a date-time by the database, is at or after the instant bound to
+/// the one placeholder ([`time_param`]), or is non-NULL text the database cannot parse (fetched
+/// so Rust parses or reports it).
+pub(super) fn parsed_time_at_least(column: &str) -> String {
+    format!("julianday({column}) >= ? OR ({column} IS NOT NULL AND julianday({column}) IS NULL)")
+}
+
+/// The parameter [`parsed_time_at_least`] compares against, for unix ms `ms`.
+pub(super) fn time_param(ms: i64) -> Value {
+    Value::Real(julian_day(ms))
+}
+
+/// Converts SQLite's unix-ms cutoff into the Julian day number `julianday()` compares against.
+fn julian_day(ms: i64) -> f64 {
+    ms as f64 / 86_400_000.0 + 2_440_587.5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_uri_escapes_uri_syntax() {
+        assert_eq!(
+            file_uri(Path::new("/var/lib/p.db")),
+            "file:/var/lib/p.db?mode=ro"
+        );
+        assert_eq!(
+            file_uri(Path::new("/tmp/a b?mode=rw#x%.db")),
+            "file:/tmp/a%20b%3Fmode%3Drw%23x%25.db?mode=ro"
+        );
+    }
+
+    #[test]
+    fn julian_day_of_epoch() {
+        assert!((julian_day(0) - 2_440_587.5).abs() < 1e-9);
+        assert!((julian_day(86_400_000) - 2_440_588.5).abs() < 1e-9);
+    }
+}
