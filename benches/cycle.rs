@@ -29,8 +29,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use canary::config::{self, Overrides};
+use canary::cycle::{CycleRequest, Trigger, run_cycle};
 use canary::fleet::seed::{SeedSpec, seed};
-use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
 use canary::store::StateDb;
 
 fn main() -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ pub mod alert;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod cycle;
 pub mod daemon;
 pub mod fleet;
 pub mod http;

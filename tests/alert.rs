@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use canary::alert::{Deliverer, slack};
 use canary::config::{AlertsConfig, Secret, SlackConfig};
-use canary::schedule::cycle::now_ms;
+use canary::cycle::now_ms;
 use canary::store::{CycleRecord, StateDb};
 use canary_invariants::{Memory, Severity, Tier, Transition, TransitionKind, Violation};
 use tokio::task::JoinHandle;
@@ -489,7 +489,7 @@ fn write_config(dir: &Path, redis_url: &str, webhook: Option<&str>) -> PathBuf {
 
 #[tokio::test]
 async fn a_red_cycle_reaches_the_webhook_and_no_webhook_writes_no_outbox() {
-    use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
+    use canary::cycle::{CycleRequest, Trigger, run_cycle};
 
     let (dir, redis, mut platform) = one_agent_platform().await;
     // A slot with no running row: S-01 `in_redis_only`, with a subject that tries a mention.
@@ -578,7 +578,7 @@ fn alert_test_command_exit_codes() {
 /// one resolved message for S-01, in that order; then `renotify_after` sends a reminder.
 #[tokio::test]
 async fn red_green_red_sends_two_fired_one_resolved_then_reminders() {
-    use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
+    use canary::cycle::{CycleRequest, Trigger, run_cycle};
 
     let (dir, redis, mut platform) = one_agent_platform().await;
     let hook = Webhook::start(vec![]).await;

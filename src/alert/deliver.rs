@@ -26,7 +26,7 @@ use super::retry::{self, Attempt, Backoff, TransportFailure};
 use super::slack::truncate;
 use super::{AlertStats, slack};
 use crate::config::{AlertsConfig, Secret};
-use crate::schedule::cycle::now_ms;
+use crate::cycle::now_ms;
 use crate::store::{LeaseName, OutboxRow, StateDb, StoreError};
 
 /// Rows claimed per outbox query: small, so a long queue does not hold stale rows in memory

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Overrides};
-use crate::schedule::cycle::{self, CycleError, CycleRequest, CycleResult, Trigger};
+use crate::cycle::{self, CycleError, CycleRequest, CycleResult, Trigger};
 use crate::store::{StateDb, ViolationQuery};
 
 pub mod output;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use canary_invariants::{CATALOG, Need, Outcome};
 
 use crate::config::CustomInvariant;
-use crate::schedule::cycle::{CycleResult, format_ms};
+use crate::cycle::{CycleResult, format_ms};
 use crate::store::StoredViolation;
 
 /// Writes a report to stdout (the one place the CLI prints results).

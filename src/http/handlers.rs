@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::params::{self, RawStatsParams, RawViolationParams};
-use crate::schedule::cycle::{CycleError, CycleRequest, CycleResult, Trigger, format_ms};
+use crate::cycle::{CycleError, CycleRequest, CycleResult, Trigger, format_ms};
 use crate::store::{StoredViolation, ViolationStat};
 
 /// `POST /api/canary/run-cycle`: one manual cycle now.

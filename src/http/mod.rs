@@ -34,7 +34,7 @@ pub use health::{Window, readiness};
 pub use metrics::Metrics;
 
 use crate::config::{ConfigError, Secret};
-use crate::schedule::cycle::now_ms;
+use crate::cycle::now_ms;
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::timing::Cadence;
 

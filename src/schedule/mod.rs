@@ -2,7 +2,6 @@
 //! (lease → load state → collect → evaluate → diff → record → release); `timing.rs` decides when
 //! the next scheduled cycle fires (pure); `scheduler.rs` is the loop that sleeps and triggers.
 
-pub mod cycle;
 pub mod runner;
 pub mod scheduler;
 pub mod timing;

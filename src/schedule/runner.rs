@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::config::Config;
-use crate::schedule::cycle::{self, CycleError, CycleRequest, CycleResult};
+use crate::cycle::{self, CycleError, CycleRequest, CycleResult};
 use crate::store::StateDb;
 
 /// Shared handle that runs at most one cycle at a time.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::schedule::cycle::{self, CycleError, CycleRequest, CycleResult, Trigger};
+use crate::cycle::{self, CycleError, CycleRequest, CycleResult, Trigger};
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::timing::{self, Cadence};
 
