@@ -182,7 +182,7 @@ async fn run_command(
         .window_seconds
         .max(config.invariants.e03.window_seconds)
         .saturating_mul(1000);
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = canary::clock::now_ms();
     let t = Instant::now();
     let collected = canary::collect::collect(&config.platform, window_ms, now_ms).await;
     let collect_ms = ms_since(t);

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::alert::{AlertStats, Deliverer};
 use crate::cli::ConfigFailure;
 use crate::config::Config;
-use crate::cycle::{self, CycleResult};
+use crate::cycle::CycleResult;
 use crate::http::{self, AppState, Metrics};
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::scheduler::{self, RETENTION_EVERY, Schedule};
@@ -154,7 +154,7 @@ fn schedule_of(config: &Config) -> Result<Schedule, ConfigFailure> {
     let s = &config.schedule;
     let cadence = Cadence::from_config(s.interval, s.cron.as_deref())
         .map_err(|e| ConfigFailure(vec![e.to_string()]))?;
-    if timing::first_tick(&cadence, cycle::now_ms(), Duration::ZERO).is_none() {
+    if timing::first_tick(&cadence, crate::clock::now_ms(), Duration::ZERO).is_none() {
         return Err(ConfigFailure(vec![format!(
             "schedule.cron: {:?} never matches a future time",
             s.cron.as_deref().unwrap_or_default()

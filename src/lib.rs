@@ -12,6 +12,7 @@
 
 pub mod alert;
 pub mod cli;
+pub mod clock;
 pub mod collect;
 pub mod config;
 pub mod cycle;

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canary::alert::{Deliverer, slack};
+use canary::clock::now_ms;
 use canary::config::{AlertsConfig, Secret, SlackConfig};
-use canary::cycle::now_ms;
 use canary::store::{CycleRecord, StateDb};
 use canary_invariants::{Memory, Severity, Tier, Transition, TransitionKind, Violation};
 use tokio::task::JoinHandle;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use canary::cycle::now_ms;
+use canary::clock::now_ms;
 use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::RedisServer;
 

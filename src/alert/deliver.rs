@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::retry::{self, Attempt, Backoff, TransportFailure};
 use super::slack::truncate;
 use super::{AlertStats, slack};
+use crate::clock::now_ms;
 use crate::config::{AlertsConfig, Secret};
-use crate::cycle::now_ms;
 use crate::store::{LeaseName, OutboxRow, StateDb, StoreError};
 
 /// Rows claimed per outbox query: small, so a long queue does not hold stale rows in memory

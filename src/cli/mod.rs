@@ -454,9 +454,9 @@ fn violations(args: ViolationsArgs) -> anyhow::Result<ExitCode> {
     let config = args.source.load()?;
     let db = StateDb::open(&config.state.path)
         .with_context(|| format!("opening the state database {}", config.state.path.display()))?;
-    let since_ms = args
-        .since
-        .map(|d| cycle::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    let since_ms = args.since.map(|d| {
+        crate::clock::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    });
     let query = ViolationQuery {
         invariant_id: args.invariant,
         since_ms,

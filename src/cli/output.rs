@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use canary_invariants::{CATALOG, Need, Outcome};
 
+use crate::clock::format_ms;
 use crate::config::CustomInvariant;
-use crate::cycle::{CycleResult, format_ms};
+use crate::cycle::CycleResult;
 use crate::store::StoredViolation;
 
 /// Writes a report to stdout (the one place the CLI prints results).

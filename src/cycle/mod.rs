@@ -6,7 +6,7 @@
 //! It must not decide anything itself: judgement lives in `canary-invariants`, storage in `store`.
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use canary_invariants::{
     Anomaly, Evaluation, Hysteresis, Memory, Outcome, Selection, SourceUnavailable, Transition,
@@ -15,6 +15,7 @@ use canary_invariants::{
 use serde::Serialize;
 
 use crate::alert::slack;
+use crate::clock::{format_ms, now_ms};
 use crate::collect::{self, CollectStats};
 use crate::config::Config;
 use crate::store::{CycleRecord, StateDb, StoreError};
@@ -385,21 +386,6 @@ fn hysteresis(config: &Config) -> Hysteresis {
             .renotify_after
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     }
-}
-
-/// Wall clock in unix milliseconds (the daemon's one clock; the pure crate has none).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Unix ms as RFC 3339 UTC with milliseconds (`2026-11-22T10:00:00.000Z`).
-pub fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 fn lease_holder() -> String {

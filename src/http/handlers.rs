@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::params::{self, RawStatsParams, RawViolationParams};
-use crate::cycle::{CycleError, CycleRequest, CycleResult, Trigger, format_ms};
+use crate::clock::format_ms;
+use crate::cycle::{CycleError, CycleRequest, CycleResult, Trigger};
 use crate::store::{StoredViolation, ViolationStat};
 
 /// `POST /api/canary/run-cycle`: one manual cycle now.

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use super::metrics::CONTENT_TYPE;
-use crate::cycle::{format_ms, now_ms};
+use crate::clock::{format_ms, now_ms};
 use crate::schedule::timing::{self, Cadence};
 
 /// How long a probe waits for the state database while a cycle holds it. Cycles are usually
