@@ -3,42 +3,32 @@
 //! everything in one state-DB transaction, then releases the lease. The result is the cycle
 //! result of DESIGN §8 shared by `canary check --format json` and the admin API.
 //!
-//! It must not decide anything itself: judgement lives in `canary-invariants`, storage in `store`.
+//! - `mod.rs` (this file): the order of the steps ([`run_cycle`], [`run_dry`]);
+//! - [`result`]: the cycle result and its JSON shape;
+//! - `alerts`: the Slack payloads queued with the transitions.
+//!
+//! It must not decide anything itself: judgement lives in `canary-invariants`, storage in `store`,
+//! and *when* a cycle runs is the triggers' business (`schedule`, `http`, `cli`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use canary_invariants::{
-    Anomaly, Evaluation, Hysteresis, Memory, Outcome, Selection, SourceUnavailable, Transition,
-    Verdict, Violation, catalog, evaluate, transitions,
+    Evaluation, Hysteresis, Memory, Selection, SourceUnavailable, Transition, Verdict, catalog,
+    evaluate, transitions,
 };
-use serde::Serialize;
 
-use crate::alert::slack;
 use crate::clock::{format_ms, now_ms};
-use crate::collect::{self, CollectStats};
+use crate::collect;
 use crate::config::Config;
 use crate::store::{CycleRecord, StateDb, StoreError};
 
-/// What started a cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// The schedule loop.
-    Schedule,
-    /// An admin over HTTP, or `canary check`.
-    Manual,
-}
+mod alerts;
+pub mod result;
 
-impl Trigger {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Manual => "manual",
-        }
-    }
-}
+pub use result::{CycleResult, Diagnostics, ReportedTransition, ReportedViolation, Trigger};
+
+use alerts::alert_payloads;
 
 /// Errors that stop a cycle (source failures do not: they become `sources_unavailable`).
 #[derive(Debug, thiserror::Error)]
@@ -52,84 +42,6 @@ pub enum CycleError {
     /// The state database failed.
     #[error("state database: {0}")]
     Store(#[from] StoreError),
-}
-
-/// A violation as reported, with its state-DB row id when persisted.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportedViolation {
-    /// Row id in the state DB (`None` with `--no-persist`).
-    pub id: Option<i64>,
-    /// The violation.
-    #[serde(flatten)]
-    pub violation: Violation,
-}
-
-/// A transition as reported.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportedTransition {
-    /// Catalog id.
-    pub invariant_id: String,
-    /// `fired` or `resolved`.
-    pub kind: &'static str,
-    /// Severity of the incident.
-    pub severity: &'static str,
-    /// A `renotify_after` reminder of a still-open incident (kind `fired`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub reminder: bool,
-}
-
-/// Extra facts about the cycle (an addition to DESIGN §8's result; nothing there is renamed).
-#[derive(Debug, Clone, Serialize)]
-pub struct Diagnostics {
-    /// Why each unknown invariant could not be evaluated.
-    pub unknown_reasons: BTreeMap<String, String>,
-    /// Odd data seen and carried instead of guessed.
-    pub anomalies: Vec<Anomaly>,
-    /// Cascade tables absent from the platform database.
-    pub skipped_tables: Vec<String>,
-    /// SQL statements, Redis round trips and per-source time.
-    pub collect: CollectStats,
-}
-
-/// The cycle result (DESIGN §8).
-#[derive(Debug, Clone, Serialize)]
-pub struct CycleResult {
-    /// State-DB id (`None` with `--no-persist`).
-    pub cycle_id: Option<i64>,
-    /// Snapshot instant, RFC 3339 with milliseconds.
-    pub taken_at: String,
-    /// Wall time of the whole cycle.
-    pub duration_ms: f64,
-    /// What started it.
-    pub trigger: Trigger,
-    /// Selected invariants.
-    pub checks_run: Vec<String>,
-    /// Outcome per selected invariant.
-    pub outcomes: BTreeMap<String, Outcome>,
-    /// Every violation, sorted.
-    pub violations: Vec<ReportedViolation>,
-    /// Fired/resolved transitions.
-    pub transitions: Vec<ReportedTransition>,
-    /// Stores that could not be read.
-    pub sources_unavailable: Vec<SourceUnavailable>,
-    /// Extra facts.
-    pub diagnostics: Diagnostics,
-}
-
-impl CycleResult {
-    /// Overall verdict: red if any invariant is red (a definite finding outranks a partial view),
-    /// else unknown if any is unknown or a source was unavailable, else green.
-    pub fn verdict(&self) -> Outcome {
-        if self.outcomes.values().any(|o| *o == Outcome::Red) {
-            Outcome::Red
-        } else if !self.sources_unavailable.is_empty()
-            || self.outcomes.values().any(|o| *o == Outcome::Unknown)
-        {
-            Outcome::Unknown
-        } else {
-            Outcome::Green
-        }
-    }
 }
 
 /// How to run one cycle.
@@ -348,33 +260,6 @@ impl Staged {
             diagnostics: self.diagnostics,
         }
     }
-}
-
-/// One Slack payload per transition (same order), built now so the outbox row says what was
-/// true at this snapshot whenever it is delivered. No webhook configured = silent sink: no
-/// payloads, hence no outbox rows (the transitions are still recorded). A webhook file that
-/// cannot be read counts as configured, so the alerts wait in the outbox until it is fixed.
-fn alert_payloads(config: &Config, staged: &Staged) -> Vec<serde_json::Value> {
-    if matches!(config.webhook_url(), Ok(None)) {
-        return Vec::new();
-    }
-    staged
-        .transitions
-        .iter()
-        .map(|t| {
-            // Custom invariants carry their name and runbook in the configuration.
-            let custom = config.custom(&t.invariant_id).map(|c| slack::Meta {
-                name: &c.name,
-                runbook: &c.runbook,
-            });
-            match custom {
-                Some(meta) => {
-                    slack::payload_with(t, &staged.eval.violations, staged.taken_at_ms, meta)
-                }
-                None => slack::payload(t, &staged.eval.violations, staged.taken_at_ms),
-            }
-        })
-        .collect()
 }
 
 fn hysteresis(config: &Config) -> Hysteresis {

@@ -22,13 +22,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Deliverer, slack};
-use crate::cli::ExitCode;
-use crate::cli::output;
 use crate::config::{self, Config, Overrides};
 use crate::cycle::CycleResult;
+use crate::exit::ExitCode;
 use crate::fleet::faults::{self, Recipe};
 use crate::fleet::rig::Rig;
 use crate::fleet::sim::FleetSpec;
+use crate::report as output;
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::scheduler::{self, Schedule};
 use crate::schedule::timing::Cadence;

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ExitCode;
-use crate::cli::output;
 use crate::config::platform::RedisKeys;
+use crate::exit::ExitCode;
 use crate::fleet::faults::{self, Injector};
 use crate::fleet::seed::{self, SeedSpec};
 use crate::fleet::sim::{self, Fleet, FleetSpec};
+use crate::report as output;
 
 /// What `canary fleet` does.
 #[derive(Debug, Clone)]

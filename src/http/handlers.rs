@@ -253,7 +253,7 @@ pub async fn invariants(State(state): State<AppState>) -> Json<Value> {
         config
             .custom_entries()
             .into_iter()
-            .map(|c| crate::cli::output::custom_json(c.entry)),
+            .map(|c| crate::catalog::custom_json(c.entry)),
     );
     Json(json!({ "invariants": entries }))
 }
