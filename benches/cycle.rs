@@ -31,7 +31,7 @@ use anyhow::{Context, bail};
 use canary::config::{self, Overrides};
 use canary::cycle::{CycleRequest, Trigger, run_cycle};
 use canary::fleet::seed::{SeedSpec, seed};
-use canary::store::StateDb;
+use canary::store::{SharedDb, StateDb};
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` appends `--bench`; anything starting with `--` is ignored.
@@ -128,7 +128,10 @@ async fn run_command(
             .with("state.path", state.display().to_string()),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut state_db = StateDb::open(&state).context("opening the state database")?;
+    let state_db = StateDb::open(&state).context("opening the state database")?;
+    // The cycle's own connection, used from async code through the blocking pool as the daemon
+    // does; `state_db` stays a plain connection for the step-by-step breakdown below.
+    let cycle_db = SharedDb::new(StateDb::open(&state).context("opening the state database")?);
     let mut stats_conn = redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()
         .await?;
@@ -142,7 +145,7 @@ async fn run_command(
     for _ in 0..=cycles {
         let before = commandstats(&mut stats_conn).await?;
         let started = Instant::now();
-        let result = run_cycle(&config, &mut state_db, &request).await?;
+        let result = run_cycle(&config, &cycle_db, &request).await?;
         let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
         let after = commandstats(&mut stats_conn).await?;
         let c = &result.diagnostics.collect;

@@ -682,12 +682,13 @@ async fn a_timed_out_run_cycle_still_records_its_cycle() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let recorded = env.runner.with_db(|db| db.last_cycle().unwrap()).await;
+    let recorded = env.runner.with_db(|db| db.last_cycle()).await.unwrap();
     assert_eq!(recorded.unwrap().trigger, "manual");
     assert!(
         env.runner
-            .with_db(|db| db.current_lease().unwrap())
+            .with_db(|db| db.current_lease())
             .await
+            .unwrap()
             .is_none()
     );
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Overrides};
 use crate::cycle::{self, CycleRequest, CycleResult, Trigger};
 use crate::exit::{ConfigFailure, ExitCode};
-use crate::store::{StateDb, ViolationQuery};
+use crate::store::{SharedDb, StateDb, ViolationQuery};
 
 pub mod output;
 
@@ -384,19 +384,19 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let result = if args.no_persist {
         let db = if config.state.path.exists() {
-            Some(
+            Some(SharedDb::new(
                 StateDb::open_read_only(&config.state.path)
                     .context("opening the state database read-only")?,
-            )
+            ))
         } else {
             None
         };
         cycle::run_dry(&config, db.as_ref(), &request).await?
     } else {
-        let mut db = StateDb::open(&config.state.path).with_context(|| {
+        let db = StateDb::open(&config.state.path).with_context(|| {
             format!("opening the state database {}", config.state.path.display())
         })?;
-        cycle::run_cycle(&config, &mut db, &request).await?
+        cycle::run_cycle(&config, &SharedDb::new(db), &request).await?
     };
     report(&result, args.format)?;
     Ok(ExitCode::of_verdict(result.verdict()))

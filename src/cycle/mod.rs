@@ -21,7 +21,7 @@ use canary_invariants::{
 use crate::clock::{format_ms, now_ms};
 use crate::collect;
 use crate::config::Config;
-use crate::store::{CycleRecord, StateDb, StoreError};
+use crate::store::{CycleRecord, SharedDb, StoreError};
 
 mod alerts;
 pub mod result;
@@ -68,9 +68,10 @@ pub fn validate_ids(config: &Config, ids: &[String]) -> Result<(), CycleError> {
 }
 
 /// Runs one cycle and records it in `db` (one transaction), holding the cross-process lease.
+/// Every state-DB step runs on the blocking pool through [`SharedDb`].
 pub async fn run_cycle(
     config: &Config,
-    db: &mut StateDb,
+    db: &SharedDb,
     request: &CycleRequest,
 ) -> Result<CycleResult, CycleError> {
     if let Some(ids) = &request.only {
@@ -78,15 +79,17 @@ pub async fn run_cycle(
     }
     let holder = lease_holder();
     let lease_ttl_ms = i64::try_from(config.state.lease_timeout.as_millis()).unwrap_or(i64::MAX);
-    if db
-        .try_acquire_lease(&holder, now_ms(), lease_ttl_ms)?
-        .is_none()
-    {
+    let (taker, now) = (holder.clone(), now_ms());
+    let lease = db
+        .call(move |db| db.try_acquire_lease(&taker, now, lease_ttl_ms))
+        .await?;
+    if lease.is_none() {
         return Err(CycleError::InProgress);
     }
     let result = run_leased(config, db, request).await;
     // Releasing is best effort: an unreleased lease expires after `lease_timeout`.
-    if let Err(error) = db.release_lease(&holder) {
+    let released = db.call(move |db| db.release_lease(&holder)).await;
+    if let Err(error) = released {
         tracing::warn!(error = %error, "could not release the cycle lease");
     }
     result
@@ -96,46 +99,60 @@ pub async fn run_cycle(
 /// memory come from `db` when given, transitions are computed but not recorded.
 pub async fn run_dry(
     config: &Config,
-    db: Option<&StateDb>,
+    db: Option<&SharedDb>,
     request: &CycleRequest,
 ) -> Result<CycleResult, CycleError> {
     if let Some(ids) = &request.only {
         validate_ids(config, ids)?;
     }
     let (previous, memory) = match db {
-        Some(db) => (db.load_states()?, db.load_memory()?),
+        Some(db) => load_previous(db).await?,
         None => (BTreeMap::new(), Memory::default()),
     };
     let staged = stage(config, request, &previous, &memory).await;
     Ok(staged.into_result(None, &[]))
 }
 
+/// The previous states and memory, read in one blocking call.
+async fn load_previous(
+    db: &SharedDb,
+) -> Result<(BTreeMap<String, canary_invariants::InvariantState>, Memory), StoreError> {
+    db.call(|db| Ok((db.load_states()?, db.load_memory()?)))
+        .await
+}
+
 async fn run_leased(
     config: &Config,
-    db: &mut StateDb,
+    db: &SharedDb,
     request: &CycleRequest,
 ) -> Result<CycleResult, CycleError> {
-    let previous = db.load_states()?;
-    let memory = db.load_memory()?;
+    let (previous, memory) = load_previous(db).await?;
     let staged = stage(config, request, &previous, &memory).await;
     let finished_at_ms = now_ms();
     let outbox_payloads = alert_payloads(config, &staged);
-    let recorded = db.record_cycle(&CycleRecord {
-        started_at_ms: staged.taken_at_ms,
-        finished_at_ms,
-        duration_ms: staged.duration_ms,
-        trigger: request.trigger.as_str(),
-        checks_run: &staged.eval.checks_run,
-        outcomes: &staged.eval.outcomes,
-        sources_unavailable: &staged.sources_unavailable,
-        taken_at_ms: staged.taken_at_ms,
-        violations: &staged.eval.violations,
-        states: &staged.states,
-        transitions: &staged.transitions,
-        outbox_payloads: &outbox_payloads,
-        previous_memory: &memory,
-        next_memory: &staged.eval.memory,
-    })?;
+    let trigger = request.trigger.as_str();
+    // The record moves to the blocking pool with everything it borrows, and comes back with it.
+    let (staged, recorded) = db
+        .call(move |db| {
+            let recorded = db.record_cycle(&CycleRecord {
+                started_at_ms: staged.taken_at_ms,
+                finished_at_ms,
+                duration_ms: staged.duration_ms,
+                trigger,
+                checks_run: &staged.eval.checks_run,
+                outcomes: &staged.eval.outcomes,
+                sources_unavailable: &staged.sources_unavailable,
+                taken_at_ms: staged.taken_at_ms,
+                violations: &staged.eval.violations,
+                states: &staged.states,
+                transitions: &staged.transitions,
+                outbox_payloads: &outbox_payloads,
+                previous_memory: &memory,
+                next_memory: &staged.eval.memory,
+            })?;
+            Ok((staged, recorded))
+        })
+        .await?;
     for t in &staged.transitions {
         tracing::info!(
             invariant.id = %t.invariant_id,

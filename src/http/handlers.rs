@@ -70,16 +70,17 @@ pub async fn violations(
 ) -> Result<Json<Value>, ApiError> {
     let Query(raw) = query.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let query = raw.parse()?;
+    let (limit, offset) = (query.limit, query.offset);
     let (rows, total) = state
         .runner
-        .with_db(|db| db.violations(&query))
+        .with_db(move |db| db.violations(&query))
         .await
         .map_err(|e| ApiError::internal("violations", &e))?;
     Ok(Json(json!({
         "violations": rows,
         "total": total,
-        "limit": query.limit,
-        "offset": query.offset,
+        "limit": limit,
+        "offset": offset,
     })))
 }
 
@@ -92,7 +93,7 @@ pub async fn violation(
         .map_err(|_| ApiError::BadRequest("violation id: expected an integer row id".to_owned()))?;
     state
         .runner
-        .with_db(|db| db.violation(id))
+        .with_db(move |db| db.violation(id))
         .await
         .map_err(|e| ApiError::internal("violation", &e))?
         .map(Json)
@@ -117,7 +118,7 @@ pub async fn stats(
     let since_ms = raw.parse()?;
     let stats = state
         .runner
-        .with_db(|db| db.violation_stats(since_ms))
+        .with_db(move |db| db.violation_stats(since_ms))
         .await
         .map_err(|e| ApiError::internal("violation stats", &e))?;
     let rows: Vec<StatRow> = stats
@@ -159,7 +160,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let (states, last_violations, last_cycle) = state
         .runner
         .with_db(|db| {
-            Ok::<_, crate::store::StoreError>((
+            Ok((
                 db.load_states()?,
                 db.last_violation_per_invariant()?,
                 db.last_cycle()?,

@@ -154,7 +154,7 @@ pub async fn run_retention(
     loop {
         let cutoff = crate::clock::now_ms()
             .saturating_sub(i64::from(retention_days).saturating_mul(MS_PER_DAY));
-        match runner.with_db(|db| db.prune(cutoff)).await {
+        match runner.with_db(move |db| db.prune(cutoff)).await {
             Ok(stats) if stats.cycles > 0 => tracing::info!(
                 cycles = stats.cycles,
                 violations = stats.violations,
