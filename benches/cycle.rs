@@ -29,9 +29,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use canary::config::{self, Overrides};
+use canary::cycle::{CycleRequest, Trigger, run_cycle};
 use canary::fleet::seed::{SeedSpec, seed};
-use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
-use canary::store::StateDb;
+use canary::store::{SharedDb, StateDb};
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` appends `--bench`; anything starting with `--` is ignored.
@@ -133,7 +133,10 @@ async fn run_command(
     if !problems.is_empty() {
         bail!("custom invariant SQL: {problems:?}");
     }
-    let mut state_db = StateDb::open(&state).context("opening the state database")?;
+    let state_db = StateDb::open(&state).context("opening the state database")?;
+    // The cycle's own connection, used from async code through the blocking pool as the daemon
+    // does; `state_db` stays a plain connection for the step-by-step breakdown below.
+    let cycle_db = SharedDb::new(StateDb::open(&state).context("opening the state database")?);
     let mut stats_conn = redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()
         .await?;
@@ -147,7 +150,7 @@ async fn run_command(
     for _ in 0..=cycles {
         let before = commandstats(&mut stats_conn).await?;
         let started = Instant::now();
-        let result = run_cycle(&config, &mut state_db, &request).await?;
+        let result = run_cycle(&config, &cycle_db, &request).await?;
         let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
         let after = commandstats(&mut stats_conn).await?;
         let c = &result.diagnostics.collect;
@@ -181,7 +184,7 @@ async fn run_command(
     let previous_memory = state_db.load_memory()?;
     let _states = state_db.load_states()?;
     let load_ms = ms_since(t);
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = canary::clock::now_ms();
     let t = Instant::now();
     let collected = canary::collect::collect(&config, None, now_ms).await;
     let collect_ms = ms_since(t);

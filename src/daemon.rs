@@ -19,43 +19,86 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alert::{AlertStats, Deliverer};
-use crate::cli::ConfigFailure;
+use crate::alert::{AlertStats, DeliverError, Deliverer};
 use crate::config::Config;
+use crate::cycle::CycleResult;
+use crate::exit::ConfigFailure;
 use crate::http::{self, AppState, Metrics};
-use crate::schedule::cycle::{self, CycleResult};
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::scheduler::{self, RETENTION_EVERY, Schedule};
 use crate::schedule::timing::{self, Cadence};
-use crate::store::StateDb;
+use crate::store::{StateDb, StoreError};
+
+/// Why the daemon could not start, or stopped on a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration cannot run (e.g. a cron that never matches, an unreadable secret file).
+    #[error(transparent)]
+    Config(#[from] ConfigFailure),
+    /// The state database could not be opened.
+    #[error("opening the state database {}", path.display())]
+    OpenState {
+        /// The state database file.
+        path: std::path::PathBuf,
+        /// What failed (boxed: start-up errors are rare, the `Result`s carrying them are not).
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// The second state-database connection (API, probes, retention) could not be opened.
+    #[error("opening a second state database connection {}", path.display())]
+    OpenSide {
+        /// The state database file.
+        path: std::path::PathBuf,
+        /// What failed (boxed: start-up errors are rare, the `Result`s carrying them are not).
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// The admin API could not bind its address.
+    #[error("binding the admin API to {bind}")]
+    Bind {
+        /// The configured `http.bind`.
+        bind: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The alert deliverer could not start.
+    #[error("starting the alert deliverer")]
+    Deliverer(#[source] Box<DeliverError>),
+    /// A background task failed while running (already logged at ERROR where it failed).
+    #[error("a daemon task failed (see the log above)")]
+    TaskFailed,
+}
 
 /// Runs the daemon until `shutdown` is cancelled, then stops within `schedule.shutdown_timeout`.
 ///
 /// Errors: a [`ConfigFailure`] for a schedule that cannot run (bad or never-matching cron), and
 /// start-up failures (state database, bind). A background task that fails on its own (e.g. the
 /// HTTP server) stops the whole daemon and is reported as an error, so systemd restarts it.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let schedule = schedule_of(&config)?;
     let config = Arc::new(config);
-    let db = StateDb::open(&config.state.path)
-        .with_context(|| format!("opening the state database {}", config.state.path.display()))?;
+    let db = StateDb::open(&config.state.path).map_err(|source| DaemonError::OpenState {
+        path: config.state.path.clone(),
+        source: Box::new(source),
+    })?;
     // A second connection for the API, probes and retention, so they never wait for a cycle.
-    let side = StateDb::open(&config.state.path).with_context(|| {
-        format!(
-            "opening a second state database connection {}",
-            config.state.path.display()
-        )
+    let side = StateDb::open(&config.state.path).map_err(|source| DaemonError::OpenSide {
+        path: config.state.path.clone(),
+        source: Box::new(source),
     })?;
     let runner = CycleRunner::new(Arc::clone(&config), db).with_side_connection(side);
     let listener = TcpListener::bind(&config.http.bind)
         .await
-        .with_context(|| format!("binding the admin API to {}", config.http.bind))?;
+        .map_err(|source| DaemonError::Bind {
+            bind: config.http.bind.clone(),
+            source,
+        })?;
     let bound = listener
         .local_addr()
         .map_or_else(|_| config.http.bind.clone(), |a| a.to_string());
@@ -144,7 +187,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
     }
     if failed.load(Ordering::SeqCst) {
-        anyhow::bail!("a daemon task failed (see the log above)");
+        return Err(DaemonError::TaskFailed);
     }
     Ok(())
 }
@@ -154,7 +197,7 @@ fn schedule_of(config: &Config) -> Result<Schedule, ConfigFailure> {
     let s = &config.schedule;
     let cadence = Cadence::from_config(s.interval, s.cron.as_deref())
         .map_err(|e| ConfigFailure(vec![e.to_string()]))?;
-    if timing::first_tick(&cadence, cycle::now_ms(), Duration::ZERO).is_none() {
+    if timing::first_tick(&cadence, crate::clock::now_ms(), Duration::ZERO).is_none() {
         return Err(ConfigFailure(vec![format!(
             "schedule.cron: {:?} never matches a future time",
             s.cron.as_deref().unwrap_or_default()
@@ -176,12 +219,12 @@ fn spawn_deliverer(
     shutdown: &CancellationToken,
     failed: &Arc<AtomicBool>,
     stats: Arc<AlertStats>,
-) -> anyhow::Result<Arc<Notify>> {
+) -> Result<Arc<Notify>, DaemonError> {
     let webhook = config
         .webhook_url()
         .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))?;
     let deliverer = Deliverer::new(&config.state.path, webhook, config.alerts.clone())
-        .context("starting the alert deliverer")?
+        .map_err(|e| DaemonError::Deliverer(Box::new(e)))?
         // The same counters `/metrics` renders.
         .with_stats(stats);
     let waker = deliverer.waker();
@@ -204,7 +247,7 @@ fn spawn_http(
     (metrics, alert_waker): (Arc<Metrics>, Arc<Notify>),
     shutdown: &CancellationToken,
     failed: &Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+) -> Result<(), DaemonError> {
     let token = runner
         .config()
         .admin_token()

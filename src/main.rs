@@ -6,8 +6,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode as ProcessExit;
 use std::time::Duration;
 
-use canary::cli::{self, Cli, Command, ExitCode};
+use canary::cli::{self, Cli, Command};
 use canary::config::{LogConfig, LogFormat};
+use canary::exit::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -84,7 +85,9 @@ async fn on_signals(shutdown: CancellationToken) {
 )]
 fn fail(error: &anyhow::Error) -> ProcessExit {
     eprintln!("canary: {error:#}");
-    ProcessExit::from(ExitCode::of_error(error) as u8)
+    // The mapping walks the plain error chain; `anyhow` stops at this edge.
+    let chain: &(dyn std::error::Error + 'static) = error.as_ref();
+    ProcessExit::from(ExitCode::of_error(chain) as u8)
 }
 
 /// Logs go to stderr (stdout carries reports). One-shot commands (`log` = `None`) default to

@@ -25,7 +25,11 @@ pub enum Described<'c> {
 
 impl std::fmt::Debug for Described<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.is_custom() { "Custom" } else { "BuiltIn" };
+        let kind = if self.is_custom() {
+            "Custom"
+        } else {
+            "BuiltIn"
+        };
         f.debug_tuple(kind).field(&self.id()).finish()
     }
 }

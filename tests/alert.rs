@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canary::alert::{Deliverer, slack};
+use canary::clock::now_ms;
 use canary::config::{AlertsConfig, Secret, SlackConfig};
-use canary::schedule::cycle::now_ms;
 use canary::store::{CycleRecord, StateDb};
 use canary_invariants::{Memory, Severity, Tier, Transition, TransitionKind, Violation};
 use tokio::task::JoinHandle;
@@ -489,7 +489,7 @@ fn write_config(dir: &Path, redis_url: &str, webhook: Option<&str>) -> PathBuf {
 
 #[tokio::test]
 async fn a_red_cycle_reaches_the_webhook_and_no_webhook_writes_no_outbox() {
-    use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
+    use canary::cycle::{CycleRequest, Trigger, run_cycle};
 
     let (dir, redis, mut platform) = one_agent_platform().await;
     // A slot with no running row: S-01 `in_redis_only`, with a subject that tries a mention.
@@ -507,8 +507,8 @@ async fn a_red_cycle_reaches_the_webhook_and_no_webhook_writes_no_outbox() {
     let silent = write_config(dir.path(), &redis.url(), None);
     let config = canary::config::load_from(Some(&silent), &[], &Default::default()).unwrap();
     let state = dir.path().join("silent-state.db");
-    let mut db = StateDb::open(&state).unwrap();
-    let result = run_cycle(&config, &mut db, &request).await.unwrap();
+    let db = canary::store::SharedDb::new(StateDb::open(&state).unwrap());
+    let result = run_cycle(&config, &db, &request).await.unwrap();
     assert!(result.transitions.iter().any(|t| t.invariant_id == "S-01"));
     assert!(rows(&state).is_empty());
 
@@ -516,8 +516,8 @@ async fn a_red_cycle_reaches_the_webhook_and_no_webhook_writes_no_outbox() {
     let loud = write_config(dir.path(), &redis.url(), Some(&hook.url()));
     let config = canary::config::load_from(Some(&loud), &[], &Default::default()).unwrap();
     let state = config.state.path.clone();
-    let mut db = StateDb::open(&state).unwrap();
-    let result = run_cycle(&config, &mut db, &request).await.unwrap();
+    let db = canary::store::SharedDb::new(StateDb::open(&state).unwrap());
+    let result = run_cycle(&config, &db, &request).await.unwrap();
     let n = result.transitions.len();
     assert_eq!(rows(&state).len(), n);
     let mut alerts = config.alerts.clone();
@@ -578,7 +578,7 @@ fn alert_test_command_exit_codes() {
 /// one resolved message for S-01, in that order; then `renotify_after` sends a reminder.
 #[tokio::test]
 async fn red_green_red_sends_two_fired_one_resolved_then_reminders() {
-    use canary::schedule::cycle::{CycleRequest, Trigger, run_cycle};
+    use canary::cycle::{CycleRequest, Trigger, run_cycle};
 
     let (dir, redis, mut platform) = one_agent_platform().await;
     let hook = Webhook::start(vec![]).await;
@@ -588,7 +588,7 @@ async fn red_green_red_sends_two_fired_one_resolved_then_reminders() {
         trigger: Trigger::Manual,
         only: Some(vec!["S-01".to_owned()]),
     };
-    let mut db = StateDb::open(&config.state.path).unwrap();
+    let db = canary::store::SharedDb::new(StateDb::open(&config.state.path).unwrap());
     let mut alerts = config.alerts.clone();
     alerts.slack.min_interval = Duration::from_millis(10);
     let run = start(
@@ -597,12 +597,12 @@ async fn red_green_red_sends_two_fired_one_resolved_then_reminders() {
         alerts,
     );
     leak(&mut platform).await;
-    run_cycle(&config, &mut db, &request).await.unwrap();
-    run_cycle(&config, &mut db, &request).await.unwrap();
+    run_cycle(&config, &db, &request).await.unwrap();
+    run_cycle(&config, &db, &request).await.unwrap();
     platform.release_slot("agent-a", "leaked").await.unwrap();
-    run_cycle(&config, &mut db, &request).await.unwrap();
+    run_cycle(&config, &db, &request).await.unwrap();
     leak(&mut platform).await;
-    run_cycle(&config, &mut db, &request).await.unwrap();
+    run_cycle(&config, &db, &request).await.unwrap();
     let got = hook.wait_for(3, Duration::from_secs(10)).await;
     let headers: Vec<String> = got
         .iter()
@@ -625,7 +625,7 @@ async fn red_green_red_sends_two_fired_one_resolved_then_reminders() {
     // Still red with renotify_after elapsed: one reminder per elapsed interval, no new incident.
     config.alerts.renotify_after = Some(Duration::from_millis(1));
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let result = run_cycle(&config, &mut db, &request).await.unwrap();
+    let result = run_cycle(&config, &db, &request).await.unwrap();
     assert!(result.transitions[0].reminder, "{:?}", result.transitions);
     let got = hook.wait_for(4, Duration::from_secs(10)).await;
     let reminder = got[3].body["blocks"][0]["text"]["text"].as_str().unwrap();

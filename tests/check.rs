@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use canary::clock::now_ms;
 use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::RedisServer;
-use canary::schedule::cycle::now_ms;
 use canary::store::StateDb;
 use redis::AsyncCommands;
 use serde_json::Value;

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use canary::clock::now_ms;
 use canary::collect::sql::open_read_only;
 use canary::collect::{Collected, builtin};
 use canary::config::PlatformConfig;
@@ -17,7 +18,7 @@ use canary_invariants::{
     Source,
 };
 
-use crate::support::platform_db::{AgentRow, ExecRow, PlatformDb, iso, now_ms, sqlite_datetime};
+use crate::support::platform_db::{AgentRow, ExecRow, PlatformDb, iso, sqlite_datetime};
 use crate::support::redis_server;
 
 const WINDOW_MS: i64 = 30 * 60 * 1000;

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use canary::clock::now_ms;
 use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::RedisServer;
-use canary::schedule::cycle::now_ms;
 
 use crate::support::daemon::{Daemon, free_port};
 use crate::support::webhook::Webhook;

@@ -16,11 +16,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use canary::clock::now_ms;
 use canary::config::{Config, Secret};
 use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::RedisServer;
 use canary::http::{self, AppState};
-use canary::schedule::cycle::now_ms;
 use canary::schedule::runner::CycleRunner;
 use canary::store::StateDb;
 use serde_json::{Value, json};
@@ -674,12 +674,13 @@ async fn a_timed_out_run_cycle_still_records_its_cycle() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let recorded = env.runner.with_db(|db| db.last_cycle().unwrap()).await;
+    let recorded = env.runner.with_db(|db| db.last_cycle()).await.unwrap();
     assert_eq!(recorded.unwrap().trigger, "manual");
     assert!(
         env.runner
-            .with_db(|db| db.current_lease().unwrap())
+            .with_db(|db| db.current_lease())
             .await
+            .unwrap()
             .is_none()
     );
 }

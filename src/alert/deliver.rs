@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::error::Error as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::RETRY_AFTER;
@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use super::retry::{self, Attempt, Backoff, TransportFailure};
 use super::slack::truncate;
 use super::{AlertStats, slack};
+use crate::clock::now_ms;
 use crate::config::{AlertsConfig, Secret};
-use crate::schedule::cycle::now_ms;
-use crate::store::{LeaseName, OutboxRow, StateDb, StoreError};
+use crate::store::{LeaseName, OutboxRow, SharedDb, StateDb, StoreError};
 
 /// Rows claimed per outbox query: small, so a long queue does not hold stale rows in memory
 /// while pacing works through it.
@@ -211,9 +211,9 @@ impl Pacer {
 /// [`Deliverer::waker`], then spawn [`Deliverer::run`].
 #[derive(Debug)]
 pub struct Deliverer {
-    /// Its own connection (WAL lets it sit beside the cycle's). Behind a std mutex because it is
-    /// only used inside `spawn_blocking`, never across an await.
-    db: Arc<Mutex<StateDb>>,
+    /// Its own connection (WAL lets it sit beside the cycle's), called through the blocking
+    /// pool like every state-DB call from async code.
+    db: SharedDb,
     webhook: Option<Secret>,
     config: AlertsConfig,
     client: reqwest::Client,
@@ -235,7 +235,7 @@ impl Deliverer {
     ) -> Result<Deliverer, DeliverError> {
         let db = StateDb::open(db_path)?;
         Ok(Deliverer {
-            db: Arc::new(Mutex::new(db)),
+            db: SharedDb::new(db),
             client: client(config.slack.timeout)?,
             webhook,
             config,
@@ -483,15 +483,10 @@ impl Deliverer {
         T: Send + 'static,
         F: FnOnce(&StateDb) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || {
-            let guard = db
-                .lock()
-                .map_err(|_| DeliverError::Task("state database lock poisoned".to_owned()))?;
-            f(&guard).map_err(DeliverError::from)
+        self.db.call(move |db| f(db)).await.map_err(|e| match e {
+            StoreError::Task(detail) => DeliverError::Task(detail),
+            e => DeliverError::Store(e),
         })
-        .await
-        .map_err(|e| DeliverError::Task(e.to_string()))?
     }
 }
 

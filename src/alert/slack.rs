@@ -383,7 +383,7 @@ pub fn human_span(ms: i64) -> String {
 }
 
 fn rfc3339(ms: i64) -> String {
-    crate::schedule::cycle::format_ms(ms)
+    crate::clock::format_ms(ms)
 }
 
 #[cfg(test)]

@@ -1,16 +1,18 @@
-//! Subcommands, their output formats and exit codes. Exit codes are mapped in one place
-//! ([`ExitCode`]); `main.rs` only parses, sets up logging and calls [`run`].
+//! Subcommands and their output formats. Each subcommand returns an [`ExitCode`] (mapped in
+//! `crate::exit`, the one place); `main.rs` only parses, sets up logging and calls [`run`].
+//! With `main.rs`, this is the only module that uses `anyhow`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use canary_invariants::Outcome;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Overrides};
-use crate::schedule::cycle::{self, CycleError, CycleRequest, CycleResult, Trigger};
-use crate::store::{StateDb, ViolationQuery};
+use crate::cycle::{self, CycleRequest, CycleResult, Trigger};
+use crate::exit::{ConfigFailure, ExitCode};
+use crate::registry::Registry;
+use crate::store::{SharedDb, StateDb, ViolationQuery};
 
 pub mod output;
 
@@ -111,11 +113,6 @@ impl ConfigSource {
             .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))
     }
 }
-
-/// Every configuration problem found (exit 78).
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n  {}", .0.join("\n  "))]
-pub struct ConfigFailure(pub Vec<String>);
 
 /// Output format of reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -341,52 +338,17 @@ pub enum ConfigAction {
     Example,
 }
 
-/// Process exit codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCode {
-    /// Everything evaluated and green, or a command succeeded.
-    Green = 0,
-    /// At least one invariant red.
-    Red = 1,
-    /// Something could not be evaluated (a source unavailable) and nothing was red.
-    Unknown = 2,
-    /// Any other failure (state DB, cycle in progress).
-    Failure = 3,
-    /// Configuration error (sysexits `EX_CONFIG`).
-    Config = 78,
-}
-
-impl ExitCode {
-    /// The exit code of an error escaping a subcommand.
-    pub fn of_error(error: &anyhow::Error) -> ExitCode {
-        if error.downcast_ref::<ConfigFailure>().is_some()
-            || matches!(
-                error.downcast_ref::<CycleError>(),
-                Some(CycleError::UnknownInvariants(_))
-            )
-        {
-            ExitCode::Config
-        } else {
-            ExitCode::Failure
-        }
-    }
-
-    fn of_verdict(verdict: Outcome) -> ExitCode {
-        match verdict {
-            Outcome::Green => ExitCode::Green,
-            Outcome::Red => ExitCode::Red,
-            Outcome::Unknown => ExitCode::Unknown,
-        }
-    }
-}
-
 /// Runs a subcommand, printing its report on stdout. `shutdown` is cancelled by `main.rs` on
 /// SIGTERM/SIGINT (only the daemon listens to it; one-shot commands keep the default signals).
 pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => {
-            crate::daemon::run(args.source.load()?, shutdown).await?;
-            Ok(ExitCode::Green)
+            match crate::daemon::run(args.source.load()?, shutdown).await {
+                Ok(()) => Ok(ExitCode::Green),
+                // Unwrapped so the exit-code mapping sees the configuration failure itself.
+                Err(crate::daemon::DaemonError::Config(failure)) => Err(failure.into()),
+                Err(error) => Err(error.into()),
+            }
         }
         Command::Check(args) => check(args).await,
         Command::Demo(args) => crate::fleet::demo::run(args.into_options(), shutdown).await,
@@ -411,7 +373,9 @@ fn invariants(args: &InvariantsArgs) -> anyhow::Result<ExitCode> {
         .collect();
     output::print(&match args.format {
         CatalogFormat::Text => output::catalog_text(&config.invariants, &custom),
-        CatalogFormat::Json => output::catalog_json(&config.invariants, &custom)?,
+        CatalogFormat::Json => {
+            serde_json::to_string_pretty(&Registry::new(&config).entries_json())?
+        }
         CatalogFormat::Markdown => output::catalog_markdown() + &output::custom_markdown(&custom),
     });
     Ok(ExitCode::Green)
@@ -425,19 +389,19 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let result = if args.no_persist {
         let db = if config.state.path.exists() {
-            Some(
+            Some(SharedDb::new(
                 StateDb::open_read_only(&config.state.path)
                     .context("opening the state database read-only")?,
-            )
+            ))
         } else {
             None
         };
         cycle::run_dry(&config, db.as_ref(), &request).await?
     } else {
-        let mut db = StateDb::open(&config.state.path).with_context(|| {
+        let db = StateDb::open(&config.state.path).with_context(|| {
             format!("opening the state database {}", config.state.path.display())
         })?;
-        cycle::run_cycle(&config, &mut db, &request).await?
+        cycle::run_cycle(&config, &SharedDb::new(db), &request).await?
     };
     report(&result, args.format)?;
     Ok(ExitCode::of_verdict(result.verdict()))
@@ -456,9 +420,9 @@ fn violations(args: ViolationsArgs) -> anyhow::Result<ExitCode> {
     let config = args.source.load()?;
     let db = StateDb::open(&config.state.path)
         .with_context(|| format!("opening the state database {}", config.state.path.display()))?;
-    let since_ms = args
-        .since
-        .map(|d| cycle::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    let since_ms = args.since.map(|d| {
+        crate::clock::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    });
     let query = ViolationQuery {
         invariant_id: args.invariant,
         since_ms,

@@ -1,23 +1,17 @@
 //! Text renderings for the terminal: cycle results, violation history, the catalog (text and
-//! the Markdown that becomes INVARIANTS.md). Pure string building; `print` is the only writer.
+//! the Markdown that becomes INVARIANTS.md). Pure string building; `crate::report::print` writes them.
 
 use std::fmt::Write as _;
 
-use canary_invariants::catalog::Entry;
 use canary_invariants::{CATALOG, Need, Outcome, Params};
 
+use crate::clock::format_ms;
 use crate::config::CustomInvariant;
-use crate::schedule::cycle::{CycleResult, format_ms};
+use crate::cycle::CycleResult;
 use crate::store::StoredViolation;
 
-/// Writes a report to stdout (the one place the CLI prints results).
-#[allow(
-    clippy::print_stdout,
-    reason = "the CLI's reports go to stdout by design"
-)]
-pub fn print(text: &str) {
-    println!("{}", text.trim_end());
-}
+// The one stdout writer, re-exported so callers of the renderings find it beside them.
+pub use crate::report::print;
 
 /// A cycle result for humans.
 pub fn cycle_text(r: &CycleResult) -> String {
@@ -131,32 +125,6 @@ pub fn catalog_text(params: &Params, custom: &[&CustomInvariant]) -> String {
         let _ = writeln!(s, "      custom SQL: every row returned is one violation");
     }
     s
-}
-
-/// A custom invariant as JSON, shaped like a catalog entry plus `"custom": true` and its SQL
-/// (`canary invariants --format json`, `GET /api/canary/invariants`).
-pub fn custom_json(c: &CustomInvariant) -> serde_json::Value {
-    serde_json::json!({
-        "id": c.id,
-        "name": c.name,
-        "tier": c.tier,
-        "severity": c.severity,
-        "runbook": c.runbook,
-        "rule": "custom SQL: every row returned is one violation",
-        "sql": c.sql,
-        "enabled": c.enabled,
-        "custom": true,
-    })
-}
-
-/// The catalog as JSON (rules with the thresholds of `params`), then the custom invariants.
-pub fn catalog_json(params: &Params, custom: &[&CustomInvariant]) -> serde_json::Result<String> {
-    let mut entries: Vec<serde_json::Value> = CATALOG
-        .iter()
-        .map(|i| serde_json::to_value(Entry::new(*i, params)))
-        .collect::<serde_json::Result<_>>()?;
-    entries.extend(custom.iter().map(|c| custom_json(c)));
-    serde_json::to_string_pretty(&entries)
 }
 
 /// Custom invariants as Markdown, appended to the catalog by `canary invariants --format

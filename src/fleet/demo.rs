@@ -22,13 +22,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Deliverer, slack};
-use crate::cli::ExitCode;
-use crate::cli::output;
 use crate::config::{self, Config, Overrides};
+use crate::cycle::CycleResult;
+use crate::exit::ExitCode;
 use crate::fleet::faults::{self, Recipe};
 use crate::fleet::rig::Rig;
 use crate::fleet::sim::FleetSpec;
-use crate::schedule::cycle::CycleResult;
+use crate::report as output;
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::scheduler::{self, Schedule};
 use crate::schedule::timing::Cadence;
@@ -230,7 +230,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
                 break 'timeline true;
             }
             for r in group {
-                let at = crate::fleet::sim::now_ms();
+                let at = crate::clock::now_ms();
                 let what = rig.injector.inject(r).await;
                 let track = ctx.track(r.name);
                 match what {
@@ -263,7 +263,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
                 if !rig.injector.is_active(r) {
                     continue;
                 }
-                let at = crate::fleet::sim::now_ms();
+                let at = crate::clock::now_ms();
                 match rig.injector.revert(r).await {
                     Ok(what) => {
                         ctx.track(r.name).reverted_at_ms = Some(at);
@@ -459,7 +459,7 @@ impl<'t> Show<'t> {
         self.worst_ms = self.worst_ms.max(r.duration_ms);
         let taken_at_ms = chrono::DateTime::parse_from_rfc3339(&r.taken_at)
             .map(|t| t.timestamp_millis())
-            .unwrap_or_else(|_| crate::fleet::sim::now_ms());
+            .unwrap_or_else(|_| crate::clock::now_ms());
         let red: BTreeSet<String> = r
             .outcomes
             .iter()

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ExitCode;
-use crate::cli::output;
 use crate::config::platform::RedisKeys;
+use crate::exit::ExitCode;
 use crate::fleet::faults::{self, Injector};
 use crate::fleet::seed::{self, SeedSpec};
 use crate::fleet::sim::{self, Fleet, FleetSpec};
+use crate::report as output;
 
 /// What `canary fleet` does.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> anyhow::Res
     let plans = sim::plan(&opts.spec);
     {
         let mut db = sim::open_db(&opts.sqlite_path, opts.init)?;
-        sim::provision(&mut db, &opts.spec, &plans, sim::now_ms())?;
+        sim::provision(&mut db, &opts.spec, &plans, crate::clock::now_ms())?;
         let mut redis = redis::Client::open(opts.redis_url.as_str())?
             .get_multiplexed_async_connection()
             .await
@@ -73,7 +73,7 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> anyhow::Res
             &mut redis,
             &RedisKeys::default(),
             &plans,
-            sim::now_ms(),
+            crate::clock::now_ms(),
         )
         .await?;
         if closed > 0 {

@@ -34,7 +34,7 @@ impl Rig {
         let plans = sim::plan(spec);
         {
             let mut db = sim::open_db(&sqlite_path, true)?;
-            sim::provision(&mut db, spec, &plans, sim::now_ms())?;
+            sim::provision(&mut db, spec, &plans, crate::clock::now_ms())?;
         }
         let fleet = Fleet::start(&sqlite_path, &redis.url(), spec, plans).await?;
         let injector = Injector::connect(

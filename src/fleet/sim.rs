@@ -96,10 +96,8 @@ pub fn stamp(ms: i64, shape: Shape) -> String {
     }
 }
 
-/// Wall clock, unix milliseconds.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+// The one clock; re-exported only because the fault recipes import it from here.
+pub(crate) use crate::clock::now_ms;
 
 /// What to simulate.
 #[derive(Debug, Clone)]

@@ -10,15 +10,16 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use canary_invariants::catalog::Entry;
-use canary_invariants::{CATALOG, InvariantState, catalog};
+use canary_invariants::InvariantState;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::params::{self, RawStatsParams, RawViolationParams};
-use crate::schedule::cycle::{CycleError, CycleRequest, CycleResult, Trigger, format_ms};
+use crate::clock::format_ms;
+use crate::cycle::{CycleError, CycleRequest, CycleResult, Trigger};
+use crate::registry::Registry;
 use crate::store::{StoredViolation, ViolationStat};
 
 /// `POST /api/canary/run-cycle`: one manual cycle now.
@@ -70,16 +71,17 @@ pub async fn violations(
 ) -> Result<Json<Value>, ApiError> {
     let Query(raw) = query.map_err(|r| ApiError::BadRequest(r.body_text()))?;
     let query = raw.parse()?;
+    let (limit, offset) = (query.limit, query.offset);
     let (rows, total) = state
         .runner
-        .with_db(|db| db.violations(&query))
+        .with_db(move |db| db.violations(&query))
         .await
         .map_err(|e| ApiError::internal("violations", &e))?;
     Ok(Json(json!({
         "violations": rows,
         "total": total,
-        "limit": query.limit,
-        "offset": query.offset,
+        "limit": limit,
+        "offset": offset,
     })))
 }
 
@@ -92,7 +94,7 @@ pub async fn violation(
         .map_err(|_| ApiError::BadRequest("violation id: expected an integer row id".to_owned()))?;
     state
         .runner
-        .with_db(|db| db.violation(id))
+        .with_db(move |db| db.violation(id))
         .await
         .map_err(|e| ApiError::internal("violation", &e))?
         .map(Json)
@@ -117,7 +119,7 @@ pub async fn stats(
     let since_ms = raw.parse()?;
     let stats = state
         .runner
-        .with_db(|db| db.violation_stats(since_ms))
+        .with_db(move |db| db.violation_stats(since_ms))
         .await
         .map_err(|e| ApiError::internal("violation stats", &e))?;
     let rows: Vec<StatRow> = stats
@@ -159,7 +161,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let (states, last_violations, last_cycle) = state
         .runner
         .with_db(|db| {
-            Ok::<_, crate::store::StoreError>((
+            Ok((
                 db.load_states()?,
                 db.last_violation_per_invariant()?,
                 db.last_cycle()?,
@@ -168,28 +170,19 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         .await
         .map_err(|e| ApiError::internal("status", &e))?;
     let config = state.runner.config();
-    let params = &config.invariants;
-    let mut invariants: Vec<InvariantStatus<'_>> = CATALOG
+    let registry = Registry::new(&config);
+    let invariants: Vec<InvariantStatus<'_>> = registry
+        .all()
         .iter()
-        .map(|inv| {
-            let meta = inv.meta();
+        .map(|d| {
             status_line(
-                (meta.id, meta.name, false),
-                params.enabled(meta.id),
-                states.get(meta.id),
+                (d.id(), d.name(), d.is_custom()),
+                registry.enabled(d),
+                states.get(d.id()),
                 &last_violations,
             )
         })
         .collect();
-    invariants.extend(config.custom_entries().into_iter().map(|c| {
-        let entry = c.entry;
-        status_line(
-            (&entry.id, &entry.name, true),
-            entry.enabled,
-            states.get(&entry.id),
-            &last_violations,
-        )
-    }));
     Ok(Json(json!({
         "last_cycle": last_cycle.map(|c| json!({
             "id": c.id,
@@ -227,36 +220,12 @@ fn status_line<'a>(
     }
 }
 
-/// One catalog entry (its rule with this configuration's thresholds) with whether this
-/// configuration enables it.
-#[derive(Debug, Serialize)]
-struct CatalogEntry {
-    #[serde(flatten)]
-    entry: Entry,
-    enabled: bool,
-}
-
-/// `GET /api/canary/invariants`: the catalog (the same metadata as `canary invariants`), then
-/// the configured custom invariants, marked `"custom": true`.
+/// `GET /api/canary/invariants`: the catalog (the same entries as `canary invariants --format
+/// json`: rules with this configuration's thresholds), then the configured custom invariants,
+/// marked `"custom": true`.
 pub async fn invariants(State(state): State<AppState>) -> Json<Value> {
     let config = state.runner.config();
-    let params = &config.invariants;
-    let mut entries: Vec<Value> = catalog::CATALOG
-        .iter()
-        .map(|inv| {
-            json!(CatalogEntry {
-                entry: Entry::new(*inv, params),
-                enabled: params.enabled(inv.meta().id),
-            })
-        })
-        .collect();
-    entries.extend(
-        config
-            .custom_entries()
-            .into_iter()
-            .map(|c| crate::cli::output::custom_json(c.entry)),
-    );
-    Json(json!({ "invariants": entries }))
+    Json(json!({ "invariants": Registry::new(&config).entries_json() }))
 }
 
 /// Any other path: a JSON 404 like the rest of the API.

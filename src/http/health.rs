@@ -16,7 +16,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::ApiError;
 use super::metrics::CONTENT_TYPE;
-use crate::schedule::cycle::{format_ms, now_ms};
+use crate::clock::{format_ms, now_ms};
 use crate::schedule::timing::{self, Cadence};
 
 /// How long a probe waits for the state database while a cycle holds it. Cycles are usually
@@ -31,14 +31,18 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz`: 200 `{"status":"ready",...}` or 503 `{"status":"not ready","reason":...}`.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let probe = state.runner.with_db(|db| {
+    let probe = state.runner.with_db_within(DB_WAIT, |db| {
         let writable = db.check_writable();
         let last = db.last_cycle();
-        (writable, last)
+        Ok((writable, last))
     });
-    let (writable, last) = match tokio::time::timeout(DB_WAIT, probe).await {
-        Ok(r) => r,
-        Err(_) => return not_ready("state database busy: a cycle has held it for over 5 s"),
+    let (writable, last) = match probe.await {
+        Some(Ok(r)) => r,
+        Some(Err(error)) => {
+            tracing::warn!(error = %error, "readiness: state database call did not run");
+            return not_ready("state database unreadable");
+        }
+        None => return not_ready("state database busy: a cycle has held it for over 5 s"),
     };
     if let Err(error) = writable {
         // A readiness failure is the probe's answer, not a request failure: WARN, not ERROR.
@@ -81,12 +85,15 @@ fn not_ready(reason: &str) -> Response {
 
 /// `GET /metrics`: the registry, with the outbox depth read from the state DB first.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let depth = tokio::time::timeout(DB_WAIT, state.runner.with_db(|db| db.outbox_depth())).await;
+    let depth = state
+        .runner
+        .with_db_within(DB_WAIT, |db| db.outbox_depth())
+        .await;
     match depth {
-        Ok(Ok(depth)) => state.metrics.set_outbox_depth(depth),
+        Some(Ok(depth)) => state.metrics.set_outbox_depth(depth),
         // A scrape must not fail because one gauge is stale: keep its previous value.
-        Ok(Err(error)) => tracing::warn!(error = %error, "metrics: cannot read the outbox depth"),
-        Err(_) => tracing::debug!("metrics: state database busy; outbox depth not refreshed"),
+        Some(Err(error)) => tracing::warn!(error = %error, "metrics: cannot read the outbox depth"),
+        None => tracing::debug!("metrics: state database busy; outbox depth not refreshed"),
     }
     let text = state
         .metrics

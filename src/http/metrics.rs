@@ -20,7 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::alert::{AlertStats, AlertStatsSnapshot};
-use crate::schedule::cycle::CycleResult;
+use crate::cycle::CycleResult;
 use crate::store::OutboxDepth;
 
 /// The content type of the rendered text (OpenMetrics, which Prometheus scrapes natively).

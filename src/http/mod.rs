@@ -33,8 +33,8 @@ pub use error::ApiError;
 pub use health::{Window, readiness};
 pub use metrics::Metrics;
 
+use crate::clock::now_ms;
 use crate::config::{ConfigError, Secret};
-use crate::schedule::cycle::now_ms;
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::timing::Cadence;
 

@@ -8,22 +8,28 @@
 //! that work never waits for a running cycle: WAL lets it read while the cycle writes, and only
 //! a write of its own (a readiness write probe, a prune batch) queues briefly behind the cycle's
 //! one short write transaction.
+//!
+//! Both connections are [`SharedDb`]s, so no state-DB call made here blocks a tokio worker. The
+//! single flight is a separate async gate held for the whole cycle (the connection itself is
+//! only locked for each blocking call).
 
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
 use crate::config::Config;
-use crate::schedule::cycle::{self, CycleError, CycleRequest, CycleResult};
-use crate::store::StateDb;
+use crate::cycle::{self, CycleError, CycleRequest, CycleResult};
+use crate::store::{SharedDb, StateDb, StoreError};
 
 /// Shared handle that runs at most one cycle at a time.
 #[derive(Debug, Clone)]
 pub struct CycleRunner {
     config: Arc<Config>,
-    db: Arc<Mutex<StateDb>>,
+    db: SharedDb,
+    /// Held for the whole of a cycle (and of non-cycle work on the cycle's connection).
+    gate: Arc<Mutex<()>>,
     /// Second connection for non-cycle work; `None` = share the cycle's (and wait for it).
-    side: Option<Arc<Mutex<StateDb>>>,
+    side: Option<SharedDb>,
 }
 
 impl CycleRunner {
@@ -31,7 +37,8 @@ impl CycleRunner {
     pub fn new(config: Arc<Config>, db: StateDb) -> CycleRunner {
         CycleRunner {
             config,
-            db: Arc::new(Mutex::new(db)),
+            db: SharedDb::new(db),
+            gate: Arc::new(Mutex::new(())),
             side: None,
         }
     }
@@ -39,7 +46,7 @@ impl CycleRunner {
     /// Uses `side` (another connection to the same state DB) for [`CycleRunner::with_db`], so
     /// API reads, probes and retention never wait behind a running cycle.
     pub fn with_side_connection(mut self, side: StateDb) -> CycleRunner {
-        self.side = Some(Arc::new(Mutex::new(side)));
+        self.side = Some(SharedDb::new(side));
         self
     }
 
@@ -54,15 +61,46 @@ impl CycleRunner {
         if let Some(ids) = &request.only {
             cycle::validate_ids(&self.config, ids)?;
         }
-        let mut db = self.db.try_lock().map_err(|_| CycleError::InProgress)?;
-        cycle::run_cycle(&self.config, &mut db, request).await
+        let _flight = self.gate.try_lock().map_err(|_| CycleError::InProgress)?;
+        cycle::run_cycle(&self.config, &self.db, request).await
     }
 
-    /// Runs `f` with the state database: on the side connection when there is one, otherwise
-    /// on the cycle's connection once no cycle holds it. For short work (history queries,
-    /// readiness, one prune batch); never hold it across slow work.
-    pub async fn with_db<T>(&self, f: impl FnOnce(&mut StateDb) -> T) -> T {
-        let mut db = self.side.as_ref().unwrap_or(&self.db).lock().await;
-        f(&mut db)
+    /// Runs `f` with the state database on the blocking pool: on the side connection when there
+    /// is one, otherwise on the cycle's connection once no cycle holds it. For short work
+    /// (history queries, readiness, one prune batch); never hold it across slow work.
+    pub async fn with_db<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut StateDb) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.side {
+            Some(side) => side.call(f).await,
+            None => {
+                let _flight = self.gate.lock().await;
+                self.db.call(f).await
+            }
+        }
+    }
+
+    /// Like [`CycleRunner::with_db`], but gives up (`None`) when the connection is not free
+    /// within `wait` because a cycle holds it. Only that wait is bounded: once `f` runs it runs
+    /// to the end (its own SQLite busy timeout bounds it), so its answer — e.g. "not writable"
+    /// from a readiness probe — is never replaced by "busy".
+    pub async fn with_db_within<T, F>(
+        &self,
+        wait: std::time::Duration,
+        f: F,
+    ) -> Option<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut StateDb) -> Result<T, StoreError> + Send + 'static,
+    {
+        match &self.side {
+            Some(side) => Some(side.call(f).await),
+            None => {
+                let _flight = tokio::time::timeout(wait, self.gate.lock()).await.ok()?;
+                Some(self.db.call(f).await)
+            }
+        }
     }
 }

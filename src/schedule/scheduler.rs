@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::schedule::cycle::{self, CycleError, CycleRequest, CycleResult, Trigger};
+use crate::cycle::{CycleError, CycleRequest, CycleResult, Trigger};
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::timing::{self, Cadence};
 
@@ -54,7 +54,7 @@ pub async fn run_schedule(
     schedule_loop(
         &schedule,
         &cancel,
-        cycle::now_ms,
+        crate::clock::now_ms,
         rand::random::<f64>,
         move || runner.run(request),
         |result: &CycleResult| {
@@ -95,7 +95,7 @@ pub async fn schedule_loop<T, Fut>(
     let anchor = tick;
     tracing::info!(
         schedule = %cadence.describe(),
-        first_at = %cycle::format_ms(tick),
+        first_at = %crate::clock::format_ms(tick),
         "schedule started"
     );
     loop {
@@ -133,7 +133,7 @@ pub async fn schedule_loop<T, Fut>(
         if skipped > 0 {
             tracing::warn!(
                 skipped_ticks = skipped,
-                next_at = %cycle::format_ms(next),
+                next_at = %crate::clock::format_ms(next),
                 "the cycle overran its schedule; missed ticks skipped"
             );
         }
@@ -152,9 +152,9 @@ pub async fn run_retention(
     cancel: CancellationToken,
 ) {
     loop {
-        let cutoff =
-            cycle::now_ms().saturating_sub(i64::from(retention_days).saturating_mul(MS_PER_DAY));
-        match runner.with_db(|db| db.prune(cutoff)).await {
+        let cutoff = crate::clock::now_ms()
+            .saturating_sub(i64::from(retention_days).saturating_mul(MS_PER_DAY));
+        match runner.with_db(move |db| db.prune(cutoff)).await {
             Ok(stats) if stats.cycles > 0 => tracing::info!(
                 cycles = stats.cycles,
                 violations = stats.violations,

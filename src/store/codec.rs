@@ -3,7 +3,6 @@
 //! rather than a guess.
 
 use canary_invariants::{Millis, Outcome, Severity, Tier, TransitionKind};
-use chrono::{DateTime, SecondsFormat};
 
 use super::StoreError;
 
@@ -71,9 +70,7 @@ pub(crate) fn sat_i64(v: u64) -> i64 {
 /// RFC 3339 with milliseconds and `Z`, for JSON output next to the raw milliseconds. Out-of-range
 /// values (not producible by a real clock) render as the empty string rather than failing a query.
 pub(crate) fn rfc3339(ms: Millis) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    crate::clock::rfc3339_ms(ms).unwrap_or_default()
 }
 
 pub(crate) fn corrupt(op: &'static str, column: &'static str, value: &str) -> StoreError {

@@ -68,6 +68,9 @@ pub enum StoreError {
         /// The offending value (never a secret: the state DB holds none).
         value: String,
     },
+    /// A call handed to the blocking pool could not run (the runtime is shutting down).
+    #[error("state database task: {0}")]
+    Task(String),
     /// The caller passed something inconsistent; nothing was written.
     #[error("state database: {op}: invalid input: {reason}")]
     Invalid {

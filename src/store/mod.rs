@@ -11,8 +11,11 @@
 //! All times are unix milliseconds (`i64`), both in the API and in the tables.
 //!
 //! Submodules: [`error`](StoreError), `record` (cycle writes, state and memory loads), `history`
-//! (read-only queries), `retention` (prune), `outbox` (deliverer queries), `lease` (single-flight).
+//! (read-only queries), `retention` (prune), `outbox` (deliverer queries), `lease` (single-flight),
+//! [`blocking`] ([`SharedDb`]: how async code calls all of the above without blocking a tokio
+//! worker).
 
+pub mod blocking;
 mod codec;
 mod error;
 mod history;
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use rusqlite_migration::{M, Migrations};
 
+pub use blocking::SharedDb;
 pub use error::StoreError;
 pub use history::{MAX_PAGE, StoredCycle, StoredViolation, ViolationQuery, ViolationStat};
 pub use lease::{Lease, LeaseName};

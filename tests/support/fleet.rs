@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use canary::alert::Deliverer;
 use canary::config::{Config, Secret};
+use canary::cycle::{CycleRequest, CycleResult, Trigger};
 use canary::fleet::faults::Recipe;
 use canary::fleet::rig::Rig;
 use canary::fleet::sim::{FleetSpec, FleetStatsSnapshot};
-use canary::schedule::cycle::{CycleRequest, CycleResult, Trigger};
 use canary::schedule::runner::CycleRunner;
 use canary::store::StateDb;
 use canary_invariants::Outcome;

@@ -249,8 +249,3 @@ pub fn sqlite_datetime(ms: i64) -> String {
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
 }
-
-/// Wall clock in unix ms (tests only; the collector itself takes `taken_at` as input).
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}

@@ -3,41 +3,32 @@
 //! everything in one state-DB transaction, then releases the lease. The result is the cycle
 //! result of DESIGN §8 shared by `canary check --format json` and the admin API.
 //!
-//! It must not decide anything itself: judgement lives in `canary-invariants`, storage in `store`.
+//! - `mod.rs` (this file): the order of the steps ([`run_cycle`], [`run_dry`]);
+//! - [`result`]: the cycle result and its JSON shape;
+//! - `alerts`: the Slack payloads queued with the transitions.
+//!
+//! It must not decide anything itself: judgement lives in `canary-invariants`, storage in `store`,
+//! and *when* a cycle runs is the triggers' business (`schedule`, `http`, `cli`).
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use canary_invariants::{
-    Anomaly, Evaluation, Hysteresis, Memory, Outcome, Selection, SourceUnavailable, Transition,
-    Verdict, Violation, catalog, evaluate, transitions,
+    Evaluation, Hysteresis, Memory, Selection, SourceUnavailable, Transition, Verdict, catalog,
+    evaluate, transitions,
 };
-use serde::Serialize;
 
-use crate::alert::slack;
-use crate::collect::{self, CollectStats};
+use crate::clock::{format_ms, now_ms};
+use crate::collect;
 use crate::config::Config;
-use crate::store::{CycleRecord, StateDb, StoreError};
+use crate::store::{CycleRecord, SharedDb, StoreError};
 
-/// What started a cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    /// The schedule loop.
-    Schedule,
-    /// An admin over HTTP, or `canary check`.
-    Manual,
-}
+mod alerts;
+pub mod result;
 
-impl Trigger {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::Manual => "manual",
-        }
-    }
-}
+pub use result::{CycleResult, Diagnostics, ReportedTransition, ReportedViolation, Trigger};
+
+use alerts::alert_payloads;
 
 /// Errors that stop a cycle (source failures do not: they become `sources_unavailable`).
 #[derive(Debug, thiserror::Error)]
@@ -51,84 +42,6 @@ pub enum CycleError {
     /// The state database failed.
     #[error("state database: {0}")]
     Store(#[from] StoreError),
-}
-
-/// A violation as reported, with its state-DB row id when persisted.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportedViolation {
-    /// Row id in the state DB (`None` with `--no-persist`).
-    pub id: Option<i64>,
-    /// The violation.
-    #[serde(flatten)]
-    pub violation: Violation,
-}
-
-/// A transition as reported.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReportedTransition {
-    /// Catalog id.
-    pub invariant_id: String,
-    /// `fired` or `resolved`.
-    pub kind: &'static str,
-    /// Severity of the incident.
-    pub severity: &'static str,
-    /// A `renotify_after` reminder of a still-open incident (kind `fired`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub reminder: bool,
-}
-
-/// Extra facts about the cycle (an addition to DESIGN §8's result; nothing there is renamed).
-#[derive(Debug, Clone, Serialize)]
-pub struct Diagnostics {
-    /// Why each unknown invariant could not be evaluated.
-    pub unknown_reasons: BTreeMap<String, String>,
-    /// Odd data seen and carried instead of guessed.
-    pub anomalies: Vec<Anomaly>,
-    /// Cascade tables absent from the platform database.
-    pub skipped_tables: Vec<String>,
-    /// SQL statements, Redis round trips and per-source time.
-    pub collect: CollectStats,
-}
-
-/// The cycle result (DESIGN §8).
-#[derive(Debug, Clone, Serialize)]
-pub struct CycleResult {
-    /// State-DB id (`None` with `--no-persist`).
-    pub cycle_id: Option<i64>,
-    /// Snapshot instant, RFC 3339 with milliseconds.
-    pub taken_at: String,
-    /// Wall time of the whole cycle.
-    pub duration_ms: f64,
-    /// What started it.
-    pub trigger: Trigger,
-    /// Selected invariants.
-    pub checks_run: Vec<String>,
-    /// Outcome per selected invariant.
-    pub outcomes: BTreeMap<String, Outcome>,
-    /// Every violation, sorted.
-    pub violations: Vec<ReportedViolation>,
-    /// Fired/resolved transitions.
-    pub transitions: Vec<ReportedTransition>,
-    /// Stores that could not be read.
-    pub sources_unavailable: Vec<SourceUnavailable>,
-    /// Extra facts.
-    pub diagnostics: Diagnostics,
-}
-
-impl CycleResult {
-    /// Overall verdict: red if any invariant is red (a definite finding outranks a partial view),
-    /// else unknown if any is unknown or a source was unavailable, else green.
-    pub fn verdict(&self) -> Outcome {
-        if self.outcomes.values().any(|o| *o == Outcome::Red) {
-            Outcome::Red
-        } else if !self.sources_unavailable.is_empty()
-            || self.outcomes.values().any(|o| *o == Outcome::Unknown)
-        {
-            Outcome::Unknown
-        } else {
-            Outcome::Green
-        }
-    }
 }
 
 /// How to run one cycle.
@@ -155,9 +68,10 @@ pub fn validate_ids(config: &Config, ids: &[String]) -> Result<(), CycleError> {
 }
 
 /// Runs one cycle and records it in `db` (one transaction), holding the cross-process lease.
+/// Every state-DB step runs on the blocking pool through [`SharedDb`].
 pub async fn run_cycle(
     config: &Config,
-    db: &mut StateDb,
+    db: &SharedDb,
     request: &CycleRequest,
 ) -> Result<CycleResult, CycleError> {
     if let Some(ids) = &request.only {
@@ -165,15 +79,17 @@ pub async fn run_cycle(
     }
     let holder = lease_holder();
     let lease_ttl_ms = i64::try_from(config.state.lease_timeout.as_millis()).unwrap_or(i64::MAX);
-    if db
-        .try_acquire_lease(&holder, now_ms(), lease_ttl_ms)?
-        .is_none()
-    {
+    let (taker, now) = (holder.clone(), now_ms());
+    let lease = db
+        .call(move |db| db.try_acquire_lease(&taker, now, lease_ttl_ms))
+        .await?;
+    if lease.is_none() {
         return Err(CycleError::InProgress);
     }
     let result = run_leased(config, db, request).await;
     // Releasing is best effort: an unreleased lease expires after `lease_timeout`.
-    if let Err(error) = db.release_lease(&holder) {
+    let released = db.call(move |db| db.release_lease(&holder)).await;
+    if let Err(error) = released {
         tracing::warn!(error = %error, "could not release the cycle lease");
     }
     result
@@ -183,46 +99,60 @@ pub async fn run_cycle(
 /// memory come from `db` when given, transitions are computed but not recorded.
 pub async fn run_dry(
     config: &Config,
-    db: Option<&StateDb>,
+    db: Option<&SharedDb>,
     request: &CycleRequest,
 ) -> Result<CycleResult, CycleError> {
     if let Some(ids) = &request.only {
         validate_ids(config, ids)?;
     }
     let (previous, memory) = match db {
-        Some(db) => (db.load_states()?, db.load_memory()?),
+        Some(db) => load_previous(db).await?,
         None => (BTreeMap::new(), Memory::default()),
     };
     let staged = stage(config, request, &previous, &memory).await;
     Ok(staged.into_result(None, &[]))
 }
 
+/// The previous states and memory, read in one blocking call.
+async fn load_previous(
+    db: &SharedDb,
+) -> Result<(BTreeMap<String, canary_invariants::InvariantState>, Memory), StoreError> {
+    db.call(|db| Ok((db.load_states()?, db.load_memory()?)))
+        .await
+}
+
 async fn run_leased(
     config: &Config,
-    db: &mut StateDb,
+    db: &SharedDb,
     request: &CycleRequest,
 ) -> Result<CycleResult, CycleError> {
-    let previous = db.load_states()?;
-    let memory = db.load_memory()?;
+    let (previous, memory) = load_previous(db).await?;
     let staged = stage(config, request, &previous, &memory).await;
     let finished_at_ms = now_ms();
     let outbox_payloads = alert_payloads(config, &staged);
-    let recorded = db.record_cycle(&CycleRecord {
-        started_at_ms: staged.taken_at_ms,
-        finished_at_ms,
-        duration_ms: staged.duration_ms,
-        trigger: request.trigger.as_str(),
-        checks_run: &staged.eval.checks_run,
-        outcomes: &staged.eval.outcomes,
-        sources_unavailable: &staged.sources_unavailable,
-        taken_at_ms: staged.taken_at_ms,
-        violations: &staged.eval.violations,
-        states: &staged.states,
-        transitions: &staged.transitions,
-        outbox_payloads: &outbox_payloads,
-        previous_memory: &memory,
-        next_memory: &staged.eval.memory,
-    })?;
+    let trigger = request.trigger.as_str();
+    // The record moves to the blocking pool with everything it borrows, and comes back with it.
+    let (staged, recorded) = db
+        .call(move |db| {
+            let recorded = db.record_cycle(&CycleRecord {
+                started_at_ms: staged.taken_at_ms,
+                finished_at_ms,
+                duration_ms: staged.duration_ms,
+                trigger,
+                checks_run: &staged.eval.checks_run,
+                outcomes: &staged.eval.outcomes,
+                sources_unavailable: &staged.sources_unavailable,
+                taken_at_ms: staged.taken_at_ms,
+                violations: &staged.eval.violations,
+                states: &staged.states,
+                transitions: &staged.transitions,
+                outbox_payloads: &outbox_payloads,
+                previous_memory: &memory,
+                next_memory: &staged.eval.memory,
+            })?;
+            Ok((staged, recorded))
+        })
+        .await?;
     for t in &staged.transitions {
         tracing::info!(
             invariant.id = %t.invariant_id,
@@ -340,33 +270,6 @@ impl Staged {
     }
 }
 
-/// One Slack payload per transition (same order), built now so the outbox row says what was
-/// true at this snapshot whenever it is delivered. No webhook configured = silent sink: no
-/// payloads, hence no outbox rows (the transitions are still recorded). A webhook file that
-/// cannot be read counts as configured, so the alerts wait in the outbox until it is fixed.
-fn alert_payloads(config: &Config, staged: &Staged) -> Vec<serde_json::Value> {
-    if matches!(config.webhook_url(), Ok(None)) {
-        return Vec::new();
-    }
-    staged
-        .transitions
-        .iter()
-        .map(|t| {
-            // Custom invariants carry their name and runbook in the configuration.
-            let custom = config.custom(&t.invariant_id).map(|c| slack::Meta {
-                name: &c.name,
-                runbook: &c.runbook,
-            });
-            match custom {
-                Some(meta) => {
-                    slack::payload_with(t, &staged.eval.violations, staged.taken_at_ms, meta)
-                }
-                None => slack::payload(t, &staged.eval.violations, staged.taken_at_ms),
-            }
-        })
-        .collect()
-}
-
 fn hysteresis(config: &Config) -> Hysteresis {
     Hysteresis {
         fire_after: config.alerts.fire_after.max(1),
@@ -376,21 +279,6 @@ fn hysteresis(config: &Config) -> Hysteresis {
             .renotify_after
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     }
-}
-
-/// Wall clock in unix milliseconds (the daemon's one clock; the pure crate has none).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Unix ms as RFC 3339 UTC with milliseconds (`2026-11-22T10:00:00.000Z`).
-pub fn format_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 fn lease_holder() -> String {

@@ -1,0 +1,109 @@
+//! The cycle result (DESIGN §8): what one cycle found, in the JSON shape shared by
+//! `canary check --format json`, `POST /api/canary/run-cycle`, the text report and `/metrics`.
+//!
+//! Pure data and its overall verdict. It must not run, store or print anything: the sequencer
+//! (`cycle/mod.rs`) fills it, the CLI and the admin API render it.
+
+use std::collections::BTreeMap;
+
+use canary_invariants::{Anomaly, Outcome, SourceUnavailable, Violation};
+use serde::Serialize;
+
+use crate::collect::CollectStats;
+
+/// What started a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// The schedule loop.
+    Schedule,
+    /// An admin over HTTP, or `canary check`.
+    Manual,
+}
+
+impl Trigger {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+/// A violation as reported, with its state-DB row id when persisted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportedViolation {
+    /// Row id in the state DB (`None` with `--no-persist`).
+    pub id: Option<i64>,
+    /// The violation.
+    #[serde(flatten)]
+    pub violation: Violation,
+}
+
+/// A transition as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportedTransition {
+    /// Catalog id.
+    pub invariant_id: String,
+    /// `fired` or `resolved`.
+    pub kind: &'static str,
+    /// Severity of the incident.
+    pub severity: &'static str,
+    /// A `renotify_after` reminder of a still-open incident (kind `fired`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reminder: bool,
+}
+
+/// Extra facts about the cycle (an addition to DESIGN §8's result; nothing there is renamed).
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostics {
+    /// Why each unknown invariant could not be evaluated.
+    pub unknown_reasons: BTreeMap<String, String>,
+    /// Odd data seen and carried instead of guessed.
+    pub anomalies: Vec<Anomaly>,
+    /// Cascade tables absent from the platform database.
+    pub skipped_tables: Vec<String>,
+    /// SQL statements, Redis round trips and per-source time.
+    pub collect: CollectStats,
+}
+
+/// The cycle result (DESIGN §8).
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleResult {
+    /// State-DB id (`None` with `--no-persist`).
+    pub cycle_id: Option<i64>,
+    /// Snapshot instant, RFC 3339 with milliseconds.
+    pub taken_at: String,
+    /// Wall time of the whole cycle.
+    pub duration_ms: f64,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Selected invariants.
+    pub checks_run: Vec<String>,
+    /// Outcome per selected invariant.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// Every violation, sorted.
+    pub violations: Vec<ReportedViolation>,
+    /// Fired/resolved transitions.
+    pub transitions: Vec<ReportedTransition>,
+    /// Stores that could not be read.
+    pub sources_unavailable: Vec<SourceUnavailable>,
+    /// Extra facts.
+    pub diagnostics: Diagnostics,
+}
+
+impl CycleResult {
+    /// Overall verdict: red if any invariant is red (a definite finding outranks a partial view),
+    /// else unknown if any is unknown or a source was unavailable, else green.
+    pub fn verdict(&self) -> Outcome {
+        if self.outcomes.values().any(|o| *o == Outcome::Red) {
+            Outcome::Red
+        } else if !self.sources_unavailable.is_empty()
+            || self.outcomes.values().any(|o| *o == Outcome::Unknown)
+        {
+            Outcome::Unknown
+        } else {
+            Outcome::Green
+        }
+    }
+}
