@@ -64,6 +64,16 @@ async fn detect(name: &str) {
                 "{tag} the red cycle must fire exactly this invariant ({what}):\n{}",
                 describe(&result)
             );
+            for v in result.violations.iter().map(|v| &v.violation) {
+                if v.invariant_id == inv {
+                    assert_eq!(
+                        (v.signal.as_str(), v.severity),
+                        (meta.signal, meta.severity),
+                        "{tag} the recipe's signal and severity ({what}):\n{}",
+                        describe(&result)
+                    );
+                }
+            }
             detected = Some(n);
             break;
         }

@@ -7,6 +7,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use canary_invariants::Severity;
+
 use super::bench::ok_metadata;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::now_ms;
@@ -18,6 +20,8 @@ pub struct B02QueuedIdle;
 static META: RecipeMeta = RecipeMeta {
     name: "b02-queued-idle",
     invariant: "B-02",
+    signal: "queued_with_free_slots",
+    severity: Severity::Critical,
     breaks: "drain sweep dies (heartbeat 2 min old, no more sweeps) while a row queued 5 min \
              ago waits on an agent with free slots",
     revert: "the sweep resumes: heartbeat written, the row claimed and run to completion",

@@ -4,6 +4,8 @@
 
 use rusqlite::params;
 
+use canary_invariants::Severity;
+
 use super::bench::ok_metadata;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::{Shape, now_ms, stamp};
@@ -15,6 +17,8 @@ pub struct B05StaleQueued;
 static META: RecipeMeta = RecipeMeta {
     name: "b05-stale-queued",
     invariant: "B-05",
+    signal: "not_expired",
+    severity: Severity::Minor,
     breaks: "expiry sweep: a row queued 25 h ago is never failed",
     revert: "the expiry sweep fails it (failed, completed_at)",
     cofiring: "none (the drain heartbeat is fresh, so B-02 excuses the waiting row)",

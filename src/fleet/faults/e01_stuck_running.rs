@@ -3,6 +3,8 @@
 //! after its start on an agent with a 60 s timeout; only the row is stuck. The revert is the
 //! sweep's missing pass: the row closed as failed with `completed_at`, the slot released.
 
+use canary_invariants::Severity;
+
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::platform::SLOT_TTL_BUFFER_SECONDS;
 use crate::fleet::sim::now_ms;
@@ -14,6 +16,8 @@ pub struct E01StuckRunning;
 static META: RecipeMeta = RecipeMeta {
     name: "e01-stuck-running",
     invariant: "E-01",
+    signal: "not_closed",
+    severity: Severity::Critical,
     breaks: "timeout sweep: a running execution (its slot renewed by its worker) is never \
              closed, 7 min after start on an agent with a 60 s timeout",
     revert: "the timeout sweep closes it (failed, completed_at) and releases the slot",

@@ -3,6 +3,7 @@
 //! slot and is not queued, so nothing else reacts). Provisioning writes that finished row before
 //! the first cycle, so a cycle has remembered it. The revert restores the status to `success`.
 
+use canary_invariants::Severity;
 use rusqlite::params;
 
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
@@ -16,6 +17,8 @@ pub struct E02Reversal;
 static META: RecipeMeta = RecipeMeta {
     name: "e02-reversal",
     invariant: "E-02",
+    signal: "reversal",
+    severity: Severity::Critical,
     breaks: "a stale writer sets a finished execution (seen terminal by canary) back to \
              pending_retry",
     revert: "the status is restored to success",

@@ -4,6 +4,8 @@
 
 use rusqlite::params;
 
+use canary_invariants::Severity;
+
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::{Shape, now_ms, stamp};
@@ -15,6 +17,8 @@ pub struct E03NoCompletedAt;
 static META: RecipeMeta = RecipeMeta {
     name: "e03-no-completed-at",
     invariant: "E-03",
+    signal: "completed_at_null",
+    severity: Severity::Major,
     breaks: "finish: the terminal write sets status and duration_ms but not completed_at",
     revert: "completed_at is written",
     ..RecipeMeta::BASE

@@ -2,6 +2,8 @@
 //! `backlog_metadata` is written truncated, not valid JSON. The row is fresh, so B-02's dispatch
 //! grace excuses it. The revert writes valid metadata, then cancels the row.
 
+use canary_invariants::Severity;
+
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::now_ms;
 
@@ -12,6 +14,8 @@ pub struct E04BadMetadata;
 static META: RecipeMeta = RecipeMeta {
     name: "e04-bad-metadata",
     invariant: "E-04",
+    signal: "backlog_metadata_invalid_json",
+    severity: Severity::Major,
     breaks: "enqueue: backlog_metadata is written truncated (not valid JSON)",
     revert: "valid metadata is written, then the row is cancelled",
     cofiring: "none (the row is younger than B-02's 60 s dispatch grace)",

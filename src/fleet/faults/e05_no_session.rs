@@ -4,6 +4,8 @@
 
 use rusqlite::params;
 
+use canary_invariants::Severity;
+
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::now_ms;
@@ -15,6 +17,8 @@ pub struct E05NoSession;
 static META: RecipeMeta = RecipeMeta {
     name: "e05-no-session",
     invariant: "E-05",
+    signal: "no_session",
+    severity: Severity::Major,
     breaks: "claim: the row goes running (90 s ago) without a claude_session_id",
     revert: "the session id is written, then the execution finishes normally",
     ..RecipeMeta::BASE

@@ -3,6 +3,7 @@
 //! schedule, due in an hour. The revert is the scheduler's missing fire: `last_run_at` = now,
 //! `next_run_at` advanced an hour.
 
+use canary_invariants::Severity;
 use rusqlite::params;
 
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
@@ -16,6 +17,8 @@ pub struct E06OverdueSchedule;
 static META: RecipeMeta = RecipeMeta {
     name: "e06-overdue-schedule",
     invariant: "E-06",
+    signal: "overdue",
+    severity: Severity::Major,
     breaks: "scheduler: an enabled schedule is skipped, next_run_at 2 h in the past",
     revert: "the scheduler fires it: last_run_at = now, next_run_at advanced",
     ..RecipeMeta::BASE

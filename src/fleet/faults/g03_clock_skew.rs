@@ -4,6 +4,8 @@
 
 use rusqlite::params;
 
+use canary_invariants::Severity;
+
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::{Shape, now_ms, stamp};
@@ -15,6 +17,8 @@ pub struct G03ClockSkew;
 static META: RecipeMeta = RecipeMeta {
     name: "g03-clock-skew",
     invariant: "G-03",
+    signal: "completed_before_started",
+    severity: Severity::Minor,
     breaks: "finish: completed_at written by a host whose clock is 3 min behind (150 s \
              before started_at)",
     revert: "completed_at rewritten from a correct clock",

@@ -2,6 +2,8 @@
 //! the request's `backlog_metadata` carries a GitHub token (an obviously fake `ghp_…`). The
 //! revert scrubs the metadata and cancels the row.
 
+use canary_invariants::Severity;
+
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::now_ms;
 
@@ -12,6 +14,8 @@ pub struct G04LeakedSecret;
 static META: RecipeMeta = RecipeMeta {
     name: "g04-leaked-secret",
     invariant: "G-04",
+    signal: "credential_in_metadata",
+    severity: Severity::Critical,
     breaks: "enqueue: backlog_metadata carries a GitHub token (a fake ghp_…)",
     revert: "the metadata is scrubbed and the row cancelled",
     ..RecipeMeta::BASE

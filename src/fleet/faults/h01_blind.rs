@@ -4,6 +4,8 @@
 //! injected, so it runs alone, and H-01 confirms only after its suspicion has lasted an
 //! interval. The revert moves the roster table back and finishes the site's execution.
 
+use canary_invariants::Severity;
+
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::now_ms;
@@ -19,6 +21,8 @@ const ROSTER_MOVED: &str = "agent_ownership_moved";
 static META: RecipeMeta = RecipeMeta {
     name: "h01-blind",
     invariant: "H-01",
+    signal: "roster_empty_unverifiable",
+    severity: Severity::Major,
     breaks: "a migration moves the roster (agent_ownership renamed) while slot keys exist",
     revert: "the roster table is moved back; the site's execution finishes",
     cofiring: "no alert, but the SQLite source is unavailable while injected, so every \

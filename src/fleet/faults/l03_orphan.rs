@@ -3,6 +3,7 @@
 //! revert runs the missing cascade step (the rows purged), then re-creates the site agent with
 //! its rows, ready for the next injection.
 
+use canary_invariants::Severity;
 use rusqlite::params;
 
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
@@ -18,6 +19,8 @@ const CHILD_TABLES: [&str; 2] = ["agent_tags", "agent_sharing"];
 static META: RecipeMeta = RecipeMeta {
     name: "l03-orphan",
     invariant: "L-03",
+    signal: "orphan_rows",
+    severity: Severity::Major,
     breaks: "agent delete: the roster row is hard-deleted, its tags and sharing rows are not",
     revert: "the missing cascade step purges the rows; the site agent is re-created",
     cofiring: "none (the site holds no slot and no schedule)",

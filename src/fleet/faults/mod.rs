@@ -24,6 +24,8 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use canary_invariants::Severity;
+
 use crate::fleet::platform::{FleetError, Platform};
 use crate::fleet::sim::{BUSY_TIMEOUT, Control};
 
@@ -56,6 +58,11 @@ pub struct RecipeMeta {
     pub name: &'static str,
     /// The invariant it turns red (a catalog id).
     pub invariant: &'static str,
+    /// The signal of the violation it causes.
+    pub signal: &'static str,
+    /// The severity of that violation (the catalog's default, or the invariant's split for
+    /// this signal).
+    pub severity: Severity,
     /// The protocol step it breaks.
     pub breaks: &'static str,
     /// What its revert does.
@@ -84,6 +91,8 @@ impl RecipeMeta {
     pub const BASE: RecipeMeta = RecipeMeta {
         name: "",
         invariant: "",
+        signal: "",
+        severity: Severity::Critical,
         breaks: "",
         revert: "",
         cofiring: "none",
@@ -382,8 +391,12 @@ mod tests {
         for r in RECIPES {
             let m = r.meta();
             assert!(
-                !m.breaks.is_empty() && !m.revert.is_empty() && !m.cofiring.is_empty(),
-                "recipe {} must say what it breaks, how it reverts and what co-fires",
+                !m.signal.is_empty()
+                    && !m.breaks.is_empty()
+                    && !m.revert.is_empty()
+                    && !m.cofiring.is_empty(),
+                "recipe {} must name its signal, say what it breaks, how it reverts and what \
+                 co-fires",
                 m.name
             );
             assert!(m.cycles_to_detect >= 1, "recipe {}", m.name);

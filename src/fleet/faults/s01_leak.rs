@@ -2,6 +2,8 @@
 //! ago, past S-01's 3 s finish-race grace) but the slot is never released, neither ZREM nor DEL.
 //! The revert runs the missing release late (ZREM + DEL), which restores the bijection.
 
+use canary_invariants::Severity;
+
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::{Shape, now_ms};
@@ -13,6 +15,8 @@ pub struct S01Leak;
 static META: RecipeMeta = RecipeMeta {
     name: "s01-leak",
     invariant: "S-01",
+    signal: "in_redis_only",
+    severity: Severity::Critical,
     breaks: "finish: the row goes terminal but the slot is never released (no ZREM, no DEL)",
     revert: "the release step runs late: ZREM + DEL",
     cofiring: "none (the leaked slot keeps its metadata and TTL, and stays within the cap)",

@@ -3,6 +3,8 @@
 //! rows, slots, metadata and sessions. The revert finishes both normally (terminal row, ZREM +
 //! DEL), which leaves the site idle and within its cap.
 
+use canary_invariants::Severity;
+
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::now_ms;
@@ -14,6 +16,8 @@ pub struct S02Overbook;
 static META: RecipeMeta = RecipeMeta {
     name: "s02-overbook",
     invariant: "S-02",
+    signal: "over_capacity",
+    severity: Severity::Critical,
     breaks: "claim: two dispatchers both saw the one free slot (check-then-set): 2 running \
              executions with slots on a cap-1 agent",
     revert: "both executions finish normally (terminal row, ZREM + DEL)",

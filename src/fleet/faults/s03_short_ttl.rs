@@ -2,6 +2,8 @@
 //! gets TTL = timeout, forgetting the +300 s buffer. The revert re-applies the correct TTL
 //! (timeout + 300), then finishes the execution normally.
 
+use canary_invariants::Severity;
+
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::platform::SLOT_TTL_BUFFER_SECONDS;
@@ -14,6 +16,8 @@ pub struct S03ShortTtl;
 static META: RecipeMeta = RecipeMeta {
     name: "s03-short-ttl",
     invariant: "S-03",
+    signal: "below_floor",
+    severity: Severity::Critical,
     breaks: "claim: the metadata EXPIRE forgets the +300 s buffer (TTL = timeout)",
     revert: "the correct TTL is re-applied, then the execution finishes normally",
     cofiring: "none while held under the short TTL (600 s); past it the hash expires and \

@@ -2,6 +2,8 @@
 //! release half-way: ZREM runs but the metadata hash is never DELeted, leaving a hash without a
 //! member. The revert runs the missing DEL.
 
+use canary_invariants::Severity;
+
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::{Shape, now_ms};
@@ -13,6 +15,8 @@ pub struct S04OrphanMeta;
 static META: RecipeMeta = RecipeMeta {
     name: "s04-orphan-meta",
     invariant: "S-04",
+    signal: "meta_without_member",
+    severity: Severity::Major,
     breaks: "finish: ZREM runs but the metadata hash is never DELeted (hash without member)",
     revert: "DEL of the metadata hash",
     cofiring: "none (the collector re-reads a stray hash after 1 s before reporting it, \

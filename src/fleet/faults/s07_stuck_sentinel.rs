@@ -2,6 +2,8 @@
 //! mid-claim, so the `drain-` sentinel it placed 30 s ago is never removed. The revert runs the
 //! missing ZREM of the sentinel.
 
+use canary_invariants::Severity;
+
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::sim::now_ms;
 
@@ -12,6 +14,8 @@ pub struct S07StuckSentinel;
 static META: RecipeMeta = RecipeMeta {
     name: "s07-stuck-sentinel",
     invariant: "S-07",
+    signal: "stale_sentinel",
+    severity: Severity::Minor,
     breaks: "drain sweep: crashed mid-claim, its drain- sentinel placed 30 s ago never removed",
     revert: "ZREM of the sentinel",
     cofiring: "none (sentinels are excluded from S-01, S-02, S-03 and B-02)",
