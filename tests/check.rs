@@ -1,7 +1,10 @@
 //! `canary check` end to end: the real binary against a private `redis-server` and a platform
-//! database built from the fixture schema. For each invariant: make it red in the real stores,
-//! see the right subject and exit 1, revert, see green and exit 0 (the extended catalog, S-04 and
-//! E-03..G-04, is table-driven: [`Fault`]). Plus the failure modes: a killed Redis, a missing
+//! database built from the fixture schema. Every fault recipe of the registry
+//! (`canary::fleet::faults::RECIPES`, the same vocabulary as `canary demo` and `tests/fleet.rs`)
+//! is injected into the real stores: red with the recipe's signal and severity and exit 1,
+//! revert, green and exit 0 ([`recipe_fires_then_resolves`]). Beside it, cases no recipe covers
+//! or that assert more than a recipe run can (evidence, severity splits, restarts, cross-process
+//! memory), some table-driven ([`Fault`]). Plus the failure modes: a killed Redis, a missing
 //! optional column or table, a missing cascade table, garbage in Redis, a broken config, a held
 //! lease.
 
@@ -9,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use canary::clock::now_ms;
+use canary::fleet::faults::{self, Injector, RECIPES, Recipe};
 use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::RedisServer;
 use canary::store::StateDb;
@@ -87,6 +91,21 @@ impl Env {
             self.redis.url(),
             self.state_path().display()
         );
+        std::fs::write(&path, yaml).expect("write config");
+        path
+    }
+
+    /// The configuration recipe runs use: S-07 at 20 s (the recipe's sentinel is 30 s old, this
+    /// environment's own fresh one must not age into a finding during the run) and H-01
+    /// confirmed after 1 s (its default is one 5 min interval).
+    fn recipe_config_path(&self) -> PathBuf {
+        let base = std::fs::read_to_string(self.config_path()).expect("read config");
+        let yaml = base.replace(
+            "    max_age_seconds: 120\n",
+            "    max_age_seconds: 20\n  H-01:\n    confirm_after_seconds: 1\n",
+        );
+        assert_ne!(yaml, base, "the S-07 override moved");
+        let path = self.dir.path().join("recipe.yaml");
         std::fs::write(&path, yaml).expect("write config");
         path
     }
@@ -270,25 +289,7 @@ async fn l03_orphans_fire_with_severity_split_then_resolve() {
 
 #[tokio::test]
 async fn s03_short_ttl_fires_then_resolves() {
-    let mut env = Env::healthy().await;
-    env.platform
-        .expire_meta("agent-c", "agent-c-run-1", 60)
-        .await
-        .unwrap();
-    let (code, red) = env.check(&[]);
-    assert_eq!(code, 1);
-    let v = violations_of(&red, "S-03");
-    assert_eq!(v.len(), 1, "{red:#}");
-    assert_eq!(v[0]["subject"], "agent-c-run-1");
-    assert_eq!(v[0]["signal"], "below_floor");
-
-    env.platform
-        .expire_meta("agent-c", "agent-c-run-1", TIMEOUT + 300)
-        .await
-        .unwrap();
-    let (code, green) = env.check(&[]);
-    assert_eq!(code, 0, "{green:#}");
-    assert_eq!(transitions(&green), [pair("S-03", "resolved")]);
+    recipe_fires_then_resolves(recipe("s03-short-ttl")).await;
 }
 
 #[tokio::test]
@@ -373,26 +374,7 @@ async fn s07_stale_sentinel_fires_minor_then_resolves() {
 
 #[tokio::test]
 async fn e01_stale_running_row_fires_then_resolves() {
-    let mut env = Env::healthy().await;
-    // Running for an hour on an agent whose timeout is 900 s (limit 1 200 s), slot and all.
-    env.platform
-        .start("agent-c", "stuck", TIMEOUT, env.now - 3_600_000)
-        .await
-        .unwrap();
-    let (code, red) = env.check(&[]);
-    assert_eq!(code, 1);
-    let v = violations_of(&red, "E-01");
-    assert_eq!(v.len(), 1, "{red:#}");
-    assert_eq!(v[0]["subject"], "stuck");
-    assert_eq!(v[0]["signal"], "not_closed");
-
-    env.platform
-        .finish("agent-c", "stuck", "failed", now_ms())
-        .await
-        .unwrap();
-    let (code, green) = env.check(&[]);
-    assert_eq!(code, 0, "{green:#}");
-    assert_eq!(transitions(&green), [pair("E-01", "resolved")]);
+    recipe_fires_then_resolves(recipe("e01-stuck-running")).await;
 }
 
 #[tokio::test]
@@ -684,21 +666,123 @@ async fn unknown_invariant_id_is_named() {
     assert!(stderr.contains("X-99"), "{stderr}");
 }
 
-/// One fault of the extended catalog: what breaks, what must turn red, and how to heal it.
+/// The recipe of the fault registry called `name`.
+fn recipe(name: &str) -> &'static dyn Recipe {
+    faults::find(name).unwrap_or_else(|| panic!("no recipe {name} in the fault registry"))
+}
+
+/// One recipe of the fault registry through `canary check` on the healthy platform: green, exit
+/// 0 → inject → red within the recipe's bound with exactly one violation of its invariant (its
+/// signal and severity, about its site), exit 1, exactly one `fired` → revert → green, exit 0,
+/// exactly one `resolved`. Every assertion names the recipe.
+async fn recipe_fires_then_resolves(recipe: &'static dyn Recipe) {
+    let meta = recipe.meta();
+    let inv = meta.invariant;
+    let tag = format!("[{} → {inv}]", meta.name);
+    let mut env = Env::healthy().await;
+    let config = env.recipe_config_path();
+    // The platform's drain sweep is alive, as in the simulated fleet the recipes are written
+    // for (B-05's waiting row is excused by a fresh heartbeat, not judged by B-02's slot arm).
+    let _: () = env
+        .platform
+        .redis()
+        .set("canary:drain_tick_at", now_ms() / 1000)
+        .await
+        .unwrap();
+    let mut injector = Injector::connect(
+        &env.dir.path().join("platform.db"),
+        &env.redis.url(),
+        "site-",
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{tag} injector: {e}"));
+    let site = injector.site(recipe);
+    let check = |extra: &[&str]| {
+        let (code, stdout, stderr) = run_canary(&config, extra);
+        let json: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{tag} not JSON ({e}): {stdout}\nstderr: {stderr}"));
+        (code, json)
+    };
+
+    // Sites exist before the first cycle (E-02's recipe reverses a row a cycle has seen).
+    injector
+        .provision(&[recipe])
+        .unwrap_or_else(|e| panic!("{tag} provision: {e}"));
+    let (code, first) = check(&[]);
+    assert_eq!(code, 0, "{tag} healthy first: {first:#}");
+
+    let what = injector.inject(recipe).await;
+    let what = what.unwrap_or_else(|e| panic!("{tag} inject: {e}"));
+    let mut detected = None;
+    for n in 1..=meta.cycles_to_detect {
+        if n > 1 {
+            // H-01: the suspicion must have lasted its confirmation interval (1 s here).
+            std::thread::sleep(std::time::Duration::from_millis(1_100));
+        }
+        let (code, result) = check(&[]);
+        if outcome(&result, inv) == "red" {
+            detected = Some((n, code, result));
+            break;
+        }
+        assert!(
+            transitions(&result).is_empty(),
+            "{tag} cycle {n} after the injection ({what}): {result:#}"
+        );
+    }
+    let (n, code, red) = detected.unwrap_or_else(|| {
+        panic!(
+            "{tag} not red within {} cycle(s) of: {what}",
+            meta.cycles_to_detect
+        )
+    });
+    let expected_n = if meta.cycles_to_detect > 1 { 2 } else { 1 };
+    assert_eq!(n, expected_n, "{tag} detected on cycle {n}");
+    assert_eq!(code, 1, "{tag} {red:#}");
+    let v = violations_of(&red, inv);
+    assert_eq!(v.len(), 1, "{tag} one broken thing, one violation: {red:#}");
+    assert_eq!(v[0]["signal"], meta.signal, "{tag} {red:#}");
+    assert_eq!(
+        v[0]["severity"],
+        serde_json::to_value(meta.severity).unwrap(),
+        "{tag} {red:#}"
+    );
+    if meta.platform_wide.is_none() {
+        let subject = v[0]["subject"].as_str().unwrap_or_default();
+        assert!(
+            subject.contains(&site),
+            "{tag} the violation is about the site {site}: {red:#}"
+        );
+    }
+    assert_eq!(
+        transitions(&red),
+        [pair(inv, "fired")],
+        "{tag} one broken thing, one alert: {red:#}"
+    );
+
+    let repaired = injector.revert(recipe).await;
+    repaired.unwrap_or_else(|e| panic!("{tag} revert: {e}"));
+    let (code, green) = check(&[]);
+    assert_eq!(code, 0, "{tag} {green:#}");
+    assert_eq!(transitions(&green), [pair(inv, "resolved")], "{tag}");
+}
+
+/// Every recipe of the registry, so a recipe added there is run here without naming it.
+#[tokio::test]
+async fn every_recipe_of_the_registry_fires_then_resolves() {
+    for recipe in RECIPES {
+        recipe_fires_then_resolves(*recipe).await;
+    }
+}
+
+/// A fault no recipe covers (another signal of the invariant, or evidence a recipe run does not
+/// check): what breaks, what must turn red, and how to heal it.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
-    /// Release forgot the DEL: a metadata hash without its slot member.
-    S04StrayMeta,
     /// The metadata hash of a running slot is gone (TTL expired, or never written).
     S04MemberWithoutMeta,
-    /// A finish path wrote the terminal status without completed_at.
-    E03NoCompletedAt,
     /// An enqueue path forgot the backlog metadata.
     E04NoMetadata,
-    /// A dispatched row never got its session id.
-    E05NoSession,
-    /// A schedule whose next run is two hours overdue.
-    E06Overdue,
     /// A credential pasted into a queued request.
     G04Secret,
 }
@@ -710,14 +794,10 @@ impl Fault {
     /// (invariant, subject, signal, severity) expected once the fault is in place.
     fn expected(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
-            Fault::S04StrayMeta => ("S-04", "agent-a-gone", "meta_without_member", "major"),
             Fault::S04MemberWithoutMeta => {
                 ("S-04", "agent-b-run-0", "member_without_meta", "critical")
             }
-            Fault::E03NoCompletedAt => ("E-03", "agent-c-done", "completed_at_null", "major"),
             Fault::E04NoMetadata => ("E-04", "q-1", "backlog_metadata_null", "major"),
-            Fault::E05NoSession => ("E-05", "agent-a-run-1", "no_session", "major"),
-            Fault::E06Overdue => ("E-06", "agent-b-sched", "overdue", "major"),
             Fault::G04Secret => ("G-04", "q-secret", "credential_in_metadata", "critical"),
         }
     }
@@ -725,46 +805,15 @@ impl Fault {
     async fn apply(self, env: &mut Env) {
         let db = env.platform.db();
         match self {
-            Fault::S04StrayMeta => {
-                let meta = env.platform.meta_key("agent-a", "agent-a-gone");
-                let _: () = env
-                    .platform
-                    .redis()
-                    .hset(&meta, "timeout_seconds", TIMEOUT)
-                    .await
-                    .unwrap();
-            }
             Fault::S04MemberWithoutMeta => {
                 let meta = env.platform.meta_key("agent-b", "agent-b-run-0");
                 let _: i64 = env.platform.redis().del(&meta).await.unwrap();
-            }
-            Fault::E03NoCompletedAt => {
-                db.execute(
-                    "UPDATE schedule_executions SET completed_at = NULL WHERE id = 'agent-c-done'",
-                    [],
-                )
-                .unwrap();
             }
             Fault::E04NoMetadata => {
                 db.execute(
                     "INSERT INTO schedule_executions (id, agent_name, status, queued_at) \
                      VALUES ('q-1', 'agent-a', 'queued', ?1)",
                     [platform::iso(now_ms())],
-                )
-                .unwrap();
-            }
-            Fault::E05NoSession => {
-                db.execute(
-                    "UPDATE schedule_executions SET claude_session_id = NULL \
-                     WHERE id = 'agent-a-run-1'",
-                    [],
-                )
-                .unwrap();
-            }
-            Fault::E06Overdue => {
-                db.execute(
-                    "UPDATE agent_schedules SET next_run_at = ?1 WHERE id = 'agent-b-sched'",
-                    [platform::sqlite_datetime(env.now - 7_200_000)],
                 )
                 .unwrap();
             }
@@ -785,10 +834,6 @@ impl Fault {
     async fn revert(self, env: &mut Env) {
         let db = env.platform.db();
         match self {
-            Fault::S04StrayMeta => {
-                let meta = env.platform.meta_key("agent-a", "agent-a-gone");
-                let _: i64 = env.platform.redis().del(&meta).await.unwrap();
-            }
             Fault::S04MemberWithoutMeta => {
                 // Re-acquiring rewrites the hash with the platform's TTL, at the same score.
                 env.platform
@@ -796,33 +841,11 @@ impl Fault {
                     .await
                     .unwrap();
             }
-            Fault::E03NoCompletedAt => {
-                db.execute(
-                    "UPDATE schedule_executions SET completed_at = ?1 WHERE id = 'agent-c-done'",
-                    [platform::sqlite_datetime(env.now - 60_000)],
-                )
-                .unwrap();
-            }
             Fault::E04NoMetadata => {
                 db.execute(
                     "UPDATE schedule_executions SET backlog_metadata = '{\"message\": \"hi\"}' \
                      WHERE id = 'q-1'",
                     [],
-                )
-                .unwrap();
-            }
-            Fault::E05NoSession => {
-                db.execute(
-                    "UPDATE schedule_executions SET claude_session_id = 'session-x' \
-                     WHERE id = 'agent-a-run-1'",
-                    [],
-                )
-                .unwrap();
-            }
-            Fault::E06Overdue => {
-                db.execute(
-                    "UPDATE agent_schedules SET next_run_at = ?1 WHERE id = 'agent-b-sched'",
-                    [platform::iso(now_ms() + 3_600_000)],
                 )
                 .unwrap();
             }
@@ -872,7 +895,7 @@ async fn fault_fires_then_resolves(fault: Fault) {
 
 #[tokio::test]
 async fn s04_stray_metadata_fires_then_resolves() {
-    fault_fires_then_resolves(Fault::S04StrayMeta).await;
+    recipe_fires_then_resolves(recipe("s04-orphan-meta")).await;
 }
 
 #[tokio::test]
@@ -882,7 +905,7 @@ async fn s04_member_without_metadata_fires_once_not_also_s03() {
 
 #[tokio::test]
 async fn e03_terminal_row_without_completed_at_fires_then_resolves() {
-    fault_fires_then_resolves(Fault::E03NoCompletedAt).await;
+    recipe_fires_then_resolves(recipe("e03-no-completed-at")).await;
 }
 
 #[tokio::test]
@@ -892,12 +915,12 @@ async fn e04_queued_row_without_metadata_fires_then_resolves() {
 
 #[tokio::test]
 async fn e05_running_row_without_session_fires_then_resolves() {
-    fault_fires_then_resolves(Fault::E05NoSession).await;
+    recipe_fires_then_resolves(recipe("e05-no-session")).await;
 }
 
 #[tokio::test]
 async fn e06_overdue_schedule_fires_then_resolves() {
-    fault_fires_then_resolves(Fault::E06Overdue).await;
+    recipe_fires_then_resolves(recipe("e06-overdue-schedule")).await;
 }
 
 #[tokio::test]

@@ -28,14 +28,16 @@ fn recipe_fleet() -> FleetSpec {
 
 /// Runs one recipe end to end; every assertion names the recipe.
 async fn detect(name: &str) {
-    let recipe: &'static Recipe = faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"));
+    let recipe: &'static dyn Recipe =
+        faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"));
+    let meta = recipe.meta();
     assert!(
-        catalog::find(recipe.invariant).is_some(),
+        catalog::find(meta.invariant).is_some(),
         "[{name}] {} is not in the catalog",
-        recipe.invariant
+        meta.invariant
     );
     let mut env = FleetEnv::start(&recipe_fleet(), &[recipe]).await;
-    let inv = recipe.invariant;
+    let inv = meta.invariant;
     let tag = format!("[{name} → {inv}]");
 
     let baseline = env.cycle().await;
@@ -48,7 +50,7 @@ async fn detect(name: &str) {
     let what = env.rig.injector.inject(recipe).await;
     let what = what.unwrap_or_else(|e| panic!("{tag} inject: {e}"));
     let mut detected = None;
-    for n in 1..=recipe.cycles_to_detect {
+    for n in 1..=meta.cycles_to_detect {
         if n > 1 {
             // H-01: the suspicion must have lasted its confirmation interval (1 s here).
             tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -62,6 +64,16 @@ async fn detect(name: &str) {
                 "{tag} the red cycle must fire exactly this invariant ({what}):\n{}",
                 describe(&result)
             );
+            for v in result.violations.iter().map(|v| &v.violation) {
+                if v.invariant_id == inv {
+                    assert_eq!(
+                        (v.signal.as_str(), v.severity),
+                        (meta.signal, meta.severity),
+                        "{tag} the recipe's signal and severity ({what}):\n{}",
+                        describe(&result)
+                    );
+                }
+            }
             detected = Some(n);
             break;
         }
@@ -74,10 +86,10 @@ async fn detect(name: &str) {
     let n = detected.unwrap_or_else(|| {
         panic!(
             "{tag} not red within {} cycle(s) of: {what}",
-            recipe.cycles_to_detect
+            meta.cycles_to_detect
         )
     });
-    let expected_n = if recipe.cycles_to_detect > 1 { 2 } else { 1 };
+    let expected_n = if meta.cycles_to_detect > 1 { 2 } else { 1 };
     assert_eq!(n, expected_n, "{tag} detected on cycle {n}");
     let alerts = env.alerts(1, Duration::from_secs(10)).await;
     assert_eq!(alerts.len(), 1, "{tag} one fired alert");
@@ -123,25 +135,40 @@ async fn detect(name: &str) {
     assert_eq!(stats.errors, 0, "{tag} fleet write errors: {stats}");
 }
 
+/// One test per recipe, named after it (`s01_leak` runs `s01-leak`): the list is the only place
+/// a recipe is named here, and a recipe of the registry missing from it fails
+/// `every_recipe_has_a_test_and_every_invariant_a_recipe`.
 macro_rules! recipe_tests {
-    ($($test:ident => $name:literal),* $(,)?) => {
+    ($($test:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $test() {
-                detect($name).await;
+                detect(&stringify!($test).replace('_', "-")).await;
             }
         )*
 
         #[test]
         fn every_recipe_has_a_test_and_every_invariant_a_recipe() {
-            let tested = [$($name),*];
+            let tested = [$(stringify!($test).replace('_', "-")),*];
             for r in RECIPES {
-                assert!(tested.contains(&r.name), "recipe {} has no test", r.name);
+                let name = r.meta().name;
+                assert!(tested.iter().any(|t| t == name), "recipe {name} has no test");
+            }
+            for name in &tested {
+                assert!(faults::find(name).is_some(), "test {name} names no recipe");
             }
             for id in catalog::ids() {
                 assert!(
-                    RECIPES.iter().any(|r| r.invariant == id),
+                    faults::for_invariant(id).next().is_some(),
                     "invariant {id} has no fault recipe"
+                );
+            }
+            for r in RECIPES {
+                assert!(
+                    catalog::find(r.meta().invariant).is_some(),
+                    "recipe {} names {}, which is not in the catalog",
+                    r.meta().name,
+                    r.meta().invariant
                 );
             }
         }
@@ -149,23 +176,23 @@ macro_rules! recipe_tests {
 }
 
 recipe_tests! {
-    s01_leak => "s01-leak",
-    s02_overbook => "s02-overbook",
-    s03_short_ttl => "s03-short-ttl",
-    s04_orphan_meta => "s04-orphan-meta",
-    s07_stuck_sentinel => "s07-stuck-sentinel",
-    e01_stuck_running => "e01-stuck-running",
-    e02_reversal => "e02-reversal",
-    e03_no_completed_at => "e03-no-completed-at",
-    e04_bad_metadata => "e04-bad-metadata",
-    e05_no_session => "e05-no-session",
-    e06_overdue_schedule => "e06-overdue-schedule",
-    b02_queued_idle => "b02-queued-idle",
-    b05_stale_queued => "b05-stale-queued",
-    g03_clock_skew => "g03-clock-skew",
-    g04_leaked_secret => "g04-leaked-secret",
-    h01_blind => "h01-blind",
-    l03_orphan => "l03-orphan",
+    s01_leak,
+    s02_overbook,
+    s03_short_ttl,
+    s04_orphan_meta,
+    s07_stuck_sentinel,
+    e01_stuck_running,
+    e02_reversal,
+    e03_no_completed_at,
+    e04_bad_metadata,
+    e05_no_session,
+    e06_overdue_schedule,
+    b02_queued_idle,
+    b05_stale_queued,
+    g03_clock_skew,
+    g04_leaked_secret,
+    h01_blind,
+    l03_orphan,
 }
 
 /// ≥ 200 back-to-back cycles over a busy fleet with every race window open: claims in both

@@ -204,14 +204,9 @@ pub struct FleetArgs {
     /// Executions per minute across the fleet.
     #[arg(long, default_value_t = 240.0)]
     pub rate: f64,
-    /// Fault recipes to inject (`all` or a comma-separated list), reverted on exit:
-    /// s01-leak, s02-overbook, s03-short-ttl, s04-orphan-meta, s07-stuck-sentinel,
-    /// e01-stuck-running, e02-reversal, e03-no-completed-at, e04-bad-metadata, e05-no-session,
-    /// e06-overdue-schedule, b02-queued-idle, b05-stale-queued, g03-clock-skew,
-    /// g04-leaked-secret, h01-blind, l03-orphan. Each works on its own idle site agent, except
-    /// h01-blind (renames the roster table) and b02-queued-idle (back-dates the drain heartbeat
-    /// key), which touch the whole platform while injected.
-    #[arg(long, value_name = "LIST")]
+    /// Fault recipes to inject (`all` or a comma-separated list), reverted on exit.
+    // The list of names comes from the recipe registry, so the help never drifts from it.
+    #[arg(long, value_name = "LIST", long_help = crate::fleet::faults::help())]
     pub faults: Option<String>,
     /// When the faults are injected, after the start.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]

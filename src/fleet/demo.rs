@@ -76,7 +76,7 @@ impl Default for DemoOptions {
 /// One injected recipe's record.
 #[derive(Debug)]
 struct Track {
-    recipe: &'static Recipe,
+    recipe: &'static dyn Recipe,
     injected_at_ms: Option<i64>,
     reverted_at_ms: Option<i64>,
     /// Cycles (taken after the injection) until the invariant was first red.
@@ -107,13 +107,14 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         start: Instant::now(),
     };
     let selected = faults::parse_list(&opts.faults).map_err(anyhow::Error::msg)?;
-    let (recipes, missing): (Vec<&'static Recipe>, Vec<&'static Recipe>) = selected
+    let (recipes, missing): (Vec<&'static dyn Recipe>, Vec<&'static dyn Recipe>) = selected
         .into_iter()
-        .partition(|r| catalog::find(r.invariant).is_some());
+        .partition(|r| catalog::find(r.meta().invariant).is_some());
     for r in &missing {
         tl.line(&format!(
             "skip {}: invariant {} is not in this build's catalog",
-            r.name, r.invariant
+            r.meta().name,
+            r.meta().invariant
         ));
     }
 
@@ -185,7 +186,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let mut tracks: Vec<Track> = recipes
         .iter()
         .map(|r| Track {
-            recipe: r,
+            recipe: *r,
             injected_at_ms: None,
             reverted_at_ms: None,
             detected_after: None,
@@ -231,22 +232,31 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
             }
             for r in group {
                 let at = crate::clock::now_ms();
-                let what = rig.injector.inject(r).await;
-                let track = ctx.track(r.name);
+                let what = rig.injector.inject(*r).await;
+                let track = ctx.track(r.meta().name);
                 match what {
                     Ok(what) => {
                         track.injected_at_ms = Some(at);
-                        ctx.show
-                            .tl
-                            .line(&format!("INJECT {:<22} → {}: {what}", r.name, r.invariant));
+                        ctx.show.tl.line(&format!(
+                            "INJECT {:<22} → {}: {what}",
+                            r.meta().name,
+                            r.meta().invariant
+                        ));
                     }
                     Err(e) => {
                         track.error = Some(e.to_string());
-                        ctx.show.tl.line(&format!("INJECT {} failed: {e}", r.name));
+                        ctx.show
+                            .tl
+                            .line(&format!("INJECT {} failed: {e}", r.meta().name));
                     }
                 }
             }
-            let detect_by = group.iter().map(|r| r.cycles_to_detect).max().unwrap_or(1) + 3;
+            let detect_by = group
+                .iter()
+                .map(|r| r.meta().cycles_to_detect)
+                .max()
+                .unwrap_or(1)
+                + 3;
             if ctx
                 .until(
                     deadline,
@@ -260,18 +270,22 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
                 break 'timeline true;
             }
             for r in group {
-                if !rig.injector.is_active(r) {
+                if !rig.injector.is_active(*r) {
                     continue;
                 }
                 let at = crate::clock::now_ms();
-                match rig.injector.revert(r).await {
+                match rig.injector.revert(*r).await {
                     Ok(what) => {
-                        ctx.track(r.name).reverted_at_ms = Some(at);
-                        ctx.show.tl.line(&format!("REVERT {:<22} → {what}", r.name));
+                        ctx.track(r.meta().name).reverted_at_ms = Some(at);
+                        ctx.show
+                            .tl
+                            .line(&format!("REVERT {:<22} → {what}", r.meta().name));
                     }
                     Err(e) => {
-                        ctx.track(r.name).error = Some(e.to_string());
-                        ctx.show.tl.line(&format!("REVERT {} failed: {e}", r.name));
+                        ctx.track(r.meta().name).error = Some(e.to_string());
+                        ctx.show
+                            .tl
+                            .line(&format!("REVERT {} failed: {e}", r.meta().name));
                     }
                 }
             }
@@ -343,12 +357,13 @@ fn demo_config(opts: &DemoOptions, rig: &Rig) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Groups of up to `size` recipes; H-01 always alone (while it is injected the SQLite source
-/// is unavailable, so every SQLite invariant is unknown and could not detect anything).
-fn groups_of(recipes: &[&'static Recipe], size: usize) -> Vec<Vec<&'static Recipe>> {
-    let (alone, rest): (Vec<&'static Recipe>, Vec<&'static Recipe>) =
-        recipes.iter().partition(|r| r.name == "h01-blind");
-    let mut groups: Vec<Vec<&'static Recipe>> = rest.chunks(size).map(<[_]>::to_vec).collect();
+/// Groups of up to `size` recipes; a recipe that runs alone gets a group of its own (H-01: while
+/// it is injected the SQLite source is unavailable, so every SQLite invariant is unknown and
+/// could not detect anything).
+fn groups_of(recipes: &[&'static dyn Recipe], size: usize) -> Vec<Vec<&'static dyn Recipe>> {
+    let (alone, rest): (Vec<&'static dyn Recipe>, Vec<&'static dyn Recipe>) =
+        recipes.iter().partition(|r| r.meta().runs_alone);
+    let mut groups: Vec<Vec<&'static dyn Recipe>> = rest.chunks(size).map(<[_]>::to_vec).collect();
     groups.extend(alone.into_iter().map(|r| vec![r]));
     groups
 }
@@ -369,7 +384,7 @@ impl Ctx<'_, '_> {
         let i = self
             .tracks
             .iter()
-            .position(|t| t.recipe.name == name)
+            .position(|t| t.recipe.meta().name == name)
             .unwrap_or(0);
         &mut self.tracks[i]
     }
@@ -399,13 +414,13 @@ impl Ctx<'_, '_> {
         deadline: Instant,
         max: u32,
         done: impl Fn(&Track) -> bool,
-        group: &[&'static Recipe],
+        group: &[&'static dyn Recipe],
     ) -> Result<(), Interrupted> {
         for _ in 0..max {
             let all = self
                 .tracks
                 .iter()
-                .filter(|t| group.iter().any(|r| r.name == t.recipe.name))
+                .filter(|t| group.iter().any(|r| r.meta().name == t.recipe.meta().name))
                 .all(&done);
             if all {
                 return Ok(());
@@ -482,7 +497,7 @@ impl<'t> Show<'t> {
                 continue;
             }
             t.cycles_since_inject += 1;
-            if t.detected_after.is_none() && red.contains(t.recipe.invariant) {
+            if t.detected_after.is_none() && red.contains(t.recipe.meta().invariant) {
                 t.detected_after = Some(t.cycles_since_inject);
             }
         }
@@ -537,7 +552,7 @@ impl<'t> Show<'t> {
             };
             let payload = slack::payload(&transition, &violations, taken_at_ms);
             let explained = tracks.iter_mut().find(|tr| {
-                tr.recipe.invariant == t.invariant_id
+                tr.recipe.meta().invariant == t.invariant_id
                     && tr.injected_at_ms.is_some()
                     && match kind {
                         TransitionKind::Fired => tr.fired == 0,
@@ -545,7 +560,7 @@ impl<'t> Show<'t> {
                     }
             });
             let label = match (&explained, kind) {
-                (Some(tr), _) => format!("ALERT ({})", tr.recipe.name),
+                (Some(tr), _) => format!("ALERT ({})", tr.recipe.meta().name),
                 (None, TransitionKind::Fired) => "ALERT (FALSE ALARM)".to_owned(),
                 (None, TransitionKind::Resolved) => "ALERT (unexpected)".to_owned(),
             };
@@ -585,7 +600,7 @@ pub fn render_text(payload: &serde_json::Value) -> String {
 }
 
 /// The closing table and the verdict.
-fn summary(tracks: &[Track], missing: &[&'static Recipe], show: &Show<'_>) -> (String, bool) {
+fn summary(tracks: &[Track], missing: &[&'static dyn Recipe], show: &Show<'_>) -> (String, bool) {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -602,13 +617,13 @@ fn summary(tracks: &[Track], missing: &[&'static Recipe], show: &Show<'_>) -> (S
             && t.resolved == 1
             && t.error.is_none()
             && t.detected_after
-                .is_some_and(|c| c <= t.recipe.cycles_to_detect);
+                .is_some_and(|c| c <= t.recipe.meta().cycles_to_detect);
         ok &= good;
         let _ = writeln!(
             s,
             "{:<6} {:<22} {:>8} {:>8} {:>9} {:>5} {:>8} {:>12}{}",
-            t.recipe.invariant,
-            t.recipe.name,
+            t.recipe.meta().invariant,
+            t.recipe.meta().name,
             if injected { "yes" } else { "NO" },
             if detected { "yes" } else { "NO" },
             t.detected_after
@@ -616,7 +631,7 @@ fn summary(tracks: &[Track], missing: &[&'static Recipe], show: &Show<'_>) -> (S
             t.fired,
             t.resolved,
             show.false_alarms
-                .get(t.recipe.invariant)
+                .get(t.recipe.meta().invariant)
                 .copied()
                 .unwrap_or(0),
             t.error
@@ -628,12 +643,14 @@ fn summary(tracks: &[Track], missing: &[&'static Recipe], show: &Show<'_>) -> (S
         let _ = writeln!(
             s,
             "{:<6} {:<22} {:>8}  (invariant not in this build's catalog)",
-            r.invariant, r.name, "skipped"
+            r.meta().invariant,
+            r.meta().name,
+            "skipped"
         );
     }
     let false_alarms: u32 = show.false_alarms.values().sum();
     for (id, n) in &show.false_alarms {
-        if !tracks.iter().any(|t| t.recipe.invariant == id) {
+        if !tracks.iter().any(|t| t.recipe.meta().invariant == id) {
             let _ = writeln!(s, "{id:<6} {:<22} false alarms: {n}", "(no fault)");
         }
     }

@@ -125,14 +125,14 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> anyhow::Res
         if fault_at.is_some_and(|at| now >= at) {
             fault_at = None;
             for r in &recipes {
-                match injector.inject(r).await {
+                match injector.inject(*r).await {
                     Ok(what) => output::print(&format!(
                         "[{:>6.1}s] inject {} ({}): {what}",
                         started.elapsed().as_secs_f64(),
-                        r.name,
-                        r.invariant
+                        r.meta().name,
+                        r.meta().invariant
                     )),
-                    Err(e) => output::print(&format!("inject {} failed: {e}", r.name)),
+                    Err(e) => output::print(&format!("inject {} failed: {e}", r.meta().name)),
                 }
             }
         }

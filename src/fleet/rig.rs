@@ -24,7 +24,10 @@ pub struct Rig {
 
 impl Rig {
     /// Creates the platform, provisions the fleet and the sites of `recipes`, starts the fleet.
-    pub async fn start(spec: &FleetSpec, recipes: &[&'static Recipe]) -> Result<Rig, FleetError> {
+    pub async fn start(
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
         let dir = tempfile::Builder::new()
             .prefix("canary-fleet-")
             .tempdir()

@@ -170,7 +170,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         .await
         .map_err(|e| ApiError::internal("status", &e))?;
     let config = state.runner.config();
-    let registry = Registry::new(&config);
+    let registry = Registry::new(config);
     let invariants: Vec<InvariantStatus<'_>> = registry
         .all()
         .iter()
@@ -225,7 +225,7 @@ fn status_line<'a>(
 /// marked `"custom": true`.
 pub async fn invariants(State(state): State<AppState>) -> Json<Value> {
     let config = state.runner.config();
-    Json(json!({ "invariants": Registry::new(&config).entries_json() }))
+    Json(json!({ "invariants": Registry::new(config).entries_json() }))
 }
 
 /// Any other path: a JSON 404 like the rest of the API.

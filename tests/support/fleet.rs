@@ -50,7 +50,7 @@ pub fn config(rig: &Rig, webhook_url: Option<String>) -> Config {
 impl FleetEnv {
     /// Starts the platform (fleet of `spec`, sites of `recipes`), the webhook receiver and the
     /// deliverer, and a runner on a fresh state database.
-    pub async fn start(spec: &FleetSpec, recipes: &[&'static Recipe]) -> FleetEnv {
+    pub async fn start(spec: &FleetSpec, recipes: &[&'static dyn Recipe]) -> FleetEnv {
         let rig = Rig::start(spec, recipes)
             .await
             .unwrap_or_else(|e| panic!("starting the synthetic platform: {e}"));

@@ -1,0 +1,188 @@
+//! The stores before and after a run: opening the platform database (creating the schema on
+//! request), provisioning the roster, schedules and agent-keyed rows of a plan, and recovering
+//! what a crashed earlier run left open. It must not run the protocol itself (that is the
+//! engine's).
+
+use std::path::Path;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use redis::AsyncCommands;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::shapes::{Shape, stamp};
+use super::spec::{AgentPlan, FleetSpec};
+use crate::config::platform::RedisKeys;
+use crate::fleet::platform::{FleetError, SCHEMA};
+
+/// How long a writer waits for SQLite's write lock (the watcher's reads and the fault injector
+/// share the file).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the platform database for writing, with a busy timeout. With `init`, creates the file
+/// and the schema when absent (WAL for a file created here, as a busy platform runs it); without
+/// it, the file must exist and hold the roster table.
+pub fn open_db(path: &Path, init: bool) -> Result<Connection, FleetError> {
+    let existed = path.exists();
+    if !existed && !init {
+        return Err(FleetError::Setup(format!(
+            "{} does not exist (pass --init to create a platform database there)",
+            path.display()
+        )));
+    }
+    let db = Connection::open(path)?;
+    db.busy_timeout(BUSY_TIMEOUT)?;
+    if init {
+        if !existed {
+            // WAL lets canary's read transaction run beside the fleet's writes, as on a real
+            // platform; only for a file this process created (an operator's file keeps its mode).
+            db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        }
+        db.execute_batch(SCHEMA)?;
+    } else {
+        let has_roster: Option<String> = db
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'agent_ownership'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if has_roster.is_none() {
+            return Err(FleetError::Setup(format!(
+                "{} has no agent_ownership table (pass --init to create the schema)",
+                path.display()
+            )));
+        }
+    }
+    Ok(db)
+}
+
+/// Writes the roster for `plans` (idempotent: a rerun updates caps), their schedules, a few
+/// agent-keyed rows, and two soft-deleted agents whose rows legitimately remain.
+pub fn provision(
+    db: &mut Connection,
+    spec: &FleetSpec,
+    plans: &[AgentPlan],
+    now: i64,
+) -> Result<(), FleetError> {
+    let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x5eed);
+    let tx = db.transaction()?;
+    for p in plans {
+        let fresh = tx.execute(
+            "INSERT OR IGNORE INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
+             execution_timeout_seconds, created_at) VALUES (?1, 0, ?2, ?3, ?4)",
+            params![
+                p.name,
+                p.cap,
+                p.timeout_seconds,
+                stamp(now, Shape::SqliteDatetime)
+            ],
+        )? == 1;
+        tx.execute(
+            "UPDATE agent_ownership SET max_parallel_tasks = ?2, execution_timeout_seconds = ?3, \
+             deleted_at = NULL WHERE agent_name = ?1",
+            params![p.name, p.cap, p.timeout_seconds],
+        )?;
+        let first_run = now + rng.random_range(0..p.period_ms.max(1));
+        tx.execute(
+            "INSERT OR REPLACE INTO agent_schedules (id, agent_name, name, cron_expression, \
+             message, enabled, timezone, next_run_at) VALUES (?1, ?2, 'synthetic load', \
+             '* * * * *', 'run the synthetic task', 1, 'UTC', ?3)",
+            params![
+                p.schedule_id,
+                p.name,
+                stamp(first_run, Shape::random(&mut rng))
+            ],
+        )?;
+        if fresh {
+            tx.execute(
+                "INSERT INTO agent_tags (agent_name, tag) VALUES (?1, 'fleet')",
+                params![p.name],
+            )?;
+            tx.execute(
+                "INSERT INTO agent_skills (agent_name, skill_name) VALUES (?1, 'synthetic')",
+                params![p.name],
+            )?;
+            tx.execute(
+                "INSERT INTO chat_sessions (agent_name, status) VALUES (?1, 'active')",
+                params![p.name],
+            )?;
+        }
+    }
+    for i in 1..=2 {
+        let name = format!("{}retired-{i}", spec.prefix);
+        let deleted_at = now - 86_400_000 * i;
+        let fresh = tx.execute(
+            "INSERT OR IGNORE INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
+             execution_timeout_seconds, deleted_at) VALUES (?1, 0, NULL, NULL, ?2)",
+            params![name, stamp(deleted_at, Shape::random(&mut rng))],
+        )? == 1;
+        if fresh {
+            tx.execute(
+                "INSERT INTO agent_tags (agent_name, tag) VALUES (?1, 'retired')",
+                params![name],
+            )?;
+            tx.execute(
+                "INSERT INTO agent_schedules (id, agent_name, name, enabled, next_run_at, \
+                 deleted_at) VALUES (?1, ?2, 'old schedule', 0, ?3, ?3)",
+                params![
+                    format!("sched-{name}"),
+                    name,
+                    stamp(deleted_at, Shape::SqliteDatetime)
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, queued_at, \
+                 started_at, completed_at, duration_ms, claude_session_id, backlog_metadata) \
+                 VALUES (?1, ?2, ?3, 'success', ?4, ?4, ?5, 60000, 'session-retired', '{}')",
+                params![
+                    format!("ex-{name}-last"),
+                    format!("sched-{name}"),
+                    name,
+                    stamp(deleted_at - 120_000, Shape::IsoZ),
+                    stamp(deleted_at - 60_000, Shape::SqliteDatetime)
+                ],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Closes what a crashed earlier run of these agents left behind (non-terminal rows cancelled,
+/// slot keys and metadata removed), so a rerun starts from a consistent platform.
+pub async fn recover(
+    db: &Connection,
+    redis: &mut redis::aio::MultiplexedConnection,
+    keys: &RedisKeys,
+    plans: &[AgentPlan],
+    now: i64,
+) -> Result<usize, FleetError> {
+    let mut closed = 0;
+    for p in plans {
+        closed += db.execute(
+            "UPDATE schedule_executions SET status = 'cancelled', completed_at = ?2 \
+             WHERE agent_name = ?1 AND status IN ('queued', 'running', 'pending_retry')",
+            params![p.name, stamp(now, Shape::IsoZ)],
+        )?;
+        let slots = keys.slots.replace("{agent}", &p.name);
+        let pattern = keys
+            .slot_meta
+            .replace("{agent}", &p.name)
+            .replace("{execution_id}", "*");
+        // SCAN, not KEYS: this may run against a real platform's Redis.
+        let mut metas: Vec<String> = Vec::new();
+        {
+            let mut iter = redis.scan_match::<_, String>(pattern).await?;
+            while let Some(key) = iter.next_item().await {
+                metas.push(key?);
+            }
+        }
+        let _: () = redis.del(slots).await?;
+        if !metas.is_empty() {
+            let _: () = redis.del(metas).await?;
+        }
+    }
+    Ok(closed)
+}
