@@ -479,6 +479,15 @@ fn entries_load_from_a_directory_of_files() {
         text.contains("C-20  deleted agents (tier B, minor, custom)"),
         "{text}"
     );
+    // The text report of a check names custom invariants like built-in ones.
+    let config_arg = config.display().to_string();
+    let (_, text, _) = canary(&["check", "--no-persist", "--config", &config_arg]);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("C-20"))
+        .unwrap_or_else(|| panic!("no C-20 line: {text}"));
+    assert!(line.contains("deleted agents"), "{text}");
+    assert!(text.contains("Slot–row bijection"), "{text}");
 
     // A file that is not valid is a load error naming the file.
     std::fs::write(dir.join("30-bad.yaml"), "id: C-23\nname: x\n").unwrap();

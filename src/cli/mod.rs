@@ -367,7 +367,7 @@ fn invariants(args: &InvariantsArgs) -> anyhow::Result<ExitCode> {
         .map(|c| c.entry)
         .collect();
     output::print(&match args.format {
-        CatalogFormat::Text => output::catalog_text(&config.invariants, &custom),
+        CatalogFormat::Text => output::catalog_text(&Registry::new(&config)),
         CatalogFormat::Json => {
             serde_json::to_string_pretty(&Registry::new(&config).entries_json())?
         }
@@ -398,14 +398,14 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         })?;
         cycle::run_cycle(&config, &SharedDb::new(db), &request).await?
     };
-    report(&result, args.format)?;
+    report(&result, args.format, &Registry::new(&config))?;
     Ok(ExitCode::of_verdict(result.verdict()))
 }
 
 /// Prints a cycle result.
-pub fn report(result: &CycleResult, format: Format) -> anyhow::Result<()> {
+pub fn report(result: &CycleResult, format: Format, registry: &Registry<'_>) -> anyhow::Result<()> {
     output::print(&match format {
-        Format::Text => output::cycle_text(result),
+        Format::Text => output::cycle_text(result, registry),
         Format::Json => serde_json::to_string_pretty(result)?,
     });
     Ok(())

@@ -8,13 +8,14 @@ use canary_invariants::{CATALOG, Need, Outcome, Params};
 use crate::clock::format_ms;
 use crate::config::CustomInvariant;
 use crate::cycle::CycleResult;
+use crate::registry::Registry;
 use crate::store::StoredViolation;
 
 // The one stdout writer, re-exported so callers of the renderings find it beside them.
 pub use crate::report::print;
 
-/// A cycle result for humans.
-pub fn cycle_text(r: &CycleResult) -> String {
+/// A cycle result for humans; `registry` names the invariants (custom ones included).
+pub fn cycle_text(r: &CycleResult, registry: &Registry<'_>) -> String {
     let mut s = String::new();
     let cycle = r
         .cycle_id
@@ -27,8 +28,7 @@ pub fn cycle_text(r: &CycleResult) -> String {
         r.duration_ms
     );
     for (id, outcome) in &r.outcomes {
-        // Custom invariants are not in the catalog; their name is in the configuration.
-        let name = canary_invariants::catalog::find(id).map_or("(custom)", |i| i.meta().name);
+        let name = registry.find(id).map_or("", |d| d.name());
         let count = r
             .violations
             .iter()
@@ -106,23 +106,26 @@ pub fn violations_text(rows: &[StoredViolation], total: u64) -> String {
     s
 }
 
-/// The catalog for humans (rules with the thresholds of `params`), then the configured custom
-/// invariants (marked `custom`).
-pub fn catalog_text(params: &Params, custom: &[&CustomInvariant]) -> String {
+/// The catalog for humans (rules with this configuration's thresholds), then the configured
+/// custom invariants (marked `custom`); disabled ones are marked so.
+pub fn catalog_text(registry: &Registry<'_>) -> String {
     let mut s = String::new();
-    for inv in CATALOG {
-        let m = inv.meta();
-        let _ = writeln!(s, "{}  {} (tier {}, {})", m.id, m.name, m.tier, m.severity);
-        let _ = writeln!(s, "      {}", inv.rule(params));
-    }
-    for c in custom {
-        let disabled = if c.enabled { "" } else { ", disabled" };
+    for d in registry.all() {
+        let custom = if d.is_custom() { ", custom" } else { "" };
+        let disabled = if registry.enabled(&d) {
+            ""
+        } else {
+            ", disabled"
+        };
         let _ = writeln!(
             s,
-            "{}  {} (tier {}, {}, custom{disabled})",
-            c.id, c.name, c.tier, c.severity
+            "{}  {} (tier {}, {}{custom}{disabled})",
+            d.id(),
+            d.name(),
+            d.tier(),
+            d.severity()
         );
-        let _ = writeln!(s, "      custom SQL: every row returned is one violation");
+        let _ = writeln!(s, "      {}", registry.rule(&d));
     }
     s
 }
