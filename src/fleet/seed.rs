@@ -172,7 +172,7 @@ pub async fn seed(
     show_progress: bool,
 ) -> Result<SeedReport, FleetError> {
     let started = Instant::now();
-    let now_ms = crate::clock::now_ms();
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let plan = Plan::new(spec, now_ms);
     let mut report = plan.report_skeleton();
 

@@ -96,8 +96,10 @@ pub fn stamp(ms: i64, shape: Shape) -> String {
     }
 }
 
-// The one clock; re-exported only because the fault recipes import it from here.
-pub(crate) use crate::clock::now_ms;
+/// Wall clock, unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// What to simulate.
 #[derive(Debug, Clone)]
