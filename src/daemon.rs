@@ -177,7 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let started = Instant::now();
     match tokio::time::timeout(timeout, tracker.wait()).await {
         Ok(()) => tracing::info!(
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "canary stopped"
         ),
         Err(_) => tracing::warn!(

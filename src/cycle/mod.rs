@@ -156,8 +156,9 @@ async fn run_leased(
     for t in &staged.transitions {
         tracing::info!(
             invariant.id = %t.invariant_id,
+            invariant.severity = t.severity.as_str(),
             transition.kind = t.kind.as_str(),
-            severity = t.severity.as_str(),
+            transition.reminder = t.reminder,
             cycle.id = recorded.cycle_id,
             "invariant {}", t.kind.as_str()
         );

@@ -104,3 +104,53 @@ impl CycleRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cycle::Trigger;
+
+    fn runner() -> CycleRunner {
+        CycleRunner::new(
+            Arc::new(Config::default()),
+            StateDb::open_in_memory().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_running_cycle_turns_away_another_and_holds_the_shared_connection() {
+        let runner = runner();
+        // Stand-in for a cycle in flight: the gate a running cycle holds.
+        let flight = runner.gate.try_lock().unwrap();
+        let request = CycleRequest {
+            trigger: Trigger::Manual,
+            only: None,
+        };
+        assert!(matches!(
+            runner.run(&request).await,
+            Err(CycleError::InProgress)
+        ));
+        let busy = runner
+            .with_db_within(Duration::from_millis(20), |db| db.last_cycle())
+            .await;
+        assert!(
+            busy.is_none(),
+            "the probe should give up while the cycle runs"
+        );
+        drop(flight);
+        let free = runner
+            .with_db_within(Duration::from_millis(20), |db| db.last_cycle())
+            .await;
+        assert!(free.unwrap().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_side_connection_never_waits_for_the_cycle() {
+        let runner = runner().with_side_connection(StateDb::open_in_memory().unwrap());
+        let _flight = runner.gate.try_lock().unwrap();
+        let read = runner.with_db(|db| db.last_cycle()).await;
+        assert!(read.unwrap().is_none());
+    }
+}

@@ -60,7 +60,7 @@ pub async fn run_schedule(
         |result: &CycleResult| {
             tracing::debug!(
                 cycle.id = result.cycle_id,
-                verdict = ?result.verdict(),
+                cycle.verdict = result.verdict().as_str(),
                 violations = result.violations.len(),
                 duration_ms = result.duration_ms,
                 "scheduled cycle done"

@@ -44,7 +44,11 @@ impl SharedDb {
         F: FnOnce(&mut StateDb) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        // The blocking pool does not inherit the caller's span; carry it over so the store's own
+        // log lines keep the request's or cycle's context, as they did when called inline.
+        let span = tracing::Span::current();
         let joined = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let mut db = conn.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut db)
         })

@@ -94,10 +94,10 @@ impl StateDb {
             Some(l) if l.holder == holder => l.acquired_at_ms,
             Some(l) => {
                 tracing::debug!(
-                    holder,
-                    held_by = %l.holder,
-                    expires_at_ms = l.expires_at_ms,
-                    lease = name.table(),
+                    lease.name = name.table(),
+                    lease.holder = holder,
+                    lease.held_by = %l.holder,
+                    lease.expires_at_ms = l.expires_at_ms,
                     "lease busy"
                 );
                 tx.rollback().ctx("try_acquire_lease: rollback")?;
@@ -120,10 +120,10 @@ impl StateDb {
         .ctx("try_acquire_lease: write")?;
         tx.commit().ctx("try_acquire_lease: commit")?;
         tracing::debug!(
-            holder,
-            expires_at_ms = lease.expires_at_ms,
-            took_over = current.as_ref().is_some_and(|l| l.holder != holder),
-            lease = name.table(),
+            lease.name = name.table(),
+            lease.holder = holder,
+            lease.expires_at_ms = lease.expires_at_ms,
+            lease.took_over = current.as_ref().is_some_and(|l| l.holder != holder),
             "lease acquired"
         );
         Ok(Some(lease))
@@ -139,9 +139,9 @@ impl StateDb {
             )
             .ctx("release_lease")?;
         tracing::debug!(
-            holder,
-            released = n > 0,
-            lease = name.table(),
+            lease.name = name.table(),
+            lease.holder = holder,
+            lease.released = n > 0,
             "lease release"
         );
         Ok(n > 0)

@@ -238,13 +238,13 @@ impl StateDb {
 
         tx.commit().ctx("record_cycle: commit")?;
         tracing::debug!(
-            cycle_id,
+            cycle.id = cycle_id,
             violations = violation_ids.len(),
             states = rec.states.len(),
             transitions = transition_ids.len(),
             outbox = enc.payloads.len(),
             memory_writes,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "cycle recorded"
         );
         Ok(RecordedCycle {

@@ -82,7 +82,7 @@ impl StateDb {
             cycles = stats.cycles,
             violations = stats.violations,
             batches = stats.batches,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "state database pruned"
         );
         Ok(stats)
