@@ -31,8 +31,8 @@ use crate::exit::ConfigFailure;
 use crate::http::{self, AppState, Metrics};
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::scheduler::{self, RETENTION_EVERY, Schedule};
-use crate::schedule::timing::{self, Cadence};
 use crate::store::{StateDb, StoreError};
+use crate::timing::{self, Cadence};
 
 /// Why the daemon could not start, or stopped on a failure.
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,9 @@
 //! - [`fleet`]: a synthetic platform (schema, seeding, private `redis-server`) for the demo and tests.
 //! - [`cli`]: subcommands and output formats.
 //!
-//! Leaf modules everything may use: [`clock`] (the one clock), [`exit`] (exit codes and the
-//! error → code mapping), [`report`] (the stdout writer).
+//! Leaf modules everything may use: [`clock`] (the one clock), [`timing`] (when a scheduled
+//! cycle fires; pure), [`report`] (the stdout writer). [`exit`] holds the exit codes and the
+//! error → code mapping for the binary's edge.
 
 pub mod alert;
 pub mod cli;
@@ -32,3 +33,4 @@ pub mod registry;
 pub mod report;
 pub mod schedule;
 pub mod store;
+pub mod timing;

@@ -283,7 +283,7 @@ fn schedule(config: &Config, out: &mut Vec<Problem>) {
                 ),
             );
         } else if let Err(error) =
-            crate::schedule::timing::Cadence::from_config(schedule.interval, Some(cron))
+            crate::timing::Cadence::from_config(schedule.interval, Some(cron))
         {
             // The same parser `canary run` uses, so `config validate` and `run` agree.
             let message = error.to_string();

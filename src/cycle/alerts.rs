@@ -1,12 +1,13 @@
 //! The Slack payloads a cycle queues with its transitions (one per transition, same order).
 //!
 //! Built at record time, from the cycle's own violations and snapshot instant, so an outbox row
-//! says what was true then whenever it is delivered. It only chooses the metadata (catalog or
-//! custom) and calls the pure builder in `alert::slack`; it must not send anything (the
+//! says what was true then whenever it is delivered. It only looks the metadata up in the registry
+//! (catalog or custom) and calls the pure builder in `alert::slack`; it must not send anything (the
 //! deliverer does) nor decide which transitions exist (the pure diff does).
 
 use crate::alert::slack;
 use crate::config::Config;
+use crate::registry::Registry;
 
 use super::Staged;
 
@@ -18,21 +19,24 @@ pub(super) fn alert_payloads(config: &Config, staged: &Staged) -> Vec<serde_json
     if matches!(config.webhook_url(), Ok(None)) {
         return Vec::new();
     }
+    let registry = Registry::new(config);
     staged
         .transitions
         .iter()
         .map(|t| {
-            // Custom invariants carry their name and runbook in the configuration.
-            let custom = config.custom(&t.invariant_id).map(|c| slack::Meta {
-                name: &c.name,
-                runbook: &c.runbook,
-            });
-            match custom {
-                Some(meta) => {
-                    slack::payload_with(t, &staged.eval.violations, staged.taken_at_ms, meta)
-                }
-                None => slack::payload(t, &staged.eval.violations, staged.taken_at_ms),
-            }
+            // The registry knows built-in and custom invariants alike; an id it does not know
+            // (a custom invariant removed from the configuration) still gets its message.
+            let meta = registry.find(&t.invariant_id).map_or(
+                slack::Meta {
+                    name: "",
+                    runbook: "",
+                },
+                |d| slack::Meta {
+                    name: d.name(),
+                    runbook: d.runbook(),
+                },
+            );
+            slack::payload_with(t, &staged.eval.violations, staged.taken_at_ms, meta)
         })
         .collect()
 }

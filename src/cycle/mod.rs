@@ -14,13 +14,14 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use canary_invariants::{
-    Evaluation, Hysteresis, Memory, Selection, SourceUnavailable, Transition, Verdict, catalog,
-    evaluate, transitions,
+    Evaluation, Hysteresis, Memory, Selection, SourceUnavailable, Transition, Verdict, evaluate,
+    transitions,
 };
 
 use crate::clock::{format_ms, now_ms};
 use crate::collect;
 use crate::config::Config;
+use crate::registry::Registry;
 use crate::store::{CycleRecord, SharedDb, StoreError};
 
 mod alerts;
@@ -55,9 +56,9 @@ pub struct CycleRequest {
 
 /// Rejects ids that are neither in the catalog nor custom invariants of `config`, naming them.
 pub fn validate_ids(config: &Config, ids: &[String]) -> Result<(), CycleError> {
-    let unknown: Vec<String> = ids
-        .iter()
-        .filter(|id| catalog::find(id).is_none() && config.custom(id).is_none())
+    let unknown: Vec<String> = Registry::new(config)
+        .unknown(ids)
+        .into_iter()
         .cloned()
         .collect();
     if unknown.is_empty() {

@@ -31,8 +31,8 @@ use crate::fleet::sim::FleetSpec;
 use crate::report as output;
 use crate::schedule::runner::CycleRunner;
 use crate::schedule::scheduler::{self, Schedule};
-use crate::schedule::timing::Cadence;
 use crate::store::StateDb;
+use crate::timing::Cadence;
 
 /// What `canary demo` runs.
 #[derive(Debug, Clone)]

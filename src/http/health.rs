@@ -17,7 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::metrics::CONTENT_TYPE;
 use crate::clock::{format_ms, now_ms};
-use crate::schedule::timing::{self, Cadence};
+use crate::timing::{self, Cadence};
 
 /// How long a probe waits for the state database while a cycle holds it. Cycles are usually
 /// milliseconds; a probe that waited for a stuck one would itself hang, so it gives up and

@@ -36,7 +36,7 @@ pub use metrics::Metrics;
 use crate::clock::now_ms;
 use crate::config::{ConfigError, Secret};
 use crate::schedule::runner::CycleRunner;
-use crate::schedule::timing::Cadence;
+use crate::timing::Cadence;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]

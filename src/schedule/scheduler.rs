@@ -1,6 +1,6 @@
 //! The schedule loop and the retention loop of `canary run`.
 //!
-//! The loop sleeps until the next tick (decided by the pure [`timing`](super::timing)), runs one
+//! The loop sleeps until the next tick (decided by the pure [`timing`](crate::timing)), runs one
 //! cycle through the shared single-flight [`CycleRunner`], and repeats. Its contract:
 //! - waiting is interruptible: cancellation ends the wait at once;
 //! - a cycle is not: once started it runs to the end (the cycle's state-DB transaction either
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cycle::{CycleError, CycleRequest, CycleResult, Trigger};
 use crate::schedule::runner::CycleRunner;
-use crate::schedule::timing::{self, Cadence};
+use crate::timing::{self, Cadence};
 
 /// How often retention runs (plus once at start).
 pub const RETENTION_EVERY: Duration = Duration::from_secs(24 * 3600);

@@ -217,7 +217,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p.db");
         let db = Connection::open(&path).expect("open");
-        db.execute_batch(crate::fleet::platform::SCHEMA)
+        db.execute_batch(include_str!("../../../tests/fixtures/platform.sql"))
             .expect("schema");
         let now_ms: i64 = 1_768_384_800_000; // 2026-01-14T10:00:00Z
         let recent = "2026-01-14T09:50:00Z";
@@ -318,7 +318,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p.db");
         let db = Connection::open(&path).expect("open");
-        db.execute_batch(crate::fleet::platform::SCHEMA)
+        db.execute_batch(include_str!("../../../tests/fixtures/platform.sql"))
             .expect("schema");
         let now_ms: i64 = 1_768_384_800_000; // 2026-01-14T10:00:00Z
         db.execute_batch(
