@@ -193,7 +193,7 @@ impl StateDb {
             });
         }
         migrate(&mut conn, &path)?;
-        tracing::debug!(path = %path.display(), "state database open");
+        tracing::debug!(state.path = %path.display(), "state database open");
         Ok(StateDb { conn, path })
     }
 }

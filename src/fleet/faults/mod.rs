@@ -31,24 +31,6 @@ use crate::fleet::sim::{BUSY_TIMEOUT, Control};
 
 mod bench;
 
-mod b02_queued_idle;
-mod b05_stale_queued;
-mod e01_stuck_running;
-mod e02_reversal;
-mod e03_no_completed_at;
-mod e04_bad_metadata;
-mod e05_no_session;
-mod e06_overdue_schedule;
-mod g03_clock_skew;
-mod g04_leaked_secret;
-mod h01_blind;
-mod l03_orphan;
-mod s01_leak;
-mod s02_overbook;
-mod s03_short_ttl;
-mod s04_orphan_meta;
-mod s07_stuck_sentinel;
-
 pub use bench::Bench;
 
 /// Static description of a recipe.
@@ -140,26 +122,39 @@ pub trait Recipe: Sync + Send + std::fmt::Debug {
     ) -> Step<'a, String>;
 }
 
-/// Every recipe, one per catalog invariant, in catalog order.
-pub static RECIPES: &[&dyn Recipe] = &[
-    &s01_leak::S01Leak,
-    &s02_overbook::S02Overbook,
-    &s03_short_ttl::S03ShortTtl,
-    &s04_orphan_meta::S04OrphanMeta,
-    &s07_stuck_sentinel::S07StuckSentinel,
-    &e01_stuck_running::E01StuckRunning,
-    &e02_reversal::E02Reversal,
-    &e03_no_completed_at::E03NoCompletedAt,
-    &e04_bad_metadata::E04BadMetadata,
-    &e05_no_session::E05NoSession,
-    &e06_overdue_schedule::E06OverdueSchedule,
-    &b02_queued_idle::B02QueuedIdle,
-    &b05_stale_queued::B05StaleQueued,
-    &g03_clock_skew::G03ClockSkew,
-    &g04_leaked_secret::G04LeakedSecret,
-    &h01_blind::H01Blind,
-    &l03_orphan::L03Orphan,
-];
+/// Declares each recipe's module and lists it in [`RECIPES`], from one line per recipe.
+macro_rules! registry {
+    ( $( $module:ident :: $recipe:ident ),* $(,)? ) => {
+        $( mod $module; )*
+
+        /// Every recipe, one per catalog invariant, in catalog order.
+        pub static RECIPES: &[&dyn Recipe] = &[ $( &$module::$recipe ),* ];
+
+        /// The module names of the list (a test checks them against the files on disk).
+        #[cfg(test)]
+        const MODULES: &[&str] = &[ $( stringify!($module) ),* ];
+    };
+}
+
+registry! {
+    s01_leak::S01Leak,
+    s02_overbook::S02Overbook,
+    s03_short_ttl::S03ShortTtl,
+    s04_orphan_meta::S04OrphanMeta,
+    s07_stuck_sentinel::S07StuckSentinel,
+    e01_stuck_running::E01StuckRunning,
+    e02_reversal::E02Reversal,
+    e03_no_completed_at::E03NoCompletedAt,
+    e04_bad_metadata::E04BadMetadata,
+    e05_no_session::E05NoSession,
+    e06_overdue_schedule::E06OverdueSchedule,
+    b02_queued_idle::B02QueuedIdle,
+    b05_stale_queued::B05StaleQueued,
+    g03_clock_skew::G03ClockSkew,
+    g04_leaked_secret::G04LeakedSecret,
+    h01_blind::H01Blind,
+    l03_orphan::L03Orphan,
+}
 
 /// The recipe called `name`.
 pub fn find(name: &str) -> Option<&'static dyn Recipe> {
@@ -311,8 +306,8 @@ impl Injector {
         let site = self.site(recipe);
         let injected = recipe.inject(&mut self.bench, &site).await?;
         tracing::info!(
-            fault = meta.name,
-            invariant = meta.invariant,
+            fault.name = meta.name,
+            invariant.id = meta.invariant,
             "fault injected"
         );
         self.active.insert(meta.name, injected.ids);
@@ -328,8 +323,8 @@ impl Injector {
         let site = self.site(recipe);
         let what = recipe.revert(&mut self.bench, &site, &ids).await?;
         tracing::info!(
-            fault = meta.name,
-            invariant = meta.invariant,
+            fault.name = meta.name,
+            invariant.id = meta.invariant,
             "fault reverted"
         );
         Ok(what)
@@ -349,6 +344,25 @@ impl Injector {
 
 #[cfg(test)]
 mod tests {
+    /// A recipe file without its registry line would not even be compiled: name it.
+    #[test]
+    fn every_recipe_file_is_in_the_registry() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet/faults");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let Some(module) = name.strip_suffix(".rs") else {
+                continue;
+            };
+            if module == "mod" || module == "bench" {
+                continue;
+            }
+            assert!(
+                super::MODULES.contains(&module),
+                "src/fleet/faults/{name} has no line in the recipe registry (faults/mod.rs)"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
