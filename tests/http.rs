@@ -882,6 +882,57 @@ async fn serves_on_a_real_socket_and_shuts_down_on_the_token() {
     );
 }
 
+/// Regression: an oversized body sent over a real socket gets its 413 (and a request refused
+/// before its body is read gets its 401), every time. hyper closes the connection after
+/// answering a request whose body it has not read whole; closing with unread bytes in the
+/// receive buffer makes the kernel send RST, which can overtake the answer, so the client saw a
+/// reset or `IncompleteMessage` instead (the flaky `daemon::secrets_never_appear…`). Several
+/// bodies back to back, on one pooled client, each larger than what one read takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_on_a_real_socket_always_get_their_answer() {
+    let env = Env::new().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/api/canary/run-cycle",
+        listener.local_addr().unwrap()
+    );
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(http::serve(listener, env.state.clone(), shutdown.clone()));
+    let client = reqwest::Client::new();
+
+    for round in 0..5 {
+        for size in [200_000, 2_000_000] {
+            let too_large = client
+                .post(&url)
+                .bearer_auth(TOKEN)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body("x".repeat(size))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {size} bytes: {e:?}"));
+            assert_eq!(too_large.status(), 413, "round {round}, {size} bytes");
+            let body: Value = too_large.json().await.unwrap();
+            assert_eq!(body, json!({"error": "request body too large"}));
+
+            let unauthorized = client
+                .post(&url)
+                .body("x".repeat(size))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {size} bytes, no token: {e:?}"));
+            assert_eq!(unauthorized.status(), 401, "round {round}, {size} bytes");
+        }
+    }
+    assert_eq!(env.cycle_rows(), 0);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("graceful shutdown")
+        .unwrap()
+        .unwrap();
+}
+
 /// `POST /api/canary/run-cycle` with an empty body and the right token, ready to spawn.
 async fn post_run_cycle(app: Router) -> Reply {
     send(

@@ -7,11 +7,14 @@
 //! - `handlers.rs`: the admin routes; `health.rs`: `/healthz`, `/readyz`, `/metrics`.
 //! - `params.rs`: pure parsing of query strings and bodies; `error.rs`: status codes and JSON
 //!   error bodies; `trace.rs`: request logging and the timeout; `metrics.rs`: [`Metrics`].
+//! - `drain.rs`: reads what a handler left of a request body before answering, so a refused
+//!   body (413, 401) gets its answer rather than a connection reset.
 //!
 //! It must not run cycles by itself or decide anything about invariants: every cycle goes
 //! through the shared single-flight [`CycleRunner`].
 
 mod auth;
+mod drain;
 mod error;
 mod handlers;
 mod health;
@@ -94,9 +97,11 @@ impl AppState {
     }
 }
 
-/// The whole API. Layers, outermost first: request trace → timeout → body limit → (admin routes
-/// only) token check → handler. The trace is outermost so a 408 or a 401 is logged like any
-/// answer; the token is checked before any body is read.
+/// The whole API. Layers, outermost first: request trace → drain of an unread body → timeout →
+/// body limit → (admin routes only) token check → handler. The trace is outermost so a 408 or a
+/// 401 is logged like any answer; the token is checked before any handler reads a body (a
+/// refused body is only drained: read and discarded); the drain sits outside the timeout so it
+/// never turns a 413 into a 408 (it stops at the same deadline).
 pub fn router(state: AppState) -> Router {
     let http = &state.runner.config().http;
     let body_limit = http.body_limit_bytes;
@@ -124,6 +129,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             request_timeout,
             trace::timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            drain::drain_unread_body,
         ))
         .layer(middleware::from_fn(trace::trace))
         .with_state(state)
