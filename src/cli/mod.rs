@@ -346,8 +346,8 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
             }
         }
         Command::Check(args) => check(args).await,
-        Command::Demo(args) => crate::fleet::demo::run(args.into_options(), shutdown).await,
-        Command::Fleet(args) => crate::fleet::drive::run(args.into_options(), shutdown).await,
+        Command::Demo(args) => Ok(crate::fleet::demo::run(args.into_options(), shutdown).await?),
+        Command::Fleet(args) => Ok(crate::fleet::drive::run(args.into_options(), shutdown).await?),
         Command::Violations(args) => violations(args),
         Command::Invariants(args) => invariants(&args),
         Command::Config(args) => config_command(args.action),

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use canary_invariants::{Outcome, Severity, Transition, TransitionKind, Violation, catalog};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +24,7 @@ use crate::alert::{Deliverer, slack};
 use crate::config::{self, Config, Overrides};
 use crate::cycle::CycleResult;
 use crate::exit::ExitCode;
+use crate::fleet::RunError;
 use crate::fleet::faults::{self, Recipe};
 use crate::fleet::rig::Rig;
 use crate::fleet::sim::FleetSpec;
@@ -102,11 +102,11 @@ impl Timeline {
 }
 
 /// Runs the demo.
-pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitCode, RunError> {
     let tl = Timeline {
         start: Instant::now(),
     };
-    let selected = faults::parse_list(&opts.faults).map_err(anyhow::Error::msg)?;
+    let selected = faults::parse_list(&opts.faults).map_err(RunError::Faults)?;
     let (recipes, missing): (Vec<&'static dyn Recipe>, Vec<&'static dyn Recipe>) = selected
         .into_iter()
         .partition(|r| catalog::find(r.meta().invariant).is_some());
@@ -126,7 +126,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     };
     let mut rig = Rig::start(&spec, &recipes)
         .await
-        .context("starting the synthetic platform")?;
+        .map_err(RunError::at("starting the synthetic platform"))?;
     let caps: Vec<i64> = crate::fleet::sim::plan(&spec)
         .iter()
         .map(|p| p.cap)
@@ -144,10 +144,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     ));
 
     let config = demo_config(&opts, &rig)?;
-    let webhook = config
-        .webhook_url()
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .context("reading the Slack webhook")?;
+    let webhook = config.webhook_url()?;
     let stop = CancellationToken::new();
     let deliverer = match webhook {
         Some(url) => {
@@ -158,10 +155,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         }
         None => None,
     };
-    let runner = CycleRunner::new(
-        Arc::new(config.clone()),
-        StateDb::open(&config.state.path).context("opening the demo's state database")?,
-    );
+    let runner = CycleRunner::new(Arc::new(config.clone()), StateDb::open(&config.state.path)?);
     let (tx, mut rx) = mpsc::unbounded_channel::<CycleResult>();
     let schedule = Schedule {
         cadence: Cadence::Interval(opts.interval),
@@ -322,7 +316,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         cancel.cancel();
         let _ = task.await;
     }
-    let stats = rig.stop().await.context("stopping the fleet")?;
+    let stats = rig
+        .stop()
+        .await
+        .map_err(RunError::at("stopping the fleet"))?;
     tl.line(&format!("fleet stopped: {stats}"));
 
     let (text, ok) = summary(&tracks, &missing, &show);
@@ -341,9 +338,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
 /// The demo's configuration: built-in defaults (the watched platform is the rig, the state
 /// database lives beside it) with H-01's confirmation shortened to the interval, and only the
 /// `alerts` section taken from the operator's config file and environment (the Slack webhook).
-fn demo_config(opts: &DemoOptions, rig: &Rig) -> anyhow::Result<Config> {
-    let loaded = config::load(opts.config.as_deref(), &Overrides::default())
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+fn demo_config(opts: &DemoOptions, rig: &Rig) -> Result<Config, RunError> {
+    let loaded = config::load(opts.config.as_deref(), &Overrides::default())?;
     let mut config = Config {
         alerts: loaded.alerts,
         platform: rig.platform_config(),

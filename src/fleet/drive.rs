@@ -11,11 +11,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::platform::RedisKeys;
 use crate::exit::ExitCode;
+use crate::fleet::RunError;
 use crate::fleet::faults::{self, Injector};
 use crate::fleet::seed::{self, SeedSpec};
 use crate::fleet::sim::{self, Fleet, FleetSpec};
@@ -45,29 +45,36 @@ pub struct FleetOptions {
 }
 
 /// Runs `canary fleet`.
-pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<ExitCode, RunError> {
     if let Some(spec) = &opts.seed_only {
         // `--seed-only` implies `--init`.
-        sim::open_db(&opts.sqlite_path, true)?;
+        sim::open_db(&opts.sqlite_path, true)
+            .map_err(RunError::at("opening the platform database"))?;
         let report = seed::seed(&opts.sqlite_path, &opts.redis_url, spec, true)
             .await
-            .context("seeding the dataset")?;
+            .map_err(RunError::at("seeding the dataset"))?;
         output::print(&report.to_string());
         return Ok(ExitCode::Green);
     }
     let recipes = match &opts.faults {
-        Some(list) => faults::parse_list(list).map_err(anyhow::Error::msg)?,
+        Some(list) => faults::parse_list(list).map_err(RunError::Faults)?,
         None => Vec::new(),
     };
     let started = Instant::now();
     let plans = sim::plan(&opts.spec);
     {
-        let mut db = sim::open_db(&opts.sqlite_path, opts.init)?;
-        sim::provision(&mut db, &opts.spec, &plans, crate::clock::now_ms())?;
-        let mut redis = redis::Client::open(opts.redis_url.as_str())?
-            .get_multiplexed_async_connection()
+        let mut db = sim::open_db(&opts.sqlite_path, opts.init)
+            .map_err(RunError::at("opening the platform database"))?;
+        sim::provision(&mut db, &opts.spec, &plans, crate::clock::now_ms())
+            .map_err(RunError::at("provisioning the agents"))?;
+        let connect = async {
+            redis::Client::open(opts.redis_url.as_str())?
+                .get_multiplexed_async_connection()
+                .await
+        };
+        let mut redis = connect
             .await
-            .context("connecting to the platform's redis")?;
+            .map_err(|e| RunError::at("connecting to the platform's redis")(e.into()))?;
         let closed = sim::recover(
             &db,
             &mut redis,
@@ -75,22 +82,28 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> anyhow::Res
             &plans,
             crate::clock::now_ms(),
         )
-        .await?;
+        .await
+        .map_err(RunError::at("closing what an earlier run left open"))?;
         if closed > 0 {
             output::print(&format!(
                 "closed {closed} execution(s) left open by an earlier run"
             ));
         }
     }
-    let fleet = Fleet::start(&opts.sqlite_path, &opts.redis_url, &opts.spec, plans).await?;
+    let fleet = Fleet::start(&opts.sqlite_path, &opts.redis_url, &opts.spec, plans)
+        .await
+        .map_err(RunError::at("starting the fleet"))?;
     let mut injector = Injector::connect(
         &opts.sqlite_path,
         &opts.redis_url,
         &opts.spec.prefix,
         Some(fleet.control()),
     )
-    .await?;
-    injector.provision(&recipes)?;
+    .await
+    .map_err(RunError::at("connecting the fault injector"))?;
+    injector
+        .provision(&recipes)
+        .map_err(RunError::at("provisioning the fault sites"))?;
     output::print(&format!(
         "fleet: {} agents, ~{:.0} executions/min, seed {}, writing to {} and the named redis{}",
         opts.spec.agents,
@@ -145,11 +158,17 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> anyhow::Res
             ));
         }
     }
-    let reverted = injector.revert_all().await?;
+    let reverted = injector
+        .revert_all()
+        .await
+        .map_err(RunError::at("reverting the faults"))?;
     if !reverted.is_empty() {
         output::print(&format!("reverted: {}", reverted.join(", ")));
     }
-    let stats = fleet.stop().await?;
+    let stats = fleet
+        .stop()
+        .await
+        .map_err(RunError::at("stopping the fleet"))?;
     output::print(&format!(
         "[{:>6.1}s] stopped (platform left consistent): {stats}",
         started.elapsed().as_secs_f64()

@@ -11,3 +11,38 @@ pub mod redis_server;
 pub mod rig;
 pub mod seed;
 pub mod sim;
+
+use crate::fleet::platform::FleetError;
+
+/// Why `canary demo` or `canary fleet` could not run (what they find is their exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `--faults` named something that is not a recipe.
+    #[error("{0}")]
+    Faults(String),
+    /// A step of driving the synthetic platform failed.
+    #[error("{step}: {source}")]
+    Fleet {
+        /// What was being done.
+        step: &'static str,
+        /// Why it failed.
+        #[source]
+        source: FleetError,
+    },
+    /// The configuration (the demo reads its `alerts` section) could not be loaded.
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// canary's own state database could not be opened.
+    #[error("opening the state database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The alert deliverer could not start.
+    #[error("starting the alert deliverer: {0}")]
+    Deliver(#[from] crate::alert::deliver::DeliverError),
+}
+
+impl RunError {
+    /// A [`RunError::Fleet`] for `step`, for `map_err`.
+    pub(crate) fn at(step: &'static str) -> impl FnOnce(FleetError) -> RunError {
+        move |source| RunError::Fleet { step, source }
+    }
+}

@@ -339,7 +339,7 @@ async fn read_meta(
     }
     let replies = redis.run(&batch).await?;
     // The instant the TTLs were read: S-03 measures a slot's age here, not at `taken_at`.
-    let ttl_read_at_ms = chrono::Utc::now().timestamp_millis();
+    let ttl_read_at_ms = crate::clock::now_ms();
     for ((s, m, meta_key), pair) in wanted.into_iter().zip(replies.chunks_exact(2)) {
         let [pttl, timeout] = pair else { continue };
         let ttl = match pttl {
