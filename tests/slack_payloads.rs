@@ -4,13 +4,13 @@
 //!
 //! The oracle is the reviewed file, never the builder: nothing here calls `slack::within_limits`
 //! or reads the builder's limit constants; Slack's documented limits are written below as
-//! literal numbers. The inputs are hand-made but realistic (the subjects, summaries and evidence
-//! follow what each check really reports) and the transitions come from the real
-//! `transitions::diff`, so a payload is built exactly as a cycle builds it.
+//! literal numbers. The inputs are each invariant's own examples (`Invariant::examples`, kept in
+//! its file and shaped like what its check really reports) and the transitions come from the
+//! real `transitions::diff`, so a payload is built exactly as a cycle builds it.
 //!
-//! A new catalog invariant fails here twice over until it is reviewed: [`violations_of`] has no
-//! catch-all arm, and its snapshot files do not exist (insta fails on a missing snapshot under
-//! `CI=true` or `INSTA_UPDATE=no`; locally it also fails and writes a `.snap.new` to review).
+//! A new catalog invariant does not compile without its examples, and fails here until its
+//! snapshot files exist (insta fails on a missing snapshot under `CI=true` or `INSTA_UPDATE=no`;
+//! locally it also fails and writes a `.snap.new` to review).
 //! To accept reviewed changes: `INSTA_UPDATE=always cargo test slack_payloads`, then read the
 //! diff of `tests/snapshots/` before committing it.
 //!
@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use canary::alert::slack;
 use canary_invariants::catalog::{self, CATALOG};
 use canary_invariants::custom::{self, CustomResult, CustomRow};
+use canary_invariants::testing::example;
 use canary_invariants::transitions::diff;
 use canary_invariants::{
     Hysteresis, Outcome, Severity, Tier, Transition, TransitionKind, Verdict, Violation,
@@ -44,205 +45,15 @@ const RENOTIFY_AFTER: i64 = 4 * HOUR;
 /// When the resolving green cycle runs in the resolve story.
 const RESOLVED_AT: i64 = T0 + 47 * MINUTE;
 
-/// A violation of a catalog invariant, with its catalog tier and the given severity.
-fn v(
-    id: &str,
-    severity: Severity,
-    subject: &str,
-    signal: &str,
-    summary: &str,
-    observed: Value,
-) -> Violation {
-    let tier = catalog::find(id).map_or(Tier::A, |inv| inv.meta().tier);
-    Violation {
-        invariant_id: id.to_owned(),
-        tier,
-        severity,
-        subject: subject.to_owned(),
-        summary: summary.to_owned(),
-        observed_state: observed,
-        signal: signal.to_owned(),
-    }
-}
-
-/// What each check reports on a realistic broken platform, in the shape its file builds (subject,
-/// signal, summary wording, `observed_state` keys). No catch-all arm: a new invariant must get
-/// its own realistic case here, and then its reviewed snapshots.
+/// What each check reports on a realistic broken platform: the examples its own file keeps
+/// beside the check (`Invariant::examples`, shaped like the violations it builds), at this
+/// file's fixed `T0`. A new invariant cannot compile without them, and fails here until its
+/// snapshots are reviewed.
 fn violations_of(id: &str) -> Vec<Violation> {
-    use Severity::{Critical, Major, Minor};
-    match id {
-        "S-01" => vec![
-            v(
-                id,
-                Critical,
-                "agent-0042",
-                "in_redis_only",
-                "agent agent-0042: 1 slot(s) without a running row, 0 running row(s) without a slot",
-                json!({"agent": "agent-0042", "in_redis_only": ["9f1c2e7a4b6d8e01"], "in_sql_only": [], "slot_count": 2, "running_rows": 1}),
-            ),
-            v(
-                id,
-                Critical,
-                "agent-0107",
-                "in_sql_only",
-                "agent agent-0107: 0 slot(s) without a running row, 1 running row(s) without a slot",
-                json!({"agent": "agent-0107", "in_redis_only": [], "in_sql_only": ["3a5b7c9d1e2f4a6b"], "slot_count": 0, "running_rows": 1}),
-            ),
-        ],
-        "S-02" => vec![v(
-            id,
-            Critical,
-            "agent-0013",
-            "over_capacity",
-            "agent agent-0013 holds 4 slots but its cap is 3",
-            json!({"agent": "agent-0013", "slot_count": 4, "max_parallel_tasks": 3, "members": ["0b1c2d3e4f5a6b7c", "1c2d3e4f5a6b7c8d", "2d3e4f5a6b7c8d9e", "3e4f5a6b7c8d9e0f"]}),
-        )],
-        "S-03" => vec![
-            v(
-                id,
-                Critical,
-                "5e6f7a8b9c0d1e2f",
-                "below_floor",
-                "slot 5e6f7a8b9c0d1e2f of agent agent-0021: initial TTL below timeout + buffer",
-                json!({"agent": "agent-0021", "execution_id": "5e6f7a8b9c0d1e2f", "timeout_seconds": 900, "ttl_ms": 312_000, "age_ms": 240_000, "initial_ttl_ms": 552_000, "floor_ms": 1_199_000}),
-            ),
-            v(
-                id,
-                Critical,
-                "6f7a8b9c0d1e2f3a",
-                "no_expiry",
-                "slot 6f7a8b9c0d1e2f3a of agent agent-0021: metadata hash has no expiry",
-                json!({"agent": "agent-0021", "execution_id": "6f7a8b9c0d1e2f3a", "timeout_seconds": 900, "ttl": "no_expiry"}),
-            ),
-        ],
-        "S-04" => vec![
-            v(
-                id,
-                Critical,
-                "7a8b9c0d1e2f3a4b",
-                "member_without_meta",
-                "slot 7a8b9c0d1e2f3a4b of agent agent-0055 has no metadata hash",
-                json!({"agent": "agent-0055", "execution_id": "7a8b9c0d1e2f3a4b", "acquired_at_ms": T0 - 95_000, "age_ms": 95_000}),
-            ),
-            v(
-                id,
-                Major,
-                "8b9c0d1e2f3a4b5c",
-                "meta_without_member",
-                "metadata hash of 8b9c0d1e2f3a4b5c (agent agent-0055) has no slot member and never expires",
-                json!({"agent": "agent-0055", "execution_id": "8b9c0d1e2f3a4b5c", "ttl_ms": null}),
-            ),
-        ],
-        "S-07" => vec![v(
-            id,
-            Minor,
-            "agent-0088:drain-1795000000",
-            "stale_sentinel",
-            "drain sentinel drain-1795000000 of agent agent-0088 is 600 s old",
-            json!({"agent": "agent-0088", "sentinel": "drain-1795000000", "age_ms": 600_000, "max_age_ms": 10_000}),
-        )],
-        "E-01" => vec![v(
-            id,
-            Critical,
-            "9c0d1e2f3a4b5c6d",
-            "not_closed",
-            "execution 9c0d1e2f3a4b5c6d of agent agent-0034 has been running for 4210 s (limit 3900 s)",
-            json!({"execution_id": "9c0d1e2f3a4b5c6d", "agent": "agent-0034", "age_ms": 4_210_000, "limit_ms": 3_900_000, "leased": false, "lease_expires_at_ms": null}),
-        )],
-        "E-02" => vec![v(
-            id,
-            Critical,
-            "0d1e2f3a4b5c6d7e",
-            "reversal",
-            "execution 0d1e2f3a4b5c6d7e of agent agent-0061 went from success back to running",
-            json!({"execution_id": "0d1e2f3a4b5c6d7e", "agent": "agent-0061", "previous_status": "success", "current_status": "running", "seen_terminal_at_ms": T0 - 60_000}),
-        )],
-        "E-03" => vec![v(
-            id,
-            Major,
-            "1e2f3a4b5c6d7e8f",
-            "completed_at_null",
-            "execution 1e2f3a4b5c6d7e8f of agent agent-0077 is failed without a completed_at",
-            json!({"execution_id": "1e2f3a4b5c6d7e8f", "agent": "agent-0077", "status": "failed", "started_at_ms": T0 - 12 * MINUTE}),
-        )],
-        "E-04" => vec![v(
-            id,
-            Major,
-            "2f3a4b5c6d7e8f90",
-            "queued_at_null",
-            "queued execution 2f3a4b5c6d7e8f90 of agent agent-0009: queued_at_null, backlog_metadata_null",
-            json!({"execution_id": "2f3a4b5c6d7e8f90", "agent": "agent-0009", "reasons": ["queued_at_null", "backlog_metadata_null"]}),
-        )],
-        "E-05" => vec![v(
-            id,
-            Major,
-            "3a4b5c6d7e8f9012",
-            "no_session",
-            "execution 3a4b5c6d7e8f9012 of agent agent-0140 has run for 185 s without a session",
-            json!({"execution_id": "3a4b5c6d7e8f9012", "agent": "agent-0140", "age_ms": 185_000, "max_age_ms": 60_000}),
-        )],
-        "E-06" => vec![v(
-            id,
-            Major,
-            "sched-agent-0015-2",
-            "overdue",
-            "schedule sched-agent-0015-2 of agent agent-0015 is 95 min overdue",
-            json!({"schedule_id": "sched-agent-0015-2", "agent": "agent-0015", "next_run_at_ms": T0 - 95 * MINUTE, "overdue_ms": 95 * MINUTE, "max_overdue_ms": HOUR}),
-        )],
-        "B-02" => vec![v(
-            id,
-            Critical,
-            "agent-0003",
-            "queued_with_free_slots",
-            "agent agent-0003 has 7 queued row(s) but holds 1 of 3 slots and the drain sweep is late",
-            json!({"agent": "agent-0003", "queued_rows": 7, "oldest_queued_age_ms": 14 * MINUTE, "slot_count": 1, "max_parallel_tasks": 3, "drain_tick_age_ms": 190_000}),
-        )],
-        "B-05" => vec![v(
-            id,
-            Minor,
-            "4b5c6d7e8f901234",
-            "not_expired",
-            "execution 4b5c6d7e8f901234 of agent agent-0120 has been queued for 31 h",
-            json!({"execution_id": "4b5c6d7e8f901234", "agent": "agent-0120", "age_ms": 31 * HOUR + 5 * MINUTE, "max_age_ms": 86_460_000}),
-        )],
-        "G-03" => vec![v(
-            id,
-            Minor,
-            "5c6d7e8f90123456",
-            "completed_before_started",
-            "execution 5c6d7e8f90123456 of agent agent-0047 completed 4500 ms before it started",
-            json!({"execution_id": "5c6d7e8f90123456", "agent": "agent-0047", "started_at_ms": T0 - 60_000, "completed_at_ms": T0 - 64_500}),
-        )],
-        "G-04" => vec![v(
-            id,
-            Critical,
-            "6d7e8f9012345678",
-            "credential_in_metadata",
-            "queued execution 6d7e8f9012345678 of agent agent-0031 carries a credential in its backlog metadata (aws_access_key, github_pat)",
-            json!({"execution_id": "6d7e8f9012345678", "agent": "agent-0031", "patterns": ["aws_access_key", "github_pat"]}),
-        )],
-        "L-03" => vec![v(
-            id,
-            Critical,
-            "agent-0666",
-            "orphan_rows_and_slot_key",
-            "agent agent-0666 is not in the roster but 5 row(s) in 2 table(s) and its slot key still reference it",
-            json!({"agent": "agent-0666", "tables": {"agent_sharing": 2, "agent_tags": 3}, "slot_key": true}),
-        )],
-        "H-01" => vec![v(
-            id,
-            Major,
-            "roster",
-            "roster_empty_unverifiable",
-            "the roster is empty but 12 slot key(s) exist in Redis, for 180 s",
-            json!({"roster_readable": true, "slot_keys": 12, "suspected_since_ms": T0 - 180_000}),
-        )],
-        other => panic!(
-            "{other} has no realistic Slack case: add one to violations_of (shaped like the \
-             violations its check reports), run with INSTA_UPDATE=always, review and commit its \
-             three snapshots"
-        ),
-    }
+    let inv = catalog::find(id).unwrap_or_else(|| panic!("{id} is not in the catalog"));
+    let examples = inv.examples(T0);
+    assert!(!examples.is_empty(), "{id}: examples() returned nothing");
+    examples
 }
 
 /// Every catalog invariant's violations, as one red cycle would list them. Each payload is built
@@ -458,7 +269,7 @@ fn many_violations_are_truncated_within_slack_limits() {
     let long = "x&<".repeat(700);
     let vs: Vec<Violation> = (0..400)
         .map(|i| {
-            v(
+            example(
                 "S-01",
                 Severity::Critical,
                 &format!("agent-{i:04}-{long}"),

@@ -111,6 +111,13 @@ pub trait Invariant: Sync + Send {
     /// an operator's override shows in `canary invariants` and the API).
     fn rule(&self, params: &Params) -> String;
 
+    /// Realistic violations of this invariant, shaped exactly like the ones its check builds
+    /// (subject, signal, summary wording, evidence keys), around the instant `t0`. They feed the
+    /// reviewed Slack snapshots (`tests/slack_payloads.rs`), so an invariant's file also holds
+    /// what its alert looks like.
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, t0: i64) -> Vec<Violation>;
+
     /// Reports every problem with this invariant's parameters in `params`. Most thresholds
     /// only need to be finite and in range; the default has nothing to check.
     fn validate(&self, _params: &Params, _problems: &mut Problems<'_>) {}

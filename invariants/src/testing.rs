@@ -394,3 +394,25 @@ pub fn healthy_fleet(agents: usize, terminal_per_agent: usize) -> Snapshot {
     }
     b.build()
 }
+
+/// One example violation of catalog invariant `id` (its catalog tier, the given severity), for
+/// [`Invariant::examples`](crate::catalog::Invariant::examples).
+pub fn example(
+    id: &str,
+    severity: Severity,
+    subject: &str,
+    signal: &str,
+    summary: &str,
+    observed_state: serde_json::Value,
+) -> Violation {
+    let tier = crate::catalog::find(id).map_or(crate::violation::Tier::A, |inv| inv.meta().tier);
+    Violation {
+        invariant_id: id.to_owned(),
+        tier,
+        severity,
+        subject: subject.to_owned(),
+        summary: summary.to_owned(),
+        observed_state,
+        signal: signal.to_owned(),
+    }
+}

@@ -61,6 +61,23 @@ impl Invariant for B02 {
                  younger than {}.", human_seconds(params.b02.grace_seconds), human_seconds(params.b02.heartbeat_max_age_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Critical;
+        const MINUTE: i64 = 60_000;
+        let id = META.id;
+        vec![v(
+            id,
+            Critical,
+            "agent-0003",
+            "queued_with_free_slots",
+            "agent agent-0003 has 7 queued row(s) but holds 1 of 3 slots and the drain sweep is late",
+            json!({"agent": "agent-0003", "queued_rows": 7, "oldest_queued_age_ms": 14 * MINUTE, "slot_count": 1, "max_parallel_tasks": 3, "drain_tick_age_ms": 190_000}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.seconds_at_least("grace_seconds", params.b02.grace_seconds, 0);
         problems.seconds_at_least("heartbeat_max_age_seconds", params.b02.heartbeat_max_age_seconds, 1);

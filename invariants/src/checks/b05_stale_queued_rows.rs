@@ -50,6 +50,24 @@ impl Invariant for B05 {
         format!("No queued row is older than {} (the platform's expiry sweep fails them).", human_seconds(params.b05.max_age_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Minor;
+        const MINUTE: i64 = 60_000;
+        const HOUR: i64 = 60 * 60_000;
+        let id = META.id;
+        vec![v(
+            id,
+            Minor,
+            "4b5c6d7e8f901234",
+            "not_expired",
+            "execution 4b5c6d7e8f901234 of agent agent-0120 has been queued for 31 h",
+            json!({"execution_id": "4b5c6d7e8f901234", "agent": "agent-0120", "age_ms": 31 * HOUR + 5 * MINUTE, "max_age_ms": 86_460_000}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.seconds_at_least("max_age_seconds", params.b05.max_age_seconds, 1);
     }

@@ -57,6 +57,22 @@ impl Invariant for E01 {
                 human_seconds(params.e01.buffer_seconds), human_seconds(params.e01.lease_grace_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Critical;
+        let id = META.id;
+        vec![v(
+            id,
+            Critical,
+            "9c0d1e2f3a4b5c6d",
+            "not_closed",
+            "execution 9c0d1e2f3a4b5c6d of agent agent-0034 has been running for 4210 s (limit 3900 s)",
+            json!({"execution_id": "9c0d1e2f3a4b5c6d", "agent": "agent-0034", "age_ms": 4_210_000, "limit_ms": 3_900_000, "leased": false, "lease_expires_at_ms": null}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.seconds_at_least("buffer_seconds", params.e01.buffer_seconds, 0);
         problems.seconds_at_least("lease_grace_seconds", params.e01.lease_grace_seconds, 0);

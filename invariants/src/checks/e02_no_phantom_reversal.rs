@@ -60,6 +60,22 @@ impl Invariant for E02 {
                 human_seconds(params.e02.window_seconds), human_seconds(params.e02.retention_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Critical;
+        let id = META.id;
+        vec![v(
+            id,
+            Critical,
+            "0d1e2f3a4b5c6d7e",
+            "reversal",
+            "execution 0d1e2f3a4b5c6d7e of agent agent-0061 went from success back to running",
+            json!({"execution_id": "0d1e2f3a4b5c6d7e", "agent": "agent-0061", "previous_status": "success", "current_status": "running", "seen_terminal_at_ms": t0 - 60_000}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         let p = &params.e02;
         if p.window_seconds <= 0 {

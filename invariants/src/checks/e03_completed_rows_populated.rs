@@ -69,6 +69,23 @@ impl Invariant for E03 {
         }
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Major;
+        const MINUTE: i64 = 60_000;
+        let id = META.id;
+        vec![v(
+            id,
+            Major,
+            "1e2f3a4b5c6d7e8f",
+            "completed_at_null",
+            "execution 1e2f3a4b5c6d7e8f of agent agent-0077 is failed without a completed_at",
+            json!({"execution_id": "1e2f3a4b5c6d7e8f", "agent": "agent-0077", "status": "failed", "started_at_ms": t0 - 12 * MINUTE}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.seconds_at_least("window_seconds", params.e03.window_seconds, 1);
     }

@@ -56,6 +56,22 @@ impl Invariant for E04 {
            code, never the metadata).".to_owned()
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Major;
+        let id = META.id;
+        vec![v(
+            id,
+            Major,
+            "2f3a4b5c6d7e8f90",
+            "queued_at_null",
+            "queued execution 2f3a4b5c6d7e8f90 of agent agent-0009: queued_at_null, backlog_metadata_null",
+            json!({"execution_id": "2f3a4b5c6d7e8f90", "agent": "agent-0009", "reasons": ["queued_at_null", "backlog_metadata_null"]}),
+        )]
+    }
+
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
         input
             .sql

@@ -54,6 +54,22 @@ impl Invariant for E05 {
         format!("A running row older than {} has a claude_session_id (leased rows excluded).", human_seconds(params.e05.max_age_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Major;
+        let id = META.id;
+        vec![v(
+            id,
+            Major,
+            "3a4b5c6d7e8f9012",
+            "no_session",
+            "execution 3a4b5c6d7e8f9012 of agent agent-0140 has run for 185 s without a session",
+            json!({"execution_id": "3a4b5c6d7e8f9012", "agent": "agent-0140", "age_ms": 185_000, "max_age_ms": 60_000}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.seconds_at_least("max_age_seconds", params.e05.max_age_seconds, 0);
     }

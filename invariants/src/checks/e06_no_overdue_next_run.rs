@@ -59,6 +59,24 @@ impl Invariant for E06 {
                  the past.", human_seconds(params.e06.max_overdue_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Major;
+        const MINUTE: i64 = 60_000;
+        const HOUR: i64 = 60 * 60_000;
+        let id = META.id;
+        vec![v(
+            id,
+            Major,
+            "sched-agent-0015-2",
+            "overdue",
+            "schedule sched-agent-0015-2 of agent agent-0015 is 95 min overdue",
+            json!({"schedule_id": "sched-agent-0015-2", "agent": "agent-0015", "next_run_at_ms": t0 - 95 * MINUTE, "overdue_ms": 95 * MINUTE, "max_overdue_ms": HOUR}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.seconds_at_least("max_overdue_seconds", params.e06.max_overdue_seconds, 0);
     }

@@ -50,6 +50,22 @@ impl Invariant for G03 {
         format!("An execution's started_at is not after its completed_at ({} tolerance).", human_seconds_f(params.g03.tolerance_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Minor;
+        let id = META.id;
+        vec![v(
+            id,
+            Minor,
+            "5c6d7e8f90123456",
+            "completed_before_started",
+            "execution 5c6d7e8f90123456 of agent agent-0047 completed 4500 ms before it started",
+            json!({"execution_id": "5c6d7e8f90123456", "agent": "agent-0047", "started_at_ms": t0 - 60_000, "completed_at_ms": t0 - 64_500}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.non_negative("tolerance_seconds", params.g03.tolerance_seconds);
     }

@@ -59,6 +59,22 @@ impl Invariant for G04 {
            ghp_, github_pat_, xoxb-, AKIA, AIza, ...); only the pattern name is reported.".to_owned()
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Critical;
+        let id = META.id;
+        vec![v(
+            id,
+            Critical,
+            "6d7e8f9012345678",
+            "credential_in_metadata",
+            "queued execution 6d7e8f9012345678 of agent agent-0031 carries a credential in its backlog metadata (aws_access_key, github_pat)",
+            json!({"execution_id": "6d7e8f9012345678", "agent": "agent-0031", "patterns": ["aws_access_key", "github_pat"]}),
+        )]
+    }
+
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
         input
             .sql

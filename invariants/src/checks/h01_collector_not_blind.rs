@@ -57,6 +57,22 @@ impl Invariant for H01 {
                  or longer.", human_seconds(params.h01.confirm_after_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Major;
+        let id = META.id;
+        vec![v(
+            id,
+            Major,
+            "roster",
+            "roster_empty_unverifiable",
+            "the roster is empty but 12 slot key(s) exist in Redis, for 180 s",
+            json!({"roster_readable": true, "slot_keys": 12, "suspected_since_ms": t0 - 180_000}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.seconds_at_least("confirm_after_seconds", params.h01.confirm_after_seconds, 0);
     }

@@ -59,6 +59,22 @@ impl Invariant for L03 {
         "No agent-keyed row and no slot key references an agent absent from the roster.".to_owned()
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Critical;
+        let id = META.id;
+        vec![v(
+            id,
+            Critical,
+            "agent-0666",
+            "orphan_rows_and_slot_key",
+            "agent agent-0666 is not in the roster but 5 row(s) in 2 table(s) and its slot key still reference it",
+            json!({"agent": "agent-0666", "tables": {"agent_sharing": 2, "agent_tags": 3}, "slot_key": true}),
+        )]
+    }
+
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
         let roster: BTreeSet<&str> = input.sql.agents.iter().map(|a| a.name.as_str()).collect();
         let mut orphans: BTreeMap<&str, Orphan<'_>> = BTreeMap::new();

@@ -69,6 +69,32 @@ impl Invariant for S01 {
                 human_seconds_f(params.s01.grace_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Critical;
+        let id = META.id;
+        vec![
+            v(
+                id,
+                Critical,
+                "agent-0042",
+                "in_redis_only",
+                "agent agent-0042: 1 slot(s) without a running row, 0 running row(s) without a slot",
+                json!({"agent": "agent-0042", "in_redis_only": ["9f1c2e7a4b6d8e01"], "in_sql_only": [], "slot_count": 2, "running_rows": 1}),
+            ),
+            v(
+                id,
+                Critical,
+                "agent-0107",
+                "in_sql_only",
+                "agent agent-0107: 0 slot(s) without a running row, 1 running row(s) without a slot",
+                json!({"agent": "agent-0107", "in_redis_only": [], "in_sql_only": ["3a5b7c9d1e2f4a6b"], "slot_count": 0, "running_rows": 1}),
+            ),
+        ]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.non_negative("grace_seconds", params.s01.grace_seconds);
     }

@@ -48,6 +48,22 @@ impl Invariant for S02 {
         "Every roster agent holds at most max_parallel_tasks slots (drain sentinels excluded).".to_owned()
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Critical;
+        let id = META.id;
+        vec![v(
+            id,
+            Critical,
+            "agent-0013",
+            "over_capacity",
+            "agent agent-0013 holds 4 slots but its cap is 3",
+            json!({"agent": "agent-0013", "slot_count": 4, "max_parallel_tasks": 3, "members": ["0b1c2d3e4f5a6b7c", "1c2d3e4f5a6b7c8d", "2d3e4f5a6b7c8d9e", "3e4f5a6b7c8d9e0f"]}),
+        )]
+    }
+
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
         let caps = input.sql.strictest_per_agent(|a| a.max_parallel_tasks);
         input

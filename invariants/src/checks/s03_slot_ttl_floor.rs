@@ -63,6 +63,32 @@ impl Invariant for S03 {
                 human_seconds(params.s03.buffer_seconds), human_seconds_f(params.s03.tolerance_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Critical;
+        let id = META.id;
+        vec![
+            v(
+                id,
+                Critical,
+                "5e6f7a8b9c0d1e2f",
+                "below_floor",
+                "slot 5e6f7a8b9c0d1e2f of agent agent-0021: initial TTL below timeout + buffer",
+                json!({"agent": "agent-0021", "execution_id": "5e6f7a8b9c0d1e2f", "timeout_seconds": 900, "ttl_ms": 312_000, "age_ms": 240_000, "initial_ttl_ms": 552_000, "floor_ms": 1_199_000}),
+            ),
+            v(
+                id,
+                Critical,
+                "6f7a8b9c0d1e2f3a",
+                "no_expiry",
+                "slot 6f7a8b9c0d1e2f3a of agent agent-0021: metadata hash has no expiry",
+                json!({"agent": "agent-0021", "execution_id": "6f7a8b9c0d1e2f3a", "timeout_seconds": 900, "ttl": "no_expiry"}),
+            ),
+        ]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.seconds_at_least("buffer_seconds", params.s03.buffer_seconds, 0);
         problems.non_negative("tolerance_seconds", params.s03.tolerance_seconds);

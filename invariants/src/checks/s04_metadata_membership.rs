@@ -76,6 +76,32 @@ impl Invariant for S04 {
                 human_seconds_f(params.s04.grace_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::{Critical, Major};
+        let id = META.id;
+        vec![
+            v(
+                id,
+                Critical,
+                "7a8b9c0d1e2f3a4b",
+                "member_without_meta",
+                "slot 7a8b9c0d1e2f3a4b of agent agent-0055 has no metadata hash",
+                json!({"agent": "agent-0055", "execution_id": "7a8b9c0d1e2f3a4b", "acquired_at_ms": t0 - 95_000, "age_ms": 95_000}),
+            ),
+            v(
+                id,
+                Major,
+                "8b9c0d1e2f3a4b5c",
+                "meta_without_member",
+                "metadata hash of 8b9c0d1e2f3a4b5c (agent agent-0055) has no slot member and never expires",
+                json!({"agent": "agent-0055", "execution_id": "8b9c0d1e2f3a4b5c", "ttl_ms": null}),
+            ),
+        ]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         problems.non_negative("grace_seconds", params.s04.grace_seconds);
     }

@@ -46,6 +46,22 @@ impl Invariant for S07 {
         format!("A drain sentinel in a slot set lives less than {}.", human_seconds_f(params.s07.max_age_seconds))
     }
 
+    #[cfg(any(test, feature = "testing"))]
+    fn examples(&self, _t0: i64) -> Vec<Violation> {
+        use crate::testing::example as v;
+        use serde_json::json;
+        use crate::violation::Severity::Minor;
+        let id = META.id;
+        vec![v(
+            id,
+            Minor,
+            "agent-0088:drain-1795000000",
+            "stale_sentinel",
+            "drain sentinel drain-1795000000 of agent agent-0088 is 600 s old",
+            json!({"agent": "agent-0088", "sentinel": "drain-1795000000", "age_ms": 600_000, "max_age_ms": 10_000}),
+        )]
+    }
+
     fn validate(&self, params: &Params, problems: &mut Problems<'_>) {
         // Zero would call every sentinel stale the instant it is placed.
         problems.positive("max_age_seconds", params.s07.max_age_seconds);
