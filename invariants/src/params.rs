@@ -106,7 +106,7 @@ impl<'a> Problems<'a> {
 /// Declares one invariant's parameter struct: the common `enabled` (default `true`) and
 /// `severity` (default none) keys, then the listed thresholds with their defaults.
 ///
-/// ```ignore
+/// ```text
 /// invariant_params! {
 ///     /// S-07 thresholds.
 ///     pub struct S07Params {
