@@ -571,7 +571,7 @@ async fn missing_cascade_table_is_skipped_and_noted() {
 }
 
 #[tokio::test]
-async fn garbage_in_redis_is_an_anomaly_not_a_crash() {
+async fn garbage_in_redis_is_a_g05_finding_not_a_crash() {
     let mut env = Env::healthy().await;
     let key = env.platform.slots_key("agent-idle");
     let _: () = env
@@ -588,7 +588,42 @@ async fn garbage_in_redis_is_an_anomaly_not_a_crash() {
         .await
         .unwrap();
     let (code, result) = env.check(&[]);
-    assert_eq!(code, 0, "{result:#}");
+    // Malformed platform data is a finding (G-05, major): red, exit 1, and only G-05 is red.
+    assert_eq!(code, 1, "{result:#}");
+    let red: Vec<&str> = result["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["invariant_id"].as_str().unwrap())
+        .collect();
+    assert!(red.iter().all(|id| *id == "G-05"), "{result:#}");
+    let g05: Vec<(String, String)> = result["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["subject"].as_str().unwrap().to_owned(),
+                v["signal"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        g05.contains(&(key.clone(), "wrong_type".to_owned())),
+        "{result:#}"
+    );
+    assert!(
+        g05.contains(&(
+            format!("{meta} timeout_seconds"),
+            "timeout_not_integer".to_owned()
+        )),
+        "{result:#}"
+    );
+    // The raw value is never part of the finding.
+    assert!(
+        !result["violations"].to_string().contains("soon"),
+        "{result:#}"
+    );
     let anomalies = result["diagnostics"]["anomalies"].as_array().unwrap();
     assert!(anomalies.len() >= 2, "{result:#}");
     // Each planted value is reported where it was found (a bare count could be met by any two
@@ -965,4 +1000,55 @@ async fn the_catalog_listing_shows_the_configured_thresholds() {
         "{text}"
     );
     assert!(!text.contains("less than 10 s"), "{text}");
+}
+
+/// Malformed SQL rows are G-05 findings on a real database: a cap that is not an integer and
+/// an unparseable timestamp each give one violation naming the row and column, with its reason code, never the
+/// value; the exit code says red.
+#[tokio::test]
+async fn malformed_rows_are_g05_findings() {
+    let env = Env::healthy().await;
+    env.platform
+        .db()
+        .execute_batch(
+            "UPDATE agent_ownership SET max_parallel_tasks = 'many' WHERE agent_name = 'agent-a';
+             INSERT INTO agent_schedules (id, agent_name, enabled, next_run_at) \
+             VALUES ('bad-sched', 'agent-a', 1, 'next tuesday');",
+        )
+        .unwrap();
+    let (code, result) = env.check(&[]);
+    assert_eq!(code, 1, "{result:#}");
+    assert_eq!(outcome(&result, "G-05"), "red", "{result:#}");
+    let mut found: Vec<(String, String)> = result["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            assert_eq!(v["invariant_id"], "G-05", "{result:#}");
+            (
+                v["subject"].as_str().unwrap().to_owned(),
+                v["signal"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "agent_ownership.agent-a.max_parallel_tasks".to_owned(),
+                "not_integer".to_owned()
+            ),
+            (
+                "agent_schedules.bad-sched.next_run_at".to_owned(),
+                "timestamp_unparseable".to_owned()
+            ),
+        ],
+        "{result:#}"
+    );
+    let shown = result["violations"].to_string();
+    assert!(
+        !shown.contains("tuesday") && !shown.contains("many"),
+        "{result:#}"
+    );
 }

@@ -14,8 +14,8 @@ use canary::collect::{Collected, builtin};
 use canary::config::PlatformConfig;
 use canary::fleet::redis_server::RedisServer;
 use canary_invariants::{
-    Agent, Backlog, BacklogJson, Execution, Field, KeyTtl, OrphanRows, Phase, Severity, Snapshot,
-    Source,
+    Agent, AnomalyKind, Backlog, BacklogJson, Execution, Field, KeyTtl, OrphanRows, Phase,
+    Severity, Snapshot, Source,
 };
 
 use crate::support::platform_db::{AgentRow, ExecRow, PlatformDb, iso, sqlite_datetime};
@@ -765,19 +765,31 @@ async fn garbage_in_redis_becomes_anomalies() {
     assert_eq!(by_name("e-inf").meta.expect("read").ttl, KeyTtl::Missing);
 
     let subjects = anomaly_subjects(&snapshot, Source::Redis);
-    for expected in [
-        "agent:slots:stringy",
-        "agent:slots:alpha e-inf",
-        "agent:slots:alpha e-ninf",
-        "agent:slots:alpha",
-        "agent:slot:alpha:e-str",
-        "agent:slot:alpha:e-frac timeout_seconds",
-        "canary:drain_tick_at",
-        "0x6167656e743a736c6f74733ac328",
+    // Each planted value with the reason code G-05 reports it by.
+    for (expected, kind) in [
+        ("agent:slots:stringy", AnomalyKind::WrongType),
+        ("agent:slots:alpha e-inf", AnomalyKind::ScoreNotFinite),
+        ("agent:slots:alpha e-ninf", AnomalyKind::ScoreNotFinite),
+        ("agent:slots:alpha", AnomalyKind::MemberNotUtf8),
+        ("agent:slot:alpha:e-str", AnomalyKind::WrongType),
+        (
+            "agent:slot:alpha:e-frac timeout_seconds",
+            AnomalyKind::TimeoutNotInteger,
+        ),
+        ("canary:drain_tick_at", AnomalyKind::DrainTickUnparseable),
+        ("0x6167656e743a736c6f74733ac328", AnomalyKind::KeyNotUtf8),
     ] {
         assert!(
             subjects.contains(expected),
             "missing anomaly for {expected}: {subjects:?}"
+        );
+        assert!(
+            snapshot
+                .anomalies
+                .iter()
+                .any(|a| a.subject == expected && a.kind == kind),
+            "{expected} is not {kind:?}: {:?}",
+            snapshot.anomalies
         );
     }
     let wrongtype = snapshot

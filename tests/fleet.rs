@@ -191,6 +191,7 @@ recipe_tests! {
     b05_stale_queued,
     g03_clock_skew,
     g04_leaked_secret,
+    g05_malformed_slot,
     h01_blind,
     l03_orphan,
 }

@@ -944,3 +944,42 @@ async fn post_run_cycle(app: Router) -> Reply {
     )
     .await
 }
+
+/// Malformed platform data is counted by kind in `/metrics`, from the last cycle: a slot key of
+/// the wrong type shows as `wrong_type 1` (and turns G-05 red), and drops back to 0 once the
+/// key is gone.
+#[tokio::test]
+async fn metrics_count_platform_anomalies_by_kind() {
+    let mut env = Env::new().await;
+    let key = env.platform.slots_key("agent-idle");
+    redis::cmd("SET")
+        .arg(&key)
+        .arg("hello")
+        .query_async::<()>(env.platform.redis())
+        .await
+        .unwrap();
+    env.run_cycle(json!({})).await.expect(StatusCode::OK);
+    let text = env.get("/metrics").await.expect(StatusCode::OK).text;
+    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+    for line in [
+        "canary_platform_anomalies{kind=\"wrong_type\"} 1",
+        "canary_platform_anomalies{kind=\"score_not_finite\"} 0",
+        "canary_invariant_state{invariant=\"G-05\"} 1",
+    ] {
+        assert!(has(&text, line), "{line} missing from:\n{text}");
+    }
+
+    redis::cmd("DEL")
+        .arg(&key)
+        .query_async::<()>(env.platform.redis())
+        .await
+        .unwrap();
+    env.run_cycle(json!({})).await.expect(StatusCode::OK);
+    let text = env.get("/metrics").await.expect(StatusCode::OK).text;
+    for line in [
+        "canary_platform_anomalies{kind=\"wrong_type\"} 0",
+        "canary_invariant_state{invariant=\"G-05\"} 0",
+    ] {
+        assert!(has(&text, line), "{line} missing from:\n{text}");
+    }
+}

@@ -43,8 +43,8 @@ pub use evaluate::{Evaluation, Selection, evaluate};
 pub use memory::{Memory, SeenTerminal};
 pub use params::Params;
 pub use snapshot::{
-    Agent, Anomaly, Backlog, BacklogJson, Execution, Field, KeyTtl, MetaKey, Millis, OrphanRows,
-    Phase, RedisState, Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source,
+    Agent, Anomaly, AnomalyKind, Backlog, BacklogJson, Execution, Field, KeyTtl, MetaKey, Millis,
+    OrphanRows, Phase, RedisState, Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source,
     SourceUnavailable, SqlState,
 };
 pub use transitions::{Hysteresis, InvariantState, Transition, TransitionKind, Verdict};

@@ -49,10 +49,99 @@ pub struct SourceUnavailable {
 pub struct Anomaly {
     /// Where it was seen.
     pub source: Source,
+    /// What kind of oddity (a stable reason code; G-05 judges by it). Absent in older
+    /// serialized snapshots.
+    #[serde(default)]
+    pub kind: AnomalyKind,
     /// The key, row or column concerned.
     pub subject: String,
     /// What was wrong, in a few words.
     pub note: String,
+}
+
+/// The kinds of [`Anomaly`]: what the collector could not interpret, as a stable reason code.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    /// A slot or metadata key whose name is not UTF-8.
+    KeyNotUtf8,
+    /// A key of the wrong Redis type (`WRONGTYPE`).
+    WrongType,
+    /// A slot member that is not UTF-8.
+    MemberNotUtf8,
+    /// A slot score that is not a finite unix time (`inf`, `-1e18`, ...).
+    ScoreNotFinite,
+    /// A metadata hash's timeout field that is not an integer.
+    TimeoutNotInteger,
+    /// The drain heartbeat key holds something that is not a unix time.
+    DrainTickUnparseable,
+    /// A row without its id.
+    NullId,
+    /// A row without its agent name.
+    NullAgent,
+    /// A row without its status.
+    NullStatus,
+    /// A column that must hold an integer does not.
+    NotInteger,
+    /// A timestamp column holding something that is not a timestamp.
+    TimestampUnparseable,
+    /// Redis answered a per-command error other than `WRONGTYPE` (access, load, ...).
+    ServerError,
+    /// Redis answered a reply of an unexpected shape.
+    UnexpectedReply,
+    /// A cascade table lacks a configured column (configuration or schema, not data).
+    CascadeColumnMissing,
+    /// A custom SQL invariant returned more rows than its limit (configuration, not data).
+    CustomTruncated,
+    /// Anything else (and anomalies serialized before kinds existed).
+    #[default]
+    Other,
+}
+
+impl AnomalyKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [AnomalyKind; 16] = [
+        AnomalyKind::KeyNotUtf8,
+        AnomalyKind::WrongType,
+        AnomalyKind::MemberNotUtf8,
+        AnomalyKind::ScoreNotFinite,
+        AnomalyKind::TimeoutNotInteger,
+        AnomalyKind::DrainTickUnparseable,
+        AnomalyKind::NullId,
+        AnomalyKind::NullAgent,
+        AnomalyKind::NullStatus,
+        AnomalyKind::NotInteger,
+        AnomalyKind::TimestampUnparseable,
+        AnomalyKind::ServerError,
+        AnomalyKind::UnexpectedReply,
+        AnomalyKind::CascadeColumnMissing,
+        AnomalyKind::CustomTruncated,
+        AnomalyKind::Other,
+    ];
+
+    /// The reason code (as serialized): `wrong_type`, `null_id`, ...
+    pub fn code(self) -> &'static str {
+        match self {
+            AnomalyKind::KeyNotUtf8 => "key_not_utf8",
+            AnomalyKind::WrongType => "wrong_type",
+            AnomalyKind::MemberNotUtf8 => "member_not_utf8",
+            AnomalyKind::ScoreNotFinite => "score_not_finite",
+            AnomalyKind::TimeoutNotInteger => "timeout_not_integer",
+            AnomalyKind::DrainTickUnparseable => "drain_tick_unparseable",
+            AnomalyKind::NullId => "null_id",
+            AnomalyKind::NullAgent => "null_agent",
+            AnomalyKind::NullStatus => "null_status",
+            AnomalyKind::NotInteger => "not_integer",
+            AnomalyKind::TimestampUnparseable => "timestamp_unparseable",
+            AnomalyKind::ServerError => "server_error",
+            AnomalyKind::UnexpectedReply => "unexpected_reply",
+            AnomalyKind::CascadeColumnMissing => "cascade_column_missing",
+            AnomalyKind::CustomTruncated => "custom_truncated",
+            AnomalyKind::Other => "other",
+        }
+    }
 }
 
 /// Optional platform columns (and the schedules table). Older schemas may lack them; the

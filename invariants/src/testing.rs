@@ -9,8 +9,8 @@ use crate::evaluate::{Selection, evaluate};
 use crate::memory::Memory;
 use crate::params::Params;
 use crate::snapshot::{
-    Agent, Anomaly, Backlog, BacklogJson, Execution, Field, KeyTtl, MetaKey, Millis, OrphanRows,
-    Phase, RedisState, Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source,
+    Agent, Anomaly, AnomalyKind, Backlog, BacklogJson, Execution, Field, KeyTtl, MetaKey, Millis,
+    OrphanRows, Phase, RedisState, Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source,
     SourceUnavailable, SqlState,
 };
 use crate::violation::{Severity, Violation};
@@ -294,9 +294,10 @@ impl SnapshotBuilder {
     }
 
     /// Adds an anomaly note.
-    pub fn anomaly(mut self, source: Source, subject: &str, note: &str) -> Self {
+    pub fn anomaly(mut self, source: Source, kind: AnomalyKind, subject: &str, note: &str) -> Self {
         self.snapshot.anomalies.push(Anomaly {
             source,
+            kind,
             subject: subject.to_owned(),
             note: note.to_owned(),
         });

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use canary_invariants::{Outcome, Source};
+use canary_invariants::{AnomalyKind, Outcome, Source};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -41,6 +41,11 @@ struct SourceLabel {
     source: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
 /// Every metric canary exports. Cheap to share behind an `Arc`; all updates are atomic.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +55,7 @@ pub struct Metrics {
     violations: Family<InvariantLabel, Counter>,
     state: Family<InvariantLabel, Gauge>,
     sources_unavailable: Family<SourceLabel, Counter>,
+    anomalies: Family<KindLabel, Gauge>,
     alerts: Family<OutcomeLabel, Counter>,
     alert_stats: Arc<AlertStats>,
     /// Serialises the copy from `alert_stats` into `alerts`, so two concurrent scrapes cannot
@@ -112,6 +118,20 @@ impl Metrics {
             "Cycles in which a platform store could not be read, by source",
             sources_unavailable.clone(),
         );
+        let anomalies = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "platform_anomalies",
+            "Odd platform data the last observed cycle carried instead of guessing, by kind \
+             (G-05 judges the malformed kinds)",
+            anomalies.clone(),
+        );
+        for kind in AnomalyKind::ALL {
+            anomalies
+                .get_or_create(&KindLabel {
+                    kind: kind.code().to_owned(),
+                })
+                .set(0);
+        }
         let alerts = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "alerts",
@@ -161,6 +181,7 @@ impl Metrics {
             violations,
             state,
             sources_unavailable,
+            anomalies,
             alerts,
             alert_stats: Arc::new(AlertStats::default()),
             alert_sync: Mutex::new(()),
@@ -196,6 +217,19 @@ impl Metrics {
                     invariant: id.clone(),
                 })
                 .set(state_value(*outcome));
+        }
+        for kind in AnomalyKind::ALL {
+            let count = result
+                .diagnostics
+                .anomalies
+                .iter()
+                .filter(|a| a.kind == kind)
+                .count();
+            self.anomalies
+                .get_or_create(&KindLabel {
+                    kind: kind.code().to_owned(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
         for s in &result.sources_unavailable {
             self.sources_unavailable
@@ -291,6 +325,7 @@ mod tests {
             "canary_alerts_total{outcome=\"abandoned\"} 0",
             "canary_outbox_pending 3",
             "canary_outbox_abandoned 1",
+            "canary_platform_anomalies{kind=\"wrong_type\"} 0",
             "# EOF",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");

@@ -67,6 +67,7 @@ catalog! {
     b05_stale_queued_rows::B05(B05Params) as b05 = "B-05",
     g03_clock_sanity::G03(G03Params) as g03 = "G-03",
     g04_no_credentials_in_metadata::G04(G04Params) as g04 = "G-04",
+    g05_platform_data_well_formed::G05(G05Params) as g05 = "G-05",
     l03_delete_cascades::L03(L03Params) as l03 = "L-03",
     h01_collector_not_blind::H01(H01Params) as h01 = "H-01",
 }

@@ -5,7 +5,9 @@
 //! It must not send anything but the reads [`ReadOnlyRedis`] offers, nor parse replies itself
 //! (see `reply`).
 
-use canary_invariants::{Anomaly, KeyTtl, MetaKey, RedisState, SlotMember, SlotMeta, SlotSet};
+use canary_invariants::{
+    Anomaly, AnomalyKind, KeyTtl, MetaKey, RedisState, SlotMember, SlotMeta, SlotSet,
+};
 use redis::Value;
 
 use super::client::{ReadBatch, ReadOnlyRedis, RedisSourceError};
@@ -178,6 +180,7 @@ async fn scan_keys(
                 None => meta_keys.push(key),
             },
             Err(e) => anomalies.push(anomaly(
+                AnomalyKind::KeyNotUtf8,
                 hex_subject(e.as_bytes()),
                 "slot or metadata key is not UTF-8; skipped",
             )),
@@ -225,6 +228,7 @@ async fn read_slot_sets(
                 Ok(m) => m,
                 Err(e) => {
                     anomalies.push(anomaly(
+                        AnomalyKind::MemberNotUtf8,
                         key.clone(),
                         format!("member is not UTF-8 ({}); skipped", hex(e.as_bytes())),
                     ));
@@ -234,6 +238,7 @@ async fn read_slot_sets(
             let acquired_at_ms = score_ms(&score);
             if acquired_at_ms.is_none() {
                 anomalies.push(anomaly(
+                    AnomalyKind::ScoreNotFinite,
                     format!("{key} {member}"),
                     format!("score {} is not a finite unix time", show_value(&score)),
                 ));
@@ -296,6 +301,7 @@ async fn confirm_strays(
                 orphan_ttl: Some(KeyTtl::from_pttl(ms)),
             }),
             other => anomalies.push(anomaly(
+                AnomalyKind::UnexpectedReply,
                 f.key,
                 format!(
                     "PTTL answered {}; stray metadata not judged",
@@ -346,6 +352,7 @@ async fn read_meta(
             Value::Int(ms) => KeyTtl::from_pttl(*ms),
             other => {
                 anomalies.push(anomaly(
+                    AnomalyKind::UnexpectedReply,
                     meta_key,
                     format!("PTTL answered {}; metadata not judged", show_value(other)),
                 ));

@@ -5,15 +5,16 @@
 //!
 //! It must not talk to Redis; everything here is pure.
 
-use canary_invariants::{Anomaly, Source};
+use canary_invariants::{Anomaly, AnomalyKind, Source};
 use redis::Value;
 
 use crate::collect::timestamp::{parse_timestamp_ms, seconds_to_ms};
 
 /// An anomaly of the Redis source: odd data carried instead of guessed.
-pub(super) fn anomaly(subject: String, note: impl Into<String>) -> Anomaly {
+pub(super) fn anomaly(kind: AnomalyKind, subject: String, note: impl Into<String>) -> Anomaly {
     Anomaly {
         source: Source::Redis,
+        kind,
         subject,
         note: note.into(),
     }
@@ -44,6 +45,15 @@ pub(super) fn show_value(v: &Value) -> String {
     }
 }
 
+/// The kind of a per-command error: `WRONGTYPE` is malformed data, anything else is not.
+pub(super) fn server_error_kind(e: &redis::ServerError) -> AnomalyKind {
+    if e.code() == "WRONGTYPE" {
+        AnomalyKind::WrongType
+    } else {
+        AnomalyKind::ServerError
+    }
+}
+
 /// A `WRONGTYPE` (or other per-command) error, as an anomaly note.
 pub(super) fn server_error_note(e: &redis::ServerError, what: &str) -> String {
     if e.code() == "WRONGTYPE" {
@@ -63,11 +73,16 @@ pub(super) fn zrange_pairs(
     let items = match reply {
         Value::Array(items) => items,
         Value::ServerError(e) => {
-            anomalies.push(anomaly(key.to_owned(), server_error_note(e, "slot key")));
+            anomalies.push(anomaly(
+                server_error_kind(e),
+                key.to_owned(),
+                server_error_note(e, "slot key"),
+            ));
             return None;
         }
         other => {
             anomalies.push(anomaly(
+                AnomalyKind::UnexpectedReply,
                 key.to_owned(),
                 format!("ZRANGE answered {}; skipped", show_value(other)),
             ));
@@ -126,6 +141,7 @@ pub(super) fn parse_timeout(
         Value::SimpleString(s) => s.clone(),
         Value::ServerError(e) => {
             anomalies.push(anomaly(
+                server_error_kind(e),
                 meta_key.to_owned(),
                 server_error_note(e, "metadata key"),
             ));
@@ -133,6 +149,7 @@ pub(super) fn parse_timeout(
         }
         other => {
             anomalies.push(anomaly(
+                AnomalyKind::UnexpectedReply,
                 format!("{meta_key} {field}"),
                 format!("HGET answered {}", show_value(other)),
             ));
@@ -143,6 +160,7 @@ pub(super) fn parse_timeout(
         Ok(v) => Some(v),
         Err(_) => {
             anomalies.push(anomaly(
+                AnomalyKind::TimeoutNotInteger,
                 format!("{meta_key} {field}"),
                 format!("not an integer: {}", show_value(reply)),
             ));
@@ -164,6 +182,7 @@ pub(super) fn parse_drain_tick(
         Value::SimpleString(s) => parse_timestamp_ms(s),
         Value::ServerError(e) => {
             anomalies.push(anomaly(
+                server_error_kind(e),
                 key.to_owned(),
                 server_error_note(e, "drain tick key"),
             ));
@@ -173,6 +192,7 @@ pub(super) fn parse_drain_tick(
     };
     if parsed.is_none() {
         anomalies.push(anomaly(
+            AnomalyKind::DrainTickUnparseable,
             key.to_owned(),
             format!("drain tick {} is not a unix time", show_value(reply)),
         ));

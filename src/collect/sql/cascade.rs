@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use canary_invariants::{Anomaly, OrphanRows};
+use canary_invariants::{Anomaly, AnomalyKind, OrphanRows};
 use rusqlite::types::Value;
 
 use super::error::SqliteError;
@@ -62,6 +62,7 @@ fn scannable<'a>(
                 // A present table without its agent (or filter) column cannot be judged; say so
                 // rather than failing the whole source on one odd table.
                 anomalies.push(anomaly(
+                    AnomalyKind::CascadeColumnMissing,
                     format!("{}.{}", entry.table, absent),
                     "cascade column missing; table skipped",
                 ));

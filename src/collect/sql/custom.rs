@@ -30,7 +30,7 @@
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Instant;
 
-use canary_invariants::{Anomaly, CustomResult, CustomRow, Source};
+use canary_invariants::{Anomaly, AnomalyKind, CustomResult, CustomRow, Source};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, Statement};
 use serde_json::{Value, json};
@@ -171,6 +171,7 @@ pub fn run_blocking(platform: &PlatformConfig, specs: &[CustomSpec]) -> CustomOu
         if truncated {
             outcome.anomalies.push(Anomaly {
                 source: Source::Sqlite,
+                kind: AnomalyKind::CustomTruncated,
                 subject: format!("custom invariant {}", spec.id),
                 note: format!("truncated: more than row_limit {} rows", spec.row_limit),
             });

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use canary_invariants::{Agent, Anomaly, Execution, OrphanRows, Phase};
+use canary_invariants::{Agent, Anomaly, AnomalyKind, Execution, OrphanRows, Phase};
 use rusqlite::types::Value;
 
 use super::error::SqliteError;
@@ -201,6 +201,7 @@ pub(super) fn read_executions(
         }
         let Some(id) = value_text(&id) else {
             anomalies.push(anomaly(
+                AnomalyKind::NullId,
                 format!("{}.{}", e.table, e.id),
                 "row with NULL id skipped",
             ));
@@ -208,11 +209,19 @@ pub(super) fn read_executions(
         };
         let subject = |column: &str| format!("{}.{}.{}", e.table, id, column);
         let agent_name = value_text(&agent).unwrap_or_else(|| {
-            anomalies.push(anomaly(subject(&e.agent_name), "NULL agent name"));
+            anomalies.push(anomaly(
+                AnomalyKind::NullAgent,
+                subject(&e.agent_name),
+                "NULL agent name",
+            ));
             String::new()
         });
         let status = value_text(&status).unwrap_or_else(|| {
-            anomalies.push(anomaly(subject(&e.status), "NULL status"));
+            anomalies.push(anomaly(
+                AnomalyKind::NullStatus,
+                subject(&e.status),
+                "NULL status",
+            ));
             String::new()
         });
         let mut ts = |v: &Value, column: &str| parse_ts_value(v, || subject(column), anomalies);

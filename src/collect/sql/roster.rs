@@ -4,7 +4,7 @@
 //!
 //! It must not read any other table.
 
-use canary_invariants::{Agent, Anomaly};
+use canary_invariants::{Agent, Anomaly, AnomalyKind};
 use rusqlite::types::Value;
 
 use super::error::SqliteError;
@@ -57,6 +57,7 @@ pub(super) fn read_roster(
     for (name, is_system, cap, timeout, deleted) in rows {
         let Some(name) = value_text(&name) else {
             anomalies.push(anomaly(
+                AnomalyKind::NullAgent,
                 format!("{}.{}", a.table, a.name),
                 "agent row with NULL name skipped",
             ));
@@ -67,6 +68,7 @@ pub(super) fn read_roster(
             Ok(None) => default,
             Err(()) => {
                 anomalies.push(anomaly(
+                    AnomalyKind::NotInteger,
                     format!("{}.{}.{}", a.table, name, column),
                     format!("not an integer; platform default {default} assumed"),
                 ));

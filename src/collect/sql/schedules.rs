@@ -3,7 +3,7 @@
 //!
 //! It must not read any other table.
 
-use canary_invariants::{Anomaly, Schedule};
+use canary_invariants::{Anomaly, AnomalyKind, Schedule};
 use rusqlite::types::Value;
 
 use super::error::SqliteError;
@@ -49,6 +49,7 @@ pub(super) fn read_schedules(
     for (id, agent, enabled, next_run_at, deleted) in rows {
         let Some(id) = value_text(&id) else {
             anomalies.push(anomaly(
+                AnomalyKind::NullId,
                 format!("{}.{}", sc.table, sc.id),
                 "schedule with NULL id skipped",
             ));
@@ -56,7 +57,11 @@ pub(super) fn read_schedules(
         };
         let subject = |column: &str| format!("{}.{}.{}", sc.table, id, column);
         let agent_name = value_text(&agent).unwrap_or_else(|| {
-            anomalies.push(anomaly(subject(&sc.agent_name), "NULL agent name"));
+            anomalies.push(anomaly(
+                AnomalyKind::NullAgent,
+                subject(&sc.agent_name),
+                "NULL agent name",
+            ));
             String::new()
         });
         let next_run_at_ms = parse_ts_value(&next_run_at, || subject(&sc.next_run_at), anomalies);

@@ -5,15 +5,16 @@
 //!
 //! It must not run statements; everything here is pure.
 
-use canary_invariants::{Anomaly, Backlog, BacklogJson, Source};
+use canary_invariants::{Anomaly, AnomalyKind, Backlog, BacklogJson, Source};
 use rusqlite::types::Value;
 
 use crate::collect::timestamp::{parse_timestamp_ms, seconds_to_ms};
 
 /// An anomaly of the SQL source: odd data carried instead of guessed.
-pub(super) fn anomaly(subject: String, note: impl Into<String>) -> Anomaly {
+pub(super) fn anomaly(kind: AnomalyKind, subject: String, note: impl Into<String>) -> Anomaly {
     Anomaly {
         source: Source::Sqlite,
+        kind,
         subject,
         note: note.into(),
     }
@@ -103,7 +104,7 @@ pub(super) fn parse_ts_value(
             Value::Blob(_) => "timestamp stored as a blob".to_owned(),
             _ => "timestamp out of range".to_owned(),
         };
-        anomalies.push(anomaly(subject(), shown));
+        anomalies.push(anomaly(AnomalyKind::TimestampUnparseable, subject(), shown));
     }
     parsed
 }

@@ -152,6 +152,7 @@ registry! {
     b05_stale_queued::B05StaleQueued,
     g03_clock_skew::G03ClockSkew,
     g04_leaked_secret::G04LeakedSecret,
+    g05_malformed_slot::G05MalformedSlot,
     h01_blind::H01Blind,
     l03_orphan::L03Orphan,
 }
