@@ -36,7 +36,7 @@ use alerts::alert_payloads;
 pub enum CycleError {
     /// Another cycle holds the lease: `None` when it is this process's own runner (its
     /// single-flight gate), otherwise the lease as found.
-    #[error("cycle in progress")]
+    #[error("cycle in progress{}", held_by_suffix(.0.as_ref()))]
     InProgress(Option<HeldBy>),
     /// Invariant ids neither in the catalog nor configured as custom invariants.
     #[error("unknown invariant id(s): {}", .0.join(", "))]
@@ -55,6 +55,13 @@ pub struct HeldBy {
     pub age_ms: i64,
     /// Whether the holder is this very process (e.g. an admin-triggered cycle).
     pub this_process: bool,
+}
+
+/// ` (lease held by <holder> for <age> ms)`, or nothing for this process's own gate.
+fn held_by_suffix(held: Option<&HeldBy>) -> String {
+    held.map_or_else(String::new, |h| {
+        format!(" (lease held by {} for {} ms)", h.holder, h.age_ms)
+    })
 }
 
 /// How to run one cycle.
