@@ -183,7 +183,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         Err(_) => tracing::warn!(
             shutdown_timeout = %humantime::format_duration(timeout),
             "shutdown timeout elapsed with tasks still running; exiting anyway \
-             (an unfinished cycle is not recorded; its lease expires after state.lease_timeout)"
+             (an unfinished cycle is not recorded; a restart here takes its lease over at once)"
         ),
     }
     if failed.load(Ordering::SeqCst) {

@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn other_errors_exit_3() {
         assert_eq!(
-            ExitCode::of_error(&CycleError::InProgress),
+            ExitCode::of_error(&CycleError::InProgress(None)),
             ExitCode::Failure
         );
         let io = std::io::Error::other("boom");

@@ -681,6 +681,10 @@ async fn a_held_lease_means_cycle_in_progress() {
     let (code, _, stderr) = run_canary(&env.config_path(), &[]);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("cycle in progress"), "{stderr}");
+    assert!(
+        stderr.contains("lease held by other-process for "),
+        "names the holder and its age: {stderr}"
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! platform SQLite file), a 1 s interval. Cycles happen on schedule; SIGTERM stops it with exit 0
 //! inside the shutdown timeout; a SIGTERM that lands mid-cycle lets that cycle commit whole (every
 //! cycle row has exactly its violations); a bad cron is a configuration error (exit 78) naming
-//! the expression; the composed deliverer sends a fired alert once.
+//! the expression; the composed deliverer sends a fired alert once; after a SIGKILL mid-cycle or
+//! mid-POST, a restarted daemon takes the dead process's leases over at once (issue 11 §2).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::RedisServer;
 
 use crate::support::daemon::{Daemon, free_port};
-use crate::support::webhook::Webhook;
+use crate::support::webhook::{Reply, Webhook};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -491,4 +492,218 @@ async fn secrets_never_appear_in_logs_responses_or_stored_errors() {
             "{secret:?} leaked:\n{everything}"
         );
     }
+}
+
+/// The lease row of `table` (`cycle_lease`, `deliverer_lease`): (holder, expires_at).
+fn lease_row(state: &Path, table: &str) -> Option<(String, i64)> {
+    let conn = rusqlite::Connection::open(state).expect("open state db");
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.query_row(
+        &format!("SELECT holder, expires_at FROM {table} WHERE id = 1"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ok()
+}
+
+/// A second daemon on the same config, logging to its own file.
+fn restart(env: &Env, config: &Path) -> Daemon {
+    let dir = env.dir.path().join("restarted");
+    std::fs::create_dir_all(&dir).unwrap();
+    Daemon::start(config, &dir)
+}
+
+/// How long a restarted daemon may take to run its first cycle or resume delivery: one interval
+/// (1 s) plus a few seconds of process start. Before leases named their holder it waited out
+/// `state.lease_timeout` (2 min here) or the deliverer lease's 60 s.
+const RESTART_BOUND: Duration = Duration::from_secs(6);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_cycle_the_restarted_daemon_takes_the_lease_over_at_once() {
+    let env = Env::new().await;
+    // A long lease timeout: only the takeover, not expiry, can free the lease in time.
+    let config = env.config("10s", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("state:\n", "state:\n  lease_timeout: 2m\n"),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, env.dir.path());
+    let state = env.state_path();
+    daemon.wait_for(Duration::from_secs(20), "a first cycle", || {
+        !cycles(&state).is_empty()
+    });
+    // Hold the next cycle inside its collect step, then kill the daemon there (a new client
+    // cannot end a pause early: its own handshake waits too, so the pause stays short).
+    pause_redis(&env, 3_000).await;
+    let pid = daemon.pid();
+    daemon.wait_for(Duration::from_secs(5), "a cycle holding the lease", || {
+        lease_row(&state, "cycle_lease").is_some()
+    });
+    // Past any cycle that was already beyond Redis when the pause began: the one held now is
+    // blocked in collect.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    daemon.wait_for(Duration::from_secs(5), "a cycle blocked on Redis", || {
+        lease_row(&state, "cycle_lease").is_some()
+    });
+    daemon.sigkill();
+    let before = cycles(&state).len();
+    let (holder, expires_at) = lease_row(&state, "cycle_lease").expect("the dead cycle's lease");
+    assert!(holder.contains(&format!(" pid={pid} ")), "{holder}");
+    assert!(expires_at > now_ms() + 60_000, "{expires_at}");
+
+    let restarted_at = Instant::now();
+    let killed_at = now_ms();
+    let mut second = restart(&env, &config);
+    second.wait_for(Duration::from_secs(30), "a cycle after the restart", || {
+        cycles(&state).iter().skip(before).any(|c| c.1 >= killed_at)
+    });
+    let took = restarted_at.elapsed();
+    eprintln!("SIGKILL mid-cycle → restarted daemon's first cycle after {took:?}");
+    assert!(took < RESTART_BOUND, "{took:?}; log:\n{}", second.log());
+    let log = second.log();
+    let takeover = log
+        .lines()
+        .find(|l| l.contains("lease held by a process that no longer exists"))
+        .unwrap_or_else(|| panic!("no takeover line in:\n{log}"));
+    assert!(takeover.contains("WARN"), "{takeover}");
+    assert!(takeover.contains(&format!("pid={pid} ")), "{takeover}");
+    assert!(takeover.contains("pid absent"), "{takeover}");
+    second.sigterm();
+    assert_eq!(second.wait(Duration::from_secs(10)).code(), Some(0));
+    assert_whole(&cycles(&state));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_post_the_restarted_daemon_resumes_delivery_at_once() {
+    let env = Env::new().await;
+    // The first POST stalls far past the kill; the next ones are answered at once.
+    let webhook = Webhook::start(vec![Reply::status(200).delayed(Duration::from_secs(60))]).await;
+    let config = env.config(
+        "10s",
+        &format!(
+            "alerts:\n  slack:\n    webhook_url: {}\n    timeout: 30s\n",
+            webhook.url()
+        ),
+    );
+    let mut daemon = Daemon::start(&config, env.dir.path());
+    let state = env.state_path();
+    webhook.wait_for(1, Duration::from_secs(20)).await;
+    let pid = daemon.pid();
+    daemon.sigkill();
+    let (holder, expires_at) =
+        lease_row(&state, "deliverer_lease").expect("the dead deliverer's lease");
+    assert!(holder.contains(&format!(" pid={pid} ")), "{holder}");
+    // 3 × the 30 s POST timeout: expiry alone would keep delivery stopped for ~90 s.
+    assert!(expires_at > now_ms() + 60_000, "{expires_at}");
+
+    let restarted_at = Instant::now();
+    let mut second = restart(&env, &config);
+    let got = webhook.wait_for(2, Duration::from_secs(30)).await;
+    let took = got[1].at.duration_since(restarted_at.into());
+    eprintln!("SIGKILL mid-POST → restarted daemon's first delivery after {took:?}");
+    assert!(took < RESTART_BOUND, "{took:?}; log:\n{}", second.log());
+    // At least once: the message cut off by the kill is the one sent again.
+    assert_eq!(got[1].body, got[0].body);
+    assert!(
+        second
+            .log()
+            .contains("lease held by a process that no longer exists"),
+        "{}",
+        second.log()
+    );
+    let deliverer = lease_row(&state, "deliverer_lease").expect("the new deliverer's lease");
+    assert!(
+        deliverer.0.contains(&format!(" pid={} ", second.pid())),
+        "{deliverer:?}"
+    );
+    second.sigterm();
+    assert_eq!(second.wait(Duration::from_secs(10)).code(), Some(0));
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_holder_in_another_process_still_blocks_and_is_named() {
+    let env = Env::new().await;
+    let mut daemon = env.start("10s");
+    let state = env.state_path();
+    daemon.wait_for(Duration::from_secs(20), "a first cycle", || {
+        !cycles(&state).is_empty()
+    });
+    // This test process, alive on this host, takes the cycle lease between two cycles.
+    let holder = canary::store::holder::holder_text("cycle");
+    let db = canary::store::StateDb::open(&state).unwrap();
+    let mut taken = None;
+    while taken.is_none() {
+        taken = db.try_acquire_lease(&holder, now_ms(), 60_000).unwrap();
+    }
+    let n = cycles(&state).len();
+    let log_path = env.dir.path().join("daemon.log");
+    daemon.wait_for(Duration::from_secs(10), "a skip naming the holder", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        daemon_log_has_skip(&log, std::process::id())
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // At most the cycle that was already past its lease step when the test took the lease.
+    assert!(cycles(&state).len() <= n + 1, "a live holder did not block");
+    assert!(db.release_lease(&holder).unwrap());
+    let blocked = cycles(&state).len();
+    daemon.wait_for(Duration::from_secs(10), "a cycle after release", || {
+        cycles(&state).len() > blocked
+    });
+    daemon.sigterm();
+    assert_eq!(daemon.wait(Duration::from_secs(10)).code(), Some(0));
+}
+
+/// Whether the log has the WARN skip line naming a holder with `pid` and its age.
+fn daemon_log_has_skip(log: &str, pid: u32) -> bool {
+    log.lines().any(|l| {
+        l.contains("WARN")
+            && l.contains("a cycle is already in progress in another process")
+            && l.contains(&format!("pid={pid} "))
+            && l.contains("lease.age_ms=")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_cycle_renews_its_lease_and_keeps_blocking_others() {
+    let env = Env::new().await;
+    // A 1 s lease and a cycle held 3 s by a paused Redis: only renewal keeps it held.
+    let config = env.config("10s", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("state:\n", "state:\n  lease_timeout: 1s\n"),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, env.dir.path());
+    let state = env.state_path();
+    daemon.wait_for(Duration::from_secs(20), "a first cycle", || {
+        !cycles(&state).is_empty()
+    });
+    pause_redis(&env, 4_000).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    daemon.wait_for(Duration::from_secs(5), "a cycle blocked on Redis", || {
+        lease_row(&state, "cycle_lease").is_some()
+    });
+    let (holder, first_expiry) = lease_row(&state, "cycle_lease").unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (still, later_expiry) = lease_row(&state, "cycle_lease").expect("still held");
+    assert_eq!(still, holder, "the same cycle holds it");
+    assert!(
+        later_expiry > first_expiry,
+        "{first_expiry} → {later_expiry}"
+    );
+    // Past the first expiry, another process still cannot take it.
+    let db = canary::store::StateDb::open(&state).unwrap();
+    let other = canary::store::holder::holder_text("cycle");
+    assert!(now_ms() > first_expiry);
+    assert_eq!(
+        db.try_acquire_lease(&other, now_ms(), 60_000).unwrap(),
+        None
+    );
+    daemon.sigterm();
+    assert_eq!(daemon.wait(Duration::from_secs(10)).code(), Some(0));
+    assert_whole(&cycles(&state));
 }

@@ -27,7 +27,7 @@ use super::slack::truncate;
 use super::{AlertStats, slack};
 use crate::clock::now_ms;
 use crate::config::{AlertsConfig, Secret};
-use crate::store::{LeaseName, OutboxRow, SharedDb, StateDb, StoreError};
+use crate::store::{LeaseName, OutboxRow, SharedDb, StateDb, StoreError, holder};
 
 /// Rows claimed per outbox query: small, so a long queue does not hold stale rows in memory
 /// while pacing works through it.
@@ -37,8 +37,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes of an error response body kept for `last_error` (Slack answers with a short code such
 /// as `no_service`).
 const BODY_MAX: usize = 512;
-/// Shortest deliverer-lease TTL: a crashed deliverer blocks delivery for at most this long.
-const DELIVERER_LEASE_MIN_TTL_MS: i64 = 60_000;
+/// Shortest deliverer-lease TTL. The lease is renewed at every poll (≤ [`POLL_INTERVAL`]) and
+/// before every POST, so it only has to outlast one POST; a crashed deliverer on this host is
+/// taken over at once (see `store::holder`), one on another host blocks for at most this long.
+const DELIVERER_LEASE_MIN_TTL_MS: i64 = 30_000;
 
 /// Errors setting the deliverer up or talking to its state database.
 #[derive(Debug, thiserror::Error)]
@@ -242,11 +244,7 @@ impl Deliverer {
             stats: Arc::new(AlertStats::default()),
             wake: Arc::new(Notify::new()),
             poll: POLL_INTERVAL,
-            holder: format!(
-                "deliverer-{}-{:08x}",
-                std::process::id(),
-                rand::random::<u32>()
-            ),
+            holder: holder::holder_text("deliverer"),
         })
     }
 

@@ -66,7 +66,9 @@ pub struct StateConfig {
     pub path: PathBuf,
     /// Cycles and violations older than this are pruned.
     pub retention_days: u32,
-    /// A cycle lease older than this is considered abandoned by a crashed holder.
+    /// A cycle lease not renewed for this long is considered abandoned by a crashed holder
+    /// (the holder renews it every third of this while its cycle runs; a crashed holder on this
+    /// host is taken over at once).
     #[serde(with = "humantime_serde")]
     pub lease_timeout: Duration,
 }
@@ -76,7 +78,7 @@ impl Default for StateConfig {
         StateConfig {
             path: PathBuf::from("/var/lib/canary/state.db"),
             retention_days: 30,
-            lease_timeout: Duration::from_secs(120),
+            lease_timeout: Duration::from_secs(30),
         }
     }
 }

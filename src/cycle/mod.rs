@@ -22,7 +22,7 @@ use crate::clock::{format_ms, now_ms};
 use crate::collect;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::store::{CycleRecord, SharedDb, StoreError};
+use crate::store::{CycleRecord, SharedDb, StoreError, holder};
 
 mod alerts;
 pub mod result;
@@ -34,15 +34,34 @@ use alerts::alert_payloads;
 /// Errors that stop a cycle (source failures do not: they become `sources_unavailable`).
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
-    /// Another cycle (this process or another) holds the lease.
-    #[error("cycle in progress")]
-    InProgress,
+    /// Another cycle holds the lease: `None` when it is this process's own runner (its
+    /// single-flight gate), otherwise the lease as found.
+    #[error("cycle in progress{}", held_by_suffix(.0.as_ref()))]
+    InProgress(Option<HeldBy>),
     /// Invariant ids neither in the catalog nor configured as custom invariants.
     #[error("unknown invariant id(s): {}", .0.join(", "))]
     UnknownInvariants(Vec<String>),
     /// The state database failed.
     #[error("state database: {0}")]
     Store(#[from] StoreError),
+}
+
+/// Who holds the cycle lease a cycle could not take, for the skip message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBy {
+    /// The holder text (host, pid, process start: see `store::holder`).
+    pub holder: String,
+    /// How long it has held the lease, ms.
+    pub age_ms: i64,
+    /// Whether the holder is this very process (e.g. an admin-triggered cycle).
+    pub this_process: bool,
+}
+
+/// ` (lease held by <holder> for <age> ms)`, or nothing for this process's own gate.
+fn held_by_suffix(held: Option<&HeldBy>) -> String {
+    held.map_or_else(String::new, |h| {
+        format!(" (lease held by {} for {} ms)", h.holder, h.age_ms)
+    })
 }
 
 /// How to run one cycle.
@@ -78,22 +97,61 @@ pub async fn run_cycle(
     if let Some(ids) = &request.only {
         validate_ids(config, ids)?;
     }
-    let holder = lease_holder();
+    let holder = holder::holder_text("cycle");
     let lease_ttl_ms = i64::try_from(config.state.lease_timeout.as_millis()).unwrap_or(i64::MAX);
     let (taker, now) = (holder.clone(), now_ms());
     let lease = db
         .call(move |db| db.try_acquire_lease(&taker, now, lease_ttl_ms))
         .await?;
     if lease.is_none() {
-        return Err(CycleError::InProgress);
+        // Diagnostics only: the row may have changed since; it still names who was there.
+        let found = db.call(|db| db.current_lease()).await?;
+        let now = now_ms();
+        return Err(CycleError::InProgress(found.map(|l| HeldBy {
+            this_process: holder::is_this_process(&l.holder),
+            age_ms: now.saturating_sub(l.acquired_at_ms),
+            holder: l.holder,
+        })));
     }
-    let result = run_leased(config, db, request).await;
+    let result = {
+        let work = run_leased(config, db, request);
+        tokio::pin!(work);
+        // Renewed while the cycle works (a slow source, a long custom statement), so
+        // `lease_timeout` bounds only how long a crashed holder on another host blocks.
+        let every =
+            std::time::Duration::from_millis(u64::try_from(lease_ttl_ms / 3).unwrap_or(1).max(1));
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = renew.tick() => renew_lease(db, &holder, lease_ttl_ms).await,
+            }
+        }
+    };
     // Releasing is best effort: an unreleased lease expires after `lease_timeout`.
     let released = db.call(move |db| db.release_lease(&holder)).await;
     if let Err(error) = released {
         tracing::warn!(error = %error, "could not release the cycle lease");
     }
     result
+}
+
+/// Extends the cycle lease while the cycle works. Best effort: a failed or lost renewal is
+/// logged at WARN and the cycle carries on (it records in one transaction either way).
+async fn renew_lease(db: &SharedDb, holder: &str, ttl_ms: i64) {
+    let (taker, now) = (holder.to_owned(), now_ms());
+    match db
+        .call(move |db| db.try_acquire_lease(&taker, now, ttl_ms))
+        .await
+    {
+        Ok(Some(_)) => tracing::debug!(lease.holder = holder, "cycle lease renewed"),
+        Ok(None) => tracing::warn!(
+            lease.holder = holder,
+            "cycle lease lost to another holder while the cycle ran"
+        ),
+        Err(error) => tracing::warn!(error = %error, "could not renew the cycle lease"),
+    }
 }
 
 /// Runs one cycle without writing anything (`canary check --no-persist`): previous states and
@@ -281,8 +339,4 @@ fn hysteresis(config: &Config) -> Hysteresis {
             .renotify_after
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
     }
-}
-
-fn lease_holder() -> String {
-    format!("pid-{}-{}", std::process::id(), rand::random::<u32>())
 }

@@ -57,7 +57,7 @@ pub async fn run_cycle(
     });
     match task.await {
         Ok(Ok(result)) => Ok(Json(result)),
-        Ok(Err(CycleError::InProgress)) => Err(ApiError::CycleInProgress),
+        Ok(Err(CycleError::InProgress(_))) => Err(ApiError::CycleInProgress),
         Ok(Err(CycleError::UnknownInvariants(ids))) => Err(ApiError::UnknownInvariants(ids)),
         Ok(Err(error @ CycleError::Store(_))) => Err(ApiError::internal("run-cycle", &error)),
         Err(join) => Err(ApiError::internal("run-cycle task", &join)),

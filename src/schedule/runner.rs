@@ -61,7 +61,10 @@ impl CycleRunner {
         if let Some(ids) = &request.only {
             cycle::validate_ids(&self.config, ids)?;
         }
-        let _flight = self.gate.try_lock().map_err(|_| CycleError::InProgress)?;
+        let _flight = self
+            .gate
+            .try_lock()
+            .map_err(|_| CycleError::InProgress(None))?;
         cycle::run_cycle(&self.config, &self.db, request).await
     }
 
@@ -130,7 +133,7 @@ mod tests {
         };
         assert!(matches!(
             runner.run(&request).await,
-            Err(CycleError::InProgress)
+            Err(CycleError::InProgress(None))
         ));
         let busy = runner
             .with_db_within(Duration::from_millis(20), |db| db.last_cycle())

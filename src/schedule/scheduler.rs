@@ -6,8 +6,9 @@
 //! - a cycle is not: once started it runs to the end (the cycle's state-DB transaction either
 //!   commits or never starts, and the lease is released instead of left to expire), and the
 //!   loop stops right after it;
-//! - a cycle already running elsewhere (an admin's `run-cycle`, or a `canary check` holding the
-//!   lease) makes this tick a no-op, logged at INFO; any other cycle error is logged at WARN and
+//! - a cycle already running elsewhere makes this tick a no-op: logged at INFO when it is this
+//!   process's own (an admin's `run-cycle`), at WARN naming the lease holder and its age when it
+//!   is another process (a `canary check`, another daemon); any other cycle error is logged at WARN and
 //!   the schedule continues (the next tick may well succeed);
 //! - ticks missed while a cycle overran are skipped, never replayed in a burst.
 //!
@@ -114,9 +115,20 @@ pub async fn schedule_loop<T, Fut>(
         // until it expires. The daemon bounds the whole shutdown with `shutdown_timeout`.
         match run_cycle().await {
             Ok(result) => on_cycle(&result),
-            Err(CycleError::InProgress) => {
+            Err(CycleError::InProgress(Some(held))) if !held.this_process => {
+                // Another process: a live one is normal single flight, but one that stays is
+                // worth seeing (a crashed holder on this host is taken over, not waited for).
+                tracing::warn!(
+                    lease.holder = %held.holder,
+                    lease.age_ms = held.age_ms,
+                    "a cycle is already in progress in another process; skipping this tick"
+                );
+            }
+            Err(CycleError::InProgress(held)) => {
                 tracing::info!(
-                    "a cycle is already in progress (admin or another process); skipping this tick"
+                    lease.holder = held.as_ref().map(|h| h.holder.as_str()),
+                    lease.age_ms = held.as_ref().map(|h| h.age_ms),
+                    "a cycle is already in progress in this process; skipping this tick"
                 );
             }
             Err(error) => tracing::warn!(error = %error, "scheduled cycle failed"),
@@ -307,7 +319,7 @@ mod tests {
                 }
                 async move {
                     match n {
-                        1 => Err(CycleError::InProgress),
+                        1 => Err(CycleError::InProgress(None)),
                         2 => Err(CycleError::UnknownInvariants(vec!["X-1".into()])),
                         _ => Ok(n),
                     }

@@ -1,7 +1,9 @@
 //! Cross-process leases: the single-flight cycle lease (DESIGN §2, table `cycle_lease`) and the
 //! one-active-deliverer lease (table `deliverer_lease`). Each is one row, taken under
 //! `BEGIN IMMEDIATE` so the read-check-write cannot interleave with another process doing the
-//! same, and expires so a crashed holder blocks for at most one TTL.
+//! same. A holder renews its lease while it works, so the TTL can be short; a lease whose holder
+//! was a process on this host that no longer exists is taken over at once (the rule is
+//! [`super::holder::judge`]), and one held from another host blocks for at most one TTL.
 //!
 //! The lease is a token, not a guard that borrows the [`StateDb`]: the holder still needs
 //! `&mut StateDb` for `record_cycle` while holding it, and a `Drop` that writes could neither
@@ -12,12 +14,13 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::error::SqlContext;
+use super::holder::{self, Verdict};
 use super::{StateDb, StoreError};
 
 /// A held (or observed) lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
-    /// Who holds it: unique per process and run (e.g. `daemon:<pid>:<start ms>`).
+    /// Who holds it: unique per lease taken, naming its process (see [`super::holder`]).
     pub holder: String,
     /// When the holder first took it (kept across renewals).
     pub acquired_at_ms: Millis,
@@ -46,8 +49,9 @@ impl LeaseName {
 impl StateDb {
     /// Tries to take (or renew) the cycle lease for `holder` until `now_ms + ttl_ms`.
     ///
-    /// Succeeds when no lease exists, when the existing one expired (`expires_at < now`), or
-    /// when `holder` already holds it (renewal keeps `acquired_at`). Returns `Ok(None)` when
+    /// Succeeds when no lease exists, when the existing one expired (`expires_at < now`), when
+    /// its holder was a process on this host that no longer exists (logged at WARN), or when
+    /// `holder` already holds it (renewal keeps `acquired_at`). Returns `Ok(None)` when
     /// another holder's lease is live: "cycle in progress".
     pub fn try_acquire_lease(
         &self,
@@ -66,7 +70,12 @@ impl StateDb {
 
     /// The cycle lease row as stored (live or expired), for diagnostics.
     pub fn current_lease(&self) -> Result<Option<Lease>, StoreError> {
-        read_lease(&self.conn, LeaseName::Cycle).ctx("current_lease")
+        self.current(LeaseName::Cycle)
+    }
+
+    /// [`StateDb::current_lease`] for any lease.
+    pub fn current(&self, name: LeaseName) -> Result<Option<Lease>, StoreError> {
+        read_lease(&self.conn, name).ctx("current_lease")
     }
 
     /// [`StateDb::try_acquire_lease`] for any lease.
@@ -88,11 +97,16 @@ impl StateDb {
         let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .ctx("try_acquire_lease: begin")?;
         let current = read_lease(&tx, name).ctx("try_acquire_lease: read")?;
-        let acquired_at_ms = match &current {
-            None => now_ms,
-            Some(l) if l.expires_at_ms < now_ms => now_ms,
-            Some(l) if l.holder == holder => l.acquired_at_ms,
-            Some(l) => {
+        let verdict = holder::judge(
+            current.as_ref(),
+            holder,
+            now_ms,
+            holder::Identity::current(),
+            holder::probe_pid,
+        );
+        let acquired_at_ms = match (&verdict, &current) {
+            (Verdict::Renew, Some(l)) => l.acquired_at_ms,
+            (Verdict::Busy, Some(l)) => {
                 tracing::debug!(
                     lease.name = name.table(),
                     lease.holder = holder,
@@ -103,6 +117,19 @@ impl StateDb {
                 tx.rollback().ctx("try_acquire_lease: rollback")?;
                 return Ok(None);
             }
+            (Verdict::HolderDead { why }, Some(l)) => {
+                // Recovered on its own: a crashed holder no longer blocks until expiry.
+                tracing::warn!(
+                    lease.name = name.table(),
+                    lease.holder = holder,
+                    lease.dead_holder = %l.holder,
+                    lease.age_ms = now_ms.saturating_sub(l.acquired_at_ms),
+                    reason = why,
+                    "lease held by a process that no longer exists; taking it over"
+                );
+                now_ms
+            }
+            _ => now_ms,
         };
         let lease = Lease {
             holder: holder.to_owned(),
@@ -196,6 +223,57 @@ mod tests {
         assert!(b.release_lease("b").unwrap());
         assert!(a.current_lease().unwrap().is_none());
         assert!(a.try_acquire_lease("a", 1_200, 100).unwrap().is_some());
+    }
+
+    /// A real process that held the lease and died: taken over long before expiry; a live one
+    /// (this test process under another holder text) still blocks.
+    #[test]
+    fn a_dead_local_holder_is_taken_over_at_once_a_live_one_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path).unwrap();
+        let me = holder::Identity::current().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = holder::probe_pid(pid).unwrap();
+        let dead = format!(
+            "cycle:1 host={} boot={} pid={pid} start={start}",
+            me.host, me.boot
+        );
+        let now = 1_000_000;
+        assert!(db.try_acquire_lease(&dead, now, 60_000).unwrap().is_some());
+        let mine = holder::holder_text("cycle");
+        // Alive: it blocks.
+        assert_eq!(db.try_acquire_lease(&mine, now + 1, 60_000).unwrap(), None);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(holder::probe_pid(pid), None);
+        let took = db
+            .try_acquire_lease(&mine, now + 2, 60_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (took.holder.as_str(), took.acquired_at_ms),
+            (mine.as_str(), now + 2)
+        );
+        // Another lease of this very process is live: it blocks a second holder too.
+        let other = holder::holder_text("cycle");
+        assert_eq!(db.try_acquire_lease(&other, now + 3, 60_000).unwrap(), None);
+        // The same for the deliverer lease.
+        let dead_deliverer = dead.replace("cycle:", "deliverer:");
+        assert!(
+            db.try_acquire(LeaseName::Deliverer, &dead_deliverer, now, 60_000)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            db.try_acquire(LeaseName::Deliverer, &mine, now + 1, 60_000)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

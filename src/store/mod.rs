@@ -19,6 +19,7 @@ pub mod blocking;
 mod codec;
 mod error;
 mod history;
+pub mod holder;
 mod lease;
 mod outbox;
 mod record;

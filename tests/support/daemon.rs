@@ -46,6 +46,17 @@ impl Daemon {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGKILL (a crash, an OOM kill) and reaps the process.
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL canary run");
+        self.child.wait().expect("reap canary run");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the process to exit, at most `deadline`; panics (with the log) past it.
     pub fn wait(&mut self, deadline: Duration) -> ExitStatus {
         let started = Instant::now();

@@ -1,7 +1,8 @@
 //! A real local HTTP receiver standing in for a Slack incoming webhook: axum on `127.0.0.1:0`,
-//! scripted answers (a queue of status + headers + body; `200 ok` once the queue is empty), and
-//! a record of every request body with the instant it arrived. It can be stopped (the port is
-//! closed, connections dropped) and restarted on the same port to simulate an outage.
+//! scripted answers (a queue of status + headers + body + an optional stall; `200 ok` once the
+//! queue is empty), and a record of every request body with the instant it arrived. It can be
+//! stopped (the port is closed, connections dropped) and restarted on the same port to simulate
+//! an outage.
 //!
 //! It must not interpret payloads: tests assert on what it recorded.
 
@@ -29,6 +30,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Held this long before answering (a stalled receiver).
+    pub delay: Duration,
 }
 
 impl Reply {
@@ -37,7 +40,14 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: String::new(),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// Answers only after `delay` (the request is recorded on arrival).
+    pub fn delayed(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
     }
 
     pub fn body(mut self, body: &str) -> Reply {
@@ -188,6 +198,9 @@ async fn handle(State(shared): State<Arc<Shared>>, uri: axum::http::Uri, body: B
         .unwrap()
         .pop_front()
         .unwrap_or_else(|| Reply::status(200).body("ok"));
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
     let mut response = (
         StatusCode::from_u16(reply.status).expect("scripted status"),
         reply.body,
