@@ -40,20 +40,26 @@ fn env() -> Env {
 /// Records one cycle with a fired transition per id (and one violation each), so the outbox
 /// holds one real Slack payload per id, created at `created_at_ms`.
 fn seed_at(db: &Path, ids: &[&str], created_at_ms: i64) {
+    seed_kind(db, ids, created_at_ms, TransitionKind::Fired);
+}
+
+/// Records one cycle with a transition of `kind` per id (a fired one with one violation each).
+fn seed_kind(db: &Path, ids: &[&str], created_at_ms: i64, kind: TransitionKind) {
     let mut db = StateDb::open(db).unwrap();
     let transitions: Vec<Transition> = ids
         .iter()
         .map(|id| Transition {
             invariant_id: (*id).to_owned(),
-            kind: TransitionKind::Fired,
+            kind,
             severity: Severity::Critical,
             at_ms: created_at_ms,
-            previous_at_ms: None,
+            previous_at_ms: (kind == TransitionKind::Resolved).then_some(created_at_ms - 60_000),
             reminder: false,
         })
         .collect();
     let violations: Vec<Violation> = ids
         .iter()
+        .filter(|_| kind == TransitionKind::Fired)
         .map(|id| Violation {
             invariant_id: (*id).to_owned(),
             tier: Tier::A,
@@ -294,6 +300,197 @@ async fn not_found_is_permanent_logged_and_kept() {
         "{line}"
     );
     assert!(line.contains("alert.id=1"), "{line}");
+}
+
+#[tokio::test]
+async fn a_client_error_is_retried_then_delivered() {
+    let env = self::env();
+    let hook = Webhook::start(vec![Reply::status(400).body("invalid_token")]).await;
+    seed(&env.db, &["S-01"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    let got = hook.wait_for(2, Duration::from_secs(10)).await;
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[0].delivered).await;
+    assert!(!r[0].abandoned);
+    assert_eq!(r[0].attempts, 1, "one rejected attempt before the success");
+    assert_eq!(
+        got[0].body, got[1].body,
+        "the stored payload is re-sent unchanged"
+    );
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_millis(50),
+        "retried after the backoff: {gap:?}"
+    );
+    let stats = run.stats.snapshot();
+    assert_eq!(
+        (stats.delivered, stats.failed_client, stats.abandoned),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_payload_falls_back_to_the_count_only_message_once() {
+    let env = self::env();
+    let hook = Webhook::start(vec![Reply::status(400).body("invalid_payload")]).await;
+    seed(&env.db, &["S-01"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    let got = hook.wait_for(2, Duration::from_secs(10)).await;
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[0].delivered).await;
+    assert!(!r[0].abandoned);
+    let (full, minimal) = (&got[0].body, &got[1].body);
+    assert!(full.to_string().contains("subject-of-S-01"), "{full}");
+    // What arrives second is the same message's header and counts, nothing from the data.
+    assert_eq!(minimal["text"], full["text"]);
+    let blocks = minimal["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 2, "{minimal}");
+    assert_eq!(blocks[0], full["blocks"][0], "same header");
+    assert_eq!(blocks[0]["type"], "header");
+    let summary = blocks[1]["text"]["text"].as_str().unwrap();
+    assert!(
+        summary.starts_with("*Fired* · severity *critical* · 1 violation · snapshot ")
+            && summary.ends_with("(details omitted: see `canary violations`)"),
+        "{summary}"
+    );
+    for gone in ["subject-of-S-01", "agent-a", "broken", "Runbook"] {
+        assert!(!minimal.to_string().contains(gone), "{gone} in {minimal}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.received().len(), 2, "nothing after the fallback's 200");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_payload_twice_is_abandoned_after_one_fallback() {
+    let env = self::env();
+    let hook = Webhook::start(vec![
+        Reply::status(400).body("invalid_payload"),
+        Reply::status(400).body("invalid_payload"),
+    ])
+    .await;
+    seed(&env.db, &["E-02"]);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    hook.wait_for(2, Duration::from_secs(10)).await;
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[0].abandoned).await;
+    assert_eq!(
+        r[0].last_error.as_deref(),
+        Some(
+            "HTTP 400: invalid_payload; the count-only message failed too: HTTP 400: \
+             invalid_payload"
+        )
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hook.received().len(), 2, "the fallback is sent once");
+    let logs = run.stop().await.text();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("ERROR") && l.contains("alert abandoned")),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn gone_webhooks_are_abandoned_at_once() {
+    let env = self::env();
+    let hook = Webhook::start(vec![
+        Reply::status(410).body("channel_is_archived"),
+        Reply::status(404).body("no_service"),
+    ])
+    .await;
+    seed(&env.db, &["E-02", "S-01"]);
+    let run = start(&env.db, Some(hook.url()), config(50, 100, 10));
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| {
+        r.iter().all(|r| r.abandoned)
+    })
+    .await;
+    assert!(r.iter().all(|r| !r.delivered && r.attempts == 0), "{r:?}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hook.received().len(), 2, "no retry of a 404 or a 410");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn redirects_are_retried_then_abandoned_after_the_bound() {
+    let env = self::env();
+    let bound = canary::alert::retry::REJECTED_ATTEMPTS as usize;
+    let replies = (0..bound + 2)
+        .map(|_| Reply::status(302).header("location", "http://127.0.0.1:9/elsewhere"))
+        .collect();
+    let hook = Webhook::start(replies).await;
+    seed(&env.db, &["L-03"]);
+    let run = start(&env.db, Some(hook.url()), config(20, 60, 5));
+    let got = hook.wait_for(bound, Duration::from_secs(10)).await;
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[0].abandoned).await;
+    assert!(!r[0].delivered);
+    assert_eq!(
+        r[0].last_error.as_deref(),
+        Some(format!("HTTP 302 (rejected; attempt {bound})").as_str())
+    );
+    assert_eq!(
+        r[0].attempts,
+        bound as i64 - 1,
+        "retries recorded before giving up"
+    );
+    assert!(
+        got.iter().all(|g| g.path == PATH),
+        "the redirect is not followed"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        hook.received().len(),
+        bound,
+        "abandoned after {bound} attempts"
+    );
+    let stats = run.stats.snapshot();
+    assert_eq!(
+        (stats.failed_client, stats.abandoned, stats.delivered),
+        (bound as u64, 1, 0),
+        "{stats:?}"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn resolved_after_an_abandoned_fired_alert_says_so() {
+    let env = self::env();
+    let hook = Webhook::start(vec![Reply::status(404).body("no_service")]).await;
+    let t0 = now_ms();
+    seed_at(&env.db, &["S-03"], t0);
+    let run = start(&env.db, Some(hook.url()), config(100, 400, 10));
+    wait_rows(&env.db, Duration::from_secs(5), |r| r[0].abandoned).await;
+    // The webhook is fixed; the incident resolves.
+    seed_kind(&env.db, &["S-03"], now_ms(), TransitionKind::Resolved);
+    let got = hook.wait_for(2, Duration::from_secs(10)).await;
+    let r = wait_rows(&env.db, Duration::from_secs(5), |r| r[1].delivered).await;
+    assert!(r[0].abandoned && !r[0].delivered);
+    let resolved = &got[1].body;
+    let text = resolved["text"].as_str().unwrap();
+    assert!(
+        text.contains("resolved — note: the fired alert for this incident could not be delivered: HTTP 404: no_service"),
+        "{text}"
+    );
+    let summary = resolved["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert!(
+        summary.starts_with("*Resolved*")
+            && summary.contains("could not be delivered: HTTP 404: no_service"),
+        "{summary}"
+    );
+    // A later incident whose fired alert got through resolves without the note.
+    seed_at(&env.db, &["S-03"], now_ms());
+    wait_rows(&env.db, Duration::from_secs(5), |r| {
+        r.len() == 3 && r[2].delivered
+    })
+    .await;
+    seed_kind(&env.db, &["S-03"], now_ms(), TransitionKind::Resolved);
+    let got = hook.wait_for(4, Duration::from_secs(10)).await;
+    assert!(
+        !got[3].body.to_string().contains("could not be delivered"),
+        "{}",
+        got[3].body
+    );
+    let logs = run.stop().await.text();
+    assert!(!logs.contains(TOKEN), "{logs}");
 }
 
 #[tokio::test]

@@ -1,8 +1,11 @@
 //! The alert deliverer (DESIGN §7): a task that claims due outbox rows, POSTs each stored
 //! payload to the Slack webhook, and records the outcome — delivered, retry later (429 after
-//! `Retry-After`, 5xx/timeout/connect after an exponential backoff with jitter), or abandoned
-//! (permanent 4xx, or older than `give_up_after`; logged at ERROR, kept in the outbox). At most
-//! one POST per `min_interval` per webhook.
+//! `Retry-After`, 5xx/timeout/connect and other 4xx/3xx after an exponential backoff with
+//! jitter, the latter at most `retry::REJECTED_ATTEMPTS` attempts), or abandoned (404/410, a
+//! client error past its bound, or older than `give_up_after`; logged at ERROR, kept in the
+//! outbox). A 400 `invalid_payload` is answered by sending the count-only message once
+//! (abandoned if that fails too), and a resolved message whose fired alert was abandoned says
+//! so. At most one POST per `min_interval` per webhook.
 //!
 //! Delivery is at least once: the row is marked delivered only after Slack's 2xx, so a crash in
 //! between re-sends that one message on restart. It never sends from the cycle and never decides
@@ -28,6 +31,7 @@ use super::{AlertStats, slack};
 use crate::clock::now_ms;
 use crate::config::{AlertsConfig, Secret};
 use crate::store::{LeaseName, OutboxRow, SharedDb, StateDb, StoreError, holder};
+use canary_invariants::TransitionKind;
 
 /// Rows claimed per outbox query: small, so a long queue does not hold stale rows in memory
 /// while pacing works through it.
@@ -63,8 +67,8 @@ pub struct PostOutcome {
     pub attempt: Attempt,
     /// The HTTP status, when there was a response.
     pub status: Option<u16>,
-    /// Short reason for logs and metrics: `ok`, `rate_limited`, `server`, `client`, `timeout`,
-    /// `connect`, `transport`, `build`.
+    /// Short reason for logs and metrics: `ok`, `rate_limited`, `server`, `client`,
+    /// `invalid_payload`, `timeout`, `connect`, `transport`, `build`.
     pub reason: &'static str,
     /// Human detail for `last_error` and logs (never contains the webhook URL).
     pub detail: String,
@@ -97,14 +101,15 @@ pub async fn post_once(
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let attempt = retry::classify_status(status, retry_after.as_deref());
+            let body = read_body_prefix(&mut response).await;
+            let attempt = retry::classify_status(status, retry_after.as_deref(), &body);
             let reason = match attempt {
                 Attempt::Delivered => "ok",
                 Attempt::RetryAfter(_) => "rate_limited",
                 Attempt::Backoff => "server",
-                Attempt::Permanent => "client",
+                Attempt::Rejected | Attempt::Permanent => "client",
+                Attempt::InvalidPayload => "invalid_payload",
             };
-            let body = read_body_prefix(&mut response).await;
             let mut detail = format!("HTTP {status}");
             if !body.is_empty() {
                 detail.push_str(": ");
@@ -382,8 +387,9 @@ impl Deliverer {
         if !pacer.wait(cancel).await || !self.hold_lease().await {
             return None;
         }
+        let payload = self.payload_to_send(&row).await;
         pacer.not_before(Instant::now() + self.config.slack.min_interval);
-        let outcome = post_once(&self.client, webhook, &row.payload).await;
+        let outcome = post_once(&self.client, webhook, &payload).await;
         let attempts = row.attempts.saturating_add(1);
         let done = now_ms();
         let stats = &self.stats;
@@ -412,6 +418,26 @@ impl Deliverer {
                 AlertStats::bump(&stats.failed_permanent);
                 self.abandon(&row, &outcome.detail, outcome.status).await;
                 return None;
+            }
+            Attempt::InvalidPayload => {
+                AlertStats::bump(&stats.failed_client);
+                self.fall_back(webhook, &row, &payload, &outcome, pacer, cancel)
+                    .await;
+                return None;
+            }
+            Attempt::Rejected if retry::rejected_gives_up(attempts) => {
+                AlertStats::bump(&stats.failed_client);
+                let reason = format!("{} (rejected; attempt {attempts})", outcome.detail);
+                self.abandon(&row, &reason, outcome.status).await;
+                return None;
+            }
+            Attempt::Rejected => {
+                AlertStats::bump(&stats.failed_client);
+                Backoff {
+                    initial: self.config.retry_initial,
+                    max: self.config.retry_max,
+                }
+                .delay(attempts, rand::random::<f64>())
             }
             Attempt::RetryAfter(wait) => {
                 AlertStats::bump(&stats.failed_rate_limited);
@@ -450,6 +476,97 @@ impl Deliverer {
             tracing::warn!(alert.id = row.id, error = %error, "could not record the retry");
         }
         Some(next_at)
+    }
+
+    /// The message to POST for `row`: its stored payload, except that a resolved message whose
+    /// fired alert was abandoned says so (the reason is the fired row's secret-free
+    /// `last_error`). If that cannot be looked up, the stored payload is sent as it is (logged
+    /// at WARN): a resolution without its note beats no resolution.
+    async fn payload_to_send(&self, row: &OutboxRow) -> serde_json::Value {
+        if row.kind != TransitionKind::Resolved {
+            return row.payload.clone();
+        }
+        let (id, invariant) = (row.id, row.invariant_id.clone());
+        match self
+            .with_db(move |db| db.abandoned_fired_before(id, &invariant))
+            .await
+        {
+            Ok(Some(reason)) => {
+                tracing::info!(
+                    alert.id = row.id,
+                    invariant.id = %row.invariant_id,
+                    "resolved alert notes that its fired alert was not delivered"
+                );
+                slack::with_undelivered_note(&row.payload, &reason)
+            }
+            Ok(None) => row.payload.clone(),
+            Err(error) => {
+                tracing::warn!(
+                    alert.id = row.id,
+                    error = %error,
+                    "could not check whether the fired alert was delivered; sending as stored"
+                );
+                row.payload.clone()
+            }
+        }
+    }
+
+    /// Slack answered 400 `invalid_payload` to `sent`: POST the count-only message derived from
+    /// it, once. Delivered → the row is delivered; anything else (or `sent` already was the
+    /// count-only message) → abandoned. A stop while waiting for the pace leaves the row pending.
+    async fn fall_back(
+        &self,
+        webhook: &Secret,
+        row: &OutboxRow,
+        sent: &serde_json::Value,
+        first: &PostOutcome,
+        pacer: &mut Pacer,
+        cancel: &CancellationToken,
+    ) {
+        let minimal = slack::count_only_fallback(sent);
+        if minimal == *sent {
+            let reason = format!("{} (already the count-only message)", first.detail);
+            self.abandon(row, &reason, first.status).await;
+            return;
+        }
+        tracing::warn!(
+            alert.id = row.id,
+            invariant.id = %row.invariant_id,
+            http.status = first.status,
+            error = %first.detail,
+            "Slack rejected the alert's payload; sending the count-only message instead"
+        );
+        if !pacer.wait(cancel).await || !self.hold_lease().await {
+            return;
+        }
+        pacer.not_before(Instant::now() + self.config.slack.min_interval);
+        let outcome = post_once(&self.client, webhook, &minimal).await;
+        if outcome.attempt == Attempt::Delivered {
+            AlertStats::bump(&self.stats.delivered);
+            let (id, done) = (row.id, now_ms());
+            match self.with_db(move |db| db.mark_delivered(id, done)).await {
+                Ok(_) => tracing::info!(
+                    alert.id = row.id,
+                    invariant.id = %row.invariant_id,
+                    transition.kind = row.kind.as_str(),
+                    alert.attempts = row.attempts.saturating_add(2),
+                    "alert delivered as its count-only message"
+                ),
+                Err(error) => tracing::error!(
+                    alert.id = row.id,
+                    invariant.id = %row.invariant_id,
+                    error = %error,
+                    "alert delivered but not recorded: it may be sent again"
+                ),
+            }
+            return;
+        }
+        let reason = format!(
+            "{}; the count-only message failed too: {}",
+            first.detail, outcome.detail
+        );
+        self.abandon(row, &reason, outcome.status.or(first.status))
+            .await;
     }
 
     /// Marks a row abandoned and says so at ERROR: an operator must act (fix the webhook, or

@@ -33,7 +33,10 @@ pub struct AlertStats {
     pub failed_timeout: AtomicU64,
     /// Attempts that could not connect, or broke on the wire.
     pub failed_connect: AtomicU64,
-    /// Attempts with a permanent failure (other 4xx, unsendable request).
+    /// Attempts rejected with a client error that is retried a bounded number of times (a 4xx
+    /// other than 404/410/429, a 3xx, 400 `invalid_payload`).
+    pub failed_client: AtomicU64,
+    /// Attempts with a permanent failure (404/410, unsendable request).
     pub failed_permanent: AtomicU64,
     /// Rows given up: permanent failures plus rows older than `give_up_after`.
     pub abandoned: AtomicU64,
@@ -52,6 +55,8 @@ pub struct AlertStatsSnapshot {
     pub failed_timeout: u64,
     /// See [`AlertStats::failed_connect`].
     pub failed_connect: u64,
+    /// See [`AlertStats::failed_client`].
+    pub failed_client: u64,
     /// See [`AlertStats::failed_permanent`].
     pub failed_permanent: u64,
     /// See [`AlertStats::abandoned`].
@@ -60,15 +65,16 @@ pub struct AlertStatsSnapshot {
 
 impl AlertStatsSnapshot {
     /// `(outcome label, count)` pairs, a small fixed label set for a Prometheus counter family
-    /// (`delivered`, `rate_limited`, `server_error`, `timeout`, `connect`, `permanent`,
-    /// `abandoned`).
-    pub fn by_outcome(&self) -> [(&'static str, u64); 7] {
+    /// (`delivered`, `rate_limited`, `server_error`, `timeout`, `connect`, `client_error`,
+    /// `permanent`, `abandoned`).
+    pub fn by_outcome(&self) -> [(&'static str, u64); 8] {
         [
             ("delivered", self.delivered),
             ("rate_limited", self.failed_rate_limited),
             ("server_error", self.failed_server),
             ("timeout", self.failed_timeout),
             ("connect", self.failed_connect),
+            ("client_error", self.failed_client),
             ("permanent", self.failed_permanent),
             ("abandoned", self.abandoned),
         ]
@@ -86,6 +92,7 @@ impl AlertStats {
             failed_server: get(&self.failed_server),
             failed_timeout: get(&self.failed_timeout),
             failed_connect: get(&self.failed_connect),
+            failed_client: get(&self.failed_client),
             failed_permanent: get(&self.failed_permanent),
             abandoned: get(&self.abandoned),
         }

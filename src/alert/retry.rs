@@ -1,7 +1,13 @@
 //! Retry classification (DESIGN §7), pure: what one POST's outcome means for its outbox row, and
-//! how long to back off. The deliverer feeds it an HTTP status (or a transport failure) and a
-//! random fraction; nothing here does I/O, reads a clock or draws randomness itself, so every
-//! rule is unit-tested.
+//! how long to back off. The deliverer feeds it an HTTP status and body (or a transport failure)
+//! and a random fraction; nothing here does I/O, reads a clock or draws randomness itself, so
+//! every rule is unit-tested.
+//!
+//! Only 404 and 410 (Slack's `no_service`, an archived channel) and an unsendable request are
+//! permanent. Any other 4xx, a 3xx (redirects are not followed) or an unexpected status is
+//! retried with the usual backoff, at most [`REJECTED_ATTEMPTS`] attempts in all, then abandoned
+//! ([`rejected_gives_up`]); a 400 whose body is `invalid_payload` is answered by sending the
+//! count-only message once instead ([`Attempt::InvalidPayload`]).
 //!
 //! It must not know about the outbox or Slack's payloads: it only maps outcomes to decisions.
 
@@ -15,6 +21,17 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// alert for years (the row would be abandoned by `give_up_after` long before).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// Attempts a row gets, in all, when it keeps being rejected with a client error
+/// ([`Attempt::Rejected`]): the attempt with this number that is rejected abandons it. Counted
+/// over the row's attempts, so earlier 5xx/timeouts count too (a row that already waited out an
+/// outage gives up sooner on a 4xx). With the default backoff (5 s doubling) the four retries
+/// span about a minute: long enough for a flapping proxy, short enough not to hide a broken
+/// webhook.
+pub const REJECTED_ATTEMPTS: u32 = 5;
+
+/// Slack's body text for a 400 whose JSON it could not accept.
+pub const INVALID_PAYLOAD: &str = "invalid_payload";
+
 /// What one delivery attempt means for its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
@@ -25,8 +42,14 @@ pub enum Attempt {
     RetryAfter(Duration),
     /// 5xx, timeout, connection failure: try again after an exponential backoff.
     Backoff,
-    /// Any other status (404 `no_service`, 410 `channel_is_archived`, 400 `invalid_payload`,
-    /// an unexpected redirect) or an unsendable request: retrying cannot help.
+    /// Any other 4xx, a 3xx (an unexpected redirect) or an unexpected status: try again after
+    /// the backoff, at most [`REJECTED_ATTEMPTS`] attempts in all ([`rejected_gives_up`]).
+    Rejected,
+    /// 400 `invalid_payload`: Slack cannot take this message; send the count-only one instead,
+    /// once, and abandon if that fails too.
+    InvalidPayload,
+    /// 404 `no_service`, 410 `channel_is_archived`, or an unsendable request: retrying cannot
+    /// help.
     Permanent,
 }
 
@@ -55,16 +78,26 @@ impl TransportFailure {
     }
 }
 
-/// Classifies an HTTP response by status and its `Retry-After` header value, if any.
-pub fn classify_status(status: u16, retry_after: Option<&str>) -> Attempt {
+/// Classifies an HTTP response by status, its `Retry-After` header value, if any, and (the
+/// start of) its body.
+pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> Attempt {
     match status {
         200..=299 => Attempt::Delivered,
         429 => Attempt::RetryAfter(parse_retry_after(retry_after)),
         500..=599 => Attempt::Backoff,
-        // 1xx/3xx (redirects are not followed: a webhook that moved is a configuration problem)
-        // and every other 4xx.
-        _ => Attempt::Permanent,
+        // The webhook is gone (`no_service`) or its channel archived: permanent.
+        404 | 410 => Attempt::Permanent,
+        400 if body.trim() == INVALID_PAYLOAD => Attempt::InvalidPayload,
+        // 1xx/3xx (redirects are not followed: a webhook that moved is a configuration problem,
+        // but a proxy in between may be having a bad minute), every other 4xx, and nonsense.
+        _ => Attempt::Rejected,
     }
+}
+
+/// Whether a row whose attempt number `attempts` (1-based, this one included) was
+/// [`Attempt::Rejected`] is abandoned rather than retried.
+pub fn rejected_gives_up(attempts: u32) -> bool {
+    attempts >= REJECTED_ATTEMPTS
 }
 
 /// Classifies a request that got no response.
@@ -129,22 +162,22 @@ mod tests {
     #[test]
     fn success_statuses_are_delivered() {
         for s in [200, 201, 204, 299] {
-            assert_eq!(classify_status(s, None), Attempt::Delivered, "{s}");
+            assert_eq!(classify_status(s, None, "ok"), Attempt::Delivered, "{s}");
         }
     }
 
     #[test]
     fn rate_limit_honours_retry_after() {
         assert_eq!(
-            classify_status(429, Some("2")),
+            classify_status(429, Some("2"), ""),
             Attempt::RetryAfter(Duration::from_secs(2))
         );
         assert_eq!(
-            classify_status(429, Some(" 30 ")),
+            classify_status(429, Some(" 30 "), ""),
             Attempt::RetryAfter(Duration::from_secs(30))
         );
         assert_eq!(
-            classify_status(429, Some("0")),
+            classify_status(429, Some("0"), ""),
             Attempt::RetryAfter(Duration::ZERO)
         );
     }
@@ -160,13 +193,13 @@ mod tests {
             Some("Wed, 21 Oct 2015 07:28:00 GMT"),
         ] {
             assert_eq!(
-                classify_status(429, v),
+                classify_status(429, v, ""),
                 Attempt::RetryAfter(DEFAULT_RETRY_AFTER),
                 "{v:?}"
             );
         }
         assert_eq!(
-            classify_status(429, Some("99999999999")),
+            classify_status(429, Some("99999999999"), ""),
             Attempt::RetryAfter(MAX_RETRY_AFTER)
         );
     }
@@ -174,15 +207,59 @@ mod tests {
     #[test]
     fn server_errors_back_off() {
         for s in [500, 502, 503, 504, 599] {
-            assert_eq!(classify_status(s, None), Attempt::Backoff, "{s}");
+            assert_eq!(classify_status(s, None, ""), Attempt::Backoff, "{s}");
         }
     }
 
     #[test]
-    fn other_statuses_are_permanent() {
-        for s in [400, 401, 403, 404, 408, 410, 413, 100, 301, 302, 600, 0] {
-            assert_eq!(classify_status(s, Some("1")), Attempt::Permanent, "{s}");
+    fn gone_webhooks_are_permanent() {
+        for (s, body) in [(404, "no_service"), (410, "channel_is_archived"), (404, "")] {
+            assert_eq!(
+                classify_status(s, Some("1"), body),
+                Attempt::Permanent,
+                "{s}"
+            );
         }
+    }
+
+    #[test]
+    fn other_client_errors_and_redirects_are_retried_a_bounded_number_of_times() {
+        for s in [400, 401, 403, 408, 413, 100, 301, 302, 307, 308, 600, 0] {
+            assert_eq!(
+                classify_status(s, Some("1"), "nope"),
+                Attempt::Rejected,
+                "{s}"
+            );
+        }
+        // A 400 with another body (e.g. `invalid_token`) is not the payload's fault.
+        assert_eq!(
+            classify_status(400, None, "invalid_token"),
+            Attempt::Rejected
+        );
+        assert!(!rejected_gives_up(1));
+        assert!(!rejected_gives_up(REJECTED_ATTEMPTS - 1));
+        assert!(rejected_gives_up(REJECTED_ATTEMPTS));
+        assert!(rejected_gives_up(u32::MAX));
+    }
+
+    #[test]
+    fn invalid_payload_falls_back() {
+        for body in ["invalid_payload", " invalid_payload\n"] {
+            assert_eq!(
+                classify_status(400, None, body),
+                Attempt::InvalidPayload,
+                "{body:?}"
+            );
+        }
+        // Only a 400 says so: the same word in a 500 or a 404 means what the status means.
+        assert_eq!(
+            classify_status(500, None, "invalid_payload"),
+            Attempt::Backoff
+        );
+        assert_eq!(
+            classify_status(404, None, "invalid_payload"),
+            Attempt::Permanent
+        );
     }
 
     #[test]

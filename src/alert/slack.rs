@@ -225,7 +225,7 @@ fn count_only(t: &Transition, n: usize, taken_at_ms: i64, name: &str) -> Value {
         "blocks": [
             { "type": "header", "text": { "type": "plain_text", "text": header_text(t, name), "emoji": true } },
             section(format!(
-                "*{}* · severity *{}* · {n} violation{} · snapshot {} (details omitted: see `canary violations`)",
+                "*{}* · severity *{}* · {n} violation{} · snapshot {}{DETAILS_OMITTED}",
                 verb(t),
                 t.severity.as_str(),
                 plural(n),
@@ -233,6 +233,100 @@ fn count_only(t: &Transition, n: usize, taken_at_ms: i64, name: &str) -> Value {
             )),
         ],
     })
+}
+
+/// What a count-only summary ends with.
+const DETAILS_OMITTED: &str = " (details omitted: see `canary violations`)";
+
+/// The count-only message derived from a stored `payload` (the deliverer's fallback when Slack
+/// answers 400 `invalid_payload`): the same `text`, header and summary line (severity, counts,
+/// snapshot, and any note), nothing from the platform's data (no forensic lines, no runbook, no
+/// context). Works on whatever JSON is stored, never panics, stays within Slack's limits, and is
+/// idempotent: applied to its own result it returns it unchanged (so the fallback is sent once).
+pub fn count_only_fallback(payload: &Value) -> Value {
+    let blocks = payload
+        .get("blocks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let block_text = |kind: &str| {
+        blocks
+            .iter()
+            .find(|b| b.get("type").and_then(Value::as_str) == Some(kind))
+            .and_then(|b| b.get("text"))
+            .and_then(|t| t.get("text"))
+            .and_then(Value::as_str)
+    };
+    let text = payload.get("text").and_then(Value::as_str).unwrap_or("");
+    let header = block_text("header").unwrap_or(text);
+    let header = if header.trim().is_empty() {
+        "canary alert".to_owned()
+    } else {
+        truncate(header, HEADER_MAX)
+    };
+    let summary = block_text("section").unwrap_or("").trim_end();
+    let summary = if summary.ends_with(DETAILS_OMITTED.trim_start()) {
+        truncate(summary, SECTION_MAX)
+    } else {
+        let budget = SECTION_MAX - DETAILS_OMITTED.chars().count();
+        format!("{}{DETAILS_OMITTED}", truncate(summary, budget))
+    };
+    let text = if text.trim().is_empty() {
+        header.clone()
+    } else {
+        truncate(text, SECTION_MAX)
+    };
+    json!({
+        "text": text,
+        "blocks": [
+            { "type": "header", "text": { "type": "plain_text", "text": header, "emoji": true } },
+            section(summary.trim_start().to_owned()),
+        ],
+    })
+}
+
+/// A stored resolved `payload` with the note that the fired alert of its incident was never
+/// delivered (`reason`: the fired row's secret-free `last_error`, escaped here). The note goes in
+/// the `text` and at the end of the summary section (inserted after the header if there is
+/// none), so the count-only fallback keeps it too. Never panics; stays within Slack's limits.
+pub fn with_undelivered_note(payload: &Value, reason: &str) -> Value {
+    let reason = esc(reason, 300);
+    let note = format!("the fired alert for this incident could not be delivered: {reason}");
+    let mut out = match payload {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    let text = out
+        .get("text")
+        .and_then(Value::as_str)
+        .unwrap_or("resolved");
+    let text = truncate(&format!("{text} — note: {note}"), SECTION_MAX);
+    out.insert("text".to_owned(), Value::String(text));
+    let line = format!("⚠️ *Note:* {note}");
+    let mut blocks = match out.remove("blocks") {
+        Some(Value::Array(blocks)) => blocks,
+        _ => Vec::new(),
+    };
+    let is = |b: &Value, kind: &str| b.get("type").and_then(Value::as_str) == Some(kind);
+    let summary = blocks.iter_mut().find(|b| is(b, "section")).and_then(|b| {
+        b.get_mut("text")
+            .and_then(|t| t.get_mut("text"))
+            .filter(|t| t.is_string())
+    });
+    if let Some(summary) = summary {
+        let old = summary.as_str().unwrap_or("");
+        let budget = SECTION_MAX.saturating_sub(line.chars().count() + 1);
+        *summary = Value::String(format!("{}\n{line}", truncate(old, budget)));
+    } else {
+        let at = blocks
+            .iter()
+            .position(|b| is(b, "header"))
+            .map_or(0, |i| i + 1);
+        blocks.insert(at.min(blocks.len()), section(line));
+        blocks.truncate(BLOCKS_MAX);
+    }
+    out.insert("blocks".to_owned(), Value::Array(blocks));
+    Value::Object(out)
 }
 
 fn fallback_text(t: &Transition, n: usize, name: &str) -> String {
@@ -772,6 +866,94 @@ mod tests {
         assert!(!within_limits(&json!({"text": "no blocks"})));
     }
 
+    #[test]
+    fn count_only_fallback_keeps_header_and_counts_drops_the_data() {
+        let vs = [
+            violation(
+                "S-01",
+                "agent-<x>",
+                "leaked slot exec-77",
+                json!({"slots": 3}),
+            ),
+            violation(
+                "S-01",
+                "agent-b",
+                "leaked slot exec-78",
+                json!({"slots": 4}),
+            ),
+        ];
+        let full = payload(&fired("S-01", Severity::Critical, None), &vs, AT);
+        let minimal = count_only_fallback(&full);
+        assert_slack_limits(&minimal);
+        assert_eq!(minimal["text"], full["text"]);
+        assert_eq!(
+            texts(&minimal),
+            [
+                "🔴 S-01 Slot–row bijection fired".to_owned(),
+                "*Fired* · severity *critical* · 2 violations · snapshot 2026-11-18T11:06:40.000Z \
+                 (details omitted: see `canary violations`)"
+                    .to_owned(),
+            ]
+        );
+        let all = minimal.to_string();
+        for gone in ["agent-", "exec-77", "slots", "Runbook", "first time red"] {
+            assert!(!all.contains(gone), "{gone} in {all}");
+        }
+        // Idempotent, so the deliverer sends the fallback at most once; a stored count-only
+        // message (over-limit payload) is already its own fallback.
+        assert_eq!(count_only_fallback(&minimal), minimal);
+        let stored = count_only(&fired("S-01", Severity::Critical, None), 2, AT, "Slot");
+        assert_eq!(count_only_fallback(&stored), stored);
+    }
+
+    #[test]
+    fn count_only_fallback_of_garbage_is_still_a_message() {
+        for garbage in [
+            json!(null),
+            json!("x"),
+            json!({"blocks": 3}),
+            json!({"text": ""}),
+        ] {
+            let m = count_only_fallback(&garbage);
+            assert_slack_limits(&m);
+            assert_eq!(count_only_fallback(&m), m, "{garbage}");
+        }
+    }
+
+    #[test]
+    fn undelivered_note_on_a_resolved_message() {
+        let p = payload(&resolved("S-01", AT - 600_000), &[], AT);
+        let noted = with_undelivered_note(&p, "HTTP 404: <!channel> no_service");
+        assert_slack_limits(&noted);
+        assert_eq!(
+            noted["text"],
+            "✅ S-01 Slot–row bijection resolved — note: the fired alert for this \
+             incident could not be delivered: HTTP 404: &lt;!channel&gt; no_service"
+        );
+        let t = texts(&noted);
+        assert_eq!(t.len(), texts(&p).len(), "no block added");
+        assert!(
+            t[1].starts_with("*Resolved*")
+                && t[1].ends_with(
+                    "\n⚠️ *Note:* the fired alert for this incident could not be delivered: \
+                     HTTP 404: &lt;!channel&gt; no_service"
+                ),
+            "{}",
+            t[1]
+        );
+        // The count-only fallback keeps the note.
+        let minimal = count_only_fallback(&noted);
+        assert!(
+            texts(&minimal)[1].contains("could not be delivered"),
+            "{minimal}"
+        );
+        // A payload without a section gets one after its header; garbage still makes a message.
+        let bare = json!({"text": "t", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h"}}]});
+        let noted = with_undelivered_note(&bare, "x");
+        assert_eq!(noted["blocks"][1]["type"], "section");
+        assert_slack_limits(&with_undelivered_note(&json!(7), &"r".repeat(10_000)));
+    }
+
     fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -818,6 +1000,19 @@ mod tests {
             let blocks = p["blocks"].as_array().unwrap();
             prop_assert!(blocks.len() <= 50);
             prop_assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+            let noted = with_undelivered_note(&p, &summary);
+            assert_slack_limits(&noted);
+            let minimal = count_only_fallback(&noted);
+            assert_slack_limits(&minimal);
+            prop_assert_eq!(count_only_fallback(&minimal), minimal);
+        }
+
+        #[test]
+        fn fallback_and_note_never_panic_on_stored_garbage(stored in arb_json(), reason in ".{0,500}") {
+            let minimal = count_only_fallback(&stored);
+            assert_slack_limits(&minimal);
+            prop_assert_eq!(count_only_fallback(&minimal), minimal);
+            assert_slack_limits(&count_only_fallback(&with_undelivered_note(&stored, &reason)));
         }
     }
 }

@@ -176,6 +176,39 @@ impl StateDb {
         Ok(n > 0)
     }
 
+    /// Why the fired alert of the incident a resolved row `resolved_id` closes was abandoned:
+    /// the `last_error` of the latest fired row of `invariant_id` written before it, when that
+    /// row was abandoned; `None` when it was delivered (or is still pending, or there is none).
+    /// A reminder counts as the fired alert: if it got through, Slack has seen the page.
+    pub fn abandoned_fired_before(
+        &self,
+        resolved_id: i64,
+        invariant_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        const OP: &str = "abandoned_fired_before";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT o.abandoned_at IS NOT NULL, o.last_error
+                 FROM alert_outbox o JOIN transitions t ON t.id = o.transition_id
+                 WHERE t.invariant_id = ?1 AND t.kind = 'fired' AND o.id < ?2
+                 ORDER BY o.id DESC
+                 LIMIT 1",
+            )
+            .ctx(OP)?;
+        let mut rows = stmt
+            .query_map(params![invariant_id, resolved_id], |r| {
+                Ok((r.get::<_, bool>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .ctx(OP)?;
+        match rows.next().transpose().ctx(OP)? {
+            Some((true, last_error)) => Ok(Some(
+                last_error.unwrap_or_else(|| "unknown reason".to_owned()),
+            )),
+            _ => Ok(None),
+        }
+    }
+
     /// How many rows are pending and how many were abandoned.
     pub fn outbox_depth(&self) -> Result<OutboxDepth, StoreError> {
         const OP: &str = "outbox_depth";
@@ -263,6 +296,38 @@ mod tests {
                 pending: 0,
                 abandoned: 1
             }
+        );
+    }
+
+    #[test]
+    fn abandoned_fired_row_is_found_for_its_resolved_row() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let m = Memory::default();
+        record(&mut db, 1000, &[], &[], &[fired("S-01", 1000)], &m, &m).unwrap();
+        let first = db.due_outbox(1010, 10).unwrap().remove(0);
+        db.mark_abandoned(first.id, 1011, "HTTP 404: no_service")
+            .unwrap();
+        record(&mut db, 2000, &[], &[], &[resolved("S-01", 2000)], &m, &m).unwrap();
+        let resolved_row = db.due_outbox(2010, 10).unwrap().remove(0);
+        assert_eq!(
+            db.abandoned_fired_before(resolved_row.id, "S-01").unwrap(),
+            Some("HTTP 404: no_service".to_owned())
+        );
+        assert_eq!(
+            db.abandoned_fired_before(resolved_row.id, "E-02").unwrap(),
+            None
+        );
+        assert_eq!(db.abandoned_fired_before(first.id, "S-01").unwrap(), None);
+        db.mark_delivered(resolved_row.id, 2011).unwrap();
+        // The next incident's fired alert is delivered: its resolved row carries no note.
+        record(&mut db, 3000, &[], &[], &[fired("S-01", 3000)], &m, &m).unwrap();
+        let second = db.due_outbox(3010, 10).unwrap().remove(0);
+        db.mark_delivered(second.id, 3011).unwrap();
+        record(&mut db, 4000, &[], &[], &[resolved("S-01", 4000)], &m, &m).unwrap();
+        let resolved_row = db.due_outbox(4010, 10).unwrap().remove(0);
+        assert_eq!(
+            db.abandoned_fired_before(resolved_row.id, "S-01").unwrap(),
+            None
         );
     }
 
