@@ -2,7 +2,9 @@
 //! (`support::webhook`) and a real state database file, outbox rows written by
 //! `StateDb::record_cycle` exactly as a cycle writes them. Covers retry on 5xx, 429 with
 //! `Retry-After`, permanent 404, an outage, a restart of the deliverer, pacing, giving up, the
-//! silent sink, and that the webhook URL never reaches a log line or a stored error.
+//! silent sink, and that the webhook URL never reaches a log line or a stored error. Issue 11
+//! §4: a source unreadable (Redis killed, wrong password, SQLite file moved) for `blind_after`
+//! cycles gives exactly one fired and, once readable, one resolved "canary is blind" POST.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -3,7 +3,8 @@
 //! inside the shutdown timeout; a SIGTERM that lands mid-cycle lets that cycle commit whole (every
 //! cycle row has exactly its violations); a bad cron is a configuration error (exit 78) naming
 //! the expression; the composed deliverer sends a fired alert once; after a SIGKILL mid-cycle or
-//! mid-POST, a restarted daemon takes the dead process's leases over at once (issue 11 §2).
+//! mid-POST, a restarted daemon takes the dead process's leases over at once (issue 11 §2); a
+//! killed Redis is alerted once after `blind_after` cycles and resolved once (issue 11 §4).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
