@@ -132,7 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let on_cycle = move |result: &CycleResult| {
         metrics.observe_cycle(result);
         // New transitions mean new outbox rows: deliver now, not at the next poll.
-        if !result.transitions.is_empty() {
+        if result.has_transitions() {
             wake_deliverer.notify_one();
         }
     };

@@ -2,7 +2,9 @@
 //! (`support::webhook`) and a real state database file, outbox rows written by
 //! `StateDb::record_cycle` exactly as a cycle writes them. Covers retry on 5xx, 429 with
 //! `Retry-After`, permanent 404, an outage, a restart of the deliverer, pacing, giving up, the
-//! silent sink, and that the webhook URL never reaches a log line or a stored error.
+//! silent sink, and that the webhook URL never reaches a log line or a stored error. Issue 11
+//! §4: a source unreadable (Redis killed, wrong password, SQLite file moved) for `blind_after`
+//! cycles gives exactly one fired and, once readable, one resolved "canary is blind" POST.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -855,4 +857,297 @@ async fn one_agent_platform() -> (
         .unwrap();
     platform.add_agent("agent-a", 3, 900).unwrap();
     (dir, redis, platform)
+}
+
+// ---- issue 11 §4: "canary is blind" -------------------------------------------------------
+
+/// Runs one full cycle (all invariants) against `config` on `db`.
+async fn full_cycle(
+    config: &canary::config::Config,
+    db: &canary::store::SharedDb,
+) -> canary::cycle::CycleResult {
+    use canary::cycle::{CycleRequest, Trigger, run_cycle};
+    let request = CycleRequest {
+        trigger: Trigger::Manual,
+        only: None,
+    };
+    run_cycle(config, db, &request).await.unwrap()
+}
+
+/// The POSTs received so far about `id` (by the fallback text's second word), as
+/// (kind from the header, whole body text).
+fn posts_about(hook: &Webhook, id: &str) -> Vec<(String, String)> {
+    hook.received()
+        .iter()
+        .filter(|g| invariant_of(&g.body) == id)
+        .map(|g| {
+            let header = g.body["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            (header, g.body.to_string())
+        })
+        .collect()
+}
+
+/// `(kind, reminder)` of this cycle's blind transitions for `id`.
+fn blind_kinds(result: &canary::cycle::CycleResult, id: &str) -> Vec<&'static str> {
+    result
+        .blind
+        .transitions
+        .iter()
+        .filter(|t| t.invariant_id == id)
+        .map(|t| t.kind)
+        .collect()
+}
+
+/// Waits until the deliverer has nothing left to send (so "no POST" is a real observation).
+async fn drained(state: &Path) {
+    wait_rows(state, Duration::from_secs(10), |r| {
+        r.iter().all(|row| row.delivered)
+    })
+    .await;
+}
+
+/// Redis killed: two cycles say nothing, the third fires ONE critical "canary is blind" alert
+/// naming redis and its error; S-01, red before, stays unknown and does not resolve while Redis
+/// is unreadable. Redis back: ONE resolved for the source (and S-01 resolves on real data).
+#[tokio::test]
+async fn redis_down_for_blind_after_cycles_fires_once_and_resolves_once() {
+    let (dir, mut redis, mut platform) = one_agent_platform().await;
+    let hook = Webhook::start(vec![]).await;
+    let path = write_config(dir.path(), &redis.url(), Some(&hook.url()));
+    let config = canary::config::load_from(Some(&path), &[], &Default::default()).unwrap();
+    assert_eq!(config.alerts.blind_after, 3, "default");
+    let state = config.state.path.clone();
+    let db = canary::store::SharedDb::new(StateDb::open(&state).unwrap());
+    let mut alerts = config.alerts.clone();
+    alerts.slack.min_interval = Duration::from_millis(10);
+    let run = start(
+        &state,
+        config.webhook_url().unwrap().map(|s| s.expose().to_owned()),
+        alerts,
+    );
+
+    leak(&mut platform).await;
+    let first = full_cycle(&config, &db).await;
+    assert_eq!(first.outcomes["S-01"], canary_invariants::Outcome::Red);
+    assert!(
+        first.blind.sources.iter().all(|s| s.readable),
+        "{:?}",
+        first.blind
+    );
+    hook.wait_for(1, Duration::from_secs(10)).await;
+
+    redis.kill();
+    for n in 1..=2 {
+        let r = full_cycle(&config, &db).await;
+        assert_eq!(r.outcomes["S-01"], canary_invariants::Outcome::Unknown);
+        assert!(r.blind.transitions.is_empty(), "cycle {n}: {:?}", r.blind);
+        assert!(
+            r.transitions.is_empty(),
+            "unknown never resolves: {:?}",
+            r.transitions
+        );
+        let redis_state = r
+            .blind
+            .sources
+            .iter()
+            .find(|s| s.source == "redis")
+            .unwrap();
+        assert_eq!(
+            (redis_state.readable, redis_state.unreadable_cycles),
+            (false, n)
+        );
+    }
+    drained(&state).await;
+    assert!(
+        posts_about(&hook, "source:redis").is_empty(),
+        "fewer than blind_after: no POST"
+    );
+
+    let third = full_cycle(&config, &db).await;
+    assert_eq!(blind_kinds(&third, "source:redis"), ["fired"]);
+    assert_eq!(third.blind.transitions[0].severity, "critical");
+    assert!(!third.checks_run.iter().any(|id| id.starts_with("source:")));
+    assert!(!third.outcomes.keys().any(|id| id.starts_with("source:")));
+    // Still blind: nothing more.
+    let fourth = full_cycle(&config, &db).await;
+    assert!(fourth.blind.transitions.is_empty() && fourth.transitions.is_empty());
+    drained(&state).await;
+    let fired = posts_about(&hook, "source:redis");
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].0, "🔴 canary is blind: source redis unreadable");
+    assert!(
+        fired[0]
+            .1
+            .contains("canary is blind: source redis unreadable for 3 cycles: "),
+        "{}",
+        fired[0].1
+    );
+    let error = &third.sources_unavailable[0].error;
+    assert!(
+        fired[0].1.contains(error.as_str()),
+        "names the error: {}",
+        fired[0].1
+    );
+    assert!(!fired[0].1.contains("redis://"), "{}", fired[0].1);
+    assert!(
+        posts_about(&hook, "S-01")
+            .iter()
+            .all(|(h, _)| h.contains("fired")),
+        "S-01 never resolved while unknown"
+    );
+
+    redis.restart().unwrap();
+    let back = full_cycle(&config, &db).await;
+    assert_eq!(blind_kinds(&back, "source:redis"), ["resolved"]);
+    let again = full_cycle(&config, &db).await;
+    assert!(again.blind.transitions.is_empty());
+    drained(&state).await;
+    run.stop().await;
+    let posts = posts_about(&hook, "source:redis");
+    let headers: Vec<&str> = posts.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        headers,
+        [
+            "🔴 canary is blind: source redis unreadable",
+            "✅ canary can see again: source redis"
+        ]
+    );
+    assert!(
+        posts[1]
+            .1
+            .contains("source redis readable after 4 unreadable cycles"),
+        "{}",
+        posts[1].1
+    );
+}
+
+/// A wrong Redis password is blindness too: one fired alert, and the password appears in no
+/// POST, no stored cycle, no outbox row; the right password resolves it once.
+#[tokio::test]
+async fn wrong_redis_password_fires_once_without_the_secret_and_resolves_once() {
+    const WRONG: &str = "wrong-PASSWORD-7f3a";
+    const RIGHT: &str = "right-PASSWORD-91c2";
+    let (dir, redis, _platform) = one_agent_platform().await;
+    let mut admin = crate::support::redis_server::connect(&redis);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(RIGHT)
+        .query::<()>(&mut admin)
+        .unwrap();
+    let hook = Webhook::start(vec![]).await;
+    let with_pass = |p: &str| format!("redis://:{p}@127.0.0.1:{}/0", redis.port());
+    let path = write_config(dir.path(), &with_pass(WRONG), Some(&hook.url()));
+    let wrong = canary::config::load_from(Some(&path), &[], &Default::default()).unwrap();
+    let path = write_config(dir.path(), &with_pass(RIGHT), Some(&hook.url()));
+    let right = canary::config::load_from(Some(&path), &[], &Default::default()).unwrap();
+    let state = wrong.state.path.clone();
+    let db = canary::store::SharedDb::new(StateDb::open(&state).unwrap());
+    let mut alerts = wrong.alerts.clone();
+    alerts.slack.min_interval = Duration::from_millis(10);
+    let run = start(
+        &state,
+        wrong.webhook_url().unwrap().map(|s| s.expose().to_owned()),
+        alerts,
+    );
+
+    let kinds: Vec<Vec<&str>> = [
+        full_cycle(&wrong, &db).await,
+        full_cycle(&wrong, &db).await,
+        full_cycle(&wrong, &db).await,
+        full_cycle(&wrong, &db).await,
+        full_cycle(&right, &db).await,
+        full_cycle(&right, &db).await,
+    ]
+    .iter()
+    .map(|r| blind_kinds(r, "source:redis"))
+    .collect();
+    let expected: [Vec<&str>; 6] = [
+        vec![],
+        vec![],
+        vec!["fired"],
+        vec![],
+        vec!["resolved"],
+        vec![],
+    ];
+    assert_eq!(kinds, expected);
+    drained(&state).await;
+    run.stop().await;
+    let posts = posts_about(&hook, "source:redis");
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(posts[0].0.contains("blind") && posts[1].0.contains("see again"));
+    for (_, body) in &posts {
+        assert!(!body.contains(WRONG) && !body.contains(RIGHT), "{body}");
+    }
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT group_concat(sources_unavailable, ' ') || (SELECT group_concat(payload, ' ')
+             FROM alert_outbox) FROM cycles",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stored.contains("source:redis"), "{stored}");
+    assert!(
+        !stored.contains(WRONG) && !stored.contains(RIGHT),
+        "{stored}"
+    );
+}
+
+/// The SQLite side, generically: the platform file moved away for `blind_after` (here 2)
+/// cycles fires one alert naming sqlite; moved back, one resolved.
+#[tokio::test]
+async fn sqlite_unreadable_fires_once_and_resolves_once() {
+    let (dir, _redis, _platform) = one_agent_platform().await;
+    let hook = Webhook::start(vec![]).await;
+    let path = write_config(dir.path(), &_redis.url(), Some(&hook.url()));
+    let mut config = canary::config::load_from(Some(&path), &[], &Default::default()).unwrap();
+    config.alerts.blind_after = 2;
+    let state = config.state.path.clone();
+    let db = canary::store::SharedDb::new(StateDb::open(&state).unwrap());
+    let mut alerts = config.alerts.clone();
+    alerts.slack.min_interval = Duration::from_millis(10);
+    let run = start(
+        &state,
+        config.webhook_url().unwrap().map(|s| s.expose().to_owned()),
+        alerts,
+    );
+    let platform_db = dir.path().join("platform.db");
+    let moved = dir.path().join("platform.db.moved");
+    let green = full_cycle(&config, &db).await;
+    assert!(green.blind.transitions.is_empty());
+
+    std::fs::rename(&platform_db, &moved).unwrap();
+    let one = full_cycle(&config, &db).await;
+    assert_eq!(one.sources_unavailable[0].source.as_str(), "sqlite");
+    assert!(one.blind.transitions.is_empty());
+    drained(&state).await;
+    assert!(posts_about(&hook, "source:sqlite").is_empty());
+    let two = full_cycle(&config, &db).await;
+    assert_eq!(blind_kinds(&two, "source:sqlite"), ["fired"]);
+    assert!(
+        blind_kinds(&two, "source:redis").is_empty(),
+        "redis is fine"
+    );
+    std::fs::rename(&moved, &platform_db).unwrap();
+    let back = full_cycle(&config, &db).await;
+    assert_eq!(blind_kinds(&back, "source:sqlite"), ["resolved"]);
+    drained(&state).await;
+    run.stop().await;
+    let posts = posts_about(&hook, "source:sqlite");
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert_eq!(posts[0].0, "🔴 canary is blind: source sqlite unreadable");
+    let error = &two.sources_unavailable[0].error;
+    assert!(
+        posts[0].1.contains(&format!(
+            "canary is blind: source sqlite unreadable for 2 cycles: {error}"
+        )),
+        "{}",
+        posts[0].1
+    );
+    assert_eq!(posts[1].0, "✅ canary can see again: source sqlite");
 }

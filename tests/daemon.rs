@@ -3,7 +3,8 @@
 //! inside the shutdown timeout; a SIGTERM that lands mid-cycle lets that cycle commit whole (every
 //! cycle row has exactly its violations); a bad cron is a configuration error (exit 78) naming
 //! the expression; the composed deliverer sends a fired alert once; after a SIGKILL mid-cycle or
-//! mid-POST, a restarted daemon takes the dead process's leases over at once (issue 11 §2).
+//! mid-POST, a restarted daemon takes the dead process's leases over at once (issue 11 §2); a
+//! killed Redis is alerted once after `blind_after` cycles and resolved once (issue 11 §4).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -706,4 +707,88 @@ async fn a_long_cycle_renews_its_lease_and_keeps_blocking_others() {
     daemon.sigterm();
     assert_eq!(daemon.wait(Duration::from_secs(10)).code(), Some(0));
     assert_whole(&cycles(&state));
+}
+
+/// Cycles whose `sources_unavailable` names `source`.
+fn cycles_blind_on(state: &Path, source: &str) -> i64 {
+    let conn = rusqlite::Connection::open(state).unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM cycles WHERE sources_unavailable LIKE ?1",
+        [format!("%\"source\":\"{source}\"%")],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// The POST headers about `id` (the fallback text's second word).
+fn headers_about(webhook: &Webhook, id: &str) -> Vec<String> {
+    webhook
+        .received()
+        .iter()
+        .filter(|g| g.body["text"].as_str().unwrap_or("").split(' ').nth(1) == Some(id))
+        .map(|g| {
+            g.body["blocks"][0]["text"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// issue 11 §4 end to end, with its latency: the daemon (1 s interval, default `blind_after: 3`)
+/// sees Redis killed, POSTs ONE "canary is blind" alert after three unreadable cycles, and ONE
+/// "can see again" once Redis is back; nothing else about the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_redis_is_alerted_after_blind_after_cycles_and_resolved_once() {
+    let mut env = Env::new().await;
+    let webhook = Webhook::start(vec![]).await;
+    let config = env.config(
+        "10s",
+        &format!(
+            "alerts:\n  slack:\n    webhook_url: {}\n    min_interval: 10ms\n",
+            webhook.url()
+        ),
+    );
+    let mut daemon = Daemon::start(&config, env.dir.path());
+    let state = env.state_path();
+    webhook.wait_for(1, Duration::from_secs(20)).await; // S-01's fired alert: the daemon is up
+
+    env.redis.kill();
+    let down = Instant::now();
+    daemon.wait_for(Duration::from_secs(30), "the blind alert", || {
+        !headers_about(&webhook, "source:redis").is_empty()
+    });
+    let latency = down.elapsed();
+    let blind_cycles = cycles_blind_on(&state, "redis");
+    eprintln!(
+        "blind alert latency: {:.2} s, {blind_cycles} unreadable cycles (interval 1 s, blind_after 3)",
+        latency.as_secs_f64()
+    );
+    assert!(
+        (3..=4).contains(&blind_cycles),
+        "fired after blind_after cycles, not before: {blind_cycles}"
+    );
+    assert!(latency < Duration::from_secs(8), "{latency:?}");
+
+    env.redis.restart().unwrap();
+    let up = Instant::now();
+    daemon.wait_for(Duration::from_secs(30), "the resolved alert", || {
+        headers_about(&webhook, "source:redis").len() >= 2
+    });
+    eprintln!("resolve latency: {:.2} s", up.elapsed().as_secs_f64());
+    let n = cycles(&state).len();
+    daemon.wait_for(Duration::from_secs(20), "3 more cycles", || {
+        cycles(&state).len() >= n + 3
+    });
+    assert_eq!(
+        headers_about(&webhook, "source:redis"),
+        [
+            "🔴 canary is blind: source redis unreadable",
+            "✅ canary can see again: source redis"
+        ]
+    );
+    let log = daemon.log();
+    assert!(log.contains("canary blind: source unreadable"), "{log}");
+    daemon.sigterm();
+    assert_eq!(daemon.wait(Duration::from_secs(10)).code(), Some(0));
 }

@@ -25,6 +25,7 @@
 //! assert_eq!(eval.outcomes["S-01"], Outcome::Unknown);
 //! ```
 
+pub mod blind;
 pub mod catalog;
 pub mod checks;
 pub mod custom;

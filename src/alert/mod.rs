@@ -2,6 +2,8 @@
 //!
 //! - [`slack`]: Block Kit payloads from a transition and its violations (pure; called by the
 //!   cycle so the payload is stored in the outbox in the cycle's transaction).
+//! - [`blind`]: the "canary is blind" message for a source unreadable for `blind_after` cycles
+//!   (pure, from the same helpers).
 //! - [`retry`]: what an HTTP outcome means for an outbox row, and the backoff (pure).
 //! - [`deliver`]: the deliverer task: claims due outbox rows, POSTs them to the webhook, records
 //!   the outcome, paces posts per webhook.
@@ -11,6 +13,7 @@
 //! red: that is `canary-invariants`' job. The webhook URL is a secret and appears in no log,
 //! error or stored `last_error`.
 
+pub mod blind;
 pub mod deliver;
 pub mod retry;
 pub mod slack;

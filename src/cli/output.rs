@@ -65,8 +65,27 @@ pub fn cycle_text(r: &CycleResult, registry: &Registry<'_>) -> String {
             t.invariant_id, t.kind, t.severity
         );
     }
+    for t in &r.blind.transitions {
+        let _ = writeln!(
+            s,
+            "transition: {} {} ({})",
+            t.invariant_id, t.kind, t.severity
+        );
+    }
     for u in &r.sources_unavailable {
-        let _ = writeln!(s, "source unavailable: {}: {}", u.source.as_str(), u.error);
+        let cycles = r
+            .blind
+            .sources
+            .iter()
+            .find(|b| b.source == u.source.as_str())
+            .map_or(1, |b| b.unreadable_cycles);
+        let _ = writeln!(
+            s,
+            "source unavailable: {}: {} ({cycles} consecutive cycle(s); blind alert after {})",
+            u.source.as_str(),
+            u.error,
+            r.blind.blind_after
+        );
     }
     if !r.diagnostics.skipped_tables.is_empty() {
         let _ = writeln!(

@@ -125,6 +125,9 @@ pub struct AlertsConfig {
     pub fire_after: u32,
     /// Consecutive green cycles before a firing invariant resolves.
     pub resolve_after: u32,
+    /// Consecutive cycles a platform source (Redis, SQLite, ...) must be unreadable before
+    /// "canary is blind" fires (critical, one alert per source); one readable cycle resolves it.
+    pub blind_after: u32,
     /// Re-send a fired alert while it stays red this long (unset = never).
     #[serde(
         default,
@@ -149,6 +152,7 @@ impl Default for AlertsConfig {
             slack: SlackConfig::default(),
             fire_after: 1,
             resolve_after: 1,
+            blind_after: 3,
             renotify_after: None,
             give_up_after: Duration::from_secs(24 * 3600),
             retry_initial: Duration::from_secs(5),

@@ -20,6 +20,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     platform(&config.platform, &mut out);
     state(config, &mut out);
     schedule(config, &mut out);
+    blind(config, &mut out);
     secrets(config, &mut out);
     http(config, &mut out);
     log(config, &mut out);
@@ -290,6 +291,17 @@ fn schedule(config: &Config, out: &mut Vec<Problem>) {
             let message = message.strip_prefix("schedule.cron: ").unwrap_or(&message);
             push(out, "schedule.cron", message.to_owned());
         }
+    }
+}
+
+/// `alerts.blind_after` counts consecutive unreadable cycles: 0 would fire on nothing seen.
+fn blind(config: &Config, out: &mut Vec<Problem>) {
+    if config.alerts.blind_after == 0 {
+        push(
+            out,
+            "alerts.blind_after",
+            "must be at least 1 (consecutive unreadable cycles before the blind alert; got 0)",
+        );
     }
 }
 
@@ -615,6 +627,21 @@ mod tests {
             "{}",
             problems[0].message
         );
+    }
+
+    #[test]
+    fn blind_after_must_be_at_least_one() {
+        let mut c = Config::default();
+        c.alerts.blind_after = 0;
+        let problems = validate(&c);
+        assert!(
+            problems.iter().any(|p| p
+                .to_string()
+                .starts_with("alerts.blind_after: must be at least 1")),
+            "{problems:?}"
+        );
+        c.alerts.blind_after = 1;
+        assert!(validate(&c).is_empty());
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use canary_invariants::{
-    Evaluation, Hysteresis, Memory, Selection, SourceUnavailable, Transition, Verdict, evaluate,
-    transitions,
+    Evaluation, Hysteresis, InvariantState, Memory, Outcome, Selection, SourceUnavailable,
+    Transition, TransitionKind, Verdict, blind, evaluate, transitions,
 };
 
 use crate::clock::{format_ms, now_ms};
@@ -27,9 +27,12 @@ use crate::store::{CycleRecord, SharedDb, StoreError, holder};
 mod alerts;
 pub mod result;
 
-pub use result::{CycleResult, Diagnostics, ReportedTransition, ReportedViolation, Trigger};
+pub use result::{
+    BlindReport, CycleResult, Diagnostics, ReportedTransition, ReportedViolation,
+    SourceReadability, Trigger,
+};
 
-use alerts::alert_payloads;
+use alerts::{alert_payloads, blind_payloads};
 
 /// Errors that stop a cycle (source failures do not: they become `sources_unavailable`).
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +191,22 @@ async fn run_leased(
     let (previous, memory) = load_previous(db).await?;
     let staged = stage(config, request, &previous, &memory).await;
     let finished_at_ms = now_ms();
-    let outbox_payloads = alert_payloads(config, &staged);
+    // Invariants first, then the blind sources: states, transitions and payloads stay aligned,
+    // and all of them go into the one transaction.
+    let mut outbox_payloads = alert_payloads(config, &staged);
+    outbox_payloads.extend(blind_payloads(config, &staged));
+    let states: Vec<InvariantState> = staged
+        .states
+        .iter()
+        .chain(&staged.blind.states)
+        .cloned()
+        .collect();
+    let all_transitions: Vec<Transition> = staged
+        .transitions
+        .iter()
+        .chain(&staged.blind.transitions)
+        .cloned()
+        .collect();
     let trigger = request.trigger.as_str();
     // The record moves to the blocking pool with everything it borrows, and comes back with it.
     let (staged, recorded) = db
@@ -203,8 +221,8 @@ async fn run_leased(
                 sources_unavailable: &staged.sources_unavailable,
                 taken_at_ms: staged.taken_at_ms,
                 violations: &staged.eval.violations,
-                states: &staged.states,
-                transitions: &staged.transitions,
+                states: &states,
+                transitions: &all_transitions,
                 outbox_payloads: &outbox_payloads,
                 previous_memory: &memory,
                 next_memory: &staged.eval.memory,
@@ -222,6 +240,24 @@ async fn run_leased(
             "invariant {}", t.kind.as_str()
         );
     }
+    for t in &staged.blind.transitions {
+        let source = t
+            .invariant_id
+            .strip_prefix(blind::ID_PREFIX)
+            .unwrap_or(&t.invariant_id);
+        let message = match t.kind {
+            TransitionKind::Fired => "canary blind: source unreadable",
+            TransitionKind::Resolved => "canary can see again: source readable",
+        };
+        tracing::info!(
+            source,
+            transition.kind = t.kind.as_str(),
+            transition.reminder = t.reminder,
+            blind_after = config.alerts.blind_after,
+            cycle.id = recorded.cycle_id,
+            "{message}"
+        );
+    }
     let ids: Vec<Option<i64>> = recorded.violation_ids.iter().copied().map(Some).collect();
     Ok(staged.into_result(Some(recorded.cycle_id), &ids))
 }
@@ -235,7 +271,44 @@ struct Staged {
     states: Vec<canary_invariants::InvariantState>,
     transitions: Vec<Transition>,
     sources_unavailable: Vec<SourceUnavailable>,
+    blind: StagedBlind,
     diagnostics: Diagnostics,
+}
+
+/// The blind sources' part of a cycle: their `source:<name>` states, transitions, and for each
+/// transition the state it left (a resolved message says how long the source was unreadable).
+struct StagedBlind {
+    blind_after: u32,
+    states: Vec<InvariantState>,
+    transitions: Vec<Transition>,
+    left: Vec<Option<InvariantState>>,
+}
+
+/// Runs the sources' readability through the same diff as the invariants, with `blind_after`
+/// as its `fire_after` (see `canary_invariants::blind`).
+fn stage_blind(
+    config: &Config,
+    snapshot: &canary_invariants::Snapshot,
+    previous: &BTreeMap<String, InvariantState>,
+    taken_at_ms: i64,
+) -> StagedBlind {
+    let renotify = hysteresis(config).renotify_after_ms;
+    let (states, transitions) = transitions::diff(
+        previous,
+        &blind::verdicts(snapshot),
+        taken_at_ms,
+        blind::hysteresis(config.alerts.blind_after, renotify),
+    );
+    let left = transitions
+        .iter()
+        .map(|t| previous.get(&t.invariant_id).cloned())
+        .collect();
+    StagedBlind {
+        blind_after: config.alerts.blind_after.max(1),
+        states,
+        transitions,
+        left,
+    }
 }
 
 async fn stage(
@@ -269,6 +342,7 @@ async fn stage(
         .collect();
     let (states, transitions) =
         transitions::diff(previous, &verdicts, taken_at_ms, hysteresis(config));
+    let blind = stage_blind(config, &snapshot, previous, taken_at_ms);
     for source in &snapshot.sources_unavailable {
         tracing::warn!(source = source.source.as_str(), error = %source.error, "source unavailable");
     }
@@ -290,6 +364,7 @@ async fn stage(
         states,
         transitions,
         sources_unavailable: snapshot.sources_unavailable,
+        blind,
         diagnostics,
     }
 }
@@ -314,19 +389,38 @@ impl Staged {
             checks_run: self.eval.checks_run,
             outcomes: self.eval.outcomes,
             violations,
-            transitions: self
-                .transitions
-                .iter()
-                .map(|t| ReportedTransition {
-                    invariant_id: t.invariant_id.clone(),
-                    kind: t.kind.as_str(),
-                    severity: t.severity.as_str(),
-                    reminder: t.reminder,
-                })
-                .collect(),
+            transitions: self.transitions.iter().map(reported).collect(),
             sources_unavailable: self.sources_unavailable,
+            blind: BlindReport {
+                blind_after: self.blind.blind_after,
+                sources: self
+                    .blind
+                    .states
+                    .iter()
+                    .filter_map(|s| {
+                        let source = blind::source_of(&s.invariant_id)?;
+                        let unreadable = s.state == Outcome::Red;
+                        Some(SourceReadability {
+                            source: source.as_str(),
+                            readable: !unreadable,
+                            unreadable_cycles: if unreadable { s.consecutive } else { 0 },
+                            firing: s.firing,
+                        })
+                    })
+                    .collect(),
+                transitions: self.blind.transitions.iter().map(reported).collect(),
+            },
             diagnostics: self.diagnostics,
         }
+    }
+}
+
+fn reported(t: &Transition) -> ReportedTransition {
+    ReportedTransition {
+        invariant_id: t.invariant_id.clone(),
+        kind: t.kind.as_str(),
+        severity: t.severity.as_str(),
+        reminder: t.reminder,
     }
 }
 

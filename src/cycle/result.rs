@@ -54,6 +54,31 @@ pub struct ReportedTransition {
     pub reminder: bool,
 }
 
+/// One source's readability ("canary is blind", issue 11 §4), from its `source:<name>` state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceReadability {
+    /// `redis`, `sqlite`, ...
+    pub source: &'static str,
+    /// Read this cycle.
+    pub readable: bool,
+    /// Consecutive unreadable cycles up to this one (0 when readable).
+    pub unreadable_cycles: u32,
+    /// The blind alert is open (fired, not yet resolved).
+    pub firing: bool,
+}
+
+/// The blind section of the cycle result: kept apart from `checks_run`, `outcomes` and
+/// `transitions` (a public contract that lists invariants only).
+#[derive(Debug, Clone, Serialize)]
+pub struct BlindReport {
+    /// `alerts.blind_after`: unreadable cycles before the blind alert fires.
+    pub blind_after: u32,
+    /// Every source read or tried this cycle.
+    pub sources: Vec<SourceReadability>,
+    /// Blind alerts fired or resolved this cycle (`invariant_id` is `source:<name>`).
+    pub transitions: Vec<ReportedTransition>,
+}
+
 /// Extra facts about the cycle (an addition to DESIGN §8's result; nothing there is renamed).
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostics {
@@ -88,11 +113,19 @@ pub struct CycleResult {
     pub transitions: Vec<ReportedTransition>,
     /// Stores that could not be read.
     pub sources_unavailable: Vec<SourceUnavailable>,
+    /// Per-source readability and the blind alerts this cycle (an addition to DESIGN §8).
+    pub blind: BlindReport,
     /// Extra facts.
     pub diagnostics: Diagnostics,
 }
 
 impl CycleResult {
+    /// Whether this cycle queued any alert (an invariant's or a blind source's), so the
+    /// deliverer is woken now rather than at its next poll.
+    pub fn has_transitions(&self) -> bool {
+        !self.transitions.is_empty() || !self.blind.transitions.is_empty()
+    }
+
     /// Overall verdict: red if any invariant is red (a definite finding outranks a partial view),
     /// else unknown if any is unknown or a source was unavailable, else green.
     pub fn verdict(&self) -> Outcome {

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,26 +65,7 @@ impl RedisServer {
     fn start_once() -> Result<RedisServer, RedisServerError> {
         let dir = tempfile::Builder::new().prefix("canary-redis-").tempdir()?;
         let port = free_port()?;
-        let log = dir.path().join("redis.log");
-        let spawned = Command::new("redis-server")
-            .arg("--port")
-            .arg(port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(RedisServerError::NotFound);
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let child = spawn(port, dir.path())?;
         let mut server = RedisServer {
             child: Some(child),
             port,
@@ -92,6 +73,14 @@ impl RedisServer {
         };
         server.wait_ready()?;
         Ok(server)
+    }
+
+    /// Starts the server again on the same port (after [`RedisServer::kill`], or kills it first),
+    /// with an empty data set, and waits until it answers `PING` (outage-then-recovery tests).
+    pub fn restart(&mut self) -> Result<(), RedisServerError> {
+        self.kill();
+        self.child = Some(spawn(self.port, self.dir.path())?);
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> Result<(), RedisServerError> {
@@ -167,6 +156,27 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Spawns `redis-server` on `port` with its files (log, no persistence) in `dir`.
+fn spawn(port: u16, dir: &Path) -> Result<Child, RedisServerError> {
+    let spawned = Command::new("redis-server")
+        .arg("--port")
+        .arg(port.to_string())
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => Ok(child),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RedisServerError::NotFound),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn run_cycle(
         let result = runner.run(&request).await;
         if let Ok(result) = &result {
             metrics.observe_cycle(result);
-            if let Some(waker) = waker.filter(|_| !result.transitions.is_empty()) {
+            if let Some(waker) = waker.filter(|_| result.has_transitions()) {
                 waker.notify_one();
             }
         }
