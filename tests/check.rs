@@ -669,6 +669,56 @@ async fn no_persist_reads_memory_but_leaves_the_state_database_untouched() {
     assert_eq!(std::fs::read(env.state_path()).unwrap(), before);
 }
 
+/// `canary violations` with `args`; returns (exit code, stdout, stderr).
+fn run_violations(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["violations", "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("CANARY_CONFIG")
+        .output()
+        .expect("run canary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn read_commands_never_create_state() {
+    let env = Env::healthy().await;
+    let typo = env.dir.path().join("sub").join("stat.db");
+    let (code, stdout, stderr) = run_violations(
+        &env.config_path(),
+        &["--state-path", typo.to_str().unwrap()],
+    );
+    assert_eq!(
+        code, 3,
+        "a missing state database is a failure: {stdout}{stderr}"
+    );
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("stat.db"), "names the path: {stderr}");
+    assert!(
+        !typo.exists() && !typo.parent().unwrap().exists(),
+        "nothing created"
+    );
+
+    // An existing database is read, and left byte-for-byte as it was.
+    assert_eq!(env.check(&[]).0, 0);
+    env.platform
+        .set_status("agent-a-done", "pending_retry")
+        .unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1, "{red:#}");
+    let before = std::fs::read(env.state_path()).unwrap();
+    let (code, stdout, stderr) = run_violations(&env.config_path(), &["--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(json["total"].as_u64().unwrap() >= 1, "{json:#}");
+    assert_eq!(std::fs::read(env.state_path()).unwrap(), before);
+}
+
 #[tokio::test]
 async fn a_held_lease_means_cycle_in_progress() {
     let env = Env::healthy().await;
