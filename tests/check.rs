@@ -719,6 +719,42 @@ async fn read_commands_never_create_state() {
     assert_eq!(std::fs::read(env.state_path()).unwrap(), before);
 }
 
+/// The test's directory mounted read-only in a private mount namespace (`unshare -rm`, no root
+/// needed), then `canary <args>` run there: a read-only file system is named as such.
+#[tokio::test]
+async fn a_read_only_file_system_says_read_only() {
+    let probe = Command::new("unshare").args(["-rm", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: no user/mount namespaces here (unshare -rm) to mount read-only");
+        return;
+    }
+    let env = Env::healthy().await;
+    assert_eq!(env.check(&[]).0, 0);
+    let dir = env.dir.path().display().to_string();
+    let config = env.config_path().display().to_string();
+    let bin = env!("CARGO_BIN_EXE_canary");
+    for command in [
+        format!("{bin} check --config {config}"),
+        format!("{bin} violations --config {config}"),
+        format!("{bin} check --config {config} --state-path {dir}/new/state.db"),
+    ] {
+        let script =
+            format!("mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} && exec {command}");
+        let out = Command::new("unshare")
+            .args(["-rm", "sh", "-c", &script])
+            .env_remove("CANARY_CONFIG")
+            .output()
+            .expect("run unshare");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{command}: {stderr}");
+        assert!(
+            stderr.contains("read-only file system"),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(!env.dir.path().join("new").exists());
+}
+
 #[tokio::test]
 async fn a_held_lease_means_cycle_in_progress() {
     let env = Env::healthy().await;
