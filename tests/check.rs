@@ -669,6 +669,94 @@ async fn no_persist_reads_memory_but_leaves_the_state_database_untouched() {
     assert_eq!(std::fs::read(env.state_path()).unwrap(), before);
 }
 
+/// `canary violations` with `args`; returns (exit code, stdout, stderr).
+fn run_violations(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["violations", "--config"])
+        .arg(config)
+        .args(args)
+        .env_remove("CANARY_CONFIG")
+        .output()
+        .expect("run canary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn read_commands_never_create_state() {
+    let env = Env::healthy().await;
+    let typo = env.dir.path().join("sub").join("stat.db");
+    let (code, stdout, stderr) = run_violations(
+        &env.config_path(),
+        &["--state-path", typo.to_str().unwrap()],
+    );
+    assert_eq!(
+        code, 3,
+        "a missing state database is a failure: {stdout}{stderr}"
+    );
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("stat.db"), "names the path: {stderr}");
+    assert!(
+        !typo.exists() && !typo.parent().unwrap().exists(),
+        "nothing created"
+    );
+
+    // An existing database is read, and left byte-for-byte as it was.
+    assert_eq!(env.check(&[]).0, 0);
+    env.platform
+        .set_status("agent-a-done", "pending_retry")
+        .unwrap();
+    let (code, red) = env.check(&[]);
+    assert_eq!(code, 1, "{red:#}");
+    let before = std::fs::read(env.state_path()).unwrap();
+    let (code, stdout, stderr) = run_violations(&env.config_path(), &["--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(json["total"].as_u64().unwrap() >= 1, "{json:#}");
+    assert_eq!(std::fs::read(env.state_path()).unwrap(), before);
+}
+
+/// The test's directory mounted read-only in a private mount namespace (`unshare -rm`, no root
+/// needed), then `canary <args>` run there: a read-only file system is named as such.
+#[tokio::test]
+async fn a_read_only_file_system_says_read_only() {
+    // Never skipped: without `unshare` (util-linux) or namespaces this test fails and says so.
+    let probe = Command::new("unshare").args(["-rm", "true"]).status();
+    assert!(
+        probe.as_ref().is_ok_and(|s| s.success()),
+        "`unshare -rm true` failed ({probe:?}): this test needs util-linux's unshare \
+         (apt-get install util-linux) and user + mount namespaces"
+    );
+    let env = Env::healthy().await;
+    assert_eq!(env.check(&[]).0, 0);
+    let dir = env.dir.path().display().to_string();
+    let config = env.config_path().display().to_string();
+    let bin = env!("CARGO_BIN_EXE_canary");
+    for command in [
+        format!("{bin} check --config {config}"),
+        format!("{bin} violations --config {config}"),
+        format!("{bin} check --config {config} --state-path {dir}/new/state.db"),
+    ] {
+        let script =
+            format!("mount --bind {dir} {dir} && mount -o remount,bind,ro {dir} && exec {command}");
+        let out = Command::new("unshare")
+            .args(["-rm", "sh", "-c", &script])
+            .env_remove("CANARY_CONFIG")
+            .output()
+            .expect("run unshare");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{command}: {stderr}");
+        assert!(
+            stderr.contains("read-only file system"),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(!env.dir.path().join("new").exists());
+}
+
 #[tokio::test]
 async fn a_held_lease_means_cycle_in_progress() {
     let env = Env::healthy().await;

@@ -575,7 +575,7 @@ async fn the_admin_api_knows_custom_invariants() {
         .exec("INSERT INTO agent_sharing (agent_name) VALUES ('agent-old')");
     let path = env.config(
         "http.yaml",
-        &format!("http:\n  admin_token: tok\ncustom_invariants:\n{SHARING}"),
+        &format!("http:\n  admin_token: tok-0123456789abcdef\ncustom_invariants:\n{SHARING}"),
     );
     let config = load_from(Some(&path), &[], &Overrides::new()).unwrap();
     let db = canary::store::StateDb::open(&config.state.path).unwrap();
@@ -585,7 +585,7 @@ async fn the_admin_api_knows_custom_invariants() {
         let request = Request::builder()
             .method(method)
             .uri(uri)
-            .header(header::AUTHORIZATION, "Bearer tok")
+            .header(header::AUTHORIZATION, "Bearer tok-0123456789abcdef")
             .body(Body::from(body.to_owned()))
             .unwrap();
         let app = app.clone();

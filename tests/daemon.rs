@@ -77,7 +77,7 @@ schedule:
   shutdown_timeout: {shutdown_timeout}
 http:
   bind: 127.0.0.1:{port}
-  admin_token: test-token
+  admin_token: test-token-0123456789
 {extra}",
             sqlite = self.dir.path().join("platform.db").display(),
             redis = self.redis.url(),
@@ -402,51 +402,66 @@ async fn secrets_never_appear_in_logs_responses_or_stored_errors() {
         ("GET", "/metrics", None, None),
         ("GET", "/api/canary/status", None, None),
         ("GET", "/api/canary/status", Some("wrong-token"), None),
-        ("GET", "/api/canary/status", Some("test-token"), None),
+        (
+            "GET",
+            "/api/canary/status",
+            Some("test-token-0123456789"),
+            None,
+        ),
         (
             "GET",
             "/api/canary/violations?limit=5",
-            Some("test-token"),
+            Some("test-token-0123456789"),
             None,
         ),
         (
             "GET",
             "/api/canary/violations?since=garbage",
-            Some("test-token"),
+            Some("test-token-0123456789"),
             None,
         ),
         (
             "GET",
             "/api/canary/violations/999999",
-            Some("test-token"),
+            Some("test-token-0123456789"),
             None,
         ),
         (
             "GET",
             "/api/canary/violations/stats",
-            Some("test-token"),
+            Some("test-token-0123456789"),
             None,
         ),
-        ("GET", "/api/canary/invariants", Some("test-token"), None),
+        (
+            "GET",
+            "/api/canary/invariants",
+            Some("test-token-0123456789"),
+            None,
+        ),
         (
             "POST",
             "/api/canary/run-cycle",
-            Some("test-token"),
+            Some("test-token-0123456789"),
             Some(r#"{"invariant_ids":["X-1"]}"#.to_owned()),
         ),
         (
             "POST",
             "/api/canary/run-cycle",
-            Some("test-token"),
+            Some("test-token-0123456789"),
             Some("x".repeat(200_000)),
         ),
         (
             "POST",
             "/api/canary/run-cycle",
-            Some("test-token"),
+            Some("test-token-0123456789"),
             Some("{not json".to_owned()),
         ),
-        ("POST", "/api/canary/run-cycle", Some("test-token"), None),
+        (
+            "POST",
+            "/api/canary/run-cycle",
+            Some("test-token-0123456789"),
+            None,
+        ),
     ];
     for (method, path, token, body) in requests {
         let mut req = match method {
@@ -487,7 +502,12 @@ async fn secrets_never_appear_in_logs_responses_or_stored_errors() {
     );
     let everything = format!("{log}\n{seen}\n{}", stored.join("\n"));
     let token_part = PATH.rsplit('/').next().unwrap();
-    for secret in ["test-token", token_part, PATH, webhook.url().as_str()] {
+    for secret in [
+        "test-token-0123456789",
+        token_part,
+        PATH,
+        webhook.url().as_str(),
+    ] {
         assert!(
             !everything.contains(secret),
             "{secret:?} leaked:\n{everything}"

@@ -413,8 +413,7 @@ pub fn report(result: &CycleResult, format: Format, registry: &Registry<'_>) -> 
 
 fn violations(args: ViolationsArgs) -> anyhow::Result<ExitCode> {
     let config = args.source.load()?;
-    let db = StateDb::open(&config.state.path)
-        .with_context(|| format!("opening the state database {}", config.state.path.display()))?;
+    let db = open_state_for_reading(&config.state.path)?;
     let since_ms = args.since.map(|d| {
         crate::clock::now_ms().saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     });
@@ -432,6 +431,21 @@ fn violations(args: ViolationsArgs) -> anyhow::Result<ExitCode> {
         }))?,
     });
     Ok(ExitCode::Green)
+}
+
+/// The state database for a read command: opened read-only, never created or migrated. A
+/// missing file is an error (exit 3), so a typo in `state.path` / `--state-path` is not mistaken
+/// for "nothing recorded".
+fn open_state_for_reading(path: &std::path::Path) -> anyhow::Result<StateDb> {
+    if !path.exists() {
+        anyhow::bail!(
+            "state database {} does not exist (check state.path / --state-path; it is created by \
+             `canary check` or `canary run`, never by a read command)",
+            path.display()
+        );
+    }
+    StateDb::open_read_only(path)
+        .with_context(|| format!("opening the state database {} read-only", path.display()))
 }
 
 fn config_command(action: ConfigAction) -> anyhow::Result<ExitCode> {

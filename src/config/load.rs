@@ -123,9 +123,9 @@ pub enum ConfigError {
         key: &'static str,
     },
     /// A secret resolved to an empty string.
-    #[error("{key} is empty")]
+    #[error("{key}: the secret is empty")]
     EmptySecret {
-        /// The secret's key.
+        /// The key it came from (`http.admin_token_file` for a file).
         key: &'static str,
     },
     /// The configuration loaded but failed validation (see [`load_validated`]).
@@ -251,7 +251,7 @@ impl Config {
     pub fn webhook_url(&self) -> Result<Option<Secret>, ConfigError> {
         let slack = &self.alerts.slack;
         resolve_secret(
-            "alerts.slack.webhook_url",
+            ("alerts.slack.webhook_url", "alerts.slack.webhook_url_file"),
             slack.webhook_url.as_ref(),
             slack.webhook_url_file.as_deref(),
         )
@@ -261,33 +261,35 @@ impl Config {
     /// (admin routes then fail closed).
     pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
         resolve_secret(
-            "http.admin_token",
+            ("http.admin_token", "http.admin_token_file"),
             self.http.admin_token.as_ref(),
             self.http.admin_token_file.as_deref(),
         )
     }
 }
 
+/// `keys` are the inline key and its `_file` key; an empty secret names the one it came from.
 fn resolve_secret(
-    key: &'static str,
+    (key, file_key): (&'static str, &'static str),
     value: Option<&Secret>,
     file: Option<&Path>,
 ) -> Result<Option<Secret>, ConfigError> {
-    let secret = match (value, file) {
+    let (secret, from) = match (value, file) {
         (None, None) => return Ok(None),
         // Picking one silently would hide a half-finished migration from value to file.
         (Some(_), Some(_)) => return Err(ConfigError::SecretConflict { key }),
-        (Some(value), None) => value.clone(),
+        (Some(value), None) => (value.clone(), key),
         (None, Some(path)) => {
-            Secret::from_file(path).map_err(|source| ConfigError::SecretFile {
+            let secret = Secret::from_file(path).map_err(|source| ConfigError::SecretFile {
                 key,
                 path: path.to_path_buf(),
                 source,
-            })?
+            })?;
+            (secret, file_key)
         }
     };
-    if secret.expose().is_empty() {
-        return Err(ConfigError::EmptySecret { key });
+    if secret.expose().trim().is_empty() {
+        return Err(ConfigError::EmptySecret { key: from });
     }
     Ok(Some(secret))
 }
@@ -1243,7 +1245,9 @@ mod tests {
         config.alerts.slack.webhook_url_file = Some(token_file);
         assert!(matches!(
             config.webhook_url(),
-            Err(ConfigError::EmptySecret { .. })
+            Err(ConfigError::EmptySecret {
+                key: "alerts.slack.webhook_url_file"
+            })
         ));
     }
 

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::Config;
 use super::platform::{PlatformConfig, is_identifier};
 use super::problem::Problem;
+use super::{Config, Secret};
 
 /// Every problem in `config`; empty when it is usable.
 pub fn validate(config: &Config) -> Vec<Problem> {
@@ -21,6 +21,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     state(config, &mut out);
     schedule(config, &mut out);
     blind(config, &mut out);
+    alerts(config, &mut out);
     secrets(config, &mut out);
     http(config, &mut out);
     log(config, &mut out);
@@ -273,6 +274,18 @@ fn schedule(config: &Config, out: &mut Vec<Problem>) {
         schedule.interval,
         Duration::from_secs(1),
     );
+    // With a fixed interval, jitter beyond it would reorder or merge ticks.
+    if schedule.cron.is_none() && schedule.jitter > schedule.interval {
+        push(
+            out,
+            "schedule.jitter",
+            format!(
+                "must be at most schedule.interval ({}; got {})",
+                humantime::format_duration(schedule.interval),
+                humantime::format_duration(schedule.jitter)
+            ),
+        );
+    }
     if let Some(cron) = &schedule.cron {
         let fields = cron.split_whitespace().count();
         if fields != 5 {
@@ -304,37 +317,87 @@ fn blind(config: &Config, out: &mut Vec<Problem>) {
         );
     }
 }
+/// Shortest accepted admin token, in characters: 16 random characters (e.g. `openssl rand -hex 8`)
+/// are 64 bits or more, out of reach of online guessing; a 1-character token is a footgun.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 fn secrets(config: &Config, out: &mut Vec<Problem>) {
     let slack = &config.alerts.slack;
-    secret_pair(
+    for (key, url) in secret_pair(
         out,
         "alerts.slack.webhook_url",
         slack.webhook_url.as_ref().map(|s| s.expose()),
         slack.webhook_url_file.as_deref(),
-    );
-    if let Some(url) = &slack.webhook_url {
-        let url = url.expose();
-        let has_scheme = url.starts_with("https://") || url.starts_with("http://");
-        if !url.is_empty() && !has_scheme {
-            push(
-                out,
-                "alerts.slack.webhook_url",
-                "must start with https:// (or http://) (value not shown: it is a secret)",
-            );
-        }
+    ) {
+        webhook_url(out, &key, url.expose());
     }
     let http = &config.http;
-    secret_pair(
+    for (key, token) in secret_pair(
         out,
         "http.admin_token",
         http.admin_token.as_ref().map(|s| s.expose()),
         http.admin_token_file.as_deref(),
-    );
+    ) {
+        let chars = token.expose().chars().count();
+        if chars < MIN_ADMIN_TOKEN_CHARS {
+            push(
+                out,
+                key,
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN_CHARS} characters (got {chars}; value not shown: it is a secret)"
+                ),
+            );
+        }
+    }
 }
 
-/// A secret is set inline or from a file, not both; an inline one is not empty; a file exists.
-fn secret_pair(out: &mut Vec<Problem>, key: &str, value: Option<&str>, file: Option<&Path>) {
+/// `https://` to any host; `http://` only to a loopback host (a local relay or a test sink), since
+/// the URL is a bearer credential that plain HTTP would expose on the network.
+fn webhook_url(out: &mut Vec<Problem>, key: &str, url: &str) {
+    const HIDDEN: &str = "(value not shown: it is a secret)";
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return;
+    }
+    if !lower.starts_with("http://") {
+        push(
+            out,
+            key,
+            format!("must start with https:// (http:// only to a loopback host) {HIDDEN}"),
+        );
+        return;
+    }
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|parsed| parsed.host_str().map(str::to_owned));
+    let loopback = host.is_some_and(|host| {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        bare.eq_ignore_ascii_case("localhost")
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    if !loopback {
+        push(
+            out,
+            key,
+            format!(
+                "http:// is accepted only to a loopback host (127.0.0.0/8, ::1, localhost); use https:// {HIDDEN}"
+            ),
+        );
+    }
+}
+
+/// A secret is set inline or from a file, not both; it is not empty (a file's content is trimmed,
+/// as `run` reads it); a file exists and is readable. Returns each value that could be read, with
+/// the key it came from (`…_file` for a file), for the checks on its content.
+fn secret_pair(
+    out: &mut Vec<Problem>,
+    key: &str,
+    value: Option<&str>,
+    file: Option<&Path>,
+) -> Vec<(String, Secret)> {
+    let mut found = Vec::new();
     if value.is_some() && file.is_some() {
         push(
             out,
@@ -342,12 +405,17 @@ fn secret_pair(out: &mut Vec<Problem>, key: &str, value: Option<&str>, file: Opt
             format!("set one of {key} or {key}_file, not both"),
         );
     }
-    if value.is_some_and(|v| v.trim().is_empty()) {
-        push(out, key, "must not be empty");
+    if let Some(value) = value {
+        if value.trim().is_empty() {
+            push(out, key, "must not be empty");
+        } else {
+            found.push((key.to_owned(), Secret::new(value)));
+        }
     }
     if let Some(file) = file {
         let path = format!("{key}_file");
-        // Checked here so a typo fails `config validate`, not the first alert hours later.
+        // Read here, as `run` reads it, so a typo or an empty file fails `config validate`, not
+        // the first alert hours later. Messages name the file, never its content.
         match std::fs::metadata(file) {
             Ok(meta) if meta.is_dir() => {
                 push(
@@ -356,7 +424,15 @@ fn secret_pair(out: &mut Vec<Problem>, key: &str, value: Option<&str>, file: Opt
                     format!("{} is a directory, not a file", file.display()),
                 );
             }
-            Ok(_) => {}
+            Ok(_) => match Secret::from_file(file) {
+                Ok(secret) if secret.expose().is_empty() => push(
+                    out,
+                    path,
+                    format!("{} is empty (or only whitespace)", file.display()),
+                ),
+                Ok(secret) => found.push((path, secret)),
+                Err(e) => push(out, path, format!("cannot read {}: {e}", file.display())),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 push(
                     out,
@@ -367,9 +443,59 @@ fn secret_pair(out: &mut Vec<Problem>, key: &str, value: Option<&str>, file: Opt
             Err(e) => push(out, path, format!("cannot access {}: {e}", file.display())),
         }
     }
+    found
 }
 
+/// Shortest `alerts.renotify_after`: a reminder every cycle is a flood, not a reminder.
+const MIN_RENOTIFY_AFTER: Duration = Duration::from_secs(60);
+
+fn alerts(config: &Config, out: &mut Vec<Problem>) {
+    let alerts = &config.alerts;
+    if alerts.fire_after < 1 {
+        push(
+            out,
+            "alerts.fire_after",
+            "must be at least 1 (consecutive red cycles before an alert fires)",
+        );
+    }
+    if let Some(renotify) = alerts.renotify_after {
+        at_least(out, "alerts.renotify_after", renotify, MIN_RENOTIFY_AFTER);
+    }
+    if alerts.retry_initial > alerts.retry_max {
+        push(
+            out,
+            "alerts.retry_initial",
+            format!(
+                "must be at most alerts.retry_max ({}; got {})",
+                humantime::format_duration(alerts.retry_max),
+                humantime::format_duration(alerts.retry_initial)
+            ),
+        );
+    }
+}
+
+/// Shortest `http.request_timeout`: below it every run-cycle request would be answered 408.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Smallest `http.body_limit_bytes`: room for any admin request body this API accepts.
+const MIN_BODY_LIMIT_BYTES: usize = 1024;
+
 fn http(config: &Config, out: &mut Vec<Problem>) {
+    at_least(
+        out,
+        "http.request_timeout",
+        config.http.request_timeout,
+        MIN_REQUEST_TIMEOUT,
+    );
+    if config.http.body_limit_bytes < MIN_BODY_LIMIT_BYTES {
+        push(
+            out,
+            "http.body_limit_bytes",
+            format!(
+                "must be at least {MIN_BODY_LIMIT_BYTES} (got {})",
+                config.http.body_limit_bytes
+            ),
+        );
+    }
     if let Err(e) = config.http.bind.parse::<SocketAddr>() {
         push(
             out,
@@ -571,6 +697,137 @@ mod tests {
         assert!(rendered[1].contains("no-such-hook"), "{rendered:#?}");
         assert!(rendered[2].contains("https://"), "{rendered:#?}");
         assert!(rendered[5].contains("directory"), "{rendered:#?}");
+    }
+
+    /// `config validate` refuses what `run` (`Config::admin_token`, `Config::webhook_url`)
+    /// refuses, naming the key the bad value came from.
+    #[test]
+    fn validation_refuses_the_secrets_run_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        let blank = dir.path().join("blank");
+        std::fs::write(&blank, "  \n\t\n").unwrap();
+        let binary = dir.path().join("binary");
+        std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+        for (file, needle) in [
+            (&empty, "empty"),
+            (&blank, "empty"),
+            (&binary, "cannot read"),
+        ] {
+            let mut c = Config::default();
+            c.alerts.slack.webhook_url_file = Some(file.clone());
+            c.http.admin_token_file = Some(file.clone());
+            assert!(c.webhook_url().is_err() && c.admin_token().is_err());
+            let problems = validate(&c);
+            assert_eq!(
+                paths(&problems),
+                ["alerts.slack.webhook_url_file", "http.admin_token_file"],
+                "{problems:#?}"
+            );
+            assert!(
+                problems.iter().all(|p| p.message.contains(needle)),
+                "{problems:#?}"
+            );
+        }
+        // Run names the file key too.
+        let mut c = Config::default();
+        c.http.admin_token_file = Some(blank);
+        let err = c.admin_token().unwrap_err().to_string();
+        assert!(err.starts_with("http.admin_token_file"), "{err}");
+    }
+
+    #[test]
+    fn admin_token_has_a_minimum_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "SECRETSECRET123\n").unwrap();
+        let mut c = Config::default();
+        c.http.admin_token = Some(Secret::new("x"));
+        let problems = validate(&c);
+        assert_eq!(paths(&problems), ["http.admin_token"]);
+        assert!(problems[0].message.contains("at least 16 characters"));
+        c.http.admin_token = None;
+        c.http.admin_token_file = Some(file.clone());
+        let problems = validate(&c);
+        assert_eq!(paths(&problems), ["http.admin_token_file"]);
+        assert!(!problems[0].message.contains("SECRET"), "{problems:?}");
+        std::fs::write(&file, "SECRETSECRET1234\n").unwrap();
+        assert_eq!(validate(&c), Vec::new());
+    }
+
+    #[test]
+    fn plain_http_webhook_only_to_loopback() {
+        for (url, ok) in [
+            ("https://hooks.slack.com/services/T0/B0/SECRETSECRET", true),
+            ("HTTPS://hooks.slack.com/services/T0/B0/SECRETSECRET", true),
+            ("http://127.0.0.1:8080/services/SECRETSECRET", true),
+            ("http://127.8.0.1/SECRETSECRET", true),
+            ("http://[::1]:9/SECRETSECRET", true),
+            ("http://localhost:9/SECRETSECRET", true),
+            ("http://hooks.slack.com/services/T0/B0/SECRETSECRET", false),
+            ("http://10.0.0.1/SECRETSECRET", false),
+            ("http://localhost.evil.example/SECRETSECRET", false),
+            ("http://127.0.0.1.nip.io/SECRETSECRET", false),
+            ("ftp://127.0.0.1/SECRETSECRET", false),
+        ] {
+            let mut c = Config::default();
+            c.alerts.slack.webhook_url = Some(Secret::new(url));
+            let problems = validate(&c);
+            if ok {
+                assert_eq!(problems, Vec::new(), "{url}");
+            } else {
+                assert_eq!(paths(&problems), ["alerts.slack.webhook_url"], "{url}");
+                assert!(problems[0].message.contains("https://"), "{url}");
+                assert!(!problems[0].message.contains("SECRET"), "{problems:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn footgun_values_are_refused_with_their_range() {
+        let mut c = Config::default();
+        c.alerts.renotify_after = Some(Duration::ZERO);
+        c.alerts.fire_after = 0;
+        c.alerts.retry_initial = Duration::from_secs(11 * 60);
+        c.http.request_timeout = Duration::ZERO;
+        c.http.body_limit_bytes = 0;
+        c.schedule.interval = Duration::from_secs(10);
+        c.schedule.jitter = Duration::from_secs(11);
+        let problems = validate(&c);
+        assert_eq!(
+            paths(&problems),
+            [
+                "schedule.jitter",
+                "alerts.fire_after",
+                "alerts.renotify_after",
+                "alerts.retry_initial",
+                "http.request_timeout",
+                "http.body_limit_bytes",
+            ],
+            "{problems:#?}"
+        );
+        for (problem, range) in problems.iter().zip([
+            "at most schedule.interval (10s",
+            "at least 1",
+            "at least 1m",
+            "at most alerts.retry_max (10m",
+            "at least 1s",
+            "at least 1024",
+        ]) {
+            assert!(problem.message.contains(range), "{problem}");
+        }
+        // The bounds themselves are accepted; jitter is not compared with a cron schedule.
+        c.alerts.renotify_after = Some(MIN_RENOTIFY_AFTER);
+        c.alerts.fire_after = 1;
+        c.alerts.retry_initial = c.alerts.retry_max;
+        c.http.request_timeout = MIN_REQUEST_TIMEOUT;
+        c.http.body_limit_bytes = MIN_BODY_LIMIT_BYTES;
+        c.schedule.jitter = c.schedule.interval;
+        assert_eq!(validate(&c), Vec::new());
+        c.schedule.jitter = Duration::from_secs(3600);
+        c.schedule.cron = Some("*/5 * * * *".to_owned());
+        assert_eq!(validate(&c), Vec::new());
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! database takes writes and cycles are happening on schedule) and `GET /metrics`.
 //!
 //! Readiness is decided by the pure [`readiness`] from the schedule's own tick arithmetic, so an
-//! interval and a cron schedule are judged alike: ready while the last cycle is at most one
-//! missed tick old, or, before any cycle, until one tick after the first scheduled one.
+//! interval and a cron schedule are judged alike: ready while the last *finished* cycle is at
+//! most one missed tick old (plus its own duration, since the next cycle may take as long), or,
+//! before any cycle, until one tick after the first scheduled one. Judging by the finish keeps a
+//! cycle that overruns the interval from flapping the probe.
 
 use std::time::Duration;
 
@@ -49,8 +51,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %error, "readiness: state database not writable");
         return not_ready("state database not writable");
     }
-    let last_started_ms = match last {
-        Ok(last) => last.map(|c| c.started_at_ms),
+    let last = match last {
+        Ok(last) => last.map(|c| LastCycle {
+            started_at_ms: c.started_at_ms,
+            finished_at_ms: c.finished_at_ms,
+        }),
         Err(error) => {
             tracing::warn!(error = %error, "readiness: cannot read the last cycle");
             return not_ready("state database unreadable");
@@ -62,12 +67,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         startup_delay: schedule.startup_delay,
         jitter: schedule.jitter,
     };
-    match readiness(&state.cadence, &window, last_started_ms, now_ms()) {
+    match readiness(&state.cadence, &window, last, now_ms()) {
         Ok(()) => (
             StatusCode::OK,
             Json(json!({
                 "status": "ready",
-                "last_cycle_at": last_started_ms.map(format_ms),
+                "last_cycle_at": last.map(|c| format_ms(c.started_at_ms)),
+                "last_cycle_finished_at": last.map(|c| format_ms(c.finished_at_ms)),
             })),
         )
             .into_response(),
@@ -113,13 +119,24 @@ pub struct Window {
     pub jitter: Duration,
 }
 
+/// The last recorded cycle, as readiness needs it (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastCycle {
+    /// When it started.
+    pub started_at_ms: i64,
+    /// When it finished (was recorded).
+    pub finished_at_ms: i64,
+}
+
 /// Ready when `now` is before the later of two deadlines: one missed tick after the last cycle
-/// started (the tick after its next one), and one tick after the first scheduled tick of this
-/// process (the grace before, or just after, a restart). `Err` says why not.
+/// *finished* (the tick after its next one) plus that cycle's duration (the next one may take as
+/// long: a cycle longer than the interval makes the schedule skip ticks, not fall behind), and
+/// one tick after the first scheduled tick of this process (the grace before, or just after, a
+/// restart). `Err` says why not.
 pub fn readiness(
     cadence: &Cadence,
     window: &Window,
-    last_started_ms: Option<i64>,
+    last: Option<LastCycle>,
     now_ms: i64,
 ) -> Result<(), String> {
     let jitter = i64::try_from(window.jitter.as_millis()).unwrap_or(i64::MAX);
@@ -132,17 +149,20 @@ pub fn readiness(
     let from_start = timing::first_tick(cadence, window.started_at_ms, window.startup_delay)
         .and_then(|first| timing::next_tick(cadence, first, first))
         .map_or(i64::MAX, |t| t.saturating_add(jitter));
-    let from_last = last_started_ms.map_or(i64::MIN, second_tick_after);
+    let from_last = last.map_or(i64::MIN, |c| {
+        let duration = c.finished_at_ms.saturating_sub(c.started_at_ms).max(0);
+        second_tick_after(c.finished_at_ms).saturating_add(duration)
+    });
     if now_ms <= from_start.max(from_last) {
         return Ok(());
     }
-    Err(match last_started_ms {
+    Err(match last {
         Some(last) => format!(
-            "last cycle started {} ago ({}), more than one missed tick",
+            "last cycle finished {} ago ({}), more than one missed tick",
             humantime::format_duration(Duration::from_secs(
-                u64::try_from(now_ms.saturating_sub(last) / 1000).unwrap_or(0)
+                u64::try_from(now_ms.saturating_sub(last.finished_at_ms) / 1000).unwrap_or(0)
             )),
-            format_ms(last)
+            format_ms(last.finished_at_ms)
         ),
         None => "no cycle has completed since start".to_owned(),
     })
@@ -153,6 +173,14 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
+
+    /// A cycle that took no time.
+    fn at(ms: i64) -> Option<LastCycle> {
+        Some(LastCycle {
+            started_at_ms: ms,
+            finished_at_ms: ms,
+        })
+    }
 
     fn window(start: i64) -> Window {
         Window {
@@ -173,12 +201,12 @@ mod tests {
         assert!(e.contains("no cycle"), "{e}");
         // After a cycle: ready for two intervals.
         let last = start + 10 * MIN;
-        assert!(readiness(&c, &w, Some(last), last + 10 * MIN).is_ok());
-        let e = readiness(&c, &w, Some(last), last + 10 * MIN + 1).unwrap_err();
+        assert!(readiness(&c, &w, at(last), last + 10 * MIN).is_ok());
+        let e = readiness(&c, &w, at(last), last + 10 * MIN + 1).unwrap_err();
         assert!(e.contains("10m"), "{e}");
         // A restart right after a long outage: grace from the process start.
         let late = start + 100 * MIN;
-        assert!(readiness(&c, &window(late), Some(last), late + MIN).is_ok());
+        assert!(readiness(&c, &window(late), at(last), late + MIN).is_ok());
     }
 
     #[test]
@@ -187,8 +215,8 @@ mod tests {
         let mut w = window(0);
         w.jitter = Duration::from_secs(5);
         let last = 10 * MIN;
-        assert!(readiness(&c, &w, Some(last), last + 2 * MIN + 5_000).is_ok());
-        assert!(readiness(&c, &w, Some(last), last + 2 * MIN + 5_001).is_err());
+        assert!(readiness(&c, &w, at(last), last + 2 * MIN + 5_000).is_ok());
+        assert!(readiness(&c, &w, at(last), last + 2 * MIN + 5_001).is_err());
     }
 
     #[test]
@@ -198,7 +226,31 @@ mod tests {
         let hour = 60 * MIN;
         let ten = 1_795_341_600_000; // 2026-11-22T10:00:00Z
         let w = window(ten - 5 * hour);
-        assert!(readiness(&c, &w, Some(ten), ten + 2 * hour).is_ok());
-        assert!(readiness(&c, &w, Some(ten), ten + 2 * hour + 1).is_err());
+        assert!(readiness(&c, &w, at(ten), ten + 2 * hour).is_ok());
+        assert!(readiness(&c, &w, at(ten), ten + 2 * hour + 1).is_err());
+    }
+
+    /// A cycle longer than the interval: the schedule skips the ticks it overran, so the probe
+    /// must stay ready while the next (equally long) cycle runs.
+    #[test]
+    fn a_cycle_longer_than_the_interval_does_not_flap() {
+        let c = Cadence::Interval(Duration::from_secs(60));
+        let w = window(0);
+        let first = LastCycle {
+            started_at_ms: 10 * MIN,
+            finished_at_ms: 10 * MIN + 150_000,
+        };
+        // The next cycle starts at the next tick after 12:30 (13:00) and finishes at 15:30.
+        for now in (first.finished_at_ms..=13 * MIN + 150_000).step_by(1_000) {
+            assert!(
+                readiness(&c, &w, Some(first), now).is_ok(),
+                "not ready at {now}"
+            );
+        }
+        // But a schedule that stopped is still seen: two ticks plus one cycle after the finish.
+        let deadline = first.finished_at_ms + 2 * MIN + 150_000;
+        assert!(readiness(&c, &w, Some(first), deadline).is_ok());
+        let e = readiness(&c, &w, Some(first), deadline + 1).unwrap_err();
+        assert!(e.contains("finished"), "{e}");
     }
 }

@@ -8,8 +8,8 @@
 //!   loop stops right after it;
 //! - a cycle already running elsewhere makes this tick a no-op: logged at INFO when it is this
 //!   process's own (an admin's `run-cycle`), at WARN naming the lease holder and its age when it
-//!   is another process (a `canary check`, another daemon); any other cycle error is logged at WARN and
-//!   the schedule continues (the next tick may well succeed);
+//!   is another process (a `canary check`, another daemon); any other cycle error is logged at ERROR
+//!   (that cycle checked nothing) and the schedule continues (the next tick may well succeed);
 //! - ticks missed while a cycle overran are skipped, never replayed in a burst.
 //!
 //! It sleeps with `tokio::time`, so tests drive it with paused time; the clock and the random
@@ -131,7 +131,9 @@ pub async fn schedule_loop<T, Fut>(
                     "a cycle is already in progress in this process; skipping this tick"
                 );
             }
-            Err(error) => tracing::warn!(error = %error, "scheduled cycle failed"),
+            // ERROR: a failed cycle checked nothing, and the next tick may fail the same way
+            // (state database full, read-only or corrupt) while everything looks quiet.
+            Err(error) => tracing::error!(error = %error, "scheduled cycle failed"),
         }
         if cancel.is_cancelled() {
             break;
@@ -190,7 +192,7 @@ fn millis(d: Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::rc::Rc;
 
     use super::*;
@@ -243,6 +245,61 @@ mod tests {
         )
         .await;
         starts.take()
+    }
+
+    /// Everything logged while it lives, as text with levels (a thread-local subscriber: the
+    /// tests run on tokio's current-thread runtime).
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_scheduled_cycle_is_an_error_and_the_schedule_goes_on() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let cancel = CancellationToken::new();
+        let calls = Cell::new(0);
+        schedule_loop(
+            &interval(60, 0),
+            &cancel,
+            virtual_clock(0),
+            || 0.0,
+            || {
+                calls.set(calls.get() + 1);
+                if calls.get() == 2 {
+                    cancel.cancel();
+                }
+                async { Err::<(), _>(CycleError::UnknownInvariants(vec!["X-99".to_owned()])) }
+            },
+            |()| {},
+        )
+        .await;
+        assert_eq!(calls.get(), 2, "the schedule continues after a failure");
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let failed: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("scheduled cycle failed"))
+            .collect();
+        assert_eq!(failed.len(), 2, "{text}");
+        for line in failed {
+            assert!(line.contains("ERROR"), "{line}");
+            assert!(line.contains("X-99"), "the error is in the line: {line}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -68,6 +68,17 @@ pub enum StoreError {
         /// The offending value (never a secret: the state DB holds none).
         value: String,
     },
+    /// The state database is on a file system mounted read-only.
+    #[error("state database {path}: read-only file system ({dir} cannot be written)")]
+    ReadOnlyFileSystem {
+        /// The database file.
+        path: PathBuf,
+        /// The directory found read-only.
+        dir: PathBuf,
+        /// What SQLite or the file system reported.
+        #[source]
+        source: Box<StoreError>,
+    },
     /// A call handed to the blocking pool could not run (the runtime is shutting down).
     #[error("state database task: {0}")]
     Task(String),

@@ -61,6 +61,10 @@ impl StateDb {
     /// Opens (creating the file and its parent directories if missing) and migrates the state
     /// database at `path`.
     pub fn open(path: &Path) -> Result<StateDb, StoreError> {
+        Self::open_writable(path).map_err(|e| on_read_only_fs(path, e))
+    }
+
+    fn open_writable(path: &Path) -> Result<StateDb, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateDir {
                 path: parent.to_path_buf(),
@@ -79,6 +83,10 @@ impl StateDb {
     /// `query_only` on (`check --no-persist` reads states and memory from it). A schema that is
     /// not exactly current is an error rather than a silent migration.
     pub fn open_read_only(path: &Path) -> Result<StateDb, StoreError> {
+        Self::open_reader(path).map_err(|e| on_read_only_fs(path, e))
+    }
+
+    fn open_reader(path: &Path) -> Result<StateDb, StoreError> {
         let flags =
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let open_err = |op: &'static str| {
@@ -196,6 +204,36 @@ impl StateDb {
         migrate(&mut conn, &path)?;
         tracing::debug!(state.path = %path.display(), "state database open");
         Ok(StateDb { conn, path })
+    }
+}
+
+/// `error` from opening the state database at `path`, or [`StoreError::ReadOnlyFileSystem`] when
+/// the file system holding it is mounted read-only (SQLite itself only says "unable to open
+/// database file"). Probed only after a failure, with an unnamed temporary file in the nearest
+/// existing directory (removed at once; nothing is left behind).
+fn on_read_only_fs(path: &Path, error: StoreError) -> StoreError {
+    if matches!(
+        error,
+        StoreError::Invalid { .. } | StoreError::Corrupt { .. }
+    ) {
+        return error;
+    }
+    let start = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Some(dir) = start.ancestors().find(|dir| dir.is_dir()) else {
+        return error;
+    };
+    match tempfile::tempfile_in(dir) {
+        Err(probe) if probe.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+            StoreError::ReadOnlyFileSystem {
+                path: path.to_path_buf(),
+                dir: dir.to_path_buf(),
+                source: Box::new(error),
+            }
+        }
+        _ => error,
     }
 }
 
