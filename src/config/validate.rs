@@ -317,8 +317,10 @@ fn blind(config: &Config, out: &mut Vec<Problem>) {
         );
     }
 }
-/// Shortest accepted admin token, in characters: 16 random characters (e.g. `openssl rand -hex 8`)
-/// are 64 bits or more, out of reach of online guessing; a 1-character token is a footgun.
+
+/// Shortest accepted admin token, in characters: 16 random characters (e.g. 8 random bytes,
+/// hex-encoded) are 64 bits or more, out of reach of online guessing; a 1-character token is a
+/// footgun.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 fn secrets(config: &Config, out: &mut Vec<Problem>) {

@@ -57,6 +57,16 @@ impl Bench {
         )? == 1)
     }
 
+    /// Writes `completed_at = now` (the platform's usual ISO shape) on each execution: the
+    /// repair of every recipe that broke or skewed that column.
+    pub(super) fn complete_now(&self, ids: &[String]) -> Result<(), FleetError> {
+        let now = stamp(now_ms(), Shape::IsoZ);
+        for id in ids {
+            self.platform.set_completed_at(id, &now)?;
+        }
+        Ok(())
+    }
+
     /// A fresh execution id on `site`.
     pub(super) fn next_id(&mut self, site: &str) -> String {
         self.seq += 1;

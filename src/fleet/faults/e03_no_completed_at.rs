@@ -9,7 +9,6 @@ use canary_invariants::Severity;
 use super::bench::SITE_EXEC_TIMEOUT;
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::clock::now_ms;
-use crate::fleet::sim::{Shape, stamp};
 
 /// A terminal row without `completed_at`.
 #[derive(Debug)]
@@ -57,12 +56,7 @@ impl Recipe for E03NoCompletedAt {
         ids: &'a [String],
     ) -> Step<'a, String> {
         Box::pin(async move {
-            let now = now_ms();
-            for id in ids {
-                bench
-                    .platform
-                    .set_completed_at(id, &stamp(now, Shape::IsoZ))?;
-            }
+            bench.complete_now(ids)?;
             Ok(format!("{site}: completed_at written"))
         })
     }
