@@ -53,7 +53,8 @@ impl Env {
                 .add_finished(a, &format!("{a}-done"), "success", now - 60_000)
                 .unwrap();
             platform
-                .db()
+                .sqlite()
+                .unwrap()
                 .execute(
                     "INSERT INTO agent_schedules (id, agent_name, enabled, next_run_at) \
                      VALUES (?1, ?2, 1, ?3)",
@@ -221,7 +222,8 @@ async fn s01_leaked_slot_fires_then_resolves() {
 async fn s01_running_row_without_slot() {
     let env = Env::healthy().await;
     env.platform
-        .db()
+        .sqlite()
+        .unwrap()
         .execute(
             "INSERT INTO schedule_executions (id, agent_name, status, started_at) \
              VALUES ('orphan-run', 'agent-c', 'running', ?1)",
@@ -380,7 +382,7 @@ async fn e01_stale_running_row_fires_then_resolves() {
 #[tokio::test]
 async fn g03_b05_b02_fire_on_real_rows_then_resolve() {
     let env = Env::healthy().await;
-    let db = env.platform.db();
+    let db = env.platform.sqlite().unwrap();
     // Completed a minute before it started (a writer on a skewed clock).
     db.execute(
         "UPDATE schedule_executions SET started_at = ?1 WHERE id = 'agent-b-done'",
@@ -461,7 +463,8 @@ async fn h01_blind_roster_is_confirmed_across_processes_then_resolves() {
     // The roster emptied (as after pointing canary at the wrong copy of the database) while
     // the fleet's slot keys live on.
     env.platform
-        .db()
+        .sqlite()
+        .unwrap()
         .execute_batch("DELETE FROM agent_ownership")
         .unwrap();
     let first = check(&["--invariant", "H-01"]);
@@ -515,7 +518,8 @@ async fn killed_redis_gives_unknown_and_exit_2_while_e02_is_still_judged() {
 async fn missing_optional_column_degrades_only_what_needs_it() {
     let env = Env::healthy().await;
     env.platform
-        .db()
+        .sqlite()
+        .unwrap()
         .execute_batch("ALTER TABLE schedule_executions DROP COLUMN completed_at")
         .unwrap();
     let (code, result) = env.check(&[]);
@@ -538,7 +542,8 @@ async fn missing_optional_column_degrades_only_what_needs_it() {
 async fn missing_session_column_and_schedules_table_make_e05_e06_unknown() {
     let env = Env::healthy().await;
     env.platform
-        .db()
+        .sqlite()
+        .unwrap()
         .execute_batch(
             "ALTER TABLE schedule_executions DROP COLUMN claude_session_id;
              DROP TABLE agent_schedules;",
@@ -559,7 +564,8 @@ async fn missing_session_column_and_schedules_table_make_e05_e06_unknown() {
 async fn missing_cascade_table_is_skipped_and_noted() {
     let env = Env::healthy().await;
     env.platform
-        .db()
+        .sqlite()
+        .unwrap()
         .execute_batch("DROP TABLE agent_reports")
         .unwrap();
     let (code, result) = env.check(&[]);
@@ -930,7 +936,7 @@ impl Fault {
     }
 
     async fn apply(self, env: &mut Env) {
-        let db = env.platform.db();
+        let db = env.platform.sqlite().unwrap();
         match self {
             Fault::S04MemberWithoutMeta => {
                 let meta = env.platform.meta_key("agent-b", "agent-b-run-0");
@@ -959,7 +965,7 @@ impl Fault {
     }
 
     async fn revert(self, env: &mut Env) {
-        let db = env.platform.db();
+        let db = env.platform.sqlite().unwrap();
         match self {
             Fault::S04MemberWithoutMeta => {
                 // Re-acquiring rewrites the hash with the platform's TTL, at the same score.
@@ -1101,7 +1107,8 @@ async fn the_catalog_listing_shows_the_configured_thresholds() {
 async fn malformed_rows_are_g05_findings() {
     let env = Env::healthy().await;
     env.platform
-        .db()
+        .sqlite()
+        .unwrap()
         .execute_batch(
             "UPDATE agent_ownership SET max_parallel_tasks = 'many' WHERE agent_name = 'agent-a';
              INSERT INTO agent_schedules (id, agent_name, enabled, next_run_at) \

@@ -192,18 +192,41 @@ pub struct DemoArgs {
     /// Keep the temp directory (platform DB, state DB) and print its path.
     #[arg(long)]
     pub keep: bool,
+    /// The platform database's engine: a SQLite file, or a private PostgreSQL server (needs
+    /// PostgreSQL's server binaries: `apt-get install postgresql`).
+    #[arg(long, value_enum, default_value_t = DemoPlatform::Sqlite)]
+    pub platform: DemoPlatform,
+}
+
+/// `canary demo --platform`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoPlatform {
+    /// A SQLite file in the demo's temp directory.
+    Sqlite,
+    /// A private PostgreSQL server (initdb + postgres in the demo's temp directory).
+    Postgres,
 }
 
 /// `canary fleet`.
 #[derive(Debug, Args)]
 pub struct FleetArgs {
-    /// The platform's SQLite file. Required and never taken from config or env: this WRITES.
-    #[arg(long)]
-    pub sqlite_path: PathBuf,
+    /// The platform's SQLite file. This or --database-url is required, never taken from config
+    /// or env: this WRITES.
+    #[arg(
+        long,
+        required_unless_present = "database_url",
+        conflicts_with = "database_url"
+    )]
+    pub sqlite_path: Option<PathBuf>,
+    /// The platform's PostgreSQL database (`postgres://user@host:port/db`; never printed). This
+    /// or --sqlite-path is required, never taken from config or env: this WRITES.
+    #[arg(long, value_name = "URL", hide_default_value = true)]
+    pub database_url: Option<String>,
     /// The platform's Redis. Required and never taken from config or env: this WRITES.
     #[arg(long)]
     pub redis_url: String,
-    /// Create the database file and the platform schema when absent.
+    /// Create the platform schema when absent (and the SQLite file; on PostgreSQL the database
+    /// must exist: the schema comes from tests/fixtures/platform.pg.sql).
     #[arg(long)]
     pub init: bool,
     /// Agents (with --seed-only: agents in the dataset).
@@ -251,7 +274,12 @@ impl FleetArgs {
             cascade_rows: self.cascade_rows,
         });
         crate::fleet::drive::FleetOptions {
-            sqlite_path: self.sqlite_path,
+            target: match (self.database_url, self.sqlite_path) {
+                (Some(url), _) => crate::fleet::platform_db::PlatformTarget::postgres(url),
+                (None, path) => {
+                    crate::fleet::platform_db::PlatformTarget::Sqlite(path.unwrap_or_default())
+                }
+            },
             redis_url: self.redis_url,
             init: self.init,
             spec: crate::fleet::sim::FleetSpec {
@@ -282,6 +310,10 @@ impl DemoArgs {
             group: self.group,
             keep: self.keep,
             config: self.config,
+            platform: match self.platform {
+                DemoPlatform::Sqlite => crate::fleet::rig::Backend::Sqlite,
+                DemoPlatform::Postgres => crate::fleet::rig::Backend::Postgres,
+            },
         }
     }
 }

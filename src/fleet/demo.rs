@@ -1,6 +1,8 @@
-//! `canary demo`: the whole story, continuously, on a machine with nothing but `redis-server`.
+//! `canary demo`: the whole story, continuously, on a machine with nothing but `redis-server`
+//! (and PostgreSQL's server binaries for `--platform postgres`).
 //!
-//! A temp directory gets a platform database, a private `redis-server` and a simulated fleet
+//! A temp directory gets a platform database (a SQLite file, or a database on a private
+//! PostgreSQL server), a private `redis-server` and a simulated fleet
 //! churning through executions ([`crate::fleet::sim`]). The watcher runs on a short interval
 //! through the daemon's own schedule loop and [`CycleRunner`]. Fault recipes
 //! ([`crate::fleet::faults`]) are injected a few at a time on a timeline spread over
@@ -26,7 +28,7 @@ use crate::cycle::CycleResult;
 use crate::exit::ExitCode;
 use crate::fleet::RunError;
 use crate::fleet::faults::{self, Recipe};
-use crate::fleet::rig::Rig;
+use crate::fleet::rig::{Backend, Rig};
 use crate::fleet::sim::FleetSpec;
 use crate::report as output;
 use crate::schedule::runner::CycleRunner;
@@ -55,6 +57,8 @@ pub struct DemoOptions {
     pub keep: bool,
     /// Config file for the Slack webhook (`alerts.*` only; defaults → file → env).
     pub config: Option<PathBuf>,
+    /// The platform database's engine.
+    pub platform: Backend,
 }
 
 impl Default for DemoOptions {
@@ -69,6 +73,7 @@ impl Default for DemoOptions {
             group: 3,
             keep: false,
             config: None,
+            platform: Backend::Sqlite,
         }
     }
 }
@@ -124,7 +129,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitC
         seed: opts.seed,
         ..FleetSpec::default()
     };
-    let mut rig = Rig::start(&spec, &recipes)
+    let mut rig = Rig::start_on(opts.platform, &spec, &recipes)
         .await
         .map_err(RunError::at("starting the synthetic platform"))?;
     let caps: Vec<i64> = crate::fleet::sim::plan(&spec)
@@ -132,8 +137,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitC
         .map(|p| p.cap)
         .collect();
     tl.line(&format!(
-        "platform up in {}: {} agents (caps {}–{}), ~{:.0} executions/min, seed {}, {} fault sites, redis {}",
+        "platform up in {}{}: {} agents (caps {}–{}), ~{:.0} executions/min, seed {}, {} fault sites, redis {}",
         rig.dir().display(),
+        match rig.postgres() {
+            Some(pg) => format!(" (PostgreSQL on port {})", pg.port()),
+            None => String::new(),
+        },
         spec.agents,
         caps.iter().min().unwrap_or(&0),
         caps.iter().max().unwrap_or(&0),

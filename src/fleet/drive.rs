@@ -1,6 +1,6 @@
 //! `canary fleet`: drive synthetic load (and faults) against a platform's stores that the
-//! operator names explicitly (`--sqlite-path`, `--redis-url`: this command WRITES to them, so it
-//! never takes them from a config file or the environment), or write a large dataset for
+//! operator names explicitly (`--sqlite-path` or `--database-url`, and `--redis-url`: this command
+//! WRITES to them, so it never takes them from a config file or the environment), or write a large dataset for
 //! benchmarks (`--seed-only`).
 //!
 //! A run provisions the fleet's agents (and the sites of the requested faults), closes anything a
@@ -8,7 +8,6 @@
 //! Ctrl-C), injects the faults after `--fault-after`, and on the way out reverts them and drains
 //! the fleet, so the platform is left consistent.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -17,6 +16,7 @@ use crate::config::platform::RedisKeys;
 use crate::exit::ExitCode;
 use crate::fleet::RunError;
 use crate::fleet::faults::{self, Injector};
+use crate::fleet::platform_db::PlatformTarget;
 use crate::fleet::seed::{self, SeedSpec};
 use crate::fleet::sim::{self, Fleet, FleetSpec};
 use crate::report as output;
@@ -24,8 +24,8 @@ use crate::report as output;
 /// What `canary fleet` does.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
-    /// The platform database (written).
-    pub sqlite_path: PathBuf,
+    /// The platform database (written): a SQLite file or a PostgreSQL database.
+    pub target: PlatformTarget,
     /// The platform's Redis (written).
     pub redis_url: String,
     /// Create the database and schema when absent.
@@ -48,9 +48,8 @@ pub struct FleetOptions {
 pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<ExitCode, RunError> {
     if let Some(spec) = &opts.seed_only {
         // `--seed-only` implies `--init`.
-        sim::open_db(&opts.sqlite_path, true)
-            .map_err(RunError::at("opening the platform database"))?;
-        let report = seed::seed(&opts.sqlite_path, &opts.redis_url, spec, true)
+        sim::open_db(&opts.target, true).map_err(RunError::at("opening the platform database"))?;
+        let report = seed::seed(&opts.target, &opts.redis_url, spec, true)
             .await
             .map_err(RunError::at("seeding the dataset"))?;
         output::print(&report.to_string());
@@ -63,7 +62,7 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
     let started = Instant::now();
     let plans = sim::plan(&opts.spec);
     {
-        let mut db = sim::open_db(&opts.sqlite_path, opts.init)
+        let mut db = sim::open_db(&opts.target, opts.init)
             .map_err(RunError::at("opening the platform database"))?;
         sim::provision(&mut db, &opts.spec, &plans, crate::clock::now_ms())
             .map_err(RunError::at("provisioning the agents"))?;
@@ -90,11 +89,11 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
             ));
         }
     }
-    let fleet = Fleet::start(&opts.sqlite_path, &opts.redis_url, &opts.spec, plans)
+    let fleet = Fleet::start(&opts.target, &opts.redis_url, &opts.spec, plans)
         .await
         .map_err(RunError::at("starting the fleet"))?;
     let mut injector = Injector::connect(
-        &opts.sqlite_path,
+        &opts.target,
         &opts.redis_url,
         &opts.spec.prefix,
         Some(fleet.control()),
@@ -109,7 +108,7 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
         opts.spec.agents,
         opts.spec.rate_per_min,
         opts.spec.seed,
-        opts.sqlite_path.display(),
+        opts.target.describe(),
         match opts.duration {
             Some(d) => format!(", for {}", humantime::format_duration(d)),
             None => ", until Ctrl-C".to_owned(),

@@ -1,12 +1,15 @@
 //! The synthetic platform: schema, a simulator that runs a fleet by the platform's protocol
 //! (`sim`), fault recipes that break one step each (`faults`: one file per recipe, one registry
 //! that the demo, `canary fleet --faults` and the tests iterate), bulk seeding for benches
-//! (`seed`), a private redis-server, and the continuous demo.
+//! (`seed`), the one database writer for SQLite and PostgreSQL platforms (`platform_db`), a
+//! private redis-server and PostgreSQL server, and the continuous demo.
 
 pub mod demo;
 pub mod drive;
 pub mod faults;
 pub mod platform;
+pub mod platform_db;
+pub mod postgres_server;
 pub mod redis_server;
 pub mod rig;
 pub mod seed;

@@ -9,9 +9,10 @@
 use std::path::Path;
 
 use redis::AsyncCommands;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use crate::config::platform::RedisKeys;
+use crate::fleet::platform_db::{PlatformDb, PlatformTarget, params};
 
 /// The platform schema (every table and column canary reads), as in the test fixture.
 pub const SCHEMA: &str = include_str!("../../tests/fixtures/platform.sql");
@@ -25,6 +26,9 @@ pub enum FleetError {
     /// SQLite failed.
     #[error("platform database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// PostgreSQL failed (its messages never carry the connection URL).
+    #[error("platform database (postgres): {0}")]
+    Postgres(#[from] postgres::Error),
     /// Redis failed.
     #[error("platform redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -35,7 +39,7 @@ pub enum FleetError {
 
 /// Writable handles on a synthetic platform.
 pub struct Platform {
-    db: Connection,
+    db: PlatformDb,
     redis: redis::aio::MultiplexedConnection,
     keys: RedisKeys,
 }
@@ -109,9 +113,13 @@ pub async fn release(
 }
 
 impl Platform {
-    /// Opens a platform created with [`create_db`] and its Redis.
-    pub async fn connect(sqlite_path: &Path, redis_url: &str) -> Result<Platform, FleetError> {
-        let db = Connection::open(sqlite_path)?;
+    /// Opens a platform database (a SQLite path, or a [`PlatformTarget`]) created with
+    /// [`create_db`] or `--init`, and its Redis.
+    pub async fn connect(
+        target: impl Into<PlatformTarget>,
+        redis_url: &str,
+    ) -> Result<Platform, FleetError> {
+        let db = PlatformDb::open(&target.into(), false)?;
         let redis = redis::Client::open(redis_url)?
             .get_multiplexed_async_connection()
             .await?;
@@ -122,9 +130,14 @@ impl Platform {
         })
     }
 
-    /// The SQLite connection, for test-specific edits.
-    pub fn db(&self) -> &Connection {
+    /// The platform database.
+    pub fn db(&self) -> &PlatformDb {
         &self.db
+    }
+
+    /// The SQLite connection, for test-specific edits (`None` on PostgreSQL).
+    pub fn sqlite(&self) -> Option<&Connection> {
+        self.db.sqlite()
     }
 
     /// The Redis connection, for test-specific edits.
@@ -149,8 +162,8 @@ impl Platform {
     pub fn add_agent(&self, name: &str, cap: i64, timeout_seconds: i64) -> Result<(), FleetError> {
         self.db.execute(
             "INSERT INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
-             execution_timeout_seconds) VALUES (?1, 0, ?2, ?3)",
-            params![name, cap, timeout_seconds],
+             execution_timeout_seconds) VALUES (?1, ?2, ?3, ?4)",
+            params![name, false, cap, timeout_seconds],
         )?;
         Ok(())
     }

@@ -1,30 +1,65 @@
 //! A self-contained synthetic platform: a temp directory holding a platform database created from
-//! the schema, a private `redis-server`, the simulated fleet running on it, and a fault injector
-//! with every requested site provisioned. Shared by `canary demo` and the end-to-end tests, so
-//! both watch exactly the same platform.
+//! the schema (a SQLite file, or a database on a private PostgreSQL server), a private
+//! `redis-server`, the simulated fleet running on it, and a fault injector with every requested
+//! site provisioned. Shared by `canary demo` and the end-to-end tests, so both watch exactly the
+//! same platform. It must not touch any store it did not start.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::PlatformConfig;
 use crate::fleet::faults::{Injector, Recipe};
 use crate::fleet::platform::FleetError;
+use crate::fleet::platform_db::{PG_TYPED_SCHEMA, PlatformTarget};
+use crate::fleet::postgres_server::PostgresServer;
 use crate::fleet::redis_server::RedisServer;
 use crate::fleet::sim::{self, Fleet, FleetSpec, FleetStatsSnapshot};
 
-/// A running synthetic platform. Dropping it stops the fleet's thread and kills the server.
+/// Which database engine the rig's platform runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// A SQLite file in the rig's temp directory.
+    #[default]
+    Sqlite,
+    /// A private PostgreSQL server, with the text-timestamp schema (`platform.pg.sql`).
+    Postgres,
+    /// A private PostgreSQL server, with `timestamptz` and `boolean` columns
+    /// (`platform.pg-typed.sql`).
+    PostgresTyped,
+}
+
+/// Where the rig's platform database lives.
+#[derive(Debug)]
+enum Store {
+    Sqlite(PathBuf),
+    Postgres { server: PostgresServer, url: String },
+}
+
+/// A running synthetic platform. Dropping it stops the fleet's thread and the servers.
 #[derive(Debug)]
 pub struct Rig {
-    dir: tempfile::TempDir,
-    redis: RedisServer,
-    sqlite_path: PathBuf,
+    // Field order is drop order: the fleet and the injector close their connections before the
+    // servers stop, and the servers stop before their directory goes.
     fleet: Option<Fleet>,
     /// Injects and reverts fault recipes on this platform.
     pub injector: Injector,
+    redis: RedisServer,
+    store: Store,
+    dir: tempfile::TempDir,
 }
 
 impl Rig {
-    /// Creates the platform, provisions the fleet and the sites of `recipes`, starts the fleet.
+    /// Creates a SQLite platform, provisions the fleet and the sites of `recipes`, starts the
+    /// fleet.
     pub async fn start(
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
+        Rig::start_on(Backend::Sqlite, spec, recipes).await
+    }
+
+    /// [`Rig::start`] on `backend`.
+    pub async fn start_on(
+        backend: Backend,
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
@@ -33,27 +68,42 @@ impl Rig {
             .tempdir()
             .map_err(|e| FleetError::Setup(format!("temp directory: {e}")))?;
         let redis = RedisServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
-        let sqlite_path = dir.path().join("platform.db");
+        let store = match backend {
+            Backend::Sqlite => Store::Sqlite(dir.path().join("platform.db")),
+            Backend::Postgres | Backend::PostgresTyped => {
+                let server =
+                    PostgresServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
+                let url = server
+                    .create_database("platform")
+                    .map_err(|e| FleetError::Setup(e.to_string()))?;
+                if backend == Backend::PostgresTyped {
+                    server
+                        .admin_batch("platform", PG_TYPED_SCHEMA)
+                        .map_err(|e| FleetError::Setup(e.to_string()))?;
+                }
+                Store::Postgres { server, url }
+            }
+        };
+        let target = match &store {
+            Store::Sqlite(path) => PlatformTarget::Sqlite(path.clone()),
+            Store::Postgres { url, .. } => PlatformTarget::postgres(url.clone()),
+        };
         let plans = sim::plan(spec);
         {
-            let mut db = sim::open_db(&sqlite_path, true)?;
+            // The typed schema is already there; `init` only adds what is absent.
+            let mut db = sim::open_db(&target, true)?;
             sim::provision(&mut db, spec, &plans, crate::clock::now_ms())?;
         }
-        let fleet = Fleet::start(&sqlite_path, &redis.url(), spec, plans).await?;
-        let injector = Injector::connect(
-            &sqlite_path,
-            &redis.url(),
-            &spec.prefix,
-            Some(fleet.control()),
-        )
-        .await?;
+        let fleet = Fleet::start(&target, &redis.url(), spec, plans).await?;
+        let injector =
+            Injector::connect(&target, &redis.url(), &spec.prefix, Some(fleet.control())).await?;
         injector.provision(recipes)?;
         Ok(Rig {
-            dir,
-            redis,
-            sqlite_path,
             fleet: Some(fleet),
             injector,
+            redis,
+            store,
+            dir,
         })
     }
 
@@ -62,9 +112,36 @@ impl Rig {
         self.dir.path()
     }
 
-    /// The platform database.
+    /// The SQLite platform database (an empty path on PostgreSQL).
     pub fn sqlite_path(&self) -> &Path {
-        &self.sqlite_path
+        match &self.store {
+            Store::Sqlite(path) => path,
+            Store::Postgres { .. } => Path::new(""),
+        }
+    }
+
+    /// The PostgreSQL platform database's URL (`None` on SQLite).
+    pub fn database_url(&self) -> Option<&str> {
+        match &self.store {
+            Store::Sqlite(_) => None,
+            Store::Postgres { url, .. } => Some(url),
+        }
+    }
+
+    /// The private PostgreSQL server (`None` on SQLite).
+    pub fn postgres(&self) -> Option<&PostgresServer> {
+        match &self.store {
+            Store::Sqlite(_) => None,
+            Store::Postgres { server, .. } => Some(server),
+        }
+    }
+
+    /// The platform database, as the fleet writer names it.
+    pub fn target(&self) -> PlatformTarget {
+        match &self.store {
+            Store::Sqlite(path) => PlatformTarget::Sqlite(path.clone()),
+            Store::Postgres { url, .. } => PlatformTarget::postgres(url.clone()),
+        }
     }
 
     /// The private Redis.
@@ -74,8 +151,10 @@ impl Rig {
 
     /// A platform configuration pointing canary at this platform (default names).
     pub fn platform_config(&self) -> PlatformConfig {
+        // TODO(merge): on PostgreSQL, `database_url: Some(Secret::new(url))` and an empty
+        // `sqlite_path` once `PlatformConfig::database_url` exists (the read side).
         PlatformConfig {
-            sqlite_path: self.sqlite_path.clone(),
+            sqlite_path: self.sqlite_path().to_path_buf(),
             redis_url: self.redis.url(),
             ..PlatformConfig::default()
         }

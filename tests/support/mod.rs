@@ -3,6 +3,7 @@
 //! - [`redis_server`]: a private `redis-server` per test (fails with an install hint when absent).
 //! - [`webhook`]: a local HTTP receiver with scripted answers, standing in for Slack.
 //! - [`platform_db`]: a temp platform SQLite database built from `tests/fixtures/platform.sql`.
+//! - [`postgres`]: a private PostgreSQL server per test group, a fresh fixture database per test.
 //! - [`daemon`]: a real `canary run` process, stopped with SIGTERM, killed on drop.
 //! - [`fleet`]: a simulated fleet on a private platform, watched by the real sequencer, alerts
 //!   delivered to a [`webhook`] receiver.
@@ -10,5 +11,6 @@
 pub mod daemon; // a real `canary run` child process: config file, captured stderr, SIGTERM, kill on drop
 pub mod fleet; // simulated platform + real sequencer + deliverer + webhook, for end-to-end detection
 pub mod platform_db; // temp platform SQLite from tests/fixtures/platform.sql, row-insert helpers
+pub mod postgres; // a private PostgreSQL (initdb, runuser as root) + a fresh fixture database per test
 pub mod redis_server; // a private redis-server per test (PING readiness, log on failure) + sync client
 pub mod webhook; // local axum receiver standing in for Slack: scripted replies, recorded bodies, outages

@@ -2,7 +2,7 @@
 //! 25 h ago (past the 24 h + 60 s bound) is never failed. The revert is the sweep's missing
 //! pass: the row failed with `completed_at` and an `expired in queue` error.
 
-use rusqlite::params;
+use crate::fleet::platform_db::params;
 
 use canary_invariants::Severity;
 

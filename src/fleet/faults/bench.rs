@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::params;
+use crate::fleet::platform_db::params;
 
 use crate::clock::now_ms;
 use crate::fleet::faults::RecipeMeta;
@@ -51,9 +51,9 @@ impl Bench {
     /// Creates the site agent when absent; whether it was just created.
     pub(super) fn add_site(&self, site: &str, meta: &RecipeMeta) -> Result<bool, FleetError> {
         Ok(self.platform.db().execute(
-            "INSERT OR IGNORE INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
-             execution_timeout_seconds) VALUES (?1, 0, ?2, ?3)",
-            params![site, meta.site_cap, meta.site_timeout],
+            "INSERT INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
+             execution_timeout_seconds) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            params![site, false, meta.site_cap, meta.site_timeout],
         )? == 1)
     }
 
@@ -190,10 +190,13 @@ impl Bench {
         shape: Shape,
     ) -> Result<(), FleetError> {
         let now = now_ms();
-        self.platform.db().execute(
-            "UPDATE schedule_executions SET status = ?2, completed_at = ?3, \
-             duration_ms = CAST((julianday(?4) - julianday(started_at)) * 86400000 AS INTEGER) \
-             WHERE id = ?1",
+        let db = self.platform.db();
+        let duration = db.dialect().elapsed_ms("started_at", "?4");
+        db.execute(
+            &format!(
+                "UPDATE schedule_executions SET status = ?2, completed_at = ?3, \
+                 duration_ms = {duration} WHERE id = ?1"
+            ),
             params![
                 id,
                 status,

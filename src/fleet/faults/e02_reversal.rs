@@ -4,7 +4,7 @@
 //! the first cycle, so a cycle has remembered it. The revert restores the status to `success`.
 
 use canary_invariants::Severity;
-use rusqlite::params;
+use crate::fleet::platform_db::params;
 
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::clock::now_ms;
@@ -41,10 +41,16 @@ impl Recipe for E02Reversal {
     fn provision(&self, bench: &Bench, site: &str, _fresh: bool) -> Result<(), FleetError> {
         let now = now_ms();
         bench.platform.db().execute(
-            "INSERT OR REPLACE INTO schedule_executions (id, schedule_id, agent_name, \
+            "INSERT INTO schedule_executions (id, schedule_id, agent_name, \
              status, queued_at, started_at, completed_at, duration_ms, \
              claude_session_id, backlog_metadata) VALUES (?1, NULL, ?2, 'success', \
-             ?3, ?3, ?4, 60000, 'session-e02', '{}')",
+             ?3, ?3, ?4, 60000, 'session-e02', '{}') \
+             ON CONFLICT (id) DO UPDATE SET schedule_id = excluded.schedule_id, \
+             agent_name = excluded.agent_name, status = excluded.status, \
+             queued_at = excluded.queued_at, started_at = excluded.started_at, \
+             completed_at = excluded.completed_at, duration_ms = excluded.duration_ms, \
+             claude_session_id = excluded.claude_session_id, \
+             backlog_metadata = excluded.backlog_metadata",
             params![
                 done_id(site),
                 site,

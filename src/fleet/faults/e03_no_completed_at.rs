@@ -2,7 +2,7 @@
 //! write: status and `duration_ms` are set, `completed_at` is not (the slot is released
 //! normally). The revert writes the missing `completed_at`.
 
-use rusqlite::params;
+use crate::fleet::platform_db::params;
 
 use canary_invariants::Severity;
 

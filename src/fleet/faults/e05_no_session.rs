@@ -2,7 +2,7 @@
 //! goes running (90 s ago, past E-05's 60 s bound) without a `claude_session_id`. The revert
 //! writes the session id, then finishes the execution normally.
 
-use rusqlite::params;
+use crate::fleet::platform_db::params;
 
 use canary_invariants::Severity;
 

@@ -4,7 +4,7 @@
 //! `next_run_at` advanced an hour.
 
 use canary_invariants::Severity;
-use rusqlite::params;
+use crate::fleet::platform_db::params;
 
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::clock::now_ms;
@@ -33,9 +33,11 @@ fn schedule_id(site: &str) -> String {
 /// Writes the site's enabled schedule with `next_run_at`.
 fn put_schedule(bench: &Bench, site: &str, next_run_at: &str) -> Result<(), FleetError> {
     bench.platform.db().execute(
-        "INSERT OR REPLACE INTO agent_schedules (id, agent_name, name, enabled, \
-         next_run_at) VALUES (?1, ?2, 'hourly report', 1, ?3)",
-        params![schedule_id(site), site, next_run_at],
+        "INSERT INTO agent_schedules (id, agent_name, name, enabled, next_run_at) \
+         VALUES (?1, ?2, 'hourly report', ?4, ?3) \
+         ON CONFLICT (id) DO UPDATE SET agent_name = excluded.agent_name, \
+         name = excluded.name, enabled = excluded.enabled, next_run_at = excluded.next_run_at",
+        params![schedule_id(site), site, next_run_at, true],
     )?;
     Ok(())
 }

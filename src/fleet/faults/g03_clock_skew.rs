@@ -2,7 +2,7 @@
 //! written by a host whose clock runs 3 min behind, 150 s before the row's `started_at` (the
 //! slot is released normally). The revert rewrites `completed_at` from a correct clock.
 
-use rusqlite::params;
+use crate::fleet::platform_db::params;
 
 use canary_invariants::Severity;
 

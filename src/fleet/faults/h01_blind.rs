@@ -50,7 +50,7 @@ impl Recipe for H01Blind {
             bench
                 .platform
                 .db()
-                .execute_batch(&format!("ALTER TABLE {ROSTER} RENAME TO {ROSTER_MOVED}"))?;
+                .batch(&format!("ALTER TABLE {ROSTER} RENAME TO {ROSTER_MOVED}"))?;
             Ok(Injected {
                 what: format!("roster table moved to {ROSTER_MOVED} while slot keys exist"),
                 ids: vec![id],
@@ -68,7 +68,7 @@ impl Recipe for H01Blind {
             bench
                 .platform
                 .db()
-                .execute_batch(&format!("ALTER TABLE {ROSTER_MOVED} RENAME TO {ROSTER}"))?;
+                .batch(&format!("ALTER TABLE {ROSTER_MOVED} RENAME TO {ROSTER}"))?;
             for id in ids {
                 bench.finish(site, id, "success").await?;
             }

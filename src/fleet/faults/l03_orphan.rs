@@ -4,7 +4,7 @@
 //! its rows, ready for the next injection.
 
 use canary_invariants::Severity;
-use rusqlite::params;
+use crate::fleet::platform_db::params;
 
 use super::{Bench, Injected, Recipe, RecipeMeta, Step};
 use crate::fleet::platform::FleetError;

@@ -20,14 +20,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use canary_invariants::Severity;
 
 use crate::fleet::platform::{FleetError, Platform};
-use crate::fleet::sim::{BUSY_TIMEOUT, Control};
+use crate::fleet::platform_db::PlatformTarget;
+use crate::fleet::sim::Control;
 
 mod bench;
 
@@ -253,15 +253,15 @@ impl std::fmt::Debug for Injector {
 }
 
 impl Injector {
-    /// Connects to the stores. `control` is the running simulator's (B-02 stops its sweep).
+    /// Connects to the stores (a SQLite path or a [`PlatformTarget`]). `control` is the running
+    /// simulator's (B-02 stops its sweep).
     pub async fn connect(
-        sqlite_path: &Path,
+        target: impl Into<PlatformTarget>,
         redis_url: &str,
         prefix: &str,
         control: Option<Arc<Control>>,
     ) -> Result<Injector, FleetError> {
-        let platform = Platform::connect(sqlite_path, redis_url).await?;
-        platform.db().busy_timeout(BUSY_TIMEOUT)?;
+        let platform = Platform::connect(target, redis_url).await?;
         Ok(Injector {
             bench: Bench::new(platform, prefix, control),
             active: BTreeMap::new(),

@@ -2,13 +2,14 @@
 //! pointing at roster agents, schedules first. Written inside the SQLite writer's transaction;
 //! it must not open its own.
 
+use crate::fleet::platform_db::params;
 use indicatif::ProgressBar;
-use rusqlite::params;
 
 use super::plan::Plan;
 use super::sqlite::{MESSAGES, PROGRESS_EVERY, SqlCounts};
 use super::values::{Shape, below, mix, uuid_like};
 use crate::fleet::platform::FleetError;
+use crate::fleet::platform_db::PlatformDb;
 
 /// The agent-keyed cascade tables and their share (in parts) of `cascade_rows`.
 const CASCADE_SHARES: [(CascadeTable, u64); 11] = [
@@ -90,7 +91,7 @@ impl CascadeTable {
 /// Every agent gets schedules first (two ids per agent, matching `schedule_executions`), with a
 /// future `next_run_at` (E-06 green).
 pub(super) fn insert_cascade(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &PlatformDb,
     plan: &Plan,
     bar: &ProgressBar,
     counts: &mut SqlCounts,
@@ -108,7 +109,7 @@ pub(super) fn insert_cascade(
             total * share / parts
         };
         assigned += rows;
-        let mut stmt = tx.prepare(table.insert_sql())?;
+        let mut stmt = tx.inserter(table.insert_sql())?;
         for k in 0..rows {
             let h = mix((index as u64) << 40 ^ k);
             // Schedules go round-robin (every agent gets one before any gets a second); the
@@ -132,7 +133,7 @@ pub(super) fn insert_cascade(
                         plan.now_ms + 60_000 + below(h >> 24, 86_400_000) as i64,
                         &mut b_buf,
                     );
-                    stmt.execute(params![
+                    stmt.row(params![
                         id,
                         agent.name,
                         MESSAGES[(h % 4) as usize],
@@ -143,7 +144,7 @@ pub(super) fn insert_cascade(
                     ])?;
                 }
                 CascadeTable::Sharing => {
-                    stmt.execute(params![
+                    stmt.row(params![
                         agent.name,
                         format!("user{}@example.com", h % 5_000),
                         (h % 500) as i64
@@ -151,27 +152,27 @@ pub(super) fn insert_cascade(
                 }
                 CascadeTable::Skills => {
                     let skills = ["web-search", "sql", "email", "calendar", "code-review"];
-                    stmt.execute(params![agent.name, skills[(h % 5) as usize]])?;
+                    stmt.row(params![agent.name, skills[(h % 5) as usize]])?;
                 }
                 CascadeTable::Tags => {
                     let tags = ["prod", "staging", "ops", "finance", "support", "beta"];
-                    stmt.execute(params![agent.name, tags[(h % 6) as usize]])?;
+                    stmt.row(params![agent.name, tags[(h % 6) as usize]])?;
                 }
                 CascadeTable::SharedFiles => {
-                    stmt.execute(params![
+                    stmt.row(params![
                         agent.name,
                         format!("/shared/{}/doc-{k}.md", agent.name)
                     ])?;
                 }
                 CascadeTable::PublicLinks => {
-                    stmt.execute(params![
+                    stmt.row(params![
                         agent.name,
                         uuid_like(0x11CC, k),
                         i64::from(!h.is_multiple_of(4))
                     ])?;
                 }
                 CascadeTable::Reports => {
-                    stmt.execute(params![
+                    stmt.row(params![
                         agent.name,
                         "Weekly summary",
                         "All tasks completed."
@@ -183,7 +184,7 @@ pub(super) fn insert_cascade(
                     } else {
                         "ended"
                     };
-                    stmt.execute(params![agent.name, (h % 500) as i64, status])?;
+                    stmt.row(params![agent.name, (h % 500) as i64, status])?;
                 }
                 CascadeTable::OperatorQueue => {
                     let status = if h.is_multiple_of(3) {
@@ -191,7 +192,7 @@ pub(super) fn insert_cascade(
                     } else {
                         "resolved"
                     };
-                    stmt.execute(params![agent.name, status])?;
+                    stmt.row(params![agent.name, status])?;
                 }
                 CascadeTable::AccessRequests => {
                     let status = if h.is_multiple_of(3) {
@@ -199,7 +200,7 @@ pub(super) fn insert_cascade(
                     } else {
                         "approved"
                     };
-                    stmt.execute(params![
+                    stmt.row(params![
                         agent.name,
                         format!("user{}@example.com", h % 5_000),
                         status
@@ -208,7 +209,7 @@ pub(super) fn insert_cascade(
                 CascadeTable::McpApiKeys => {
                     // User-scoped keys carry no agent, like the platform's.
                     let agent_scoped = h.is_multiple_of(2);
-                    stmt.execute(params![
+                    stmt.row(params![
                         agent_scoped.then_some(agent.name.as_str()),
                         (h % 500) as i64,
                         format!("{:016x}", mix(h)),
@@ -220,6 +221,7 @@ pub(super) fn insert_cascade(
                 bar.inc(PROGRESS_EVERY);
             }
         }
+        stmt.finish()?;
         bar.inc(rows % PROGRESS_EVERY);
         counts.cascade_rows += rows as usize;
     }

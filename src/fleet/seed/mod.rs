@@ -1,9 +1,10 @@
 //! The `--seed-only` dataset writer: a large, *healthy* synthetic platform written fast, for the
 //! cycle bench and for load tests (`canary fleet --seed-only`).
 //!
-//! Speed comes from doing the two stores at once and in bulk: SQLite is written on a blocking
-//! thread in ONE transaction with prepared statements (WAL, `synchronous=OFF`: this is our own
-//! throw-away database, durability buys nothing), while Redis is written from the async side in
+//! Speed comes from doing the two stores at once and in bulk: the SQL database is written on a
+//! blocking thread in ONE transaction (SQLite: prepared statements, WAL, `synchronous=OFF`: this
+//! is our own throw-away database, durability buys nothing; PostgreSQL: multi-row `INSERT`s),
+//! while Redis is written from the async side in
 //! pipelines of a few thousand commands. Everything is derived from a deterministic generator
 //! (splitmix64 over the row index), so two seeds of the same spec differ only in their clock.
 //!
@@ -13,16 +14,16 @@
 //! default 900 s timeout; recent completions leave the E-02 window after 15 min). Datasets must
 //! be written into empty stores: ids are fixed, so a second seed into the same database fails on//!
 //! Layout: `plan` (everything decided up front, deterministic), `values` (the generator: ids,
-//! picks, timestamp shapes), `sqlite` (the roster and execution rows, one transaction),
+//! picks, timestamp shapes), `sqlite` (the roster and execution rows, one transaction, either engine),
 //! `cascade` (the agent-keyed tables), `slots` (the Redis slot sets, pipelined) and `report`
 //! (what was written). This file runs the two stores' writers at once.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::fleet::platform::FleetError;
+use crate::fleet::platform_db::PlatformTarget;
 
 mod cascade;
 mod plan;
@@ -34,7 +35,7 @@ mod values;
 use plan::Plan;
 pub use report::SeedReport;
 use slots::write_redis;
-use sqlite::write_sqlite;
+use sqlite::write_sql;
 
 /// How long after seeding the dataset is guaranteed green (see the module docs).
 pub const FRESH_FOR: Duration = Duration::from_secs(10 * 60);
@@ -70,10 +71,11 @@ impl SeedSpec {
     }
 }
 
-/// Writes a healthy dataset of `spec`'s size into `sqlite_path` (schema created if absent) and
-/// `redis_url`. Both stores should be empty (see the module docs).
+/// Writes a healthy dataset of `spec`'s size into the platform database `target` (a SQLite path
+/// or a [`PlatformTarget`]; schema created if absent) and `redis_url`. Both stores should be
+/// empty (see the module docs).
 pub async fn seed(
-    sqlite_path: &Path,
+    target: impl Into<PlatformTarget>,
     redis_url: &str,
     spec: &SeedSpec,
     show_progress: bool,
@@ -105,10 +107,10 @@ pub async fn seed(
 
     let sql_plan = plan.clone();
     let sql_bar = bar.clone();
-    let path = sqlite_path.to_owned();
+    let target = target.into();
     let sql_task = tokio::task::spawn_blocking(move || {
         let t = Instant::now();
-        write_sqlite(&path, &sql_plan, &sql_bar).map(|r| (r, t.elapsed()))
+        write_sql(&target, &sql_plan, &sql_bar).map(|r| (r, t.elapsed()))
     });
 
     let redis_started = Instant::now();

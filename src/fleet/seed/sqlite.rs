@@ -1,16 +1,16 @@
-//! The SQLite half of the dataset: the schema, then the roster and every execution row in ONE
-//! transaction with prepared statements (WAL, `synchronous=OFF`: a throw-away database), the
-//! cascade rows included ([`super::cascade`]). Runs on a blocking thread; no Redis.
-
-use std::path::Path;
+//! The SQL half of the dataset: the schema, then the roster and every execution row in ONE
+//! transaction, the cascade rows included ([`super::cascade`]). On SQLite: prepared statements
+//! (WAL, `synchronous=OFF`: a throw-away database); on PostgreSQL: multi-row `INSERT`s of a
+//! thousand rows each, then `ANALYZE` so the watcher's first statements are planned on real
+//! statistics. Runs on a blocking thread; no Redis.
 
 use indicatif::ProgressBar;
-use rusqlite::{Connection, params};
 
 use super::cascade::insert_cascade;
 use super::plan::{AgentPlan, Plan};
 use super::values::{Shape, below, mix, uuid_like};
-use crate::fleet::platform::{FleetError, SCHEMA};
+use crate::fleet::platform::FleetError;
+use crate::fleet::platform_db::{Dialect, PlatformDb, PlatformTarget, params};
 
 /// Terminal rows completed this recently count as "recent" (inside E-02's 30 min window even
 /// after [`super::FRESH_FOR`] has passed, so the collected workload does not shrink while cached).
@@ -43,36 +43,37 @@ struct RowBuf {
     schedule: String,
 }
 
-/// The whole SQLite half: schema, then roster, executions and cascade rows in ONE transaction.
-pub(super) fn write_sqlite(
-    path: &Path,
+/// The whole SQL half: schema, then roster, executions and cascade rows in ONE transaction.
+pub(super) fn write_sql(
+    target: &PlatformTarget,
     plan: &Plan,
     bar: &ProgressBar,
 ) -> Result<SqlCounts, FleetError> {
-    let mut db = Connection::open(path)?;
-    db.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; \
-         PRAGMA cache_size = -262144;",
-    )?;
-    db.execute_batch(SCHEMA)?;
-    let tx = db.transaction()?;
+    let db = PlatformDb::open(target, true)?;
+    if let Some(sqlite) = db.sqlite() {
+        sqlite.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; \
+             PRAGMA cache_size = -262144;",
+        )?;
+    }
+    let tx = db.begin()?;
     let mut counts = SqlCounts::default();
     insert_agents(&tx, plan, bar)?;
     insert_executions(&tx, plan, bar, &mut counts)?;
     insert_cascade(&tx, plan, bar, &mut counts)?;
     tx.commit()?;
-    // Fold the WAL back so readers open a compact file (canary opens it read-only).
-    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    match db.dialect() {
+        // Fold the WAL back so readers open a compact file (canary opens it read-only).
+        Dialect::Sqlite => db.batch("PRAGMA wal_checkpoint(TRUNCATE);")?,
+        // Fresh tables have no statistics until autovacuum gets round to them.
+        Dialect::Postgres => db.batch("ANALYZE")?,
+    }
     Ok(counts)
 }
 
 /// The roster.
-fn insert_agents(
-    tx: &rusqlite::Transaction<'_>,
-    plan: &Plan,
-    bar: &ProgressBar,
-) -> Result<(), FleetError> {
-    let mut stmt = tx.prepare(
+fn insert_agents(tx: &PlatformDb, plan: &Plan, bar: &ProgressBar) -> Result<(), FleetError> {
+    let mut stmt = tx.inserter(
         "INSERT INTO agent_ownership (agent_name, owner_id, is_system, max_parallel_tasks, \
          execution_timeout_seconds, created_at, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
@@ -86,7 +87,7 @@ fn insert_agents(
             plan.now_ms - below(h >> 12, 86_400_000) as i64,
             &mut deleted_at,
         );
-        stmt.execute(params![
+        stmt.row(params![
             a.name,
             (h % 500) as i64,
             i64::from(a.is_system),
@@ -96,6 +97,7 @@ fn insert_agents(
             a.deleted.then_some(deleted_at.as_str()),
         ])?;
     }
+    stmt.finish()?;
     bar.inc(plan.agents.len() as u64);
     Ok(())
 }
@@ -110,12 +112,12 @@ pub(super) const MESSAGES: [&str; 4] = [
 
 /// Every execution row: running, leased, pending_retry, queued and terminal.
 fn insert_executions(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &PlatformDb,
     plan: &Plan,
     bar: &ProgressBar,
     counts: &mut SqlCounts,
 ) -> Result<(), FleetError> {
-    let mut stmt = tx.prepare(
+    let mut stmt = tx.inserter(
         "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, queued_at, \
          started_at, completed_at, duration_ms, message, response, error, triggered_by, \
          claude_session_id, lease_expires_at, backlog_metadata) \
@@ -147,7 +149,7 @@ fn insert_executions(
         Shape::of(h >> 20).write(r.started_ms - below(h >> 24, 3_000) as i64, &mut b.queued);
         b.session = uuid_like(0x5E55, k as u64);
         schedule_of(a, h, &mut b.schedule);
-        stmt.execute(params![
+        stmt.row(params![
             r.id,
             b.schedule,
             a.name,
@@ -177,7 +179,7 @@ fn insert_executions(
         Shape::IsoZ.write(now + 30 * 60_000, &mut b.lease);
         b.session = uuid_like(0x1E55, k as u64);
         schedule_of(a, h, &mut b.schedule);
-        stmt.execute(params![
+        stmt.row(params![
             uuid_like(0x1EA5, k as u64),
             b.schedule,
             a.name,
@@ -213,7 +215,7 @@ fn insert_executions(
             r#"{{"reason":"at_capacity","attempt":{},"requested_by":"schedule","priority":"normal"}}"#,
             1 + h % 3
         );
-        stmt.execute(params![
+        stmt.row(params![
             uuid_like(0x0E0E, k as u64),
             b.schedule,
             a.name,
@@ -240,7 +242,7 @@ fn insert_executions(
         let queued = now - 60_000 - below(h >> 8, 600_000) as i64;
         Shape::IsoZ.write(queued, &mut b.queued);
         schedule_of(a, h, &mut b.schedule);
-        stmt.execute(params![
+        stmt.row(params![
             uuid_like(0xBE77, k as u64),
             b.schedule,
             a.name,
@@ -295,7 +297,7 @@ fn insert_executions(
         }
         let session = started.is_some().then(|| uuid_like(0x7E55, k as u64));
         schedule_of(a, h, &mut b.schedule);
-        stmt.execute(params![
+        stmt.row(params![
             uuid_like(0x7E57, k as u64),
             b.schedule,
             a.name,
@@ -318,6 +320,7 @@ fn insert_executions(
         ])?;
         tick(&mut since_tick);
     }
+    stmt.finish()?;
     bar.inc(since_tick);
     Ok(())
 }

@@ -3,80 +3,45 @@
 //! what a crashed earlier run left open. It must not run the protocol itself (that is the
 //! engine's).
 
-use std::path::Path;
-use std::time::Duration;
-
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::shapes::{Shape, stamp};
 use super::spec::{AgentPlan, FleetSpec};
 use crate::config::platform::RedisKeys;
-use crate::fleet::platform::{FleetError, SCHEMA};
+use crate::fleet::platform::FleetError;
+pub use crate::fleet::platform_db::BUSY_TIMEOUT;
+use crate::fleet::platform_db::{PlatformDb, PlatformTarget, params};
 
-/// How long a writer waits for SQLite's write lock (the watcher's reads and the fault injector
-/// share the file).
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Opens the platform database for writing, with a busy timeout. With `init`, creates the file
-/// and the schema when absent (WAL for a file created here, as a busy platform runs it); without
-/// it, the file must exist and hold the roster table.
-pub fn open_db(path: &Path, init: bool) -> Result<Connection, FleetError> {
-    let existed = path.exists();
-    if !existed && !init {
-        return Err(FleetError::Setup(format!(
-            "{} does not exist (pass --init to create a platform database there)",
-            path.display()
-        )));
-    }
-    let db = Connection::open(path)?;
-    db.busy_timeout(BUSY_TIMEOUT)?;
-    if init {
-        if !existed {
-            // WAL lets canary's read transaction run beside the fleet's writes, as on a real
-            // platform; only for a file this process created (an operator's file keeps its mode).
-            db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-        }
-        db.execute_batch(SCHEMA)?;
-    } else {
-        let has_roster: Option<String> = db
-            .query_row(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'agent_ownership'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if has_roster.is_none() {
-            return Err(FleetError::Setup(format!(
-                "{} has no agent_ownership table (pass --init to create the schema)",
-                path.display()
-            )));
-        }
-    }
-    Ok(db)
+/// Opens the platform database for writing (a SQLite file with a busy timeout, or a PostgreSQL
+/// database). With `init`, creates the schema when absent (and a SQLite file, in WAL mode, as a
+/// busy platform runs it); without it, the database must exist and hold the roster table.
+pub fn open_db(target: impl Into<PlatformTarget>, init: bool) -> Result<PlatformDb, FleetError> {
+    PlatformDb::open(&target.into(), init)
 }
 
 /// Writes the roster for `plans` (idempotent: a rerun updates caps), their schedules, a few
 /// agent-keyed rows, and two soft-deleted agents whose rows legitimately remain.
 pub fn provision(
-    db: &mut Connection,
+    db: &mut PlatformDb,
     spec: &FleetSpec,
     plans: &[AgentPlan],
     now: i64,
 ) -> Result<(), FleetError> {
     let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x5eed);
-    let tx = db.transaction()?;
+    let tx = db.begin()?;
     for p in plans {
         let fresh = tx.execute(
-            "INSERT OR IGNORE INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
-             execution_timeout_seconds, created_at) VALUES (?1, 0, ?2, ?3, ?4)",
+            "INSERT INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
+             execution_timeout_seconds, created_at) VALUES (?1, ?5, ?2, ?3, ?4) \
+             ON CONFLICT DO NOTHING",
             params![
                 p.name,
                 p.cap,
                 p.timeout_seconds,
-                stamp(now, Shape::SqliteDatetime)
+                stamp(now, Shape::SqliteDatetime),
+                false
             ],
         )? == 1;
         tx.execute(
@@ -86,13 +51,18 @@ pub fn provision(
         )?;
         let first_run = now + rng.random_range(0..p.period_ms.max(1));
         tx.execute(
-            "INSERT OR REPLACE INTO agent_schedules (id, agent_name, name, cron_expression, \
+            "INSERT INTO agent_schedules (id, agent_name, name, cron_expression, \
              message, enabled, timezone, next_run_at) VALUES (?1, ?2, 'synthetic load', \
-             '* * * * *', 'run the synthetic task', 1, 'UTC', ?3)",
+             '* * * * *', 'run the synthetic task', ?4, 'UTC', ?3) \
+             ON CONFLICT (id) DO UPDATE SET agent_name = excluded.agent_name, \
+             name = excluded.name, cron_expression = excluded.cron_expression, \
+             message = excluded.message, enabled = excluded.enabled, \
+             timezone = excluded.timezone, next_run_at = excluded.next_run_at",
             params![
                 p.schedule_id,
                 p.name,
-                stamp(first_run, Shape::random(&mut rng))
+                stamp(first_run, Shape::random(&mut rng)),
+                true
             ],
         )?;
         if fresh {
@@ -114,9 +84,10 @@ pub fn provision(
         let name = format!("{}retired-{i}", spec.prefix);
         let deleted_at = now - 86_400_000 * i;
         let fresh = tx.execute(
-            "INSERT OR IGNORE INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
-             execution_timeout_seconds, deleted_at) VALUES (?1, 0, NULL, NULL, ?2)",
-            params![name, stamp(deleted_at, Shape::random(&mut rng))],
+            "INSERT INTO agent_ownership (agent_name, is_system, max_parallel_tasks, \
+             execution_timeout_seconds, deleted_at) VALUES (?1, ?3, NULL, NULL, ?2) \
+             ON CONFLICT DO NOTHING",
+            params![name, stamp(deleted_at, Shape::random(&mut rng)), false],
         )? == 1;
         if fresh {
             tx.execute(
@@ -125,11 +96,12 @@ pub fn provision(
             )?;
             tx.execute(
                 "INSERT INTO agent_schedules (id, agent_name, name, enabled, next_run_at, \
-                 deleted_at) VALUES (?1, ?2, 'old schedule', 0, ?3, ?3)",
+                 deleted_at) VALUES (?1, ?2, 'old schedule', ?4, ?3, ?3)",
                 params![
                     format!("sched-{name}"),
                     name,
-                    stamp(deleted_at, Shape::SqliteDatetime)
+                    stamp(deleted_at, Shape::SqliteDatetime),
+                    false
                 ],
             )?;
             tx.execute(
@@ -153,13 +125,13 @@ pub fn provision(
 /// Closes what a crashed earlier run of these agents left behind (non-terminal rows cancelled,
 /// slot keys and metadata removed), so a rerun starts from a consistent platform.
 pub async fn recover(
-    db: &Connection,
+    db: &PlatformDb,
     redis: &mut redis::aio::MultiplexedConnection,
     keys: &RedisKeys,
     plans: &[AgentPlan],
     now: i64,
-) -> Result<usize, FleetError> {
-    let mut closed = 0;
+) -> Result<u64, FleetError> {
+    let mut closed = 0u64;
     for p in plans {
         closed += db.execute(
             "UPDATE schedule_executions SET status = 'cancelled', completed_at = ?2 \

@@ -3,7 +3,7 @@
 //! what fault recipes turn while it runs, and [`Fleet::stop`] drains it. It must not write to
 //! the stores itself.
 
-use std::path::{Path, PathBuf};
+use crate::fleet::platform_db::PlatformTarget;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -33,10 +33,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts the simulator on its own thread against `sqlite_path` (already provisioned with
-    /// `plans`) and `redis_url`. Returns once both stores are connected.
+    /// Starts the simulator on its own thread against the platform database `target` (a SQLite
+    /// path or a [`PlatformTarget`], already provisioned with `plans`) and `redis_url`. Returns
+    /// once both stores are connected.
     pub async fn start(
-        sqlite_path: &Path,
+        target: impl Into<PlatformTarget>,
         redis_url: &str,
         spec: &FleetSpec,
         plans: Vec<AgentPlan>,
@@ -46,7 +47,7 @@ impl Fleet {
         let control = Arc::new(Control::default());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let args = SimArgs {
-            sqlite_path: sqlite_path.to_path_buf(),
+            target: target.into(),
             redis_url: redis_url.to_owned(),
             spec: spec.clone(),
             plans: plans.clone(),
@@ -121,7 +122,7 @@ impl Drop for Fleet {
 
 /// What the engine is started with.
 pub(super) struct SimArgs {
-    pub(super) sqlite_path: PathBuf,
+    pub(super) target: PlatformTarget,
     pub(super) redis_url: String,
     pub(super) spec: FleetSpec,
     pub(super) plans: Vec<AgentPlan>,

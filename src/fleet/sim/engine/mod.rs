@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fleet::platform_db::{PlatformDb, params};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
-use rusqlite::{Connection, params};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -79,7 +79,7 @@ struct AgentState {
 
 /// The running simulation: the stores, the agents' state and the event queue.
 pub(super) struct Sim {
-    db: Connection,
+    db: PlatformDb,
     redis: redis::aio::MultiplexedConnection,
     keys: RedisKeys,
     rng: StdRng,
@@ -102,7 +102,7 @@ pub(super) struct Sim {
 
 impl Sim {
     pub(super) async fn connect(args: SimArgs) -> Result<Sim, FleetError> {
-        let db = open_db(&args.sqlite_path, false)?;
+        let db = open_db(&args.target, false)?;
         let redis = redis::Client::open(args.redis_url.as_str())?
             .get_multiplexed_async_connection()
             .await?;
@@ -202,7 +202,7 @@ impl Sim {
                      WHERE id = ?1 AND status = 'queued'",
                     params![w.id, stamp(now, Shape::IsoZ)],
                 );
-                self.check("cancel queued row", done.map(|_| ()).map_err(Into::into));
+                self.check("cancel queued row", done.map(|_| ()));
             }
         }
     }

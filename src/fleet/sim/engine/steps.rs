@@ -6,9 +6,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::fleet::platform_db::params;
 use rand::Rng;
 use redis::AsyncCommands;
-use rusqlite::params;
 
 use super::writes::metadata;
 use super::{Event, Sim, Waiting, ms};
@@ -38,7 +38,7 @@ impl Sim {
         // choices, so the ids carry the run's start instead of a random number).
         let id = format!("ex-{}-{:06}", self.run, self.executions);
         let next = now + (period as f64 * self.rng.random_range(0.7..1.3)).round() as i64;
-        let tx = self.db.transaction()?;
+        let tx = self.db.begin()?;
         if queue_len >= MAX_QUEUE {
             tx.execute(
                 "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, queued_at, \

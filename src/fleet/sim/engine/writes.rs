@@ -2,8 +2,8 @@
 //! the Redis half (one `MULTI`, shared with the test platform through
 //! [`crate::fleet::platform`]), the keys, and the backlog metadata a queued row carries.
 
+use crate::fleet::platform_db::params;
 use rand::Rng;
-use rusqlite::params;
 
 use super::Sim;
 use crate::clock::now_ms;
