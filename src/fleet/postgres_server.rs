@@ -299,6 +299,13 @@ impl PostgresServer {
         }
     }
 
+    /// Starts the stopped server again on the same port and data (a platform database that comes
+    /// back after an outage); returns once it accepts connections.
+    pub fn restart(&mut self) -> Result<(), PostgresServerError> {
+        self.stop();
+        self.spawn_and_wait()
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
