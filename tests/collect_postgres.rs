@@ -9,6 +9,8 @@
 //! - degraded: a stopped server (unknown, exit 2, no password in any output, then recovers), a
 //!   lock held past the statement timeout, a missing optional column, a missing cascade table, a
 //!   missing executions table;
+//! - TLS: `sslmode=verify-full` with `platform.postgres_ca_file` reads over TLS (the server
+//!   refuses plain TCP), and the system roots, which do not know the test CA, are refused;
 //! - custom SQL: rows become violations; a write (data-modifying `WITH`, a second statement, a
 //!   bare `DELETE`) is refused at validation and never reaches the rows; a runaway statement is
 //!   cancelled by the server and only its entry is unknown.
@@ -257,6 +259,38 @@ async fn a_write_capable_role_is_refused_with_the_grants_it_needs() {
     .expect("write");
     let (code, result, stderr) = check(&accepted);
     assert_eq!(code, 0, "{}\n{stderr}", outcomes(&result));
+
+    // The role the README tells operators to create is one canary accepts.
+    let readme = include_str!("../README.md");
+    let grants = readme
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's role block");
+    env.admin(
+        &grants
+            .replace("'…'", "'pw'")
+            .replace("DATABASE platform", &format!("DATABASE {db}")),
+    );
+    let as_canary = env.dir.path().join("canary-role.yaml");
+    std::fs::write(
+        &as_canary,
+        yaml.replace(
+            &env.url,
+            &format!(
+                "postgres://canary:pw@127.0.0.1:{}/{db}?sslmode=disable",
+                server.port()
+            ),
+        ),
+    )
+    .expect("write");
+    let (code, result, stderr) = check(&as_canary);
+    assert_eq!(
+        code,
+        0,
+        "the README's role: {}\n{stderr}",
+        outcomes(&result)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,4 +466,88 @@ async fn custom_sql_runs_read_only_and_writes_are_refused_at_validation() {
         1,
         "nothing was deleted"
     );
+}
+
+/// A CA and a server certificate for `localhost` / `127.0.0.1` it signed: (CA PEM, cert PEM, key
+/// PEM).
+fn certificates() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let cert = params.signed_by(&key, &ca).expect("server cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_reads_over_tls_and_refuses_an_unknown_ca() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let server = pg::start();
+    let env = Env::new(&server, Fixture::Text, None).await;
+    let (ca, cert, key) = certificates();
+    // The server's files belong to the user it runs as (the temp dir's owner).
+    let owner = std::fs::metadata(server.dir()).expect("dir").uid();
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = server.dir().join(name);
+        std::fs::write(&path, text).expect("write");
+        std::os::unix::fs::chown(&path, Some(owner), None).expect("chown");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    };
+    let cert_path = write("server.crt", &cert, 0o644);
+    let key_path = write("server.key", &key, 0o600);
+    let ca_path = env.dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca).expect("ca file");
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert_path.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", key_path.display()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        env.admin(&sql);
+    }
+    // From now on TCP connections must be encrypted (the admin's own, unencrypted, would fail).
+    let hba = std::fs::read_to_string(server.dir().join("data/pg_hba.conf")).expect("hba");
+    let hba = format!("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n{hba}");
+    write("data/pg_hba.conf", &hba, 0o600);
+    // Reloaded by signal: an unencrypted admin connection would already be refused.
+    server.reload().expect("reload");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let tls_url = env
+        .url
+        .replace("sslmode=disable", "sslmode=verify-full")
+        .replace("127.0.0.1", "localhost");
+    let base = std::fs::read_to_string(env.config("base.yaml", "", "")).expect("read");
+    let with_ca = env.dir.path().join("tls.yaml");
+    std::fs::write(
+        &with_ca,
+        base.replace(&env.url, &tls_url).replace(
+            "platform:\n",
+            &format!("platform:\n  postgres_ca_file: {}\n", ca_path.display()),
+        ),
+    )
+    .expect("write");
+    let (code, result, stderr) = check(&with_ca);
+    assert_eq!(code, 0, "verified TLS: {}\n{stderr}", outcomes(&result));
+
+    // Plain TCP is now refused by the server: the success above was encrypted.
+    let (code, result, _) = check(&env.config("plain.yaml", "", ""));
+    assert_eq!(code, 2, "{}", outcomes(&result));
+
+    // The system roots do not know this CA: refused, unknown, never green.
+    let system_roots = env.dir.path().join("roots.yaml");
+    std::fs::write(&system_roots, base.replace(&env.url, &tls_url)).expect("write");
+    let (code, result, stderr) = check(&system_roots);
+    assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
+    let reason = result["sources_unavailable"][0]["error"]
+        .as_str()
+        .expect("a reason");
+    assert!(reason.contains("cannot connect"), "{reason}");
+    assert!(!format!("{result}{stderr}").contains("s3cret-pw"));
 }
