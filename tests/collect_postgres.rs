@@ -551,3 +551,61 @@ async fn verify_full_reads_over_tls_and_refuses_an_unknown_ca() {
     assert!(reason.contains("cannot connect"), "{reason}");
     assert!(!format!("{result}{stderr}").contains("s3cret-pw"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
+    let server = pg::start();
+    let env = Env::new(&server, Fixture::Empty, None).await;
+    // A schema as deployed elsewhere: varchar roster names, uuid execution ids, naive
+    // `timestamp`s, an integer-keyed cascade table whose agent column is `varchar`, and one whose
+    // agent column is `text` (`=` between varchar and text works; the uuid/text join would not).
+    env.admin(
+        "CREATE TABLE agent_ownership (agent_name varchar(64) PRIMARY KEY, is_system boolean, \
+           max_parallel_tasks integer, execution_timeout_seconds integer, deleted_at timestamp); \
+         CREATE TABLE schedule_executions (id uuid PRIMARY KEY, schedule_id uuid, agent_name text, \
+           status varchar(32), queued_at timestamp, started_at timestamp, completed_at timestamp, \
+           duration_ms bigint, claude_session_id text, lease_expires_at timestamp, backlog_metadata jsonb); \
+         CREATE TABLE agent_tags (id serial PRIMARY KEY, agent_name varchar(64)); \
+         CREATE TABLE agent_skills (id bigserial PRIMARY KEY, agent_name text); \
+         INSERT INTO agent_ownership VALUES ('alpha', false, 2, 900, NULL); \
+         INSERT INTO schedule_executions (id, agent_name, status, started_at, claude_session_id) VALUES \
+           ('6f1c2d3e-0000-4000-8000-000000000001', 'ghost', 'running', now() at time zone 'utc', 's'); \
+         INSERT INTO schedule_executions (id, agent_name, status) VALUES \
+           ('6f1c2d3e-0000-4000-8000-000000000002', 'alpha', 'queued'); \
+         INSERT INTO agent_tags (agent_name) VALUES ('ghost'), ('alpha'); \
+         INSERT INTO agent_skills (agent_name) VALUES ('ghost');",
+    );
+    env.admin(&format!(
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}",
+        env.url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(':').next())
+            .expect("role")
+    ));
+    let (code, result, stderr) = check(&env.config("c.yaml", "", ""));
+    assert_eq!(code, 1, "{}\n{stderr}", outcomes(&result));
+    assert_eq!(result["sources_unavailable"], serde_json::json!([]));
+    let l03: Vec<&Value> = result["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|v| v["invariant_id"] == "L-03")
+        .collect();
+    assert_eq!(l03.len(), 1, "{l03:?}");
+    assert_eq!(l03[0]["subject"], "ghost");
+    assert_eq!(l03[0]["severity"], "critical", "a live execution row");
+    let tables = l03[0]["observed_state"].to_string();
+    for table in ["agent_tags", "agent_skills", "schedule_executions"] {
+        assert!(tables.contains(table), "{table}: {tables}");
+    }
+    // E-04 names the queued row (no queued_at, no metadata) by its uuid, carried as text.
+    let e04: Vec<&Value> = result["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|v| v["invariant_id"] == "E-04")
+        .collect();
+    assert_eq!(e04.len(), 1, "{e04:?}");
+    assert_eq!(e04[0]["subject"], "6f1c2d3e-0000-4000-8000-000000000002");
+}
