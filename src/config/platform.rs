@@ -149,6 +149,10 @@ pub struct PlatformConfig {
     pub agent_defaults: AgentDefaults,
     /// Agent-keyed tables scanned for rows left behind by a delete (L-03).
     pub cascade: Vec<CascadeEntry>,
+    /// Paths in a queued row's `backlog_metadata` JSON removed before the credential scan
+    /// (G-04): `/images/*/data` (base64 vision input matches `AIza` by chance; the reference's
+    /// #3114). `*` is any key or index.
+    pub backlog_metadata_skip: Vec<String>,
 }
 
 impl Default for PlatformConfig {
@@ -176,6 +180,7 @@ impl Default for PlatformConfig {
             statuses: Statuses::default(),
             agent_defaults: AgentDefaults::default(),
             cascade: default_cascade(),
+            backlog_metadata_skip: vec!["/images/*/data".to_owned()],
         }
     }
 }

@@ -233,6 +233,15 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
         MIN_TIMEOUT,
     );
     redis_access(p, out);
+    for (i, path) in p.backlog_metadata_skip.iter().enumerate() {
+        if !path.starts_with('/') || path.len() < 2 || path.contains("//") {
+            push(
+                out,
+                format!("platform.backlog_metadata_skip[{i}]"),
+                "must be a JSON path like /images/*/data (segments after /, * for any key or index)",
+            );
+        }
+    }
     if p.redis_scan_count == 0 {
         push(out, "platform.redis_scan_count", "must be at least 1");
     }
