@@ -357,6 +357,24 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
                 );
             }
         }
+        for (i, condition) in entry.conditions.iter().enumerate() {
+            let at = format!("{path}.where[{i}]");
+            identifier(out, &format!("{at}.column"), &condition.column);
+            let (min, max) = condition.op.arity();
+            let n = condition.values.len();
+            if n < min || max.is_some_and(|max| n > max) {
+                let wanted = match (min, max) {
+                    (0, Some(0)) => "no values".to_owned(),
+                    (a, Some(b)) if a == b => format!("exactly {a} value"),
+                    (a, _) => format!("at least {a} value(s)"),
+                };
+                push(
+                    out,
+                    format!("{at}.values"),
+                    format!("this op takes {wanted} (has {n})"),
+                );
+            }
+        }
     }
 }
 
@@ -685,7 +703,7 @@ mod tests {
         c
     }
     use crate::config::Secret;
-    use crate::config::platform::{CascadeEntry, RowFilter};
+    use crate::config::platform::{CascadeEntry, ConditionOp, RowCondition, RowFilter};
     use canary_invariants::Severity;
 
     fn paths(problems: &[Problem]) -> Vec<&str> {
@@ -751,6 +769,23 @@ mod tests {
                 is_in: vec![],
                 not_in: vec![],
             }),
+            conditions: vec![
+                RowCondition {
+                    column: "ok".to_owned(),
+                    op: ConditionOp::Eq,
+                    values: vec![],
+                },
+                RowCondition {
+                    column: "ok".to_owned(),
+                    op: ConditionOp::IsNull,
+                    values: vec!["x".to_owned()],
+                },
+                RowCondition {
+                    column: "no;pe".to_owned(),
+                    op: ConditionOp::NotIn,
+                    values: vec!["a".to_owned(), "b".to_owned()],
+                },
+            ],
             severity: Severity::Major,
         });
         c.state.retention_days = 0;
@@ -776,6 +811,9 @@ mod tests {
             format!("platform.cascade[{last}].column"),
             format!("platform.cascade[{last}].filter.column"),
             format!("platform.cascade[{last}].filter"),
+            format!("platform.cascade[{last}].where[0].values"),
+            format!("platform.cascade[{last}].where[1].values"),
+            format!("platform.cascade[{last}].where[2].column"),
             "state.retention_days".to_owned(),
             "schedule.interval".to_owned(),
             "schedule.cron".to_owned(),
