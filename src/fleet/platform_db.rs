@@ -698,6 +698,28 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_connection_names_the_cause_not_the_url() {
+        // Nothing listens on port 1.
+        let target = PlatformTarget::postgres("postgres://canary:hunter2@127.0.0.1:1/platform");
+        let err = PlatformDb::open(&target, false)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("error connecting to server"), "{err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("127.0.0.1:1"),
+            "{err}"
+        );
+        let bad = PlatformTarget::postgres("postgres://canary:hunter2@127.0.0.1:notaport/x");
+        let err = PlatformDb::open(&bad, false)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid connection string"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn a_postgres_target_never_shows_its_url() {
         let t = PlatformTarget::postgres("postgres://u:hunter2@db/x");
         assert!(!t.describe().contains("hunter2"));
