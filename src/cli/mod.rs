@@ -36,8 +36,9 @@ pub enum Command {
     /// simulated fleet watched every second, one fault per invariant injected and reverted on a
     /// timeline. Exit 0 only when every fault was caught and nothing else fired.
     Demo(DemoArgs),
-    /// Drive synthetic load (and faults) against the platform stores named by --sqlite-path and
-    /// --redis-url (it WRITES to them), or write a benchmark dataset with --seed-only.
+    /// Drive synthetic load (and faults) against the platform stores named by --sqlite-path (or
+    /// --database-url) and --redis-url (it WRITES to them), or write a benchmark dataset with
+    /// --seed-only.
     Fleet(FleetArgs),
     /// Violations recorded in the state database, newest first.
     Violations(ViolationsArgs),
@@ -70,9 +71,14 @@ pub struct ConfigSource {
     /// YAML config file (default: `$CANARY_CONFIG`, else built-in defaults).
     #[arg(long, short = 'c', global = true)]
     pub config: Option<PathBuf>,
-    /// Override `platform.sqlite_path`.
+    /// Override `platform.sqlite_path` (and clear any configured `platform.database_url`).
     #[arg(long, global = true)]
     pub sqlite_path: Option<PathBuf>,
+    /// Override `platform.database_url`: watch a PostgreSQL platform (and clear any configured
+    /// `platform.sqlite_path`). The URL may hold a password, which any local user can read off
+    /// the process list: prefer `platform.database_url_file` or `CANARY__PLATFORM__DATABASE_URL`.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Override `platform.redis_url`.
     #[arg(long, global = true)]
     pub redis_url: Option<String>,
@@ -100,8 +106,17 @@ impl ConfigSource {
     /// Loads the configuration without validating it.
     pub fn load_unvalidated(&self) -> Result<Config, ConfigFailure> {
         let mut overrides = Overrides::default();
+        // A flag names the one database to watch: the other kind configured elsewhere is
+        // cleared rather than reported as "both set".
         if let Some(p) = &self.sqlite_path {
             overrides.set("platform.sqlite_path", p.display().to_string());
+            overrides.set("platform.database_url", String::new());
+            overrides.set("platform.database_url_file", String::new());
+        }
+        if let Some(url) = &self.database_url {
+            overrides.set("platform.database_url", url.clone());
+            overrides.set("platform.database_url_file", String::new());
+            overrides.set("platform.sqlite_path", String::new());
         }
         if let Some(u) = &self.redis_url {
             overrides.set("platform.redis_url", u.clone());

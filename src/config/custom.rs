@@ -490,6 +490,7 @@ mod tests {
     #[test]
     fn limits_are_bounded() {
         let mut config = Config::default();
+        config.platform.sqlite_path = "/p.db".into();
         config.custom_limits.row_limit = 0;
         config.custom_limits.timeout = Duration::from_secs(3600);
         let problems = validate(&config);

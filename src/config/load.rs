@@ -39,12 +39,19 @@ pub const ENV_PREFIX: &str = "CANARY__";
 pub const CONFIG_ENV: &str = "CANARY_CONFIG";
 
 /// Dotted paths of the secret keys: their values never appear in errors.
-const SECRET_PATHS: [&str; 2] = ["alerts.slack.webhook_url", "http.admin_token"];
+const SECRET_PATHS: [&str; 3] = [
+    "alerts.slack.webhook_url",
+    "http.admin_token",
+    "platform.database_url",
+];
 
 /// Optional string-typed keys. Their default is `None`, so the serialized default tree cannot
 /// tell that they are strings; they are listed here so their values are taken verbatim.
-const OPTIONAL_STRING_PATHS: [&str; 6] = [
+const OPTIONAL_STRING_PATHS: [&str; 9] = [
     "custom_invariants_dir",
+    "platform.database_url",
+    "platform.database_url_file",
+    "platform.postgres_ca_file",
     "schedule.cron",
     "alerts.slack.webhook_url",
     "alerts.slack.webhook_url_file",
@@ -1259,7 +1266,10 @@ mod tests {
             &Overrides::new(),
         )
         .unwrap();
-        assert_eq!(config, Config::default());
+        // The defaults, with the example's platform database (the one key without a default).
+        let mut expected = Config::default();
+        expected.platform.sqlite_path = "/var/lib/platform/platform.db".into();
+        assert_eq!(config, expected);
         assert!(validate(&config).is_empty(), "{:?}", validate(&config));
     }
 

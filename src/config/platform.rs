@@ -10,12 +10,109 @@ use std::time::Duration;
 use canary_invariants::Severity;
 use serde::{Deserialize, Serialize};
 
+use super::Secret;
+
+/// Which database the platform keeps its rows in, resolved from `sqlite_path` /
+/// `database_url` / `database_url_file`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlatformDatabase {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server (the URL is a secret).
+    Postgres(Secret),
+}
+
+/// Why the platform database is not configured (a configuration problem, exit 78).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseChoiceError {
+    /// Neither key is set.
+    #[error(
+        "set the platform database: platform.sqlite_path (a SQLite file) or platform.database_url / platform.database_url_file (PostgreSQL)"
+    )]
+    Neither,
+    /// Both are set.
+    #[error(
+        "set only one platform database: platform.sqlite_path or platform.database_url / platform.database_url_file, not both"
+    )]
+    Both,
+    /// The URL and its file are both set.
+    #[error("set one of platform.database_url or platform.database_url_file, not both")]
+    UrlAndFile,
+    /// The URL file cannot be read (the message names the file, never its content).
+    #[error("platform.database_url_file {path}: {reason}")]
+    UrlFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The URL (from either key) is empty.
+    #[error("platform.database_url is empty")]
+    EmptyUrl,
+}
+
+impl PlatformConfig {
+    /// The configured platform database. Reads `database_url_file` when that is the source.
+    pub fn database(&self) -> Result<PlatformDatabase, DatabaseChoiceError> {
+        let sqlite = !self.sqlite_path.as_os_str().is_empty();
+        let url = match (&self.database_url, &self.database_url_file) {
+            (Some(_), Some(_)) => return Err(DatabaseChoiceError::UrlAndFile),
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(path)) => {
+                Some(
+                    Secret::from_file(path).map_err(|e| DatabaseChoiceError::UrlFile {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            (None, None) => None,
+        };
+        match (sqlite, url) {
+            (true, None) => Ok(PlatformDatabase::Sqlite(self.sqlite_path.clone())),
+            (false, Some(url)) if url.expose().trim().is_empty() => {
+                Err(DatabaseChoiceError::EmptyUrl)
+            }
+            (false, Some(url)) => Ok(PlatformDatabase::Postgres(url)),
+            (true, Some(_)) => Err(DatabaseChoiceError::Both),
+            (false, None) => Err(DatabaseChoiceError::Neither),
+        }
+    }
+
+    /// The platform database is PostgreSQL (whether or not its URL can be read).
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.is_some() || self.database_url_file.is_some()
+    }
+}
+
 /// The watched platform.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlatformConfig {
-    /// The platform's SQLite file; opened read-only.
+    /// The platform's SQLite file; opened read-only. Exactly one of this and `database_url`
+    /// (or `database_url_file`) is set.
     pub sqlite_path: PathBuf,
+    /// The platform's PostgreSQL (`postgres://user@host:5432/db?sslmode=verify-full`). A secret
+    /// (it may hold a password): never logged, redacted in `config show`.
+    pub database_url: Option<Secret>,
+    /// A file holding `database_url` (read at each connection, so a rotated password is picked
+    /// up without a restart).
+    pub database_url_file: Option<PathBuf>,
+    /// PostgreSQL schema the platform's tables live in (the session's `search_path`).
+    pub schema: String,
+    /// PEM file of the CA(s) that sign the PostgreSQL server's certificate; the system roots
+    /// when unset.
+    pub postgres_ca_file: Option<PathBuf>,
+    /// Accept a PostgreSQL role that can write the watched tables (or is a superuser). Off: such
+    /// a role is refused (exit 78), because a read-only transaction does not stop every side
+    /// effect; the role is the real guard.
+    pub allow_write_role: bool,
+    /// PostgreSQL connect timeout (a dead server must fail fast, not after a TCP timeout).
+    #[serde(with = "humantime_serde")]
+    pub postgres_connect_timeout: Duration,
+    /// Server-side `statement_timeout` (and `lock_timeout`) of canary's PostgreSQL session.
+    #[serde(with = "humantime_serde")]
+    pub postgres_statement_timeout: Duration,
     /// The platform's Redis. May carry a password: shown redacted.
     pub redis_url: String,
     /// How long a read waits for a platform write lock before the source counts as unavailable.
@@ -49,7 +146,14 @@ pub struct PlatformConfig {
 impl Default for PlatformConfig {
     fn default() -> Self {
         PlatformConfig {
-            sqlite_path: PathBuf::from("/var/lib/platform/platform.db"),
+            sqlite_path: PathBuf::new(),
+            database_url: None,
+            database_url_file: None,
+            schema: "public".to_owned(),
+            postgres_ca_file: None,
+            allow_write_role: false,
+            postgres_connect_timeout: Duration::from_secs(2),
+            postgres_statement_timeout: Duration::from_secs(10),
             redis_url: "redis://127.0.0.1:6379/0".to_owned(),
             sqlite_busy_timeout: Duration::from_secs(2),
             redis_connect_timeout: Duration::from_secs(1),

@@ -80,9 +80,62 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
             "must start with redis://, rediss://, unix:// or redis+unix:// (value not shown: it may hold a password)",
         );
     }
-    if p.sqlite_path.as_os_str().is_empty() {
-        push(out, "platform.sqlite_path", "must not be empty");
+    // Exactly one platform database; the URL file's content is read only to say it is empty.
+    let sqlite = !p.sqlite_path.as_os_str().is_empty();
+    match (
+        sqlite,
+        p.database_url.is_some(),
+        p.database_url_file.is_some(),
+    ) {
+        (false, false, false) => push(
+            out,
+            "platform.sqlite_path",
+            "set the platform database: platform.sqlite_path (a SQLite file) or \
+             platform.database_url / platform.database_url_file (PostgreSQL)",
+        ),
+        (true, true, _) | (true, _, true) => push(
+            out,
+            "platform.database_url",
+            "set only one platform database: platform.sqlite_path or \
+             platform.database_url / platform.database_url_file, not both",
+        ),
+        (false, true, true) => push(
+            out,
+            "platform.database_url",
+            "set one of platform.database_url or platform.database_url_file, not both",
+        ),
+        _ => {}
     }
+    if let Some(url) = &p.database_url {
+        // The URL may carry a password: the message names the accepted schemes, not the value.
+        let url = url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            push(
+                out,
+                "platform.database_url",
+                "must start with postgres:// or postgresql:// (value not shown: it may hold a password)",
+            );
+        }
+    }
+    if !super::platform::is_identifier(&p.schema) {
+        push(
+            out,
+            "platform.schema",
+            "must be a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*)",
+        );
+    }
+    at_least(
+        out,
+        "platform.postgres_connect_timeout",
+        p.postgres_connect_timeout,
+        MIN_TIMEOUT,
+    );
+    at_least(
+        out,
+        "platform.postgres_statement_timeout",
+        p.postgres_statement_timeout,
+        MIN_TIMEOUT,
+    );
     at_least(
         out,
         "platform.sqlite_busy_timeout",
@@ -536,6 +589,13 @@ fn invariants(config: &Config, out: &mut Vec<Problem>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The defaults plus the one key they leave unset: a platform database.
+    fn base() -> Config {
+        let mut c = Config::default();
+        c.platform.sqlite_path = "/var/lib/platform/platform.db".into();
+        c
+    }
     use crate::config::Secret;
     use crate::config::platform::{CascadeEntry, RowFilter};
     use canary_invariants::Severity;
@@ -545,8 +605,13 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid() {
-        assert_eq!(validate(&Config::default()), Vec::new());
+    fn defaults_are_valid_once_a_database_is_named() {
+        assert_eq!(validate(&base()), Vec::new());
+        // The built-in defaults name no platform database: that is the one problem.
+        let problems = validate(&Config::default());
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["platform.sqlite_path"], "{problems:?}");
+        assert!(problems[0].message.contains("platform.database_url"));
     }
 
     #[test]
@@ -556,7 +621,7 @@ mod tests {
 
     #[test]
     fn collects_every_problem_at_once() {
-        let mut c = Config::default();
+        let mut c = base();
         c.platform.tables.agents.table = "agents; DROP TABLE x".to_owned();
         c.platform.tables.executions.status = "1status".to_owned();
         c.platform.keys.slots = "slots:{agent}:{agent}".to_owned();
@@ -625,7 +690,7 @@ mod tests {
 
     #[test]
     fn extended_catalog_settings_are_checked() {
-        let mut c = Config::default();
+        let mut c = base();
         c.platform.tables.schedules.next_run_at = "next run".to_owned();
         c.platform.redis_orphan_recheck_delay = Duration::from_secs(11);
         c.invariants.s04.grace_seconds = f64::INFINITY;
@@ -649,7 +714,7 @@ mod tests {
 
     #[test]
     fn overlapping_status_lists_name_the_word() {
-        let mut c = Config::default();
+        let mut c = base();
         c.platform.statuses.terminal.push("running".to_owned());
         let problems = validate(&c);
         assert_eq!(paths(&problems), ["platform.statuses.terminal"]);
@@ -662,7 +727,7 @@ mod tests {
 
     #[test]
     fn cron_with_five_fields_is_accepted() {
-        let mut c = Config::default();
+        let mut c = base();
         c.schedule.cron = Some("*/5 * * * *".to_owned());
         assert!(validate(&c).is_empty());
     }
@@ -672,7 +737,7 @@ mod tests {
     #[test]
     fn secret_problems_never_echo_the_value() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Config::default();
+        let mut c = base();
         c.alerts.slack.webhook_url = Some(Secret::new(HOOK));
         c.alerts.slack.webhook_url_file = Some(dir.path().join("no-such-hook"));
         c.http.admin_token = Some(Secret::new("  "));
@@ -717,7 +782,7 @@ mod tests {
             (&blank, "empty"),
             (&binary, "cannot read"),
         ] {
-            let mut c = Config::default();
+            let mut c = base();
             c.alerts.slack.webhook_url_file = Some(file.clone());
             c.http.admin_token_file = Some(file.clone());
             assert!(c.webhook_url().is_err() && c.admin_token().is_err());
@@ -733,7 +798,7 @@ mod tests {
             );
         }
         // Run names the file key too.
-        let mut c = Config::default();
+        let mut c = base();
         c.http.admin_token_file = Some(blank);
         let err = c.admin_token().unwrap_err().to_string();
         assert!(err.starts_with("http.admin_token_file"), "{err}");
@@ -744,7 +809,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "SECRETSECRET123\n").unwrap();
-        let mut c = Config::default();
+        let mut c = base();
         c.http.admin_token = Some(Secret::new("x"));
         let problems = validate(&c);
         assert_eq!(paths(&problems), ["http.admin_token"]);
@@ -773,7 +838,7 @@ mod tests {
             ("http://127.0.0.1.nip.io/SECRETSECRET", false),
             ("ftp://127.0.0.1/SECRETSECRET", false),
         ] {
-            let mut c = Config::default();
+            let mut c = base();
             c.alerts.slack.webhook_url = Some(Secret::new(url));
             let problems = validate(&c);
             if ok {
@@ -788,7 +853,7 @@ mod tests {
 
     #[test]
     fn footgun_values_are_refused_with_their_range() {
-        let mut c = Config::default();
+        let mut c = base();
         c.alerts.renotify_after = Some(Duration::ZERO);
         c.alerts.fire_after = 0;
         c.alerts.retry_initial = Duration::from_secs(11 * 60);
@@ -837,7 +902,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hook = dir.path().join("hook");
         std::fs::write(&hook, "https://hooks.example/x\n").unwrap();
-        let mut c = Config::default();
+        let mut c = base();
         c.alerts.slack.webhook_url_file = Some(hook.clone());
         c.http.admin_token_file = Some(hook);
         assert!(validate(&c).is_empty(), "{:?}", validate(&c));
@@ -845,7 +910,7 @@ mod tests {
 
     #[test]
     fn bad_log_level_is_reported() {
-        let mut c = Config::default();
+        let mut c = base();
         c.log.level = "canary=loudest".to_owned();
         assert_eq!(paths(&validate(&c)), ["log.level"]);
         c.log.level = String::new();
@@ -854,7 +919,7 @@ mod tests {
 
     #[test]
     fn custom_invariant_entries_are_validated() {
-        let mut config = Config::default();
+        let mut config = base();
         assert!(validate(&config).is_empty());
         config
             .custom_invariants
@@ -876,7 +941,7 @@ mod tests {
 
     #[test]
     fn an_unparseable_five_field_cron_is_refused_by_validation() {
-        let mut c = Config::default();
+        let mut c = base();
         c.schedule.cron = Some("61 * * * *".to_owned());
         let problems = validate(&c);
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -890,7 +955,7 @@ mod tests {
 
     #[test]
     fn blind_after_must_be_at_least_one() {
-        let mut c = Config::default();
+        let mut c = base();
         c.alerts.blind_after = 0;
         let problems = validate(&c);
         assert!(
@@ -905,7 +970,7 @@ mod tests {
 
     #[test]
     fn s07_max_age_must_be_positive() {
-        let mut c = Config::default();
+        let mut c = base();
         c.invariants.s07.max_age_seconds = 0.0;
         let problems = validate(&c);
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -914,7 +979,7 @@ mod tests {
 
     #[test]
     fn lifecycle_thresholds_are_checked() {
-        let mut c = Config::default();
+        let mut c = base();
         c.invariants.e01.buffer_seconds = -1;
         c.invariants.e01.lease_grace_seconds = -1;
         c.invariants.b05.max_age_seconds = 0;

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::PlatformConfig;
+use crate::config::{PlatformConfig, Secret};
 use crate::fleet::faults::{Injector, Recipe};
 use crate::fleet::platform::FleetError;
 use crate::fleet::platform_db::{PG_TYPED_SCHEMA, PlatformTarget};
@@ -31,8 +31,18 @@ pub enum Backend {
 #[derive(Debug)]
 enum Store {
     Sqlite(PathBuf),
-    Postgres { server: PostgresServer, url: String },
+    Postgres {
+        server: PostgresServer,
+        /// The superuser's URL: the fleet and the injector write through it.
+        url: String,
+        /// A read-only role's URL: canary watches through it (it refuses a role that can
+        /// write, as it should on a real platform).
+        watch_url: String,
+    },
 }
+
+/// The role canary watches a rig's PostgreSQL platform as: login, `SELECT` only.
+const WATCHER_ROLE: &str = "canary_watcher";
 
 /// A running synthetic platform. Dropping it stops the fleet's thread and the servers.
 #[derive(Debug)]
@@ -81,7 +91,15 @@ impl Rig {
                         .admin_batch("platform", PG_TYPED_SCHEMA)
                         .map_err(|e| FleetError::Setup(e.to_string()))?;
                 }
-                Store::Postgres { server, url }
+                Store::Postgres {
+                    watch_url: url.replacen(
+                        "postgres://postgres@",
+                        &format!("postgres://{WATCHER_ROLE}@"),
+                        1,
+                    ),
+                    server,
+                    url,
+                }
             }
         };
         let target = match &store {
@@ -93,6 +111,23 @@ impl Rig {
             // The typed schema is already there; `init` only adds what is absent.
             let mut db = sim::open_db(&target, true)?;
             sim::provision(&mut db, spec, &plans, crate::clock::now_ms())?;
+        }
+        if let Store::Postgres { server, .. } = &store {
+            // Least privilege, as canary's README asks of a real platform: read every table,
+            // write none (the default privileges cover tables a fault might create later).
+            server
+                .admin_batch(
+                    "platform",
+                    &format!(
+                        "CREATE ROLE {WATCHER_ROLE} LOGIN; \
+                         GRANT CONNECT ON DATABASE platform TO {WATCHER_ROLE}; \
+                         GRANT USAGE ON SCHEMA public TO {WATCHER_ROLE}; \
+                         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {WATCHER_ROLE}; \
+                         ALTER DEFAULT PRIVILEGES IN SCHEMA public \
+                         GRANT SELECT ON TABLES TO {WATCHER_ROLE};"
+                    ),
+                )
+                .map_err(|e| FleetError::Setup(e.to_string()))?;
         }
         let fleet = Fleet::start(&target, &redis.url(), spec, plans).await?;
         let injector =
@@ -128,6 +163,15 @@ impl Rig {
         }
     }
 
+    /// The URL canary watches the PostgreSQL platform through: a role that may only `SELECT`
+    /// (`None` on SQLite).
+    pub fn watch_url(&self) -> Option<&str> {
+        match &self.store {
+            Store::Sqlite(_) => None,
+            Store::Postgres { watch_url, .. } => Some(watch_url),
+        }
+    }
+
     /// The private PostgreSQL server (`None` on SQLite).
     pub fn postgres(&self) -> Option<&PostgresServer> {
         match &self.store {
@@ -151,10 +195,9 @@ impl Rig {
 
     /// A platform configuration pointing canary at this platform (default names).
     pub fn platform_config(&self) -> PlatformConfig {
-        // TODO(merge): on PostgreSQL, `database_url: Some(Secret::new(url))` and an empty
-        // `sqlite_path` once `PlatformConfig::database_url` exists (the read side).
         PlatformConfig {
             sqlite_path: self.sqlite_path().to_path_buf(),
+            database_url: self.watch_url().map(Secret::new),
             redis_url: self.redis.url(),
             ..PlatformConfig::default()
         }

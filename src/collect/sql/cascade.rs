@@ -8,15 +8,13 @@
 
 use std::collections::BTreeSet;
 
-use canary_invariants::{Anomaly, AnomalyKind, OrphanRows};
-use rusqlite::types::Value;
-
-use super::error::SqliteError;
+use super::error::SqlError;
 use super::query::{placeholders, q};
+use super::reader::Reader;
 use super::schema::{CascadeTable, Schema};
-use super::sqlite::Reader;
-use super::value::{anomaly, value_text};
+use super::value::{Cell, anomaly, as_integer, cells, value_text};
 use crate::config::platform::{CascadeEntry, PlatformConfig};
+use canary_invariants::{Anomaly, AnomalyKind, OrphanRows};
 
 /// The index of the cascade entry that selects exactly the executions query's non-terminal rows
 /// (the executions table, its agent column, and a filter keeping the rows whose status is none
@@ -84,15 +82,16 @@ pub(super) fn read_orphans(
     schema: &Schema,
     answered: Option<usize>,
     anomalies: &mut Vec<Anomaly>,
-) -> Result<(Vec<OrphanRows>, Vec<String>), SqliteError> {
+) -> Result<(Vec<OrphanRows>, Vec<String>), SqlError> {
     let (mut usable, skipped) = scannable(cfg, schema, anomalies);
     usable.retain(|(i, _)| Some(*i) != answered);
     if usable.is_empty() {
         return Ok((Vec::new(), skipped));
     }
     let agents = q(&cfg.tables.agents.table);
-    let name = q(&cfg.tables.agents.name);
-    let mut params: Vec<Value> = Vec::new();
+    let name = format!("r.{}", q(&cfg.tables.agents.name));
+    let matches_roster = r.dialect().names_equal(&name, "d.v");
+    let mut params: Vec<Cell> = Vec::new();
     let mut parts = Vec::with_capacity(usable.len());
     for (i, entry) in &usable {
         let col = format!("t.{}", q(&entry.column));
@@ -104,7 +103,7 @@ pub(super) fn read_orphans(
         let mut sql = format!(
             "SELECT {i}, {col}, COUNT(*) FROM {table} AS t WHERE {col} IN (\
              SELECT d.v FROM (SELECT DISTINCT {c} AS v FROM {table} WHERE {c} IS NOT NULL) AS d \
-             LEFT JOIN {agents} AS r ON r.{name} = d.v WHERE r.{name} IS NULL)",
+             LEFT JOIN {agents} AS r ON {matches_roster} WHERE {name} IS NULL)",
             table = q(&entry.table),
             c = q(&entry.column),
         );
@@ -112,7 +111,7 @@ pub(super) fn read_orphans(
             let fcol = format!("t.{}", q(&f.column));
             if !f.is_in.is_empty() {
                 sql.push_str(&format!(" AND {fcol} IN ({})", placeholders(f.is_in.len())));
-                params.extend(f.is_in.iter().map(|v| Value::Text(v.clone())));
+                params.extend(f.is_in.iter().map(|v| Cell::Text(v.clone())));
             }
             if !f.not_in.is_empty() {
                 // NULL is in no list, so a NULL status is a live row, not an excluded one.
@@ -120,23 +119,22 @@ pub(super) fn read_orphans(
                     " AND ({fcol} IS NULL OR {fcol} NOT IN ({}))",
                     placeholders(f.not_in.len())
                 ));
-                params.extend(f.not_in.iter().map(|v| Value::Text(v.clone())));
+                params.extend(f.not_in.iter().map(|v| Cell::Text(v.clone())));
             }
         }
         sql.push_str(&format!(" GROUP BY {col}"));
         parts.push(sql);
     }
     let sql = parts.join(" UNION ALL ");
-    let rows = r.rows(&sql, &params, "scanning delete cascades", |row| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, Value>(1)?,
-            row.get::<_, i64>(2)?,
-        ))
-    })?;
+    let rows = r.rows(&sql, &params, "scanning delete cascades")?;
     let mut orphans = Vec::with_capacity(rows.len());
-    for (index, agent, count) in rows {
-        let entry = usize::try_from(index).ok().and_then(|i| cfg.cascade.get(i));
+    for row in rows {
+        let [index, agent, count] = cells(row);
+        let index = as_integer(&index).ok().flatten();
+        let count = as_integer(&count).ok().flatten().unwrap_or(0);
+        let entry = index
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| cfg.cascade.get(i));
         let (Some(entry), Some(agent_name)) = (entry, value_text(&agent)) else {
             continue;
         };

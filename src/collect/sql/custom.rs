@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 
 use super::sqlite::open_read_only;
 use crate::config::custom::CustomSpec;
-use crate::config::platform::PlatformConfig;
+use crate::config::platform::{PlatformConfig, PlatformDatabase};
 
 /// Longest text value kept in `observed_state` (characters); longer text is cut with `…`.
 const TEXT_MAX: usize = 1000;
@@ -62,15 +62,15 @@ pub enum StatementError {
     #[error("sql is empty")]
     Empty,
     /// More than one statement.
-    #[error("sql must be exactly one statement (SQLite found another statement after the first)")]
+    #[error("sql must be exactly one statement (the database found another after the first)")]
     Multiple,
-    /// SQLite could not prepare it (syntax error, unknown table or column, ...).
+    /// The database could not prepare it (syntax error, unknown table or column, ...).
     #[error("sql does not prepare against the platform database: {0}")]
     Prepare(String),
-    /// SQLite says it may write.
+    /// The database says it may write (SQLite's `sqlite3_stmt_readonly`; PostgreSQL refusing a
+    /// data-modifying `WITH` below the top level).
     #[error(
-        "sql is not read-only (SQLite's sqlite3_stmt_readonly says it may change the database); \
-         only a single SELECT is allowed"
+        "sql is not read-only (the database says it may change data); only a single SELECT is allowed"
     )]
     NotReadOnly,
     /// Read-only but not a query (`BEGIN`, a `PRAGMA` without result, ...).
@@ -107,7 +107,7 @@ pub fn check_statement<'c>(
 }
 
 /// The first SQL keyword, upper-cased, skipping whitespace and comments.
-fn first_keyword(sql: &str) -> Option<String> {
+pub(super) fn first_keyword(sql: &str) -> Option<String> {
     let mut rest = sql;
     loop {
         rest = rest.trim_start();
@@ -134,13 +134,23 @@ fn sqlite_message(error: &rusqlite::Error) -> String {
 
 /// Runs every spec on the platform database (blocking; call from a blocking task). When the
 /// database cannot be opened or the read transaction cannot start, every result carries that
-/// reason (outcome *unknown*).
+/// reason (outcome *unknown*). PostgreSQL: see [`super::custom_postgres`].
 pub fn run_blocking(platform: &PlatformConfig, specs: &[CustomSpec]) -> CustomOutcome {
     let mut outcome = CustomOutcome::default();
     if specs.is_empty() {
         return outcome;
     }
-    let conn = match open_read_only(&platform.sqlite_path, platform.sqlite_busy_timeout) {
+    let path = match platform.database() {
+        Ok(PlatformDatabase::Sqlite(path)) => path,
+        Ok(PlatformDatabase::Postgres(url)) => {
+            return super::custom_postgres::run_blocking(platform, &url, specs);
+        }
+        Err(error) => {
+            fail_all(&mut outcome, specs, &error.to_string());
+            return outcome;
+        }
+    };
+    let conn = match open_read_only(&path, platform.sqlite_busy_timeout) {
         Ok(conn) => conn,
         Err(error) => {
             fail_all(&mut outcome, specs, &error.to_string());
@@ -194,7 +204,7 @@ pub fn run_blocking(platform: &PlatformConfig, specs: &[CustomSpec]) -> CustomOu
 }
 
 /// The custom reader's own failure (open or BEGIN): logged here, where it is handled.
-fn fail_all(outcome: &mut CustomOutcome, specs: &[CustomSpec], reason: &str) {
+pub(super) fn fail_all(outcome: &mut CustomOutcome, specs: &[CustomSpec], reason: &str) {
     tracing::warn!(reason = %reason, "custom invariants not evaluated");
     outcome.results = failed(specs, reason);
 }
@@ -314,14 +324,7 @@ fn to_json(value: ValueRef<'_>) -> Value {
         ValueRef::Real(f) => serde_json::Number::from_f64(f)
             .map_or_else(|| Value::String(f.to_string()), Value::Number),
         ValueRef::Text(bytes) => {
-            let text = String::from_utf8_lossy(bytes);
-            if text.chars().count() > TEXT_MAX {
-                let mut cut: String = text.chars().take(TEXT_MAX).collect();
-                cut.push('…');
-                Value::String(cut)
-            } else {
-                Value::String(text.into_owned())
-            }
+            Value::String(truncate_text(String::from_utf8_lossy(bytes).into_owned()))
         }
         ValueRef::Blob(bytes) => {
             let hex: String = bytes
@@ -331,6 +334,17 @@ fn to_json(value: ValueRef<'_>) -> Value {
                 .collect();
             json!({ "blob_bytes": bytes.len(), "hex": hex })
         }
+    }
+}
+
+/// `text` cut at [`TEXT_MAX`] characters, marked with `…`.
+pub(super) fn truncate_text(text: String) -> String {
+    if text.chars().count() > TEXT_MAX {
+        let mut cut: String = text.chars().take(TEXT_MAX).collect();
+        cut.push('…');
+        cut
+    } else {
+        text
     }
 }
 

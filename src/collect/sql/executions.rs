@@ -10,15 +10,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use canary_invariants::{Agent, Anomaly, AnomalyKind, Execution, OrphanRows, Phase};
-use rusqlite::types::Value;
-
-use super::error::SqliteError;
+use super::error::SqlError;
 use super::query::{col_or_null, placeholders, q};
+use super::reader::{Dialect, Reader};
 use super::schema::ExecutionsSchema;
-use super::sqlite::{Reader, parsed_time_at_least, time_param};
-use super::value::{anomaly, backlog_facts, parse_ts_value, value_text};
+use super::value::{Cell, anomaly, backlog_facts, cells, parse_ts_value, truthy, value_text};
 use crate::config::platform::{CascadeEntry, PlatformConfig, Statuses};
+use canary_invariants::{Agent, Anomaly, AnomalyKind, Execution, OrphanRows, Phase};
 
 /// `YYYY-MM-DD` two days before `cutoff_ms`: text sorting below it is a date-time too old for
 /// the recent window whatever its zone offset (offsets are at most ±14 h).
@@ -56,11 +54,12 @@ pub(super) fn read_executions(
     cutoff_ms: i64,
     tally: bool,
     anomalies: &mut Vec<Anomaly>,
-) -> Result<(Vec<Execution>, Option<ExecutionsTally>), SqliteError> {
+) -> Result<(Vec<Execution>, Option<ExecutionsTally>), SqlError> {
     let e = &cfg.tables.executions;
     let terminal = &cfg.statuses.terminal;
     // Placeholders of the select list come first, then those of the filter.
-    let mut params: Vec<Value> = Vec::new();
+    let mut params: Vec<Cell> = Vec::new();
+    let dialect = r.dialect();
     let session = if schema.session_id {
         let c = q(&e.session_id);
         format!("({c} IS NOT NULL AND CAST({c} AS TEXT) <> '')")
@@ -70,7 +69,7 @@ pub(super) fn read_executions(
     // Only queued rows' metadata is fetched: the others are never judged on it.
     let queued = &cfg.statuses.queued;
     let backlog = if schema.backlog_metadata && !queued.is_empty() {
-        params.extend(queued.iter().map(|w| Value::Text(w.clone())));
+        params.extend(queued.iter().map(|w| Cell::Text(w.clone())));
         format!(
             "CASE WHEN {} IN ({}) THEN {} END",
             q(&e.status),
@@ -97,12 +96,12 @@ pub(super) fn read_executions(
     let mut params = select_params.clone();
     let st = q(&e.status);
     let terms = placeholders(terminal.len());
-    let words = || terminal.iter().map(|w| Value::Text(w.clone()));
+    let words = || terminal.iter().map(|w| Cell::Text(w.clone()));
 
     // Terminal rows completed recently. The database parses the ISO and `datetime()` shapes
     // itself, so the window needs no string comparison; values it cannot parse (epoch numbers,
     // garbage) are fetched too, so Rust parses or reports them.
-    let mut recent_arm: Option<(String, Vec<Value>)> = None;
+    let mut recent_arm: Option<(String, Vec<Cell>)> = None;
     if schema.completed_at {
         let c = q(&e.completed_at);
         // Cheap prefilter first: without an index on `completed_at` every terminal row is read,
@@ -114,26 +113,30 @@ pub(super) fn read_executions(
         // '1970' or above the floor) still reaches `julianday()`. Written as three ranges so
         // that a platform with an index on `completed_at` gets index lookups instead of the scan
         // (88 ms instead of ~400 ms at 1 M rows, benches/RESULTS.md).
-        let mut arm = format!(
-            "({c} >= ? OR {c} < '1970-01-01' OR {c} IS NULL) AND ({}",
-            parsed_time_at_least(&c)
-        );
-        let mut arm_params = vec![Value::Text(recent_floor(cutoff_ms)), time_param(cutoff_ms)];
+        // (`Dialect::text_prefilter`: `None` for a native date-time column, compared directly.)
+        let (at_least, at_params) = dialect.time_at_least(&c, schema.completed_at_kind, cutoff_ms);
+        let (mut arm, mut arm_params) = match dialect.text_prefilter(&c, schema.completed_at_kind) {
+            Some(prefilter) => {
+                let mut p = vec![Cell::Text(recent_floor(cutoff_ms))];
+                p.extend(at_params);
+                (format!("{prefilter} AND ({at_least}"), p)
+            }
+            None => (format!("({at_least}"), at_params),
+        };
         if schema.started_at {
             // Terminal rows that never got a `completed_at` (what E-03 looks for) are windowed
             // by their start instead.
-            arm.push_str(&format!(
-                " OR ({c} IS NULL AND ({}))",
-                parsed_time_at_least(&q(&e.started_at))
-            ));
-            arm_params.push(time_param(cutoff_ms));
+            let (started, started_params) =
+                dialect.time_at_least(&q(&e.started_at), schema.started_at_kind, cutoff_ms);
+            arm.push_str(&format!(" OR ({c} IS NULL AND ({started}))"));
+            arm_params.extend(started_params);
         }
         arm.push(')');
         recent_arm = Some((arm, arm_params));
     }
 
     let sql = if terminal.is_empty() {
-        format!("{select} WHERE 1")
+        format!("{select} WHERE 1 = 1")
     } else if schema.status_indexed {
         // With an index on status, the few non-terminal rows are fetched through it: a
         // recursive skip-scan lists the distinct statuses (one index probe each; a platform has
@@ -150,9 +153,11 @@ pub(super) fn read_executions(
         params.extend(select_params.iter().cloned());
         if let Some((arm, arm_params)) = recent_arm {
             // `+` keeps SQLite from reading the terminal rows through the status index (one
-            // random table read per row); the scan is cheaper.
+            // random table read per row); the scan is cheaper. (PostgreSQL has no unary `+` on
+            // text and costs the choice itself.)
+            let plus = if dialect == Dialect::Sqlite { "+" } else { "" };
             sql.push_str(&format!(
-                " UNION ALL {select} WHERE +{st} IN ({terms}) AND {arm}"
+                " UNION ALL {select} WHERE {plus}{st} IN ({terms}) AND {arm}"
             ));
             params.extend(select_params.iter().cloned());
             params.extend(words());
@@ -170,31 +175,25 @@ pub(super) fn read_executions(
         format!("{select} WHERE {filter}")
     };
     let backlog_column = schema.backlog_metadata;
-    let rows = r.rows(&sql, &params, "reading executions", |row| {
-        let mut v: [Value; 9] = std::array::from_fn(|_| Value::Null);
-        for (i, slot) in v.iter_mut().enumerate() {
-            *slot = row.get::<_, Value>(i)?;
-        }
-        Ok(v)
-    })?;
+    let rows = r.rows(&sql, &params, "reading executions")?;
 
     let mut out = Vec::with_capacity(rows.len());
     let mut tally = tally.then(|| ExecutionsTally {
         all_text: true,
         per_agent: BTreeMap::new(),
     });
-    for [
-        id,
-        agent,
-        status,
-        started,
-        completed,
-        queued,
-        lease,
-        session,
-        metadata,
-    ] in rows
-    {
+    for row in rows {
+        let [
+            id,
+            agent,
+            status,
+            started,
+            completed,
+            queued,
+            lease,
+            session,
+            metadata,
+        ] = cells(row);
         if let Some(tally) = tally.as_mut() {
             // Before any row is skipped: the SQL arm counts rows whatever their id.
             tally.add(&agent, &status, terminal);
@@ -224,7 +223,7 @@ pub(super) fn read_executions(
             ));
             String::new()
         });
-        let mut ts = |v: &Value, column: &str| parse_ts_value(v, || subject(column), anomalies);
+        let mut ts = |v: &Cell, column: &str| parse_ts_value(v, || subject(column), anomalies);
         let started_at_ms = ts(&started, &e.started_at);
         let completed_at_ms = ts(&completed, &e.completed_at);
         let queued_at_ms = ts(&queued, &e.queued_at);
@@ -239,11 +238,11 @@ pub(super) fn read_executions(
             started_at_ms,
             completed_at_ms,
             queued_at_ms,
-            leased: !matches!(lease, Value::Null),
+            leased: !lease.is_null(),
             lease_expires_at_ms,
-            completed_at_set: !matches!(completed, Value::Null),
-            queued_at_set: !matches!(queued, Value::Null),
-            has_session: matches!(session, Value::Integer(i) if i != 0),
+            completed_at_set: !completed.is_null(),
+            queued_at_set: !queued.is_null(),
+            has_session: truthy(&session),
             backlog,
         });
     }
@@ -268,10 +267,10 @@ pub(super) struct ExecutionsTally {
 }
 
 impl ExecutionsTally {
-    fn add(&mut self, agent: &Value, status: &Value, terminal: &[String]) {
+    fn add(&mut self, agent: &Cell, status: &Cell, terminal: &[String]) {
         let non_terminal = match status {
-            Value::Null => true,
-            Value::Text(s) => !terminal.iter().any(|t| t == s),
+            Cell::Null => true,
+            Cell::Text(s) => !terminal.iter().any(|t| t == s),
             _ => {
                 self.all_text = false;
                 return;
@@ -279,14 +278,14 @@ impl ExecutionsTally {
         };
         match agent {
             // The SQL arm never matches a NULL agent name either.
-            Value::Null => {}
-            Value::Text(a) if non_terminal => match self.per_agent.get_mut(a.as_str()) {
+            Cell::Null => {}
+            Cell::Text(a) if non_terminal => match self.per_agent.get_mut(a.as_str()) {
                 Some(n) => *n += 1,
                 None => {
                     self.per_agent.insert(a.clone(), 1);
                 }
             },
-            Value::Text(_) => {}
+            Cell::Text(_) => {}
             _ => self.all_text = false,
         }
     }

@@ -9,7 +9,7 @@
 //!   can be scanned); [`roster`], [`executions`], [`cascade`], [`schedules`]: one statement each,
 //!   built from those facts; [`value`]: cells → the snapshot's types.
 //! - [`custom`]: the operator-defined statements; [`preflight`]: the same checked at startup.
-//! - `query` (identifier quoting, placeholders) and `error` ([`SqliteError`]) are the leaves the
+//! - `query` (identifier quoting, placeholders) and `error` ([`SqlError`]) are the leaves the
 //!   others share; imports go one way, from this file down to them.
 //!
 //! The statement count is fixed by the configuration, never by the number of agents or rows:
@@ -31,10 +31,13 @@
 
 pub mod cascade;
 pub mod custom;
+pub mod custom_postgres;
 mod error;
 pub mod executions;
+pub mod postgres;
 pub mod preflight;
 mod query;
+mod reader;
 pub mod roster;
 pub mod schedules;
 pub mod schema;
@@ -45,29 +48,31 @@ use canary_invariants::{Anomaly, SqlState};
 
 use self::cascade::{executions_cascade_entry, read_orphans};
 use self::executions::read_executions;
+use self::reader::{Conn, Dialect, Reader};
 use self::roster::read_roster;
 use self::schedules::read_schedules;
 use self::schema::Schema;
-use self::sqlite::{Reader, read_catalog};
-use crate::config::platform::{PlatformConfig, is_identifier};
+use crate::config::platform::{PlatformConfig, PlatformDatabase, is_identifier};
 
-pub use self::error::SqliteError;
+pub use self::error::SqlError;
+pub use self::reader::TimeColumn;
 pub use self::sqlite::open_read_only;
+pub use self::value::Cell;
 
 /// Slack subtracted from the recent-terminal cutoff so that rows near the window's edge are not
 /// lost to clock or rounding differences; the invariants apply the exact window themselves.
 const CUTOFF_SLACK_MS: i64 = 5 * 60 * 1000;
 
-/// What one SQLite collection produced.
+/// What one SQL collection (SQLite or PostgreSQL) produced.
 #[derive(Debug)]
 pub struct SqliteOutcome {
     /// The SQL state and the anomalies seen while reading it, or why the source is unavailable.
-    pub result: Result<(SqlState, Vec<Anomaly>), SqliteError>,
+    pub result: Result<(SqlState, Vec<Anomaly>), SqlError>,
     /// Statements executed, pragmas and the transaction bracket included.
     pub statements: u32,
 }
 
-/// Reads the SQLite part of a snapshot. Never panics; every failure becomes `Err` in the outcome.
+/// Reads the SQL part of a snapshot (SQLite or PostgreSQL, as configured). Never panics; every failure becomes `Err` in the outcome.
 ///
 /// `recent_cutoff_ms`: terminal rows completed before this instant (minus a slack) are not read.
 pub fn collect(cfg: &PlatformConfig, recent_cutoff_ms: i64) -> SqliteOutcome {
@@ -87,20 +92,36 @@ fn collect_counted(
     recent_cutoff_ms: i64,
     local_cascade: bool,
     statements: &mut u32,
-) -> Result<(SqlState, Vec<Anomaly>), SqliteError> {
+) -> Result<(SqlState, Vec<Anomaly>), SqlError> {
     check_identifiers(cfg)?;
-    let conn = open_read_only(&cfg.sqlite_path, cfg.sqlite_busy_timeout)?;
-    *statements += 1; // the query_only pragma
-    let mut reader = Reader::new(&conn);
-    let result = reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms, local_cascade));
-    *statements += reader.statements();
-    result
+    let read = |reader: &mut Reader<'_>| {
+        reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms, local_cascade))
+    };
+    match cfg.database()? {
+        PlatformDatabase::Sqlite(path) => {
+            let conn = open_read_only(&path, cfg.sqlite_busy_timeout)?;
+            *statements += 1; // the query_only pragma
+            let mut reader = Reader::new(Conn::Sqlite(&conn));
+            let result = read(&mut reader);
+            *statements += reader.statements();
+            result
+        }
+        PlatformDatabase::Postgres(url) => {
+            // The session settings travel in the startup packet: no statement of their own.
+            let mut client = postgres::connect(cfg, &url)?;
+            let mut reader = Reader::new(Conn::Postgres(&mut client));
+            let result = read(&mut reader);
+            *statements += reader.statements();
+            result
+        }
+    }
 }
 
-fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqliteError> {
+fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqlError> {
     let a = &cfg.tables.agents;
     let e = &cfg.tables.executions;
     let fixed = [
+        &cfg.schema,
         &a.table,
         &a.name,
         &a.is_system,
@@ -136,7 +157,7 @@ fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqliteError> {
         .chain(cascade)
         .find(|name| !is_identifier(name))
     {
-        Some(bad) => Err(SqliteError::BadIdentifier(bad.clone())),
+        Some(bad) => Err(SqlError::BadIdentifier(bad.clone())),
         None => Ok(()),
     }
 }
@@ -146,8 +167,11 @@ fn read_all(
     cfg: &PlatformConfig,
     recent_cutoff_ms: i64,
     local_cascade: bool,
-) -> Result<(SqlState, Vec<Anomaly>), SqliteError> {
-    let catalog = read_catalog(r, cfg)?;
+) -> Result<(SqlState, Vec<Anomaly>), SqlError> {
+    let catalog = match r.dialect() {
+        Dialect::Sqlite => sqlite::read_catalog(r, cfg)?,
+        Dialect::Postgres => postgres::read_catalog(r, cfg)?,
+    };
     let schema = Schema::resolve(&catalog, cfg)?;
     let mut state = SqlState {
         missing_fields: schema.missing_fields(),
@@ -289,8 +313,8 @@ mod tests {
             ..PlatformConfig::default()
         };
         let conn = open_read_only(path, Duration::from_secs(1)).expect("open");
-        let mut reader = Reader::new(&conn);
-        let catalog = read_catalog(&mut reader, &cfg).expect("catalog");
+        let mut reader = Reader::new(Conn::Sqlite(&conn));
+        let catalog = sqlite::read_catalog(&mut reader, &cfg).expect("catalog");
         let schema = Schema::resolve(&catalog, &cfg).expect("schema");
         executions_cascade_entry(&cfg, &schema)
     }

@@ -4,15 +4,13 @@
 //!
 //! It must not read any other table.
 
-use canary_invariants::{Agent, Anomaly, AnomalyKind};
-use rusqlite::types::Value;
-
-use super::error::SqliteError;
+use super::error::SqlError;
 use super::query::{col_or_null, q};
+use super::reader::Reader;
 use super::schema::AgentsSchema;
-use super::sqlite::Reader;
-use super::value::{anomaly, as_integer, truthy, value_text};
+use super::value::{Cell, anomaly, as_integer, cells, truthy, value_text};
 use crate::config::platform::PlatformConfig;
+use canary_invariants::{Agent, Anomaly, AnomalyKind};
 
 /// The roster, and whether every non-NULL name was stored as text (see
 /// `executions::ExecutionsTally`).
@@ -21,7 +19,7 @@ pub(super) fn read_roster(
     cfg: &PlatformConfig,
     schema: &AgentsSchema,
     anomalies: &mut Vec<Anomaly>,
-) -> Result<(Vec<Agent>, bool), SqliteError> {
+) -> Result<(Vec<Agent>, bool), SqlError> {
     let a = &cfg.tables.agents;
     let deleted = if schema.deleted_at {
         format!("{} IS NOT NULL", q(&a.deleted_at))
@@ -40,21 +38,17 @@ pub(super) fn read_roster(
         deleted,
         q(&a.table),
     );
-    let rows = r.rows(&sql, &[], "reading the roster", |row| {
-        Ok((
-            row.get::<_, Value>(0)?,
-            row.get::<_, Value>(1)?,
-            row.get::<_, Value>(2)?,
-            row.get::<_, Value>(3)?,
-            row.get::<_, i64>(4)?,
-        ))
-    })?;
+    let rows: Vec<[Cell; 5]> = r
+        .rows(&sql, &[], "reading the roster")?
+        .into_iter()
+        .map(cells)
+        .collect();
     let defaults = &cfg.agent_defaults;
     let mut agents = Vec::with_capacity(rows.len());
     let all_text = rows
         .iter()
-        .all(|(name, ..)| matches!(name, Value::Text(_) | Value::Null));
-    for (name, is_system, cap, timeout, deleted) in rows {
+        .all(|[name, ..]| matches!(name, Cell::Text(_) | Cell::Null));
+    for [name, is_system, cap, timeout, deleted] in rows {
         let Some(name) = value_text(&name) else {
             anomalies.push(anomaly(
                 AnomalyKind::NullAgent,
@@ -63,7 +57,7 @@ pub(super) fn read_roster(
             ));
             continue;
         };
-        let mut int_or_default = |v: &Value, column: &str, default: i64| match as_integer(v) {
+        let mut int_or_default = |v: &Cell, column: &str, default: i64| match as_integer(v) {
             Ok(Some(i)) => i,
             Ok(None) => default,
             Err(()) => {
@@ -87,7 +81,7 @@ pub(super) fn read_roster(
             is_system: truthy(&is_system),
             max_parallel_tasks,
             execution_timeout_seconds,
-            deleted: deleted != 0,
+            deleted: truthy(&deleted),
         });
     }
     agents.sort_by(|x, y| x.name.cmp(&y.name));

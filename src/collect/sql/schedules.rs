@@ -3,15 +3,13 @@
 //!
 //! It must not read any other table.
 
-use canary_invariants::{Anomaly, AnomalyKind, Schedule};
-use rusqlite::types::Value;
-
-use super::error::SqliteError;
+use super::error::SqlError;
 use super::query::q;
+use super::reader::Reader;
 use super::schema::SchedulesSchema;
-use super::sqlite::Reader;
-use super::value::{anomaly, parse_ts_value, truthy, value_text};
+use super::value::{anomaly, cells, parse_ts_value, truthy, value_text};
 use crate::config::platform::PlatformConfig;
+use canary_invariants::{Anomaly, AnomalyKind, Schedule};
 
 /// Every schedule row, in one statement. `schema` is the proof that the table and its required
 /// columns exist.
@@ -20,7 +18,7 @@ pub(super) fn read_schedules(
     cfg: &PlatformConfig,
     schema: &SchedulesSchema,
     anomalies: &mut Vec<Anomaly>,
-) -> Result<Vec<Schedule>, SqliteError> {
+) -> Result<Vec<Schedule>, SqlError> {
     let sc = &cfg.tables.schedules;
     let deleted = if schema.deleted_at {
         format!("{} IS NOT NULL", q(&sc.deleted_at))
@@ -36,17 +34,10 @@ pub(super) fn read_schedules(
         deleted,
         q(&sc.table),
     );
-    let rows = r.rows(&sql, &[], "reading schedules", |row| {
-        Ok((
-            row.get::<_, Value>(0)?,
-            row.get::<_, Value>(1)?,
-            row.get::<_, Value>(2)?,
-            row.get::<_, Value>(3)?,
-            row.get::<_, i64>(4)?,
-        ))
-    })?;
+    let rows = r.rows(&sql, &[], "reading schedules")?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, agent, enabled, next_run_at, deleted) in rows {
+    for row in rows {
+        let [id, agent, enabled, next_run_at, deleted] = cells(row);
         let Some(id) = value_text(&id) else {
             anomalies.push(anomaly(
                 AnomalyKind::NullId,
@@ -69,7 +60,7 @@ pub(super) fn read_schedules(
             id,
             agent_name,
             enabled: truthy(&enabled),
-            deleted: deleted != 0,
+            deleted: truthy(&deleted),
             next_run_at_ms,
         });
     }

@@ -4,7 +4,7 @@
 //!
 //! Two steps, so a second dialect only supplies the first: the dialect reads a [`Catalog`]
 //! (tables, their columns, the columns leading a usable index, whether the table is plain; for
-//! SQLite `sqlite::read_catalog`), and [`Schema::resolve`] turns it into the typed [`Schema`]
+//! SQLite `sqlite::read_catalog`, for PostgreSQL `postgres::read_catalog`), and [`Schema::resolve`] turns it into the typed [`Schema`]
 //! for the configured names (dialect-independent). Resolving fails only when a required table or
 //! column is absent: guessing would be worse than *unknown*.
 //!
@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use canary_invariants::Field;
 
-use super::error::SqliteError;
+use super::error::SqlError;
+use super::reader::TimeColumn;
 use crate::config::platform::PlatformConfig;
 
 /// One table or view as the database describes it. Names are lowercased: SQL identifiers
@@ -28,6 +29,10 @@ pub struct TableInfo {
     /// A view, or a table whose definition declares a collation: SQL `=` on its columns may then
     /// differ from byte equality.
     pub not_plain: bool,
+    /// Declared type of each column, lowercased, as PostgreSQL's `format_type` names it
+    /// (`text`, `timestamp with time zone`, …). Empty for SQLite, whose declared types bind
+    /// nothing.
+    pub types: BTreeMap<String, String>,
 }
 
 /// The tables canary may read, as the dialect found them (lowercased name → description).
@@ -55,6 +60,20 @@ impl Catalog {
         self.table(table).is_some_and(|t| !t.not_plain)
     }
 
+    /// How `column` of `table` stores instants (see [`TimeColumn`]): text unless the dialect
+    /// reported another declared type.
+    fn time_column(&self, table: &str, column: &str) -> TimeColumn {
+        let declared = self
+            .table(table)
+            .and_then(|t| t.types.get(&column.to_ascii_lowercase()));
+        match declared.map(String::as_str) {
+            None | Some("text" | "character varying" | "character" | "name") => TimeColumn::Text,
+            Some(t) if t.starts_with("character") => TimeColumn::Text,
+            Some(t) if t.starts_with("timestamp") || t == "date" => TimeColumn::Native,
+            Some(_) => TimeColumn::Other,
+        }
+    }
+
     /// `column` is the first column of a full, BINARY-collated index on `table`.
     fn leads_index(&self, table: &str, column: &str) -> bool {
         self.table(table)
@@ -62,9 +81,9 @@ impl Catalog {
     }
 
     /// Fails unless `table` exists with every one of `columns`.
-    fn require(&self, table: &str, columns: &[&String]) -> Result<(), SqliteError> {
+    fn require(&self, table: &str, columns: &[&String]) -> Result<(), SqlError> {
         if self.table(table).is_none() {
-            return Err(SqliteError::MissingTable(table.to_owned()));
+            return Err(SqlError::MissingTable(table.to_owned()));
         }
         let missing: Vec<&str> = columns
             .iter()
@@ -74,7 +93,7 @@ impl Catalog {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(SqliteError::MissingColumns {
+            Err(SqlError::MissingColumns {
                 table: table.to_owned(),
                 columns: missing.join(", "),
             })
@@ -108,8 +127,12 @@ pub struct ExecutionsSchema {
     pub schedule_id: bool,
     /// Optional column present.
     pub started_at: bool,
+    /// How `started_at` stores instants.
+    pub started_at_kind: TimeColumn,
     /// Optional column present.
     pub completed_at: bool,
+    /// How `completed_at` stores instants.
+    pub completed_at_kind: TimeColumn,
     /// Optional column present.
     pub queued_at: bool,
     /// Optional column present.
@@ -156,7 +179,7 @@ pub struct Schema {
 impl Schema {
     /// Types `catalog` for `cfg`'s names. Fails when the roster or executions table, or one of
     /// their required columns, is absent.
-    pub fn resolve(catalog: &Catalog, cfg: &PlatformConfig) -> Result<Schema, SqliteError> {
+    pub fn resolve(catalog: &Catalog, cfg: &PlatformConfig) -> Result<Schema, SqlError> {
         let a = &cfg.tables.agents;
         let e = &cfg.tables.executions;
         let sc = &cfg.tables.schedules;
@@ -175,7 +198,9 @@ impl Schema {
             status_indexed: catalog.leads_index(&e.table, &e.status),
             schedule_id: has(&e.schedule_id),
             started_at: has(&e.started_at),
+            started_at_kind: catalog.time_column(&e.table, &e.started_at),
             completed_at: has(&e.completed_at),
+            completed_at_kind: catalog.time_column(&e.table, &e.completed_at),
             queued_at: has(&e.queued_at),
             duration_ms: has(&e.duration_ms),
             session_id: has(&e.session_id),
@@ -291,7 +316,7 @@ mod tests {
         // Lowercased on reading by the dialect; an upper-case key is simply absent here.
         assert!(matches!(
             Schema::resolve(&no_status, &cfg),
-            Err(SqliteError::MissingTable(_))
+            Err(SqlError::MissingTable(_))
         ));
         let no_status = catalog(&[
             ("agent_ownership", &["agent_name"]),
@@ -299,7 +324,7 @@ mod tests {
         ]);
         assert!(matches!(
             Schema::resolve(&no_status, &cfg),
-            Err(SqliteError::MissingColumns { columns, .. }) if columns == "status"
+            Err(SqlError::MissingColumns { columns, .. }) if columns == "status"
         ));
     }
 }

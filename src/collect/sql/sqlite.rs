@@ -1,8 +1,7 @@
-//! The SQLite dialect: the read-only connection, the statement-counting wrapper every reader
-//! goes through, the catalog query (`sqlite_master` + `pragma_table_info` / index pragmas) and
-//! the one time comparison SQLite needs its own function for (`julianday()`). A PostgreSQL
-//! dialect would be a sibling of this file offering the same items; the readers' SQL around them
-//! is plain and shared.
+//! The SQLite dialect: the read-only connection and the catalog query (`sqlite_master` +
+//! `pragma_table_info` / index pragmas). `postgres` is its sibling offering the same items; the
+//! readers' SQL around them is plain and shared, and the few comparisons that differ live in
+//! `reader::Dialect`.
 //!
 //! It must not decide what to read (the readers do) nor interpret rows (see `value`).
 
@@ -10,12 +9,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::types::Value;
-use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
+use rusqlite::{Connection, OpenFlags};
 
-use super::error::SqliteError;
+use super::error::SqlError;
 use super::query::placeholders;
+use super::reader::Reader;
 use super::schema::Catalog;
+use super::value::{Cell, cells, value_text};
 use crate::config::platform::PlatformConfig;
 
 /// Prefix the catalog query puts before a column that leads an index (`char(1)`).
@@ -27,14 +27,14 @@ const NOT_PLAIN: &str = "\u{2}";
 ///
 /// The returned connection cannot write: the file handle is read-only and `query_only` makes
 /// SQLite refuse any statement that would change the database.
-pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Connection, SqliteError> {
+pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Connection, SqlError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(file_uri(path), flags).map_err(SqliteError::Open)?;
-    conn.busy_timeout(busy_timeout).map_err(SqliteError::Open)?;
+    let conn = Connection::open_with_flags(file_uri(path), flags).map_err(SqlError::Open)?;
+    conn.busy_timeout(busy_timeout).map_err(SqlError::Open)?;
     conn.execute_batch("PRAGMA query_only = 1")
-        .map_err(SqliteError::Open)?;
+        .map_err(SqlError::Open)?;
     Ok(conn)
 }
 
@@ -53,84 +53,16 @@ fn file_uri(path: &Path) -> String {
     uri
 }
 
-/// A connection wrapper that counts every statement it runs.
-pub(super) struct Reader<'c> {
-    conn: &'c Connection,
-    statements: u32,
-}
-
-impl<'c> Reader<'c> {
-    /// A wrapper around `conn` that has run nothing yet.
-    pub(super) fn new(conn: &'c Connection) -> Reader<'c> {
-        Reader {
-            conn,
-            statements: 0,
-        }
-    }
-
-    /// Statements run so far.
-    pub(super) fn statements(&self) -> u32 {
-        self.statements
-    }
-
-    fn batch(&mut self, sql: &str, step: &'static str) -> Result<(), SqliteError> {
-        self.statements += 1;
-        self.conn
-            .execute_batch(sql)
-            .map_err(|source| SqliteError::Query { step, source })
-    }
-
-    pub(super) fn rows<T>(
-        &mut self,
-        sql: &str,
-        params: &[Value],
-        step: &'static str,
-        mut map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, SqliteError> {
-        self.statements += 1;
-        let err = |source| SqliteError::Query { step, source };
-        let mut stmt = self.conn.prepare(sql).map_err(err)?;
-        let mut rows = stmt.query(params_from_iter(params.iter())).map_err(err)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(err)? {
-            out.push(map(row).map_err(err)?);
-        }
-        Ok(out)
-    }
-
-    /// Runs `body` inside `BEGIN … COMMIT` so every query sees the same database state.
-    pub(super) fn in_read_transaction<T>(
-        &mut self,
-        body: impl FnOnce(&mut Self) -> Result<T, SqliteError>,
-    ) -> Result<T, SqliteError> {
-        self.batch("BEGIN", "begin read transaction")?;
-        match body(self) {
-            Ok(value) => {
-                self.batch("COMMIT", "end read transaction")?;
-                Ok(value)
-            }
-            Err(e) => {
-                // The connection is dropped right after; a failed rollback changes nothing.
-                let _ = self.batch("ROLLBACK", "rollback");
-                Err(e)
-            }
-        }
-    }
-}
-
 /// One statement for the columns of every table canary may read. Restricted to those names so a
 /// virtual table of an extension canary has not loaded cannot break the whole read.
-pub(super) fn read_catalog(
-    r: &mut Reader<'_>,
-    cfg: &PlatformConfig,
-) -> Result<Catalog, SqliteError> {
+pub(super) fn read_catalog(r: &mut Reader<'_>, cfg: &PlatformConfig) -> Result<Catalog, SqlError> {
     let mut wanted: BTreeSet<String> = cfg.cascade.iter().map(|c| c.table.clone()).collect();
     wanted.insert(cfg.tables.agents.table.clone());
     wanted.insert(cfg.tables.executions.table.clone());
     wanted.insert(cfg.tables.schedules.table.clone());
-    let wanted: Vec<Value> = wanted
+    let wanted: Vec<Cell> = wanted
         .into_iter()
-        .map(|t| Value::Text(t.to_ascii_lowercase()))
+        .map(|t| Cell::Text(t.to_ascii_lowercase()))
         .collect();
     // The second arm lists the first column of every full (non-partial) index with the default
     // collation, marked with `char(1)`, so the executions query can pick an index-driven shape
@@ -149,17 +81,19 @@ pub(super) fn read_catalog(
          AND (m.type = 'view' OR m.sql IS NULL OR instr(upper(m.sql), 'COLLATE') > 0)",
         list = placeholders(wanted.len())
     );
-    let wanted: Vec<Value> = wanted
+    let wanted: Vec<Cell> = wanted
         .iter()
         .chain(wanted.iter())
         .chain(wanted.iter())
         .cloned()
         .collect();
-    let pairs = r.rows(&sql, &wanted, "reading the schema", |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-    })?;
+    let rows = r.rows(&sql, &wanted, "reading the schema")?;
     let mut catalog = Catalog::default();
-    for (table, column) in pairs {
+    for row in rows {
+        let [table, column] = cells(row);
+        let (Some(table), Some(column)) = (value_text(&table), value_text(&column)) else {
+            continue;
+        };
         let info = catalog
             .tables
             .entry(table.to_ascii_lowercase())
@@ -176,23 +110,6 @@ pub(super) fn read_catalog(
     Ok(catalog)
 }
 
-/// `column`'s value, parsed as a date-time by the database, is at or after the instant bound to
-/// the one placeholder ([`time_param`]), or is non-NULL text the database cannot parse (fetched
-/// so Rust parses or reports it).
-pub(super) fn parsed_time_at_least(column: &str) -> String {
-    format!("julianday({column}) >= ? OR ({column} IS NOT NULL AND julianday({column}) IS NULL)")
-}
-
-/// The parameter [`parsed_time_at_least`] compares against, for unix ms `ms`.
-pub(super) fn time_param(ms: i64) -> Value {
-    Value::Real(julian_day(ms))
-}
-
-/// Converts SQLite's unix-ms cutoff into the Julian day number `julianday()` compares against.
-fn julian_day(ms: i64) -> f64 {
-    ms as f64 / 86_400_000.0 + 2_440_587.5
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,11 +124,5 @@ mod tests {
             file_uri(Path::new("/tmp/a b?mode=rw#x%.db")),
             "file:/tmp/a%20b%3Fmode%3Drw%23x%25.db?mode=ro"
         );
-    }
-
-    #[test]
-    fn julian_day_of_epoch() {
-        assert!((julian_day(0) - 2_440_587.5).abs() < 1e-9);
-        assert!((julian_day(86_400_000) - 2_440_588.5).abs() < 1e-9);
     }
 }

@@ -1,0 +1,251 @@
+//! The statement-counting reader every SQL reader goes through, whatever the dialect, and the
+//! [`Dialect`] facts the readers need to build their statements (the transaction bracket, the
+//! date-time window comparison, how two agent-name columns are compared).
+//!
+//! Statements are written once, in plain SQL with `?` placeholders; the reader binds them
+//! (SQLite) or inlines them as quoted literals (PostgreSQL, whose simple query protocol returns
+//! every value as text in one round trip, see `postgres`). Rows come back as [`Cell`]s.
+//!
+//! It must not decide what to read (the readers do) nor interpret cells (see `value`).
+
+use super::error::SqlError;
+use super::postgres;
+use super::value::Cell;
+
+/// Which SQL engine the platform runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// A SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// How a date-time column is stored, as far as the window comparison cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeColumn {
+    /// Text in the platform's mixed shapes (DESIGN §4); SQLite's only kind.
+    #[default]
+    Text,
+    /// A native `timestamp`, `timestamptz` or `date` column (PostgreSQL).
+    Native,
+    /// Anything else (a number of seconds, …): every non-NULL value is fetched and Rust decides.
+    Other,
+}
+
+impl Dialect {
+    /// Opens the snapshot every statement of a collection reads.
+    pub(super) fn begin(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN",
+            // One snapshot for every statement, and the server refuses any write in it.
+            Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        }
+    }
+
+    /// A condition true when `column` (an SQL expression of kind `kind`) holds an instant at or
+    /// after `cutoff_ms`, or a non-NULL value the database cannot place in time (fetched so
+    /// Rust parses or reports it), with its parameters. May also keep some earlier rows: the
+    /// invariants apply the exact window themselves.
+    pub(super) fn time_at_least(
+        self,
+        column: &str,
+        kind: TimeColumn,
+        cutoff_ms: i64,
+    ) -> (String, Vec<Cell>) {
+        match (self, kind) {
+            (Dialect::Sqlite, _) => (
+                format!(
+                    "julianday({column}) >= ? OR ({column} IS NOT NULL AND julianday({column}) IS NULL)"
+                ),
+                vec![Cell::Real(julian_day(cutoff_ms))],
+            ),
+            // The session's time zone is UTC (see `postgres`), so a `timestamp` without zone
+            // compares as UTC, as the text shapes without zone do.
+            (Dialect::Postgres, TimeColumn::Native) => (
+                format!("{column} >= to_timestamp(?)"),
+                vec![Cell::Real(cutoff_ms as f64 / 1000.0)],
+            ),
+            // PostgreSQL has no cast that fails softly: `::timestamptz` on one garbage value
+            // would abort the whole read. Text is compared bytewise (`COLLATE "C"`) against the
+            // cutoff minus the widest zone offset, written with a space, which sorts below the
+            // `T` shape of the same day: a superset of the window, never a miss. Text sorting
+            // below `1970` (epoch numbers, …) is fetched for Rust to parse.
+            (Dialect::Postgres, TimeColumn::Text) => (
+                format!(
+                    "{column} IS NOT NULL AND ({column} COLLATE \"C\" >= ? OR {column} COLLATE \"C\" < '1970')"
+                ),
+                vec![Cell::Text(text_floor(cutoff_ms))],
+            ),
+            (Dialect::Postgres, TimeColumn::Other) => (format!("{column} IS NOT NULL"), vec![]),
+        }
+    }
+
+    /// A cheap text prefilter `column` must pass before [`Dialect::time_at_least`] (`None`
+    /// when the column is not text): rows sorting as a date-time before `floor` are too old.
+    pub(super) fn text_prefilter(self, column: &str, kind: TimeColumn) -> Option<String> {
+        match (self, kind) {
+            (Dialect::Sqlite, _) => Some(format!(
+                "({column} >= ? OR {column} < '1970-01-01' OR {column} IS NULL)"
+            )),
+            (Dialect::Postgres, TimeColumn::Text) => Some(format!(
+                "({column} COLLATE \"C\" >= ? OR {column} COLLATE \"C\" < '1970-01-01' OR {column} IS NULL)"
+            )),
+            (Dialect::Postgres, _) => None,
+        }
+    }
+
+    /// `a = b` for two agent-name columns. PostgreSQL refuses `=` between, say, `text` and
+    /// `uuid`, so both sides are compared as their text (the form the readers carry).
+    pub(super) fn names_equal(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("{a} = {b}"),
+            Dialect::Postgres => format!("CAST({a} AS TEXT) = CAST({b} AS TEXT)"),
+        }
+    }
+}
+
+/// Converts a unix-ms cutoff into the Julian day number SQLite's `julianday()` compares against.
+fn julian_day(ms: i64) -> f64 {
+    ms as f64 / 86_400_000.0 + 2_440_587.5
+}
+
+/// `YYYY-MM-DD HH:MM:SS` fourteen hours (the widest zone offset) before `cutoff_ms`: no text
+/// date-time of an instant at or after the cutoff sorts below it.
+fn text_floor(cutoff_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(cutoff_ms.saturating_sub(14 * 3_600_000))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "0".to_owned())
+}
+
+/// The connection a [`Reader`] runs statements on.
+pub(super) enum Conn<'c> {
+    /// A read-only, `query_only` SQLite connection (`sqlite::open_read_only`).
+    Sqlite(&'c rusqlite::Connection),
+    /// A PostgreSQL session opened by `postgres::connect` (read-only transactions only).
+    Postgres(&'c mut ::postgres::Client),
+}
+
+/// A connection wrapper that counts every statement it runs.
+pub(super) struct Reader<'c> {
+    conn: Conn<'c>,
+    statements: u32,
+}
+
+impl<'c> Reader<'c> {
+    /// A wrapper around `conn` that has run nothing yet.
+    pub(super) fn new(conn: Conn<'c>) -> Reader<'c> {
+        Reader {
+            conn,
+            statements: 0,
+        }
+    }
+
+    /// The engine behind the connection.
+    pub(super) fn dialect(&self) -> Dialect {
+        match self.conn {
+            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Statements run so far.
+    pub(super) fn statements(&self) -> u32 {
+        self.statements
+    }
+
+    fn batch(&mut self, sql: &str, step: &'static str) -> Result<(), SqlError> {
+        self.statements += 1;
+        match &mut self.conn {
+            Conn::Sqlite(conn) => conn
+                .execute_batch(sql)
+                .map_err(|source| SqlError::Query { step, source }),
+            Conn::Postgres(client) => client
+                .batch_execute(sql)
+                .map_err(|e| SqlError::postgres(step, &e)),
+        }
+    }
+
+    /// Runs one statement with `params` bound to its `?` placeholders, in order; every row.
+    pub(super) fn rows(
+        &mut self,
+        sql: &str,
+        params: &[Cell],
+        step: &'static str,
+    ) -> Result<Vec<Vec<Cell>>, SqlError> {
+        self.statements += 1;
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                sqlite_rows(conn, sql, params).map_err(|source| SqlError::Query { step, source })
+            }
+            Conn::Postgres(client) => postgres::rows(client, sql, params, step),
+        }
+    }
+
+    /// Runs `body` inside one read transaction so every query sees the same database state.
+    pub(super) fn in_read_transaction<T>(
+        &mut self,
+        body: impl FnOnce(&mut Self) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
+        self.batch(self.dialect().begin(), "begin read transaction")?;
+        match body(self) {
+            Ok(value) => {
+                self.batch("COMMIT", "end read transaction")?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The connection is dropped right after; a failed rollback changes nothing.
+                let _ = self.batch("ROLLBACK", "rollback");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn sqlite_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Cell],
+) -> rusqlite::Result<Vec<Vec<Cell>>> {
+    let mut stmt = conn.prepare(sql)?;
+    let width = stmt.column_count();
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut cells = Vec::with_capacity(width);
+        for i in 0..width {
+            cells.push(Cell::from(row.get::<_, rusqlite::types::Value>(i)?));
+        }
+        out.push(cells);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn julian_day_of_epoch() {
+        assert!((julian_day(0) - 2_440_587.5).abs() < 1e-9);
+        assert!((julian_day(86_400_000) - 2_440_588.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_text_floor_is_fourteen_hours_earlier_and_sorts_below_the_t_shape() {
+        let cutoff = 1_768_384_800_000; // 2026-01-14T10:00:00Z
+        let floor = text_floor(cutoff);
+        assert_eq!(floor, "2026-01-13 20:00:00");
+        // The same instant in the shapes platforms write all sort at or above the floor.
+        for shape in [
+            "2026-01-14T10:00:00Z",
+            "2026-01-14 10:00:00",
+            "2026-01-13T20:00:00-14:00",
+            "2026-01-13 20:00:00.000001",
+        ] {
+            assert!(shape >= floor.as_str(), "{shape}");
+        }
+        assert!("2026-01-13 19:59:59" < floor.as_str());
+        assert_eq!(text_floor(i64::MIN), "0");
+    }
+}
