@@ -51,7 +51,7 @@ fn the_server_starts_answers_and_leaves_nothing_behind() {
 
 #[test]
 fn both_fixtures_apply_with_their_column_types() {
-    let server = pg::start();
+    let server = pg::shared();
     for (fixture, started_at, enabled) in [
         (Fixture::Text, "text", "bigint"),
         (Fixture::Typed, "timestamp with time zone", "boolean"),
@@ -101,7 +101,7 @@ fn both_fixtures_apply_with_their_column_types() {
 
 #[test]
 fn fleet_seed_only_with_init_seeds_a_postgres_platform() {
-    let server = pg::start();
+    let server = pg::shared();
     let redis = redis_server::start();
     let url = pg::database(&server, Fixture::Empty);
     let out = Command::new(env!("CARGO_BIN_EXE_canary"))
@@ -148,7 +148,7 @@ fn fleet_seed_only_with_init_seeds_a_postgres_platform() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeder_fills_the_typed_schema() {
-    let server = pg::start();
+    let server = pg::shared();
     let redis = redis_server::start();
     let url = pg::database(&server, Fixture::Typed);
     let spec = SeedSpec {
@@ -179,7 +179,8 @@ async fn the_seeder_fills_the_typed_schema() {
     assert!(pg::count(&url, "agent_schedules WHERE NOT enabled") > 0);
 }
 
-/// Runs the fleet for a moment on `backend`: rows are written, no write fails.
+/// Runs the fleet for a moment on `backend` (a server of the rig's own, as in the demo): rows
+/// are written, no write fails.
 async fn fleet_runs_cleanly_on(backend: Backend) {
     let spec = FleetSpec {
         agents: 6,
@@ -227,7 +228,8 @@ async fn every_recipe_injects_and_reverts_on(backend: Backend) {
         rate_per_min: 60.0,
         ..FleetSpec::default()
     };
-    let mut rig = Rig::start_on(backend, &spec, RECIPES)
+    let typed = backend == Backend::PostgresTyped;
+    let mut rig = Rig::start_on_postgres(pg::shared(), typed, &spec, RECIPES)
         .await
         .unwrap_or_else(|e| panic!("starting the {backend:?} platform: {e}"));
     let url = rig.database_url().expect("a postgres rig").to_owned();

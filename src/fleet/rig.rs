@@ -5,12 +5,14 @@
 //! same platform. It must not touch any store it did not start.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{PlatformConfig, Secret};
 use crate::fleet::faults::{Injector, Recipe};
 use crate::fleet::platform::FleetError;
 use crate::fleet::platform_db::{PG_TYPED_SCHEMA, PlatformTarget};
-use crate::fleet::postgres_server::PostgresServer;
+use crate::fleet::postgres_server::{PostgresServer, PostgresServerError};
 use crate::fleet::redis_server::RedisServer;
 use crate::fleet::sim::{self, Fleet, FleetSpec, FleetStatsSnapshot};
 
@@ -32,7 +34,12 @@ pub enum Backend {
 enum Store {
     Sqlite(PathBuf),
     Postgres {
-        server: PostgresServer,
+        /// Possibly shared with other rigs (a test group's server); stopped with the last.
+        server: Arc<PostgresServer>,
+        /// This rig's database on it.
+        db: String,
+        /// This rig's watcher role (roles are cluster-wide, so one per rig).
+        role: String,
         /// The superuser's URL: the fleet and the injector write through it.
         url: String,
         /// A read-only role's URL: canary watches through it (it refuses a role that can
@@ -41,7 +48,8 @@ enum Store {
     },
 }
 
-/// The role canary watches a rig's PostgreSQL platform as: login, `SELECT` only.
+/// The role canary watches a rig's PostgreSQL platform as (`_<n>` per rig): login, `SELECT`
+/// only.
 const WATCHER_ROLE: &str = "canary_watcher";
 
 /// A running synthetic platform. Dropping it stops the fleet's thread and the servers.
@@ -67,37 +75,66 @@ impl Rig {
         Rig::start_on(Backend::Sqlite, spec, recipes).await
     }
 
-    /// [`Rig::start`] on `backend`.
+    /// [`Rig::start`] on `backend` (PostgreSQL: a private server of its own).
     pub async fn start_on(
         backend: Backend,
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
+        match backend {
+            Backend::Sqlite => Rig::start_inner(None, spec, recipes).await,
+            Backend::Postgres | Backend::PostgresTyped => {
+                let server =
+                    PostgresServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
+                let typed = backend == Backend::PostgresTyped;
+                Rig::start_on_postgres(Arc::new(server), typed, spec, recipes).await
+            }
+        }
+    }
+
+    /// [`Rig::start`] with the platform in a new database on a running PostgreSQL `server`
+    /// (shared by a group of tests: each rig has its own database and watcher role). `typed`:
+    /// `timestamptz`/`boolean` columns (`platform.pg-typed.sql`), else text timestamps.
+    pub async fn start_on_postgres(
+        server: Arc<PostgresServer>,
+        typed: bool,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
+        Rig::start_inner(Some((server, typed)), spec, recipes).await
+    }
+
+    async fn start_inner(
+        postgres: Option<(Arc<PostgresServer>, bool)>,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
+        static RIGS: AtomicU64 = AtomicU64::new(1);
+        let setup = |e: PostgresServerError| FleetError::Setup(e.to_string());
         let dir = tempfile::Builder::new()
             .prefix("canary-fleet-")
             .tempdir()
             .map_err(|e| FleetError::Setup(format!("temp directory: {e}")))?;
         let redis = RedisServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
-        let store = match backend {
-            Backend::Sqlite => Store::Sqlite(dir.path().join("platform.db")),
-            Backend::Postgres | Backend::PostgresTyped => {
-                let server =
-                    PostgresServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
-                let url = server
-                    .create_database("platform")
-                    .map_err(|e| FleetError::Setup(e.to_string()))?;
-                if backend == Backend::PostgresTyped {
-                    server
-                        .admin_batch("platform", PG_TYPED_SCHEMA)
-                        .map_err(|e| FleetError::Setup(e.to_string()))?;
+        let n = RIGS.fetch_add(1, Ordering::Relaxed);
+        let store = match postgres {
+            None => Store::Sqlite(dir.path().join("platform.db")),
+            Some((server, typed)) => {
+                let db = format!("platform_{n}");
+                let url = server.create_database(&db).map_err(setup)?;
+                if typed {
+                    server.admin_batch(&db, PG_TYPED_SCHEMA).map_err(setup)?;
                 }
+                let role = format!("{WATCHER_ROLE}_{n}");
                 Store::Postgres {
                     watch_url: url.replacen(
                         "postgres://postgres@",
-                        &format!("postgres://{WATCHER_ROLE}@"),
+                        &format!("postgres://{role}@"),
                         1,
                     ),
                     server,
+                    db,
+                    role,
                     url,
                 }
             }
@@ -112,22 +149,25 @@ impl Rig {
             let mut db = sim::open_db(&target, true)?;
             sim::provision(&mut db, spec, &plans, crate::clock::now_ms())?;
         }
-        if let Store::Postgres { server, .. } = &store {
+        if let Store::Postgres {
+            server, db, role, ..
+        } = &store
+        {
             // Least privilege, as canary's README asks of a real platform: read every table,
             // write none (the default privileges cover tables a fault might create later).
             server
                 .admin_batch(
-                    "platform",
+                    db,
                     &format!(
-                        "CREATE ROLE {WATCHER_ROLE} LOGIN; \
-                         GRANT CONNECT ON DATABASE platform TO {WATCHER_ROLE}; \
-                         GRANT USAGE ON SCHEMA public TO {WATCHER_ROLE}; \
-                         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {WATCHER_ROLE}; \
+                        "CREATE ROLE {role} LOGIN; \
+                         GRANT CONNECT ON DATABASE {db} TO {role}; \
+                         GRANT USAGE ON SCHEMA public TO {role}; \
+                         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}; \
                          ALTER DEFAULT PRIVILEGES IN SCHEMA public \
-                         GRANT SELECT ON TABLES TO {WATCHER_ROLE};"
+                         GRANT SELECT ON TABLES TO {role};"
                     ),
                 )
-                .map_err(|e| FleetError::Setup(e.to_string()))?;
+                .map_err(setup)?;
         }
         let fleet = Fleet::start(&target, &redis.url(), spec, plans).await?;
         let injector =
@@ -176,7 +216,7 @@ impl Rig {
     pub fn postgres(&self) -> Option<&PostgresServer> {
         match &self.store {
             Store::Sqlite(_) => None,
-            Store::Postgres { server, .. } => Some(server),
+            Store::Postgres { server, .. } => Some(server.as_ref()),
         }
     }
 

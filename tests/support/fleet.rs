@@ -55,9 +55,15 @@ impl FleetEnv {
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> FleetEnv {
-        let rig = Rig::start_on(backend, spec, recipes)
-            .await
-            .unwrap_or_else(|e| panic!("starting the synthetic platform: {e}"));
+        let rig = match backend {
+            Backend::Sqlite => Rig::start_on(backend, spec, recipes).await,
+            Backend::Postgres | Backend::PostgresTyped => {
+                let typed = backend == Backend::PostgresTyped;
+                Rig::start_on_postgres(crate::support::postgres::shared(), typed, spec, recipes)
+                    .await
+            }
+        };
+        let rig = rig.unwrap_or_else(|e| panic!("starting the synthetic platform: {e}"));
         let hook = Webhook::start(Vec::new()).await;
         let config = config(&rig, Some(hook.url()));
         let db = StateDb::open(&config.state.path).expect("state db");
