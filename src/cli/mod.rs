@@ -220,7 +220,8 @@ pub struct FleetArgs {
     )]
     pub sqlite_path: Option<PathBuf>,
     /// The platform's PostgreSQL database (`postgres://user@host:port/db`; never printed). This
-    /// or --sqlite-path is required, never taken from config or env: this WRITES.
+    /// or --sqlite-path is required, never taken from config or env: this WRITES. The writer
+    /// connects without TLS (`sslmode` disable or prefer): point it at a test platform.
     #[arg(long, value_name = "URL", hide_default_value = true)]
     pub database_url: Option<String>,
     /// The platform's Redis. Required and never taken from config or env: this WRITES.

@@ -17,6 +17,9 @@
 //!
 //! It must not log or return a database URL (it may carry a password), and it must only ever
 //! target a platform the operator named (`canary fleet`) or one canary created (demo, tests).
+//! It connects without TLS (`sslmode` disable or prefer; the reader in `collect::sql::postgres`
+//! does TLS): a synthetic load belongs on a test platform reached over loopback or a private
+//! network, not on production.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
