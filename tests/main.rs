@@ -9,6 +9,7 @@ mod support; // harnesses: real redis-server, webhook receiver, platform DB, dae
 mod alert; // outbox delivery to a real webhook: retries, 429, 404, outage, restart, pacing, secrecy
 mod check; // `canary check` binary: each invariant red in real stores then green, and failure modes
 mod collect; // the collector on real Redis + SQLite: snapshot content, round trips, degradation, outages
+mod collect_postgres; // the PostgreSQL read side via `canary check`: verdicts, role refusal, outages, custom SQL
 mod custom; // custom SQL invariants end to end: fire/resolve, validation refusals, limits, examples
 mod daemon; // `canary run` process: scheduled cycles, SIGTERM shutdown, bad cron, one alert delivered
 mod fleet; // simulated fleet: each fault recipe red → one fired → revert → one resolved; clean soak

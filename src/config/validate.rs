@@ -605,6 +605,31 @@ mod tests {
     }
 
     #[test]
+    fn exactly_one_platform_database_and_a_postgres_url() {
+        let mut c = base();
+        c.platform.database_url = Some(Secret::new("postgres://u:pw-SECRET@db/p"));
+        let problems = validate(&c);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "platform.database_url");
+        assert!(problems[0].message.contains("not both"), "{problems:?}");
+        c.platform.sqlite_path = std::path::PathBuf::new();
+        assert_eq!(validate(&c), Vec::new());
+        c.platform.database_url_file = Some("/etc/canary/url".into());
+        assert!(
+            validate(&c)[0]
+                .message
+                .contains("database_url_file, not both")
+        );
+        c.platform.database_url_file = None;
+        c.platform.database_url = Some(Secret::new("mysql://u:pw-SECRET@db/p"));
+        c.platform.schema = "public; DROP".to_owned();
+        let problems = validate(&c);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["platform.database_url", "platform.schema"]);
+        assert!(!format!("{problems:?}").contains("pw-SECRET"));
+    }
+
+    #[test]
     fn defaults_are_valid_once_a_database_is_named() {
         assert_eq!(validate(&base()), Vec::new());
         // The built-in defaults name no platform database: that is the one problem.
