@@ -3,7 +3,8 @@
 //! - the server starts, answers, and leaves no process or directory behind when dropped;
 //! - both PostgreSQL fixtures apply (text timestamps; `timestamptz` + `boolean`);
 //! - `canary fleet --seed-only --database-url … --init` seeds rows (text schema), and the seeder
-//!   fills the typed schema too;
+//!   fills the typed schema too; `canary fleet --database-url` runs a fleet with faults on the
+//!   typed schema and leaves it consistent;
 //! - the simulated fleet runs on both schemas without a write error;
 //! - every fault recipe injects and reverts on both schemas (the E-02 reversal is checked in the
 //!   rows), so each recipe's SQL is valid PostgreSQL against either column typing.
@@ -144,6 +145,46 @@ fn fleet_seed_only_with_init_seeds_a_postgres_platform() {
     .map(|t| pg::count(&url, t))
     .sum();
     assert_eq!(cascade, 700);
+}
+
+#[test]
+fn fleet_drives_a_postgres_platform_and_leaves_it_consistent() {
+    let server = pg::shared();
+    let redis = redis_server::start();
+    let url = pg::database(&server, Fixture::Typed);
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["fleet", "--init", "--database-url", &url])
+        .args(["--redis-url", &redis.url()])
+        .args(["--agents", "4", "--rate", "600", "--duration", "4s"])
+        .args(["--faults", "e02-reversal,l03-orphan", "--fault-after", "1s"])
+        .output()
+        .expect("run canary fleet");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains(&url) && !stderr.contains(&url),
+        "the URL is never printed"
+    );
+    assert!(stdout.contains("inject e02-reversal"), "{stdout}");
+    assert!(
+        stdout.contains("reverted: e02-reversal, l03-orphan"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 0 write errors"), "{stdout}");
+    assert!(pg::count(&url, "schedule_executions") > 0);
+    // Reverted and drained: nothing open, the reversed row is terminal again.
+    assert_eq!(
+        pg::count(
+            &url,
+            "schedule_executions WHERE status IN ('queued', 'running')"
+        ),
+        0
+    );
+    assert_eq!(
+        pg::count(&url, "schedule_executions WHERE status = 'pending_retry'"),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
