@@ -511,28 +511,14 @@ async fn custom_sql_runs_read_only_and_writes_are_refused_at_validation() {
     );
 }
 
-/// A CA and a server certificate for `localhost` / `127.0.0.1` it signed: (CA PEM, cert PEM, key
-/// PEM).
-fn certificates() -> (String, String, String) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("server params");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let cert = params.signed_by(&key, &ca).expect("server cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_reads_over_tls_and_refuses_an_unknown_ca() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     let server = pg::start();
     let env = Env::new(&server, Fixture::Text, None).await;
-    let (ca, cert, key) = certificates();
+    let pki = crate::support::tls::pki();
+    let (ca, cert, key) = (pki.ca, pki.server_cert, pki.server_key);
     // The server's files belong to the user it runs as (the temp dir's owner).
     let owner = std::fs::metadata(server.dir()).expect("dir").uid();
     let write = |name: &str, text: &str, mode: u32| {
