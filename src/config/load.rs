@@ -47,8 +47,12 @@ const SECRET_PATHS: [&str; 3] = [
 
 /// Optional string-typed keys. Their default is `None`, so the serialized default tree cannot
 /// tell that they are strings; they are listed here so their values are taken verbatim.
-const OPTIONAL_STRING_PATHS: [&str; 14] = [
+const OPTIONAL_STRING_PATHS: [&str; 18] = [
     "custom_invariants_dir",
+    "platform.redis_replica_url",
+    "platform.redis_sentinel.master_name",
+    "platform.redis_sentinel.username",
+    "platform.redis_sentinel.password_file",
     "platform.redis_username",
     "platform.redis_password_file",
     "platform.redis_tls.ca_file",
@@ -250,6 +254,7 @@ pub fn example() -> &'static str {
 pub fn show(config: &Config) -> String {
     let mut shown = config.clone();
     shown.platform.redis_url = redact_url(&shown.platform.redis_url);
+    shown.platform.redis_replica_url = shown.platform.redis_replica_url.as_deref().map(redact_url);
     match serde_saphyr::to_string(&shown) {
         Ok(text) => text,
         // Serializing plain structs does not fail; if it ever does, say so rather than panic.
