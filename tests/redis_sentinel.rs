@@ -10,7 +10,8 @@
 //!   the diagnostics, the slot reads counted on the replica, not the primary) and sees a leak.
 //! - Replica mode via `redis_replica_url`, under the README's ACL plus `+info`: a replica whose
 //!   link is down is not read (the primary is, that cycle), so its stale leak is no alarm; no
-//!   command was denied on either node.
+//!   command was denied on either node; with the primary killed and no failover, Redis is
+//!   unknown (exit 2), not read stale from the replica.
 
 use std::time::Duration;
 
@@ -277,6 +278,19 @@ async fn a_replica_whose_link_is_down_is_not_read_past_the_lag_bound() {
     }
     let everything = format!("{result}{stderr}");
     assert!(!everything.contains("replica-acl-pw"), "{everything}");
+
+    // The primary gone, no failover: nothing bounds the replica's lag, so Redis is unknown
+    // (exit 2), never the replica's stale view.
+    let mut primary = primary;
+    primary.kill();
+    let (code, result, stderr) = check(&cfg);
+    assert_eq!(code, 2, "{}\n{stderr}", result["outcomes"]);
+    assert_eq!(result["outcomes"]["S-01"], "unknown");
+    assert!(
+        redis_reason(&result).starts_with("connect:"),
+        "{}",
+        redis_reason(&result)
+    );
 }
 
 #[test]

@@ -996,6 +996,32 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_keys_come_from_the_environment_too() {
+        let vars = [
+            ("CANARY__PLATFORM__SQLITE_PATH", "/p.db"),
+            ("CANARY__PLATFORM__REDIS_SENTINEL__MASTER_NAME", "12345"),
+            (
+                "CANARY__PLATFORM__REDIS_SENTINEL__SENTINELS",
+                "[10.0.0.1:26379, 10.0.0.2:26379]",
+            ),
+            ("CANARY__PLATFORM__REDIS_READ_FROM", "replica"),
+            ("CANARY__PLATFORM__REDIS_MAX_REPLICA_LAG", "250ms"),
+        ];
+        let config = load_from(None, &env(&vars), &Overrides::new()).unwrap();
+        let sentinel = config.platform.redis_sentinel.expect("sentinel set");
+        assert_eq!(sentinel.master_name, "12345");
+        assert_eq!(sentinel.sentinels, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(
+            config.platform.redis_read_from,
+            super::super::platform::RedisReadFrom::Replica
+        );
+        assert_eq!(
+            config.platform.redis_max_replica_lag,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
     fn string_keys_stay_verbatim() {
         let vars = [
             ("CANARY__PLATFORM__SQLITE_PATH", "0755"),
@@ -1360,6 +1386,14 @@ mod tests {
             "postgres://canary:SECRETSECRET@db:5432/platform?sslmode=verify-full",
         ));
         config.schedule.cron = Some("*/5 * * * *".to_owned());
+        config.platform.redis_replica_url = Some("redis://:SECRETSECRET@replica:6379/0".to_owned());
+        config.platform.redis_read_from = super::super::platform::RedisReadFrom::Replica;
+        config.platform.redis_sentinel = Some(super::super::platform::RedisSentinel {
+            master_name: "mymaster".to_owned(),
+            sentinels: vec!["10.0.0.1:26379".to_owned()],
+            username: Some("canary".to_owned()),
+            password_file: Some("/etc/canary/sentinel_password".into()),
+        });
         let text = show(&config);
         assert!(!text.contains("SECRETSECRET"), "{text}");
         assert!(text.contains("[redacted]"), "{text}");
@@ -1368,6 +1402,7 @@ mod tests {
         expected.alerts.slack.webhook_url = Some(Secret::new("[redacted]"));
         expected.http.admin_token = Some(Secret::new("[redacted]"));
         expected.platform.redis_url = "redis://***@redis:6379/0".to_owned();
+        expected.platform.redis_replica_url = Some("redis://***@replica:6379/0".to_owned());
         expected.platform.database_url = Some(Secret::new("[redacted]"));
         assert_eq!(load_yaml(&text, &[], &Overrides::new()).unwrap(), expected);
         assert_eq!(

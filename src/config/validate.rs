@@ -18,6 +18,7 @@ use super::{Config, Secret};
 pub fn validate(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     platform(&config.platform, &mut out);
+    replica_lag_within_grace(config, &mut out);
     state(config, &mut out);
     schedule(config, &mut out);
     blind(config, &mut out);
@@ -259,6 +260,28 @@ fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
                 "must be at most {} (got {})",
                 humantime::format_duration(MAX_REPLICA_LAG),
                 humantime::format_duration(p.redis_max_replica_lag)
+            ),
+        );
+    }
+}
+
+/// A replica read is up to `redis_max_replica_lag` older than the SQL read; S-01's grace must
+/// cover that (plus the platform's own few-ms write gap), or a healthy start or finish in the
+/// lag window would be a false alarm.
+fn replica_lag_within_grace(config: &Config, out: &mut Vec<Problem>) {
+    use super::platform::RedisReadFrom;
+    let p = &config.platform;
+    let grace = config.invariants.s01.grace_seconds;
+    if p.redis_read_from == RedisReadFrom::Replica
+        && grace.is_finite()
+        && p.redis_max_replica_lag.as_secs_f64() >= grace
+    {
+        push(
+            out,
+            "platform.redis_max_replica_lag",
+            format!(
+                "must be below invariants.S-01.grace_seconds ({grace}s) when reading a replica: \
+                 a slot view older than the grace turns a healthy start or finish red"
             ),
         );
     }
@@ -864,10 +887,23 @@ mod tests {
                 "platform.redis_url",
                 "platform.redis_replica_url",
                 "platform.redis_max_replica_lag",
+                "platform.redis_max_replica_lag",
             ],
             "{problems:#?}"
         );
         assert!(!format!("{problems:?}").contains("pw-SECRET"));
+
+        // The lag bound stays below S-01's grace.
+        let mut c = base();
+        c.platform.redis_read_from = RedisReadFrom::Replica;
+        c.platform.redis_replica_url = Some("redis://10.0.0.6:6379/0".to_owned());
+        c.platform.redis_max_replica_lag = Duration::from_secs(3);
+        let problems = validate(&c);
+        assert_eq!(paths(&problems), ["platform.redis_max_replica_lag"]);
+        assert!(
+            problems[0].message.contains("grace_seconds (3s)"),
+            "{problems:?}"
+        );
 
         // Replica mode needs a replica; a replica URL needs replica mode.
         let mut c = base();
