@@ -1,8 +1,14 @@
-//! The read-only Redis client: a connection wrapper whose only commands are reads (there is no
-//! generic command method, so canary cannot write to the platform's Redis by accident), which
-//! counts its round trips and describes driver errors without the URL or its credentials.
+//! The read-only Redis clients, each listing every command it can send (there is no generic
+//! command method, so canary cannot write to the platform's Redis by accident), counting its
+//! round trips and describing driver errors without the URL or its credentials:
 //!
-//! It must not interpret replies (see `reply`) nor know the platform's keys (see `keys`).
+//! - [`ReadOnlyRedis`], a data node: `PING`, `SCAN`, pipelines of `ZRANGE` / `PTTL` / `HGET` /
+//!   `GET` ([`ReadBatch`]), and `INFO replication` (replica reads only);
+//! - [`ReadOnlySentinel`], a sentinel: `SENTINEL get-master-addr-by-name` and
+//!   `SENTINEL replicas`, nothing else.
+//!
+//! It must not interpret slot replies (see `reply`), know the platform's keys (see `keys`) nor
+//! decide which node to read (see `route`).
 
 use std::collections::BTreeSet;
 use std::fmt;
