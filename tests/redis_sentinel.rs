@@ -10,8 +10,8 @@
 //!   the diagnostics, the slot reads counted on the replica, not the primary) and sees a leak.
 //! - Replica mode via `redis_replica_url`, under the README's ACL plus `+info`: a replica whose
 //!   link is down is not read (the primary is, that cycle), so its stale leak is no alarm; no
-//!   command was denied on either node; with the primary killed and no failover, Redis is
-//!   unknown (exit 2), not read stale from the replica.
+//!   command was denied on either node; a "primary" that is a replica, or the primary killed
+//!   with no failover, is unknown (exit 2), never a stale read.
 
 use std::time::Duration;
 
@@ -278,6 +278,27 @@ async fn a_replica_whose_link_is_down_is_not_read_past_the_lag_bound() {
     }
     let everything = format!("{result}{stderr}");
     assert!(!everything.contains("replica-acl-pw"), "{everything}");
+
+    // redis_url naming the replica (and the replica URL the primary): its "primary" is a
+    // replica, so there is no offset to bound a lag with: unknown, not a stale read.
+    let swapped = config(
+        &p,
+        "swapped.yaml",
+        &format!(
+            "  redis_url: {}\n  redis_username: canary\n  redis_password_file: {}\n  \
+             redis_read_from: replica\n  redis_replica_url: {}\n",
+            replica.url(),
+            pw.display(),
+            primary.url()
+        ),
+    );
+    let (code, result, stderr) = check(&swapped);
+    assert_eq!(code, 2, "{}\n{stderr}", result["outcomes"]);
+    assert!(
+        redis_reason(&result).contains("the primary reports role \"slave\""),
+        "{}",
+        redis_reason(&result)
+    );
 
     // The primary gone, no failover: nothing bounds the replica's lag, so Redis is unknown
     // (exit 2), never the replica's stale view.

@@ -126,6 +126,14 @@ async fn route_and_connect(
     let primary_info = primary.info_replication().await;
     route.discovery_round_trips += 1;
     let primary_info = primary_info?;
+    if primary_info.role != "master" {
+        // A sentinel still naming a demoted primary mid-failover, or a redis_url that points
+        // at a replica: reading it would be a replica read with nothing to bound its lag.
+        return Err(RedisSourceError::Connection(format!(
+            "the primary reports role {:?}: no replication offset to bound a replica's lag",
+            primary_info.role
+        )));
+    }
     let mut report = ReplicaReport::default();
     let candidate = match &cfg.redis_sentinel {
         Some(_) => replicas
@@ -135,10 +143,6 @@ async fn route_and_connect(
         None => cfg.redis_replica_url.as_deref().map(|url| (url, None)),
     };
     let verdict = match (primary_info.master_repl_offset, candidate) {
-        _ if primary_info.role != "master" => Err(format!(
-            "the primary reports role {:?}, so no offset to compare with",
-            primary_info.role
-        )),
         (None, _) => Err("the primary reports no master_repl_offset".to_owned()),
         (_, None) => Err("the sentinels list no healthy replica".to_owned()),
         (Some(target), Some((url, addr))) => {
