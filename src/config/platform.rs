@@ -288,6 +288,37 @@ pub struct Tables {
     pub executions: ExecutionsTable,
     /// Schedules (E-06).
     pub schedules: SchedulesTable,
+    /// Platform-wide settings (the concurrency ceiling B-02 clamps caps with).
+    pub settings: SettingsTable,
+}
+
+/// The platform's key/value settings table and the concurrency ceiling in it (the reference's
+/// #506). A missing table means no ceiling; a table without the key means `ceiling_default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettingsTable {
+    /// Table name.
+    pub table: String,
+    /// Column holding the setting's name.
+    pub key: String,
+    /// Column holding its value.
+    pub value: String,
+    /// The setting that caps every agent's `max_parallel_tasks`.
+    pub ceiling_key: String,
+    /// The ceiling when the table exists but the setting does not (the platform's default).
+    pub ceiling_default: i64,
+}
+
+impl Default for SettingsTable {
+    fn default() -> Self {
+        SettingsTable {
+            table: "system_settings".to_owned(),
+            key: "key".to_owned(),
+            value: "value".to_owned(),
+            ceiling_key: "max_parallel_tasks_ceiling".to_owned(),
+            ceiling_default: 10,
+        }
+    }
 }
 
 /// `agent_ownership` and its columns.

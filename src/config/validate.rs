@@ -480,6 +480,21 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
     ] {
         identifier(out, &format!("platform.tables.schedules.{column}"), name);
     }
+    let settings = &p.tables.settings;
+    for (column, name) in [
+        ("table", &settings.table),
+        ("key", &settings.key),
+        ("value", &settings.value),
+    ] {
+        identifier(out, &format!("platform.tables.settings.{column}"), name);
+    }
+    if settings.ceiling_default < 1 {
+        push(
+            out,
+            "platform.tables.settings.ceiling_default",
+            "must be at least 1",
+        );
+    }
     // The delay is spent inside the cycle (only when a stray metadata hash was seen).
     if p.redis_orphan_recheck_delay > MAX_ORPHAN_RECHECK_DELAY {
         push(
