@@ -155,6 +155,13 @@ async fn healthy_fleet_collects_into_the_expected_snapshot() {
         Some(("status", "pending")),
         1,
     );
+    // An alarm sentinel host's queue rows are never orphans (the default `where` condition).
+    db.add_keyed_rows(
+        "operator_queue",
+        Some("_retention-guard"),
+        Some(("status", "pending")),
+        2,
+    );
     db.add_keyed_rows(
         "access_requests",
         Some("ghost"),
@@ -1016,6 +1023,18 @@ async fn facts_for_the_extended_catalog_are_read_without_their_content() {
         ExecRow::new("q-secret", "alpha", "queued")
             .queued_at(&iso(now - 1_000))
             .metadata(&format!(r#"{{"env": {{"GITHUB_TOKEN": "{SECRET}"}}}}"#)),
+        // Base64 image data that happens to hold a prefix is skipped (the reference's #3114);
+        // the same text beside it is not.
+        ExecRow::new("q-image", "alpha", "queued")
+            .queued_at(&iso(now - 1_000))
+            .metadata(&format!(
+                r#"{{"images": [{{"mime": "image/png", "data": "{SECRET}"}}], "message": "hi"}}"#
+            )),
+        ExecRow::new("q-image-alt", "alpha", "queued")
+            .queued_at(&iso(now - 1_000))
+            .metadata(&format!(
+                r#"{{"images": [{{"data": "iVBOR", "alt": "{SECRET}"}}]}}"#
+            )),
         // Metadata of non-queued rows is not even fetched.
         ExecRow::new("r-secret", "alpha", "running")
             .started_at(&iso(now - 1_000))
@@ -1123,6 +1142,14 @@ async fn facts_for_the_extended_catalog_are_read_without_their_content() {
             vec!["github_personal_access_token".to_owned()]
         )
     );
+    assert_eq!(facts("q-image"), (BacklogJson::Valid, vec![]));
+    assert_eq!(
+        facts("q-image-alt"),
+        (
+            BacklogJson::Valid,
+            vec!["github_personal_access_token".to_owned()]
+        )
+    );
     assert!(row("q-bad").queued_at_ms.is_none() && !row("q-bad").queued_at_set);
     assert_eq!(
         row("r-secret").backlog,
@@ -1222,4 +1249,56 @@ async fn missing_schedules_table_and_session_column_degrade_to_unknown_inputs() 
         .expect("sql");
     assert!(sql.missing_fields.contains(&Field::Schedules));
     assert!(sql.schedules.is_empty());
+}
+
+/// Every `where` op of a cascade entry, on real SQLite: `!=` and `not_in` keep NULLs.
+#[tokio::test]
+async fn cascade_where_conditions_filter_rows_with_every_op() {
+    use canary::config::platform::{CascadeEntry, ConditionOp, RowCondition};
+
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    db.add_keyed_rows(
+        "agent_shared_files",
+        Some("ghost"),
+        Some(("file_path", "a")),
+        1,
+    );
+    db.add_keyed_rows(
+        "agent_shared_files",
+        Some("ghost"),
+        Some(("file_path", "b")),
+        2,
+    );
+    db.add_keyed_rows("agent_shared_files", Some("ghost"), None, 3);
+    let values = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    for (op, operands, expected) in [
+        (ConditionOp::Eq, values(&["a"]), Some(1)),
+        (ConditionOp::Ne, values(&["a"]), Some(5)),
+        (ConditionOp::In, values(&["a", "b"]), Some(3)),
+        (ConditionOp::NotIn, values(&["b"]), Some(4)),
+        (ConditionOp::IsNull, values(&[]), Some(3)),
+        (ConditionOp::IsNotNull, values(&[]), Some(3)),
+        (ConditionOp::Eq, values(&["zzz"]), None),
+    ] {
+        let cfg = PlatformConfig {
+            cascade: vec![CascadeEntry {
+                table: "agent_shared_files".to_owned(),
+                column: "agent_name".to_owned(),
+                filter: None,
+                conditions: vec![RowCondition {
+                    column: "file_path".to_owned(),
+                    op,
+                    values: operands.clone(),
+                }],
+                severity: Severity::Major,
+            }],
+            ..db.config(&server.url())
+        };
+        let collected = builtin(&cfg, WINDOW_MS, now_ms()).await;
+        let sql = collected.snapshot.sql.as_ref().expect("sql");
+        let rows = sql.orphans.first().map(|o| o.rows);
+        assert_eq!(rows, expected, "{op:?} {operands:?}");
+    }
 }

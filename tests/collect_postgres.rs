@@ -7,8 +7,11 @@
 //! - least privilege: a superuser or a role that can write a watched table is refused (exit 78)
 //!   with the `GRANT SELECT` lines it needs, unless `platform.allow_write_role`;
 //! - degraded: a stopped server (unknown, exit 2, no password in any output, then recovers), a
+//!   wrong password (unknown, neither password shown), a
 //!   lock held past the statement timeout, a missing optional column, a missing cascade table, a
 //!   missing executions table;
+//! - TLS: `sslmode=verify-full` with `platform.postgres_ca_file` reads over TLS (the server
+//!   refuses plain TCP), and the system roots, which do not know the test CA, are refused;
 //! - custom SQL: rows become violations; a write (data-modifying `WITH`, a second statement, a
 //!   bare `DELETE`) is refused at validation and never reaches the rows; a runaway statement is
 //!   cancelled by the server and only its entry is unknown.
@@ -257,6 +260,38 @@ async fn a_write_capable_role_is_refused_with_the_grants_it_needs() {
     .expect("write");
     let (code, result, stderr) = check(&accepted);
     assert_eq!(code, 0, "{}\n{stderr}", outcomes(&result));
+
+    // The role the README tells operators to create is one canary accepts.
+    let readme = include_str!("../README.md");
+    let grants = readme
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's role block");
+    env.admin(
+        &grants
+            .replace("'…'", "'pw'")
+            .replace("DATABASE platform", &format!("DATABASE {db}")),
+    );
+    let as_canary = env.dir.path().join("canary-role.yaml");
+    std::fs::write(
+        &as_canary,
+        yaml.replace(
+            &env.url,
+            &format!(
+                "postgres://canary:pw@127.0.0.1:{}/{db}?sslmode=disable",
+                server.port()
+            ),
+        ),
+    )
+    .expect("write");
+    let (code, result, stderr) = check(&as_canary);
+    assert_eq!(
+        code,
+        0,
+        "the README's role: {}\n{stderr}",
+        outcomes(&result)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,6 +325,48 @@ async fn a_stopped_server_is_unknown_never_green_and_recovers() {
     server.restart().expect("restart");
     let (code, result, stderr) = check(&config);
     assert_eq!(code, 0, "recovered: {}\n{stderr}", outcomes(&result));
+
+    // An authentication failure: the server now asks canary's role for its password, and the
+    // URL carries a wrong one. Unknown, and neither password shows anywhere.
+    let role = env
+        .url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .expect("role")
+        .to_owned();
+    let hba_path = server.dir().join("data/pg_hba.conf");
+    let hba = std::fs::read_to_string(&hba_path).expect("hba");
+    std::fs::write(
+        &hba_path,
+        format!("host all {role} 127.0.0.1/32 scram-sha-256\n{hba}"),
+    )
+    .expect("write hba");
+    server.reload().expect("reload");
+    std::thread::sleep(Duration::from_millis(300));
+    let wrong = env.dir.path().join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace("s3cret-pw", "wr0ng-pw-XYZ"),
+    )
+    .expect("write");
+    let (code, result, stderr) = check(&wrong);
+    assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
+    let reason = result["sources_unavailable"][0]["error"]
+        .as_str()
+        .expect("a reason");
+    assert!(
+        reason.contains("password authentication failed"),
+        "{reason}"
+    );
+    let everything = format!("{result}{stderr}");
+    assert!(!everything.contains("wr0ng-pw-XYZ"), "{everything}");
+    assert!(!everything.contains("s3cret-pw"), "{everything}");
+    // The right password still works under the stricter rule.
+    let (code, result, stderr) = check(&config);
+    assert_eq!(code, 0, "{}\n{stderr}", outcomes(&result));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,4 +509,132 @@ async fn custom_sql_runs_read_only_and_writes_are_refused_at_validation() {
         1,
         "nothing was deleted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_reads_over_tls_and_refuses_an_unknown_ca() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let server = pg::start();
+    let env = Env::new(&server, Fixture::Text, None).await;
+    let pki = crate::support::tls::pki();
+    let (ca, cert, key) = (pki.ca, pki.server_cert, pki.server_key);
+    // The server's files belong to the user it runs as (the temp dir's owner).
+    let owner = std::fs::metadata(server.dir()).expect("dir").uid();
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = server.dir().join(name);
+        std::fs::write(&path, text).expect("write");
+        std::os::unix::fs::chown(&path, Some(owner), None).expect("chown");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    };
+    let cert_path = write("server.crt", &cert, 0o644);
+    let key_path = write("server.key", &key, 0o600);
+    let ca_path = env.dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca).expect("ca file");
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert_path.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", key_path.display()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        env.admin(&sql);
+    }
+    // From now on TCP connections must be encrypted (the admin's own, unencrypted, would fail).
+    let hba = std::fs::read_to_string(server.dir().join("data/pg_hba.conf")).expect("hba");
+    let hba = format!("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n{hba}");
+    write("data/pg_hba.conf", &hba, 0o600);
+    // Reloaded by signal: an unencrypted admin connection would already be refused.
+    server.reload().expect("reload");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let tls_url = env
+        .url
+        .replace("sslmode=disable", "sslmode=verify-full")
+        .replace("127.0.0.1", "localhost");
+    let base = std::fs::read_to_string(env.config("base.yaml", "", "")).expect("read");
+    let with_ca = env.dir.path().join("tls.yaml");
+    std::fs::write(
+        &with_ca,
+        base.replace(&env.url, &tls_url).replace(
+            "platform:\n",
+            &format!("platform:\n  postgres_ca_file: {}\n", ca_path.display()),
+        ),
+    )
+    .expect("write");
+    let (code, result, stderr) = check(&with_ca);
+    assert_eq!(code, 0, "verified TLS: {}\n{stderr}", outcomes(&result));
+
+    // Plain TCP is now refused by the server: the success above was encrypted.
+    let (code, result, _) = check(&env.config("plain.yaml", "", ""));
+    assert_eq!(code, 2, "{}", outcomes(&result));
+
+    // The system roots do not know this CA: refused, unknown, never green.
+    let system_roots = env.dir.path().join("roots.yaml");
+    std::fs::write(&system_roots, base.replace(&env.url, &tls_url)).expect("write");
+    let (code, result, stderr) = check(&system_roots);
+    assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
+    let reason = result["sources_unavailable"][0]["error"]
+        .as_str()
+        .expect("a reason");
+    assert!(reason.contains("cannot connect"), "{reason}");
+    assert!(!format!("{result}{stderr}").contains("s3cret-pw"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
+    let server = pg::start();
+    let env = Env::new(&server, Fixture::Empty, None).await;
+    // A schema as deployed elsewhere: varchar roster names, uuid execution ids, naive
+    // `timestamp`s, an integer-keyed cascade table whose agent column is `varchar`, and one whose
+    // agent column is `text` (`=` between varchar and text works; the uuid/text join would not).
+    env.admin(
+        "CREATE TABLE agent_ownership (agent_name varchar(64) PRIMARY KEY, is_system boolean, \
+           max_parallel_tasks integer, execution_timeout_seconds integer, deleted_at timestamp); \
+         CREATE TABLE schedule_executions (id uuid PRIMARY KEY, schedule_id uuid, agent_name text, \
+           status varchar(32), queued_at timestamp, started_at timestamp, completed_at timestamp, \
+           duration_ms bigint, claude_session_id text, lease_expires_at timestamp, backlog_metadata jsonb); \
+         CREATE TABLE agent_tags (id serial PRIMARY KEY, agent_name varchar(64)); \
+         CREATE TABLE agent_skills (id bigserial PRIMARY KEY, agent_name text); \
+         INSERT INTO agent_ownership VALUES ('alpha', false, 2, 900, NULL); \
+         INSERT INTO schedule_executions (id, agent_name, status, started_at, claude_session_id) VALUES \
+           ('6f1c2d3e-0000-4000-8000-000000000001', 'ghost', 'running', now() at time zone 'utc', 's'); \
+         INSERT INTO schedule_executions (id, agent_name, status) VALUES \
+           ('6f1c2d3e-0000-4000-8000-000000000002', 'alpha', 'queued'); \
+         INSERT INTO agent_tags (agent_name) VALUES ('ghost'), ('alpha'); \
+         INSERT INTO agent_skills (agent_name) VALUES ('ghost');",
+    );
+    env.admin(&format!(
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}",
+        env.url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(':').next())
+            .expect("role")
+    ));
+    let (code, result, stderr) = check(&env.config("c.yaml", "", ""));
+    assert_eq!(code, 1, "{}\n{stderr}", outcomes(&result));
+    assert_eq!(result["sources_unavailable"], serde_json::json!([]));
+    let l03: Vec<&Value> = result["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|v| v["invariant_id"] == "L-03")
+        .collect();
+    assert_eq!(l03.len(), 1, "{l03:?}");
+    assert_eq!(l03[0]["subject"], "ghost");
+    assert_eq!(l03[0]["severity"], "critical", "a live execution row");
+    let tables = l03[0]["observed_state"].to_string();
+    for table in ["agent_tags", "agent_skills", "schedule_executions"] {
+        assert!(tables.contains(table), "{table}: {tables}");
+    }
+    // E-04 names the queued row (no queued_at, no metadata) by its uuid, carried as text.
+    let e04: Vec<&Value> = result["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|v| v["invariant_id"] == "E-04")
+        .collect();
+    assert_eq!(e04.len(), 1, "{e04:?}");
+    assert_eq!(e04[0]["subject"], "6f1c2d3e-0000-4000-8000-000000000002");
 }

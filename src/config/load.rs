@@ -47,8 +47,13 @@ const SECRET_PATHS: [&str; 3] = [
 
 /// Optional string-typed keys. Their default is `None`, so the serialized default tree cannot
 /// tell that they are strings; they are listed here so their values are taken verbatim.
-const OPTIONAL_STRING_PATHS: [&str; 9] = [
+const OPTIONAL_STRING_PATHS: [&str; 14] = [
     "custom_invariants_dir",
+    "platform.redis_username",
+    "platform.redis_password_file",
+    "platform.redis_tls.ca_file",
+    "platform.redis_tls.client_cert_file",
+    "platform.redis_tls.client_key_file",
     "platform.database_url",
     "platform.database_url_file",
     "platform.postgres_ca_file",
@@ -1178,6 +1183,8 @@ mod tests {
             format!("\"{HOOK}\"\n"),
             format!("alerts:\n  slack:\n    webhook_url: \"{HOOK}\n"),
             format!("alerts:\n  slack:\n    webhook_url: '{HOOK}'\n    webhook_url: other\n"),
+            format!("platform:\n  database_url: [\"{HOOK}\"]\n"),
+            format!("platform:\n  database_url: {{ url: \"{HOOK}\" }}\n"),
         ];
         for text in &cases {
             let err = load_yaml(text, &[], &Overrides::new()).unwrap_err();
@@ -1344,6 +1351,9 @@ mod tests {
         config.alerts.slack.webhook_url = Some(Secret::new(HOOK));
         config.http.admin_token = Some(Secret::new("tok-SECRETSECRET"));
         config.platform.redis_url = "redis://:SECRETSECRET@redis:6379/0".to_owned();
+        config.platform.database_url = Some(Secret::new(
+            "postgres://canary:SECRETSECRET@db:5432/platform?sslmode=verify-full",
+        ));
         config.schedule.cron = Some("*/5 * * * *".to_owned());
         let text = show(&config);
         assert!(!text.contains("SECRETSECRET"), "{text}");
@@ -1353,6 +1363,7 @@ mod tests {
         expected.alerts.slack.webhook_url = Some(Secret::new("[redacted]"));
         expected.http.admin_token = Some(Secret::new("[redacted]"));
         expected.platform.redis_url = "redis://***@redis:6379/0".to_owned();
+        expected.platform.database_url = Some(Secret::new("[redacted]"));
         assert_eq!(load_yaml(&text, &[], &Overrides::new()).unwrap(), expected);
         assert_eq!(
             load_yaml(&show(&Config::default()), &[], &Overrides::new()).unwrap(),

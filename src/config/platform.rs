@@ -115,6 +115,14 @@ pub struct PlatformConfig {
     pub postgres_statement_timeout: Duration,
     /// The platform's Redis. May carry a password: shown redacted.
     pub redis_url: String,
+    /// Redis ACL user (Redis 6+); overrides a user in `redis_url`.
+    pub redis_username: Option<String>,
+    /// A file holding the Redis password (a secret, read at each connection); overrides a
+    /// password in `redis_url`.
+    pub redis_password_file: Option<PathBuf>,
+    /// TLS settings for a `rediss://` URL (certificate verification is always on unless
+    /// `insecure_skip_verify`).
+    pub redis_tls: RedisTls,
     /// How long a read waits for a platform write lock before the source counts as unavailable.
     #[serde(with = "humantime_serde")]
     pub sqlite_busy_timeout: Duration,
@@ -141,6 +149,10 @@ pub struct PlatformConfig {
     pub agent_defaults: AgentDefaults,
     /// Agent-keyed tables scanned for rows left behind by a delete (L-03).
     pub cascade: Vec<CascadeEntry>,
+    /// Paths in a queued row's `backlog_metadata` JSON removed before the credential scan
+    /// (G-04): `/images/*/data` (base64 vision input matches `AIza` by chance; the reference's
+    /// #3114). `*` is any key or index.
+    pub backlog_metadata_skip: Vec<String>,
 }
 
 impl Default for PlatformConfig {
@@ -155,6 +167,9 @@ impl Default for PlatformConfig {
             postgres_connect_timeout: Duration::from_secs(2),
             postgres_statement_timeout: Duration::from_secs(10),
             redis_url: "redis://127.0.0.1:6379/0".to_owned(),
+            redis_username: None,
+            redis_password_file: None,
+            redis_tls: RedisTls::default(),
             sqlite_busy_timeout: Duration::from_secs(2),
             redis_connect_timeout: Duration::from_secs(1),
             redis_response_timeout: Duration::from_secs(2),
@@ -165,8 +180,25 @@ impl Default for PlatformConfig {
             statuses: Statuses::default(),
             agent_defaults: AgentDefaults::default(),
             cascade: default_cascade(),
+            backlog_metadata_skip: vec!["/images/*/data".to_owned()],
         }
     }
+}
+
+/// TLS for `rediss://`: the CA to verify the server with (system roots when unset), an optional
+/// client certificate (mutual TLS), and the explicit escape hatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisTls {
+    /// PEM file of the CA(s) that sign the server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (with `client_key_file`), for servers that require one.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub client_key_file: Option<PathBuf>,
+    /// Accept any server certificate. Dangerous (a man in the middle reads the slot data and
+    /// the password); `config validate` warns.
+    pub insecure_skip_verify: bool,
 }
 
 /// Redis key patterns. `{agent}` and `{execution_id}` are placeholders.
@@ -380,8 +412,61 @@ pub struct CascadeEntry {
     /// Only rows matching this filter count.
     #[serde(default)]
     pub filter: Option<RowFilter>,
+    /// More conditions, all of which a row must also meet to count (`=`, `!=`, `in`,
+    /// `not_in`, `is_null`, `is_not_null`); values are bound, never spliced.
+    #[serde(default, rename = "where", skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<RowCondition>,
     /// Severity of orphaned rows in this table.
     pub severity: Severity,
+}
+
+/// One condition of a cascade entry's `where` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowCondition {
+    /// Column to test.
+    pub column: String,
+    /// The comparison.
+    pub op: ConditionOp,
+    /// Its operands: one for `=` / `!=`, at least one for `in` / `not_in`, none for the NULL
+    /// tests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// A comparison of [`RowCondition`]. `!=` and `not_in` keep NULLs (a NULL is in no list), as
+/// `filter.not_in` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionOp {
+    /// `column = value`.
+    #[serde(rename = "=")]
+    Eq,
+    /// `column IS NULL OR column <> value`.
+    #[serde(rename = "!=")]
+    Ne,
+    /// `column IN (values)`.
+    #[serde(rename = "in")]
+    In,
+    /// `column IS NULL OR column NOT IN (values)`.
+    #[serde(rename = "not_in")]
+    NotIn,
+    /// `column IS NULL`.
+    #[serde(rename = "is_null")]
+    IsNull,
+    /// `column IS NOT NULL`.
+    #[serde(rename = "is_not_null")]
+    IsNotNull,
+}
+
+impl ConditionOp {
+    /// How many values the comparison takes: `(min, max)`.
+    pub fn arity(self) -> (usize, Option<usize>) {
+        match self {
+            ConditionOp::Eq | ConditionOp::Ne => (1, Some(1)),
+            ConditionOp::In | ConditionOp::NotIn => (1, None),
+            ConditionOp::IsNull | ConditionOp::IsNotNull => (0, Some(0)),
+        }
+    }
 }
 
 /// A row filter: `column IN (...)` or `column NOT IN (...)`; values are bound, never spliced.
@@ -407,6 +492,7 @@ fn default_cascade() -> Vec<CascadeEntry> {
         table: table.to_owned(),
         column: default_agent_column(),
         filter,
+        conditions: Vec::new(),
         severity,
     };
     let only = |column: &str, value: &str| {
@@ -443,11 +529,22 @@ fn default_cascade() -> Vec<CascadeEntry> {
         only("status", "active"),
         Severity::Major,
     ));
-    list.push(entry(
-        "operator_queue",
-        only("status", "pending"),
-        Severity::Major,
-    ));
+    // The platform's alarm sentinel hosts queue operator work under reserved names (a leading
+    // `_` can never be an agent's): never orphans (the reference's list).
+    let mut operator_queue = entry("operator_queue", only("status", "pending"), Severity::Major);
+    operator_queue.conditions.push(RowCondition {
+        column: default_agent_column(),
+        op: ConditionOp::NotIn,
+        values: [
+            "_retention-guard",
+            "_db-backup",
+            "_log-archive",
+            "_sub-headroom",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    });
+    list.push(operator_queue);
     list.push(entry(
         "access_requests",
         only("status", "pending"),

@@ -62,6 +62,84 @@ fn at_least(out: &mut Vec<Problem>, path: &str, value: Duration, min: Duration) 
     }
 }
 
+/// The Redis ACL user, password file and TLS settings: only what the runtime supports.
+fn redis_access(p: &PlatformConfig, out: &mut Vec<Problem>) {
+    if p.redis_username
+        .as_deref()
+        .is_some_and(|u| u.trim().is_empty())
+    {
+        push(out, "platform.redis_username", "must not be empty when set");
+    }
+    if let Some(path) = &p.redis_password_file {
+        // `run` reads it at each connection; refuse here what would fail there.
+        match super::Secret::from_file(path) {
+            Ok(secret) if secret.expose().is_empty() => push(
+                out,
+                "platform.redis_password_file",
+                format!("{} is empty", path.display()),
+            ),
+            Ok(_) => {}
+            Err(e) => push(
+                out,
+                "platform.redis_password_file",
+                format!("{}: {e}", path.display()),
+            ),
+        }
+    }
+    let tls = &p.redis_tls;
+    let files = [
+        ("ca_file", &tls.ca_file),
+        ("client_cert_file", &tls.client_cert_file),
+        ("client_key_file", &tls.client_key_file),
+    ];
+    let configured = files.iter().any(|(_, f)| f.is_some()) || tls.insecure_skip_verify;
+    if configured && !p.redis_url.starts_with("rediss://") {
+        push(
+            out,
+            "platform.redis_tls",
+            "applies only to a rediss:// redis_url (TLS); use rediss:// or remove redis_tls",
+        );
+    }
+    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+        push(
+            out,
+            "platform.redis_tls.client_cert_file",
+            "client_cert_file and client_key_file go together (set both or neither)",
+        );
+    }
+    for (key, file) in files {
+        if let Some(path) = file
+            && let Err(e) = std::fs::metadata(path)
+        {
+            push(
+                out,
+                format!("platform.redis_tls.{key}"),
+                format!("{}: {e}", path.display()),
+            );
+        }
+    }
+}
+
+/// Settings that are valid but dangerous: printed by `config validate`, logged at startup.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.platform.redis_tls.insecure_skip_verify {
+        out.push(
+            "platform.redis_tls.insecure_skip_verify is true: the Redis server's certificate is \
+             not verified, so anyone on the path can read the slot data and the password"
+                .to_owned(),
+        );
+    }
+    if config.platform.allow_write_role {
+        out.push(
+            "platform.allow_write_role is true: canary accepts a PostgreSQL role that can write \
+             the platform's tables"
+                .to_owned(),
+        );
+    }
+    out
+}
+
 fn not_empty(out: &mut Vec<Problem>, path: &str, value: &str) {
     if value.is_empty() {
         push(out, path, "must not be empty");
@@ -154,6 +232,16 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
         p.redis_response_timeout,
         MIN_TIMEOUT,
     );
+    redis_access(p, out);
+    for (i, path) in p.backlog_metadata_skip.iter().enumerate() {
+        if !path.starts_with('/') || path.len() < 2 || path.contains("//") {
+            push(
+                out,
+                format!("platform.backlog_metadata_skip[{i}]"),
+                "must be a JSON path like /images/*/data (segments after /, * for any key or index)",
+            );
+        }
+    }
     if p.redis_scan_count == 0 {
         push(out, "platform.redis_scan_count", "must be at least 1");
     }
@@ -266,6 +354,24 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
                     out,
                     format!("{path}.filter"),
                     "needs values in `in` or `not_in`",
+                );
+            }
+        }
+        for (i, condition) in entry.conditions.iter().enumerate() {
+            let at = format!("{path}.where[{i}]");
+            identifier(out, &format!("{at}.column"), &condition.column);
+            let (min, max) = condition.op.arity();
+            let n = condition.values.len();
+            if n < min || max.is_some_and(|max| n > max) {
+                let wanted = match (min, max) {
+                    (0, Some(0)) => "no values".to_owned(),
+                    (a, Some(b)) if a == b => format!("exactly {a} value"),
+                    (a, _) => format!("at least {a} value(s)"),
+                };
+                push(
+                    out,
+                    format!("{at}.values"),
+                    format!("this op takes {wanted} (has {n})"),
                 );
             }
         }
@@ -597,11 +703,36 @@ mod tests {
         c
     }
     use crate::config::Secret;
-    use crate::config::platform::{CascadeEntry, RowFilter};
+    use crate::config::platform::{CascadeEntry, ConditionOp, RowCondition, RowFilter};
     use canary_invariants::Severity;
 
     fn paths(problems: &[Problem]) -> Vec<&str> {
         problems.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn exactly_one_platform_database_and_a_postgres_url() {
+        let mut c = base();
+        c.platform.database_url = Some(Secret::new("postgres://u:pw-SECRET@db/p"));
+        let problems = validate(&c);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "platform.database_url");
+        assert!(problems[0].message.contains("not both"), "{problems:?}");
+        c.platform.sqlite_path = std::path::PathBuf::new();
+        assert_eq!(validate(&c), Vec::new());
+        c.platform.database_url_file = Some("/etc/canary/url".into());
+        assert!(
+            validate(&c)[0]
+                .message
+                .contains("database_url_file, not both")
+        );
+        c.platform.database_url_file = None;
+        c.platform.database_url = Some(Secret::new("mysql://u:pw-SECRET@db/p"));
+        c.platform.schema = "public; DROP".to_owned();
+        let problems = validate(&c);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["platform.database_url", "platform.schema"]);
+        assert!(!format!("{problems:?}").contains("pw-SECRET"));
     }
 
     #[test]
@@ -638,6 +769,23 @@ mod tests {
                 is_in: vec![],
                 not_in: vec![],
             }),
+            conditions: vec![
+                RowCondition {
+                    column: "ok".to_owned(),
+                    op: ConditionOp::Eq,
+                    values: vec![],
+                },
+                RowCondition {
+                    column: "ok".to_owned(),
+                    op: ConditionOp::IsNull,
+                    values: vec!["x".to_owned()],
+                },
+                RowCondition {
+                    column: "no;pe".to_owned(),
+                    op: ConditionOp::NotIn,
+                    values: vec!["a".to_owned(), "b".to_owned()],
+                },
+            ],
             severity: Severity::Major,
         });
         c.state.retention_days = 0;
@@ -663,6 +811,9 @@ mod tests {
             format!("platform.cascade[{last}].column"),
             format!("platform.cascade[{last}].filter.column"),
             format!("platform.cascade[{last}].filter"),
+            format!("platform.cascade[{last}].where[0].values"),
+            format!("platform.cascade[{last}].where[1].values"),
+            format!("platform.cascade[{last}].where[2].column"),
             "state.retention_days".to_owned(),
             "schedule.interval".to_owned(),
             "schedule.cron".to_owned(),

@@ -306,6 +306,28 @@ impl PostgresServer {
         self.spawn_and_wait()
     }
 
+    /// Makes the server re-read its configuration files (`pg_ctl reload`: a signal, so it works
+    /// even when `pg_hba.conf` no longer admits the superuser over TCP).
+    pub fn reload(&self) -> Result<(), PostgresServerError> {
+        let status = self
+            .bins
+            .command("pg_ctl")
+            .arg("reload")
+            .arg("-D")
+            .arg(self.data_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(PostgresServerError::Admin(format!(
+                "pg_ctl reload: {status}"
+            )))
+        }
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

@@ -151,6 +151,7 @@ fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqlError> {
         std::iter::once(&c.table)
             .chain(std::iter::once(&c.column))
             .chain(c.filter.as_ref().map(|f| &f.column))
+            .chain(c.conditions.iter().map(|w| &w.column))
     });
     match fixed
         .into_iter()

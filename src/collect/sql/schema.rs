@@ -220,8 +220,9 @@ impl Schema {
                 if catalog.table(&entry.table).is_none() {
                     return CascadeTable::MissingTable;
                 }
-                let needed =
-                    std::iter::once(&entry.column).chain(entry.filter.as_ref().map(|f| &f.column));
+                let needed = std::iter::once(&entry.column)
+                    .chain(entry.filter.as_ref().map(|f| &f.column))
+                    .chain(entry.conditions.iter().map(|w| &w.column));
                 match needed
                     .into_iter()
                     .find(|c| !catalog.has_column(&entry.table, c))
