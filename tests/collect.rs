@@ -1302,3 +1302,34 @@ async fn cascade_where_conditions_filter_rows_with_every_op() {
         assert_eq!(rows, expected, "{op:?} {operands:?}");
     }
 }
+
+/// The concurrency ceiling is read with the roster (no statement of its own): the setting's
+/// value, the platform default without the key, the default plus an anomaly for garbage, and
+/// no ceiling at all without the table.
+#[tokio::test]
+async fn the_concurrency_ceiling_is_read_with_the_roster() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    let cfg = db.config(&server.url());
+    let read = || async {
+        let collected = builtin(&cfg, WINDOW_MS, now_ms()).await;
+        let sql = collected.snapshot.sql.clone().expect("sql");
+        (
+            sql.max_parallel_tasks_ceiling,
+            collected.snapshot.anomalies.len(),
+            collected.stats.sql_statements,
+        )
+    };
+    let (ceiling, anomalies, statements) = read().await;
+    assert_eq!((ceiling, anomalies), (Some(10), 0), "no key: the default");
+    db.exec("INSERT INTO system_settings (key, value) VALUES ('max_parallel_tasks_ceiling', '2')");
+    let (ceiling, _, same) = read().await;
+    assert_eq!(ceiling, Some(2));
+    assert_eq!(same, statements, "no statement of its own");
+    db.exec("UPDATE system_settings SET value = 'lots' WHERE key = 'max_parallel_tasks_ceiling'");
+    assert_eq!(read().await.0, Some(10));
+    assert_eq!(read().await.1, 1, "the garbage is an anomaly");
+    db.exec("DROP TABLE system_settings");
+    assert_eq!(read().await.0, None, "no table: no ceiling");
+}

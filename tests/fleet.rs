@@ -1,15 +1,20 @@
 //! End-to-end detection: the simulated fleet (`canary::fleet::sim`) on a real `redis-server` and
-//! a real SQLite file, watched by the daemon's sequencer, alerts delivered to a real local webhook.
+//! a real SQLite file or a real private PostgreSQL, watched by the daemon's sequencer, alerts
+//! delivered to a real local webhook.
 //!
-//! - One test per fault recipe (`canary::fleet::faults`): baseline green → inject → red within
+//! - One test per fault recipe (`canary::fleet::faults`) and backend (SQLite; `on_postgres::`
+//!   the PostgreSQL twin schema with text timestamps; `on_postgres_typed::` `timestamptz` and
+//!   `boolean` columns): baseline green → inject → red within
 //!   the recipe's bound (one cycle; H-01: its confirmation interval) → exactly one `fired` alert
 //!   at the webhook → revert → green → exactly one `resolved` alert, and no other transition.
 //! - A clean-churn soak: a busy fleet, hundreds of executions a minute with every race window of
-//!   the protocol open, watched for ≥ 200 back-to-back cycles: zero violations.
+//!   the protocol open, watched for ≥ 200 back-to-back cycles: zero violations (on SQLite, and on
+//!   PostgreSQL with `timestamptz`/`boolean` columns).
 
 use std::time::{Duration, Instant};
 
 use canary::fleet::faults::{self, RECIPES, Recipe};
+use canary::fleet::rig::Backend;
 use canary::fleet::sim::FleetSpec;
 use canary_invariants::catalog;
 
@@ -26,8 +31,8 @@ fn recipe_fleet() -> FleetSpec {
     }
 }
 
-/// Runs one recipe end to end; every assertion names the recipe.
-async fn detect(name: &str) {
+/// Runs one recipe end to end on `backend`; every assertion names the recipe.
+async fn detect(name: &str, backend: Backend) {
     let recipe: &'static dyn Recipe =
         faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"));
     let meta = recipe.meta();
@@ -36,9 +41,9 @@ async fn detect(name: &str) {
         "[{name}] {} is not in the catalog",
         meta.invariant
     );
-    let mut env = FleetEnv::start(&recipe_fleet(), &[recipe]).await;
+    let mut env = FleetEnv::start_on(backend, &recipe_fleet(), &[recipe]).await;
     let inv = meta.invariant;
-    let tag = format!("[{name} → {inv}]");
+    let tag = format!("[{name} → {inv} on {backend:?}]");
 
     let baseline = env.cycle().await;
     assert!(
@@ -135,17 +140,45 @@ async fn detect(name: &str) {
     assert_eq!(stats.errors, 0, "{tag} fleet write errors: {stats}");
 }
 
-/// One test per recipe, named after it (`s01_leak` runs `s01-leak`): the list is the only place
-/// a recipe is named here, and a recipe of the registry missing from it fails
+/// One test per recipe and backend, named after it (`s01_leak` runs `s01-leak` on SQLite,
+/// `on_postgres::s01_leak` and `on_postgres_typed::s01_leak` on PostgreSQL): the list is the only place a recipe is named here,
+/// and a recipe of the registry missing from it fails
 /// `every_recipe_has_a_test_and_every_invariant_a_recipe`.
 macro_rules! recipe_tests {
     ($($test:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $test() {
-                detect(&stringify!($test).replace('_', "-")).await;
+                detect(&stringify!($test).replace('_', "-"), Backend::Sqlite).await;
             }
         )*
+
+        /// The same suite on a private PostgreSQL (`platform.pg.sql`: text timestamps), watched
+        /// through a role that may only `SELECT`.
+        mod on_postgres {
+            use canary::fleet::rig::Backend;
+
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::detect(&stringify!($test).replace('_', "-"), Backend::Postgres).await;
+                }
+            )*
+        }
+
+        /// The same suite on a private PostgreSQL with `timestamptz` and `boolean` columns
+        /// (`platform.pg-typed.sql`).
+        mod on_postgres_typed {
+            use canary::fleet::rig::Backend;
+
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let name = stringify!($test).replace('_', "-");
+                    super::detect(&name, Backend::PostgresTyped).await;
+                }
+            )*
+        }
 
         #[test]
         fn every_recipe_has_a_test_and_every_invariant_a_recipe() {
@@ -200,8 +233,19 @@ recipe_tests! {
 /// orders (slot first and row first, a few ms apart), finishes, pull-claimed leases reaped,
 /// drain sentinels, queues, the heartbeat, every timestamp shape. Nothing may be red.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::print_stderr, reason = "the soak reports its counts")]
 async fn clean_churn_soak_has_zero_violations() {
+    soak(Backend::Sqlite).await;
+}
+
+/// The soak on PostgreSQL with `timestamptz` and `boolean` columns (the recipe suite covers the
+/// text-timestamp schema).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_churn_soak_has_zero_violations_on_postgres_typed() {
+    soak(Backend::PostgresTyped).await;
+}
+
+#[allow(clippy::print_stderr, reason = "the soak reports its counts")]
+async fn soak(backend: Backend) {
     const CYCLES: usize = 220;
     let spec = FleetSpec {
         agents: 30,
@@ -212,7 +256,7 @@ async fn clean_churn_soak_has_zero_violations() {
         seed: 7,
         ..FleetSpec::default()
     };
-    let env = FleetEnv::start(&spec, &[]).await;
+    let env = FleetEnv::start_on(backend, &spec, &[]).await;
     let started = Instant::now();
     let mut findings: Vec<String> = Vec::new();
     let mut unknown = 0;
@@ -238,7 +282,7 @@ async fn clean_churn_soak_has_zero_violations() {
     let elapsed = started.elapsed();
     let stats = env.stop().await;
     eprintln!(
-        "soak: {CYCLES} cycles in {:.1} s ({interleaved} interleaved with fleet writes, slowest \
+        "soak on {backend:?}: {CYCLES} cycles in {:.1} s ({interleaved} interleaved with fleet writes, slowest \
          {slowest_ms:.0} ms, {unknown} with a source unavailable), {} violation cycle(s); \
          fleet: {stats}",
         elapsed.as_secs_f64(),

@@ -1,7 +1,7 @@
 //! `canary fleet`: drive synthetic load (and faults) against a platform's stores that the
-//! operator names explicitly (`--sqlite-path` or `--database-url`, and `--redis-url`: this command
-//! WRITES to them, so it never takes them from a config file or the environment), or write a large dataset for
-//! benchmarks (`--seed-only`).
+//! operator names explicitly (`--sqlite-path` or `--database-url`, and `--redis-url`: this
+//! command WRITES to them, so it never takes them from a config file or the environment, and
+//! never prints the URL), or write a large dataset for benchmarks (`--seed-only`).
 //!
 //! A run provisions the fleet's agents (and the sites of the requested faults), closes anything a
 //! crashed earlier run of the same agents left open, runs the simulator for `--duration` (or until

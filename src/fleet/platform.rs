@@ -26,15 +26,33 @@ pub enum FleetError {
     /// SQLite failed.
     #[error("platform database: {0}")]
     Sql(#[from] rusqlite::Error),
-    /// PostgreSQL failed (its messages never carry the connection URL).
+    /// PostgreSQL failed: the client's error with its causes, flattened (the client's own
+    /// message is a bare "db error"; the server's words are in its source). Neither ever
+    /// carries the connection URL.
     #[error("platform database (postgres): {0}")]
-    Postgres(#[from] postgres::Error),
+    Postgres(String),
     /// Redis failed.
     #[error("platform redis: {0}")]
     Redis(#[from] redis::RedisError),
     /// The simulator or a fault could not run (thread, runtime, or a precondition).
     #[error("fleet: {0}")]
     Setup(String),
+}
+
+impl From<postgres::Error> for FleetError {
+    fn from(e: postgres::Error) -> FleetError {
+        if let Some(db) = e.as_db_error() {
+            return FleetError::Postgres(db.to_string());
+        }
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        FleetError::Postgres(text)
+    }
 }
 
 /// Writable handles on a synthetic platform.
