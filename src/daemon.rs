@@ -133,8 +133,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             return Err(error);
         }
     };
+    let heartbeat = heartbeat_of(&config, &metrics)?;
     let on_cycle = move |result: &CycleResult| {
         metrics.observe_cycle(result);
+        if let Some(heartbeat) = &heartbeat {
+            heartbeat.ping(result);
+        }
         // New transitions mean new outbox rows: deliver now, not at the next poll.
         if result.has_transitions() {
             wake_deliverer.notify_one();
@@ -256,7 +260,10 @@ fn spawn_http(
         .config()
         .admin_token()
         .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))?;
-    let state = AppState::new(runner, token, metrics).with_alert_waker(alert_waker);
+    let heartbeat = heartbeat_of(runner.config(), &metrics)?;
+    let state = AppState::new(runner, token, metrics)
+        .with_alert_waker(alert_waker)
+        .with_heartbeat(heartbeat);
     let serve = {
         let (shutdown, failed) = (shutdown.clone(), Arc::clone(failed));
         async move {
@@ -267,6 +274,23 @@ fn spawn_http(
     };
     supervise(tracker, "http", serve, shutdown, failed);
     Ok(())
+}
+
+/// The dead man's switch of `config` (`None` when no URL is configured), counting into
+/// `metrics`.
+fn heartbeat_of(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crate::alert::heartbeat::Heartbeat>, DaemonError> {
+    let Some(url) = config
+        .heartbeat_url()
+        .map_err(|e| ConfigFailure(vec![format!("{e:#}")]))?
+    else {
+        return Ok(None);
+    };
+    crate::alert::heartbeat::Heartbeat::new(url, &config.alerts.heartbeat, Arc::clone(metrics))
+        .map(Some)
+        .map_err(|e| ConfigFailure(vec![e.to_string()]).into())
 }
 
 /// Spawns `task` on the tracker so a panic in it is not lost with its join handle: it fails the

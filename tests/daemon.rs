@@ -812,3 +812,72 @@ async fn a_killed_redis_is_alerted_after_blind_after_cycles_and_resolved_once() 
     daemon.sigterm();
     assert_eq!(daemon.wait(Duration::from_secs(10)).code(), Some(0));
 }
+
+/// The dead man's switch (`alerts.heartbeat`): a ping after every recorded cycle, `/fail`
+/// while a source is unavailable, back to the plain URL when it returns; counted in
+/// `/metrics`. The URL (a secret) is in no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_is_pinged_every_cycle_and_fails_while_blind() {
+    let mut env = Env::new().await;
+    let pinger = Webhook::start(vec![]).await;
+    let url = format!("{}/ping/hb-SECRET-123", pinger.url().trim_end_matches('/'));
+    let config = env.config(
+        "10s",
+        &format!("alerts:\n  heartbeat:\n    url: {url}\n    method: post\n    timeout: 2s\n"),
+    );
+    let mut daemon = Daemon::start(&config, env.dir.path());
+    let state = env.state_path();
+    daemon.wait_for(Duration::from_secs(20), "3 cycles", || {
+        cycles(&state).len() >= 3
+    });
+    let pings = |suffix: &str| {
+        pinger
+            .received()
+            .iter()
+            .filter(|r| r.path.ends_with(suffix))
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pings("/hb-SECRET-123") >= 3, "{:?}", pinger.received());
+    assert_eq!(pings("/fail"), 0);
+
+    // Redis down: the next cycles ping /fail.
+    env.redis.kill();
+    let before = pings("/fail");
+    let n = cycles(&state).len();
+    daemon.wait_for(Duration::from_secs(30), "2 blind cycles", || {
+        cycles(&state).len() >= n + 2
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        pings("/hb-SECRET-123/fail") > before,
+        "{:?}",
+        pinger.received()
+    );
+
+    // Back: plain pings again.
+    env.redis.restart().expect("restart redis");
+    let ok_before = pings("/hb-SECRET-123");
+    let n = cycles(&state).len();
+    daemon.wait_for(Duration::from_secs(30), "2 more cycles", || {
+        cycles(&state).len() >= n + 2
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pings("/hb-SECRET-123") > ok_before);
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("canary_heartbeat_pings_total{outcome=\"ok\"}") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    daemon.sigterm();
+    assert_eq!(daemon.wait(Duration::from_secs(10)).code(), Some(0));
+    assert!(!daemon.log().contains("hb-SECRET-123"), "{}", daemon.log());
+}

@@ -7,6 +7,8 @@
 //! - [`retry`]: what an HTTP outcome means for an outbox row, and the backoff (pure).
 //! - [`deliver`]: the deliverer task: claims due outbox rows, POSTs them to the webhook, records
 //!   the outcome, paces posts per webhook.
+//! - [`heartbeat`]: the dead man's switch, pinged after every recorded cycle (`/fail` when a
+//!   source was unavailable), beside the cycle, never delaying it.
 //! - [`AlertStats`]: delivery counters shared through `Arc` with the metrics endpoint.
 //!
 //! Alerts are never sent from the cycle itself, and nothing here decides whether an invariant is
@@ -15,6 +17,7 @@
 
 pub mod blind;
 pub mod deliver;
+pub mod heartbeat;
 pub mod retry;
 pub mod slack;
 

@@ -39,15 +39,18 @@ pub const ENV_PREFIX: &str = "CANARY__";
 pub const CONFIG_ENV: &str = "CANARY_CONFIG";
 
 /// Dotted paths of the secret keys: their values never appear in errors.
-const SECRET_PATHS: [&str; 3] = [
+const SECRET_PATHS: [&str; 4] = [
     "alerts.slack.webhook_url",
+    "alerts.heartbeat.url",
     "http.admin_token",
     "platform.database_url",
 ];
 
 /// Optional string-typed keys. Their default is `None`, so the serialized default tree cannot
 /// tell that they are strings; they are listed here so their values are taken verbatim.
-const OPTIONAL_STRING_PATHS: [&str; 18] = [
+const OPTIONAL_STRING_PATHS: [&str; 20] = [
+    "alerts.heartbeat.url",
+    "alerts.heartbeat.url_file",
     "custom_invariants_dir",
     "platform.redis_replica_url",
     "platform.redis_sentinel.master_name",
@@ -271,6 +274,17 @@ impl Config {
             ("alerts.slack.webhook_url", "alerts.slack.webhook_url_file"),
             slack.webhook_url.as_ref(),
             slack.webhook_url_file.as_deref(),
+        )
+    }
+
+    /// The heartbeat URL from `alerts.heartbeat.url` or `url_file`; `None` when neither is set
+    /// (no dead man's switch).
+    pub fn heartbeat_url(&self) -> Result<Option<Secret>, ConfigError> {
+        let heartbeat = &self.alerts.heartbeat;
+        resolve_secret(
+            ("alerts.heartbeat.url", "alerts.heartbeat.url_file"),
+            heartbeat.url.as_ref(),
+            heartbeat.url_file.as_deref(),
         )
     }
 

@@ -121,6 +121,8 @@ impl Default for ScheduleConfig {
 pub struct AlertsConfig {
     /// Slack incoming webhook.
     pub slack: SlackConfig,
+    /// A dead man's switch pinged after every recorded cycle (healthchecks.io, Uptime Kuma, …).
+    pub heartbeat: HeartbeatConfig,
     /// Consecutive red cycles before an invariant fires.
     pub fire_after: u32,
     /// Consecutive green cycles before a firing invariant resolves.
@@ -150,6 +152,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             slack: SlackConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
             fire_after: 1,
             resolve_after: 1,
             blind_after: 3,
@@ -159,6 +162,46 @@ impl Default for AlertsConfig {
             retry_max: Duration::from_secs(600),
         }
     }
+}
+
+/// The dead man's switch: after every recorded cycle canary requests `url` (or `url/fail` when
+/// a source was unavailable: the healthchecks.io and Uptime Kuma conventions), so a canary
+/// that died, hung or lost its host pages someone through a service outside it. Unset = off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// The ping URL (a secret: it lets anyone ping). Prefer `url_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+    /// A file holding the ping URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
+    /// `get` or `post` (an empty body).
+    pub method: HeartbeatMethod,
+    /// Timeout of one ping; a ping never delays a cycle (it runs beside the next one).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            url: None,
+            url_file: None,
+            method: HeartbeatMethod::Get,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the heartbeat is requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatMethod {
+    /// `GET url`.
+    Get,
+    /// `POST url` with an empty body.
+    Post,
 }
 
 /// Slack incoming webhook. Absent URL = silent sink (transitions are still recorded).

@@ -675,6 +675,15 @@ fn secrets(config: &Config, out: &mut Vec<Problem>) {
     ) {
         webhook_url(out, &key, url.expose());
     }
+    let heartbeat = &config.alerts.heartbeat;
+    for (key, url) in secret_pair(
+        out,
+        "alerts.heartbeat.url",
+        heartbeat.url.as_ref().map(|s| s.expose()),
+        heartbeat.url_file.as_deref(),
+    ) {
+        webhook_url(out, &key, url.expose());
+    }
     let http = &config.http;
     for (key, token) in secret_pair(
         out,

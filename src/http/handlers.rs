@@ -45,10 +45,14 @@ pub async fn run_cycle(
     let runner = state.runner.clone();
     let metrics = state.metrics.clone();
     let waker = state.alert_waker.clone();
+    let heartbeat = state.heartbeat.clone();
     let task = tokio::spawn(async move {
         let result = runner.run(&request).await;
         if let Ok(result) = &result {
             metrics.observe_cycle(result);
+            if let Some(heartbeat) = &heartbeat {
+                heartbeat.ping(result);
+            }
             if let Some(waker) = waker.filter(|_| result.has_transitions()) {
                 waker.notify_one();
             }

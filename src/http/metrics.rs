@@ -63,6 +63,7 @@ pub struct Metrics {
     alert_sync: Mutex<()>,
     outbox_pending: Gauge,
     outbox_abandoned: Gauge,
+    heartbeat: Family<OutcomeLabel, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -157,6 +158,19 @@ impl Metrics {
             "Alerts given up after alerts.give_up_after (read at scrape time)",
             outbox_abandoned.clone(),
         );
+        let heartbeat = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "heartbeat_pings",
+            "Dead man's switch pings (alerts.heartbeat) by outcome: ok, failed",
+            heartbeat.clone(),
+        );
+        for outcome in ["ok", "failed"] {
+            heartbeat
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(0);
+        }
         // Pre-create the fixed label values so the series exist at 0 from the first scrape:
         // `rate()` and absence alerts misbehave on series that appear only on their first event.
         for outcome in [Outcome::Green, Outcome::Red, Outcome::Unknown] {
@@ -187,7 +201,17 @@ impl Metrics {
             alert_sync: Mutex::new(()),
             outbox_pending,
             outbox_abandoned,
+            heartbeat,
         }
+    }
+
+    /// Counts one heartbeat ping.
+    pub fn observe_heartbeat(&self, ok: bool) {
+        self.heartbeat
+            .get_or_create(&OutcomeLabel {
+                outcome: if ok { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one finished cycle (call it once per cycle, whatever triggered it).

@@ -52,6 +52,8 @@ pub struct AppState {
     /// Pinged after an admin-triggered cycle with transitions, so its alerts go out now rather
     /// than at the deliverer's next poll (the scheduler does the same for scheduled cycles).
     alert_waker: Option<Arc<tokio::sync::Notify>>,
+    /// The dead man's switch, pinged after an admin-triggered cycle too.
+    heartbeat: Option<crate::alert::heartbeat::Heartbeat>,
 }
 
 impl AppState {
@@ -75,7 +77,17 @@ impl AppState {
             cadence: Arc::new(cadence),
             started_at_ms: now_ms(),
             alert_waker: None,
+            heartbeat: None,
         }
+    }
+
+    /// Pings `heartbeat` after admin-triggered cycles as the scheduler does after its own.
+    pub fn with_heartbeat(
+        mut self,
+        heartbeat: Option<crate::alert::heartbeat::Heartbeat>,
+    ) -> AppState {
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// [`AppState::new`] with the admin token read from the runner's configuration
