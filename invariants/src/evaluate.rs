@@ -42,8 +42,12 @@ pub struct Evaluation {
     pub severities: BTreeMap<String, Severity>,
     /// Why each unknown invariant could not be evaluated.
     pub unknown_reasons: BTreeMap<String, String>,
-    /// Every violation, sorted by invariant id, subject, signal.
+    /// Every violation, sorted by invariant id, subject, signal; after
+    /// [`Evaluation::cap_violations`] only the first `max` of each invariant.
     pub violations: Vec<Violation>,
+    /// How many violations each red invariant found: the full count, kept when
+    /// [`Evaluation::cap_violations`] drops evidence (so a cap never changes what is reported).
+    pub violation_counts: BTreeMap<String, u64>,
     /// Memory to carry into the next cycle. Entries owned by invariants that were not evaluated
     /// this cycle are carried over untouched.
     pub memory: Memory,
@@ -64,6 +68,7 @@ pub fn evaluate(
         severities: BTreeMap::new(),
         unknown_reasons: BTreeMap::new(),
         violations: Vec::new(),
+        violation_counts: BTreeMap::new(),
         memory: Memory::default(),
     };
 
@@ -96,8 +101,43 @@ pub fn evaluate(
     eval.checks_run.sort();
     eval.violations
         .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    for v in &eval.violations {
+        *eval
+            .violation_counts
+            .entry(v.invariant_id.clone())
+            .or_insert(0) += 1;
+    }
     eval.memory = next_memory;
     eval
+}
+
+impl Evaluation {
+    /// Keeps the first `max` violations of each invariant (in the sorted order, so the choice is
+    /// deterministic) and drops the rest of the evidence. Counts, outcomes and severities were
+    /// taken from the full list and stay as they are: a cap hides evidence, never a finding.
+    pub fn cap_violations(&mut self, max: usize) {
+        let mut kept: BTreeMap<String, usize> = BTreeMap::new();
+        self.violations.retain(|v| {
+            let n = kept.entry(v.invariant_id.clone()).or_insert(0);
+            *n += 1;
+            *n <= max
+        });
+    }
+
+    /// Violations found this cycle, all invariants together (the full count, not the shown one).
+    pub fn violation_total(&self) -> u64 {
+        self.violation_counts.values().sum()
+    }
+
+    /// How many violations of `invariant_id` are kept as evidence (at most the count).
+    pub fn shown(&self, invariant_id: &str) -> u64 {
+        let n = self
+            .violations
+            .iter()
+            .filter(|v| v.invariant_id == invariant_id)
+            .count();
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
 }
 
 /// Judges the operator-defined SQL invariants carried in the snapshot (see [`crate::custom`]).
@@ -296,5 +336,46 @@ mod tests {
             .map(|v| v.invariant_id.as_str())
             .collect();
         assert_eq!(ids, ["L-03", "S-01"], "sorted by invariant id");
+    }
+
+    #[test]
+    fn cap_keeps_the_first_subjects_and_every_count() {
+        let mut b = SnapshotBuilder::new().agent("a");
+        for i in 0..7 {
+            b = b.slot_without_meta("a", &format!("e{i}"), Some(T0 - 60_000));
+        }
+        let mut eval = evaluate(
+            &b.build(),
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+        );
+        let before: Vec<Violation> = eval.violations.clone();
+        let red: Vec<String> = eval.violation_counts.keys().cloned().collect();
+        assert!(!red.is_empty());
+        let total = eval.violation_total();
+        assert_eq!(total, u64::try_from(before.len()).unwrap());
+        eval.cap_violations(2);
+        for id in &red {
+            let kept: Vec<&Violation> = eval
+                .violations
+                .iter()
+                .filter(|v| &v.invariant_id == id)
+                .collect();
+            let first: Vec<&Violation> = before
+                .iter()
+                .filter(|v| &v.invariant_id == id)
+                .take(2)
+                .collect();
+            assert_eq!(kept, first, "{id}: the first two in sorted order");
+            assert_eq!(eval.shown(id), u64::try_from(kept.len()).unwrap());
+        }
+        assert_eq!(
+            eval.violation_counts["S-04"], 7,
+            "the count survives the cap"
+        );
+        assert_eq!(eval.violation_total(), total);
+        assert_eq!(eval.shown("S-04"), 2);
+        assert_eq!(eval.outcomes["S-04"], Outcome::Red);
     }
 }

@@ -317,6 +317,16 @@ fn state(config: &Config, out: &mut Vec<Problem>) {
         state.lease_timeout,
         Duration::from_secs(1),
     );
+    if !(1..=super::MAX_SUBJECTS_PER_INVARIANT).contains(&state.max_subjects_per_invariant) {
+        push(
+            out,
+            "state.max_subjects_per_invariant",
+            format!(
+                "must be between 1 and {} (the rest is counted, not stored)",
+                super::MAX_SUBJECTS_PER_INVARIANT
+            ),
+        );
+    }
 }
 
 fn schedule(config: &Config, out: &mut Vec<Problem>) {
