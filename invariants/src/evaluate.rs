@@ -53,12 +53,26 @@ pub struct Evaluation {
     pub memory: Memory,
 }
 
-/// Runs the selected invariants over `snapshot`.
+/// Runs the selected invariants over `snapshot`, keeping every violation.
 pub fn evaluate(
     snapshot: &Snapshot,
     memory: &Memory,
     params: &Params,
     selection: Selection<'_>,
+) -> Evaluation {
+    evaluate_capped(snapshot, memory, params, selection, usize::MAX)
+}
+
+/// [`evaluate`] keeping at most `max_per_invariant` violations of each invariant as evidence
+/// (the first in sorted order; [`Evaluation::violation_counts`] keeps the full counts). Each
+/// invariant's list is capped as soon as it is checked, so a flood on one invariant is held in
+/// memory once, not once per invariant on top of all the others.
+pub fn evaluate_capped(
+    snapshot: &Snapshot,
+    memory: &Memory,
+    params: &Params,
+    selection: Selection<'_>,
+    max_per_invariant: usize,
 ) -> Evaluation {
     let input = Input::new(snapshot, memory, params);
     let mut next_memory = memory.clone();
@@ -83,7 +97,7 @@ pub fn evaluate(
             eval.unknown_reasons.insert(meta.id.to_owned(), reason);
             continue;
         }
-        let mut found = invariant.check(&input);
+        let found = invariant.check(&input);
         invariant.remember(&input, &mut next_memory);
         let outcome = if found.is_empty() {
             Outcome::Green
@@ -94,21 +108,35 @@ pub fn evaluate(
             eval.severities.insert(meta.id.to_owned(), worst);
         }
         eval.outcomes.insert(meta.id.to_owned(), outcome);
-        eval.violations.append(&mut found);
+        keep(&mut eval, found, max_per_invariant);
     }
-    evaluate_custom(snapshot, selection, &mut eval);
+    evaluate_custom(snapshot, selection, &mut eval, max_per_invariant);
 
     eval.checks_run.sort();
     eval.violations
         .sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    for v in &eval.violations {
+    eval.memory = next_memory;
+    eval
+}
+
+/// Counts one invariant's violations, then keeps the first `max` in sorted order.
+fn keep(eval: &mut Evaluation, mut found: Vec<Violation>, max: usize) {
+    if found.is_empty() {
+        return;
+    }
+    // A check may (wrongly) report under another id; count each under its own.
+    for v in &found {
         *eval
             .violation_counts
             .entry(v.invariant_id.clone())
             .or_insert(0) += 1;
     }
-    eval.memory = next_memory;
-    eval
+    if found.len() > max {
+        found.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        found.truncate(max);
+        found.shrink_to_fit();
+    }
+    eval.violations.append(&mut found);
 }
 
 impl Evaluation {
@@ -144,7 +172,12 @@ impl Evaluation {
 /// The collector only runs enabled (or explicitly asked-for) ones, so `AllEnabled` takes every
 /// result present. An id that is also a catalog id is ignored (the built-in one was judged above);
 /// an id present twice is unknown, whatever the order of the entries.
-fn evaluate_custom(snapshot: &Snapshot, selection: Selection<'_>, eval: &mut Evaluation) {
+fn evaluate_custom(
+    snapshot: &Snapshot,
+    selection: Selection<'_>,
+    eval: &mut Evaluation,
+    max_per_invariant: usize,
+) {
     let mut by_id: BTreeMap<&str, Vec<&CustomResult>> = BTreeMap::new();
     for result in &snapshot.custom {
         by_id.entry(result.id.as_str()).or_default().push(result);
@@ -185,7 +218,11 @@ fn evaluate_custom(snapshot: &Snapshot, selection: Selection<'_>, eval: &mut Eva
             eval.severities.insert(id.to_owned(), worst);
         }
         eval.outcomes.insert(id.to_owned(), judged.outcome);
-        eval.violations.append(&mut judged.violations);
+        keep(
+            eval,
+            std::mem::take(&mut judged.violations),
+            max_per_invariant,
+        );
     }
 }
 
@@ -344,8 +381,9 @@ mod tests {
         for i in 0..7 {
             b = b.slot_without_meta("a", &format!("e{i}"), Some(T0 - 60_000));
         }
+        let snap = b.build();
         let mut eval = evaluate(
-            &b.build(),
+            &snap,
             &Memory::default(),
             &Params::default(),
             Selection::AllEnabled,
@@ -377,5 +415,14 @@ mod tests {
         assert_eq!(eval.violation_total(), total);
         assert_eq!(eval.shown("S-04"), 2);
         assert_eq!(eval.outcomes["S-04"], Outcome::Red);
+        // Capping while evaluating gives exactly the same result.
+        let capped = evaluate_capped(
+            &snap,
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+            2,
+        );
+        assert_eq!(capped, eval);
     }
 }

@@ -154,6 +154,13 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
         p.redis_response_timeout,
         MIN_TIMEOUT,
     );
+    if p.redis_max_members_per_key < 100 {
+        push(
+            out,
+            "platform.redis_max_members_per_key",
+            "must be at least 100",
+        );
+    }
     if p.redis_scan_count == 0 {
         push(out, "platform.redis_scan_count", "must be at least 1");
     }

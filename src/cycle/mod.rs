@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use canary_invariants::{
     Evaluation, Hysteresis, InvariantState, Memory, Outcome, Selection, SourceUnavailable,
-    Transition, TransitionKind, Verdict, blind, evaluate, transitions,
+    Transition, TransitionKind, Verdict, blind, evaluate_capped, transitions,
 };
 
 use crate::clock::{format_ms, now_ms};
@@ -327,10 +327,13 @@ async fn stage(
         Some(ids) => Selection::Only(ids),
         None => Selection::AllEnabled,
     };
-    let mut eval = evaluate(&snapshot, memory, &config.invariants, selection);
-    // Evidence is capped here, before anything is stored, reported or alerted on: the counts,
-    // outcomes and severities were taken from the full list, so the cap hides no finding.
-    eval.cap_violations(
+    // Evidence is capped during evaluation, before anything is stored, reported or alerted on:
+    // the counts, outcomes and severities come from the full lists, so the cap hides no finding.
+    let eval = evaluate_capped(
+        &snapshot,
+        memory,
+        &config.invariants,
+        selection,
         usize::try_from(config.state.max_subjects_per_invariant).unwrap_or(usize::MAX),
     );
     let verdicts: BTreeMap<String, Verdict> = eval
