@@ -82,6 +82,10 @@ pub enum DaemonError {
 /// HTTP server) stops the whole daemon and is reported as an error, so systemd restarts it.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let schedule = schedule_of(&config)?;
+    // Valid but dangerous settings: said once, where the daemon starts.
+    for warning in crate::config::warnings(&config) {
+        tracing::warn!(%warning, "dangerous setting");
+    }
     let config = Arc::new(config);
     let db = StateDb::open(&config.state.path).map_err(|source| DaemonError::OpenState {
         path: config.state.path.clone(),

@@ -1016,6 +1016,18 @@ async fn facts_for_the_extended_catalog_are_read_without_their_content() {
         ExecRow::new("q-secret", "alpha", "queued")
             .queued_at(&iso(now - 1_000))
             .metadata(&format!(r#"{{"env": {{"GITHUB_TOKEN": "{SECRET}"}}}}"#)),
+        // Base64 image data that happens to hold a prefix is skipped (the reference's #3114);
+        // the same text beside it is not.
+        ExecRow::new("q-image", "alpha", "queued")
+            .queued_at(&iso(now - 1_000))
+            .metadata(&format!(
+                r#"{{"images": [{{"mime": "image/png", "data": "{SECRET}"}}], "message": "hi"}}"#
+            )),
+        ExecRow::new("q-image-alt", "alpha", "queued")
+            .queued_at(&iso(now - 1_000))
+            .metadata(&format!(
+                r#"{{"images": [{{"data": "iVBOR", "alt": "{SECRET}"}}]}}"#
+            )),
         // Metadata of non-queued rows is not even fetched.
         ExecRow::new("r-secret", "alpha", "running")
             .started_at(&iso(now - 1_000))
@@ -1118,6 +1130,14 @@ async fn facts_for_the_extended_catalog_are_read_without_their_content() {
     assert_eq!(facts("q-bad"), (BacklogJson::Invalid, vec![]));
     assert_eq!(
         facts("q-secret"),
+        (
+            BacklogJson::Valid,
+            vec!["github_personal_access_token".to_owned()]
+        )
+    );
+    assert_eq!(facts("q-image"), (BacklogJson::Valid, vec![]));
+    assert_eq!(
+        facts("q-image-alt"),
         (
             BacklogJson::Valid,
             vec!["github_personal_access_token".to_owned()]

@@ -7,6 +7,7 @@
 //! - least privilege: a superuser or a role that can write a watched table is refused (exit 78)
 //!   with the `GRANT SELECT` lines it needs, unless `platform.allow_write_role`;
 //! - degraded: a stopped server (unknown, exit 2, no password in any output, then recovers), a
+//!   wrong password (unknown, neither password shown), a
 //!   lock held past the statement timeout, a missing optional column, a missing cascade table, a
 //!   missing executions table;
 //! - TLS: `sslmode=verify-full` with `platform.postgres_ca_file` reads over TLS (the server
@@ -324,6 +325,48 @@ async fn a_stopped_server_is_unknown_never_green_and_recovers() {
     server.restart().expect("restart");
     let (code, result, stderr) = check(&config);
     assert_eq!(code, 0, "recovered: {}\n{stderr}", outcomes(&result));
+
+    // An authentication failure: the server now asks canary's role for its password, and the
+    // URL carries a wrong one. Unknown, and neither password shows anywhere.
+    let role = env
+        .url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .expect("role")
+        .to_owned();
+    let hba_path = server.dir().join("data/pg_hba.conf");
+    let hba = std::fs::read_to_string(&hba_path).expect("hba");
+    std::fs::write(
+        &hba_path,
+        format!("host all {role} 127.0.0.1/32 scram-sha-256\n{hba}"),
+    )
+    .expect("write hba");
+    server.reload().expect("reload");
+    std::thread::sleep(Duration::from_millis(300));
+    let wrong = env.dir.path().join("wrong.yaml");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace("s3cret-pw", "wr0ng-pw-XYZ"),
+    )
+    .expect("write");
+    let (code, result, stderr) = check(&wrong);
+    assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
+    let reason = result["sources_unavailable"][0]["error"]
+        .as_str()
+        .expect("a reason");
+    assert!(
+        reason.contains("password authentication failed"),
+        "{reason}"
+    );
+    let everything = format!("{result}{stderr}");
+    assert!(!everything.contains("wr0ng-pw-XYZ"), "{everything}");
+    assert!(!everything.contains("s3cret-pw"), "{everything}");
+    // The right password still works under the stricter rule.
+    let (code, result, stderr) = check(&config);
+    assert_eq!(code, 0, "{}\n{stderr}", outcomes(&result));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,28 +511,14 @@ async fn custom_sql_runs_read_only_and_writes_are_refused_at_validation() {
     );
 }
 
-/// A CA and a server certificate for `localhost` / `127.0.0.1` it signed: (CA PEM, cert PEM, key
-/// PEM).
-fn certificates() -> (String, String, String) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("server params");
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let cert = params.signed_by(&key, &ca).expect("server cert");
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_reads_over_tls_and_refuses_an_unknown_ca() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     let server = pg::start();
     let env = Env::new(&server, Fixture::Text, None).await;
-    let (ca, cert, key) = certificates();
+    let pki = crate::support::tls::pki();
+    let (ca, cert, key) = (pki.ca, pki.server_cert, pki.server_key);
     // The server's files belong to the user it runs as (the temp dir's owner).
     let owner = std::fs::metadata(server.dir()).expect("dir").uid();
     let write = |name: &str, text: &str, mode: u32| {

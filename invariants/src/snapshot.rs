@@ -258,6 +258,18 @@ pub struct SqlState {
     pub schedules: Vec<Schedule>,
 }
 
+impl Execution {
+    /// The lease's expiry when the row carries a legible lease; `None` for no lease and for an
+    /// illegible one (see the type's docs).
+    pub fn legible_lease(&self) -> Option<Millis> {
+        if self.leased {
+            self.lease_expires_at_ms
+        } else {
+            None
+        }
+    }
+}
+
 impl SqlState {
     /// Per roster agent, the smallest value of `field` (its cap, its timeout). The roster's key
     /// is the agent name, but snapshots are untrusted: should a name appear twice, the strictest
@@ -323,6 +335,12 @@ impl Phase {
 }
 
 /// One `schedule_executions` row, as far as invariants need it.
+///
+/// **A lease that cannot be read is no lease.** A row is treated as pull-claimed (excused from
+/// holding a slot by S-01, from having a session by E-05, and given the reaper's window by E-01)
+/// only when its `lease_expires_at` is legible ([`Execution::legible_lease`]). An empty or
+/// unparseable lease fails open, as the reference does (#1990): the row is judged like any
+/// running row, and G-05 reports the unparseable value itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Execution {
     /// `id` (integers are carried as their decimal text).

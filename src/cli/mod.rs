@@ -497,7 +497,10 @@ fn open_state_for_reading(path: &std::path::Path) -> anyhow::Result<StateDb> {
 fn config_command(action: ConfigAction) -> anyhow::Result<ExitCode> {
     match action {
         ConfigAction::Validate(source) => {
-            source.load()?;
+            let config = source.load()?;
+            for warning in config::warnings(&config) {
+                output::print(&format!("warning: {warning}"));
+            }
             output::print("configuration is valid");
         }
         ConfigAction::Show(source) => output::print(&config::show(&source.load()?)),

@@ -34,11 +34,17 @@ pub const PATTERNS: &[(&str, &str)] = &[
 ];
 
 /// Whether `text` is valid JSON, and the names of the credential patterns it contains (sorted,
-/// deduplicated).
-pub fn scan_metadata(text: &str) -> (bool, Vec<&'static str>) {
+/// deduplicated). In valid JSON, the values at `skip` (paths like `/images/*/data`, `*` = any
+/// key or index; `platform.backlog_metadata_skip`) are removed before scanning: base64 image
+/// data matches a prefix such as `AIza` by chance (the reference's #3114).
+pub fn scan_metadata(text: &str, skip: &[String]) -> (bool, Vec<&'static str>) {
     let mut found = Vec::new();
     let valid = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(value) => {
+        Ok(mut value) => {
+            for path in skip {
+                let segments: Vec<&str> = path.split('/').skip(1).collect();
+                remove_path(&mut value, &segments);
+            }
             scan_value(&value, &mut found);
             true
         }
@@ -50,6 +56,42 @@ pub fn scan_metadata(text: &str) -> (bool, Vec<&'static str>) {
     found.sort_unstable();
     found.dedup();
     (valid, found)
+}
+
+/// Removes every value at `segments` (`*` matches any key or index) from `value`.
+fn remove_path(value: &mut serde_json::Value, segments: &[&str]) {
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
+    let matches = |key: &str| *first == "*" || *first == key;
+    match value {
+        serde_json::Value::Object(map) => {
+            if rest.is_empty() {
+                map.retain(|key, _| !matches(key));
+            } else {
+                for (_, child) in map.iter_mut().filter(|(key, _)| matches(key)) {
+                    remove_path(child, rest);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if rest.is_empty() {
+                let mut index = 0;
+                items.retain(|_| {
+                    let keep = !matches(&index.to_string());
+                    index += 1;
+                    keep
+                });
+            } else {
+                for (index, child) in items.iter_mut().enumerate() {
+                    if matches(&index.to_string()) {
+                        remove_path(child, rest);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn scan_value(value: &serde_json::Value, found: &mut Vec<&'static str>) {
@@ -96,8 +138,38 @@ pub fn scan_text(text: &str, found: &mut Vec<&'static str>) {
 mod tests {
     use super::*;
 
+    /// Image data is skipped at the default path, and only there.
+    #[test]
+    fn configured_paths_are_skipped_before_scanning() {
+        let key = "AIzaSyA1234567890abcdefghijkl";
+        let skip = vec!["/images/*/data".to_owned()];
+        let text = format!(
+            r#"{{"images": [{{"data": "{key}", "mime": "image/png"}}, {{"data": "x"}}], "note": "hi"}}"#
+        );
+        assert_eq!(scan_metadata(&text, &skip), (true, vec![]));
+        assert_eq!(scan_metadata(&text, &[]), (true, vec!["google_api_key"]));
+        // Elsewhere the same token is still a finding.
+        let elsewhere = format!(r#"{{"images": [{{"data": "x", "alt": "{key}"}}]}}"#);
+        assert_eq!(
+            scan_metadata(&elsewhere, &skip),
+            (true, vec!["google_api_key"])
+        );
+        let prompt = format!(r#"{{"images": [], "prompt": "use {key}"}}"#);
+        assert_eq!(
+            scan_metadata(&prompt, &skip),
+            (true, vec!["google_api_key"])
+        );
+        // Invalid JSON has no paths: scanned whole.
+        let raw = format!(r#"{{"images": [{{"data": "{key}""#);
+        assert_eq!(scan_metadata(&raw, &skip), (false, vec!["google_api_key"]));
+        // A whole key and an index can be named too.
+        let all = vec!["/images".to_owned(), "/list/1".to_owned()];
+        let text = format!(r#"{{"images": ["{key}"], "list": ["a", "{key}"]}}"#);
+        assert_eq!(scan_metadata(&text, &all), (true, vec![]));
+    }
+
     fn names(text: &str) -> Vec<&'static str> {
-        scan_metadata(text).1
+        scan_metadata(text, &[]).1
     }
 
     #[test]
@@ -150,12 +222,15 @@ mod tests {
 
     #[test]
     fn validity_and_raw_text() {
-        assert_eq!(scan_metadata(r#"{"a": [1, null, "x"]}"#), (true, vec![]));
-        assert_eq!(scan_metadata("null"), (true, vec![]));
-        assert_eq!(scan_metadata("{not json"), (false, vec![]));
-        assert_eq!(scan_metadata(""), (false, vec![]));
         assert_eq!(
-            scan_metadata("token=github_pat_0123456789abcdefghij {"),
+            scan_metadata(r#"{"a": [1, null, "x"]}"#, &[]),
+            (true, vec![])
+        );
+        assert_eq!(scan_metadata("null", &[]), (true, vec![]));
+        assert_eq!(scan_metadata("{not json", &[]), (false, vec![]));
+        assert_eq!(scan_metadata("", &[]), (false, vec![]));
+        assert_eq!(
+            scan_metadata("token=github_pat_0123456789abcdefghij {", &[]),
             (false, vec!["github_fine_grained_pat"])
         );
     }
@@ -178,7 +253,7 @@ mod tests {
             "\u{0}sk-é",
             "ghp_\u{1F600}0123456789abcdefgh",
         ] {
-            let _ = scan_metadata(text);
+            let _ = scan_metadata(text, &[]);
         }
     }
 }

@@ -47,8 +47,13 @@ const SECRET_PATHS: [&str; 3] = [
 
 /// Optional string-typed keys. Their default is `None`, so the serialized default tree cannot
 /// tell that they are strings; they are listed here so their values are taken verbatim.
-const OPTIONAL_STRING_PATHS: [&str; 9] = [
+const OPTIONAL_STRING_PATHS: [&str; 14] = [
     "custom_invariants_dir",
+    "platform.redis_username",
+    "platform.redis_password_file",
+    "platform.redis_tls.ca_file",
+    "platform.redis_tls.client_cert_file",
+    "platform.redis_tls.client_key_file",
     "platform.database_url",
     "platform.database_url_file",
     "platform.postgres_ca_file",

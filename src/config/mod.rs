@@ -25,7 +25,7 @@ pub use load::{ConfigError, Overrides, load};
 pub use platform::PlatformConfig;
 pub use problem::Problem;
 pub use secret::{Secret, SecretSource};
-pub use validate::validate;
+pub use validate::{validate, warnings};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -115,6 +115,14 @@ pub struct PlatformConfig {
     pub postgres_statement_timeout: Duration,
     /// The platform's Redis. May carry a password: shown redacted.
     pub redis_url: String,
+    /// Redis ACL user (Redis 6+); overrides a user in `redis_url`.
+    pub redis_username: Option<String>,
+    /// A file holding the Redis password (a secret, read at each connection); overrides a
+    /// password in `redis_url`.
+    pub redis_password_file: Option<PathBuf>,
+    /// TLS settings for a `rediss://` URL (certificate verification is always on unless
+    /// `insecure_skip_verify`).
+    pub redis_tls: RedisTls,
     /// How long a read waits for a platform write lock before the source counts as unavailable.
     #[serde(with = "humantime_serde")]
     pub sqlite_busy_timeout: Duration,
@@ -145,6 +153,10 @@ pub struct PlatformConfig {
     pub agent_defaults: AgentDefaults,
     /// Agent-keyed tables scanned for rows left behind by a delete (L-03).
     pub cascade: Vec<CascadeEntry>,
+    /// Paths in a queued row's `backlog_metadata` JSON removed before the credential scan
+    /// (G-04): `/images/*/data` (base64 vision input matches `AIza` by chance; the reference's
+    /// #3114). `*` is any key or index.
+    pub backlog_metadata_skip: Vec<String>,
 }
 
 impl Default for PlatformConfig {
@@ -159,6 +171,9 @@ impl Default for PlatformConfig {
             postgres_connect_timeout: Duration::from_secs(2),
             postgres_statement_timeout: Duration::from_secs(10),
             redis_url: "redis://127.0.0.1:6379/0".to_owned(),
+            redis_username: None,
+            redis_password_file: None,
+            redis_tls: RedisTls::default(),
             sqlite_busy_timeout: Duration::from_secs(2),
             redis_connect_timeout: Duration::from_secs(1),
             redis_response_timeout: Duration::from_secs(2),
@@ -170,8 +185,25 @@ impl Default for PlatformConfig {
             statuses: Statuses::default(),
             agent_defaults: AgentDefaults::default(),
             cascade: default_cascade(),
+            backlog_metadata_skip: vec!["/images/*/data".to_owned()],
         }
     }
+}
+
+/// TLS for `rediss://`: the CA to verify the server with (system roots when unset), an optional
+/// client certificate (mutual TLS), and the explicit escape hatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisTls {
+    /// PEM file of the CA(s) that sign the server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (with `client_key_file`), for servers that require one.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub client_key_file: Option<PathBuf>,
+    /// Accept any server certificate. Dangerous (a man in the middle reads the slot data and
+    /// the password); `config validate` warns.
+    pub insecure_skip_verify: bool,
 }
 
 /// Redis key patterns. `{agent}` and `{execution_id}` are placeholders.

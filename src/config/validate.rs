@@ -62,6 +62,84 @@ fn at_least(out: &mut Vec<Problem>, path: &str, value: Duration, min: Duration) 
     }
 }
 
+/// The Redis ACL user, password file and TLS settings: only what the runtime supports.
+fn redis_access(p: &PlatformConfig, out: &mut Vec<Problem>) {
+    if p.redis_username
+        .as_deref()
+        .is_some_and(|u| u.trim().is_empty())
+    {
+        push(out, "platform.redis_username", "must not be empty when set");
+    }
+    if let Some(path) = &p.redis_password_file {
+        // `run` reads it at each connection; refuse here what would fail there.
+        match super::Secret::from_file(path) {
+            Ok(secret) if secret.expose().is_empty() => push(
+                out,
+                "platform.redis_password_file",
+                format!("{} is empty", path.display()),
+            ),
+            Ok(_) => {}
+            Err(e) => push(
+                out,
+                "platform.redis_password_file",
+                format!("{}: {e}", path.display()),
+            ),
+        }
+    }
+    let tls = &p.redis_tls;
+    let files = [
+        ("ca_file", &tls.ca_file),
+        ("client_cert_file", &tls.client_cert_file),
+        ("client_key_file", &tls.client_key_file),
+    ];
+    let configured = files.iter().any(|(_, f)| f.is_some()) || tls.insecure_skip_verify;
+    if configured && !p.redis_url.starts_with("rediss://") {
+        push(
+            out,
+            "platform.redis_tls",
+            "applies only to a rediss:// redis_url (TLS); use rediss:// or remove redis_tls",
+        );
+    }
+    if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+        push(
+            out,
+            "platform.redis_tls.client_cert_file",
+            "client_cert_file and client_key_file go together (set both or neither)",
+        );
+    }
+    for (key, file) in files {
+        if let Some(path) = file
+            && let Err(e) = std::fs::metadata(path)
+        {
+            push(
+                out,
+                format!("platform.redis_tls.{key}"),
+                format!("{}: {e}", path.display()),
+            );
+        }
+    }
+}
+
+/// Settings that are valid but dangerous: printed by `config validate`, logged at startup.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.platform.redis_tls.insecure_skip_verify {
+        out.push(
+            "platform.redis_tls.insecure_skip_verify is true: the Redis server's certificate is \
+             not verified, so anyone on the path can read the slot data and the password"
+                .to_owned(),
+        );
+    }
+    if config.platform.allow_write_role {
+        out.push(
+            "platform.allow_write_role is true: canary accepts a PostgreSQL role that can write \
+             the platform's tables"
+                .to_owned(),
+        );
+    }
+    out
+}
+
 fn not_empty(out: &mut Vec<Problem>, path: &str, value: &str) {
     if value.is_empty() {
         push(out, path, "must not be empty");
@@ -160,6 +238,16 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
             "platform.redis_max_members_per_key",
             "must be at least 100",
         );
+    }
+    redis_access(p, out);
+    for (i, path) in p.backlog_metadata_skip.iter().enumerate() {
+        if !path.starts_with('/') || path.len() < 2 || path.contains("//") {
+            push(
+                out,
+                format!("platform.backlog_metadata_skip[{i}]"),
+                "must be a JSON path like /images/*/data (segments after /, * for any key or index)",
+            );
+        }
     }
     if p.redis_scan_count == 0 {
         push(out, "platform.redis_scan_count", "must be at least 1");

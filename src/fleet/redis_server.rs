@@ -43,14 +43,25 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Extra `redis-server` arguments (TLS port and files, ACL users), kept for a restart.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Spawns `redis-server` on a free 127.0.0.1 port and waits until it answers `PING`.
     pub fn start() -> Result<RedisServer, RedisServerError> {
+        RedisServer::start_with(|_| Vec::new())
+    }
+
+    /// [`RedisServer::start`] with extra arguments, built from the server's temp directory
+    /// (where the caller may have to put files first: certificates, ACL files). The plain port
+    /// stays open for the readiness `PING` (a TLS port or ACL users come on top of it).
+    pub fn start_with(
+        extra: impl Fn(&Path) -> Vec<String>,
+    ) -> Result<RedisServer, RedisServerError> {
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            match RedisServer::start_once() {
+            match RedisServer::start_once(&extra) {
                 Ok(server) => return Ok(server),
                 Err(RedisServerError::NotFound) => return Err(RedisServerError::NotFound),
                 Err(e) => last = Some(e),
@@ -62,14 +73,16 @@ impl RedisServer {
         }))
     }
 
-    fn start_once() -> Result<RedisServer, RedisServerError> {
+    fn start_once(extra: &impl Fn(&Path) -> Vec<String>) -> Result<RedisServer, RedisServerError> {
         let dir = tempfile::Builder::new().prefix("canary-redis-").tempdir()?;
         let port = free_port()?;
-        let child = spawn(port, dir.path())?;
+        let extra = extra(dir.path());
+        let child = spawn(port, dir.path(), &extra)?;
         let mut server = RedisServer {
             child: Some(child),
             port,
             dir,
+            extra,
         };
         server.wait_ready()?;
         Ok(server)
@@ -79,7 +92,7 @@ impl RedisServer {
     /// with an empty data set, and waits until it answers `PING` (outage-then-recovery tests).
     pub fn restart(&mut self) -> Result<(), RedisServerError> {
         self.kill();
-        self.child = Some(spawn(self.port, self.dir.path())?);
+        self.child = Some(spawn(self.port, self.dir.path(), &self.extra)?);
         self.wait_ready()
     }
 
@@ -159,8 +172,20 @@ impl Drop for RedisServer {
     }
 }
 
+impl RedisServer {
+    /// The server's temp directory (log, and whatever files the caller put there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A free loopback port (for a TLS port next to the plain one, say).
+pub fn free_loopback_port() -> std::io::Result<u16> {
+    free_port()
+}
+
 /// Spawns `redis-server` on `port` with its files (log, no persistence) in `dir`.
-fn spawn(port: u16, dir: &Path) -> Result<Child, RedisServerError> {
+fn spawn(port: u16, dir: &Path, extra: &[String]) -> Result<Child, RedisServerError> {
     let spawned = Command::new("redis-server")
         .arg("--port")
         .arg(port.to_string())
@@ -169,6 +194,7 @@ fn spawn(port: u16, dir: &Path) -> Result<Child, RedisServerError> {
         .arg(dir)
         .arg("--logfile")
         .arg(dir.join("redis.log"))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -13,4 +13,5 @@ pub mod fleet; // simulated platform + real sequencer + deliverer + webhook, for
 pub mod platform_db; // temp platform SQLite from tests/fixtures/platform.sql, row-insert helpers
 pub mod postgres; // a private PostgreSQL (initdb, runuser as root) + a fresh fixture database per test
 pub mod redis_server; // a private redis-server per test (PING readiness, log on failure) + sync client
+pub mod tls; // a CA, server and client certificates generated at test time (rcgen)
 pub mod webhook; // local axum receiver standing in for Slack: scripted replies, recorded bodies, outages

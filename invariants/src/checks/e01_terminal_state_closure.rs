@@ -3,8 +3,9 @@
 //! Rule: no `running` row is older than its agent's `execution_timeout_seconds + buffer_seconds`
 //! (300): by then the platform's timeout handling should have made it terminal. Leased rows
 //! (claimed by a pull worker) are excused while their lease is live or expired less than
-//! `lease_grace_seconds` (600) ago, the lease reaper's window. Rows whose `started_at` (or, for
-//! leased rows, `lease_expires_at`) is unknown are not judged; rows of agents absent from the
+//! `lease_grace_seconds` (600) ago, the lease reaper's window. Rows whose `started_at` is unknown
+//! are not judged; an empty or unparseable lease is no lease (the row is judged by its start,
+//! `lease_illegible` in its evidence; see `snapshot::Execution`); rows of agents absent from the
 //! roster are L-03's business.
 //!
 //! Guards: executions that never close (a worker died, the timeout sweep skipped them), which
@@ -100,8 +101,10 @@ impl Invariant for E01 {
                 if age_ms <= limit_ms {
                     return None;
                 }
-                if row.leased {
-                    let expired_for_ms = now.saturating_sub(row.lease_expires_at_ms?);
+                // An illegible lease is no lease (see `Execution`): judged as a plain row.
+                let lease = row.legible_lease();
+                if let Some(expires_at) = lease {
+                    let expired_for_ms = now.saturating_sub(expires_at);
                     if expired_for_ms < lease_grace_ms {
                         return None;
                     }
@@ -109,7 +112,7 @@ impl Invariant for E01 {
                 Some(input.violation(
                     &META,
                     row.id.as_str(),
-                    if row.leased {
+                    if lease.is_some() {
                         "lease_not_reaped"
                     } else {
                         "not_closed"
@@ -126,8 +129,9 @@ impl Invariant for E01 {
                         "agent": row.agent_name,
                         "age_ms": age_ms,
                         "limit_ms": limit_ms,
-                        "leased": row.leased,
+                        "leased": lease.is_some(),
                         "lease_expires_at_ms": row.lease_expires_at_ms,
+                        "lease_illegible": row.leased && lease.is_none(),
                     }),
                 ))
             })
@@ -193,10 +197,26 @@ mod tests {
     fn unknown_times_and_absent_agents_are_not_judged() {
         let mut b = SnapshotBuilder::new().agent("a").running("e1", "a", T0);
         b.last_execution().started_at_ms = None;
-        let mut b = b.leased_running("e2", "a", T0 - 10 * LIMIT);
-        b.last_execution().lease_expires_at_ms = None;
         let snap = b.running("e3", "ghost", T0 - 10 * LIMIT).build();
         assert!(run("E-01", &snap).is_empty());
+    }
+
+    /// An empty or unparseable lease fails open: the row is judged as an unleased one.
+    #[test]
+    fn an_illegible_lease_is_no_lease() {
+        let mut b = SnapshotBuilder::new()
+            .agent("a")
+            .leased_running("e2", "a", T0 - LIMIT - 1);
+        b.last_execution().lease_expires_at_ms = None;
+        let v = run("E-01", &b.build());
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].signal, "not_closed");
+        assert_eq!(v[0].observed_state["lease_illegible"], true);
+        let mut b = SnapshotBuilder::new()
+            .agent("a")
+            .leased_running("e2", "a", T0 - LIMIT);
+        b.last_execution().lease_expires_at_ms = None;
+        assert!(run("E-01", &b.build()).is_empty(), "within the limit");
     }
 
     #[test]

@@ -81,7 +81,10 @@ impl Invariant for E05 {
             .sql
             .executions
             .iter()
-            .filter(|row| row.phase == Phase::Running && !row.leased && !row.has_session)
+            // An illegible lease is no lease (see `Execution`).
+            .filter(|row| {
+                row.phase == Phase::Running && row.legible_lease().is_none() && !row.has_session
+            })
             .filter_map(|row| {
                 let age_ms = now.saturating_sub(row.started_at_ms?);
                 (age_ms > max_age_ms).then(|| {
@@ -152,6 +155,17 @@ mod tests {
         let mut b = sessionless(T0);
         b.last_execution().started_at_ms = None;
         assert!(run("E-05", &b.build()).is_empty());
+    }
+
+    /// An empty or unparseable lease is no lease (see `snapshot::Execution`): judged.
+    #[test]
+    fn an_illegible_lease_is_no_lease() {
+        let mut b = SnapshotBuilder::new()
+            .agent("a")
+            .leased_running("e1", "a", T0 - 10 * MAX);
+        b.last_execution().has_session = false;
+        b.last_execution().lease_expires_at_ms = None;
+        assert_eq!(run("E-05", &b.build()).len(), 1);
     }
 
     #[test]

@@ -120,8 +120,9 @@ impl Invariant for S01 {
 
         let mut in_sql: IdsByAgent<'_> = BTreeMap::new();
         for row in &input.sql.executions {
+            // An illegible lease is no lease (see `Execution`): such a row must hold a slot.
             if row.phase == Phase::Running
-                && !row.leased
+                && row.legible_lease().is_none()
                 && roster.contains(row.agent_name.as_str())
             {
                 in_sql
@@ -260,6 +261,19 @@ mod tests {
             .leased_running("e1", "a", T0 - AGO)
             .build();
         assert!(run("S-01", &snap).is_empty());
+    }
+
+    /// An empty or unparseable lease is no lease (see `snapshot::Execution`): the row is a push
+    /// row and must hold a slot.
+    #[test]
+    fn an_illegible_lease_is_no_lease() {
+        let mut b = SnapshotBuilder::new()
+            .agent("a")
+            .leased_running("e1", "a", T0 - AGO);
+        b.last_execution().lease_expires_at_ms = None;
+        let v = run("S-01", &b.build());
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].subject, "a");
     }
 
     #[test]

@@ -11,7 +11,77 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ErrorKind, Pipeline, Value};
 
-use crate::config::platform::redact_url;
+use crate::config::Secret;
+use crate::config::platform::{PlatformConfig, redact_url};
+
+/// The driver's client for `cfg`: the URL's connection info, then the ACL user and the password
+/// file (which win over the URL's), then TLS: `rediss://` verifies the server against the
+/// system roots or `redis_tls.ca_file`, with an optional client certificate; only an explicit
+/// `insecure_skip_verify` turns verification off. The password read from its file is added to
+/// the scrubber, so no error can echo it.
+fn build_client(cfg: &PlatformConfig, scrubber: &mut Scrubber) -> Result<Client, RedisSourceError> {
+    use redis::IntoConnectionInfo;
+
+    let tls = &cfg.redis_tls;
+    let is_tls = cfg.redis_url.starts_with("rediss://");
+    // The driver reads "skip verification" off the URL's fragment.
+    let url = if is_tls && tls.insecure_skip_verify && !cfg.redis_url.contains('#') {
+        format!("{}#insecure", cfg.redis_url)
+    } else {
+        cfg.redis_url.clone()
+    };
+    let mut info = url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| scrubber.describe("redis_url", &e))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(user) = &cfg.redis_username {
+        settings = settings.set_username(user);
+    }
+    if let Some(path) = &cfg.redis_password_file {
+        let password = Secret::from_file(path).map_err(|e| {
+            RedisSourceError::Connection(format!(
+                "platform.redis_password_file {}: {e}",
+                path.display()
+            ))
+        })?;
+        scrubber.add(password.expose());
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            RedisSourceError::Connection(format!(
+                "platform.redis_tls.{key} {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let files = tls.ca_file.is_some() || tls.client_cert_file.is_some();
+    if !is_tls || !files {
+        return Client::open(info).map_err(|e| scrubber.describe("redis_url", &e));
+    }
+    let root_cert = tls
+        .ca_file
+        .as_deref()
+        .map(|p| read("ca_file", p))
+        .transpose()?;
+    let client_tls = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("client_cert_file", cert)?,
+            client_key: read("client_key_file", key)?,
+        }),
+        _ => None,
+    };
+    Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| scrubber.describe("redis_tls", &e))
+}
 
 /// Why the Redis source could not be read. Messages never contain the URL or a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +129,14 @@ impl Scrubber {
         // Longest first, so a URL is removed whole before its parts are looked for.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         Scrubber { secrets }
+    }
+
+    /// Also removes `secret` (a password read from a file) from every message.
+    fn add(&mut self, secret: &str) {
+        if secret.len() >= 3 {
+            self.secrets.push(secret.to_owned());
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
     }
 
     fn scrub(&self, text: &str) -> String {
@@ -124,14 +202,38 @@ impl fmt::Debug for ReadOnlyRedis {
 }
 
 impl ReadOnlyRedis {
-    /// Connects with explicit connect and response timeouts, so a dead Redis fails fast.
-    pub async fn connect(
+    /// Connects to the platform's Redis as configured (URL, ACL user, password file, TLS) with
+    /// explicit connect and response timeouts, so a dead Redis fails fast.
+    pub async fn connect(cfg: &PlatformConfig) -> Result<ReadOnlyRedis, RedisSourceError> {
+        let url = cfg.redis_url.as_str();
+        let mut scrubber = Scrubber::new(url);
+        let client = build_client(cfg, &mut scrubber)?;
+        Self::connect_client(
+            client,
+            scrubber,
+            cfg.redis_connect_timeout,
+            cfg.redis_response_timeout,
+        )
+        .await
+    }
+
+    /// Connects to `url` alone (no ACL user, password file or TLS files): the tests' entry.
+    pub async fn connect_url(
         url: &str,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<ReadOnlyRedis, RedisSourceError> {
         let scrubber = Scrubber::new(url);
         let client = Client::open(url).map_err(|e| scrubber.describe("redis_url", &e))?;
+        Self::connect_client(client, scrubber, connect_timeout, response_timeout).await
+    }
+
+    async fn connect_client(
+        client: Client,
+        scrubber: Scrubber,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<ReadOnlyRedis, RedisSourceError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
@@ -340,7 +442,7 @@ mod tests {
     #[tokio::test]
     async fn a_malformed_url_is_reported_without_echoing_it() {
         let url = "redis://:pa55word@[::1:6379/0";
-        let err = ReadOnlyRedis::connect(url, Duration::from_secs(1), Duration::from_secs(1))
+        let err = ReadOnlyRedis::connect_url(url, Duration::from_secs(1), Duration::from_secs(1))
             .await
             .expect_err("malformed URL");
         let text = err.to_string();

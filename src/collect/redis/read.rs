@@ -78,13 +78,7 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
             });
         }
     };
-    let mut redis = match ReadOnlyRedis::connect(
-        &cfg.redis_url,
-        cfg.redis_connect_timeout,
-        cfg.redis_response_timeout,
-    )
-    .await
-    {
+    let mut redis = match ReadOnlyRedis::connect(cfg).await {
         Ok(r) => r,
         Err(e) => {
             return Err(RedisOutcome {

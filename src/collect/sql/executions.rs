@@ -229,7 +229,8 @@ pub(super) fn read_executions(
         let queued_at_ms = ts(&queued, &e.queued_at);
         let lease_expires_at_ms = ts(&lease, &e.lease_expires_at);
         let phase = classify_phase(&status, &cfg.statuses);
-        let backlog = (backlog_column && phase == Phase::Queued).then(|| backlog_facts(metadata));
+        let backlog = (backlog_column && phase == Phase::Queued)
+            .then(|| backlog_facts(metadata, &cfg.backlog_metadata_skip));
         out.push(Execution {
             phase,
             id,

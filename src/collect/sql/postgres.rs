@@ -48,7 +48,7 @@ pub fn connect(cfg: &PlatformConfig, url: &Secret) -> Result<Client, SqlError> {
         .options(&format!(
             "-c default_transaction_read_only=on -c statement_timeout={statement_ms} \
              -c lock_timeout={statement_ms} -c idle_in_transaction_session_timeout={idle} \
-             -c search_path={schema} -c TimeZone=UTC -c standard_conforming_strings=on",
+             -c search_path=\"{schema}\" -c TimeZone=UTC -c standard_conforming_strings=on",
             idle = statement_ms.saturating_mul(3).max(10_000),
             schema = cfg.schema,
         ));
@@ -239,10 +239,11 @@ impl RoleFacts {
                 .collect();
             format!("role {:?} can write {}", self.name, tables.join(", "))
         };
+        let schema = sql_name(schema);
         let tables: Vec<String> = self
             .tables
             .iter()
-            .map(|t| format!("{schema}.{t}"))
+            .map(|t| format!("{schema}.{}", sql_name(t)))
             .collect();
         format!(
             "{why}. A read-only transaction does not stop every side effect, so canary needs a role \
@@ -257,6 +258,19 @@ impl RoleFacts {
                 tables.join(", ")
             }
         )
+    }
+}
+
+/// `name` as an administrator would type it: plain when PostgreSQL would not fold it, quoted
+/// otherwise (names here are checked plain identifiers, so no quote needs escaping).
+fn sql_name(name: &str) -> String {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        name.to_owned()
+    } else {
+        format!("\"{name}\"")
     }
 }
 
@@ -411,5 +425,15 @@ mod tests {
         );
         assert!(text.contains("GRANT USAGE ON SCHEMA public TO canary;"));
         assert!(!RoleFacts::default().can_write());
+        let mixed = RoleFacts {
+            superuser: true,
+            tables: ["agent_ownership".to_owned()].into(),
+            ..RoleFacts::default()
+        };
+        assert!(
+            mixed
+                .refusal("Platform")
+                .contains("GRANT SELECT ON \"Platform\".agent_ownership TO canary;")
+        );
     }
 }

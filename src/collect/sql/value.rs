@@ -118,7 +118,7 @@ pub(super) fn truthy(v: &Cell) -> bool {
 
 /// Reduces a queued row's `backlog_metadata` to facts; the text is dropped here. Nothing about
 /// the content (not even a fragment in an anomaly) may leave this function.
-pub(super) fn backlog_facts(metadata: Cell) -> Backlog {
+pub(super) fn backlog_facts(metadata: Cell, skip: &[String]) -> Backlog {
     let text = match metadata {
         Cell::Null => {
             return Backlog {
@@ -132,7 +132,7 @@ pub(super) fn backlog_facts(metadata: Cell) -> Backlog {
         // A blob that is UTF-8 is judged as text; other bytes are not JSON.
         Cell::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
     };
-    let (valid, patterns) = crate::collect::secrets::scan_metadata(&text);
+    let (valid, patterns) = crate::collect::secrets::scan_metadata(&text, skip);
     Backlog {
         json: if valid {
             BacklogJson::Valid
