@@ -243,17 +243,36 @@ async fn read_slot_sets(
         let Some(pairs) = zrange_pairs(reply, key, &mut anomalies) else {
             continue;
         };
-        if let Value::Int(total) = card
-            && u64::try_from(total).unwrap_or(0) > u64::try_from(pairs.len()).unwrap_or(u64::MAX)
-        {
+        let read = u64::try_from(pairs.len()).unwrap_or(u64::MAX);
+        let size = match card {
+            Value::Int(total) => Some(u64::try_from(total).unwrap_or(0)),
+            // ZCARD refused (an ACL without +zcard) or odd: the size is unknown, and a read
+            // that filled the cap may be partial, which is said rather than assumed away.
+            other => {
+                anomalies.push(anomaly(
+                    AnomalyKind::UnexpectedReply,
+                    key.clone(),
+                    format!(
+                        "ZCARD answered {}; the slot set's size is unknown",
+                        show_value(&other)
+                    ),
+                ));
+                (read >= u64::from(max)).then_some(u64::MAX)
+            }
+        };
+        if let Some(total) = size.filter(|total| *total > read) {
             truncated.insert(agent.clone(), key.clone());
+            let total = if total == u64::MAX {
+                "an unknown number of".to_owned()
+            } else {
+                total.to_string()
+            };
             anomalies.push(anomaly(
                 AnomalyKind::SlotSetTruncated,
                 key.clone(),
                 format!(
-                    "{total} members; the first {} (lowest scores) were read and judged \
-                     (platform.redis_max_members_per_key)",
-                    pairs.len()
+                    "{total} members; the first {read} (lowest scores) were read and judged \
+                     (platform.redis_max_members_per_key)"
                 ),
             ));
         }
