@@ -6,8 +6,9 @@
 #
 #   scripts/soak.sh CANARY_EXE [DURATION_S] [RETENTION_S] [SAMPLE_S]   (default 600 120 30)
 #
-# Prints one line per sample: elapsed s, VmRSS kB, state bytes (file + WAL, not checkpointed:
-# what is on disk), cycles, memory_seen_terminal rows, violation_episodes rows.
+# Prints one line per sample: elapsed s, VmRSS kB, the state database's size in bytes after a
+# checkpoint (page_count x page_size: the data, not the WAL's page churn), the WAL file's size,
+# cycles, memory_seen_terminal rows, violation_episodes rows.
 # Needs redis-server, redis-cli, sqlite3, python3.
 set -euo pipefail
 EXE="$1"; DURATION="${2:-600}"; RETENTION="${3:-120}"; SAMPLE="${4:-30}"
@@ -56,14 +57,16 @@ YAML
 "$EXE" run --config "$DIR/canary.yaml" >"$DIR/canary.log" 2>&1 &
 CPID=$!
 start=$(date +%s)
-echo "elapsed_s rss_kb state_bytes cycles seen_terminal episodes"
+echo "elapsed_s rss_kb db_bytes wal_bytes cycles seen_terminal episodes"
 while :; do
   sleep "$SAMPLE"
   now=$(date +%s); el=$((now - start))
   kill -0 "$CPID" 2>/dev/null || { echo "canary run exited:"; tail -5 "$DIR/canary.log"; exit 1; }
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$CPID/status")
-  size=$(( $(stat -c %s "$DIR/state.db") + $(stat -c %s "$DIR/state.db-wal" 2>/dev/null || echo 0) ))
+  sqlite3 -cmd '.timeout 5000' "$DIR/state.db" 'PRAGMA wal_checkpoint(PASSIVE);' >/dev/null 2>&1 || true
+  wal=$(stat -c %s "$DIR/state.db-wal" 2>/dev/null || echo 0)
   q() { sqlite3 -cmd '.timeout 5000' "file:$DIR/state.db?mode=ro" "$1" 2>/dev/null || echo '?'; }
-  echo "$el $rss $size $(q 'SELECT COUNT(*) FROM cycles') $(q 'SELECT COUNT(*) FROM memory_seen_terminal') $(q 'SELECT COUNT(*) FROM violation_episodes')"
+  db=$(( $(q 'PRAGMA page_count') * $(q 'PRAGMA page_size') ))
+  echo "$el $rss $db $wal $(q 'SELECT COUNT(*) FROM cycles') $(q 'SELECT COUNT(*) FROM memory_seen_terminal') $(q 'SELECT COUNT(*) FROM violation_episodes')"
   [ "$el" -ge "$DURATION" ] && break
 done

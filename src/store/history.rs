@@ -20,14 +20,16 @@ use super::{StateDb, StoreError};
 pub const MAX_PAGE: u32 = 10_000;
 
 /// Filters and paging for [`StateDb::violations`]. Time bounds are half-open:
-/// an episode matches when it was open at some point in `[since_ms, until_ms)`.
+/// an episode matches when it was seen at some point in `[since_ms, until_ms)`: first seen
+/// before `until_ms`, last seen at or after `since_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViolationQuery {
     /// Only this invariant.
     pub invariant_id: Option<String>,
     /// Only this severity.
     pub severity: Option<Severity>,
-    /// Open, or last seen at or after this snapshot time.
+    /// Last seen (for an open episode: its invariant's last red cycle) at or after this
+    /// snapshot time.
     pub since_ms: Option<Millis>,
     /// First seen strictly before this snapshot time.
     pub until_ms: Option<Millis>,
@@ -158,19 +160,28 @@ pub struct StoredCycle {
     pub violation_count: u64,
 }
 
+/// An episode's last sighting: frozen when closed; while open, its invariant's last red cycle.
+macro_rules! last_seen_expr {
+    () => {
+        "COALESCE(e.last_seen, (SELECT c.taken_at FROM cycle_invariants ci \
+         JOIN cycles c ON c.id = ci.cycle_id \
+         WHERE ci.invariant_id = e.invariant_id AND ci.cycle_id >= e.first_cycle_id \
+         ORDER BY ci.cycle_id DESC LIMIT 1), e.evidence_at)"
+    };
+}
+
 /// The episode columns, with "last seen" and "cycles" derived for open episodes: the red cycles
 /// of its invariant since it opened (`cycle_invariants` holds one row per red invariant and
 /// cycle), so an open episode is never rewritten just because another cycle passed.
-const VIOLATION_COLUMNS: &str = "e.id, e.evidence_cycle_id, e.invariant_id, e.tier, e.severity, \
+const VIOLATION_COLUMNS: &str = concat!(
+    "e.id, e.evidence_cycle_id, e.invariant_id, e.tier, e.severity, \
      e.subject, e.summary, e.observed_state, e.signal, e.evidence_at, e.first_cycle_id, \
-     e.first_seen, \
-     COALESCE(e.last_seen, (SELECT c.taken_at FROM cycle_invariants ci \
-         JOIN cycles c ON c.id = ci.cycle_id \
-         WHERE ci.invariant_id = e.invariant_id AND ci.cycle_id >= e.first_cycle_id \
-         ORDER BY ci.cycle_id DESC LIMIT 1), e.evidence_at), \
-     COALESCE(e.cycles, MAX(1, (SELECT COUNT(*) FROM cycle_invariants ci \
+     e.first_seen, ",
+    last_seen_expr!(),
+    ", COALESCE(e.cycles, MAX(1, (SELECT COUNT(*) FROM cycle_invariants ci \
          WHERE ci.invariant_id = e.invariant_id AND ci.cycle_id >= e.first_cycle_id))), \
-     e.closed_at";
+     e.closed_at"
+);
 
 /// Column values as read, decoded outside the rusqlite closure so decode failures carry context.
 struct RawViolation {
@@ -244,8 +255,8 @@ impl RawViolation {
 
 impl StateDb {
     /// One page of violation episodes matching `q`, newest first (by first sighting), and how
-    /// many match in total. An episode matches a time window when it was open in it: found
-    /// before `until`, and open or last seen at or after `since`.
+    /// many match in total. An episode matches a time window when it was seen in it: first seen
+    /// before `until`, last seen at or after `since`.
     pub fn violations(
         &self,
         q: &ViolationQuery,
@@ -264,7 +275,7 @@ impl StateDb {
             args.push(SqlValue::Text(sev.as_str().to_owned()));
         }
         if let Some(since) = q.since_ms {
-            terms.push("(e.closed_at IS NULL OR e.last_seen >= ?)");
+            terms.push(concat!(last_seen_expr!(), " >= ?"));
             args.push(SqlValue::Integer(since));
         }
         if let Some(until) = q.until_ms {
