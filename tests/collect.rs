@@ -155,6 +155,13 @@ async fn healthy_fleet_collects_into_the_expected_snapshot() {
         Some(("status", "pending")),
         1,
     );
+    // An alarm sentinel host's queue rows are never orphans (the default `where` condition).
+    db.add_keyed_rows(
+        "operator_queue",
+        Some("_retention-guard"),
+        Some(("status", "pending")),
+        2,
+    );
     db.add_keyed_rows(
         "access_requests",
         Some("ghost"),
@@ -1242,4 +1249,87 @@ async fn missing_schedules_table_and_session_column_degrade_to_unknown_inputs() 
         .expect("sql");
     assert!(sql.missing_fields.contains(&Field::Schedules));
     assert!(sql.schedules.is_empty());
+}
+
+/// Every `where` op of a cascade entry, on real SQLite: `!=` and `not_in` keep NULLs.
+#[tokio::test]
+async fn cascade_where_conditions_filter_rows_with_every_op() {
+    use canary::config::platform::{CascadeEntry, ConditionOp, RowCondition};
+
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    db.add_keyed_rows(
+        "agent_shared_files",
+        Some("ghost"),
+        Some(("file_path", "a")),
+        1,
+    );
+    db.add_keyed_rows(
+        "agent_shared_files",
+        Some("ghost"),
+        Some(("file_path", "b")),
+        2,
+    );
+    db.add_keyed_rows("agent_shared_files", Some("ghost"), None, 3);
+    let values = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    for (op, operands, expected) in [
+        (ConditionOp::Eq, values(&["a"]), Some(1)),
+        (ConditionOp::Ne, values(&["a"]), Some(5)),
+        (ConditionOp::In, values(&["a", "b"]), Some(3)),
+        (ConditionOp::NotIn, values(&["b"]), Some(4)),
+        (ConditionOp::IsNull, values(&[]), Some(3)),
+        (ConditionOp::IsNotNull, values(&[]), Some(3)),
+        (ConditionOp::Eq, values(&["zzz"]), None),
+    ] {
+        let cfg = PlatformConfig {
+            cascade: vec![CascadeEntry {
+                table: "agent_shared_files".to_owned(),
+                column: "agent_name".to_owned(),
+                filter: None,
+                conditions: vec![RowCondition {
+                    column: "file_path".to_owned(),
+                    op,
+                    values: operands.clone(),
+                }],
+                severity: Severity::Major,
+            }],
+            ..db.config(&server.url())
+        };
+        let collected = builtin(&cfg, WINDOW_MS, now_ms()).await;
+        let sql = collected.snapshot.sql.as_ref().expect("sql");
+        let rows = sql.orphans.first().map(|o| o.rows);
+        assert_eq!(rows, expected, "{op:?} {operands:?}");
+    }
+}
+
+/// The concurrency ceiling is read with the roster (no statement of its own): the setting's
+/// value, the platform default without the key, the default plus an anomaly for garbage, and
+/// no ceiling at all without the table.
+#[tokio::test]
+async fn the_concurrency_ceiling_is_read_with_the_roster() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    let cfg = db.config(&server.url());
+    let read = || async {
+        let collected = builtin(&cfg, WINDOW_MS, now_ms()).await;
+        let sql = collected.snapshot.sql.clone().expect("sql");
+        (
+            sql.max_parallel_tasks_ceiling,
+            collected.snapshot.anomalies.len(),
+            collected.stats.sql_statements,
+        )
+    };
+    let (ceiling, anomalies, statements) = read().await;
+    assert_eq!((ceiling, anomalies), (Some(10), 0), "no key: the default");
+    db.exec("INSERT INTO system_settings (key, value) VALUES ('max_parallel_tasks_ceiling', '2')");
+    let (ceiling, _, same) = read().await;
+    assert_eq!(ceiling, Some(2));
+    assert_eq!(same, statements, "no statement of its own");
+    db.exec("UPDATE system_settings SET value = 'lots' WHERE key = 'max_parallel_tasks_ceiling'");
+    assert_eq!(read().await.0, Some(10));
+    assert_eq!(read().await.1, 1, "the garbage is an anomaly");
+    db.exec("DROP TABLE system_settings");
+    assert_eq!(read().await.0, None, "no table: no ceiling");
 }

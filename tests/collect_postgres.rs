@@ -638,3 +638,36 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
     assert_eq!(e04.len(), 1, "{e04:?}");
     assert_eq!(e04[0]["subject"], "6f1c2d3e-0000-4000-8000-000000000002");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_the_role_cannot_read_is_skipped_or_named() {
+    let server = pg::start();
+    let env = Env::new(&server, Fixture::Text, Some(SMALL)).await;
+    let role = env
+        .url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .expect("role")
+        .to_owned();
+    let config = env.config("c.yaml", "", "");
+    env.admin(&format!(
+        "REVOKE SELECT ON agent_tags, system_settings FROM {role}"
+    ));
+    let (code, result, stderr) = check(&config);
+    assert_eq!(code, 0, "{}\n{stderr}", outcomes(&result));
+    assert_eq!(
+        result["diagnostics"]["skipped_tables"],
+        serde_json::json!(["agent_tags"])
+    );
+    env.admin(&format!("REVOKE SELECT ON schedule_executions FROM {role}"));
+    let (code, result, stderr) = check(&config);
+    assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
+    let reason = result["sources_unavailable"][0]["error"]
+        .as_str()
+        .expect("a reason");
+    assert_eq!(
+        reason,
+        "no SELECT privilege on table schedule_executions (grant it to canary's role)"
+    );
+}

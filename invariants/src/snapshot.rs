@@ -256,6 +256,11 @@ pub struct SqlState {
     /// [`Field::Schedules`] in `missing_fields`).
     #[serde(default)]
     pub schedules: Vec<Schedule>,
+    /// The platform-wide concurrency ceiling (`system_settings.max_parallel_tasks_ceiling`,
+    /// the reference's #506) that clamps every agent's cap; `None` when the platform has no
+    /// settings table (no ceiling).
+    #[serde(default)]
+    pub max_parallel_tasks_ceiling: Option<i64>,
 }
 
 impl Execution {
@@ -293,6 +298,7 @@ impl SqlState {
         missing_fields: BTreeSet::new(),
         skipped_tables: Vec::new(),
         schedules: Vec::new(),
+        max_parallel_tasks_ceiling: None,
     };
 }
 

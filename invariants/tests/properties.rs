@@ -223,6 +223,7 @@ prop_compose! {
         sql_up in prop::bool::weighted(0.9),
         redis_up in prop::bool::weighted(0.9),
         drain in proptest::option::of(any_ts()),
+        ceiling in proptest::option::of(-2i64..12),
         custom in proptest::collection::vec(custom_result(), 0..4),
     ) -> Snapshot {
         // Ids are unique per table and slot keys per agent in the real stores.
@@ -241,6 +242,7 @@ prop_compose! {
                 missing_fields: missing.into_iter().collect(),
                 skipped_tables: vec![],
                 schedules,
+                max_parallel_tasks_ceiling: ceiling,
             }),
             redis: redis_up.then_some(RedisState {
                 slot_sets: sets,

@@ -244,6 +244,37 @@ pub struct Tables {
     pub executions: ExecutionsTable,
     /// Schedules (E-06).
     pub schedules: SchedulesTable,
+    /// Platform-wide settings (the concurrency ceiling B-02 clamps caps with).
+    pub settings: SettingsTable,
+}
+
+/// The platform's key/value settings table and the concurrency ceiling in it (the reference's
+/// #506). A missing table means no ceiling; a table without the key means `ceiling_default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettingsTable {
+    /// Table name.
+    pub table: String,
+    /// Column holding the setting's name.
+    pub key: String,
+    /// Column holding its value.
+    pub value: String,
+    /// The setting that caps every agent's `max_parallel_tasks`.
+    pub ceiling_key: String,
+    /// The ceiling when the table exists but the setting does not (the platform's default).
+    pub ceiling_default: i64,
+}
+
+impl Default for SettingsTable {
+    fn default() -> Self {
+        SettingsTable {
+            table: "system_settings".to_owned(),
+            key: "key".to_owned(),
+            value: "value".to_owned(),
+            ceiling_key: "max_parallel_tasks_ceiling".to_owned(),
+            ceiling_default: 10,
+        }
+    }
 }
 
 /// `agent_ownership` and its columns.
@@ -417,8 +448,61 @@ pub struct CascadeEntry {
     /// Only rows matching this filter count.
     #[serde(default)]
     pub filter: Option<RowFilter>,
+    /// More conditions, all of which a row must also meet to count (`=`, `!=`, `in`,
+    /// `not_in`, `is_null`, `is_not_null`); values are bound, never spliced.
+    #[serde(default, rename = "where", skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<RowCondition>,
     /// Severity of orphaned rows in this table.
     pub severity: Severity,
+}
+
+/// One condition of a cascade entry's `where` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowCondition {
+    /// Column to test.
+    pub column: String,
+    /// The comparison.
+    pub op: ConditionOp,
+    /// Its operands: one for `=` / `!=`, at least one for `in` / `not_in`, none for the NULL
+    /// tests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// A comparison of [`RowCondition`]. `!=` and `not_in` keep NULLs (a NULL is in no list), as
+/// `filter.not_in` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionOp {
+    /// `column = value`.
+    #[serde(rename = "=")]
+    Eq,
+    /// `column IS NULL OR column <> value`.
+    #[serde(rename = "!=")]
+    Ne,
+    /// `column IN (values)`.
+    #[serde(rename = "in")]
+    In,
+    /// `column IS NULL OR column NOT IN (values)`.
+    #[serde(rename = "not_in")]
+    NotIn,
+    /// `column IS NULL`.
+    #[serde(rename = "is_null")]
+    IsNull,
+    /// `column IS NOT NULL`.
+    #[serde(rename = "is_not_null")]
+    IsNotNull,
+}
+
+impl ConditionOp {
+    /// How many values the comparison takes: `(min, max)`.
+    pub fn arity(self) -> (usize, Option<usize>) {
+        match self {
+            ConditionOp::Eq | ConditionOp::Ne => (1, Some(1)),
+            ConditionOp::In | ConditionOp::NotIn => (1, None),
+            ConditionOp::IsNull | ConditionOp::IsNotNull => (0, Some(0)),
+        }
+    }
 }
 
 /// A row filter: `column IN (...)` or `column NOT IN (...)`; values are bound, never spliced.
@@ -444,6 +528,7 @@ fn default_cascade() -> Vec<CascadeEntry> {
         table: table.to_owned(),
         column: default_agent_column(),
         filter,
+        conditions: Vec::new(),
         severity,
     };
     let only = |column: &str, value: &str| {
@@ -480,11 +565,22 @@ fn default_cascade() -> Vec<CascadeEntry> {
         only("status", "active"),
         Severity::Major,
     ));
-    list.push(entry(
-        "operator_queue",
-        only("status", "pending"),
-        Severity::Major,
-    ));
+    // The platform's alarm sentinel hosts queue operator work under reserved names (a leading
+    // `_` can never be an agent's): never orphans (the reference's list).
+    let mut operator_queue = entry("operator_queue", only("status", "pending"), Severity::Major);
+    operator_queue.conditions.push(RowCondition {
+        column: default_agent_column(),
+        op: ConditionOp::NotIn,
+        values: [
+            "_retention-guard",
+            "_db-backup",
+            "_log-archive",
+            "_sub-headroom",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    });
+    list.push(operator_queue);
     list.push(entry(
         "access_requests",
         only("status", "pending"),

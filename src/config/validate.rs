@@ -319,6 +319,21 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
     ] {
         identifier(out, &format!("platform.tables.schedules.{column}"), name);
     }
+    let settings = &p.tables.settings;
+    for (column, name) in [
+        ("table", &settings.table),
+        ("key", &settings.key),
+        ("value", &settings.value),
+    ] {
+        identifier(out, &format!("platform.tables.settings.{column}"), name);
+    }
+    if settings.ceiling_default < 1 {
+        push(
+            out,
+            "platform.tables.settings.ceiling_default",
+            "must be at least 1",
+        );
+    }
     // The delay is spent inside the cycle (only when a stray metadata hash was seen).
     if p.redis_orphan_recheck_delay > MAX_ORPHAN_RECHECK_DELAY {
         push(
@@ -361,6 +376,24 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
                     out,
                     format!("{path}.filter"),
                     "needs values in `in` or `not_in`",
+                );
+            }
+        }
+        for (i, condition) in entry.conditions.iter().enumerate() {
+            let at = format!("{path}.where[{i}]");
+            identifier(out, &format!("{at}.column"), &condition.column);
+            let (min, max) = condition.op.arity();
+            let n = condition.values.len();
+            if n < min || max.is_some_and(|max| n > max) {
+                let wanted = match (min, max) {
+                    (0, Some(0)) => "no values".to_owned(),
+                    (a, Some(b)) if a == b => format!("exactly {a} value"),
+                    (a, _) => format!("at least {a} value(s)"),
+                };
+                push(
+                    out,
+                    format!("{at}.values"),
+                    format!("this op takes {wanted} (has {n})"),
                 );
             }
         }
@@ -702,7 +735,7 @@ mod tests {
         c
     }
     use crate::config::Secret;
-    use crate::config::platform::{CascadeEntry, RowFilter};
+    use crate::config::platform::{CascadeEntry, ConditionOp, RowCondition, RowFilter};
     use canary_invariants::Severity;
 
     fn paths(problems: &[Problem]) -> Vec<&str> {
@@ -768,6 +801,23 @@ mod tests {
                 is_in: vec![],
                 not_in: vec![],
             }),
+            conditions: vec![
+                RowCondition {
+                    column: "ok".to_owned(),
+                    op: ConditionOp::Eq,
+                    values: vec![],
+                },
+                RowCondition {
+                    column: "ok".to_owned(),
+                    op: ConditionOp::IsNull,
+                    values: vec!["x".to_owned()],
+                },
+                RowCondition {
+                    column: "no;pe".to_owned(),
+                    op: ConditionOp::NotIn,
+                    values: vec!["a".to_owned(), "b".to_owned()],
+                },
+            ],
             severity: Severity::Major,
         });
         c.state.retention_days = 0;
@@ -793,6 +843,9 @@ mod tests {
             format!("platform.cascade[{last}].column"),
             format!("platform.cascade[{last}].filter.column"),
             format!("platform.cascade[{last}].filter"),
+            format!("platform.cascade[{last}].where[0].values"),
+            format!("platform.cascade[{last}].where[1].values"),
+            format!("platform.cascade[{last}].where[2].column"),
             "state.retention_days".to_owned(),
             "schedule.interval".to_owned(),
             "schedule.cron".to_owned(),

@@ -74,7 +74,7 @@ impl Invariant for B02 {
             "agent-0003",
             "queued_with_free_slots",
             "agent agent-0003 has 7 queued row(s) but holds 1 of 3 slots and the drain sweep is late",
-            json!({"agent": "agent-0003", "queued_rows": 7, "oldest_queued_age_ms": 14 * MINUTE, "slot_count": 1, "max_parallel_tasks": 3, "drain_tick_age_ms": 190_000}),
+            json!({"agent": "agent-0003", "queued_rows": 7, "oldest_queued_age_ms": 14 * MINUTE, "slot_count": 1, "max_parallel_tasks": 3, "effective_cap": 3, "drain_tick_age_ms": 190_000}),
         )]
     }
 
@@ -128,7 +128,13 @@ impl Invariant for B02 {
         queues
             .into_iter()
             .filter_map(|(agent, queue)| {
-                let cap = *caps.get(agent)?;
+                let stored_cap = *caps.get(agent)?;
+                // The platform's ceiling clamps every cap (#506): an agent at the ceiling with
+                // queued rows is backpressure, not a stall. (S-02 keeps the stored cap.)
+                let cap = input
+                    .sql
+                    .max_parallel_tasks_ceiling
+                    .map_or(stored_cap, |ceiling| stored_cap.min(ceiling));
                 let held = slots.get(agent).copied().unwrap_or(0);
                 if i64::try_from(held).unwrap_or(i64::MAX) >= cap {
                     return None;
@@ -148,7 +154,8 @@ impl Invariant for B02 {
                         "queued_rows": queue.rows,
                         "oldest_queued_age_ms": queue.oldest_age_ms,
                         "slot_count": held,
-                        "max_parallel_tasks": cap,
+                        "max_parallel_tasks": stored_cap,
+                        "effective_cap": cap,
                         "drain_tick_age_ms": heartbeat_age_ms,
                     }),
                 ))
@@ -176,6 +183,24 @@ mod tests {
             redis.drain_tick_at_ms = Some(T0 - age_ms);
         }
         s
+    }
+
+    /// The ceiling clamps the cap B-02 judges by (the reference's #506).
+    #[test]
+    fn the_concurrency_ceiling_clamps_the_cap() {
+        let clamp = |ceiling: Option<i64>| {
+            let mut s = queued_agent(20, 10, 600_000).build();
+            if let Some(sql) = s.sql.as_mut() {
+                sql.max_parallel_tasks_ceiling = ceiling;
+            }
+            run("B-02", &s)
+        };
+        assert!(clamp(Some(10)).is_empty(), "at the ceiling: backpressure");
+        let v = clamp(Some(12));
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].observed_state["max_parallel_tasks"], 20);
+        assert_eq!(v[0].observed_state["effective_cap"], 12);
+        assert_eq!(clamp(None).len(), 1, "no settings table: the stored cap");
     }
 
     #[test]

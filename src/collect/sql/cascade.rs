@@ -13,7 +13,7 @@ use super::query::{placeholders, q};
 use super::reader::Reader;
 use super::schema::{CascadeTable, Schema};
 use super::value::{Cell, anomaly, as_integer, cells, value_text};
-use crate::config::platform::{CascadeEntry, PlatformConfig};
+use crate::config::platform::{CascadeEntry, ConditionOp, PlatformConfig};
 use canary_invariants::{Anomaly, AnomalyKind, OrphanRows};
 
 /// The index of the cascade entry that selects exactly the executions query's non-terminal rows
@@ -29,6 +29,7 @@ pub(super) fn executions_cascade_entry(cfg: &PlatformConfig, schema: &Schema) ->
     let mut matching = cfg.cascade.iter().enumerate().filter(|(_, c)| {
         c.table.eq_ignore_ascii_case(&e.table)
             && c.column.eq_ignore_ascii_case(&e.agent_name)
+            && c.conditions.is_empty()
             && c.filter.as_ref().is_some_and(|f| {
                 f.column.eq_ignore_ascii_case(&e.status)
                     && f.is_in.is_empty()
@@ -121,6 +122,25 @@ pub(super) fn read_orphans(
                 ));
                 params.extend(f.not_in.iter().map(|v| Cell::Text(v.clone())));
             }
+        }
+        for condition in &entry.conditions {
+            let ccol = format!("t.{}", q(&condition.column));
+            let values = condition.values.iter().map(|v| Cell::Text(v.clone()));
+            // NULL is in no list and equal to nothing: `!=` and `not_in` keep NULL rows, as
+            // `filter.not_in` does.
+            let clause = match condition.op {
+                ConditionOp::Eq => format!("{ccol} = ?"),
+                ConditionOp::Ne => format!("({ccol} IS NULL OR {ccol} <> ?)"),
+                ConditionOp::In => format!("{ccol} IN ({})", placeholders(condition.values.len())),
+                ConditionOp::NotIn => format!(
+                    "({ccol} IS NULL OR {ccol} NOT IN ({}))",
+                    placeholders(condition.values.len())
+                ),
+                ConditionOp::IsNull => format!("{ccol} IS NULL"),
+                ConditionOp::IsNotNull => format!("{ccol} IS NOT NULL"),
+            };
+            sql.push_str(&format!(" AND {clause}"));
+            params.extend(values);
         }
         sql.push_str(&format!(" GROUP BY {col}"));
         parts.push(sql);

@@ -41,6 +41,9 @@ pub enum SqlError {
     /// A required table is absent.
     #[error("table {0} not found")]
     MissingTable(String),
+    /// A required table exists but the role may not read it.
+    #[error("no SELECT privilege on table {0} (grant it to canary's role)")]
+    NoPrivilege(String),
     /// Required columns are absent.
     #[error("table {table} lacks required column(s): {columns}")]
     MissingColumns {

@@ -146,11 +146,15 @@ fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqlError> {
         &cfg.tables.schedules.enabled,
         &cfg.tables.schedules.next_run_at,
         &cfg.tables.schedules.deleted_at,
+        &cfg.tables.settings.table,
+        &cfg.tables.settings.key,
+        &cfg.tables.settings.value,
     ];
     let cascade = cfg.cascade.iter().flat_map(|c| {
         std::iter::once(&c.table)
             .chain(std::iter::once(&c.column))
             .chain(c.filter.as_ref().map(|f| &f.column))
+            .chain(c.conditions.iter().map(|w| &w.column))
     });
     match fixed
         .into_iter()
@@ -179,8 +183,10 @@ fn read_all(
     };
     let mut anomalies = Vec::new();
 
-    let (agents, roster_all_text) = read_roster(r, cfg, &schema.agents, &mut anomalies)?;
-    state.agents = agents;
+    let roster = read_roster(r, cfg, &schema.agents, schema.settings, &mut anomalies)?;
+    let roster_all_text = roster.all_text;
+    state.agents = roster.agents;
+    state.max_parallel_tasks_ceiling = roster.ceiling;
     let local = if local_cascade {
         executions_cascade_entry(cfg, &schema)
     } else {

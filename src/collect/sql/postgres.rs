@@ -294,6 +294,7 @@ pub(super) fn read_catalog_and_role(
     wanted.insert(cfg.tables.agents.table.clone());
     wanted.insert(cfg.tables.executions.table.clone());
     wanted.insert(cfg.tables.schedules.table.clone());
+    wanted.insert(cfg.tables.settings.table.clone());
     let wanted: Vec<Cell> = wanted
         .into_iter()
         .map(|t| Cell::Text(t.to_ascii_lowercase()))
@@ -307,13 +308,14 @@ pub(super) fn read_catalog_and_role(
          CASE WHEN has_table_privilege(c.oid, 'INSERT') THEN 'INSERT' END, \
          CASE WHEN has_table_privilege(c.oid, 'UPDATE') THEN 'UPDATE' END, \
          CASE WHEN has_table_privilege(c.oid, 'DELETE') THEN 'DELETE' END, \
-         CASE WHEN has_table_privilege(c.oid, 'TRUNCATE') THEN 'TRUNCATE' END) \
+         CASE WHEN has_table_privilege(c.oid, 'TRUNCATE') THEN 'TRUNCATE' END), \
+         has_table_privilege(c.oid, 'SELECT')::text \
          FROM pg_catalog.pg_class AS c \
          JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
          JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
          WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
          AND lower(c.relname) IN ({list}) \
-         UNION ALL SELECT c.relname::text, chr(1) || a.attname::text, '', '', '' \
+         UNION ALL SELECT c.relname::text, chr(1) || a.attname::text, '', '', '', 'true' \
          FROM pg_catalog.pg_index AS i \
          JOIN pg_catalog.pg_class AS c ON c.oid = i.indrelid \
          JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
@@ -321,7 +323,7 @@ pub(super) fn read_catalog_and_role(
          WHERE n.nspname = current_schema() AND i.indpred IS NULL AND i.indisvalid \
          AND lower(c.relname) IN ({list}) \
          UNION ALL SELECT current_user::text, chr(3), '', '', \
-         CASE WHEN r.rolsuper THEN 'superuser' ELSE '' END \
+         CASE WHEN r.rolsuper THEN 'superuser' ELSE '' END, 'true' \
          FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user"
     );
     let params: Vec<Cell> = wanted.iter().chain(wanted.iter()).cloned().collect();
@@ -329,7 +331,7 @@ pub(super) fn read_catalog_and_role(
     let mut catalog = Catalog::default();
     let mut role = RoleFacts::default();
     for row in rows {
-        let [table, column, ty, kind, privileges] = cells(row);
+        let [table, column, ty, kind, privileges, selectable] = cells(row);
         let (Some(table), Some(column)) = (value_text(&table), value_text(&column)) else {
             continue;
         };
@@ -340,6 +342,13 @@ pub(super) fn read_catalog_and_role(
             continue;
         }
         let table = table.to_ascii_lowercase();
+        // A table the role may not read is, for canary, a table it cannot see: an optional one
+        // is skipped (named in the diagnostics), a required one fails the read with its name.
+        if value_text(&selectable).as_deref() == Some("false") {
+            role.tables.insert(table.clone());
+            catalog.unreadable.insert(table);
+            continue;
+        }
         let info: &mut TableInfo = catalog.tables.entry(table.clone()).or_default();
         if let Some(indexed) = column.strip_prefix(INDEXED) {
             info.index_leads.insert(indexed.to_ascii_lowercase());
@@ -360,6 +369,9 @@ pub(super) fn read_catalog_and_role(
             role.writable.insert(table, privileges.replace(',', ", "));
         }
     }
+    // The index arm does not look at privileges: drop what it added for unreadable tables.
+    let unreadable = catalog.unreadable.clone();
+    catalog.tables.retain(|table, _| !unreadable.contains(table));
     Ok((catalog, role))
 }
 

@@ -12,22 +12,47 @@ use super::value::{Cell, anomaly, as_integer, cells, truthy, value_text};
 use crate::config::platform::PlatformConfig;
 use canary_invariants::{Agent, Anomaly, AnomalyKind};
 
-/// The roster, and whether every non-NULL name was stored as text (see
-/// `executions::ExecutionsTally`).
+/// What the roster statement read.
+pub(super) struct Roster {
+    /// The agents, sorted by name.
+    pub(super) agents: Vec<Agent>,
+    /// Every non-NULL name was stored as text (see `executions::ExecutionsTally`).
+    pub(super) all_text: bool,
+    /// The concurrency ceiling: `None` without a settings table (or without agents).
+    pub(super) ceiling: Option<i64>,
+}
+
+/// The roster and, from the settings table when `settings` says it exists, the concurrency
+/// ceiling, in the same statement (a scalar subquery per row: no statement of its own).
 pub(super) fn read_roster(
     r: &mut Reader<'_>,
     cfg: &PlatformConfig,
     schema: &AgentsSchema,
+    settings: bool,
     anomalies: &mut Vec<Anomaly>,
-) -> Result<(Vec<Agent>, bool), SqlError> {
+) -> Result<Roster, SqlError> {
     let a = &cfg.tables.agents;
     let deleted = if schema.deleted_at {
         format!("{} IS NOT NULL", q(&a.deleted_at))
     } else {
         "0".to_owned()
     };
+    let st = &cfg.tables.settings;
+    let (ceiling_sql, params) = if settings {
+        (
+            format!(
+                "(SELECT s.{} FROM {} AS s WHERE s.{} = ?)",
+                q(&st.value),
+                q(&st.table),
+                q(&st.key)
+            ),
+            vec![Cell::Text(st.ceiling_key.clone())],
+        )
+    } else {
+        ("NULL".to_owned(), Vec::new())
+    };
     let sql = format!(
-        "SELECT {}, {}, {}, {}, {} FROM {}",
+        "SELECT {}, {}, {}, {}, {}, {ceiling_sql} FROM {}",
         q(&a.name),
         col_or_null(schema.is_system, &a.is_system),
         col_or_null(schema.max_parallel_tasks, &a.max_parallel_tasks),
@@ -38,8 +63,8 @@ pub(super) fn read_roster(
         deleted,
         q(&a.table),
     );
-    let rows: Vec<[Cell; 5]> = r
-        .rows(&sql, &[], "reading the roster")?
+    let rows: Vec<[Cell; 6]> = r
+        .rows(&sql, &params, "reading the roster")?
         .into_iter()
         .map(cells)
         .collect();
@@ -48,7 +73,25 @@ pub(super) fn read_roster(
     let all_text = rows
         .iter()
         .all(|[name, ..]| matches!(name, Cell::Text(_) | Cell::Null));
-    for [name, is_system, cap, timeout, deleted] in rows {
+    let ceiling = match rows.first() {
+        Some([.., value]) if settings => match as_integer(value) {
+            Ok(Some(ceiling)) => Some(ceiling),
+            Ok(None) => Some(st.ceiling_default),
+            Err(()) => {
+                anomalies.push(anomaly(
+                    AnomalyKind::NotInteger,
+                    format!("{}.{}", st.table, st.ceiling_key),
+                    format!(
+                        "not an integer; platform default {} assumed",
+                        st.ceiling_default
+                    ),
+                ));
+                Some(st.ceiling_default)
+            }
+        },
+        _ => None,
+    };
+    for [name, is_system, cap, timeout, deleted, _] in rows {
         let Some(name) = value_text(&name) else {
             anomalies.push(anomaly(
                 AnomalyKind::NullAgent,
@@ -85,5 +128,9 @@ pub(super) fn read_roster(
         });
     }
     agents.sort_by(|x, y| x.name.cmp(&y.name));
-    Ok((agents, all_text))
+    Ok(Roster {
+        agents,
+        all_text,
+        ceiling,
+    })
 }

@@ -40,6 +40,9 @@ pub struct TableInfo {
 pub struct Catalog {
     /// Lowercased table name → its description.
     pub tables: BTreeMap<String, TableInfo>,
+    /// Tables that exist but the session may not read (PostgreSQL: no `SELECT` privilege);
+    /// absent from `tables`, named when required.
+    pub unreadable: BTreeSet<String>,
 }
 
 impl Catalog {
@@ -83,6 +86,9 @@ impl Catalog {
     /// Fails unless `table` exists with every one of `columns`.
     fn require(&self, table: &str, columns: &[&String]) -> Result<(), SqlError> {
         if self.table(table).is_none() {
+            if self.unreadable.contains(&table.to_ascii_lowercase()) {
+                return Err(SqlError::NoPrivilege(table.to_owned()));
+            }
             return Err(SqlError::MissingTable(table.to_owned()));
         }
         let missing: Vec<&str> = columns
@@ -172,6 +178,8 @@ pub struct Schema {
     pub executions: ExecutionsSchema,
     /// The schedules, or `None` when the table or a column E-06 needs is absent.
     pub schedules: Option<SchedulesSchema>,
+    /// The settings table exists with its key and value columns (the concurrency ceiling).
+    pub settings: bool,
     /// One per configured cascade entry, in configuration order.
     pub cascade: Vec<CascadeTable>,
 }
@@ -213,6 +221,10 @@ impl Schema {
             .then(|| SchedulesSchema {
                 deleted_at: catalog.has_column(&sc.table, &sc.deleted_at),
             });
+        let st = &cfg.tables.settings;
+        let settings = [&st.key, &st.value]
+            .iter()
+            .all(|c| catalog.has_column(&st.table, c));
         let cascade = cfg
             .cascade
             .iter()
@@ -220,8 +232,9 @@ impl Schema {
                 if catalog.table(&entry.table).is_none() {
                     return CascadeTable::MissingTable;
                 }
-                let needed =
-                    std::iter::once(&entry.column).chain(entry.filter.as_ref().map(|f| &f.column));
+                let needed = std::iter::once(&entry.column)
+                    .chain(entry.filter.as_ref().map(|f| &f.column))
+                    .chain(entry.conditions.iter().map(|w| &w.column));
                 match needed
                     .into_iter()
                     .find(|c| !catalog.has_column(&entry.table, c))
@@ -235,6 +248,7 @@ impl Schema {
             agents,
             executions,
             schedules,
+            settings,
             cascade,
         })
     }
@@ -292,6 +306,7 @@ mod tests {
                     ((*name).to_owned(), info)
                 })
                 .collect(),
+            unreadable: BTreeSet::new(),
         }
     }
 

@@ -60,6 +60,7 @@ pub(super) fn read_catalog(r: &mut Reader<'_>, cfg: &PlatformConfig) -> Result<C
     wanted.insert(cfg.tables.agents.table.clone());
     wanted.insert(cfg.tables.executions.table.clone());
     wanted.insert(cfg.tables.schedules.table.clone());
+    wanted.insert(cfg.tables.settings.table.clone());
     let wanted: Vec<Cell> = wanted
         .into_iter()
         .map(|t| Cell::Text(t.to_ascii_lowercase()))
