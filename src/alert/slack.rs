@@ -724,6 +724,31 @@ mod tests {
     }
 
     #[test]
+    fn capped_evidence_reports_the_full_count_and_says_how_much_was_kept() {
+        let vs: Vec<Violation> = (0..7)
+            .map(|i| violation("S-04", &format!("leaked-{i}"), "no meta", json!({})))
+            .collect();
+        let t = fired("S-04", Severity::Critical, None);
+        let p = payload_counted(&t, &vs, 100_000, AT);
+        let texts = texts(&p);
+        assert!(texts[1].contains("100000 violations"), "{texts:?}");
+        assert!(texts[2].ends_with("+99995 more"), "{}", texts[2]);
+        let context = p["blocks"].as_array().unwrap().last().unwrap().to_string();
+        assert!(
+            context.contains("7 of 100000 kept as evidence"),
+            "{context}"
+        );
+        assert!(
+            p["text"].as_str().unwrap().contains("100000"),
+            "{}",
+            p["text"]
+        );
+        // A total below the evidence is never reported.
+        let p = payload_counted(&t, &vs, 3, AT);
+        assert!(super::tests::texts(&p)[1].contains("7 violations"));
+    }
+
+    #[test]
     fn only_the_transitions_violations_and_plus_n_more() {
         let mut vs: Vec<Violation> = (0..12)
             .map(|i| {

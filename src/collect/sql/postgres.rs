@@ -371,7 +371,9 @@ pub(super) fn read_catalog_and_role(
     }
     // The index arm does not look at privileges: drop what it added for unreadable tables.
     let unreadable = catalog.unreadable.clone();
-    catalog.tables.retain(|table, _| !unreadable.contains(table));
+    catalog
+        .tables
+        .retain(|table, _| !unreadable.contains(table));
     Ok((catalog, role))
 }
 
