@@ -1,15 +1,20 @@
 //! End-to-end detection: the simulated fleet (`canary::fleet::sim`) on a real `redis-server` and
-//! a real SQLite file, watched by the daemon's sequencer, alerts delivered to a real local webhook.
+//! a real SQLite file or a real private PostgreSQL, watched by the daemon's sequencer, alerts
+//! delivered to a real local webhook.
 //!
-//! - One test per fault recipe (`canary::fleet::faults`): baseline green → inject → red within
+//! - One test per fault recipe (`canary::fleet::faults`) and backend (SQLite; `on_postgres::`
+//!   the PostgreSQL twin schema with text timestamps; `on_postgres_typed::` `timestamptz` and
+//!   `boolean` columns): baseline green → inject → red within
 //!   the recipe's bound (one cycle; H-01: its confirmation interval) → exactly one `fired` alert
 //!   at the webhook → revert → green → exactly one `resolved` alert, and no other transition.
 //! - A clean-churn soak: a busy fleet, hundreds of executions a minute with every race window of
-//!   the protocol open, watched for ≥ 200 back-to-back cycles: zero violations.
+//!   the protocol open, watched for ≥ 200 back-to-back cycles: zero violations (on SQLite, and on
+//!   PostgreSQL with `timestamptz`/`boolean` columns).
 
 use std::time::{Duration, Instant};
 
 use canary::fleet::faults::{self, RECIPES, Recipe};
+use canary::fleet::rig::Backend;
 use canary::fleet::sim::FleetSpec;
 use canary_invariants::catalog;
 
@@ -26,8 +31,8 @@ fn recipe_fleet() -> FleetSpec {
     }
 }
 
-/// Runs one recipe end to end; every assertion names the recipe.
-async fn detect(name: &str) {
+/// Runs one recipe end to end on `backend`; every assertion names the recipe.
+async fn detect(name: &str, backend: Backend) {
     let recipe: &'static dyn Recipe =
         faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"));
     let meta = recipe.meta();
@@ -36,9 +41,9 @@ async fn detect(name: &str) {
         "[{name}] {} is not in the catalog",
         meta.invariant
     );
-    let mut env = FleetEnv::start(&recipe_fleet(), &[recipe]).await;
+    let mut env = FleetEnv::start_on(backend, &recipe_fleet(), &[recipe]).await;
     let inv = meta.invariant;
-    let tag = format!("[{name} → {inv}]");
+    let tag = format!("[{name} → {inv} on {backend:?}]");
 
     let baseline = env.cycle().await;
     assert!(
@@ -135,17 +140,45 @@ async fn detect(name: &str) {
     assert_eq!(stats.errors, 0, "{tag} fleet write errors: {stats}");
 }
 
-/// One test per recipe, named after it (`s01_leak` runs `s01-leak`): the list is the only place
-/// a recipe is named here, and a recipe of the registry missing from it fails
+/// One test per recipe and backend, named after it (`s01_leak` runs `s01-leak` on SQLite,
+/// `on_postgres::s01_leak` and `on_postgres_typed::s01_leak` on PostgreSQL): the list is the only place a recipe is named here,
+/// and a recipe of the registry missing from it fails
 /// `every_recipe_has_a_test_and_every_invariant_a_recipe`.
 macro_rules! recipe_tests {
     ($($test:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $test() {
-                detect(&stringify!($test).replace('_', "-")).await;
+                detect(&stringify!($test).replace('_', "-"), Backend::Sqlite).await;
             }
         )*
+
+        /// The same suite on a private PostgreSQL (`platform.pg.sql`: text timestamps), watched
+        /// through a role that may only `SELECT`.
+        mod on_postgres {
+            use canary::fleet::rig::Backend;
+
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::detect(&stringify!($test).replace('_', "-"), Backend::Postgres).await;
+                }
+            )*
+        }
+
+        /// The same suite on a private PostgreSQL with `timestamptz` and `boolean` columns
+        /// (`platform.pg-typed.sql`).
+        mod on_postgres_typed {
+            use canary::fleet::rig::Backend;
+
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let name = stringify!($test).replace('_', "-");
+                    super::detect(&name, Backend::PostgresTyped).await;
+                }
+            )*
+        }
 
         #[test]
         fn every_recipe_has_a_test_and_every_invariant_a_recipe() {
@@ -200,8 +233,19 @@ recipe_tests! {
 /// orders (slot first and row first, a few ms apart), finishes, pull-claimed leases reaped,
 /// drain sentinels, queues, the heartbeat, every timestamp shape. Nothing may be red.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::print_stderr, reason = "the soak reports its counts")]
 async fn clean_churn_soak_has_zero_violations() {
+    soak(Backend::Sqlite).await;
+}
+
+/// The soak on PostgreSQL with `timestamptz` and `boolean` columns (the recipe suite covers the
+/// text-timestamp schema).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_churn_soak_has_zero_violations_on_postgres_typed() {
+    soak(Backend::PostgresTyped).await;
+}
+
+#[allow(clippy::print_stderr, reason = "the soak reports its counts")]
+async fn soak(backend: Backend) {
     const CYCLES: usize = 220;
     let spec = FleetSpec {
         agents: 30,
@@ -212,7 +256,7 @@ async fn clean_churn_soak_has_zero_violations() {
         seed: 7,
         ..FleetSpec::default()
     };
-    let env = FleetEnv::start(&spec, &[]).await;
+    let env = FleetEnv::start_on(backend, &spec, &[]).await;
     let started = Instant::now();
     let mut findings: Vec<String> = Vec::new();
     let mut unknown = 0;
@@ -238,7 +282,7 @@ async fn clean_churn_soak_has_zero_violations() {
     let elapsed = started.elapsed();
     let stats = env.stop().await;
     eprintln!(
-        "soak: {CYCLES} cycles in {:.1} s ({interleaved} interleaved with fleet writes, slowest \
+        "soak on {backend:?}: {CYCLES} cycles in {:.1} s ({interleaved} interleaved with fleet writes, slowest \
          {slowest_ms:.0} ms, {unknown} with a source unavailable), {} violation cycle(s); \
          fleet: {stats}",
         elapsed.as_secs_f64(),
@@ -264,4 +308,106 @@ async fn clean_churn_soak_has_zero_violations() {
         findings.len(),
         findings.join("\n")
     );
+}
+
+/// `canary fleet` outlives a Redis restart (issue 11 §6): its connections reconnect, a fault
+/// injected after the restart lands on the new server, and Ctrl-C (SIGINT) still reverts it
+/// and stops the fleet cleanly.
+#[test]
+fn the_fleet_outlives_a_redis_restart_and_reverts_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut redis = crate::support::redis_server::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("platform.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["fleet", "--init", "--sqlite-path"])
+        .arg(&db)
+        .args(["--redis-url", &redis.url()])
+        .args(["--agents", "4", "--rate", "300"])
+        .args(["--faults", "s01-leak", "--fault-after", "4s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn canary fleet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut output = Vec::new();
+    let mut wait_for = |needle: &str, within: Duration| -> String {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match seen.recv_timeout(left) {
+                Ok(line) => {
+                    output.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no {needle:?} within {within:?}; output:\n{}",
+            output.join("\n")
+        );
+    };
+    wait_for("fleet: 4 agents", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1_000));
+    // An empty server on the same port: what a restart without persistence looks like.
+    redis.restart().expect("restart redis");
+
+    // The fault is injected after the restart, through the reconnected injector.
+    let injected = wait_for("inject s01-leak", Duration::from_secs(20));
+    assert!(!injected.contains("failed"), "{injected}");
+    // "… inject s01-leak (S-01): <site>: execution <id> finished 30 s ago, …"
+    let detail = injected.split("(S-01): ").nth(1).expect("detail");
+    let site = detail.split(':').next().expect("site").to_owned();
+    let id = detail
+        .split("execution ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("id")
+        .to_owned();
+    let mut conn = crate::support::redis_server::connect(&redis);
+    let key = format!("agent:slots:{site}");
+    let leaked: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&key)
+        .arg(&id)
+        .query(&mut conn)
+        .expect("ZSCORE");
+    assert!(leaked.is_some(), "the leak is on the restarted server");
+    // The simulator writes to the new server too.
+    std::thread::sleep(Duration::from_secs(2));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("agent:slots:*")
+        .query(&mut conn)
+        .expect("KEYS");
+    assert!(keys.iter().any(|k| *k != key), "{keys:?}");
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let reverted = wait_for("reverted: s01-leak", Duration::from_secs(30));
+    assert!(reverted.contains("s01-leak"));
+    wait_for(
+        "stopped (platform left consistent)",
+        Duration::from_secs(30),
+    );
+    let exit = child.wait().expect("wait");
+    reader.join().expect("reader");
+    assert!(exit.code().is_some(), "exited, not killed: {exit:?}");
+    let after: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&key)
+        .arg(&id)
+        .query(&mut conn)
+        .expect("ZSCORE");
+    assert_eq!(after, None, "the revert released the leaked slot");
 }

@@ -3,7 +3,8 @@
 //! - the server starts, answers, and leaves no process or directory behind when dropped;
 //! - both PostgreSQL fixtures apply (text timestamps; `timestamptz` + `boolean`);
 //! - `canary fleet --seed-only --database-url … --init` seeds rows (text schema), and the seeder
-//!   fills the typed schema too;
+//!   fills the typed schema too; `canary fleet --database-url` runs a fleet with faults on the
+//!   typed schema and leaves it consistent;
 //! - the simulated fleet runs on both schemas without a write error;
 //! - every fault recipe injects and reverts on both schemas (the E-02 reversal is checked in the
 //!   rows), so each recipe's SQL is valid PostgreSQL against either column typing.
@@ -51,7 +52,7 @@ fn the_server_starts_answers_and_leaves_nothing_behind() {
 
 #[test]
 fn both_fixtures_apply_with_their_column_types() {
-    let server = pg::start();
+    let server = pg::shared();
     for (fixture, started_at, enabled) in [
         (Fixture::Text, "text", "bigint"),
         (Fixture::Typed, "timestamp with time zone", "boolean"),
@@ -101,7 +102,7 @@ fn both_fixtures_apply_with_their_column_types() {
 
 #[test]
 fn fleet_seed_only_with_init_seeds_a_postgres_platform() {
-    let server = pg::start();
+    let server = pg::shared();
     let redis = redis_server::start();
     let url = pg::database(&server, Fixture::Empty);
     let out = Command::new(env!("CARGO_BIN_EXE_canary"))
@@ -146,9 +147,49 @@ fn fleet_seed_only_with_init_seeds_a_postgres_platform() {
     assert_eq!(cascade, 700);
 }
 
+#[test]
+fn fleet_drives_a_postgres_platform_and_leaves_it_consistent() {
+    let server = pg::shared();
+    let redis = redis_server::start();
+    let url = pg::database(&server, Fixture::Typed);
+    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["fleet", "--init", "--database-url", &url])
+        .args(["--redis-url", &redis.url()])
+        .args(["--agents", "4", "--rate", "600", "--duration", "4s"])
+        .args(["--faults", "e02-reversal,l03-orphan", "--fault-after", "1s"])
+        .output()
+        .expect("run canary fleet");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains(&url) && !stderr.contains(&url),
+        "the URL is never printed"
+    );
+    assert!(stdout.contains("inject e02-reversal"), "{stdout}");
+    assert!(
+        stdout.contains("reverted: e02-reversal, l03-orphan"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 0 write errors"), "{stdout}");
+    assert!(pg::count(&url, "schedule_executions") > 0);
+    // Reverted and drained: nothing open, the reversed row is terminal again.
+    assert_eq!(
+        pg::count(
+            &url,
+            "schedule_executions WHERE status IN ('queued', 'running')"
+        ),
+        0
+    );
+    assert_eq!(
+        pg::count(&url, "schedule_executions WHERE status = 'pending_retry'"),
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeder_fills_the_typed_schema() {
-    let server = pg::start();
+    let server = pg::shared();
     let redis = redis_server::start();
     let url = pg::database(&server, Fixture::Typed);
     let spec = SeedSpec {
@@ -179,7 +220,8 @@ async fn the_seeder_fills_the_typed_schema() {
     assert!(pg::count(&url, "agent_schedules WHERE NOT enabled") > 0);
 }
 
-/// Runs the fleet for a moment on `backend`: rows are written, no write fails.
+/// Runs the fleet for a moment on `backend` (a server of the rig's own, as in the demo): rows
+/// are written, no write fails.
 async fn fleet_runs_cleanly_on(backend: Backend) {
     let spec = FleetSpec {
         agents: 6,
@@ -227,7 +269,8 @@ async fn every_recipe_injects_and_reverts_on(backend: Backend) {
         rate_per_min: 60.0,
         ..FleetSpec::default()
     };
-    let mut rig = Rig::start_on(backend, &spec, RECIPES)
+    let typed = backend == Backend::PostgresTyped;
+    let mut rig = Rig::start_on_postgres(pg::shared(), typed, &spec, RECIPES)
         .await
         .unwrap_or_else(|e| panic!("starting the {backend:?} platform: {e}"));
     let url = rig.database_url().expect("a postgres rig").to_owned();

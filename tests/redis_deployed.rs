@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::support::tls::{TestPki, pki};
 
 /// The ACL the README gives operators (`ACL SETUSER canary …`), without the password.
-fn readme_acl() -> Vec<String> {
+pub(crate) fn readme_acl() -> Vec<String> {
     let readme = include_str!("../README.md");
     let line = readme
         .lines()
@@ -36,12 +36,12 @@ fn readme_acl() -> Vec<String> {
 }
 
 /// A platform SQLite with two agents, one running execution holding its slot: green.
-struct Platformed {
-    dir: tempfile::TempDir,
-    db: PathBuf,
+pub(crate) struct Platformed {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) db: PathBuf,
 }
 
-async fn healthy_platform(redis: &RedisServer) -> Platformed {
+pub(crate) async fn healthy_platform(redis: &RedisServer) -> Platformed {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("platform.db");
     platform::create_db(&db).expect("schema");
@@ -57,7 +57,7 @@ async fn healthy_platform(redis: &RedisServer) -> Platformed {
 }
 
 /// Writes a config; `redis` is the YAML of the Redis keys under `platform:`.
-fn config(p: &Platformed, name: &str, redis: &str) -> PathBuf {
+pub(crate) fn config(p: &Platformed, name: &str, redis: &str) -> PathBuf {
     let path = p.dir.path().join(name);
     std::fs::write(
         &path,
@@ -71,7 +71,7 @@ fn config(p: &Platformed, name: &str, redis: &str) -> PathBuf {
     path
 }
 
-fn canary(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn canary(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_canary"))
         .args(args)
         .env_remove("CANARY_CONFIG")
@@ -85,7 +85,7 @@ fn canary(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn check(config: &Path) -> (i32, Value, String) {
+pub(crate) fn check(config: &Path) -> (i32, Value, String) {
     let config = config.display().to_string();
     let (code, stdout, stderr) = canary(&[
         "check",
@@ -102,7 +102,7 @@ fn check(config: &Path) -> (i32, Value, String) {
     )
 }
 
-fn redis_reason(result: &Value) -> String {
+pub(crate) fn redis_reason(result: &Value) -> String {
     result["sources_unavailable"]
         .as_array()
         .and_then(|a| a.iter().find(|s| s["source"] == "redis"))
@@ -112,7 +112,7 @@ fn redis_reason(result: &Value) -> String {
 }
 
 /// Leaks a slot (a member with no running row) on the plain port, as the platform would.
-fn leak_slot(redis: &RedisServer) {
+pub(crate) fn leak_slot(redis: &RedisServer) {
     let mut conn = crate::support::redis_server::connect(redis);
     let _: i64 = redis::cmd("ZADD")
         .arg("agent:slots:agent-b")

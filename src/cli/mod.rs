@@ -36,8 +36,9 @@ pub enum Command {
     /// simulated fleet watched every second, one fault per invariant injected and reverted on a
     /// timeline. Exit 0 only when every fault was caught and nothing else fired.
     Demo(DemoArgs),
-    /// Drive synthetic load (and faults) against the platform stores named by --sqlite-path and
-    /// --redis-url (it WRITES to them), or write a benchmark dataset with --seed-only.
+    /// Drive synthetic load (and faults) against the platform stores named by --sqlite-path (or
+    /// --database-url) and --redis-url (it WRITES to them), or write a benchmark dataset with
+    /// --seed-only.
     Fleet(FleetArgs),
     /// Violations recorded in the state database, newest first.
     Violations(ViolationsArgs),
@@ -219,7 +220,8 @@ pub struct FleetArgs {
     )]
     pub sqlite_path: Option<PathBuf>,
     /// The platform's PostgreSQL database (`postgres://user@host:port/db`; never printed). This
-    /// or --sqlite-path is required, never taken from config or env: this WRITES.
+    /// or --sqlite-path is required, never taken from config or env: this WRITES. The writer
+    /// connects without TLS (`sslmode` disable or prefer): point it at a test platform.
     #[arg(long, value_name = "URL", hide_default_value = true)]
     pub database_url: Option<String>,
     /// The platform's Redis. Required and never taken from config or env: this WRITES.

@@ -64,6 +64,10 @@ pub struct CollectStats {
     /// Wall time of the Redis read (slot sets, then metadata), in milliseconds. The metadata
     /// part overlaps the SQLite read, so the two times may add up to more than the collection.
     pub redis_ms: f64,
+    /// How the Redis node was found this cycle (Sentinel, replica lag, fallback); absent for a
+    /// plain `redis_url` primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_route: Option<redis::RedisRoute>,
 }
 
 /// The complete snapshot a cycle evaluates, taken at `taken_at_ms`: the built-in reads over
@@ -128,6 +132,7 @@ pub async fn builtin(
     let mut stats = CollectStats {
         redis_round_trips: redis_outcome.round_trips,
         redis_ms,
+        redis_route: redis_outcome.route.clone(),
         ..CollectStats::default()
     };
     let mut anomalies: Vec<Anomaly> = Vec::new();

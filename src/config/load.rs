@@ -47,8 +47,12 @@ const SECRET_PATHS: [&str; 3] = [
 
 /// Optional string-typed keys. Their default is `None`, so the serialized default tree cannot
 /// tell that they are strings; they are listed here so their values are taken verbatim.
-const OPTIONAL_STRING_PATHS: [&str; 14] = [
+const OPTIONAL_STRING_PATHS: [&str; 18] = [
     "custom_invariants_dir",
+    "platform.redis_replica_url",
+    "platform.redis_sentinel.master_name",
+    "platform.redis_sentinel.username",
+    "platform.redis_sentinel.password_file",
     "platform.redis_username",
     "platform.redis_password_file",
     "platform.redis_tls.ca_file",
@@ -250,6 +254,7 @@ pub fn example() -> &'static str {
 pub fn show(config: &Config) -> String {
     let mut shown = config.clone();
     shown.platform.redis_url = redact_url(&shown.platform.redis_url);
+    shown.platform.redis_replica_url = shown.platform.redis_replica_url.as_deref().map(redact_url);
     match serde_saphyr::to_string(&shown) {
         Ok(text) => text,
         // Serializing plain structs does not fail; if it ever does, say so rather than panic.
@@ -991,6 +996,32 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_keys_come_from_the_environment_too() {
+        let vars = [
+            ("CANARY__PLATFORM__SQLITE_PATH", "/p.db"),
+            ("CANARY__PLATFORM__REDIS_SENTINEL__MASTER_NAME", "12345"),
+            (
+                "CANARY__PLATFORM__REDIS_SENTINEL__SENTINELS",
+                "[10.0.0.1:26379, 10.0.0.2:26379]",
+            ),
+            ("CANARY__PLATFORM__REDIS_READ_FROM", "replica"),
+            ("CANARY__PLATFORM__REDIS_MAX_REPLICA_LAG", "250ms"),
+        ];
+        let config = load_from(None, &env(&vars), &Overrides::new()).unwrap();
+        let sentinel = config.platform.redis_sentinel.expect("sentinel set");
+        assert_eq!(sentinel.master_name, "12345");
+        assert_eq!(sentinel.sentinels, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(
+            config.platform.redis_read_from,
+            super::super::platform::RedisReadFrom::Replica
+        );
+        assert_eq!(
+            config.platform.redis_max_replica_lag,
+            Duration::from_millis(250)
+        );
+    }
+
+    #[test]
     fn string_keys_stay_verbatim() {
         let vars = [
             ("CANARY__PLATFORM__SQLITE_PATH", "0755"),
@@ -1355,6 +1386,14 @@ mod tests {
             "postgres://canary:SECRETSECRET@db:5432/platform?sslmode=verify-full",
         ));
         config.schedule.cron = Some("*/5 * * * *".to_owned());
+        config.platform.redis_replica_url = Some("redis://:SECRETSECRET@replica:6379/0".to_owned());
+        config.platform.redis_read_from = super::super::platform::RedisReadFrom::Replica;
+        config.platform.redis_sentinel = Some(super::super::platform::RedisSentinel {
+            master_name: "mymaster".to_owned(),
+            sentinels: vec!["10.0.0.1:26379".to_owned()],
+            username: Some("canary".to_owned()),
+            password_file: Some("/etc/canary/sentinel_password".into()),
+        });
         let text = show(&config);
         assert!(!text.contains("SECRETSECRET"), "{text}");
         assert!(text.contains("[redacted]"), "{text}");
@@ -1363,6 +1402,7 @@ mod tests {
         expected.alerts.slack.webhook_url = Some(Secret::new("[redacted]"));
         expected.http.admin_token = Some(Secret::new("[redacted]"));
         expected.platform.redis_url = "redis://***@redis:6379/0".to_owned();
+        expected.platform.redis_replica_url = Some("redis://***@replica:6379/0".to_owned());
         expected.platform.database_url = Some(Secret::new("[redacted]"));
         assert_eq!(load_yaml(&text, &[], &Overrides::new()).unwrap(), expected);
         assert_eq!(

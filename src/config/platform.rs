@@ -123,6 +123,22 @@ pub struct PlatformConfig {
     /// TLS settings for a `rediss://` URL (certificate verification is always on unless
     /// `insecure_skip_verify`).
     pub redis_tls: RedisTls,
+    /// Redis Sentinel: ask these sentinels for the current primary at every cycle (so a
+    /// failover is followed without a restart). Absent = off: `redis_url` names the node.
+    /// With it, `redis_url` still gives the scheme, database, credentials and TLS of the data
+    /// node; only its host and port come from the sentinels.
+    pub redis_sentinel: Option<RedisSentinel>,
+    /// Which node the slot data is read from: `primary` (default) or `replica` (a replica
+    /// from the sentinels, or `redis_replica_url`), read only when it has caught up with the
+    /// primary within `redis_max_replica_lag`; otherwise the primary is read that cycle.
+    pub redis_read_from: RedisReadFrom,
+    /// The replica to read without Sentinel (`redis_read_from: replica`). May carry a password:
+    /// shown redacted. The ACL user, password file and TLS settings apply to it too.
+    pub redis_replica_url: Option<String>,
+    /// How far behind the primary a replica may be and still be read: the replica must reach
+    /// the primary's replication offset (read at the start of the cycle) within this time.
+    #[serde(with = "humantime_serde")]
+    pub redis_max_replica_lag: Duration,
     /// How long a read waits for a platform write lock before the source counts as unavailable.
     #[serde(with = "humantime_serde")]
     pub sqlite_busy_timeout: Duration,
@@ -174,6 +190,10 @@ impl Default for PlatformConfig {
             redis_username: None,
             redis_password_file: None,
             redis_tls: RedisTls::default(),
+            redis_sentinel: None,
+            redis_read_from: RedisReadFrom::Primary,
+            redis_replica_url: None,
+            redis_max_replica_lag: Duration::from_secs(1),
             sqlite_busy_timeout: Duration::from_secs(2),
             redis_connect_timeout: Duration::from_secs(1),
             redis_response_timeout: Duration::from_secs(2),
@@ -204,6 +224,35 @@ pub struct RedisTls {
     /// Accept any server certificate. Dangerous (a man in the middle reads the slot data and
     /// the password); `config validate` warns.
     pub insecure_skip_verify: bool,
+}
+
+/// Redis Sentinel discovery (`platform.redis_sentinel`). The sentinels are reached over plain
+/// TCP; `username` / `password_file` authenticate to the sentinels (a sentinel's own
+/// `requirepass` / ACL), not to the data nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinel {
+    /// The monitored master's name (`sentinel monitor <name> …`).
+    pub master_name: String,
+    /// Sentinel addresses, `host:port`, asked in this order until one answers.
+    pub sentinels: Vec<String>,
+    /// ACL user on the sentinels.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the sentinels' password (a secret, read at each cycle).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `platform.redis_read_from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisReadFrom {
+    /// The primary (the sentinels' master, or `redis_url`).
+    #[default]
+    Primary,
+    /// A caught-up replica, else the primary.
+    Replica,
 }
 
 /// Redis key patterns. `{agent}` and `{execution_id}` are placeholders.

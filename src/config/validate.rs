@@ -18,6 +18,7 @@ use super::{Config, Secret};
 pub fn validate(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     platform(&config.platform, &mut out);
+    replica_lag_within_grace(config, &mut out);
     state(config, &mut out);
     schedule(config, &mut out);
     blind(config, &mut out);
@@ -117,6 +118,172 @@ fn redis_access(p: &PlatformConfig, out: &mut Vec<Problem>) {
                 format!("{}: {e}", path.display()),
             );
         }
+    }
+}
+
+/// Upper bound of `platform.redis_max_replica_lag` (past it a replica is too stale for S-01 to
+/// mean anything, and the cycle would wait that long for a lagging one).
+const MAX_REPLICA_LAG: Duration = Duration::from_secs(30);
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+fn host_port(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    !host.is_empty() && !host.contains(['/', '@', ' ']) && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// Sentinel, replica reads and the replica lag bound: only what the runtime does.
+fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
+    use super::platform::RedisReadFrom;
+    const TCP_SCHEMES: [&str; 2] = ["redis://", "rediss://"];
+    if let Some(s) = &p.redis_sentinel {
+        if s.master_name.trim().is_empty() {
+            push(
+                out,
+                "platform.redis_sentinel.master_name",
+                "must not be empty",
+            );
+        }
+        if s.sentinels.is_empty() {
+            push(
+                out,
+                "platform.redis_sentinel.sentinels",
+                "list at least one sentinel (host:port); three or more in production",
+            );
+        }
+        for (i, addr) in s.sentinels.iter().enumerate() {
+            if !host_port(addr) {
+                push(
+                    out,
+                    format!("platform.redis_sentinel.sentinels[{i}]"),
+                    format!("{addr:?} is not host:port (sentinels are reached over plain TCP)"),
+                );
+            }
+        }
+        if s.username.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            push(
+                out,
+                "platform.redis_sentinel.username",
+                "must not be empty when set",
+            );
+        }
+        if let Some(path) = &s.password_file {
+            match Secret::from_file(path) {
+                Ok(secret) if secret.expose().is_empty() => push(
+                    out,
+                    "platform.redis_sentinel.password_file",
+                    format!("{} is empty", path.display()),
+                ),
+                Ok(_) => {}
+                Err(e) => push(
+                    out,
+                    "platform.redis_sentinel.password_file",
+                    format!("{}: {e}", path.display()),
+                ),
+            }
+        }
+        if !TCP_SCHEMES.iter().any(|s| p.redis_url.starts_with(s)) {
+            push(
+                out,
+                "platform.redis_url",
+                "with redis_sentinel it must be redis:// or rediss:// (the sentinels name a TCP \
+                 host and port; the URL gives the scheme, database and credentials)",
+            );
+        }
+        if p.redis_replica_url.is_some() {
+            push(
+                out,
+                "platform.redis_replica_url",
+                "not used with redis_sentinel (the sentinels name the replicas); remove it",
+            );
+        }
+    }
+    match p.redis_read_from {
+        RedisReadFrom::Primary => {
+            if p.redis_replica_url.is_some() {
+                push(
+                    out,
+                    "platform.redis_replica_url",
+                    "is read only with redis_read_from: replica; set that or remove it",
+                );
+            }
+        }
+        RedisReadFrom::Replica => {
+            if p.redis_sentinel.is_none() && p.redis_replica_url.is_none() {
+                push(
+                    out,
+                    "platform.redis_read_from",
+                    "replica needs a replica: set platform.redis_sentinel (its replicas) or \
+                     platform.redis_replica_url",
+                );
+            }
+            if p.redis_sentinel.is_none() && !TCP_SCHEMES.iter().any(|s| p.redis_url.starts_with(s))
+            {
+                push(
+                    out,
+                    "platform.redis_url",
+                    "with redis_read_from: replica it must be redis:// or rediss://",
+                );
+            }
+        }
+    }
+    if let Some(url) = &p.redis_replica_url {
+        let same_tls = url.starts_with("rediss://") == p.redis_url.starts_with("rediss://");
+        if !TCP_SCHEMES.iter().any(|s| url.starts_with(s)) {
+            push(
+                out,
+                "platform.redis_replica_url",
+                "must start with redis:// or rediss:// (value not shown: it may hold a password)",
+            );
+        } else if !same_tls {
+            push(
+                out,
+                "platform.redis_replica_url",
+                "must use the same scheme as redis_url (both rediss:// or both redis://): the TLS \
+                 settings apply to both",
+            );
+        }
+    }
+    at_least(
+        out,
+        "platform.redis_max_replica_lag",
+        p.redis_max_replica_lag,
+        MIN_TIMEOUT,
+    );
+    if p.redis_max_replica_lag > MAX_REPLICA_LAG {
+        push(
+            out,
+            "platform.redis_max_replica_lag",
+            format!(
+                "must be at most {} (got {})",
+                humantime::format_duration(MAX_REPLICA_LAG),
+                humantime::format_duration(p.redis_max_replica_lag)
+            ),
+        );
+    }
+}
+
+/// A replica read is up to `redis_max_replica_lag` older than the SQL read; S-01's grace must
+/// cover that (plus the platform's own few-ms write gap), or a healthy start or finish in the
+/// lag window would be a false alarm.
+fn replica_lag_within_grace(config: &Config, out: &mut Vec<Problem>) {
+    use super::platform::RedisReadFrom;
+    let p = &config.platform;
+    let grace = config.invariants.s01.grace_seconds;
+    if p.redis_read_from == RedisReadFrom::Replica
+        && grace.is_finite()
+        && p.redis_max_replica_lag.as_secs_f64() >= grace
+    {
+        push(
+            out,
+            "platform.redis_max_replica_lag",
+            format!(
+                "must be below invariants.S-01.grace_seconds ({grace}s) when reading a replica: \
+                 a slot view older than the grace turns a healthy start or finish red"
+            ),
+        );
     }
 }
 
@@ -240,6 +407,7 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
         );
     }
     redis_access(p, out);
+    redis_topology(p, out);
     for (i, path) in p.backlog_metadata_skip.iter().enumerate() {
         if !path.starts_with('/') || path.len() < 2 || path.contains("//") {
             push(
@@ -740,6 +908,84 @@ mod tests {
 
     fn paths(problems: &[Problem]) -> Vec<&str> {
         problems.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn sentinel_and_replica_settings_are_refused_unless_the_runtime_can_use_them() {
+        use crate::config::platform::{RedisReadFrom, RedisSentinel};
+        // A complete Sentinel + replica setup is fine.
+        let mut c = base();
+        c.platform.redis_sentinel = Some(RedisSentinel {
+            master_name: "mymaster".to_owned(),
+            sentinels: vec!["10.0.0.1:26379".to_owned(), "[::1]:26379".to_owned()],
+            username: None,
+            password_file: None,
+        });
+        c.platform.redis_read_from = RedisReadFrom::Replica;
+        assert!(validate(&c).is_empty(), "{:#?}", validate(&c));
+
+        // Each thing the runtime cannot do is named.
+        c.platform.redis_sentinel = Some(RedisSentinel {
+            master_name: " ".to_owned(),
+            sentinels: vec!["10.0.0.1".to_owned(), "host:0".to_owned()],
+            username: Some(String::new()),
+            password_file: Some("/nonexistent/sentinel-pw".into()),
+        });
+        c.platform.redis_url = "unix:///run/redis.sock".to_owned();
+        c.platform.redis_replica_url = Some("redis://:pw-SECRET@10.0.0.6:6379/0".to_owned());
+        c.platform.redis_max_replica_lag = Duration::from_secs(31);
+        let problems = validate(&c);
+        assert_eq!(
+            paths(&problems),
+            [
+                "platform.redis_sentinel.master_name",
+                "platform.redis_sentinel.sentinels[0]",
+                "platform.redis_sentinel.sentinels[1]",
+                "platform.redis_sentinel.username",
+                "platform.redis_sentinel.password_file",
+                "platform.redis_url",
+                "platform.redis_replica_url",
+                "platform.redis_max_replica_lag",
+                "platform.redis_max_replica_lag",
+            ],
+            "{problems:#?}"
+        );
+        assert!(!format!("{problems:?}").contains("pw-SECRET"));
+
+        // The lag bound stays below S-01's grace.
+        let mut c = base();
+        c.platform.redis_read_from = RedisReadFrom::Replica;
+        c.platform.redis_replica_url = Some("redis://10.0.0.6:6379/0".to_owned());
+        c.platform.redis_max_replica_lag = Duration::from_secs(3);
+        let problems = validate(&c);
+        assert_eq!(paths(&problems), ["platform.redis_max_replica_lag"]);
+        assert!(
+            problems[0].message.contains("grace_seconds (3s)"),
+            "{problems:?}"
+        );
+
+        // Replica mode needs a replica; a replica URL needs replica mode.
+        let mut c = base();
+        c.platform.redis_read_from = RedisReadFrom::Replica;
+        assert_eq!(paths(&validate(&c)), ["platform.redis_read_from"]);
+        let mut c = base();
+        c.platform.redis_replica_url = Some("redis://10.0.0.6:6379/0".to_owned());
+        assert_eq!(paths(&validate(&c)), ["platform.redis_replica_url"]);
+        c.platform.redis_read_from = RedisReadFrom::Replica;
+        assert!(validate(&c).is_empty(), "{:#?}", validate(&c));
+        c.platform.redis_sentinel = Some(RedisSentinel {
+            master_name: "m".to_owned(),
+            sentinels: Vec::new(),
+            username: None,
+            password_file: None,
+        });
+        assert_eq!(
+            paths(&validate(&c)),
+            [
+                "platform.redis_sentinel.sentinels",
+                "platform.redis_replica_url"
+            ]
+        );
     }
 
     #[test]

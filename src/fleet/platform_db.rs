@@ -17,7 +17,11 @@
 //!
 //! It must not log or return a database URL (it may carry a password), and it must only ever
 //! target a platform the operator named (`canary fleet`) or one canary created (demo, tests).
+//! It connects without TLS (`sslmode` disable or prefer; the reader in `collect::sql::postgres`
+//! does TLS): a synthetic load belongs on a test platform reached over loopback or a private
+//! network, not on production.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -118,61 +122,79 @@ impl Dialect {
     }
 }
 
-/// One value bound to a placeholder.
+/// One value bound to a placeholder. Text is borrowed where the writer has it (`params!` over a
+/// hot insert loop allocates nothing) and owned only when it must cross to the PostgreSQL
+/// client's thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Param {
+pub enum Param<'a> {
     /// SQL `NULL`.
     Null,
     /// An integer (also a 0/1 flag).
     Int(i64),
     /// Text (also a timestamp in one of the platform's shapes).
-    Text(String),
+    Text(Cow<'a, str>),
+}
+
+impl Param<'_> {
+    /// The same value, owning its text.
+    pub fn into_owned(self) -> Param<'static> {
+        match self {
+            Param::Null => Param::Null,
+            Param::Int(v) => Param::Int(v),
+            Param::Text(s) => Param::Text(Cow::Owned(s.into_owned())),
+        }
+    }
+}
+
+/// Owned copies of `params`, to send to the PostgreSQL client's thread.
+fn owned(params: &[Param<'_>]) -> Vec<Param<'static>> {
+    params.iter().cloned().map(Param::into_owned).collect()
 }
 
 /// Converts a writer's value into a [`Param`] (what [`params!`] calls on each argument).
 pub trait ToParam {
-    /// The value as a [`Param`].
-    fn to_param(&self) -> Param;
+    /// The value as a [`Param`] (borrowing its text).
+    fn to_param(&self) -> Param<'_>;
 }
 
 impl ToParam for str {
-    fn to_param(&self) -> Param {
-        Param::Text(self.to_owned())
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(Cow::Borrowed(self))
     }
 }
 
 impl ToParam for String {
-    fn to_param(&self) -> Param {
-        Param::Text(self.clone())
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(Cow::Borrowed(self.as_str()))
     }
 }
 
 impl ToParam for i64 {
-    fn to_param(&self) -> Param {
+    fn to_param(&self) -> Param<'_> {
         Param::Int(*self)
     }
 }
 
 impl ToParam for bool {
-    fn to_param(&self) -> Param {
+    fn to_param(&self) -> Param<'_> {
         Param::Int(i64::from(*self))
     }
 }
 
-impl ToParam for Param {
-    fn to_param(&self) -> Param {
+impl ToParam for Param<'_> {
+    fn to_param(&self) -> Param<'_> {
         self.clone()
     }
 }
 
 impl<T: ToParam> ToParam for Option<T> {
-    fn to_param(&self) -> Param {
+    fn to_param(&self) -> Param<'_> {
         self.as_ref().map_or(Param::Null, ToParam::to_param)
     }
 }
 
 impl<T: ToParam + ?Sized> ToParam for &T {
-    fn to_param(&self) -> Param {
+    fn to_param(&self) -> Param<'_> {
         (**self).to_param()
     }
 }
@@ -182,25 +204,25 @@ macro_rules! params {
     () => { &[] as &[$crate::fleet::platform_db::Param] };
     ($($x:expr),+ $(,)?) => {
         &[$($crate::fleet::platform_db::ToParam::to_param(&$x)),+]
-            as &[$crate::fleet::platform_db::Param]
+            as &[$crate::fleet::platform_db::Param<'_>]
     };
 }
 pub(crate) use params;
 
-impl rusqlite::ToSql for Param {
+impl rusqlite::ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, Value};
         Ok(match self {
             Param::Null => ToSqlOutput::Owned(Value::Null),
             Param::Int(v) => ToSqlOutput::from(*v),
-            Param::Text(s) => ToSqlOutput::from(s.as_str()),
+            Param::Text(s) => ToSqlOutput::from(s.as_ref()),
         })
     }
 }
 
 type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
-impl ToSql for Param {
+impl ToSql for Param<'_> {
     /// Binds as the type the server inferred for the placeholder (see the module docs).
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         match self {
@@ -208,7 +230,7 @@ impl ToSql for Param {
             Param::Int(v) => int_to_sql(*v, ty, out),
             Param::Text(s) => match *ty {
                 Type::BOOL | Type::INT2 | Type::INT4 | Type::INT8 | Type::FLOAT8 => {
-                    let v = match s.as_str() {
+                    let v = match s.as_ref() {
                         "true" | "t" => 1,
                         "false" | "f" => 0,
                         other => other.parse::<i64>()?,
@@ -226,7 +248,7 @@ impl ToSql for Param {
                     .ok_or("timestamp out of range")?;
                     at.to_sql(ty, out)
                 }
-                _ => s.as_str().to_sql(ty, out),
+                _ => s.as_ref().to_sql(ty, out),
             },
         }
     }
@@ -386,7 +408,7 @@ impl PgConn {
         Ok(answer.recv().map_err(|_| gone())??)
     }
 
-    fn execute(&self, sql: String, params: Vec<Param>) -> Result<u64, FleetError> {
+    fn execute(&self, sql: String, params: Vec<Param<'static>>) -> Result<u64, FleetError> {
         self.call(move |client| {
             let refs: Vec<&(dyn ToSql + Sync)> =
                 params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
@@ -398,12 +420,20 @@ impl PgConn {
         self.call(move |client| client.batch_execute(&sql))
     }
 
-    fn query_text(&self, sql: String, params: Vec<Param>) -> Result<Option<String>, FleetError> {
+    fn query_text(
+        &self,
+        sql: String,
+        params: Vec<Param<'static>>,
+    ) -> Result<Option<String>, FleetError> {
         self.call(move |client| {
             let refs: Vec<&(dyn ToSql + Sync)> =
                 params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             let row = client.query_opt(sql.as_str(), &refs)?;
-            Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+            // `try_get`: a non-text first column is an error, never a panic.
+            Ok(row
+                .map(|r| r.try_get::<_, Option<String>>(0))
+                .transpose()?
+                .flatten())
         })
     }
 }
@@ -498,12 +528,12 @@ impl PlatformDb {
     }
 
     /// Runs one statement with `?N` placeholders; the number of rows it changed.
-    pub fn execute(&self, sql: &str, params: &[Param]) -> Result<u64, FleetError> {
+    pub fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, FleetError> {
         match self {
             PlatformDb::Sqlite(db) => {
                 Ok(db.execute(sql, rusqlite::params_from_iter(params.iter()))? as u64)
             }
-            PlatformDb::Postgres(pg) => pg.execute(to_dollar(sql), params.to_vec()),
+            PlatformDb::Postgres(pg) => pg.execute(to_dollar(sql), owned(params)),
         }
     }
 
@@ -516,7 +546,11 @@ impl PlatformDb {
     }
 
     /// The first column of the first row as text (`None`: no row, or NULL).
-    pub fn query_text(&self, sql: &str, params: &[Param]) -> Result<Option<String>, FleetError> {
+    pub fn query_text(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Option<String>, FleetError> {
         match self {
             PlatformDb::Sqlite(db) => {
                 let mut stmt = db.prepare(sql)?;
@@ -526,7 +560,7 @@ impl PlatformDb {
                     None => Ok(None),
                 }
             }
-            PlatformDb::Postgres(pg) => pg.query_text(to_dollar(sql), params.to_vec()),
+            PlatformDb::Postgres(pg) => pg.query_text(to_dollar(sql), owned(params)),
         }
     }
 
@@ -612,20 +646,20 @@ pub enum Inserter<'a> {
         /// Parameters per row.
         arity: usize,
         /// Buffered rows' parameters.
-        pending: Vec<Param>,
+        pending: Vec<Param<'static>>,
     },
 }
 
 impl Inserter<'_> {
     /// Writes (or buffers) one row.
-    pub fn row(&mut self, params: &[Param]) -> Result<(), FleetError> {
+    pub fn row(&mut self, params: &[Param<'_>]) -> Result<(), FleetError> {
         match self {
             Inserter::Sqlite(stmt) => {
                 stmt.execute(rusqlite::params_from_iter(params.iter()))?;
                 Ok(())
             }
             Inserter::Postgres { pending, arity, .. } => {
-                pending.extend_from_slice(params);
+                pending.extend(params.iter().cloned().map(Param::into_owned));
                 if pending.len() >= *arity * PG_ROWS_PER_INSERT {
                     self.flush()?;
                 }
@@ -695,6 +729,28 @@ mod tests {
                 Param::Int(1)
             ]
         );
+    }
+
+    #[test]
+    fn a_failed_connection_names_the_cause_not_the_url() {
+        // Nothing listens on port 1.
+        let target = PlatformTarget::postgres("postgres://canary:hunter2@127.0.0.1:1/platform");
+        let err = PlatformDb::open(&target, false)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("error connecting to server"), "{err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("127.0.0.1:1"),
+            "{err}"
+        );
+        let bad = PlatformTarget::postgres("postgres://canary:hunter2@127.0.0.1:notaport/x");
+        let err = PlatformDb::open(&bad, false)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid connection string"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! same platform. It must not touch any store it did not start.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::PlatformConfig;
+use crate::config::{PlatformConfig, Secret};
 use crate::fleet::faults::{Injector, Recipe};
 use crate::fleet::platform::FleetError;
 use crate::fleet::platform_db::{PG_TYPED_SCHEMA, PlatformTarget};
-use crate::fleet::postgres_server::PostgresServer;
+use crate::fleet::postgres_server::{PostgresServer, PostgresServerError};
 use crate::fleet::redis_server::RedisServer;
 use crate::fleet::sim::{self, Fleet, FleetSpec, FleetStatsSnapshot};
 
@@ -31,8 +33,24 @@ pub enum Backend {
 #[derive(Debug)]
 enum Store {
     Sqlite(PathBuf),
-    Postgres { server: PostgresServer, url: String },
+    Postgres {
+        /// Possibly shared with other rigs (a test group's server); stopped with the last.
+        server: Arc<PostgresServer>,
+        /// This rig's database on it.
+        db: String,
+        /// This rig's watcher role (roles are cluster-wide, so one per rig).
+        role: String,
+        /// The superuser's URL: the fleet and the injector write through it.
+        url: String,
+        /// A read-only role's URL: canary watches through it (it refuses a role that can
+        /// write, as it should on a real platform).
+        watch_url: String,
+    },
 }
+
+/// The role canary watches a rig's PostgreSQL platform as (`_<n>` per rig): login, `SELECT`
+/// only.
+const WATCHER_ROLE: &str = "canary_watcher";
 
 /// A running synthetic platform. Dropping it stops the fleet's thread and the servers.
 #[derive(Debug)]
@@ -57,31 +75,68 @@ impl Rig {
         Rig::start_on(Backend::Sqlite, spec, recipes).await
     }
 
-    /// [`Rig::start`] on `backend`.
+    /// [`Rig::start`] on `backend` (PostgreSQL: a private server of its own).
     pub async fn start_on(
         backend: Backend,
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
+        match backend {
+            Backend::Sqlite => Rig::start_inner(None, spec, recipes).await,
+            Backend::Postgres | Backend::PostgresTyped => {
+                let server =
+                    PostgresServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
+                let typed = backend == Backend::PostgresTyped;
+                Rig::start_on_postgres(Arc::new(server), typed, spec, recipes).await
+            }
+        }
+    }
+
+    /// [`Rig::start`] with the platform in a new database on a running PostgreSQL `server`
+    /// (shared by a group of tests: each rig has its own database and watcher role). `typed`:
+    /// `timestamptz`/`boolean` columns (`platform.pg-typed.sql`), else text timestamps.
+    pub async fn start_on_postgres(
+        server: Arc<PostgresServer>,
+        typed: bool,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
+        Rig::start_inner(Some((server, typed)), spec, recipes).await
+    }
+
+    async fn start_inner(
+        postgres: Option<(Arc<PostgresServer>, bool)>,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
+        static RIGS: AtomicU64 = AtomicU64::new(1);
+        let setup = |e: PostgresServerError| FleetError::Setup(e.to_string());
         let dir = tempfile::Builder::new()
             .prefix("canary-fleet-")
             .tempdir()
             .map_err(|e| FleetError::Setup(format!("temp directory: {e}")))?;
         let redis = RedisServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
-        let store = match backend {
-            Backend::Sqlite => Store::Sqlite(dir.path().join("platform.db")),
-            Backend::Postgres | Backend::PostgresTyped => {
-                let server =
-                    PostgresServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
-                let url = server
-                    .create_database("platform")
-                    .map_err(|e| FleetError::Setup(e.to_string()))?;
-                if backend == Backend::PostgresTyped {
-                    server
-                        .admin_batch("platform", PG_TYPED_SCHEMA)
-                        .map_err(|e| FleetError::Setup(e.to_string()))?;
+        let n = RIGS.fetch_add(1, Ordering::Relaxed);
+        let store = match postgres {
+            None => Store::Sqlite(dir.path().join("platform.db")),
+            Some((server, typed)) => {
+                let db = format!("platform_{n}");
+                let url = server.create_database(&db).map_err(setup)?;
+                if typed {
+                    server.admin_batch(&db, PG_TYPED_SCHEMA).map_err(setup)?;
                 }
-                Store::Postgres { server, url }
+                let role = format!("{WATCHER_ROLE}_{n}");
+                Store::Postgres {
+                    watch_url: url.replacen(
+                        "postgres://postgres@",
+                        &format!("postgres://{role}@"),
+                        1,
+                    ),
+                    server,
+                    db,
+                    role,
+                    url,
+                }
             }
         };
         let target = match &store {
@@ -93,6 +148,26 @@ impl Rig {
             // The typed schema is already there; `init` only adds what is absent.
             let mut db = sim::open_db(&target, true)?;
             sim::provision(&mut db, spec, &plans, crate::clock::now_ms())?;
+        }
+        if let Store::Postgres {
+            server, db, role, ..
+        } = &store
+        {
+            // Least privilege, as canary's README asks of a real platform: read every table,
+            // write none (the default privileges cover tables a fault might create later).
+            server
+                .admin_batch(
+                    db,
+                    &format!(
+                        "CREATE ROLE {role} LOGIN; \
+                         GRANT CONNECT ON DATABASE {db} TO {role}; \
+                         GRANT USAGE ON SCHEMA public TO {role}; \
+                         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}; \
+                         ALTER DEFAULT PRIVILEGES IN SCHEMA public \
+                         GRANT SELECT ON TABLES TO {role};"
+                    ),
+                )
+                .map_err(setup)?;
         }
         let fleet = Fleet::start(&target, &redis.url(), spec, plans).await?;
         let injector =
@@ -128,11 +203,20 @@ impl Rig {
         }
     }
 
+    /// The URL canary watches the PostgreSQL platform through: a role that may only `SELECT`
+    /// (`None` on SQLite).
+    pub fn watch_url(&self) -> Option<&str> {
+        match &self.store {
+            Store::Sqlite(_) => None,
+            Store::Postgres { watch_url, .. } => Some(watch_url),
+        }
+    }
+
     /// The private PostgreSQL server (`None` on SQLite).
     pub fn postgres(&self) -> Option<&PostgresServer> {
         match &self.store {
             Store::Sqlite(_) => None,
-            Store::Postgres { server, .. } => Some(server),
+            Store::Postgres { server, .. } => Some(server.as_ref()),
         }
     }
 
@@ -151,10 +235,9 @@ impl Rig {
 
     /// A platform configuration pointing canary at this platform (default names).
     pub fn platform_config(&self) -> PlatformConfig {
-        // TODO(merge): on PostgreSQL, `database_url: Some(Secret::new(url))` and an empty
-        // `sqlite_path` once `PlatformConfig::database_url` exists (the read side).
         PlatformConfig {
             sqlite_path: self.sqlite_path().to_path_buf(),
+            database_url: self.watch_url().map(Secret::new),
             redis_url: self.redis.url(),
             ..PlatformConfig::default()
         }

@@ -1,5 +1,5 @@
-//! The end-to-end harness: a synthetic platform (`canary::fleet::rig`: platform database,
-//! private `redis-server`, the simulated fleet, a fault injector) watched by canary's real
+//! The end-to-end harness: a synthetic platform (`canary::fleet::rig`: platform database, a SQLite
+//! file or a private PostgreSQL, private `redis-server`, the simulated fleet, a fault injector) watched by canary's real
 //! sequencer through the daemon's [`CycleRunner`], with alerts delivered by the real deliverer to
 //! a real local webhook receiver (`support::webhook`).
 
@@ -10,7 +10,7 @@ use canary::alert::Deliverer;
 use canary::config::{Config, Secret};
 use canary::cycle::{CycleRequest, CycleResult, Trigger};
 use canary::fleet::faults::Recipe;
-use canary::fleet::rig::Rig;
+use canary::fleet::rig::{Backend, Rig};
 use canary::fleet::sim::{FleetSpec, FleetStatsSnapshot};
 use canary::schedule::runner::CycleRunner;
 use canary::store::StateDb;
@@ -49,11 +49,21 @@ pub fn config(rig: &Rig, webhook_url: Option<String>) -> Config {
 
 impl FleetEnv {
     /// Starts the platform (fleet of `spec`, sites of `recipes`), the webhook receiver and the
-    /// deliverer, and a runner on a fresh state database.
-    pub async fn start(spec: &FleetSpec, recipes: &[&'static dyn Recipe]) -> FleetEnv {
-        let rig = Rig::start(spec, recipes)
-            .await
-            .unwrap_or_else(|e| panic!("starting the synthetic platform: {e}"));
+    /// deliverer, and a runner on a fresh state database. The platform database is on `backend`.
+    pub async fn start_on(
+        backend: Backend,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> FleetEnv {
+        let rig = match backend {
+            Backend::Sqlite => Rig::start_on(backend, spec, recipes).await,
+            Backend::Postgres | Backend::PostgresTyped => {
+                let typed = backend == Backend::PostgresTyped;
+                Rig::start_on_postgres(crate::support::postgres::shared(), typed, spec, recipes)
+                    .await
+            }
+        };
+        let rig = rig.unwrap_or_else(|e| panic!("starting the synthetic platform: {e}"));
         let hook = Webhook::start(Vec::new()).await;
         let config = config(&rig, Some(hook.url()));
         let db = StateDb::open(&config.state.path).expect("state db");

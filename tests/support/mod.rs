@@ -1,6 +1,7 @@
 //! Test harnesses: real processes and real files, no mocks.
 //!
 //! - [`redis_server`]: a private `redis-server` per test (fails with an install hint when absent).
+//! - [`sentinel`]: a primary, its replica and three sentinels per test, and a failover helper.
 //! - [`webhook`]: a local HTTP receiver with scripted answers, standing in for Slack.
 //! - [`platform_db`]: a temp platform SQLite database built from `tests/fixtures/platform.sql`.
 //! - [`postgres`]: a private PostgreSQL server per test group, a fresh fixture database per test.
@@ -13,5 +14,6 @@ pub mod fleet; // simulated platform + real sequencer + deliverer + webhook, for
 pub mod platform_db; // temp platform SQLite from tests/fixtures/platform.sql, row-insert helpers
 pub mod postgres; // a private PostgreSQL (initdb, runuser as root) + a fresh fixture database per test
 pub mod redis_server; // a private redis-server per test (PING readiness, log on failure) + sync client
+pub mod sentinel; // primary + replica + three sentinels (generated sentinel.conf, requirepass), failover helper
 pub mod tls; // a CA, server and client certificates generated at test time (rcgen)
 pub mod webhook; // local axum receiver standing in for Slack: scripted replies, recorded bodies, outages

@@ -1,10 +1,13 @@
 //! A private PostgreSQL server per test group, and a fresh database per test on it.
 //!
 //! Tests never skip when PostgreSQL is missing: starting fails with the install command. One
-//! server (initdb takes seconds) serves a whole group of tests; each test gets its own database
-//! (`t_<n>`) with a platform fixture applied, so tests never see each other's rows.
+//! server ([`shared`]: initdb and a start cost most of a second) serves the tests that run at the
+//! same time; each test gets its own database (`t_<n>`, or the rig's `platform_<n>`) with a
+//! platform fixture applied, so tests never see each other's rows. The server stops when the
+//! last test holding it ends: nothing outlives the test binary.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use canary::fleet::platform_db::{PG_SCHEMA, PG_TYPED_SCHEMA};
 use canary::fleet::postgres_server::PostgresServer;
@@ -26,6 +29,19 @@ pub fn start() -> PostgresServer {
         Ok(server) => server,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// The test group's server: the running one if a test still holds it, else a new one.
+pub fn shared() -> Arc<PostgresServer> {
+    static SHARED: Mutex<Weak<PostgresServer>> = Mutex::new(Weak::new());
+    // Held while starting, so tests arriving together wait for one server instead of racing.
+    let mut slot = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(server) = slot.upgrade() {
+        return server;
+    }
+    let server = Arc::new(start());
+    *slot = Arc::downgrade(&server);
+    server
 }
 
 /// A fresh database `t_<n>` on `server` with `fixture` applied; its URL.

@@ -1,8 +1,14 @@
-//! The read-only Redis client: a connection wrapper whose only commands are reads (there is no
-//! generic command method, so canary cannot write to the platform's Redis by accident), which
-//! counts its round trips and describes driver errors without the URL or its credentials.
+//! The read-only Redis clients, each listing every command it can send (there is no generic
+//! command method, so canary cannot write to the platform's Redis by accident), counting its
+//! round trips and describing driver errors without the URL or its credentials:
 //!
-//! It must not interpret replies (see `reply`) nor know the platform's keys (see `keys`).
+//! - [`ReadOnlyRedis`], a data node: `PING`, `SCAN`, pipelines of `ZRANGE` / `PTTL` / `HGET` /
+//!   `GET` ([`ReadBatch`]), and `INFO replication` (replica reads only);
+//! - [`ReadOnlySentinel`], a sentinel: `SENTINEL get-master-addr-by-name` and
+//!   `SENTINEL replicas`, nothing else.
+//!
+//! It must not interpret slot replies (see `reply`), know the platform's keys (see `keys`) nor
+//! decide which node to read (see `route`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -14,26 +20,95 @@ use redis::{AsyncConnectionConfig, Client, ErrorKind, Pipeline, Value};
 use crate::config::Secret;
 use crate::config::platform::{PlatformConfig, redact_url};
 
+/// A data node or sentinel address as the sentinels report it (`host:port`; not a secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
+pub struct NodeAddr {
+    /// Host name or IP.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl NodeAddr {
+    /// Parses `host:port` (`[v6]:port` too).
+    pub fn parse(text: &str) -> Option<NodeAddr> {
+        let (host, port) = text.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+        (!host.is_empty()).then(|| NodeAddr {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<NodeAddr> for String {
+    fn from(addr: NodeAddr) -> String {
+        addr.to_string()
+    }
+}
+
 /// The driver's client for `cfg`: the URL's connection info, then the ACL user and the password
 /// file (which win over the URL's), then TLS: `rediss://` verifies the server against the
 /// system roots or `redis_tls.ca_file`, with an optional client certificate; only an explicit
 /// `insecure_skip_verify` turns verification off. The password read from its file is added to
 /// the scrubber, so no error can echo it.
-fn build_client(cfg: &PlatformConfig, scrubber: &mut Scrubber) -> Result<Client, RedisSourceError> {
-    use redis::IntoConnectionInfo;
+///
+/// `base_url` is `redis_url` or `redis_replica_url`; `at` (an address from the sentinels)
+/// replaces its host and port.
+fn build_client(
+    cfg: &PlatformConfig,
+    base_url: &str,
+    at: Option<&NodeAddr>,
+    scrubber: &mut Scrubber,
+) -> Result<Client, RedisSourceError> {
+    use redis::{ConnectionAddr, IntoConnectionInfo};
 
     let tls = &cfg.redis_tls;
-    let is_tls = cfg.redis_url.starts_with("rediss://");
+    let is_tls = base_url.starts_with("rediss://");
     // The driver reads "skip verification" off the URL's fragment.
-    let url = if is_tls && tls.insecure_skip_verify && !cfg.redis_url.contains('#') {
-        format!("{}#insecure", cfg.redis_url)
+    let url = if is_tls && tls.insecure_skip_verify && !base_url.contains('#') {
+        format!("{base_url}#insecure")
     } else {
-        cfg.redis_url.clone()
+        base_url.to_owned()
     };
     let mut info = url
         .as_str()
         .into_connection_info()
         .map_err(|e| scrubber.describe("redis_url", &e))?;
+    if let Some(at) = at {
+        let addr = match info.addr().clone() {
+            ConnectionAddr::Tcp(_, _) => ConnectionAddr::Tcp(at.host.clone(), at.port),
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: at.host.clone(),
+                port: at.port,
+                insecure,
+                tls_params,
+            },
+            _ => {
+                return Err(RedisSourceError::Connection(
+                    "redis_url: a node named by the sentinels needs a redis:// or rediss:// URL"
+                        .to_owned(),
+                ));
+            }
+        };
+        info = info.set_addr(addr);
+    }
     let mut settings = info.redis_settings().clone();
     if let Some(user) = &cfg.redis_username {
         settings = settings.set_username(user);
@@ -104,6 +179,13 @@ struct Scrubber {
 }
 
 impl Scrubber {
+    /// Scrubs only what is added to it (a sentinel connection: no URL).
+    fn bare() -> Scrubber {
+        Scrubber {
+            secrets: Vec::new(),
+        }
+    }
+
     fn new(url: &str) -> Scrubber {
         let mut secrets = vec![url.to_owned(), redact_url(url)];
         let after_scheme = url
@@ -205,9 +287,19 @@ impl ReadOnlyRedis {
     /// Connects to the platform's Redis as configured (URL, ACL user, password file, TLS) with
     /// explicit connect and response timeouts, so a dead Redis fails fast.
     pub async fn connect(cfg: &PlatformConfig) -> Result<ReadOnlyRedis, RedisSourceError> {
-        let url = cfg.redis_url.as_str();
-        let mut scrubber = Scrubber::new(url);
-        let client = build_client(cfg, &mut scrubber)?;
+        Self::connect_node(cfg, &cfg.redis_url, None).await
+    }
+
+    /// Connects to a data node with `cfg`'s credentials and TLS settings: `base_url`
+    /// (`redis_url` or `redis_replica_url`), at `at` instead of the URL's host and port when
+    /// the sentinels named the node.
+    pub async fn connect_node(
+        cfg: &PlatformConfig,
+        base_url: &str,
+        at: Option<&NodeAddr>,
+    ) -> Result<ReadOnlyRedis, RedisSourceError> {
+        let mut scrubber = Scrubber::new(base_url);
+        let client = build_client(cfg, base_url, at, &mut scrubber)?;
         Self::connect_client(
             client,
             scrubber,
@@ -256,9 +348,34 @@ impl ReadOnlyRedis {
         })
     }
 
-    /// Round trips made so far (each `SCAN` page, `PING` or pipeline is one).
+    /// Round trips made so far (each `SCAN` page, `PING`, `INFO` or pipeline is one), counted
+    /// from [`ReadOnlyRedis::count_from`]'s start.
     pub fn round_trips(&self) -> u32 {
         self.round_trips
+    }
+
+    /// Sets the count to `n`: the round trips spent finding this node (asking the sentinels,
+    /// `INFO replication` on either node, this one's included), so the collection's count is
+    /// one number and nothing is counted twice.
+    pub fn count_from(&mut self, n: u32) {
+        self.round_trips = n;
+    }
+
+    /// `INFO replication`, parsed (replica reads only; the ACL then needs `+info`).
+    pub async fn info_replication(&mut self) -> Result<ReplicationInfo, RedisSourceError> {
+        self.round_trips += 1;
+        let reply: Value = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| self.scrubber.describe("INFO replication", &e))?;
+        let text = match reply {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            Value::SimpleString(s) => s,
+            _ => return Err(RedisSourceError::Protocol("INFO replication")),
+        };
+        Ok(ReplicationInfo::parse(&text))
     }
 
     /// `PING`.
@@ -351,6 +468,211 @@ impl ReadOnlyRedis {
         }
         Ok(replies)
     }
+}
+
+/// The fields of `INFO replication` canary uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationInfo {
+    /// `role`: `master` or `slave`.
+    pub role: String,
+    /// `master_replid`: the replication history this node is in (a replica shares its
+    /// primary's).
+    pub master_replid: String,
+    /// `master_repl_offset`: on a primary, how far its replication stream has got.
+    pub master_repl_offset: Option<i64>,
+    /// `slave_repl_offset` (replica): how much of that stream it has processed.
+    pub slave_repl_offset: Option<i64>,
+    /// `master_link_status` (replica): `up` or `down`.
+    pub master_link_status: Option<String>,
+    /// `master_last_io_seconds_ago` (replica; -1 while the link is down).
+    pub master_last_io_seconds_ago: Option<i64>,
+    /// `master_host:master_port` (replica).
+    pub master: Option<String>,
+}
+
+impl ReplicationInfo {
+    /// Parses `key:value` lines; unknown and malformed lines are ignored.
+    pub fn parse(text: &str) -> ReplicationInfo {
+        let mut info = ReplicationInfo::default();
+        let (mut host, mut port) = (None, None);
+        for line in text.lines() {
+            let Some((key, value)) = line.trim().split_once(':') else {
+                continue;
+            };
+            let number = || value.parse::<i64>().ok();
+            match key {
+                "role" => info.role = value.to_owned(),
+                "master_replid" => info.master_replid = value.to_owned(),
+                "master_repl_offset" => info.master_repl_offset = number(),
+                "slave_repl_offset" => info.slave_repl_offset = number(),
+                "master_link_status" => info.master_link_status = Some(value.to_owned()),
+                "master_last_io_seconds_ago" => info.master_last_io_seconds_ago = number(),
+                "master_host" => host = Some(value.to_owned()),
+                "master_port" => port = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        if let (Some(host), Some(port)) = (host, port) {
+            info.master = Some(format!("{host}:{port}"));
+        }
+        info
+    }
+}
+
+/// A connection to one sentinel that can only ask where a master and its replicas are
+/// (`SENTINEL get-master-addr-by-name`, `SENTINEL replicas`), and counts its round trips.
+pub struct ReadOnlySentinel {
+    conn: MultiplexedConnection,
+    scrubber: Scrubber,
+    round_trips: u32,
+}
+
+impl fmt::Debug for ReadOnlySentinel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadOnlySentinel")
+            .field("round_trips", &self.round_trips)
+            .finish()
+    }
+}
+
+/// A replica as a sentinel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelReplica {
+    /// Its address.
+    pub addr: NodeAddr,
+    /// `flags` (e.g. `slave`, `slave,s_down`, `slave,disconnected`).
+    pub flags: String,
+    /// `master-link-status` (`ok` or `err`).
+    pub master_link_status: String,
+}
+
+impl SentinelReplica {
+    /// The sentinel sees it up and linked to its primary.
+    pub fn healthy(&self) -> bool {
+        let bad = ["s_down", "o_down", "disconnected"];
+        self.master_link_status == "ok" && !self.flags.split(',').any(|f| bad.contains(&f))
+    }
+}
+
+impl ReadOnlySentinel {
+    /// Connects to the sentinel at `addr` (plain TCP) with the sentinels' ACL user and
+    /// password (`password`, already read from its file, is scrubbed from every message).
+    pub async fn connect(
+        addr: &NodeAddr,
+        username: Option<&str>,
+        password: Option<&str>,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<ReadOnlySentinel, RedisSourceError> {
+        let mut scrubber = Scrubber::bare();
+        if let Some(password) = password {
+            scrubber.add(password);
+        }
+        use redis::IntoConnectionInfo;
+        let info = redis::ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+            .into_connection_info()
+            .map_err(|e| scrubber.describe("sentinel", &e))?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = password {
+            settings = settings.set_password(password);
+        }
+        let client = Client::open(info.set_redis_settings(settings))
+            .map_err(|e| scrubber.describe("sentinel", &e))?;
+        let redis =
+            ReadOnlyRedis::connect_client(client, scrubber, connect_timeout, response_timeout)
+                .await?;
+        Ok(ReadOnlySentinel {
+            conn: redis.conn,
+            scrubber: redis.scrubber,
+            round_trips: 0,
+        })
+    }
+
+    /// Round trips made so far.
+    pub fn round_trips(&self) -> u32 {
+        self.round_trips
+    }
+
+    /// One round trip: `SENTINEL get-master-addr-by-name <name>`, and with `replicas` also
+    /// `SENTINEL replicas <name>` in the same pipeline. `Ok(None)` when the sentinel does not
+    /// know the name.
+    pub async fn master(
+        &mut self,
+        name: &str,
+        replicas: bool,
+    ) -> Result<Option<(NodeAddr, Vec<SentinelReplica>)>, RedisSourceError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(name);
+        if replicas {
+            pipe.cmd("SENTINEL").arg("replicas").arg(name);
+        }
+        self.round_trips += 1;
+        let replies: Vec<Value> = pipe
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| self.scrubber.describe("SENTINEL", &e))?;
+        let mut replies = replies.into_iter();
+        let master = match replies.next() {
+            Some(Value::Nil) => return Ok(None),
+            Some(Value::Array(parts)) => {
+                let parts: Vec<String> = parts.into_iter().filter_map(text).collect();
+                match parts.as_slice() {
+                    [host, port] => NodeAddr::parse(&format!("{host}:{port}")),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+        .ok_or(RedisSourceError::Protocol(
+            "SENTINEL get-master-addr-by-name",
+        ))?;
+        let listed = match replies.next() {
+            None => Vec::new(),
+            Some(Value::Array(entries)) => entries.into_iter().filter_map(replica).collect(),
+            Some(_) => return Err(RedisSourceError::Protocol("SENTINEL replicas")),
+        };
+        Ok(Some((master, listed)))
+    }
+}
+
+fn text(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// One entry of `SENTINEL replicas`: a flat field/value list (RESP2) or a map (RESP3).
+fn replica(entry: Value) -> Option<SentinelReplica> {
+    let pairs: Vec<(String, String)> = match entry {
+        Value::Array(items) => {
+            let items: Vec<String> = items.into_iter().filter_map(text).collect();
+            items
+                .chunks(2)
+                .filter_map(|c| match c {
+                    [k, v] => Some((k.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect()
+        }
+        Value::Map(items) => items
+            .into_iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+            .collect(),
+        _ => return None,
+    };
+    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    Some(SentinelReplica {
+        addr: NodeAddr::parse(&format!("{}:{}", get("ip")?, get("port")?))?,
+        flags: get("flags").unwrap_or_default(),
+        master_link_status: get("master-link-status").unwrap_or_default(),
+    })
 }
 
 /// A pipeline builder restricted to read commands.
@@ -451,6 +773,59 @@ mod tests {
             !text.contains("pa55word") && !text.contains("[::1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn replication_info_and_addresses_parse() {
+        let info = ReplicationInfo::parse(
+            "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6380\r\n\
+             master_link_status:up\r\nmaster_last_io_seconds_ago:3\r\nslave_repl_offset:1234\r\n\
+             master_replid:abc\r\nmaster_repl_offset:1234\r\n",
+        );
+        assert_eq!(info.role, "slave");
+        assert_eq!(info.master.as_deref(), Some("127.0.0.1:6380"));
+        assert_eq!(info.master_link_status.as_deref(), Some("up"));
+        assert_eq!(info.master_last_io_seconds_ago, Some(3));
+        assert_eq!(info.slave_repl_offset, Some(1234));
+        assert_eq!(info.master_replid, "abc");
+        assert_eq!(
+            NodeAddr::parse("[::1]:26379").map(|a| a.to_string()),
+            Some("[::1]:26379".to_owned())
+        );
+        assert_eq!(NodeAddr::parse("host:0"), None);
+        assert_eq!(NodeAddr::parse("host"), None);
+        let flat = |pairs: &[&str]| {
+            Value::Array(
+                pairs
+                    .iter()
+                    .map(|p| Value::BulkString(p.as_bytes().to_vec()))
+                    .collect(),
+            )
+        };
+        let up = replica(flat(&[
+            "ip",
+            "10.0.0.2",
+            "port",
+            "6379",
+            "flags",
+            "slave",
+            "master-link-status",
+            "ok",
+        ]))
+        .expect("parsed");
+        assert!(up.healthy());
+        let down = replica(flat(&[
+            "ip",
+            "10.0.0.3",
+            "port",
+            "6379",
+            "flags",
+            "slave,s_down",
+            "master-link-status",
+            "ok",
+        ]))
+        .expect("parsed");
+        assert!(!down.healthy());
     }
 
     #[test]

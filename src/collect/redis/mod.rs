@@ -20,10 +20,15 @@
 //! Platform data is untrusted: wrong key types, odd scores, non-UTF-8 bytes and garbage numbers
 //! become anomalies; only a connection failure makes the source unavailable.
 //!
-//! One file per concern, the same shape as the SQL source: [`client`] (the read-only connection),
-//! [`keys`] (key patterns), [`read`] (the two phases), [`reply`] (replies → snapshot types).
-//! Imports go one way: `read` uses `keys`, `reply` and `client`; `keys` uses `client` (its
-//! error); this file only re-exports.
+//! One file per concern, the same shape as the SQL source: [`client`] (the read-only connections
+//! to a data node and to a sentinel), [`route`] (which node this collection reads: `redis_url`,
+//! the sentinels' current primary, or a caught-up replica), [`keys`] (key patterns), [`read`]
+//! (the two phases), [`reply`] (replies → snapshot types). Imports go one way: `read` uses
+//! `route`, `keys`, `reply` and `client`; `route` and `keys` use `client`; this file only
+//! re-exports.
+//!
+//! Sentinel and replica reads add a fixed number of round trips before the first phase (see
+//! [`route`]), shown with the route in the cycle diagnostics.
 //!
 //! It must not write to Redis nor judge anything.
 
@@ -31,6 +36,8 @@ pub mod client;
 pub mod keys;
 pub mod read;
 pub mod reply;
+pub mod route;
 
 pub use self::client::{ReadBatch, ReadOnlyRedis, RedisSourceError};
 pub use self::read::{RedisOutcome, SlotsRead, collect, read_slots};
+pub use self::route::RedisRoute;

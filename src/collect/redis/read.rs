@@ -29,8 +29,10 @@ use crate::config::platform::PlatformConfig;
 pub struct RedisOutcome {
     /// The Redis state and the anomalies seen while reading it, or why the source is unavailable.
     pub result: Result<(RedisState, Vec<Anomaly>), RedisSourceError>,
-    /// Round trips made (connection handshake excluded).
+    /// Round trips made (connection handshake excluded; finding the node included).
     pub round_trips: u32,
+    /// How the node was found (Sentinel, replica), `None` for a plain `redis_url` primary.
+    pub route: Option<super::route::RedisRoute>,
 }
 
 /// A collection after its first phase: the slot sets and the drain heartbeat are read, the
@@ -42,6 +44,7 @@ pub struct RedisOutcome {
 #[derive(Debug)]
 pub struct SlotsRead {
     redis: ReadOnlyRedis,
+    route: Option<super::route::RedisRoute>,
     slot_sets: Vec<SlotSet>,
     drain_tick_at_ms: Option<i64>,
     /// Keys under the SCAN prefix that are not slot sets: metadata hashes once split (done in
@@ -75,21 +78,27 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
             return Err(RedisOutcome {
                 result: Err(e),
                 round_trips: 0,
+                route: None,
             });
         }
     };
-    let mut redis = match ReadOnlyRedis::connect(cfg).await {
+    let routed = super::route::connect(cfg).await;
+    let failed_round_trips = routed.failed_round_trips();
+    let route = routed.route;
+    let mut redis = match routed.result {
         Ok(r) => r,
         Err(e) => {
             return Err(RedisOutcome {
                 result: Err(e),
-                round_trips: 0,
+                round_trips: failed_round_trips,
+                route,
             });
         }
     };
     match read_slot_sets(&mut redis, cfg, &slot_pattern, &meta_pattern).await {
         Ok((slot_sets, drain_tick_at_ms, other_keys, anomalies, truncated)) => Ok(SlotsRead {
             redis,
+            route,
             slot_sets,
             drain_tick_at_ms,
             other_keys,
@@ -100,6 +109,7 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
         Err(e) => Err(RedisOutcome {
             result: Err(e),
             round_trips: redis.round_trips(),
+            route,
         }),
     }
 }
@@ -110,6 +120,7 @@ impl SlotsRead {
     pub async fn read_metadata(self, cfg: &PlatformConfig) -> RedisOutcome {
         let SlotsRead {
             mut redis,
+            route,
             mut slot_sets,
             drain_tick_at_ms,
             other_keys,
@@ -143,6 +154,7 @@ impl SlotsRead {
         RedisOutcome {
             result,
             round_trips: redis.round_trips(),
+            route,
         }
     }
 }

@@ -12,10 +12,12 @@
 //! running rows and recent completions are placed relative to the seeding instant, so the
 //! dataset stays green for [`FRESH_FOR`] (the tightest constraint is E-01 on agents with the
 //! default 900 s timeout; recent completions leave the E-02 window after 15 min). Datasets must
-//! be written into empty stores: ids are fixed, so a second seed into the same database fails on//!
+//! be written into empty stores: ids are fixed, so a second seed into the same database fails on
+//! its primary keys.
+//!
 //! Layout: `plan` (everything decided up front, deterministic), `values` (the generator: ids,
-//! picks, timestamp shapes), `sqlite` (the roster and execution rows, one transaction, either engine),
-//! `cascade` (the agent-keyed tables), `slots` (the Redis slot sets, pipelined) and `report`
+//! picks, timestamp shapes), `sqlite` (the roster and execution rows, one transaction, on either
+//! engine), `cascade` (the agent-keyed tables), `slots` (the Redis slot sets, pipelined) and `report`
 //! (what was written). This file runs the two stores' writers at once.
 
 use std::time::{Duration, Instant};
@@ -101,13 +103,15 @@ pub async fn seed(
     };
 
     // Redis is opened first so a wrong URL fails before minutes of SQLite work.
-    let mut redis = redis::Client::open(redis_url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut redis = crate::fleet::platform::connect_redis(redis_url).await?;
 
     let sql_plan = plan.clone();
     let sql_bar = bar.clone();
     let target = target.into();
+    report.database = match target {
+        PlatformTarget::Sqlite(_) => "SQLite",
+        PlatformTarget::Postgres(_) => "PostgreSQL",
+    };
     let sql_task = tokio::task::spawn_blocking(move || {
         let t = Instant::now();
         write_sql(&target, &sql_plan, &sql_bar).map(|r| (r, t.elapsed()))

@@ -29,7 +29,9 @@ pub struct SeedReport {
     pub redis_commands: usize,
     /// Rows written to the cascade tables.
     pub cascade_rows: usize,
-    /// Wall time of the SQLite half.
+    /// The SQL half's engine (`SQLite`, `PostgreSQL`).
+    pub database: &'static str,
+    /// Wall time of the SQL half (either engine; the name predates PostgreSQL).
     pub sqlite_elapsed: Duration,
     /// Wall time of the Redis half.
     pub redis_elapsed: Duration,
@@ -42,8 +44,13 @@ impl std::fmt::Display for SeedReport {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         writeln!(
             f,
-            "seeded in {:.2} s (SQLite {:.2} s, Redis {:.2} s, concurrently)",
+            "seeded in {:.2} s ({} {:.2} s, Redis {:.2} s, concurrently)",
             secs,
+            if self.database.is_empty() {
+                "SQL"
+            } else {
+                self.database
+            },
             self.sqlite_elapsed.as_secs_f64(),
             self.redis_elapsed.as_secs_f64()
         )?;
