@@ -33,17 +33,34 @@ fn recipe_fleet() -> FleetSpec {
 
 /// Runs one recipe end to end on `backend`; every assertion names the recipe.
 async fn detect(name: &str, backend: Backend) {
-    let recipe: &'static dyn Recipe =
-        faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"));
+    let recipe = recipe_named(name);
+    let env = FleetEnv::start_on(backend, &recipe_fleet(), &[recipe]).await;
+    detect_with(name, env, &format!("{backend:?}")).await;
+}
+
+/// The registry's recipe `name` (panics naming it when absent).
+pub(crate) fn recipe_named(name: &str) -> &'static dyn Recipe {
+    faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"))
+}
+
+/// The fleet a recipe runs in (for callers that start their own rig).
+pub(crate) fn recipe_fleet_spec() -> FleetSpec {
+    recipe_fleet()
+}
+
+/// Runs recipe `name` end to end on a started `env` (its rig provisioned for the recipe):
+/// baseline green → inject → red, one fired alert → revert → green, one resolved alert.
+/// `on` names the setup in every assertion.
+pub(crate) async fn detect_with(name: &str, mut env: FleetEnv, on: &str) {
+    let recipe = recipe_named(name);
     let meta = recipe.meta();
     assert!(
         catalog::find(meta.invariant).is_some(),
         "[{name}] {} is not in the catalog",
         meta.invariant
     );
-    let mut env = FleetEnv::start_on(backend, &recipe_fleet(), &[recipe]).await;
     let inv = meta.invariant;
-    let tag = format!("[{name} → {inv} on {backend:?}]");
+    let tag = format!("[{name} → {inv} on {on}]");
 
     let baseline = env.cycle().await;
     assert!(
