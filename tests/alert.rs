@@ -76,6 +76,7 @@ fn seed_kind(db: &Path, ids: &[&str], created_at_ms: i64, kind: TransitionKind) 
         .iter()
         .map(|t| slack::payload(t, &violations, created_at_ms))
         .collect();
+    let (counts, severities) = canary::store::tally(&violations);
     db.record_cycle(&CycleRecord {
         started_at_ms: created_at_ms,
         finished_at_ms: created_at_ms,
@@ -86,6 +87,8 @@ fn seed_kind(db: &Path, ids: &[&str], created_at_ms: i64, kind: TransitionKind) 
         sources_unavailable: &[],
         taken_at_ms: created_at_ms,
         violations: &violations,
+        violation_counts: &counts,
+        severities: &severities,
         states: &[],
         transitions: &transitions,
         outbox_payloads: &payloads,

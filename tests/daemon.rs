@@ -93,7 +93,8 @@ http:
     }
 }
 
-/// Cycles in the state DB: (id, started_at, finished_at, trigger, violation_count, violation rows).
+/// Cycles in the state DB: (id, started_at, finished_at, trigger, violation_count, the violations
+/// its per-invariant count rows add up to).
 fn cycles(state: &Path) -> Vec<(i64, i64, i64, String, i64, i64)> {
     if !state.exists() {
         return Vec::new();
@@ -102,7 +103,8 @@ fn cycles(state: &Path) -> Vec<(i64, i64, i64, String, i64, i64)> {
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     let mut stmt = match conn.prepare(
         "SELECT c.id, c.started_at, c.finished_at, c.\"trigger\", c.violation_count,
-                (SELECT COUNT(*) FROM violations v WHERE v.cycle_id = c.id)
+                (SELECT COALESCE(SUM(ci.violations), 0) FROM cycle_invariants ci
+                 WHERE ci.cycle_id = c.id)
          FROM cycles c ORDER BY c.id",
     ) {
         Ok(s) => s,

@@ -398,7 +398,7 @@ async fn oversized_body_is_413() {
 }
 
 /// Two red invariants: S-01 (critical, a leaked slot) and L-03 (major, orphaned tag rows), over
-/// two cycles: four violation rows.
+/// two cycles: two episodes (one per invariant and subject), each red in both cycles.
 async fn red_history(env: &mut Env) -> Vec<Value> {
     // Finished a minute ago: past S-01's finish grace, so a leak rather than a release in flight.
     env.platform
@@ -424,14 +424,24 @@ async fn violations_list_filters_and_total() {
         .await
         .expect(StatusCode::OK)
         .json();
-    assert_eq!(all["total"], 4, "{all:#}");
-    assert_eq!(all["violations"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        all["total"], 2,
+        "one row per episode, not per cycle: {all:#}"
+    );
+    assert_eq!(all["violations"].as_array().unwrap().len(), 2);
+    for v in all["violations"].as_array().unwrap() {
+        assert_eq!(
+            (&v["status"], &v["cycles"]),
+            (&json!("open"), &json!(2)),
+            "{v:#}"
+        );
+    }
 
     let s01 = env
         .get("/api/canary/violations?invariant_id=S-01")
         .await
         .json();
-    assert_eq!(s01["total"], 2);
+    assert_eq!(s01["total"], 1);
     assert!(
         s01["violations"]
             .as_array()
@@ -444,14 +454,14 @@ async fn violations_list_filters_and_total() {
         .get("/api/canary/violations?severity=major")
         .await
         .json();
-    assert_eq!(major["total"], 2);
+    assert_eq!(major["total"], 1);
     assert_eq!(major["violations"][0]["invariant_id"], "L-03");
 
     let page = env
         .get("/api/canary/violations?limit=1&offset=1")
         .await
         .json();
-    assert_eq!(page["total"], 4);
+    assert_eq!(page["total"], 2);
     assert_eq!(page["violations"].as_array().unwrap().len(), 1);
 
     // Time bounds, in both accepted forms.
@@ -471,7 +481,7 @@ async fn violations_list_filters_and_total() {
         .await
         .expect(StatusCode::OK)
         .json();
-    assert_eq!(since["total"], 4);
+    assert_eq!(since["total"], 2);
 
     for (query, named) in [
         ("severity=huge", "severity"),
@@ -522,6 +532,7 @@ async fn stats_status_and_invariants() {
     let s01 = rows.iter().find(|r| r["invariant_id"] == "S-01").unwrap();
     assert_eq!(s01["severity"], "critical");
     assert_eq!(s01["count"], 2);
+    assert_eq!(s01["cycles"], 2, "red in both cycles");
     // Seen first in the first red cycle and last in the second (comparing the two `Option`s
     // would pass with both fields missing: `None <= None`).
     let (first, last) = (s01["first_seen_ms"].as_i64(), s01["last_seen_ms"].as_i64());
@@ -762,7 +773,7 @@ async fn no_response_ever_carries_the_token() {
     // An internal failure: the state database loses a table under the running server.
     rusqlite::Connection::open(env.state_path())
         .unwrap()
-        .execute_batch("DROP TABLE violations")
+        .execute_batch("DROP TABLE violation_episodes")
         .unwrap();
     let r = env
         .get("/api/canary/violations")

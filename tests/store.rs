@@ -83,6 +83,15 @@ fn memory(entries: &[(&str, &str, Millis)], blind: Option<Millis>) -> Memory {
     }
 }
 
+fn all_rows(db: &StateDb) -> Vec<canary::store::StoredViolation> {
+    db.violations(&ViolationQuery {
+        limit: 1_000,
+        ..Default::default()
+    })
+    .unwrap()
+    .0
+}
+
 /// One cycle's inputs, owned, so tests can build them and then borrow a `CycleRecord`.
 struct Cycle {
     at: Millis,
@@ -130,6 +139,7 @@ impl Cycle {
         } else {
             vec![]
         };
+        let (counts, severities) = canary::store::tally(&self.violations);
         db.record_cycle(&CycleRecord {
             started_at_ms: self.at - 100,
             finished_at_ms: self.at + 50,
@@ -140,6 +150,8 @@ impl Cycle {
             sources_unavailable: &unavailable,
             taken_at_ms: self.at,
             violations: &self.violations,
+            violation_counts: &counts,
+            severities: &severities,
             states: &self.states,
             transitions: &self.transitions,
             outbox_payloads: &payloads,
@@ -170,7 +182,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     let (_dir, path) = temp_db();
     let db = StateDb::open(&path).unwrap();
     assert!(path.exists(), "parent directories and the file are created");
-    assert_eq!(db.schema_version().unwrap(), 2);
+    assert_eq!(db.schema_version().unwrap(), 3);
     drop(db);
 
     let tables: Vec<String> = raw(&path)
@@ -188,7 +200,8 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
         "memory_flags",
         "memory_seen_terminal",
         "transitions",
-        "violations",
+        "violation_episodes",
+        "cycle_invariants",
     ] {
         assert!(
             tables.iter().any(|t| t == expected),
@@ -207,7 +220,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     drop(db);
     // Re-opening an up-to-date file neither fails nor touches the data.
     let db = StateDb::open(&path).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 2);
+    assert_eq!(db.schema_version().unwrap(), 3);
     assert_eq!(db.load_states().unwrap().len(), 1);
     assert_eq!(count(&path, "cycles"), 1);
 }
@@ -349,7 +362,7 @@ fn store_failed_record_cycle_writes_nothing() {
     // and two violations have been written inside the transaction.
     raw(&path)
         .execute_batch(
-            "CREATE TRIGGER fail_violation BEFORE INSERT ON violations
+            "CREATE TRIGGER fail_violation BEFORE INSERT ON violation_episodes
              WHEN NEW.subject = 'boom' BEGIN SELECT RAISE(ABORT, 'planted failure'); END;",
         )
         .unwrap();
@@ -368,7 +381,7 @@ fn store_failed_record_cycle_writes_nothing() {
         matches!(
             err,
             StoreError::Sqlite {
-                op: "record_cycle: insert violation",
+                op: "record_cycle: insert episode",
                 ..
             }
         ),
@@ -377,7 +390,7 @@ fn store_failed_record_cycle_writes_nothing() {
     assert!(err.to_string().contains("planted failure"), "{err}");
 
     assert_eq!(count(&path, "cycles"), 1);
-    assert_eq!(count(&path, "violations"), 0);
+    assert_eq!(count(&path, "violation_episodes"), 0);
     assert_eq!(count(&path, "transitions"), 0);
     assert_eq!(count(&path, "alert_outbox"), 0);
     assert_eq!(db.load_states().unwrap(), states_before);
@@ -395,7 +408,7 @@ fn store_failed_record_cycle_writes_nothing() {
     let err = c2.record(&mut db).unwrap_err();
     assert!(err.to_string().contains("outbox"), "{err}");
     assert_eq!(count(&path, "cycles"), 1);
-    assert_eq!(count(&path, "violations"), 0);
+    assert_eq!(count(&path, "violation_episodes"), 0);
     assert_eq!(count(&path, "transitions"), 0);
     assert_eq!(db.load_states().unwrap(), states_before);
     assert_eq!(db.load_memory().unwrap(), m1);
@@ -540,17 +553,25 @@ fn store_prune_removes_old_cycles_and_their_violations_only() {
     let states = db.load_states().unwrap();
 
     // Keep days 6..=10 (each cycle starts 100 ms before its snapshot).
+    // Both episodes are still open (S-01 red all along; E-06 never evaluated): never pruned.
     let stats = db.prune_in_batches(6 * day - 100, 2).unwrap();
-    assert_eq!((stats.cycles, stats.violations), (5, 10));
+    assert_eq!((stats.cycles, stats.violations), (5, 0));
     assert_eq!(count(&path, "cycles"), 5);
+    assert_eq!(count(&path, "cycle_invariants"), 10);
     let (rest, total) = db
         .violations(&ViolationQuery {
             limit: 100,
             ..Default::default()
         })
         .unwrap();
-    assert_eq!(total, 10);
-    assert!(rest.iter().all(|v| v.taken_at_ms >= 6 * day));
+    assert_eq!(total, 2);
+    assert!(
+        rest.iter()
+            .all(|v| v.status == "open" && v.first_seen_ms == day)
+    );
+    // S-01's open episode counts the retained red cycles only.
+    let s01 = rest.iter().find(|v| v.invariant_id == "S-01").unwrap();
+    assert_eq!((s01.cycles, s01.last_seen_ms), (5, 10 * day));
     // Current data and alerts are untouched: the day-1 alert is still pending.
     assert_eq!(db.load_states().unwrap(), states);
     assert_eq!(db.load_memory().unwrap(), last_memory);
@@ -587,9 +608,19 @@ fn store_violation_queries_filter_and_page() {
         ),
         (3_000, vec![violation("E-04", "q2", Severity::Major)]),
     ];
+    // Each cycle evaluates all three: an invariant without violations is green, which closes
+    // its open episodes; a subject gone from a red invariant closes too.
     for (at, vs) in &plan {
         let mut c = Cycle::at(*at);
         c.violations = vs.clone();
+        c.states = ["E-04", "S-01", "S-07"]
+            .iter()
+            .map(|id| {
+                let red = vs.iter().any(|v| v.invariant_id == *id);
+                let outcome = if red { Outcome::Red } else { Outcome::Green };
+                state(id, outcome, *at, red)
+            })
+            .collect();
         c.record(&mut db).unwrap();
     }
     let q = |f: &dyn Fn(&mut ViolationQuery)| {
@@ -605,15 +636,16 @@ fn store_violation_queries_filter_and_page() {
         )
     };
 
+    // One row per episode: a1 (red at 1000 and 2000) is one row, not two.
     let (all, total) = q(&|_| {});
-    assert_eq!(total, 8);
+    assert_eq!(total, 7);
     assert_eq!(
         all,
-        ["q2", "d2", "d1", "a1", "q1", "a3", "a2", "a1"],
-        "newest first"
+        ["q2", "d2", "d1", "q1", "a3", "a2", "a1"],
+        "newest first sighting first"
     );
 
-    assert_eq!(q(&|x| x.invariant_id = Some("S-01".into())).1, 4);
+    assert_eq!(q(&|x| x.invariant_id = Some("S-01".into())).1, 3);
     assert_eq!(q(&|x| x.invariant_id = Some("nope".into())), (vec![], 0));
     assert_eq!(
         q(&|x| x.severity = Some(Severity::Minor)),
@@ -645,13 +677,13 @@ fn store_violation_queries_filter_and_page() {
             x.limit = 3;
             x.offset = page_no * 3;
         });
-        assert_eq!(total, 8);
+        assert_eq!(total, 7);
         assert!(page.len() <= 3);
         seen.extend(page);
     }
     assert_eq!(seen, all);
-    assert_eq!(q(&|x| x.offset = 8), (vec![], 8));
-    assert_eq!(q(&|x| x.limit = 0), (vec![], 8));
+    assert_eq!(q(&|x| x.offset = 7), (vec![], 7));
+    assert_eq!(q(&|x| x.limit = 0), (vec![], 7));
 
     let stats = db.violation_stats(None).unwrap();
     let by_key: BTreeMap<(String, Severity), (u64, Millis, Millis)> = stats
@@ -672,8 +704,102 @@ fn store_violation_queries_filter_and_page() {
     assert_eq!(db.violation_stats(Some(2_500)).unwrap().len(), 1);
 
     let last = db.last_violation_per_invariant().unwrap();
-    assert_eq!(last["S-01"].subject, "a1");
-    assert_eq!(last["S-01"].taken_at_ms, 2_000);
+    assert_eq!(
+        last["S-01"].subject, "a3",
+        "the most recently opened episode"
+    );
+    assert_eq!(last["S-01"].closed_at_ms, Some(2_000));
+    let a1 = all_rows(&db)
+        .into_iter()
+        .find(|v| v.subject == "a1")
+        .unwrap();
+    assert_eq!(
+        (
+            a1.first_seen_ms,
+            a1.last_seen_ms,
+            a1.cycles,
+            a1.closed_at_ms
+        ),
+        (1_000, 2_000, 2, Some(3_000)),
+        "one episode over two red cycles, closed when S-01 turned green"
+    );
     assert_eq!(last["E-04"].subject, "q2");
     assert_eq!(last["S-07"].subject, "d2");
+}
+
+/// A schema-2 file (one `violations` row per cycle and subject) is converted by migration 0003:
+/// per-cycle counts, one episode per (invariant, subject), open only when still red.
+#[test]
+fn store_migration_converts_violation_rows_into_episodes() {
+    let (_dir, path) = temp_db();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let conn = raw(&path);
+        conn.execute_batch(include_str!("../migrations/0001_initial.sql"))
+            .unwrap();
+        conn.execute_batch(include_str!("../migrations/0002_deliverer_lease.sql"))
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        // Cycle 1: S-01 red on a, b. Cycle 2: S-01 red on a; E-02 red on x. Cycle 3: S-01 red
+        // on a, E-02 green.
+        let cycle = |id: i64, outcomes: &str, n: i64| {
+            conn.execute(
+                r#"INSERT INTO cycles VALUES (?1, ?2, ?2, 1.0, ?2, 'schedule', '[]', ?3, '[]', ?4)"#,
+                rusqlite::params![id, id * 1000, outcomes, n],
+            )
+            .unwrap();
+        };
+        let row = |cycle: i64, inv: &str, subject: &str| {
+            conn.execute(
+                "INSERT INTO violations (cycle_id, invariant_id, tier, severity, subject, summary,
+                                         observed_state, signal, taken_at)
+                 VALUES (?1, ?2, 'A', 'critical', ?3, 'old', '{}', 'sig', ?4)",
+                rusqlite::params![cycle, inv, subject, cycle * 1000],
+            )
+            .unwrap();
+        };
+        cycle(1, r#"{"S-01":"red","E-02":"green"}"#, 2);
+        row(1, "S-01", "a");
+        row(1, "S-01", "b");
+        cycle(2, r#"{"S-01":"red","E-02":"red"}"#, 2);
+        row(2, "S-01", "a");
+        row(2, "E-02", "x");
+        cycle(3, r#"{"S-01":"red","E-02":"green"}"#, 1);
+        row(3, "S-01", "a");
+    }
+    let db = StateDb::open(&path).unwrap();
+    assert_eq!(db.schema_version().unwrap(), 3);
+    assert_eq!(count(&path, "cycle_invariants"), 4);
+    let rows = all_rows(&db);
+    let got: BTreeMap<&str, (&str, Millis, Millis, u64, Option<Millis>)> = rows
+        .iter()
+        .map(|v| {
+            (
+                v.subject.as_str(),
+                (
+                    v.status,
+                    v.first_seen_ms,
+                    v.last_seen_ms,
+                    v.cycles,
+                    v.closed_at_ms,
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got["a"], ("open", 1_000, 3_000, 3, None));
+    assert_eq!(got["b"], ("closed", 1_000, 1_000, 1, Some(2_000)));
+    assert_eq!(got["x"], ("closed", 2_000, 2_000, 1, Some(3_000)));
+    assert_eq!(got.len(), 3);
+    let stats = db.violation_stats(None).unwrap();
+    let s01 = stats.iter().find(|s| s.invariant_id == "S-01").unwrap();
+    assert_eq!((s01.count, s01.cycles), (4, 3));
+    // The converted file records new cycles like any other.
+    drop(db);
+    let mut db = StateDb::open(&path).unwrap();
+    let mut c = Cycle::at(4_000);
+    c.violations = vec![violation("S-01", "a", Severity::Critical)];
+    c.states = vec![state("S-01", Outcome::Red, 4_000, true)];
+    let r = c.record(&mut db).unwrap();
+    assert_eq!(r.episodes.opened, 0, "a's migrated episode continues");
+    assert_eq!(count(&path, "violation_episodes"), 3);
 }

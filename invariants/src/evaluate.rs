@@ -42,19 +42,37 @@ pub struct Evaluation {
     pub severities: BTreeMap<String, Severity>,
     /// Why each unknown invariant could not be evaluated.
     pub unknown_reasons: BTreeMap<String, String>,
-    /// Every violation, sorted by invariant id, subject, signal.
+    /// Every violation, sorted by invariant id, subject, signal; after
+    /// [`Evaluation::cap_violations`] only the first `max` of each invariant.
     pub violations: Vec<Violation>,
+    /// How many violations each red invariant found: the full count, kept when
+    /// [`Evaluation::cap_violations`] drops evidence (so a cap never changes what is reported).
+    pub violation_counts: BTreeMap<String, u64>,
     /// Memory to carry into the next cycle. Entries owned by invariants that were not evaluated
     /// this cycle are carried over untouched.
     pub memory: Memory,
 }
 
-/// Runs the selected invariants over `snapshot`.
+/// Runs the selected invariants over `snapshot`, keeping every violation.
 pub fn evaluate(
     snapshot: &Snapshot,
     memory: &Memory,
     params: &Params,
     selection: Selection<'_>,
+) -> Evaluation {
+    evaluate_capped(snapshot, memory, params, selection, usize::MAX)
+}
+
+/// [`evaluate`] keeping at most `max_per_invariant` violations of each invariant as evidence
+/// (the first in sorted order; [`Evaluation::violation_counts`] keeps the full counts). Each
+/// invariant's list is capped as soon as it is checked, so a flood on one invariant is held in
+/// memory once, not once per invariant on top of all the others.
+pub fn evaluate_capped(
+    snapshot: &Snapshot,
+    memory: &Memory,
+    params: &Params,
+    selection: Selection<'_>,
+    max_per_invariant: usize,
 ) -> Evaluation {
     let input = Input::new(snapshot, memory, params);
     let mut next_memory = memory.clone();
@@ -64,6 +82,7 @@ pub fn evaluate(
         severities: BTreeMap::new(),
         unknown_reasons: BTreeMap::new(),
         violations: Vec::new(),
+        violation_counts: BTreeMap::new(),
         memory: Memory::default(),
     };
 
@@ -78,7 +97,7 @@ pub fn evaluate(
             eval.unknown_reasons.insert(meta.id.to_owned(), reason);
             continue;
         }
-        let mut found = invariant.check(&input);
+        let found = invariant.check(&input);
         invariant.remember(&input, &mut next_memory);
         let outcome = if found.is_empty() {
             Outcome::Green
@@ -89,9 +108,9 @@ pub fn evaluate(
             eval.severities.insert(meta.id.to_owned(), worst);
         }
         eval.outcomes.insert(meta.id.to_owned(), outcome);
-        eval.violations.append(&mut found);
+        keep(&mut eval, found, max_per_invariant);
     }
-    evaluate_custom(snapshot, selection, &mut eval);
+    evaluate_custom(snapshot, selection, &mut eval, max_per_invariant);
 
     eval.checks_run.sort();
     eval.violations
@@ -100,11 +119,65 @@ pub fn evaluate(
     eval
 }
 
+/// Counts one invariant's violations, then keeps the first `max` in sorted order.
+fn keep(eval: &mut Evaluation, mut found: Vec<Violation>, max: usize) {
+    if found.is_empty() {
+        return;
+    }
+    // A check may (wrongly) report under another id; count each under its own.
+    for v in &found {
+        *eval
+            .violation_counts
+            .entry(v.invariant_id.clone())
+            .or_insert(0) += 1;
+    }
+    if found.len() > max {
+        found.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        found.truncate(max);
+        found.shrink_to_fit();
+    }
+    eval.violations.append(&mut found);
+}
+
+impl Evaluation {
+    /// Keeps the first `max` violations of each invariant (in the sorted order, so the choice is
+    /// deterministic) and drops the rest of the evidence. Counts, outcomes and severities were
+    /// taken from the full list and stay as they are: a cap hides evidence, never a finding.
+    pub fn cap_violations(&mut self, max: usize) {
+        let mut kept: BTreeMap<String, usize> = BTreeMap::new();
+        self.violations.retain(|v| {
+            let n = kept.entry(v.invariant_id.clone()).or_insert(0);
+            *n += 1;
+            *n <= max
+        });
+    }
+
+    /// Violations found this cycle, all invariants together (the full count, not the shown one).
+    pub fn violation_total(&self) -> u64 {
+        self.violation_counts.values().sum()
+    }
+
+    /// How many violations of `invariant_id` are kept as evidence (at most the count).
+    pub fn shown(&self, invariant_id: &str) -> u64 {
+        let n = self
+            .violations
+            .iter()
+            .filter(|v| v.invariant_id == invariant_id)
+            .count();
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
+}
+
 /// Judges the operator-defined SQL invariants carried in the snapshot (see [`crate::custom`]).
 /// The collector only runs enabled (or explicitly asked-for) ones, so `AllEnabled` takes every
 /// result present. An id that is also a catalog id is ignored (the built-in one was judged above);
 /// an id present twice is unknown, whatever the order of the entries.
-fn evaluate_custom(snapshot: &Snapshot, selection: Selection<'_>, eval: &mut Evaluation) {
+fn evaluate_custom(
+    snapshot: &Snapshot,
+    selection: Selection<'_>,
+    eval: &mut Evaluation,
+    max_per_invariant: usize,
+) {
     let mut by_id: BTreeMap<&str, Vec<&CustomResult>> = BTreeMap::new();
     for result in &snapshot.custom {
         by_id.entry(result.id.as_str()).or_default().push(result);
@@ -145,7 +218,11 @@ fn evaluate_custom(snapshot: &Snapshot, selection: Selection<'_>, eval: &mut Eva
             eval.severities.insert(id.to_owned(), worst);
         }
         eval.outcomes.insert(id.to_owned(), judged.outcome);
-        eval.violations.append(&mut judged.violations);
+        keep(
+            eval,
+            std::mem::take(&mut judged.violations),
+            max_per_invariant,
+        );
     }
 }
 
@@ -296,5 +373,56 @@ mod tests {
             .map(|v| v.invariant_id.as_str())
             .collect();
         assert_eq!(ids, ["L-03", "S-01"], "sorted by invariant id");
+    }
+
+    #[test]
+    fn cap_keeps_the_first_subjects_and_every_count() {
+        let mut b = SnapshotBuilder::new().agent("a");
+        for i in 0..7 {
+            b = b.slot_without_meta("a", &format!("e{i}"), Some(T0 - 60_000));
+        }
+        let snap = b.build();
+        let mut eval = evaluate(
+            &snap,
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+        );
+        let before: Vec<Violation> = eval.violations.clone();
+        let red: Vec<String> = eval.violation_counts.keys().cloned().collect();
+        assert!(!red.is_empty());
+        let total = eval.violation_total();
+        assert_eq!(total, u64::try_from(before.len()).unwrap());
+        eval.cap_violations(2);
+        for id in &red {
+            let kept: Vec<&Violation> = eval
+                .violations
+                .iter()
+                .filter(|v| &v.invariant_id == id)
+                .collect();
+            let first: Vec<&Violation> = before
+                .iter()
+                .filter(|v| &v.invariant_id == id)
+                .take(2)
+                .collect();
+            assert_eq!(kept, first, "{id}: the first two in sorted order");
+            assert_eq!(eval.shown(id), u64::try_from(kept.len()).unwrap());
+        }
+        assert_eq!(
+            eval.violation_counts["S-04"], 7,
+            "the count survives the cap"
+        );
+        assert_eq!(eval.violation_total(), total);
+        assert_eq!(eval.shown("S-04"), 2);
+        assert_eq!(eval.outcomes["S-04"], Outcome::Red);
+        // Capping while evaluating gives exactly the same result.
+        let capped = evaluate_capped(
+            &snap,
+            &Memory::default(),
+            &Params::default(),
+            Selection::AllEnabled,
+            2,
+        );
+        assert_eq!(capped, eval);
     }
 }

@@ -40,7 +40,7 @@ pub mod violation;
 
 pub use catalog::{CATALOG, Input, Invariant, InvariantMeta, Need};
 pub use custom::{CustomResult, CustomRow};
-pub use evaluate::{Evaluation, Selection, evaluate};
+pub use evaluate::{Evaluation, Selection, evaluate, evaluate_capped};
 pub use memory::{Memory, SeenTerminal};
 pub use params::Params;
 pub use snapshot::{

@@ -95,6 +95,8 @@ pub enum AnomalyKind {
     CascadeColumnMissing,
     /// A custom SQL invariant returned more rows than its limit (configuration, not data).
     CustomTruncated,
+    /// A slot set larger than canary reads from one key: only its first members were judged.
+    SlotSetTruncated,
     /// Anything else (and anomalies serialized before kinds existed).
     #[default]
     Other,
@@ -102,7 +104,7 @@ pub enum AnomalyKind {
 
 impl AnomalyKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AnomalyKind; 16] = [
+    pub const ALL: [AnomalyKind; 17] = [
         AnomalyKind::KeyNotUtf8,
         AnomalyKind::WrongType,
         AnomalyKind::MemberNotUtf8,
@@ -118,6 +120,7 @@ impl AnomalyKind {
         AnomalyKind::UnexpectedReply,
         AnomalyKind::CascadeColumnMissing,
         AnomalyKind::CustomTruncated,
+        AnomalyKind::SlotSetTruncated,
         AnomalyKind::Other,
     ];
 
@@ -139,6 +142,7 @@ impl AnomalyKind {
             AnomalyKind::UnexpectedReply => "unexpected_reply",
             AnomalyKind::CascadeColumnMissing => "cascade_column_missing",
             AnomalyKind::CustomTruncated => "custom_truncated",
+            AnomalyKind::SlotSetTruncated => "slot_set_truncated",
             AnomalyKind::Other => "other",
         }
     }

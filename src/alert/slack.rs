@@ -31,6 +31,21 @@ const VALUE_MAX: usize = 80;
 /// The Slack message for one transition. `violations` may be the whole cycle's list: only those
 /// of the transition's invariant are used. `taken_at_ms` is the snapshot time.
 pub fn payload(transition: &Transition, violations: &[Violation], taken_at_ms: i64) -> Value {
+    let total = violations
+        .iter()
+        .filter(|v| v.invariant_id == transition.invariant_id)
+        .count();
+    payload_counted(transition, violations, total, taken_at_ms)
+}
+
+/// [`payload`] when `violations` is capped evidence: `total` is how many the invariant found
+/// (the summary says it, "+N more" counts from it), the lines come from the evidence.
+pub fn payload_counted(
+    transition: &Transition,
+    violations: &[Violation],
+    total: usize,
+    taken_at_ms: i64,
+) -> Value {
     let meta = catalog::find(&transition.invariant_id).map_or(
         Meta {
             name: "",
@@ -41,7 +56,7 @@ pub fn payload(transition: &Transition, violations: &[Violation], taken_at_ms: i
             runbook: inv.meta().runbook,
         },
     );
-    payload_with(transition, violations, taken_at_ms, meta)
+    payload_with_total(transition, violations, total, taken_at_ms, meta)
 }
 
 /// The name and runbook shown for an invariant: the catalog's for built-ins, the configuration's
@@ -61,15 +76,33 @@ pub fn payload_with(
     taken_at_ms: i64,
     meta: Meta<'_>,
 ) -> Value {
+    let total = violations
+        .iter()
+        .filter(|v| v.invariant_id == transition.invariant_id)
+        .count();
+    payload_with_total(transition, violations, total, taken_at_ms, meta)
+}
+
+/// [`payload_with`] when `violations` is capped evidence and `total` the invariant's full count:
+/// the message reports `total` and says how many were kept.
+pub fn payload_with_total(
+    transition: &Transition,
+    violations: &[Violation],
+    total: usize,
+    taken_at_ms: i64,
+    meta: Meta<'_>,
+) -> Value {
     let own: Vec<&Violation> = violations
         .iter()
         .filter(|v| v.invariant_id == transition.invariant_id)
         .collect();
-    let full = build(transition, &own, taken_at_ms, meta);
+    // Never report fewer than the evidence shows, whatever the caller passed.
+    let total = total.max(own.len());
+    let full = build(transition, &own, total, taken_at_ms, meta);
     if within_limits(&full) {
         full
     } else {
-        count_only(transition, own.len(), taken_at_ms, meta.name)
+        count_only(transition, total, taken_at_ms, meta.name)
     }
 }
 
@@ -156,10 +189,9 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64, meta: Meta<'_>) -> Value {
+fn build(t: &Transition, own: &[&Violation], n: usize, taken_at_ms: i64, meta: Meta<'_>) -> Value {
     let header = header_text(t, meta.name);
     let snapshot = rfc3339(taken_at_ms);
-    let n = own.len();
     let mut blocks = vec![json!({
         "type": "header",
         "text": { "type": "plain_text", "text": header, "emoji": true },
@@ -201,6 +233,9 @@ fn build(t: &Transition, own: &[&Violation], taken_at_ms: i64, meta: Meta<'_>) -
         escape(&t.invariant_id),
         plural(n)
     )];
+    if own.len() < n {
+        context.push(format!("{} of {n} kept as evidence", own.len()));
+    }
     if let Some(prev) = t.previous_at_ms {
         let span = human_span(t.at_ms.saturating_sub(prev));
         context.push(match t.kind {
@@ -686,6 +721,31 @@ mod tests {
             let p = payload(&fired("L-03", s, None), &[], AT);
             assert!(texts(&p)[0].starts_with(e));
         }
+    }
+
+    #[test]
+    fn capped_evidence_reports_the_full_count_and_says_how_much_was_kept() {
+        let vs: Vec<Violation> = (0..7)
+            .map(|i| violation("S-04", &format!("leaked-{i}"), "no meta", json!({})))
+            .collect();
+        let t = fired("S-04", Severity::Critical, None);
+        let p = payload_counted(&t, &vs, 100_000, AT);
+        let texts = texts(&p);
+        assert!(texts[1].contains("100000 violations"), "{texts:?}");
+        assert!(texts[2].ends_with("+99995 more"), "{}", texts[2]);
+        let context = p["blocks"].as_array().unwrap().last().unwrap().to_string();
+        assert!(
+            context.contains("7 of 100000 kept as evidence"),
+            "{context}"
+        );
+        assert!(
+            p["text"].as_str().unwrap().contains("100000"),
+            "{}",
+            p["text"]
+        );
+        // A total below the evidence is never reported.
+        let p = payload_counted(&t, &vs, 3, AT);
+        assert!(super::tests::texts(&p)[1].contains("7 violations"));
     }
 
     #[test]

@@ -29,13 +29,14 @@ pub fn cycle_text(r: &CycleResult, registry: &Registry<'_>) -> String {
     );
     for (id, outcome) in &r.outcomes {
         let name = registry.find(id).map_or("", |d| d.name());
-        let count = r
-            .violations
-            .iter()
-            .filter(|v| &v.violation.invariant_id == id)
-            .count();
         let detail = match outcome {
-            Outcome::Red => format!("{count} violation(s)"),
+            Outcome::Red => match r.violation_counts.get(id) {
+                Some(c) if c.shown < c.total => {
+                    format!("{} violation(s), {} shown", c.total, c.shown)
+                }
+                Some(c) => format!("{} violation(s)", c.total),
+                None => "violation(s) not counted".to_owned(),
+            },
             Outcome::Unknown => r
                 .diagnostics
                 .unknown_reasons
@@ -106,19 +107,24 @@ pub fn cycle_text(r: &CycleResult, registry: &Registry<'_>) -> String {
     s
 }
 
-/// Stored violations for humans.
+/// Stored violation episodes for humans: id, first seen, open or closed, cycles, evidence.
 pub fn violations_text(rows: &[StoredViolation], total: u64) -> String {
     let mut s = String::new();
     for v in rows {
+        let status = match v.closed_at_ms {
+            Some(at) => format!("closed {}", format_ms(at)),
+            None => "open".to_owned(),
+        };
         let _ = writeln!(
             s,
-            "#{:<6} {} [{} {}] {}: {}",
+            "#{:<6} {} [{} {}] {}: {} ({status}, {} cycle(s))",
             v.id,
-            format_ms(v.taken_at_ms),
+            format_ms(v.first_seen_ms),
             v.invariant_id,
             v.severity,
             v.subject,
-            v.summary
+            v.summary,
+            v.cycles
         );
     }
     let _ = writeln!(s, "{} shown, {total} matching", rows.len());

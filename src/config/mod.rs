@@ -71,7 +71,15 @@ pub struct StateConfig {
     /// host is taken over at once).
     #[serde(with = "humantime_serde")]
     pub lease_timeout: Duration,
+    /// Violations kept as evidence per invariant per cycle (the first ones in sorted order);
+    /// the rest are counted, never stored. Bounds what one cycle can write and hold.
+    pub max_subjects_per_invariant: u32,
 }
+
+/// Default of [`StateConfig::max_subjects_per_invariant`].
+pub const DEFAULT_MAX_SUBJECTS_PER_INVARIANT: u32 = 100;
+/// Largest accepted [`StateConfig::max_subjects_per_invariant`]: one history page.
+pub const MAX_SUBJECTS_PER_INVARIANT: u32 = 10_000;
 
 impl Default for StateConfig {
     fn default() -> Self {
@@ -79,6 +87,7 @@ impl Default for StateConfig {
             path: PathBuf::from("/var/lib/canary/state.db"),
             retention_days: 30,
             lease_timeout: Duration::from_secs(30),
+            max_subjects_per_invariant: DEFAULT_MAX_SUBJECTS_PER_INVARIANT,
         }
     }
 }

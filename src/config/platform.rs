@@ -150,6 +150,10 @@ pub struct PlatformConfig {
     pub redis_response_timeout: Duration,
     /// `COUNT` hint for `SCAN` (large: fewer round trips).
     pub redis_scan_count: u32,
+    /// Members read from one slot set (the lowest scores first). A larger set is read up to this
+    /// many and reported as a `slot_set_truncated` anomaly (G-05) with its full size: one key
+    /// cannot make a cycle's memory unbounded.
+    pub redis_max_members_per_key: u32,
     /// A slot metadata hash whose member was absent is re-read after this delay and reported
     /// (S-04) only if it still exists: release does ZREM, then DEL a few ms later. Spent only in
     /// cycles that saw such a hash.
@@ -194,6 +198,7 @@ impl Default for PlatformConfig {
             redis_connect_timeout: Duration::from_secs(1),
             redis_response_timeout: Duration::from_secs(2),
             redis_scan_count: 5000,
+            redis_max_members_per_key: 150_000,
             redis_orphan_recheck_delay: Duration::from_secs(1),
             keys: RedisKeys::default(),
             tables: Tables::default(),

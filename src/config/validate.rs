@@ -399,6 +399,13 @@ fn platform(p: &PlatformConfig, out: &mut Vec<Problem>) {
         p.redis_response_timeout,
         MIN_TIMEOUT,
     );
+    if p.redis_max_members_per_key < 100 {
+        push(
+            out,
+            "platform.redis_max_members_per_key",
+            "must be at least 100",
+        );
+    }
     redis_access(p, out);
     redis_topology(p, out);
     for (i, path) in p.backlog_metadata_skip.iter().enumerate() {
@@ -606,6 +613,16 @@ fn state(config: &Config, out: &mut Vec<Problem>) {
         state.lease_timeout,
         Duration::from_secs(1),
     );
+    if !(1..=super::MAX_SUBJECTS_PER_INVARIANT).contains(&state.max_subjects_per_invariant) {
+        push(
+            out,
+            "state.max_subjects_per_invariant",
+            format!(
+                "must be between 1 and {} (the rest is counted, not stored)",
+                super::MAX_SUBJECTS_PER_INVARIANT
+            ),
+        );
+    }
 }
 
 fn schedule(config: &Config, out: &mut Vec<Problem>) {

@@ -39,7 +39,12 @@ pub(super) fn alert_payloads(config: &Config, staged: &Staged) -> Vec<serde_json
                     runbook: d.runbook(),
                 },
             );
-            slack::payload_with(t, &staged.eval.violations, staged.taken_at_ms, meta)
+            let total = staged
+                .eval
+                .violation_counts
+                .get(&t.invariant_id)
+                .map_or(0, |n| usize::try_from(*n).unwrap_or(usize::MAX));
+            slack::payload_with_total(t, &staged.eval.violations, total, staged.taken_at_ms, meta)
         })
         .collect()
 }

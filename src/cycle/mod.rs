@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use canary_invariants::{
     Evaluation, Hysteresis, InvariantState, Memory, Outcome, Selection, SourceUnavailable,
-    Transition, TransitionKind, Verdict, blind, evaluate, transitions,
+    Transition, TransitionKind, Verdict, blind, evaluate_capped, transitions,
 };
 
 use crate::clock::{format_ms, now_ms};
@@ -29,7 +29,7 @@ pub mod result;
 
 pub use result::{
     BlindReport, CycleResult, Diagnostics, ReportedTransition, ReportedViolation,
-    SourceReadability, Trigger,
+    SourceReadability, Trigger, ViolationCount,
 };
 
 use alerts::{alert_payloads, blind_payloads};
@@ -221,6 +221,8 @@ async fn run_leased(
                 sources_unavailable: &staged.sources_unavailable,
                 taken_at_ms: staged.taken_at_ms,
                 violations: &staged.eval.violations,
+                violation_counts: &staged.eval.violation_counts,
+                severities: &staged.eval.severities,
                 states: &states,
                 transitions: &all_transitions,
                 outbox_payloads: &outbox_payloads,
@@ -325,7 +327,15 @@ async fn stage(
         Some(ids) => Selection::Only(ids),
         None => Selection::AllEnabled,
     };
-    let eval = evaluate(&snapshot, memory, &config.invariants, selection);
+    // Evidence is capped during evaluation, before anything is stored, reported or alerted on:
+    // the counts, outcomes and severities come from the full lists, so the cap hides no finding.
+    let eval = evaluate_capped(
+        &snapshot,
+        memory,
+        &config.invariants,
+        selection,
+        usize::try_from(config.state.max_subjects_per_invariant).unwrap_or(usize::MAX),
+    );
     let verdicts: BTreeMap<String, Verdict> = eval
         .outcomes
         .iter()
@@ -371,6 +381,20 @@ async fn stage(
 
 impl Staged {
     fn into_result(self, cycle_id: Option<i64>, violation_ids: &[Option<i64>]) -> CycleResult {
+        let violation_counts = self
+            .eval
+            .violation_counts
+            .iter()
+            .map(|(id, total)| {
+                (
+                    id.clone(),
+                    ViolationCount {
+                        total: *total,
+                        shown: self.eval.shown(id),
+                    },
+                )
+            })
+            .collect();
         let violations = self
             .eval
             .violations
@@ -388,6 +412,8 @@ impl Staged {
             trigger: self.trigger,
             checks_run: self.eval.checks_run,
             outcomes: self.eval.outcomes,
+            violation_count: self.eval.violation_counts.values().sum(),
+            violation_counts,
             violations,
             transitions: self.transitions.iter().map(reported).collect(),
             sources_unavailable: self.sources_unavailable,

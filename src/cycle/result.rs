@@ -30,14 +30,24 @@ impl Trigger {
         }
     }
 }
-/// A violation as reported, with its state-DB row id when persisted.
+/// A violation as reported, with its state-DB episode id when persisted.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportedViolation {
-    /// Row id in the state DB (`None` with `--no-persist`).
+    /// Its episode's id in the state DB (`None` with `--no-persist`): the same id for as long
+    /// as the subject stays in violation.
     pub id: Option<i64>,
     /// The violation.
     #[serde(flatten)]
     pub violation: Violation,
+}
+
+/// How many violations one invariant found, and how many of them the result shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ViolationCount {
+    /// Found this cycle.
+    pub total: u64,
+    /// Kept as evidence (`violations`, the state DB, Slack's lines come from these).
+    pub shown: u64,
 }
 
 /// A transition as reported.
@@ -107,7 +117,12 @@ pub struct CycleResult {
     pub checks_run: Vec<String>,
     /// Outcome per selected invariant.
     pub outcomes: BTreeMap<String, Outcome>,
-    /// Every violation, sorted.
+    /// Violations found, all invariants together: the full count, whatever the cap.
+    pub violation_count: u64,
+    /// Per red invariant: how many violations it found and how many are shown in `violations`.
+    pub violation_counts: BTreeMap<String, ViolationCount>,
+    /// The violations kept as evidence, sorted: at most `state.max_subjects_per_invariant` per
+    /// invariant (see `violation_counts` for what was found).
     pub violations: Vec<ReportedViolation>,
     /// Fired/resolved transitions.
     pub transitions: Vec<ReportedTransition>,

@@ -524,7 +524,7 @@ impl<'t> Show<'t> {
             self.tl.line(&format!(
                 "cycle {:>3}: {state}{unknown_note} ({} violation(s), {:.0} ms: sql {:.0} ms, redis {:.0} ms)",
                 self.cycles,
-                r.violations.len(),
+                r.violation_count,
                 r.duration_ms,
                 r.diagnostics.collect.sqlite_ms,
                 r.diagnostics.collect.redis_ms
@@ -555,7 +555,11 @@ impl<'t> Show<'t> {
                 previous_at_ms: previous,
                 reminder: t.reminder,
             };
-            let payload = slack::payload(&transition, &violations, taken_at_ms);
+            let total = r
+                .violation_counts
+                .get(&t.invariant_id)
+                .map_or(0, |c| usize::try_from(c.total).unwrap_or(usize::MAX));
+            let payload = slack::payload_counted(&transition, &violations, total, taken_at_ms);
             let explained = tracks.iter_mut().find(|tr| {
                 tr.recipe.meta().invariant == t.invariant_id
                     && tr.injected_at_ms.is_some()

@@ -228,12 +228,13 @@ impl Metrics {
             #[allow(clippy::cast_precision_loss)]
             self.last_cycle.set(t.timestamp_millis() as f64 / 1000.0);
         }
-        for v in &result.violations {
+        // The full counts, not the evidence kept: a cap must not lower the metric.
+        for (id, count) in &result.violation_counts {
             self.violations
                 .get_or_create(&InvariantLabel {
-                    invariant: v.violation.invariant_id.clone(),
+                    invariant: id.clone(),
                 })
-                .inc();
+                .inc_by(count.total);
         }
         for (id, outcome) in &result.outcomes {
             self.state

@@ -1,6 +1,8 @@
 //! Read-only history queries behind `canary violations`, the admin API's violation and status
-//! endpoints and `/readyz`: paged violations with filters and a total, one violation by id, per
-//! invariant/severity stats, the last cycle and the last violation of each invariant.
+//! endpoints and `/readyz`: paged violation episodes with filters and a total, one episode by id,
+//! per invariant/severity stats (from the per-cycle counts), the last cycle and the last episode
+//! of each invariant. It must not write: "last seen" and "cycles" of an open episode are derived
+//! in the query, never stored per cycle.
 
 use std::collections::BTreeMap;
 
@@ -18,16 +20,18 @@ use super::{StateDb, StoreError};
 pub const MAX_PAGE: u32 = 10_000;
 
 /// Filters and paging for [`StateDb::violations`]. Time bounds are half-open:
-/// `since_ms <= taken_at < until_ms`.
+/// an episode matches when it was seen at some point in `[since_ms, until_ms)`: first seen
+/// before `until_ms`, last seen at or after `since_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViolationQuery {
     /// Only this invariant.
     pub invariant_id: Option<String>,
     /// Only this severity.
     pub severity: Option<Severity>,
-    /// Snapshot time at or after.
+    /// Last seen (for an open episode: its invariant's last red cycle) at or after this
+    /// snapshot time.
     pub since_ms: Option<Millis>,
-    /// Snapshot time strictly before.
+    /// First seen strictly before this snapshot time.
     pub until_ms: Option<Millis>,
     /// Page size (clamped to [`MAX_PAGE`]).
     pub limit: u32,
@@ -49,35 +53,55 @@ impl Default for ViolationQuery {
     }
 }
 
-/// A violation as stored: the [`Violation`] fields plus its row id, cycle and snapshot time.
+/// A violation episode as stored: one (invariant, subject) from the cycle that found it until
+/// the cycle that no longer did, with its latest evidence (the [`Violation`] fields).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredViolation {
-    /// Row id (what alerts cite).
+    /// Episode id (what alerts and cycle results cite; stable while the episode is open).
     pub id: i64,
-    /// The cycle that found it.
+    /// The cycle of the latest evidence.
     pub cycle_id: i64,
     /// Catalog id.
     pub invariant_id: String,
     /// Tier.
     pub tier: Tier,
-    /// Severity.
+    /// Severity (latest evidence).
     pub severity: Severity,
     /// What is broken.
     pub subject: String,
-    /// One human line.
+    /// One human line (latest evidence).
     pub summary: String,
-    /// JSON evidence.
+    /// JSON evidence (latest).
     pub observed_state: serde_json::Value,
-    /// Machine-readable reason code.
+    /// Machine-readable reason code (latest evidence).
     pub signal: String,
-    /// Snapshot time, unix ms.
+    /// Snapshot time of the latest evidence, unix ms.
     pub taken_at_ms: Millis,
-    /// Snapshot time, RFC 3339 UTC (for humans and JSON consumers).
+    /// Snapshot time of the latest evidence, RFC 3339 UTC.
     pub taken_at: String,
+    /// The cycle that found it.
+    pub first_cycle_id: i64,
+    /// Snapshot time of the cycle that found it, unix ms.
+    pub first_seen_ms: Millis,
+    /// The same, RFC 3339 UTC.
+    pub first_seen: String,
+    /// The last cycle its invariant was red while the episode was open, unix ms (derived from
+    /// the recorded cycles while open, frozen when it closes).
+    pub last_seen_ms: Millis,
+    /// The same, RFC 3339 UTC.
+    pub last_seen: String,
+    /// Red cycles of its invariant while the episode was open (retained cycles only while open).
+    pub cycles: u64,
+    /// `open` or `closed`.
+    pub status: &'static str,
+    /// Snapshot time of the cycle that no longer found it, unix ms (`None` while open).
+    pub closed_at_ms: Option<Millis>,
+    /// The same, RFC 3339 UTC.
+    pub closed_at: Option<String>,
 }
 
 impl StoredViolation {
-    /// The violation without its storage fields.
+    /// The violation (latest evidence) without its storage fields.
     pub fn to_violation(&self) -> Violation {
         Violation {
             invariant_id: self.invariant_id.clone(),
@@ -91,15 +115,18 @@ impl StoredViolation {
     }
 }
 
-/// Count and first/last sighting of one invariant at one severity.
+/// Count and first/last red cycle of one invariant at one (worst) severity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ViolationStat {
     /// Catalog id.
     pub invariant_id: String,
-    /// Severity.
+    /// The invariant's worst severity in those cycles.
     pub severity: Severity,
-    /// Violation rows in the window.
+    /// Violations found in the window, summed over its cycles (full counts, not the evidence
+    /// kept).
     pub count: u64,
+    /// Red cycles in the window.
+    pub cycles: u64,
     /// Earliest snapshot time in the window, unix ms.
     pub first_seen_ms: Millis,
     /// Latest snapshot time in the window, unix ms.
@@ -129,12 +156,32 @@ pub struct StoredCycle {
     pub outcomes: BTreeMap<String, Outcome>,
     /// Sources that could not be read.
     pub sources_unavailable: Vec<SourceUnavailable>,
-    /// Number of violation rows it wrote.
+    /// Violations it found (the full count, whatever was kept as evidence).
     pub violation_count: u64,
 }
 
-const VIOLATION_COLUMNS: &str = "id, cycle_id, invariant_id, tier, severity, subject, summary, \
-                                 observed_state, signal, taken_at";
+/// An episode's last sighting: frozen when closed; while open, its invariant's last red cycle.
+macro_rules! last_seen_expr {
+    () => {
+        "COALESCE(e.last_seen, (SELECT c.taken_at FROM cycle_invariants ci \
+         JOIN cycles c ON c.id = ci.cycle_id \
+         WHERE ci.invariant_id = e.invariant_id AND ci.cycle_id >= e.first_cycle_id \
+         ORDER BY ci.cycle_id DESC LIMIT 1), e.evidence_at)"
+    };
+}
+
+/// The episode columns, with "last seen" and "cycles" derived for open episodes: the red cycles
+/// of its invariant since it opened (`cycle_invariants` holds one row per red invariant and
+/// cycle), so an open episode is never rewritten just because another cycle passed.
+const VIOLATION_COLUMNS: &str = concat!(
+    "e.id, e.evidence_cycle_id, e.invariant_id, e.tier, e.severity, \
+     e.subject, e.summary, e.observed_state, e.signal, e.evidence_at, e.first_cycle_id, \
+     e.first_seen, ",
+    last_seen_expr!(),
+    ", COALESCE(e.cycles, MAX(1, (SELECT COUNT(*) FROM cycle_invariants ci \
+         WHERE ci.invariant_id = e.invariant_id AND ci.cycle_id >= e.first_cycle_id))), \
+     e.closed_at"
+);
 
 /// Column values as read, decoded outside the rusqlite closure so decode failures carry context.
 struct RawViolation {
@@ -148,6 +195,11 @@ struct RawViolation {
     observed_state: String,
     signal: String,
     taken_at_ms: Millis,
+    first_cycle_id: i64,
+    first_seen_ms: Millis,
+    last_seen_ms: Millis,
+    cycles: i64,
+    closed_at_ms: Option<Millis>,
 }
 
 impl RawViolation {
@@ -163,6 +215,11 @@ impl RawViolation {
             observed_state: r.get(7)?,
             signal: r.get(8)?,
             taken_at_ms: r.get(9)?,
+            first_cycle_id: r.get(10)?,
+            first_seen_ms: r.get(11)?,
+            last_seen_ms: r.get(12)?,
+            cycles: r.get(13)?,
+            closed_at_ms: r.get(14)?,
         })
     }
 
@@ -170,8 +227,8 @@ impl RawViolation {
         Ok(StoredViolation {
             id: self.id,
             cycle_id: self.cycle_id,
-            tier: codec::parse_tier(op, "violations.tier", &self.tier)?,
-            severity: codec::parse_severity(op, "violations.severity", &self.severity)?,
+            tier: codec::parse_tier(op, "violation_episodes.tier", &self.tier)?,
+            severity: codec::parse_severity(op, "violation_episodes.severity", &self.severity)?,
             observed_state: serde_json::from_str(&self.observed_state).json_ctx(op)?,
             invariant_id: self.invariant_id,
             subject: self.subject,
@@ -179,35 +236,50 @@ impl RawViolation {
             signal: self.signal,
             taken_at_ms: self.taken_at_ms,
             taken_at: codec::rfc3339(self.taken_at_ms),
+            first_cycle_id: self.first_cycle_id,
+            first_seen_ms: self.first_seen_ms,
+            first_seen: codec::rfc3339(self.first_seen_ms),
+            last_seen_ms: self.last_seen_ms,
+            last_seen: codec::rfc3339(self.last_seen_ms),
+            cycles: codec::to_u64(op, "violation_episodes.cycles", self.cycles)?,
+            status: if self.closed_at_ms.is_some() {
+                "closed"
+            } else {
+                "open"
+            },
+            closed_at_ms: self.closed_at_ms,
+            closed_at: self.closed_at_ms.map(codec::rfc3339),
         })
     }
 }
 
 impl StateDb {
-    /// One page of violations matching `q`, newest first, and how many match in total.
+    /// One page of violation episodes matching `q`, newest first (by first sighting), and how
+    /// many match in total. An episode matches a time window when it was seen in it: first seen
+    /// before `until`, last seen at or after `since`.
     pub fn violations(
         &self,
         q: &ViolationQuery,
     ) -> Result<(Vec<StoredViolation>, u64), StoreError> {
         const OP: &str = "violations";
         // Only the filters actually set become SQL terms, so the planner can use
-        // (invariant_id, taken_at) or (taken_at); `?n IS NULL OR ...` would defeat both.
+        // (invariant_id, first_seen) or (first_seen); `?n IS NULL OR ...` would defeat both.
         let mut terms: Vec<&str> = Vec::new();
         let mut args: Vec<SqlValue> = Vec::new();
         if let Some(id) = &q.invariant_id {
-            terms.push("invariant_id = ?");
+            terms.push("e.invariant_id = ?");
             args.push(SqlValue::Text(id.clone()));
         }
         if let Some(sev) = q.severity {
-            terms.push("severity = ?");
+            terms.push("e.severity = ?");
             args.push(SqlValue::Text(sev.as_str().to_owned()));
         }
         if let Some(since) = q.since_ms {
-            terms.push("taken_at >= ?");
+            terms.push(concat!(last_seen_expr!(), " >= ?"));
             args.push(SqlValue::Integer(since));
         }
         if let Some(until) = q.until_ms {
-            terms.push("taken_at < ?");
+            terms.push("e.first_seen < ?");
             args.push(SqlValue::Integer(until));
         }
         let filter = if terms.is_empty() {
@@ -218,7 +290,9 @@ impl StateDb {
 
         let total: i64 = self
             .conn
-            .prepare_cached(&format!("SELECT COUNT(*) FROM violations{filter}"))
+            .prepare_cached(&format!(
+                "SELECT COUNT(*) FROM violation_episodes e{filter}"
+            ))
             .ctx(OP)?
             .query_row(params_from_iter(args.iter()), |r| r.get(0))
             .ctx(OP)?;
@@ -229,8 +303,8 @@ impl StateDb {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {VIOLATION_COLUMNS} FROM violations{filter}
-                 ORDER BY taken_at DESC, id DESC LIMIT ? OFFSET ?"
+                "SELECT {VIOLATION_COLUMNS} FROM violation_episodes e{filter}
+                 ORDER BY e.first_seen DESC, e.id DESC LIMIT ? OFFSET ?"
             ))
             .ctx(OP)?;
         let raws = stmt
@@ -245,12 +319,12 @@ impl StateDb {
         Ok((page, codec::to_u64(OP, "COUNT(*)", total)?))
     }
 
-    /// One violation by row id.
+    /// One violation episode by id.
     pub fn violation(&self, id: i64) -> Result<Option<StoredViolation>, StoreError> {
         const OP: &str = "violation";
         self.conn
             .prepare_cached(&format!(
-                "SELECT {VIOLATION_COLUMNS} FROM violations WHERE id = ?1"
+                "SELECT {VIOLATION_COLUMNS} FROM violation_episodes e WHERE e.id = ?1"
             ))
             .ctx(OP)?
             .query_row([id], RawViolation::from_row)
@@ -260,8 +334,9 @@ impl StateDb {
             .transpose()
     }
 
-    /// Violation counts per invariant and severity with first/last snapshot time, for snapshot
-    /// times at or after `since_ms` (all history when `None`), ordered by invariant then severity.
+    /// Violation counts per invariant and worst severity with the first/last red cycle's
+    /// snapshot time, over cycles whose snapshot is at or after `since_ms` (all retained history
+    /// when `None`), ordered by invariant then severity. Counts are the cycles' full counts.
     pub fn violation_stats(
         &self,
         since_ms: Option<Millis>,
@@ -270,9 +345,11 @@ impl StateDb {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT invariant_id, severity, COUNT(*), MIN(taken_at), MAX(taken_at)
-                 FROM violations WHERE taken_at >= ?1
-                 GROUP BY invariant_id, severity ORDER BY invariant_id, severity",
+                "SELECT ci.invariant_id, ci.severity, SUM(ci.violations), MIN(c.taken_at),
+                        MAX(c.taken_at), COUNT(*)
+                 FROM cycle_invariants ci JOIN cycles c ON c.id = ci.cycle_id
+                 WHERE c.taken_at >= ?1
+                 GROUP BY ci.invariant_id, ci.severity ORDER BY ci.invariant_id, ci.severity",
             )
             .ctx(OP)?;
         let raws = stmt
@@ -283,16 +360,18 @@ impl StateDb {
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })
             .ctx(OP)?
             .collect::<Result<Vec<_>, _>>()
             .ctx(OP)?;
         raws.into_iter()
-            .map(|(invariant_id, severity, count, first, last)| {
+            .map(|(invariant_id, severity, count, first, last, cycles)| {
                 Ok(ViolationStat {
-                    severity: codec::parse_severity(OP, "violations.severity", &severity)?,
-                    count: codec::to_u64(OP, "COUNT(*)", count)?,
+                    severity: codec::parse_severity(OP, "cycle_invariants.severity", &severity)?,
+                    count: codec::to_u64(OP, "SUM(violations)", count)?,
+                    cycles: codec::to_u64(OP, "COUNT(*)", cycles)?,
                     invariant_id,
                     first_seen_ms: first,
                     last_seen_ms: last,
@@ -349,19 +428,19 @@ impl StateDb {
         }))
     }
 
-    /// The most recently recorded violation of each invariant that has any (for the status
-    /// endpoint's "last violation"), by invariant id.
+    /// The most recently opened violation episode of each invariant that has any (for the
+    /// status endpoint's "last violation"), by invariant id.
     pub fn last_violation_per_invariant(
         &self,
     ) -> Result<BTreeMap<String, StoredViolation>, StoreError> {
         const OP: &str = "last_violation_per_invariant";
-        // MAX(id) = last recorded: ids grow with every insert, while taken_at follows a wall
-        // clock that may step back. The grouped scan is covered by (invariant_id, taken_at).
+        // MAX(id) = last opened: ids grow with every insert, while snapshot times follow a wall
+        // clock that may step back. The grouped scan is covered by (invariant_id, first_seen).
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {VIOLATION_COLUMNS} FROM violations
-                 WHERE id IN (SELECT MAX(id) FROM violations GROUP BY invariant_id)"
+                "SELECT {VIOLATION_COLUMNS} FROM violation_episodes e
+                 WHERE e.id IN (SELECT MAX(id) FROM violation_episodes GROUP BY invariant_id)"
             ))
             .ctx(OP)?;
         let raws = stmt
@@ -384,7 +463,8 @@ mod tests {
     fn seeded() -> StateDb {
         let mut db = StateDb::open_in_memory().unwrap();
         let m = Memory::default();
-        // Cycle at t=1000: S-01 critical ×2, E-02 major. Cycle at t=2000: S-01 critical, S-07 minor.
+        // Cycle at t=1000: S-01 critical ×2 (a, b), E-02 major (x).
+        // Cycle at t=2000: S-01 still on a (b gone), E-02 green (x gone), S-07 minor (d) new.
         record(
             &mut db,
             1000,
@@ -393,7 +473,10 @@ mod tests {
                 violation("S-01", "b", Severity::Critical),
                 violation("E-02", "x", Severity::Major),
             ],
-            &[state("S-01", Outcome::Red, true, 1000)],
+            &[
+                state("S-01", Outcome::Red, true, 1000),
+                state("E-02", Outcome::Red, true, 1000),
+            ],
             &[],
             &m,
             &m,
@@ -406,7 +489,11 @@ mod tests {
                 violation("S-01", "a", Severity::Critical),
                 violation("S-07", "d", Severity::Minor),
             ],
-            &[],
+            &[
+                state("S-01", Outcome::Red, true, 1000),
+                state("E-02", Outcome::Green, false, 2000),
+                state("S-07", Outcome::Red, true, 2000),
+            ],
             &[],
             &m,
             &m,
@@ -417,7 +504,7 @@ mod tests {
 
     fn subjects(page: &[StoredViolation]) -> Vec<(&str, Millis)> {
         page.iter()
-            .map(|v| (v.subject.as_str(), v.taken_at_ms))
+            .map(|v| (v.subject.as_str(), v.first_seen_ms))
             .collect()
     }
 
@@ -425,17 +512,11 @@ mod tests {
     fn filters_paging_and_total() {
         let db = seeded();
         let (all, total) = db.violations(&ViolationQuery::default()).unwrap();
-        assert_eq!(total, 5);
-        // Newest first; within a cycle, the later insert first.
+        assert_eq!(total, 4, "one row per episode, not per cycle");
+        // Newest first sighting first; within a cycle, the later insert first.
         assert_eq!(
             subjects(&all),
-            [
-                ("d", 2000),
-                ("a", 2000),
-                ("x", 1000),
-                ("b", 1000),
-                ("a", 1000)
-            ]
+            [("d", 2000), ("x", 1000), ("b", 1000), ("a", 1000)]
         );
 
         let q = ViolationQuery {
@@ -443,7 +524,7 @@ mod tests {
             ..Default::default()
         };
         let (page, total) = db.violations(&q).unwrap();
-        assert_eq!((page.len(), total), (3, 3));
+        assert_eq!((page.len(), total), (2, 2));
 
         let q = ViolationQuery {
             severity: Some(Severity::Major),
@@ -451,11 +532,15 @@ mod tests {
         };
         assert_eq!(subjects(&db.violations(&q).unwrap().0), [("x", 1000)]);
 
+        // Open at or after 2000: the two still open (b and x were last seen at 1000).
         let q = ViolationQuery {
             since_ms: Some(2000),
             ..Default::default()
         };
-        assert_eq!(db.violations(&q).unwrap().1, 2);
+        assert_eq!(
+            subjects(&db.violations(&q).unwrap().0),
+            [("d", 2000), ("a", 1000)]
+        );
         let q = ViolationQuery {
             until_ms: Some(2000),
             ..Default::default()
@@ -468,14 +553,34 @@ mod tests {
             ..Default::default()
         };
         let (page, total) = db.violations(&q).unwrap();
-        assert_eq!(total, 5);
-        assert_eq!(subjects(&page), [("x", 1000), ("b", 1000)]);
+        assert_eq!(total, 4);
+        assert_eq!(subjects(&page), [("b", 1000), ("a", 1000)]);
         let q = ViolationQuery {
             limit: 2,
             offset: u64::MAX,
             ..Default::default()
         };
-        assert_eq!(db.violations(&q).unwrap(), (vec![], 5));
+        assert_eq!(db.violations(&q).unwrap(), (vec![], 4));
+    }
+
+    #[test]
+    fn episodes_span_cycles_and_close() {
+        let db = seeded();
+        let (all, _) = db.violations(&ViolationQuery::default()).unwrap();
+        let by = |s: &str| all.iter().find(|v| v.subject == s).unwrap();
+        let a = by("a");
+        assert_eq!((a.status, a.cycles, a.last_seen_ms), ("open", 2, 2000));
+        assert_eq!((a.first_seen_ms, a.closed_at_ms), (1000, None));
+        let b = by("b");
+        assert_eq!((b.status, b.cycles, b.last_seen_ms), ("closed", 1, 1000));
+        assert_eq!(b.closed_at_ms, Some(2000));
+        let x = by("x");
+        assert_eq!((x.status, x.closed_at_ms), ("closed", Some(2000)));
+        let json = serde_json::to_value(a).unwrap();
+        assert_eq!(json["status"], "open");
+        assert_eq!(json["closed_at"], serde_json::Value::Null);
+        assert_eq!(json["first_seen"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(json["last_seen"], "1970-01-01T00:00:02.000Z");
     }
 
     #[test]
@@ -499,8 +604,8 @@ mod tests {
         let stats = db.violation_stats(None).unwrap();
         let s01 = stats.iter().find(|s| s.invariant_id == "S-01").unwrap();
         assert_eq!(
-            (s01.count, s01.first_seen_ms, s01.last_seen_ms),
-            (3, 1000, 2000)
+            (s01.count, s01.cycles, s01.first_seen_ms, s01.last_seen_ms),
+            (3, 2, 1000, 2000)
         );
         assert_eq!(stats.len(), 3);
         let recent = db.violation_stats(Some(1500)).unwrap();
@@ -516,8 +621,11 @@ mod tests {
             last.keys().map(String::as_str).collect::<Vec<_>>(),
             ["E-02", "S-01", "S-07"]
         );
-        assert_eq!(last["S-01"].taken_at_ms, 2000);
-        assert_eq!(last["E-02"].taken_at_ms, 1000);
+        assert_eq!(
+            last["S-01"].subject, "b",
+            "the most recently opened episode"
+        );
+        assert_eq!(last["E-02"].first_seen_ms, 1000);
     }
 
     #[test]
@@ -530,7 +638,7 @@ mod tests {
         assert_eq!((c.started_at_ms, c.finished_at_ms), (1990, 2010));
         assert_eq!(c.violation_count, 2);
         assert_eq!(c.trigger, "test");
-        assert!(c.checks_run.is_empty());
+        assert_eq!(c.checks_run, ["E-02", "S-01", "S-07"]);
         assert_eq!(c.sources_unavailable.len(), 1);
 
         let json = serde_json::to_value(&c).unwrap();

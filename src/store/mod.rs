@@ -36,7 +36,7 @@ pub use error::StoreError;
 pub use history::{MAX_PAGE, StoredCycle, StoredViolation, ViolationQuery, ViolationStat};
 pub use lease::{Lease, LeaseName};
 pub use outbox::{OutboxDepth, OutboxRow};
-pub use record::{CycleRecord, RecordedCycle};
+pub use record::{CycleRecord, EpisodeWrites, RecordedCycle, tally};
 pub use retention::{PRUNE_BATCH_CYCLES, PruneStats};
 
 /// How long a statement waits for another connection's write lock before failing with "busy".
@@ -48,6 +48,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0001_initial.sql")),
     M::up(include_str!("../../migrations/0002_deliverer_lease.sql")),
+    M::up(include_str!("../../migrations/0003_violation_episodes.sql")),
 ];
 
 /// canary's state database: one SQLite connection.

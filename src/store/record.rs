@@ -1,13 +1,22 @@
-//! Writing a cycle ([`StateDb::record_cycle`]: one transaction for the cycle row, its
-//! violations, the new invariant states, the transitions, their outbox rows and the memory diff)
-//! and loading what the next cycle starts from ([`StateDb::load_states`],
-//! [`StateDb::load_memory`]).
+//! Writing a cycle ([`StateDb::record_cycle`]: one transaction for the cycle row, the
+//! per-invariant violation counts, the violation episodes that changed, the new invariant states,
+//! the transitions, their outbox rows and the memory diff) and loading what the next cycle starts
+//! from ([`StateDb::load_states`], [`StateDb::load_memory`]).
+//!
+//! Violations are stored as episodes (migration 0003): what a cycle writes grows with what
+//! changed, not with how much is red. Per cycle it inserts an episode for each new (invariant,
+//! subject), rewrites an open episode's evidence only when it differs from what is stored, and
+//! closes the open episodes whose subject is gone — only for invariants this cycle evaluated
+//! (unknown closes nothing) and only when their evidence was complete (a capped invariant cannot
+//! tell "gone" from "not shown"). It must not decide what is a violation nor cap anything itself:
+//! the caller passes the (capped) evidence and the full counts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use canary_invariants::{
-    InvariantState, Memory, Millis, Outcome, SeenTerminal, SourceUnavailable, Transition, Violation,
+    InvariantState, Memory, Millis, Outcome, SeenTerminal, Severity, SourceUnavailable, Transition,
+    Violation,
 };
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -35,10 +44,16 @@ pub struct CycleRecord<'a> {
     pub outcomes: &'a BTreeMap<String, Outcome>,
     /// Sources that could not be read.
     pub sources_unavailable: &'a [SourceUnavailable],
-    /// The snapshot's time; stamped on every violation row.
+    /// The snapshot's time: an episode's first sighting, its evidence time, its closing time.
     pub taken_at_ms: Millis,
-    /// This cycle's violations, in the order their ids are returned.
+    /// This cycle's violations kept as evidence (capped per invariant by the caller), sorted,
+    /// in the order their episode ids are returned.
     pub violations: &'a [Violation],
+    /// The full violation count of every red invariant (before any cap). An invariant whose
+    /// count exceeds its evidence in `violations` was capped.
+    pub violation_counts: &'a BTreeMap<String, u64>,
+    /// The worst severity of every red invariant (from the full list).
+    pub severities: &'a BTreeMap<String, Severity>,
     /// New states of the invariants evaluated this cycle (others stay untouched).
     pub states: &'a [InvariantState],
     /// Fired/resolved transitions, in the order their ids are returned.
@@ -53,15 +68,42 @@ pub struct CycleRecord<'a> {
     pub next_memory: &'a Memory,
 }
 
-/// Row ids assigned by [`StateDb::record_cycle`].
+/// The full count and worst severity per invariant of an UNCAPPED violation list, for callers
+/// that keep every violation as evidence (tests, tools); the cycle takes both from the evaluation.
+pub fn tally(violations: &[Violation]) -> (BTreeMap<String, u64>, BTreeMap<String, Severity>) {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut worst: BTreeMap<String, Severity> = BTreeMap::new();
+    for v in violations {
+        *counts.entry(v.invariant_id.clone()).or_insert(0) += 1;
+        let w = worst.entry(v.invariant_id.clone()).or_insert(v.severity);
+        *w = (*w).max(v.severity);
+    }
+    (counts, worst)
+}
+
+/// Row ids assigned by [`StateDb::record_cycle`], and what it wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedCycle {
     /// The `cycles` row.
     pub cycle_id: i64,
-    /// One per violation, in input order.
+    /// The episode of each violation, in input order (several violations of one subject share
+    /// their episode).
     pub violation_ids: Vec<i64>,
     /// One per transition, in input order.
     pub transition_ids: Vec<i64>,
+    /// Episode rows written: opened, evidence rewritten, closed.
+    pub episodes: EpisodeWrites,
+}
+
+/// Episode rows one cycle wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EpisodeWrites {
+    /// New episodes.
+    pub opened: u64,
+    /// Open episodes whose evidence changed.
+    pub updated: u64,
+    /// Episodes closed (subject gone from an evaluated invariant).
+    pub closed: u64,
 }
 
 /// JSON texts encoded before the write transaction, so the write lock is held only for SQL.
@@ -111,7 +153,8 @@ impl StateDb {
         }
         let started = Instant::now();
         let enc = Encoded::new(rec)?;
-        let violation_count = i64::try_from(rec.violations.len()).unwrap_or(i64::MAX);
+        let total: u64 = rec.violation_counts.values().sum();
+        let violation_count = i64::try_from(total).unwrap_or(i64::MAX);
 
         // IMMEDIATE: take the write lock up front (waiting on the busy timeout) instead of
         // failing on a lock upgrade after half the inserts.
@@ -139,32 +182,8 @@ impl StateDb {
         .ctx("record_cycle: insert cycle")?;
         let cycle_id = tx.last_insert_rowid();
 
-        let mut violation_ids = Vec::with_capacity(rec.violations.len());
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO violations (cycle_id, invariant_id, tier, severity, subject,
-                                             summary, observed_state, signal, taken_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .ctx("record_cycle: prepare violation insert")?;
-            for (v, observed) in rec.violations.iter().zip(&enc.observed_states) {
-                let id = stmt
-                    .insert(params![
-                        cycle_id,
-                        v.invariant_id,
-                        codec::tier_str(v.tier),
-                        v.severity.as_str(),
-                        v.subject,
-                        v.summary,
-                        observed,
-                        v.signal,
-                        rec.taken_at_ms,
-                    ])
-                    .ctx("record_cycle: insert violation")?;
-                violation_ids.push(id);
-            }
-        }
+        write_counts(&tx, cycle_id, rec)?;
+        let (violation_ids, episodes) = write_episodes(&tx, cycle_id, rec, &enc.observed_states)?;
 
         {
             let mut stmt = tx
@@ -239,7 +258,11 @@ impl StateDb {
         tx.commit().ctx("record_cycle: commit")?;
         tracing::debug!(
             cycle.id = cycle_id,
-            violations = violation_ids.len(),
+            violations = total,
+            evidence = violation_ids.len(),
+            episodes.opened = episodes.opened,
+            episodes.updated = episodes.updated,
+            episodes.closed = episodes.closed,
             states = rec.states.len(),
             transitions = transition_ids.len(),
             outbox = enc.payloads.len(),
@@ -251,6 +274,7 @@ impl StateDb {
             cycle_id,
             violation_ids,
             transition_ids,
+            episodes,
         })
     }
 
@@ -345,6 +369,244 @@ impl StateDb {
             blind_suspected_since_ms,
         })
     }
+}
+
+/// One `cycle_invariants` row per red invariant: its full count, the evidence kept, its worst
+/// severity. The count is what reports and stats read, so a cap never shrinks it.
+fn write_counts(
+    tx: &rusqlite::Transaction<'_>,
+    cycle_id: i64,
+    rec: &CycleRecord<'_>,
+) -> Result<(), StoreError> {
+    const OP: &str = "record_cycle: insert cycle_invariants";
+    let mut shown: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut worst_shown: BTreeMap<&str, Severity> = BTreeMap::new();
+    for v in rec.violations {
+        *shown.entry(v.invariant_id.as_str()).or_insert(0) += 1;
+        let worst = worst_shown
+            .entry(v.invariant_id.as_str())
+            .or_insert(v.severity);
+        *worst = (*worst).max(v.severity);
+    }
+    for (id, n) in &shown {
+        if rec.violation_counts.get(*id).copied().unwrap_or(0) < *n {
+            return Err(StoreError::Invalid {
+                op: "record_cycle",
+                reason: format!("{id}: more violations kept as evidence than counted"),
+            });
+        }
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO cycle_invariants (cycle_id, invariant_id, severity, violations, stored)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .ctx(OP)?;
+    for (id, count) in rec.violation_counts.iter().filter(|(_, n)| **n > 0) {
+        let severity = rec
+            .severities
+            .get(id)
+            .or_else(|| worst_shown.get(id.as_str()))
+            .ok_or_else(|| StoreError::Invalid {
+                op: "record_cycle",
+                reason: format!("{id}: {count} violations counted but no severity"),
+            })?;
+        stmt.execute(params![
+            cycle_id,
+            id,
+            severity.as_str(),
+            codec::sat_i64(*count),
+            codec::sat_i64(shown.get(id.as_str()).copied().unwrap_or(0)),
+        ])
+        .ctx(OP)?;
+    }
+    Ok(())
+}
+
+/// An open episode as stored: its id, first cycle and the evidence to compare with.
+struct OpenEpisode {
+    id: i64,
+    first_cycle_id: i64,
+    tier: String,
+    severity: String,
+    summary: String,
+    observed_state: String,
+    signal: String,
+}
+
+/// Opens, updates and closes episodes (see the module doc). Returns each violation's episode id
+/// (input order) and what was written.
+fn write_episodes(
+    tx: &rusqlite::Transaction<'_>,
+    cycle_id: i64,
+    rec: &CycleRecord<'_>,
+    observed_states: &[String],
+) -> Result<(Vec<i64>, EpisodeWrites), StoreError> {
+    // Only the invariants judged this cycle can close episodes: an unknown or unselected
+    // invariant's open episodes are left exactly as they are.
+    let evaluated: BTreeSet<&str> = rec
+        .outcomes
+        .iter()
+        .filter(|(_, o)| **o != Outcome::Unknown)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let mut open: HashMap<(String, String), OpenEpisode> = HashMap::new();
+    {
+        const OP: &str = "record_cycle: load open episodes";
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, invariant_id, subject, first_cycle_id, tier, severity, summary,
+                        observed_state, signal
+                 FROM violation_episodes WHERE closed_at IS NULL",
+            )
+            .ctx(OP)?;
+        let mut rows = stmt.query([]).ctx(OP)?;
+        while let Some(r) = rows.next().ctx(OP)? {
+            let invariant_id: String = r.get(1).ctx(OP)?;
+            let episode = OpenEpisode {
+                id: r.get(0).ctx(OP)?,
+                first_cycle_id: r.get(3).ctx(OP)?,
+                tier: r.get(4).ctx(OP)?,
+                severity: r.get(5).ctx(OP)?,
+                summary: r.get(6).ctx(OP)?,
+                observed_state: r.get(7).ctx(OP)?,
+                signal: r.get(8).ctx(OP)?,
+            };
+            open.insert((invariant_id, r.get(2).ctx(OP)?), episode);
+        }
+    }
+
+    let mut writes = EpisodeWrites::default();
+    let mut ids = Vec::with_capacity(rec.violations.len());
+    // (invariant, subject) → episode id, for the subjects found this cycle.
+    let mut seen: HashMap<(&str, &str), i64> = HashMap::new();
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO violation_episodes (invariant_id, subject, first_cycle_id,
+                     first_seen, evidence_cycle_id, evidence_at, tier, severity, summary,
+                     observed_state, signal)
+                 VALUES (?1, ?2, ?3, ?4, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .ctx("record_cycle: prepare episode insert")?;
+        let mut update = tx
+            .prepare_cached(
+                "UPDATE violation_episodes SET evidence_cycle_id = ?2, evidence_at = ?3,
+                     tier = ?4, severity = ?5, summary = ?6, observed_state = ?7, signal = ?8
+                 WHERE id = ?1",
+            )
+            .ctx("record_cycle: prepare episode update")?;
+        for (v, observed) in rec.violations.iter().zip(observed_states) {
+            let key = (v.invariant_id.as_str(), v.subject.as_str());
+            // Several violations of one subject (different signals) share one episode; the
+            // first in sorted order carries the evidence, the others still count.
+            if let Some(id) = seen.get(&key) {
+                ids.push(*id);
+                continue;
+            }
+            let tier = codec::tier_str(v.tier);
+            let id = match open.get(&(v.invariant_id.clone(), v.subject.clone())) {
+                Some(e) => {
+                    // Compare, don't rewrite: an unchanged episode costs no write at all.
+                    let same = e.tier == tier
+                        && e.severity == v.severity.as_str()
+                        && e.summary == v.summary
+                        && e.observed_state == *observed
+                        && e.signal == v.signal;
+                    if !same {
+                        update
+                            .execute(params![
+                                e.id,
+                                cycle_id,
+                                rec.taken_at_ms,
+                                tier,
+                                v.severity.as_str(),
+                                v.summary,
+                                observed,
+                                v.signal,
+                            ])
+                            .ctx("record_cycle: update episode evidence")?;
+                        writes.updated += 1;
+                    }
+                    e.id
+                }
+                None => {
+                    let id = insert
+                        .insert(params![
+                            v.invariant_id,
+                            v.subject,
+                            cycle_id,
+                            rec.taken_at_ms,
+                            tier,
+                            v.severity.as_str(),
+                            v.summary,
+                            observed,
+                            v.signal,
+                        ])
+                        .ctx("record_cycle: insert episode")?;
+                    writes.opened += 1;
+                    id
+                }
+            };
+            seen.insert(key, id);
+            ids.push(id);
+        }
+    }
+
+    // Closing needs complete evidence: an invariant whose count exceeds what was kept may still
+    // violate on a subject that was merely not shown.
+    let complete = |id: &str| {
+        let counted = rec.violation_counts.get(id).copied().unwrap_or(0);
+        let kept = rec
+            .violations
+            .iter()
+            .filter(|v| v.invariant_id == id)
+            .count();
+        counted <= u64::try_from(kept).unwrap_or(u64::MAX)
+    };
+    let completeness: BTreeMap<&str, bool> =
+        evaluated.iter().map(|id| (*id, complete(id))).collect();
+    let mut close = tx
+        .prepare_cached(
+            "UPDATE violation_episodes SET
+                 closed_cycle_id = ?2,
+                 closed_at = ?3,
+                 last_cycle_id = COALESCE(
+                     (SELECT MAX(ci.cycle_id) FROM cycle_invariants ci
+                       WHERE ci.invariant_id = ?4 AND ci.cycle_id >= ?5 AND ci.cycle_id < ?2),
+                     evidence_cycle_id),
+                 last_seen = COALESCE(
+                     (SELECT c.taken_at FROM cycle_invariants ci JOIN cycles c ON c.id = ci.cycle_id
+                       WHERE ci.invariant_id = ?4 AND ci.cycle_id >= ?5 AND ci.cycle_id < ?2
+                       ORDER BY ci.cycle_id DESC LIMIT 1),
+                     evidence_at),
+                 cycles = MAX(1, (SELECT COUNT(*) FROM cycle_invariants ci
+                       WHERE ci.invariant_id = ?4 AND ci.cycle_id >= ?5 AND ci.cycle_id < ?2))
+             WHERE id = ?1",
+        )
+        .ctx("record_cycle: prepare episode close")?;
+    // Sorted, so the write order (and so the file) is deterministic.
+    let mut gone: Vec<(&(String, String), &OpenEpisode)> = open
+        .iter()
+        .filter(|((inv, subject), _)| {
+            completeness.get(inv.as_str()).copied().unwrap_or(false)
+                && !seen.contains_key(&(inv.as_str(), subject.as_str()))
+        })
+        .collect();
+    gone.sort_by_key(|(_, e)| e.id);
+    for ((inv, _), e) in gone {
+        close
+            .execute(params![
+                e.id,
+                cycle_id,
+                rec.taken_at_ms,
+                inv,
+                e.first_cycle_id
+            ])
+            .ctx("record_cycle: close episode")?;
+        writes.closed += 1;
+    }
+    Ok((ids, writes))
 }
 
 /// Writes `next - previous`: deletes dropped execution ids, upserts new or changed ones, sets or
@@ -471,6 +733,7 @@ pub(crate) mod tests {
             source: Source::Redis,
             error: "refused".into(),
         }];
+        let (counts, severities) = tally(violations);
         db.record_cycle(&CycleRecord {
             started_at_ms: at - 10,
             finished_at_ms: at + 10,
@@ -481,6 +744,8 @@ pub(crate) mod tests {
             sources_unavailable: &unavailable,
             taken_at_ms: at,
             violations,
+            violation_counts: &counts,
+            severities: &severities,
             states,
             transitions,
             outbox_payloads: &payloads,
@@ -571,6 +836,8 @@ pub(crate) mod tests {
                 sources_unavailable: &[],
                 taken_at_ms: 1,
                 violations: &[],
+                violation_counts: &BTreeMap::new(),
+                severities: &BTreeMap::new(),
                 states: &[],
                 transitions: &ts,
                 outbox_payloads: &payloads,
@@ -599,6 +866,8 @@ pub(crate) mod tests {
                 sources_unavailable: &[],
                 taken_at_ms: 1,
                 violations: &[],
+                violation_counts: &BTreeMap::new(),
+                severities: &BTreeMap::new(),
                 states: &[],
                 transitions: &ts,
                 outbox_payloads: &[],
@@ -655,7 +924,7 @@ pub(crate) mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
         assert_eq!(count(&db, "cycles"), 1);
-        assert_eq!(count(&db, "violations"), 0);
+        assert_eq!(count(&db, "violation_episodes"), 0);
         assert_eq!(count(&db, "transitions"), 0);
         assert_eq!(count(&db, "alert_outbox"), 0);
         assert_eq!(db.load_states().unwrap()["S-01"], s0[0]);
@@ -690,5 +959,146 @@ pub(crate) mod tests {
             ),
             "{err}"
         );
+    }
+
+    fn episodes(db: &StateDb) -> Vec<(i64, String, Option<i64>)> {
+        let mut stmt = db
+            .conn
+            .prepare("SELECT id, subject, closed_at FROM violation_episodes ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_episode_persists_as_one_row_closes_and_reopens_as_a_new_one() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let m = Memory::default();
+        let red = [state("S-04", Outcome::Red, true, 1)];
+        let v = [violation("S-04", "x", Severity::Critical)];
+        let first = record(&mut db, 1000, &v, &red, &[], &m, &m).unwrap();
+        assert_eq!(first.episodes.opened, 1);
+        for at in 2..=5 {
+            let r = record(&mut db, at * 1000, &v, &red, &[], &m, &m).unwrap();
+            assert_eq!(r.violation_ids, first.violation_ids, "the same episode");
+            assert_eq!(
+                r.episodes,
+                EpisodeWrites::default(),
+                "unchanged: nothing written"
+            );
+        }
+        assert_eq!(episodes(&db).len(), 1);
+        // Fixed: green closes it.
+        let green = [state("S-04", Outcome::Green, false, 6000)];
+        let r = record(&mut db, 6000, &[], &green, &[], &m, &m).unwrap();
+        assert_eq!(r.episodes.closed, 1);
+        let (cycles, last_seen): (i64, i64) = db
+            .conn
+            .query_row(
+                "SELECT cycles, last_seen FROM violation_episodes",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((cycles, last_seen), (5, 5000));
+        // Back: a new episode, the old one stays closed.
+        let r = record(&mut db, 7000, &v, &red, &[], &m, &m).unwrap();
+        assert_eq!(r.episodes.opened, 1);
+        assert_ne!(r.violation_ids, first.violation_ids);
+        let eps = episodes(&db);
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps[0].2, Some(6000));
+        assert_eq!(eps[1].2, None);
+    }
+
+    #[test]
+    fn unknown_closes_nothing_and_changed_evidence_is_rewritten_once() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let m = Memory::default();
+        let red = [state("S-04", Outcome::Red, true, 1)];
+        let v = [violation("S-04", "x", Severity::Critical)];
+        record(&mut db, 1000, &v, &red, &[], &m, &m).unwrap();
+        let unknown = [state("S-04", Outcome::Unknown, true, 1)];
+        let r = record(&mut db, 2000, &[], &unknown, &[], &m, &m).unwrap();
+        assert_eq!(r.episodes, EpisodeWrites::default());
+        assert_eq!(episodes(&db)[0].2, None, "unknown never closes");
+        // A subject that changes its evidence: one update, then nothing while it stays so.
+        let mut changed = violation("S-04", "x", Severity::Critical);
+        changed.summary = "worse".into();
+        let r = record(&mut db, 3000, &[changed.clone()], &red, &[], &m, &m).unwrap();
+        assert_eq!(r.episodes.updated, 1);
+        let r = record(&mut db, 4000, &[changed], &red, &[], &m, &m).unwrap();
+        assert_eq!(r.episodes, EpisodeWrites::default());
+        let (summary, at): (String, i64) = db
+            .conn
+            .query_row(
+                "SELECT summary, evidence_at FROM violation_episodes",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((summary.as_str(), at), ("worse", 3000));
+    }
+
+    #[test]
+    fn capped_evidence_keeps_the_count_and_closes_nothing_it_cannot_see() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let m = Memory::default();
+        let red = [state("S-04", Outcome::Red, true, 1)];
+        let all = [
+            violation("S-04", "b", Severity::Critical),
+            violation("S-04", "c", Severity::Critical),
+        ];
+        record(&mut db, 1000, &all, &red, &[], &m, &m).unwrap();
+        // Next cycle: 1 000 violations, only "a" kept as evidence. "b" and "c" may well be
+        // among the 999 not shown: they stay open.
+        let shown = [violation("S-04", "a", Severity::Critical)];
+        let outcomes: BTreeMap<String, Outcome> = [("S-04".to_owned(), Outcome::Red)].into();
+        let counts: BTreeMap<String, u64> = [("S-04".to_owned(), 1000)].into();
+        let severities: BTreeMap<String, Severity> =
+            [("S-04".to_owned(), Severity::Critical)].into();
+        let rec = db
+            .record_cycle(&CycleRecord {
+                started_at_ms: 2000,
+                finished_at_ms: 2001,
+                duration_ms: 1.0,
+                trigger: "test",
+                checks_run: &["S-04".to_owned()],
+                outcomes: &outcomes,
+                sources_unavailable: &[],
+                taken_at_ms: 2000,
+                violations: &shown,
+                violation_counts: &counts,
+                severities: &severities,
+                states: &red,
+                transitions: &[],
+                outbox_payloads: &[],
+                previous_memory: &m,
+                next_memory: &m,
+            })
+            .unwrap();
+        assert_eq!(rec.episodes.closed, 0);
+        assert_eq!(rec.episodes.opened, 1);
+        let (n, stored): (i64, i64) = db
+            .conn
+            .query_row(
+                "SELECT violations, stored FROM cycle_invariants WHERE cycle_id = ?1",
+                [rec.cycle_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((n, stored), (1000, 1));
+        let total: i64 = db
+            .conn
+            .query_row(
+                "SELECT violation_count FROM cycles WHERE id = ?1",
+                [rec.cycle_id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(total, 1000);
+        assert!(episodes(&db).iter().all(|e| e.2.is_none()));
     }
 }

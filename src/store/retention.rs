@@ -1,5 +1,7 @@
 //! Retention (DESIGN §6): [`StateDb::prune`] deletes cycles older than a cutoff together with
-//! their violations, in small batches so a cycle's write transaction never waits long behind it.
+//! their per-invariant counts, and the violation episodes CLOSED before the cutoff, in small
+//! batches so a cycle's write transaction never waits long behind it. An open episode is current
+//! data and is never pruned, however old its first sighting.
 //!
 //! Transitions and outbox rows are kept: they are one row per alert, and an undelivered alert
 //! must survive any retention (the transition's `cycle_id` is set to NULL instead). States and
@@ -14,8 +16,8 @@ use serde::Serialize;
 use super::error::SqlContext;
 use super::{StateDb, StoreError};
 
-/// Cycles per prune transaction. A cycle rarely has more than a few hundred violations, so a
-/// batch stays well under the busy timeout of a concurrent writer.
+/// Cycles (and closed episodes) per prune transaction: a cycle has at most one count row per
+/// invariant, so a batch stays well under the busy timeout of a concurrent writer.
 pub const PRUNE_BATCH_CYCLES: u32 = 200;
 
 /// What a prune removed.
@@ -23,14 +25,15 @@ pub const PRUNE_BATCH_CYCLES: u32 = 200;
 pub struct PruneStats {
     /// Cycle rows deleted.
     pub cycles: u64,
-    /// Violation rows deleted.
+    /// Closed violation episodes deleted.
     pub violations: u64,
     /// Transactions used.
     pub batches: u64,
 }
 
 impl StateDb {
-    /// Deletes cycles that started before `older_than_ms`, and their violations.
+    /// Deletes cycles that started before `older_than_ms` with their counts, and the episodes
+    /// closed before it.
     pub fn prune(&mut self, older_than_ms: Millis) -> Result<PruneStats, StoreError> {
         self.prune_in_batches(older_than_ms, PRUNE_BATCH_CYCLES)
     }
@@ -49,16 +52,23 @@ impl StateDb {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .ctx("prune: begin")?;
-            // Violations first and explicitly (the FK cascade would do it, but would not count
-            // them). The same oldest-ids subquery selects the same cycles in both statements
-            // because the transaction holds the write lock.
+            // Counts first and explicitly (the FK cascade would do it too). The same oldest-ids
+            // subquery selects the same cycles in both statements because the transaction holds
+            // the write lock.
+            tx.execute(
+                "DELETE FROM cycle_invariants WHERE cycle_id IN (
+                     SELECT id FROM cycles WHERE started_at < ?1 ORDER BY id LIMIT ?2)",
+                [older_than_ms, batch],
+            )
+            .ctx("prune: delete cycle counts")?;
             let violations = tx
                 .execute(
-                    "DELETE FROM violations WHERE cycle_id IN (
-                         SELECT id FROM cycles WHERE started_at < ?1 ORDER BY id LIMIT ?2)",
+                    "DELETE FROM violation_episodes WHERE id IN (
+                         SELECT id FROM violation_episodes
+                         WHERE closed_at IS NOT NULL AND closed_at < ?1 ORDER BY closed_at LIMIT ?2)",
                     [older_than_ms, batch],
                 )
-                .ctx("prune: delete violations")?;
+                .ctx("prune: delete closed episodes")?;
             let cycles = tx
                 .execute(
                     "DELETE FROM cycles WHERE id IN (
@@ -67,13 +77,13 @@ impl StateDb {
                 )
                 .ctx("prune: delete cycles")?;
             tx.commit().ctx("prune: commit")?;
-            if cycles == 0 {
+            if cycles == 0 && violations == 0 {
                 break;
             }
             stats.batches += 1;
             stats.cycles += u64::try_from(cycles).unwrap_or(u64::MAX);
             stats.violations += u64::try_from(violations).unwrap_or(u64::MAX);
-            if i64::try_from(cycles).unwrap_or(i64::MAX) < batch {
+            if i64::try_from(cycles.max(violations)).unwrap_or(i64::MAX) < batch {
                 break;
             }
         }
@@ -92,43 +102,58 @@ impl StateDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::record::tests::{fired, record, violation};
-    use canary_invariants::{Memory, Severity};
+    use crate::store::record::tests::{fired, record, state, violation};
+    use canary_invariants::{Memory, Outcome, Severity};
 
     fn count(db: &StateDb, sql: &str) -> i64 {
         db.conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     #[test]
-    fn prunes_old_cycles_and_their_violations_only_keeping_transitions() {
+    fn prunes_old_cycles_and_closed_episodes_only_keeping_open_ones_and_transitions() {
         let mut db = StateDb::open_in_memory().unwrap();
         let m = Memory::default();
-        for at in (1..=7).map(|i| i * 1000) {
+        for i in 1..=7 {
+            let at = i * 1000;
+            // S-01 on `a` all along (one open episode); S-02 on a new subject every cycle (the
+            // previous one closes each time).
             let vs = [
                 violation("S-01", "a", Severity::Critical),
-                violation("S-02", "b", Severity::Major),
+                violation("S-02", &format!("b{i}"), Severity::Major),
+            ];
+            let states = [
+                state("S-01", Outcome::Red, true, 1000),
+                state("S-02", Outcome::Red, true, 1000),
             ];
             let ts = if at == 1000 {
                 vec![fired("S-01", at)]
             } else {
                 vec![]
             };
-            record(&mut db, at, &vs, &[], &ts, &m, &m).unwrap();
+            record(&mut db, at, &vs, &states, &ts, &m, &m).unwrap();
         }
         // record() starts each cycle at `at - 10`: cutoff 4990 keeps the cycles at 5000..7000
-        // (the cutoff itself is kept: strictly older goes).
+        // (the cutoff itself is kept: strictly older goes); b1..b3 closed before it.
         let stats = db.prune_in_batches(4990, 2).unwrap();
         assert_eq!(
             stats,
             PruneStats {
                 cycles: 4,
-                violations: 8,
+                violations: 3,
                 batches: 2
             }
         );
         assert_eq!(count(&db, "SELECT COUNT(*) FROM cycles"), 3);
-        assert_eq!(count(&db, "SELECT MIN(taken_at) FROM violations"), 5000);
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM violations"), 6);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM cycle_invariants"), 6);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM violation_episodes"), 5);
+        // The open episode outlives the cycle that found it.
+        assert_eq!(
+            count(
+                &db,
+                "SELECT first_seen FROM violation_episodes WHERE subject = 'a' AND closed_at IS NULL"
+            ),
+            1000
+        );
         // The alert of the pruned first cycle is still there, detached from its cycle.
         assert_eq!(
             count(

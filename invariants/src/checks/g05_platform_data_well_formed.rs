@@ -70,6 +70,10 @@ const JUDGED: &[(AnomalyKind, &str)] = &[
     (AnomalyKind::NullStatus, "row without a status"),
     (AnomalyKind::NotInteger, "column is not an integer"),
     (AnomalyKind::TimestampUnparseable, "timestamp cannot be parsed"),
+    (
+        AnomalyKind::SlotSetTruncated,
+        "slot set too large to read whole (only its first members were judged)",
+    ),
 ];
 
 /// The longest subject kept (keys and row references are platform data: bounded).

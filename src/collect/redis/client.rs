@@ -725,6 +725,22 @@ impl ReadBatch {
         self.push("ZRANGE", &[key, b"0", b"-1", b"WITHSCORES"])
     }
 
+    /// `ZRANGE key 0 n-1 WITHSCORES` (the `n` lowest scores); returns the reply's index.
+    pub fn zrange_withscores_first(&mut self, key: &[u8], n: u32) -> usize {
+        let stop = n.saturating_sub(1).to_string();
+        self.push("ZRANGE", &[key, b"0", stop.as_bytes(), b"WITHSCORES"])
+    }
+
+    /// `ZSCORE key member`; returns the reply's index.
+    pub fn zscore(&mut self, key: &[u8], member: &[u8]) -> usize {
+        self.push("ZSCORE", &[key, member])
+    }
+
+    /// `ZCARD key`; returns the reply's index.
+    pub fn zcard(&mut self, key: &[u8]) -> usize {
+        self.push("ZCARD", &[key])
+    }
+
     /// `PTTL key`; returns the reply's index.
     pub fn pttl(&mut self, key: &[u8]) -> usize {
         self.push("PTTL", &[key])

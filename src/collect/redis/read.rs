@@ -1,9 +1,13 @@
 //! Reading a collection: the two phases ([`read_slots`]: SCAN pages + the `ZRANGE` pipeline;
 //! [`SlotsRead::read_metadata`]: the `PTTL` + `HGET` pipeline and the delayed stray recheck), each
-//! a fixed number of round trips whatever the fleet size.
+//! a fixed number of round trips whatever the fleet size — except a flood of slot members beyond
+//! [`META_PIPELINE_MEMBERS`], whose metadata is read in bounded pipelines — and at most
+//! `platform.redis_max_members_per_key` members read from any one slot set.
 //!
 //! It must not send anything but the reads [`ReadOnlyRedis`] offers, nor parse replies itself
 //! (see `reply`).
+
+use std::collections::BTreeMap;
 
 use canary_invariants::{
     Anomaly, AnomalyKind, KeyTtl, MetaKey, RedisState, SlotMember, SlotMeta, SlotSet,
@@ -48,6 +52,9 @@ pub struct SlotsRead {
     other_keys: Vec<String>,
     meta_pattern: MetaKeyPattern,
     anomalies: Vec<Anomaly>,
+    /// Agent → slot key of the sets read only in part (`platform.redis_max_members_per_key`):
+    /// a metadata hash of theirs without a read member may belong to an unread one.
+    truncated: BTreeMap<String, String>,
 }
 
 /// Reads the Redis part of a snapshot in one go (both phases back to back). Never panics; only
@@ -89,7 +96,7 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
         }
     };
     match read_slot_sets(&mut redis, cfg, &slot_pattern, &meta_pattern).await {
-        Ok((slot_sets, drain_tick_at_ms, other_keys, anomalies)) => Ok(SlotsRead {
+        Ok((slot_sets, drain_tick_at_ms, other_keys, anomalies, truncated)) => Ok(SlotsRead {
             redis,
             route,
             slot_sets,
@@ -97,6 +104,7 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
             other_keys,
             meta_pattern,
             anomalies,
+            truncated,
         }),
         Err(e) => Err(RedisOutcome {
             result: Err(e),
@@ -118,6 +126,7 @@ impl SlotsRead {
             other_keys,
             meta_pattern,
             mut anomalies,
+            truncated,
         } = self;
         // Splitting the metadata keys needs only what the first phase read; it is done here so
         // that it overlaps the SQLite read (~30 ms for 30 000 keys at L).
@@ -128,7 +137,8 @@ impl SlotsRead {
         let found = resolve_meta_keys(&meta_pattern, meta_keys, &slot_sets);
         let result = async {
             read_meta(&mut redis, cfg, &mut slot_sets, &mut anomalies).await?;
-            let meta_keys = confirm_strays(&mut redis, cfg, found, &mut anomalies).await?;
+            let meta_keys =
+                confirm_strays(&mut redis, cfg, found, &truncated, &mut anomalies).await?;
             anomalies.sort();
             anomalies.dedup();
             Ok((
@@ -198,7 +208,13 @@ async fn scan_keys(
 
 /// What the first phase reads: slot sets, drain heartbeat, the other keys SCAN found under the
 /// prefix (metadata candidates, not yet split) and the anomalies so far.
-type SlotSetsRead = (Vec<SlotSet>, Option<i64>, Vec<String>, Vec<Anomaly>);
+type SlotSetsRead = (
+    Vec<SlotSet>,
+    Option<i64>,
+    Vec<String>,
+    Vec<Anomaly>,
+    BTreeMap<String, String>,
+);
 
 async fn read_slot_sets(
     redis: &mut ReadOnlyRedis,
@@ -212,22 +228,66 @@ async fn read_slot_sets(
     let (slot_keys, raw_meta_keys) =
         scan_keys(redis, cfg, slot_pattern, meta_pattern, &mut anomalies).await?;
 
+    // Per key: ZCARD and the first `max` members, in the same pipeline (no extra round trip),
+    // so a runaway key costs at most `max` members of memory and is reported with its size.
+    let max = cfg.redis_max_members_per_key.max(1);
     let mut first = ReadBatch::new();
     for (_, key) in &slot_keys {
-        first.zrange_withscores(key.as_bytes());
+        first.zcard(key.as_bytes());
+        first.zrange_withscores_first(key.as_bytes(), max);
     }
     let tick_index = first.get(keys.drain_tick.as_bytes());
-    let replies = redis.run(&first).await?;
+    let mut replies = redis.run(&first).await?;
 
     let drain_tick_at_ms = replies
         .get(tick_index)
         .and_then(|v| parse_drain_tick(v, &keys.drain_tick, &mut anomalies));
+    replies.truncate(tick_index);
 
     let mut slot_sets = Vec::with_capacity(slot_keys.len());
-    for ((agent, key), reply) in slot_keys.iter().zip(&replies) {
+    let mut truncated = BTreeMap::new();
+    let mut replies = replies.into_iter();
+    for (agent, key) in &slot_keys {
+        let (Some(card), Some(reply)) = (replies.next(), replies.next()) else {
+            break;
+        };
+        // Each reply is consumed (and freed) as it is parsed.
         let Some(pairs) = zrange_pairs(reply, key, &mut anomalies) else {
             continue;
         };
+        let read = u64::try_from(pairs.len()).unwrap_or(u64::MAX);
+        let size = match card {
+            Value::Int(total) => Some(u64::try_from(total).unwrap_or(0)),
+            // ZCARD refused (an ACL without +zcard) or odd: the size is unknown, and a read
+            // that filled the cap may be partial, which is said rather than assumed away.
+            other => {
+                anomalies.push(anomaly(
+                    AnomalyKind::UnexpectedReply,
+                    key.clone(),
+                    format!(
+                        "ZCARD answered {}; the slot set's size is unknown",
+                        show_value(&other)
+                    ),
+                ));
+                (read >= u64::from(max)).then_some(u64::MAX)
+            }
+        };
+        if let Some(total) = size.filter(|total| *total > read) {
+            truncated.insert(agent.clone(), key.clone());
+            let total = if total == u64::MAX {
+                "an unknown number of".to_owned()
+            } else {
+                total.to_string()
+            };
+            anomalies.push(anomaly(
+                AnomalyKind::SlotSetTruncated,
+                key.clone(),
+                format!(
+                    "{total} members; the first {read} (lowest scores) were read and judged \
+                     (platform.redis_max_members_per_key)"
+                ),
+            ));
+        }
         let mut members = Vec::with_capacity(pairs.len());
         for (member, score) in pairs {
             let member = match String::from_utf8(member) {
@@ -262,15 +322,25 @@ async fn read_slot_sets(
         });
     }
 
-    Ok((slot_sets, drain_tick_at_ms, raw_meta_keys, anomalies))
+    Ok((
+        slot_sets,
+        drain_tick_at_ms,
+        raw_meta_keys,
+        anomalies,
+        truncated,
+    ))
 }
 
 /// Keeps owned hashes as found; re-reads the others after the recheck delay (one pipeline of
-/// `PTTL`, only when there are any) and keeps those still present, with their TTL.
+/// `PTTL`, only when there are any) and keeps those still present, with their TTL. A hash of an
+/// agent whose slot set was read only in part is first asked about (`ZSCORE` in the same
+/// pipeline): when its member exists beyond what was read, the hash is left out, since neither
+/// side of that slot was judged (the truncation itself is the `slot_set_truncated` anomaly).
 async fn confirm_strays(
     redis: &mut ReadOnlyRedis,
     cfg: &PlatformConfig,
     found: Vec<FoundMeta>,
+    truncated: &BTreeMap<String, String>,
     anomalies: &mut Vec<Anomaly>,
 ) -> Result<Vec<MetaKey>, RedisSourceError> {
     let (owned, strays): (Vec<FoundMeta>, Vec<FoundMeta>) =
@@ -293,11 +363,27 @@ async fn confirm_strays(
     );
     tokio::time::sleep(cfg.redis_orphan_recheck_delay).await;
     let mut batch = ReadBatch::new();
-    for f in &strays {
-        batch.pttl(f.key.as_bytes());
+    // Per stray: its PTTL's reply index, and its ZSCORE's when its agent's set was truncated.
+    let mut asked: Vec<(FoundMeta, usize, Option<usize>)> = Vec::with_capacity(strays.len());
+    for f in strays {
+        let pttl = batch.pttl(f.key.as_bytes());
+        let member = truncated
+            .get(&f.agent)
+            .map(|slot_key| batch.zscore(slot_key.as_bytes(), f.id.as_bytes()));
+        asked.push((f, pttl, member));
     }
-    let replies = redis.run(&batch).await?;
-    for (f, reply) in strays.into_iter().zip(replies) {
+    let mut replies: Vec<Option<Value>> = redis.run(&batch).await?.into_iter().map(Some).collect();
+    for (f, pttl, member) in asked {
+        let beyond_read = member
+            .and_then(|i| replies.get(i))
+            .is_some_and(|r| !matches!(r, Some(Value::Nil) | None));
+        if beyond_read {
+            continue;
+        }
+        let reply = replies
+            .get_mut(pttl)
+            .and_then(Option::take)
+            .unwrap_or(Value::Nil);
         match reply {
             // Gone: it was a release in progress (ZREM, then DEL).
             Value::Int(-2) => {}
@@ -319,37 +405,69 @@ async fn confirm_strays(
     Ok(out)
 }
 
-/// One pipeline for every non-sentinel member's metadata: `PTTL` and `HGET timeout_field`.
+/// Members whose metadata one pipeline reads. A fleet's slot members fit in one pipeline; a
+/// flood (issue 11 §1: 100 000 leaked members) is read in pipelines of this many, so the queued
+/// commands and their replies stay bounded instead of growing with the flood.
+pub const META_PIPELINE_MEMBERS: usize = 10_000;
+
+/// `PTTL` and `HGET timeout_field` for every non-sentinel member's metadata: one pipeline up to
+/// [`META_PIPELINE_MEMBERS`] members, one more per further such chunk.
 async fn read_meta(
     redis: &mut ReadOnlyRedis,
     cfg: &PlatformConfig,
     slot_sets: &mut [SlotSet],
     anomalies: &mut Vec<Anomaly>,
 ) -> Result<(), RedisSourceError> {
+    let wanted: Vec<(usize, usize)> = slot_sets
+        .iter()
+        .enumerate()
+        .flat_map(|(s, set)| {
+            set.members
+                .iter()
+                .enumerate()
+                .filter(|(_, member)| !member.sentinel)
+                .map(move |(m, _)| (s, m))
+        })
+        .collect();
+    for chunk in wanted.chunks(META_PIPELINE_MEMBERS) {
+        read_meta_chunk(redis, cfg, slot_sets, chunk, anomalies).await?;
+    }
+    Ok(())
+}
+
+async fn read_meta_chunk(
+    redis: &mut ReadOnlyRedis,
+    cfg: &PlatformConfig,
+    slot_sets: &mut [SlotSet],
+    chunk: &[(usize, usize)],
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<(), RedisSourceError> {
     let keys = &cfg.keys;
     let mut batch = ReadBatch::new();
-    let mut wanted: Vec<(usize, usize, String)> = Vec::new();
-    for (s, set) in slot_sets.iter().enumerate() {
-        for (m, member) in set.members.iter().enumerate() {
-            if member.sentinel {
-                continue;
-            }
-            let meta_key = fill(
-                &keys.slot_meta,
-                &[
-                    (AGENT, set.agent_name.as_str()),
-                    (EXECUTION_ID, member.member.as_str()),
-                ],
-            );
-            batch.pttl(meta_key.as_bytes());
-            batch.hget(meta_key.as_bytes(), keys.timeout_field.as_bytes());
-            wanted.push((s, m, meta_key));
-        }
+    let mut wanted: Vec<(usize, usize, String)> = Vec::with_capacity(chunk.len());
+    for &(s, m) in chunk {
+        let Some((set, member)) = slot_sets
+            .get(s)
+            .and_then(|set| set.members.get(m).map(|member| (set, member)))
+        else {
+            continue;
+        };
+        let meta_key = fill(
+            &keys.slot_meta,
+            &[
+                (AGENT, set.agent_name.as_str()),
+                (EXECUTION_ID, member.member.as_str()),
+            ],
+        );
+        batch.pttl(meta_key.as_bytes());
+        batch.hget(meta_key.as_bytes(), keys.timeout_field.as_bytes());
+        wanted.push((s, m, meta_key));
     }
     if wanted.is_empty() {
         return Ok(());
     }
     let replies = redis.run(&batch).await?;
+    drop(batch);
     // The instant the TTLs were read: S-03 measures a slot's age here, not at `taken_at`.
     let ttl_read_at_ms = crate::clock::now_ms();
     for ((s, m, meta_key), pair) in wanted.into_iter().zip(replies.chunks_exact(2)) {

@@ -66,17 +66,18 @@ pub(super) fn server_error_note(e: &redis::ServerError, what: &str) -> String {
 /// `ZRANGE … WITHSCORES` reply → (member bytes, score reply) pairs. RESP2 answers a flat
 /// `[m1, s1, m2, s2, …]` array, RESP3 an array of `[member, score]` pairs; both are accepted.
 pub(super) fn zrange_pairs(
-    reply: &Value,
+    reply: Value,
     key: &str,
     anomalies: &mut Vec<Anomaly>,
 ) -> Option<Vec<(Vec<u8>, Value)>> {
+    // Taken by value: a huge slot set's reply is moved into the pairs, never copied.
     let items = match reply {
         Value::Array(items) => items,
         Value::ServerError(e) => {
             anomalies.push(anomaly(
-                server_error_kind(e),
+                server_error_kind(&e),
                 key.to_owned(),
-                server_error_note(e, "slot key"),
+                server_error_note(&e, "slot key"),
             ));
             return None;
         }
@@ -84,32 +85,35 @@ pub(super) fn zrange_pairs(
             anomalies.push(anomaly(
                 AnomalyKind::UnexpectedReply,
                 key.to_owned(),
-                format!("ZRANGE answered {}; skipped", show_value(other)),
+                format!("ZRANGE answered {}; skipped", show_value(&other)),
             ));
             return None;
         }
     };
-    let member_bytes = |v: &Value| match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+    let member_bytes = |v: Value| match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
         _ => None,
     };
     let mut pairs = Vec::with_capacity(items.len() / 2);
     if items.iter().all(|i| matches!(i, Value::Array(_))) {
         for item in items {
             if let Value::Array(pair) = item
-                && let [member, score] = pair.as_slice()
-                && let Some(member) = member_bytes(member)
+                && pair.len() == 2
             {
-                pairs.push((member, score.clone()));
+                let mut pair = pair.into_iter();
+                if let (Some(member), Some(score)) = (pair.next(), pair.next())
+                    && let Some(member) = member_bytes(member)
+                {
+                    pairs.push((member, score));
+                }
             }
         }
     } else {
-        for chunk in items.chunks_exact(2) {
-            if let [member, score] = chunk
-                && let Some(member) = member_bytes(member)
-            {
-                pairs.push((member, score.clone()));
+        let mut items = items.into_iter();
+        while let (Some(member), Some(score)) = (items.next(), items.next()) {
+            if let Some(member) = member_bytes(member) {
+                pairs.push((member, score));
             }
         }
     }
@@ -222,12 +226,17 @@ mod tests {
     fn zrange_reply_shapes() {
         let mut anomalies = Vec::new();
         let flat = Value::Array(vec![bulk("a"), bulk("1"), bulk("b"), bulk("2")]);
-        let pairs = zrange_pairs(&flat, "k", &mut anomalies).unwrap();
+        let pairs = zrange_pairs(flat.clone(), "k", &mut anomalies).unwrap();
         assert_eq!(pairs.len(), 2);
         let resp3 = Value::Array(vec![Value::Array(vec![bulk("a"), Value::Double(1.0)])]);
-        assert_eq!(zrange_pairs(&resp3, "k", &mut anomalies).unwrap().len(), 1);
+        assert_eq!(
+            zrange_pairs(resp3.clone(), "k", &mut anomalies)
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(anomalies.is_empty());
-        assert!(zrange_pairs(&Value::Nil, "k", &mut anomalies).is_none());
+        assert!(zrange_pairs(Value::Nil, "k", &mut anomalies).is_none());
         assert_eq!(anomalies.len(), 1);
     }
 
