@@ -2,15 +2,16 @@
 //! [`SlotsRead::read_metadata`]: the `PTTL` + `HGET` pipeline and the delayed stray recheck), each
 //! a fixed number of round trips whatever the fleet size.
 //!
-//! It must not send anything but the reads [`ReadOnlyRedis`] offers, nor parse replies itself
-//! (see `reply`).
+//! It must not send anything but the reads [`DataConn`] offers (one node or a cluster), nor parse
+//! replies itself (see `reply`).
 
 use canary_invariants::{
     Anomaly, AnomalyKind, KeyTtl, MetaKey, RedisState, SlotMember, SlotMeta, SlotSet,
 };
 use redis::Value;
 
-use super::client::{ReadBatch, ReadOnlyRedis, RedisSourceError};
+use super::client::{ReadBatch, RedisSourceError};
+use super::cluster::DataConn;
 use super::keys::{
     AGENT, EXECUTION_ID, FoundMeta, MetaKeyPattern, SlotKeyPattern, common_prefix, fill,
     glob_escape, resolve_meta_keys,
@@ -39,7 +40,7 @@ pub struct RedisOutcome {
 /// may run while SQLite is being read.
 #[derive(Debug)]
 pub struct SlotsRead {
-    redis: ReadOnlyRedis,
+    redis: DataConn,
     route: Option<super::route::RedisRoute>,
     slot_sets: Vec<SlotSet>,
     drain_tick_at_ms: Option<i64>,
@@ -75,18 +76,9 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
             });
         }
     };
-    let routed = super::route::connect(cfg).await;
-    let failed_round_trips = routed.failed_round_trips();
-    let route = routed.route;
-    let mut redis = match routed.result {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(RedisOutcome {
-                result: Err(e),
-                round_trips: failed_round_trips,
-                route,
-            });
-        }
+    let (mut redis, route) = match connect(cfg).await {
+        Ok(connected) => connected,
+        Err(outcome) => return Err(outcome),
     };
     match read_slot_sets(&mut redis, cfg, &slot_pattern, &meta_pattern).await {
         Ok((slot_sets, drain_tick_at_ms, other_keys, anomalies)) => Ok(SlotsRead {
@@ -101,7 +93,39 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
         Err(e) => Err(RedisOutcome {
             result: Err(e),
             round_trips: redis.round_trips(),
-            route,
+            route: redis.route(route),
+        }),
+    }
+}
+
+/// The node (route) or the cluster's primaries this collection reads; a failure comes back as
+/// the finished outcome.
+async fn connect(
+    cfg: &PlatformConfig,
+) -> Result<(DataConn, Option<super::route::RedisRoute>), RedisOutcome> {
+    if let Some(cluster) = &cfg.redis_cluster {
+        let route = super::route::RedisRoute::cluster();
+        return match super::cluster::connect(cfg, cluster).await {
+            Ok(c) => Ok((DataConn::Cluster(Box::new(c)), Some(route))),
+            Err((e, report, spent)) => Err(RedisOutcome {
+                result: Err(e),
+                round_trips: spent,
+                route: Some(super::route::RedisRoute {
+                    cluster: Some(report),
+                    discovery_round_trips: spent,
+                    ..route
+                }),
+            }),
+        };
+    }
+    let routed = super::route::connect(cfg).await;
+    let failed_round_trips = routed.failed_round_trips();
+    match routed.result {
+        Ok(r) => Ok((DataConn::Node(r), routed.route)),
+        Err(e) => Err(RedisOutcome {
+            result: Err(e),
+            round_trips: failed_round_trips,
+            route: routed.route,
         }),
     }
 }
@@ -144,7 +168,7 @@ impl SlotsRead {
         RedisOutcome {
             result,
             round_trips: redis.round_trips(),
-            route,
+            route: redis.route(route),
         }
     }
 }
@@ -152,7 +176,7 @@ impl SlotsRead {
 /// Slot keys and metadata keys, from one SCAN over their common literal prefix, or two SCANs
 /// when the patterns share none (a bare `*` would transfer every key of the database).
 async fn scan_keys(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     slot_pattern: &SlotKeyPattern,
     meta_pattern: &MetaKeyPattern,
@@ -201,7 +225,7 @@ async fn scan_keys(
 type SlotSetsRead = (Vec<SlotSet>, Option<i64>, Vec<String>, Vec<Anomaly>);
 
 async fn read_slot_sets(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     slot_pattern: &SlotKeyPattern,
     meta_pattern: &MetaKeyPattern,
@@ -268,7 +292,7 @@ async fn read_slot_sets(
 /// Keeps owned hashes as found; re-reads the others after the recheck delay (one pipeline of
 /// `PTTL`, only when there are any) and keeps those still present, with their TTL.
 async fn confirm_strays(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     found: Vec<FoundMeta>,
     anomalies: &mut Vec<Anomaly>,
@@ -321,7 +345,7 @@ async fn confirm_strays(
 
 /// One pipeline for every non-sentinel member's metadata: `PTTL` and `HGET timeout_field`.
 async fn read_meta(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     slot_sets: &mut [SlotSet],
     anomalies: &mut Vec<Anomaly>,
