@@ -5,9 +5,14 @@
 //! starts a private `redis-server` and calls this binary twice per dataset, in separate processes:
 //!
 //! ```text
-//! cycle seed <S|M|L> <platform.db> <redis_url>
-//! cycle run  <S|M|L> <platform.db> <redis_url> <state.db> [cycles]
+//! cycle seed <S|M|L> <db> <redis_url>
+//! cycle run  <S|M|L> <db> <redis_url> <state.db> [cycles]
 //! ```
+//!
+//! `<db>` is the platform database: a SQLite file path, or a `postgres://` (`postgresql://`) URL.
+//! A URL is seeded through `PlatformTarget::postgres` (the database must exist; the schema is
+//! created) and read through `platform.database_url` instead of `platform.sqlite_path`. The URL
+//! is never printed (it could carry a password).
 //!
 //! `run` does one warm-up cycle then `cycles` (default 5) measured ones against a fresh state
 //! database, and prints one JSON object: median/min/max wall time, the collector's SQL statement
@@ -30,6 +35,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use canary::config::{self, Overrides};
 use canary::cycle::{CycleRequest, Trigger, run_cycle};
+use canary::fleet::platform_db::PlatformTarget;
 use canary::fleet::seed::{SeedSpec, seed};
 use canary::store::{SharedDb, StateDb};
 
@@ -50,14 +56,14 @@ fn main() -> anyhow::Result<()> {
         .as_slice()
     {
         ["seed", dataset, db, redis_url] => {
-            runtime.block_on(seed_command(&spec(dataset)?, Path::new(db), redis_url))
+            runtime.block_on(seed_command(&spec(dataset)?, &platform(db), redis_url))
         }
         ["run", dataset, db, redis_url, state] => {
-            runtime.block_on(run_command(dataset, Path::new(db), redis_url, state, 5))
+            runtime.block_on(run_command(dataset, &platform(db), redis_url, state, 5))
         }
         ["run", dataset, db, redis_url, state, cycles] => runtime.block_on(run_command(
             dataset,
-            Path::new(db),
+            &platform(db),
             redis_url,
             state,
             cycles.parse().context("cycles")?,
@@ -78,9 +84,28 @@ fn spec(dataset: &str) -> anyhow::Result<SeedSpec> {
     SeedSpec::named(dataset).with_context(|| format!("unknown dataset {dataset:?} (S, M or L)"))
 }
 
-async fn seed_command(spec: &SeedSpec, db: &Path, redis_url: &str) -> anyhow::Result<()> {
+/// The `<db>` argument: a PostgreSQL URL, or else a SQLite file path.
+fn platform(db: &str) -> PlatformTarget {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        PlatformTarget::postgres(db)
+    } else {
+        PlatformTarget::Sqlite(PathBuf::from(db))
+    }
+}
+
+async fn seed_command(
+    spec: &SeedSpec,
+    target: &PlatformTarget,
+    redis_url: &str,
+) -> anyhow::Result<()> {
     let show_progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let report = seed(db, redis_url, spec, show_progress).await?;
+    let report = seed(target, redis_url, spec, show_progress).await?;
+    // A server database's size is the script's to measure (`pg_database_size`); only a file's
+    // size is known here.
+    let db_bytes = match target {
+        PlatformTarget::Sqlite(db) => serde_json::json!(db_file_bytes(db)),
+        PlatformTarget::Postgres(_) => serde_json::Value::Null,
+    };
     eprintln!("{report}");
     println!(
         "{}",
@@ -92,10 +117,14 @@ async fn seed_command(spec: &SeedSpec, db: &Path, redis_url: &str) -> anyhow::Re
             "rows": report.rows,
             "slots": report.slots,
             "cascade_rows": report.cascade_rows,
-            "db_bytes": std::fs::metadata(db).map(|m| m.len()).unwrap_or(0),
+            "db_bytes": db_bytes,
         })
     );
     Ok(())
+}
+
+fn db_file_bytes(db: &Path) -> u64 {
+    std::fs::metadata(db).map(|m| m.len()).unwrap_or(0)
 }
 
 /// One measured cycle.
@@ -114,16 +143,20 @@ struct Sample {
 
 async fn run_command(
     dataset: &str,
-    db: &Path,
+    target: &PlatformTarget,
     redis_url: &str,
     state: &str,
     cycles: usize,
 ) -> anyhow::Result<()> {
     let state = PathBuf::from(state);
+    let database = match target {
+        PlatformTarget::Sqlite(db) => ("platform.sqlite_path", db.display().to_string()),
+        PlatformTarget::Postgres(url) => ("platform.database_url", url.expose().to_owned()),
+    };
     let config = config::load_validated(
         None,
         &Overrides::new()
-            .with("platform.sqlite_path", db.display().to_string())
+            .with(database.0, database.1)
             .with("platform.redis_url", redis_url)
             .with("state.path", state.display().to_string()),
     )

@@ -2,6 +2,7 @@
 # End-to-end cycle bench over the S, M and L synthetic platforms (benches/RESULTS.md).
 #
 #   scripts/bench-cycle.sh [S|M|L|all] [cycles]        (default: all, 5 measured cycles)
+#   CANARY_BENCH_PLATFORM=postgres scripts/bench-cycle.sh [S|M|L|all] [cycles]
 #
 # For each dataset: starts a private redis-server on a free port whose data lives in the cache
 # dir, seeds the dataset once (re-seeded when older than CANARY_BENCH_MAX_AGE seconds, default
@@ -9,9 +10,26 @@
 # so a stale dataset would no longer be green), then runs the cycles in a FRESH process (the
 # `cycle` bench binary: 1 warm-up + N measured cycles, peak RSS from /proc/self/status VmHWM) and
 # a one-shot `canary check --no-persist --format json` under /usr/bin/time as a cold cross-check.
-# One JSON line per dataset goes to $CACHE/results.jsonl; a markdown table is printed at the end.
+# One JSON line per dataset goes to $CACHE/results.jsonl (with "platform" and the load average at
+# the start of the dataset's cycles); a markdown table is printed at the end.
 #
-# Env: CANARY_BENCH_DIR (cache, default target/bench-cycle), CANARY_BENCH_MAX_AGE (seconds).
+# Platform database (CANARY_BENCH_PLATFORM, default sqlite):
+# - sqlite: one file per dataset, $CACHE/<set>/platform.db.
+# - postgres: ONE private PostgreSQL cluster in $CACHE/pg/cluster (initdb once, kept between runs
+#   like the Redis dumps), one database per dataset (bench_s, bench_m, bench_l), the Redis dump
+#   and seeding marker in $CACHE/pg/<set>/. The server (initdb/pg_ctl/postgres from PATH, else
+#   the highest /usr/lib/postgresql/*/bin; as root run as the `postgres` OS user via runuser, the
+#   cluster owned by it) listens on a free 127.0.0.1 port only, TCP only (no unix socket), trust
+#   authentication, and is stopped on exit. Durability is off (fsync, synchronous_commit,
+#   full_page_writes): it only changes how writes reach the disk, and the measured cycles only
+#   read. Seeding connects as the superuser, then VACUUM (ANALYZE) + CHECKPOINT (statistics,
+#   hint bits and the visibility map as a production table has them, and no background catch-up
+#   during the cycles). canary reads as `canary_ro`, a LOGIN role with only CONNECT, USAGE on
+#   schema public and SELECT on its tables: the production shape (canary refuses a superuser
+#   unless platform.allow_write_role). URLs carry no password and are never printed.
+#
+# Env: CANARY_BENCH_PLATFORM (sqlite | postgres), CANARY_BENCH_DIR (cache, default
+# target/bench-cycle), CANARY_BENCH_MAX_AGE (seconds).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,18 +37,36 @@ WHICH="${1:-all}"
 CYCLES="${2:-5}"
 CACHE="${CANARY_BENCH_DIR:-target/bench-cycle}"
 MAX_AGE="${CANARY_BENCH_MAX_AGE:-600}"
+PLATFORM="${CANARY_BENCH_PLATFORM:-sqlite}"
 mkdir -p "$CACHE"
 CACHE="$(cd "$CACHE" && pwd)"
 
 case "$WHICH" in
   all) SETS=(S M L) ;;
   S|M|L|s|m|l) SETS=("${WHICH^^}") ;;
-  *) echo "usage: $0 [S|M|L|all] [cycles]" >&2; exit 2 ;;
+  *) echo "usage: [CANARY_BENCH_PLATFORM=sqlite|postgres] $0 [S|M|L|all] [cycles]" >&2; exit 2 ;;
+esac
+case "$PLATFORM" in
+  sqlite|postgres) ;;
+  *) echo "CANARY_BENCH_PLATFORM must be sqlite or postgres, not $PLATFORM" >&2; exit 2 ;;
 esac
 
 for tool in redis-server redis-cli jq /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install redis-server jq time)" >&2; exit 1; }
 done
+
+PG_BIN=""
+if [ "$PLATFORM" = postgres ]; then
+  command -v psql >/dev/null || { echo "missing psql (apt-get install postgresql)" >&2; exit 1; }
+  for d in "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")" \
+           $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ]; then PG_BIN="$d"; break; fi
+  done
+  [ -n "$PG_BIN" ] || { echo "PostgreSQL server binaries not found on PATH or in /usr/lib/postgresql/*/bin (apt-get install postgresql)" >&2; exit 1; }
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || { echo "running as root, and there is no postgres OS user to run PostgreSQL as" >&2; exit 1; }
+  fi
+fi
 
 echo "== building (release) ==" >&2
 cargo build --release --bin canary >&2
@@ -49,7 +85,48 @@ stop_redis() {
     REDIS_PID=""
   fi
 }
-trap stop_redis EXIT
+
+# A PostgreSQL server binary, as the postgres OS user when running as root (it refuses root).
+pg_tool() {
+  local tool="$1"; shift
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_BIN/$tool" "$@"; else "$PG_BIN/$tool" "$@"; fi
+}
+PG_UP=""
+PG_CLUSTER="$CACHE/pg/cluster"
+PG_RO_ROLE=canary_ro
+stop_pg() {
+  if [ -n "$PG_UP" ]; then
+    pg_tool pg_ctl stop -D "$PG_CLUSTER/data" -m fast -w -t 60 >/dev/null 2>&1 || true
+    PG_UP=""
+  fi
+}
+trap 'stop_redis; stop_pg' EXIT
+
+# psql as the superuser on database $1 (TCP, trust, no password); the remaining args go to psql.
+pg_admin() {
+  local db="$1"; shift
+  psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "$@"
+}
+
+start_pg() {
+  mkdir -p "$PG_CLUSTER"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_CLUSTER"; fi
+  if [ ! -f "$PG_CLUSTER/data/PG_VERSION" ]; then
+    echo "== initdb (once: $PG_CLUSTER) ==" >&2
+    pg_tool initdb -D "$PG_CLUSTER/data" -A trust -U postgres -E UTF8 --locale=C --no-sync \
+      >"$PG_CLUSTER/initdb.log" 2>&1 || { echo "initdb failed (see $PG_CLUSTER/initdb.log)" >&2; exit 1; }
+  fi
+  PG_PORT="$(free_port)"
+  # Durability off: the cycles only read (see the header). TCP on loopback only, no unix socket.
+  pg_tool pg_ctl start -D "$PG_CLUSTER/data" -l "$PG_CLUSTER/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    >/dev/null || { echo "postgres did not start (see $PG_CLUSTER/postgres.log)" >&2; exit 1; }
+  PG_UP=1
+  pg_admin postgres -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_RO_ROLE') THEN CREATE ROLE $PG_RO_ROLE LOGIN; END IF; END \$\$"
+  PG_VERSION_TEXT="$(pg_admin postgres -c 'SHOW server_version')"
+  echo "== PostgreSQL $PG_VERSION_TEXT on 127.0.0.1:$PG_PORT ==" >&2
+}
+if [ "$PLATFORM" = postgres ]; then start_pg; fi
 
 start_redis() { # $1 = data dir (dump.rdb loaded if present)
   PORT="$(free_port)"
@@ -69,32 +146,68 @@ start_redis() { # $1 = data dir (dump.rdb loaded if present)
 RESULTS="$CACHE/results.jsonl"
 : >"$RESULTS.new"
 for DS in "${SETS[@]}"; do
-  DIR="$CACHE/$DS"
+  if [ "$PLATFORM" = postgres ]; then
+    DIR="$CACHE/pg/$DS"
+    PG_DB="bench_${DS,,}"
+    # Seeding needs the superuser (it creates the schema); canary reads as the read-only role.
+    SEED_DB="postgres://postgres@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable"
+    READ_DB="postgres://$PG_RO_ROLE@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable"
+    HAVE_DB="$(pg_admin postgres -c "SELECT count(*) FROM pg_database WHERE datname = '$PG_DB'")"
+  else
+    DIR="$CACHE/$DS"
+    SEED_DB="$DIR/platform.db"
+    READ_DB="$DIR/platform.db"
+    HAVE_DB="$([ -f "$DIR/platform.db" ] && echo 1 || echo 0)"
+  fi
   mkdir -p "$DIR"
   start_redis "$DIR"
   URL="redis://127.0.0.1:$PORT/0"
   NOW=$(date +%s)
   SEEDED_AT=$(cat "$DIR/seeded_at" 2>/dev/null || echo 0)
   SEED_JSON=$(cat "$DIR/seed.json" 2>/dev/null || echo '{}')
-  if [ $((NOW - SEEDED_AT)) -gt "$MAX_AGE" ] || [ ! -f "$DIR/platform.db" ]; then
-    echo "== seeding $DS ==" >&2
+  if [ $((NOW - SEEDED_AT)) -gt "$MAX_AGE" ] || [ "$HAVE_DB" != 1 ]; then
+    echo "== seeding $DS ($PLATFORM) ==" >&2
     redis-cli -p "$PORT" flushall >/dev/null
-    rm -f "$DIR/platform.db" "$DIR/platform.db-wal" "$DIR/platform.db-shm" "$DIR/seeded_at"
-    SEED_JSON=$("$BENCH_EXE" seed "$DS" "$DIR/platform.db" "$URL")
+    rm -f "$DIR/seeded_at"
+    if [ "$PLATFORM" = postgres ]; then
+      pg_admin postgres -c "DROP DATABASE IF EXISTS $PG_DB" -c "CREATE DATABASE $PG_DB"
+    else
+      rm -f "$DIR/platform.db" "$DIR/platform.db-wal" "$DIR/platform.db-shm"
+    fi
+    SEED_JSON=$("$BENCH_EXE" seed "$DS" "$SEED_DB" "$URL")
+    if [ "$PLATFORM" = postgres ]; then
+      T0=$(date +%s%N)
+      # The seeder ANALYZEs; VACUUM also sets hint bits and the visibility map (what autovacuum
+      # gives a production table), and the checkpoint flushes it all before anything is timed.
+      pg_admin "$PG_DB" -c "VACUUM (ANALYZE)" -c "CHECKPOINT"
+      pg_admin "$PG_DB" -c "GRANT CONNECT ON DATABASE $PG_DB TO $PG_RO_ROLE" \
+        -c "GRANT USAGE ON SCHEMA public TO $PG_RO_ROLE" \
+        -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO $PG_RO_ROLE"
+      VACUUM_MS=$((($(date +%s%N) - T0) / 1000000))
+      DB_BYTES="$(pg_admin "$PG_DB" -c "SELECT pg_database_size(current_database())")"
+      SEED_JSON=$(jq -c --argjson b "$DB_BYTES" --argjson v "$VACUUM_MS" \
+        '.db_bytes = $b | .vacuum_analyze_seconds = $v / 1000' <<<"$SEED_JSON")
+    fi
     redis-cli -p "$PORT" save >/dev/null
     echo "$SEED_JSON" >"$DIR/seed.json"
     date +%s >"$DIR/seeded_at"
   else
-    echo "== $DS: using the cache seeded $((NOW - SEEDED_AT)) s ago ==" >&2
+    echo "== $DS ($PLATFORM): using the cache seeded $((NOW - SEEDED_AT)) s ago ==" >&2
   fi
 
-  echo "== cycles $DS (1 warm-up + $CYCLES) ==" >&2
+  LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "== cycles $DS $PLATFORM (1 warm-up + $CYCLES), load average $LOADAVG ==" >&2
   rm -f "$DIR"/state.db*
-  RUN_JSON=$("$BENCH_EXE" run "$DS" "$DIR/platform.db" "$URL" "$DIR/state.db" "$CYCLES")
+  RUN_JSON=$("$BENCH_EXE" run "$DS" "$READ_DB" "$URL" "$DIR/state.db" "$CYCLES")
 
   echo "== one-shot canary check $DS ==" >&2
+  if [ "$PLATFORM" = postgres ]; then
+    DB_ENV=(CANARY__PLATFORM__DATABASE_URL="$READ_DB")
+  else
+    DB_ENV=(CANARY__PLATFORM__SQLITE_PATH="$READ_DB")
+  fi
   set +e
-  CANARY__PLATFORM__SQLITE_PATH="$DIR/platform.db" CANARY__PLATFORM__REDIS_URL="$URL" \
+  env "${DB_ENV[@]}" CANARY__PLATFORM__REDIS_URL="$URL" \
     CANARY__STATE__PATH="$DIR/no-state.db" \
     /usr/bin/time -f '%M %e' -o "$DIR/time.txt" \
     "$CANARY_EXE" check --no-persist --format json >"$DIR/check.json" 2>"$DIR/check.err"
@@ -105,15 +218,18 @@ for DS in "${SETS[@]}"; do
 
   jq -c -n --argjson run "$RUN_JSON" --argjson seed "$SEED_JSON" \
     --argjson rc "$CHECK_RC" --argjson rss "${CHECK_RSS:-0}" --arg wall "${CHECK_WALL:-0}" \
-    --argjson ms "${CHECK_MS:-null}" \
-    '$run + {seed: $seed, check_exit: $rc, check_peak_rss_kb: $rss,
-             check_process_wall_s: ($wall|tonumber), check_collect_evaluate_ms: $ms}' \
+    --argjson ms "${CHECK_MS:-null}" --arg platform "$PLATFORM" --arg load "$LOADAVG" \
+    --arg server "${PG_VERSION_TEXT:-}" \
+    '{platform: $platform} + $run + {seed: $seed, check_exit: $rc, check_peak_rss_kb: $rss,
+             check_process_wall_s: ($wall|tonumber), check_collect_evaluate_ms: $ms,
+             loadavg: $load}
+     + (if $server == "" then {} else {server_version: $server} end)' \
     | tee -a "$RESULTS.new"
   stop_redis
 done
 cat "$RESULTS.new" >>"$RESULTS"
 
 echo
-echo "| set | seed s | cycle wall median (min–max) ms | collect+eval ms | SQLite ms | Redis ms | SQL stmts | Redis RTs | commandstats Δ/cycle | peak RSS MB | violations | check: exit, RSS MB, wall s |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-jq -r '"| \(.dataset) | \(.seed.seconds // "cached" | if type=="number" then (.*10|round/10) else . end) | \(.wall_ms_median*10|round/10) (\(.wall_ms_min*10|round/10)–\(.wall_ms_max*10|round/10)) | \(.collect_evaluate_ms_median*10|round/10) | \(.sqlite_ms_median*10|round/10) | \(.redis_ms_median*10|round/10) | \(.sql_statements|map(tostring)|join(",")) | \(.redis_round_trips|map(tostring)|join(",")) | \(.commandstats_delta_per_cycle|to_entries|map("\(.key)=\(.value)")|join(" ")) | \(.peak_rss_kb/1024*10|round/10) | \(.violations|add) | \(.check_exit), \(.check_peak_rss_kb/1024*10|round/10), \(.check_process_wall_s) |"' "$RESULTS.new"
+echo "| platform | set | seed s | cycle wall median (min–max) ms | collect+eval ms | SQL ms | Redis ms | SQL stmts | Redis RTs | commandstats Δ/cycle | peak RSS MB | violations | check: exit, RSS MB, wall s | load avg |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+jq -r '"| \(.platform) | \(.dataset) | \(.seed.seconds // "cached" | if type=="number" then (.*10|round/10) else . end) | \(.wall_ms_median*10|round/10) (\(.wall_ms_min*10|round/10)–\(.wall_ms_max*10|round/10)) | \(.collect_evaluate_ms_median*10|round/10) | \(.sqlite_ms_median*10|round/10) | \(.redis_ms_median*10|round/10) | \(.sql_statements|map(tostring)|join(",")) | \(.redis_round_trips|map(tostring)|join(",")) | \(.commandstats_delta_per_cycle|to_entries|map("\(.key)=\(.value)")|join(" ")) | \(.peak_rss_kb/1024*10|round/10) | \(.violations|add) | \(.check_exit), \(.check_peak_rss_kb/1024*10|round/10), \(.check_process_wall_s) | \(.loadavg) |"' "$RESULTS.new"

@@ -33,17 +33,34 @@ fn recipe_fleet() -> FleetSpec {
 
 /// Runs one recipe end to end on `backend`; every assertion names the recipe.
 async fn detect(name: &str, backend: Backend) {
-    let recipe: &'static dyn Recipe =
-        faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"));
+    let recipe = recipe_named(name);
+    let env = FleetEnv::start_on(backend, &recipe_fleet(), &[recipe]).await;
+    detect_with(name, env, &format!("{backend:?}")).await;
+}
+
+/// The registry's recipe `name` (panics naming it when absent).
+pub(crate) fn recipe_named(name: &str) -> &'static dyn Recipe {
+    faults::find(name).unwrap_or_else(|| panic!("no recipe {name}"))
+}
+
+/// The fleet a recipe runs in (for callers that start their own rig).
+pub(crate) fn recipe_fleet_spec() -> FleetSpec {
+    recipe_fleet()
+}
+
+/// Runs recipe `name` end to end on a started `env` (its rig provisioned for the recipe):
+/// baseline green → inject → red, one fired alert → revert → green, one resolved alert.
+/// `on` names the setup in every assertion.
+pub(crate) async fn detect_with(name: &str, mut env: FleetEnv, on: &str) {
+    let recipe = recipe_named(name);
     let meta = recipe.meta();
     assert!(
         catalog::find(meta.invariant).is_some(),
         "[{name}] {} is not in the catalog",
         meta.invariant
     );
-    let mut env = FleetEnv::start_on(backend, &recipe_fleet(), &[recipe]).await;
     let inv = meta.invariant;
-    let tag = format!("[{name} → {inv} on {backend:?}]");
+    let tag = format!("[{name} → {inv} on {on}]");
 
     let baseline = env.cycle().await;
     assert!(
@@ -308,4 +325,106 @@ async fn soak(backend: Backend) {
         findings.len(),
         findings.join("\n")
     );
+}
+
+/// `canary fleet` outlives a Redis restart (issue 11 §6): its connections reconnect, a fault
+/// injected after the restart lands on the new server, and Ctrl-C (SIGINT) still reverts it
+/// and stops the fleet cleanly.
+#[test]
+fn the_fleet_outlives_a_redis_restart_and_reverts_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut redis = crate::support::redis_server::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("platform.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["fleet", "--init", "--sqlite-path"])
+        .arg(&db)
+        .args(["--redis-url", &redis.url()])
+        .args(["--agents", "4", "--rate", "300"])
+        .args(["--faults", "s01-leak", "--fault-after", "4s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn canary fleet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, seen) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut output = Vec::new();
+    let mut wait_for = |needle: &str, within: Duration| -> String {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match seen.recv_timeout(left) {
+                Ok(line) => {
+                    output.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no {needle:?} within {within:?}; output:\n{}",
+            output.join("\n")
+        );
+    };
+    wait_for("fleet: 4 agents", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1_000));
+    // An empty server on the same port: what a restart without persistence looks like.
+    redis.restart().expect("restart redis");
+
+    // The fault is injected after the restart, through the reconnected injector.
+    let injected = wait_for("inject s01-leak", Duration::from_secs(20));
+    assert!(!injected.contains("failed"), "{injected}");
+    // "… inject s01-leak (S-01): <site>: execution <id> finished 30 s ago, …"
+    let detail = injected.split("(S-01): ").nth(1).expect("detail");
+    let site = detail.split(':').next().expect("site").to_owned();
+    let id = detail
+        .split("execution ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("id")
+        .to_owned();
+    let mut conn = crate::support::redis_server::connect(&redis);
+    let key = format!("agent:slots:{site}");
+    let leaked: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&key)
+        .arg(&id)
+        .query(&mut conn)
+        .expect("ZSCORE");
+    assert!(leaked.is_some(), "the leak is on the restarted server");
+    // The simulator writes to the new server too.
+    std::thread::sleep(Duration::from_secs(2));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("agent:slots:*")
+        .query(&mut conn)
+        .expect("KEYS");
+    assert!(keys.iter().any(|k| *k != key), "{keys:?}");
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let reverted = wait_for("reverted: s01-leak", Duration::from_secs(30));
+    assert!(reverted.contains("s01-leak"));
+    wait_for(
+        "stopped (platform left consistent)",
+        Duration::from_secs(30),
+    );
+    let exit = child.wait().expect("wait");
+    reader.join().expect("reader");
+    assert!(exit.code().is_some(), "exited, not killed: {exit:?}");
+    let after: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&key)
+        .arg(&id)
+        .query(&mut conn)
+        .expect("ZSCORE");
+    assert_eq!(after, None, "the revert released the leaked slot");
 }

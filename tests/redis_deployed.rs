@@ -9,7 +9,10 @@
 //!   `platform.redis_password_file`: green on a healthy platform, red on a leak, and the server's
 //!   `ACL LOG` empty afterwards, which proves canary issued no command outside that ACL; a wrong
 //!   password is unknown and never shown;
-//! - `config validate` refuses TLS settings on a plain `redis://` URL and half a client pair.
+//! - `config validate` refuses TLS settings on a plain `redis://` URL and half a client pair;
+//! - the core Redis recipes (S-01 leak, S-03 short TTL, S-04 orphan metadata, L-03 orphan) run
+//!   end to end over `rediss://` as the README's ACL user: red once, one fired and one resolved
+//!   alert each.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -330,4 +333,81 @@ fn validation_refuses_tls_settings_it_cannot_use() {
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
+}
+
+/// The core Redis recipes over TLS with an ACL user holding exactly the README's ACL: each goes
+/// red once (one fired alert) and resolves once, as on a plain Redis. The fleet writes through
+/// the server's plain port as the default user; canary reads only through `rediss://` as
+/// `canary`.
+async fn recipe_over_tls_and_acl(name: &str) {
+    use canary::fleet::rig::Rig;
+
+    let pki = pki();
+    let tls_port = free_loopback_port().expect("port");
+    let acl = readme_acl();
+    let redis = RedisServer::start_with(|dir| {
+        for (file, text) in [
+            ("ca.crt", &pki.ca),
+            ("server.crt", &pki.server_cert),
+            ("server.key", &pki.server_key),
+        ] {
+            std::fs::write(dir.join(file), text).expect("write pki");
+        }
+        let path = |file: &str| dir.join(file).display().to_string();
+        let mut args = vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path("server.crt"),
+            "--tls-key-file".to_owned(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            path("ca.crt"),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+            "--user".to_owned(),
+            "canary".to_owned(),
+            "on".to_owned(),
+            ">tls-acl-pw".to_owned(),
+        ];
+        args.extend(acl.iter().cloned());
+        args
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ca = redis.dir().join("ca.crt");
+    let password = redis.dir().join("canary-password");
+    std::fs::write(&password, "tls-acl-pw\n").expect("password file");
+    let recipe = crate::fleet::recipe_named(name);
+    let rig = Rig::start_with_redis(redis, &crate::fleet::recipe_fleet_spec(), &[recipe])
+        .await
+        .unwrap_or_else(|e| panic!("starting the platform: {e}"));
+    let env = crate::support::fleet::FleetEnv::watch(rig, |config| {
+        let p = &mut config.platform;
+        p.redis_url = format!("rediss://localhost:{tls_port}/0");
+        p.redis_tls.ca_file = Some(ca);
+        p.redis_username = Some("canary".to_owned());
+        p.redis_password_file = Some(password);
+    })
+    .await;
+    crate::fleet::detect_with(name, env, "rediss:// + ACL user").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s01_leak_over_tls_and_acl() {
+    recipe_over_tls_and_acl("s01-leak").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s03_short_ttl_over_tls_and_acl() {
+    recipe_over_tls_and_acl("s03-short-ttl").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s04_orphan_meta_over_tls_and_acl() {
+    recipe_over_tls_and_acl("s04-orphan-meta").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l03_orphan_over_tls_and_acl() {
+    recipe_over_tls_and_acl("l03-orphan").await;
 }

@@ -66,14 +66,9 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
             .map_err(RunError::at("opening the platform database"))?;
         sim::provision(&mut db, &opts.spec, &plans, crate::clock::now_ms())
             .map_err(RunError::at("provisioning the agents"))?;
-        let connect = async {
-            redis::Client::open(opts.redis_url.as_str())?
-                .get_multiplexed_async_connection()
-                .await
-        };
-        let mut redis = connect
+        let mut redis = crate::fleet::platform::connect_redis(&opts.redis_url)
             .await
-            .map_err(|e| RunError::at("connecting to the platform's redis")(e.into()))?;
+            .map_err(RunError::at("connecting to the platform's redis"))?;
         let closed = sim::recover(
             &db,
             &mut redis,

@@ -17,6 +17,24 @@ use crate::fleet::platform_db::{PlatformDb, PlatformTarget, params};
 /// The platform schema (every table and column canary reads), as in the test fixture.
 pub const SCHEMA: &str = include_str!("../../tests/fixtures/platform.sql");
 
+/// The fleet's Redis connection: a `ConnectionManager`, which reconnects by itself after the
+/// server restarts (a command in flight during the outage fails and is counted as a write
+/// error; the next ones go through), so a long `canary fleet` run outlives a Redis restart
+/// and can still revert its faults on Ctrl-C.
+pub type RedisConn = redis::aio::ConnectionManager;
+
+/// Opens a [`RedisConn`] on `url`: a few quick reconnection attempts, then each command fails
+/// fast while the server is away instead of hanging the simulator.
+pub async fn connect_redis(url: &str) -> Result<RedisConn, FleetError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(3)
+        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(5)));
+    Ok(redis::Client::open(url)?
+        .get_connection_manager_with_config(config)
+        .await?)
+}
+
 /// Slot TTL buffer the platform adds to an execution's timeout.
 pub const SLOT_TTL_BUFFER_SECONDS: i64 = 300;
 
@@ -58,7 +76,7 @@ impl From<postgres::Error> for FleetError {
 /// Writable handles on a synthetic platform.
 pub struct Platform {
     db: PlatformDb,
-    redis: redis::aio::MultiplexedConnection,
+    redis: RedisConn,
     keys: RedisKeys,
 }
 
@@ -92,7 +110,7 @@ pub fn sqlite_datetime(ms: i64) -> String {
 /// The Redis half of the platform's claim, atomic: ZADD the slot (score = unix seconds), HSET its
 /// `timeout_seconds`, EXPIRE it after `timeout + 300`.
 pub async fn acquire(
-    redis: &mut redis::aio::MultiplexedConnection,
+    redis: &mut RedisConn,
     slots_key: &str,
     meta_key: &str,
     id: &str,
@@ -114,7 +132,7 @@ pub async fn acquire(
 
 /// The Redis half of the platform's finish, atomic: ZREM + DEL.
 pub async fn release(
-    redis: &mut redis::aio::MultiplexedConnection,
+    redis: &mut RedisConn,
     slots_key: &str,
     meta_key: &str,
     id: &str,
@@ -138,9 +156,7 @@ impl Platform {
         redis_url: &str,
     ) -> Result<Platform, FleetError> {
         let db = PlatformDb::open(&target.into(), false)?;
-        let redis = redis::Client::open(redis_url)?
-            .get_multiplexed_async_connection()
-            .await?;
+        let redis = connect_redis(redis_url).await?;
         Ok(Platform {
             db,
             redis,
@@ -159,7 +175,7 @@ impl Platform {
     }
 
     /// The Redis connection, for test-specific edits.
-    pub fn redis(&mut self) -> &mut redis::aio::MultiplexedConnection {
+    pub fn redis(&mut self) -> &mut RedisConn {
         &mut self.redis
     }
 

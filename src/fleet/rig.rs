@@ -82,7 +82,7 @@ impl Rig {
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
         match backend {
-            Backend::Sqlite => Rig::start_inner(None, spec, recipes).await,
+            Backend::Sqlite => Rig::start_inner(None, None, spec, recipes).await,
             Backend::Postgres | Backend::PostgresTyped => {
                 let server =
                     PostgresServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
@@ -101,11 +101,23 @@ impl Rig {
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
-        Rig::start_inner(Some((server, typed)), spec, recipes).await
+        Rig::start_inner(Some((server, typed)), None, spec, recipes).await
+    }
+
+    /// [`Rig::start`] (SQLite) on a `redis` server the caller started, with the options under
+    /// test (a TLS port, ACL users): the fleet writes through its plain port as the default
+    /// user, and the watcher's configuration is the caller's to adjust.
+    pub async fn start_with_redis(
+        redis: RedisServer,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
+        Rig::start_inner(None, Some(redis), spec, recipes).await
     }
 
     async fn start_inner(
         postgres: Option<(Arc<PostgresServer>, bool)>,
+        redis: Option<RedisServer>,
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
@@ -115,7 +127,10 @@ impl Rig {
             .prefix("canary-fleet-")
             .tempdir()
             .map_err(|e| FleetError::Setup(format!("temp directory: {e}")))?;
-        let redis = RedisServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
+        let redis = match redis {
+            Some(redis) => redis,
+            None => RedisServer::start().map_err(|e| FleetError::Setup(e.to_string()))?,
+        };
         let n = RIGS.fetch_add(1, Ordering::Relaxed);
         let store = match postgres {
             None => Store::Sqlite(dir.path().join("platform.db")),

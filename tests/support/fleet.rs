@@ -64,8 +64,15 @@ impl FleetEnv {
             }
         };
         let rig = rig.unwrap_or_else(|e| panic!("starting the synthetic platform: {e}"));
+        FleetEnv::watch(rig, |_| {}).await
+    }
+
+    /// Watches a rig the caller started, with the suite's configuration adjusted by `tweak`
+    /// (how canary reaches the platform's Redis, say).
+    pub async fn watch(rig: Rig, tweak: impl FnOnce(&mut Config)) -> FleetEnv {
         let hook = Webhook::start(Vec::new()).await;
-        let config = config(&rig, Some(hook.url()));
+        let mut config = config(&rig, Some(hook.url()));
+        tweak(&mut config);
         let db = StateDb::open(&config.state.path).expect("state db");
         let deliverer = Deliverer::new(
             &config.state.path,

@@ -305,6 +305,7 @@ impl Injector {
             )));
         }
         let site = self.site(recipe);
+        self.ensure_redis().await?;
         let injected = recipe.inject(&mut self.bench, &site).await?;
         tracing::info!(
             fault.name = meta.name,
@@ -315,6 +316,28 @@ impl Injector {
         Ok(injected.what)
     }
 
+    /// Makes sure the Redis connection is up before a fault's writes start, so a Redis that
+    /// restarted since the last command does not fail a fault half-way: the reconnecting
+    /// connection (`platform::RedisConn`) fails the first command after an outage and
+    /// reconnects, so a `PING` absorbs that (up to 5 tries, 200 ms apart).
+    async fn ensure_redis(&mut self) -> Result<(), FleetError> {
+        let mut last = None;
+        for _ in 0..5 {
+            match redis::cmd("PING")
+                .query_async::<()>(self.bench.platform.redis())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Err(last.map_or_else(
+            || FleetError::Setup("redis unreachable".to_owned()),
+            FleetError::Redis,
+        ))
+    }
+
     /// Reverts an injected `recipe`; returns one line saying what was repaired.
     pub async fn revert(&mut self, recipe: &'static dyn Recipe) -> Result<String, FleetError> {
         let meta = recipe.meta();
@@ -322,6 +345,11 @@ impl Injector {
             return Err(FleetError::Setup(format!("{} is not injected", meta.name)));
         };
         let site = self.site(recipe);
+        // Kept injected if Redis is unreachable now: the error says so, nothing is half-done.
+        if let Err(e) = self.ensure_redis().await {
+            self.active.insert(meta.name, ids);
+            return Err(e);
+        }
         let what = recipe.revert(&mut self.bench, &site, &ids).await?;
         tracing::info!(
             fault.name = meta.name,

@@ -103,9 +103,7 @@ pub async fn seed(
     };
 
     // Redis is opened first so a wrong URL fails before minutes of SQLite work.
-    let mut redis = redis::Client::open(redis_url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut redis = crate::fleet::platform::connect_redis(redis_url).await?;
 
     let sql_plan = plan.clone();
     let sql_bar = bar.clone();

@@ -14,7 +14,7 @@ const REDIS_BATCH_COMMANDS: usize = 6_000;
 
 /// Slot sets, metadata hashes and their TTLs, pipelined; returns the commands sent.
 pub(super) async fn write_redis(
-    redis: &mut redis::aio::MultiplexedConnection,
+    redis: &mut crate::fleet::platform::RedisConn,
     plan: &Plan,
     bar: &ProgressBar,
 ) -> Result<usize, FleetError> {

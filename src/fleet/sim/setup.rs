@@ -126,7 +126,7 @@ pub fn provision(
 /// slot keys and metadata removed), so a rerun starts from a consistent platform.
 pub async fn recover(
     db: &PlatformDb,
-    redis: &mut redis::aio::MultiplexedConnection,
+    redis: &mut crate::fleet::platform::RedisConn,
     keys: &RedisKeys,
     plans: &[AgentPlan],
     now: i64,

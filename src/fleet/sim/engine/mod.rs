@@ -80,7 +80,7 @@ struct AgentState {
 /// The running simulation: the stores, the agents' state and the event queue.
 pub(super) struct Sim {
     db: PlatformDb,
-    redis: redis::aio::MultiplexedConnection,
+    redis: crate::fleet::platform::RedisConn,
     keys: RedisKeys,
     rng: StdRng,
     spec: FleetSpec,
@@ -103,9 +103,7 @@ pub(super) struct Sim {
 impl Sim {
     pub(super) async fn connect(args: SimArgs) -> Result<Sim, FleetError> {
         let db = open_db(&args.target, false)?;
-        let redis = redis::Client::open(args.redis_url.as_str())?
-            .get_multiplexed_async_connection()
-            .await?;
+        let redis = crate::fleet::platform::connect_redis(&args.redis_url).await?;
         let agents = args
             .plans
             .into_iter()
