@@ -2,23 +2,25 @@
 //! SCAN and of the read pipelines over them ([`DataConn`] is what `read` talks to, one node or
 //! a cluster, through the same two reads).
 //!
-//! Why not the driver's cluster client: it routes and retries commands itself (one connection
-//! pool, its own redirect and retry policy), which hides how many round trips a cycle costs
-//! and needs a generic command path. Here the slot map is built from `CLUSTER SLOTS` at every
-//! collection (so a reshard or a failover is followed without a restart), each key's slot is
-//! computed locally (CRC16, hash tags honoured) and each pipeline is split into one pipeline
-//! per owning node. Round trips per collection: the `CLUSTER SLOTS` on the first seed that
-//! answers (one per seed tried), then per primary the same constant as a single node (its SCAN
-//! pages, at most one pipeline per phase), whatever the number of agents; a `MOVED`/`ASK`
-//! during a reshard adds one pipeline per redirect target, followed once (a slot still
-//! redirected after that, a node that cannot be reached or a slot without a primary makes the
-//! source unavailable this cycle: never a partial read).
+//! Why not the driver's cluster client: it routes, redirects, retries and refreshes its
+//! topology by itself, which hides how many round trips a cycle costs and which node got what.
+//! Here the slot map is built from `CLUSTER SLOTS` at every collection (so a reshard or a
+//! failover is followed without a restart), each key's slot is computed locally (CRC16, hash
+//! tags honoured) and each pipeline is split into one pipeline per owning node. Round trips per
+//! collection: the `CLUSTER SLOTS` on the first seed that answers (one per seed tried), then per
+//! primary the same constant as a single node (its SCAN pages, at most one pipeline per phase),
+//! whatever the number of agents; the nodes' SCANs and pipelines are in flight at once, so a
+//! phase costs one round trip of wall time, not one per node. A `MOVED`/`ASK` during a reshard
+//! adds one pipeline per redirect target, followed once; a slot still redirected after that, a
+//! node that cannot be reached or a slot without a primary makes the source unavailable this
+//! cycle (never a partial read).
 //!
 //! It must not send anything but what [`ReadOnlyRedis`] offers, nor interpret slot data (see
 //! `read`, `reply`), nor put a password or a URL in a message.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures_util::future::try_join_all;
 use redis::Value;
 use serde::Serialize;
 
@@ -252,7 +254,7 @@ pub async fn connect(
             None => match ReadOnlyRedis::connect_node(cfg, &cfg.redis_url, Some(&addr)).await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    let e = RedisSourceError::Connection(format!("cluster node {addr}: {e}"));
+                    let e = node_error(&addr, &e);
                     return Err((e, report, spent));
                 }
             },
@@ -268,6 +270,11 @@ pub async fn connect(
         discovery_round_trips: spent,
         report,
     })
+}
+
+/// A node's failure, naming the node (an address the cluster reported, not a secret).
+fn node_error(addr: &NodeAddr, e: &RedisSourceError) -> RedisSourceError {
+    RedisSourceError::Connection(format!("cluster node {addr}: {e}"))
 }
 
 /// A redirect a command answered: `MOVED`/`ASK`, the slot and the node to ask.
@@ -316,18 +323,24 @@ impl ReadOnlyCluster {
         report
     }
 
-    /// Every key matching `pattern` on every primary (SCAN is per node in a cluster).
+    /// Every key matching `pattern` on every primary (SCAN is per node in a cluster), the
+    /// nodes scanned at once.
     pub async fn scan_all(
         &mut self,
         pattern: &str,
         count: u32,
     ) -> Result<BTreeSet<Vec<u8>>, RedisSourceError> {
+        let scans = self
+            .nodes
+            .iter_mut()
+            .take(self.primaries)
+            .map(|(addr, conn)| async move {
+                conn.scan_all(pattern, count)
+                    .await
+                    .map_err(|e| node_error(addr, &e))
+            });
         let mut keys = BTreeSet::new();
-        for (addr, conn) in self.nodes.iter_mut().take(self.primaries) {
-            let page = conn
-                .scan_all(pattern, count)
-                .await
-                .map_err(|e| RedisSourceError::Connection(format!("cluster node {addr}: {e}")))?;
+        for page in try_join_all(scans).await? {
             keys.extend(page);
         }
         Ok(keys)
@@ -346,13 +359,13 @@ impl ReadOnlyCluster {
         }
         let conn = ReadOnlyRedis::connect_node(&self.cfg, &self.cfg.redis_url, Some(addr))
             .await
-            .map_err(|e| RedisSourceError::Connection(format!("cluster node {addr}: {e}")))?;
+            .map_err(|e| node_error(addr, &e))?;
         self.nodes.push((addr.clone(), conn));
         Ok(self.nodes.len() - 1)
     }
 
     /// Runs `cmds` (indices into `all`) on node `node` as one pipeline and puts the replies in
-    /// their places.
+    /// their places (a redirect target).
     async fn run_on(
         &mut self,
         node: usize,
@@ -370,7 +383,7 @@ impl ReadOnlyCluster {
         } else {
             conn.run(&batch).await
         }
-        .map_err(|e| RedisSourceError::Connection(format!("cluster node {addr}: {e}")))?;
+        .map_err(|e| node_error(addr, &e))?;
         for (&i, reply) in cmds.iter().zip(replies) {
             if let Some(slot) = out.get_mut(i) {
                 *slot = reply;
@@ -392,9 +405,27 @@ impl ReadOnlyCluster {
             })?;
             groups.entry(node).or_default().push(i);
         }
+        // One pipeline per node, all in flight at once.
+        let jobs = self
+            .nodes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(node, (addr, conn))| {
+                let cmds = groups.get(&node)?;
+                let batch =
+                    ReadBatch::of(cmds.iter().filter_map(|&i| all.get(i).cloned()).collect());
+                Some(async move {
+                    let replies = conn.run(&batch).await.map_err(|e| node_error(addr, &e))?;
+                    Ok::<_, RedisSourceError>((cmds, replies))
+                })
+            });
         let mut out = vec![Value::Nil; all.len()];
-        for (node, cmds) in &groups {
-            self.run_on(*node, all, cmds, false, &mut out).await?;
+        for (cmds, replies) in try_join_all(jobs).await? {
+            for (&i, reply) in cmds.iter().zip(replies) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = reply;
+                }
+            }
         }
 
         // Redirects (a reshard under way): grouped per target and kind, each followed once.
