@@ -10,7 +10,8 @@
 //!   can have named the nodes;
 //! - through the library: canary's hash slot equals the server's `CLUSTER KEYSLOT`; a reshard
 //!   under way (`ASK`) and a finished one the map has not seen (`MOVED`) are followed once,
-//!   and a slot still redirected after that fails the read (never a partial one).
+//!   and a slot still redirected after that, or answered `CLUSTERDOWN`, fails the read (never
+//!   a partial one).
 
 use canary::clock::now_ms;
 use canary::collect::redis::ReadBatch;
@@ -368,4 +369,23 @@ async fn redirects_during_a_reshard_are_followed_once() {
             .contains(&format!("slot {stuck_slot} still redirected")),
         "{err}"
     );
+
+    // A slot its owner no longer serves (CLUSTERDOWN in place of the value): the read fails,
+    // it is not an odd value to skip.
+    let down = "reshard-key-4";
+    let _: () = w.set(down, "v4").expect("set");
+    let owner = c.owner(down);
+    let mut stale = cluster::connect(&cfg, &cluster_cfg)
+        .await
+        .map_err(|(e, _, _)| e)
+        .expect("connect");
+    let _: () = redis::cmd("CLUSTER")
+        .arg("DELSLOTS")
+        .arg(c.keyslot(down))
+        .query(&mut node_conn(&c.nodes[owner]))
+        .expect("DELSLOTS");
+    let mut batch = ReadBatch::new();
+    batch.get(down.as_bytes());
+    let err = stale.run(&batch).await.expect_err("slot not served");
+    assert!(err.to_string().contains("CLUSTERDOWN"), "{err}");
 }

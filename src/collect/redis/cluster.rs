@@ -467,9 +467,32 @@ impl ReadOnlyCluster {
                 )));
             }
         }
+        // A node that answers in place that the cluster cannot serve the key (down, a slot
+        // without an owner, a failover in progress) must not pass for an odd value: the read
+        // fails, never a partial one.
+        if let Some((i, code)) = out.iter().enumerate().find_map(|(i, r)| match r {
+            Value::ServerError(e) if UNAVAILABLE.contains(&e.code()) => Some((i, e.code())),
+            _ => None,
+        }) {
+            let slot = all.get(i).map_or(0, |c| key_slot(c.key()));
+            return Err(RedisSourceError::Connection(format!(
+                "cluster: slot {slot} answered {code}; this cycle cannot read it"
+            )));
+        }
         Ok(out)
     }
 }
+
+/// In-place errors that say the cluster cannot serve a key now (as opposed to a wrong key type,
+/// which is platform data and becomes an anomaly).
+const UNAVAILABLE: [&str; 6] = [
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "LOADING",
+    "MOVED",
+    "ASK",
+];
 
 /// The data side of a collection: one node, or every primary of a cluster.
 #[derive(Debug)]
