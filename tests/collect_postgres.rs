@@ -671,3 +671,89 @@ async fn a_table_the_role_cannot_read_is_skipped_or_named() {
         "no SELECT privilege on table schedule_executions (grant it to canary's role)"
     );
 }
+
+/// The recent-terminal window on text timestamps reads what SQLite reads: every non-terminal
+/// row, and the terminal rows completed (or, without `completed_at`, started) within the window
+/// or holding a value the database cannot place (fetched for Rust to parse), whatever the
+/// shape; UTC shapes are cut at the exact cutoff, other shapes by a superset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_window_reads_the_same_rows_as_sqlite() {
+    let server = pg::start();
+    let env = Env::new(&server, Fixture::Text, None).await;
+    let now_ms: i64 = 1_768_384_800_000; // 2026-01-14T10:00:00Z
+    let window_ms = 30 * 60_000;
+    // Rows far from the window's edge (the reader's slack is 5 min), in every shape.
+    let rows = [
+        ("queued", "queued", None, None),
+        ("running", "running", Some("2026-01-01 10:00:00"), None),
+        ("odd-status", "completed", None, Some("2026-01-01 10:00:00")),
+        ("recent", "success", None, Some("2026-01-14T09:50:00Z")),
+        (
+            "recent-frac",
+            "success",
+            None,
+            Some("2026-01-14T09:50:00.123456Z"),
+        ),
+        ("recent-spaced", "failed", None, Some("2026-01-14 09:45:00")),
+        (
+            "recent-offset",
+            "failed",
+            None,
+            Some("2026-01-14T11:50:00+02:00"),
+        ),
+        ("old", "success", None, Some("2026-01-01 10:00:00")),
+        ("old-z", "success", None, Some("2026-01-14T08:00:00Z")),
+        ("old-spaced", "cancelled", None, Some("2026-01-14 08:00:00")),
+        ("epoch-text", "cancelled", None, Some("1768384000")),
+        ("garbage", "success", None, Some("yesterday")),
+        (
+            "no-completion-recent-start",
+            "success",
+            Some("2026-01-14T09:50:00Z"),
+            None,
+        ),
+        (
+            "no-completion-old-start",
+            "skipped",
+            Some("2026-01-01 10:00:00"),
+            None,
+        ),
+    ];
+    for (id, status, started, completed) in rows {
+        let sql = format!(
+            "INSERT INTO schedule_executions (id, agent_name, status, started_at, completed_at) \
+             VALUES ('{id}', 'a', '{status}', {}, {})",
+            started.map_or("NULL".to_owned(), |s| format!("'{s}'")),
+            completed.map_or("NULL".to_owned(), |s| format!("'{s}'")),
+        );
+        env.admin(&sql);
+    }
+    let cfg = canary::config::PlatformConfig {
+        sqlite_path: PathBuf::new(),
+        database_url: Some(canary::config::Secret::new(env.url.clone())),
+        redis_url: env.redis.url(),
+        ..canary::config::PlatformConfig::default()
+    };
+    let collected = canary::collect::builtin(&cfg, window_ms, now_ms).await;
+    let sql = collected
+        .snapshot
+        .sql
+        .unwrap_or_else(|| panic!("{:?}", collected.snapshot.sources_unavailable));
+    let mut ids: Vec<String> = sql.executions.into_iter().map(|e| e.id).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "epoch-text",
+            "garbage",
+            "no-completion-recent-start",
+            "odd-status",
+            "queued",
+            "recent",
+            "recent-frac",
+            "recent-offset",
+            "recent-spaced",
+            "running",
+        ]
+    );
+}

@@ -14,6 +14,7 @@ mod custom; // custom SQL invariants end to end: fire/resolve, validation refusa
 mod daemon; // `canary run` process: scheduled cycles, SIGTERM shutdown, bad cron, one alert delivered
 mod fleet; // simulated fleet: each fault recipe red → one fired → revert → one resolved; clean soak
 mod http; // admin HTTP API: probes, auth, metrics, admin routes, single-flight via a gated proxy
+mod monitoring; // shipped Prometheus rules + Grafana dashboard: metrics exist in /metrics, promtool check + test rules
 mod postgres; // the PostgreSQL platform's write side: private server, fixtures, fleet --seed-only, a fault
 mod redis_cluster; // Redis Cluster via `canary check` and the library: every primary read, round trips per node, redirects followed once, a node down
 mod redis_deployed; // Redis as deployed via `canary check`: rediss:// verified, mutual TLS, the README's ACL, validation

@@ -522,7 +522,7 @@ impl<'t> Show<'t> {
                 String::new()
             };
             self.tl.line(&format!(
-                "cycle {:>3}: {state}{unknown_note} ({} violation(s), {:.0} ms: sqlite {:.0} ms, redis {:.0} ms)",
+                "cycle {:>3}: {state}{unknown_note} ({} violation(s), {:.0} ms: sql {:.0} ms, redis {:.0} ms)",
                 self.cycles,
                 r.violations.len(),
                 r.duration_ms,

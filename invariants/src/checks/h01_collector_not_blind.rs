@@ -30,8 +30,9 @@ static META: InvariantMeta = InvariantMeta {
     needs: &[Need::Source(Source::Redis)],
     guards: "A watcher that silently watches nothing (wrong database path, renamed table, emptied \
              file), making every roster-based invariant vacuously green.",
-    runbook: "Check platform.sqlite_path and the roster table name in canary's config against the \
-              platform, and whether the roster table was emptied or moved.",
+    runbook: "Check platform.sqlite_path (or platform.database_url and platform.schema) and the \
+              roster table name in canary's config against the platform, and whether the roster \
+              table was emptied or moved.",
 };
 
 invariant_params! {

@@ -67,16 +67,28 @@ impl Dialect {
                 vec![Cell::Real(cutoff_ms as f64 / 1000.0)],
             ),
             // PostgreSQL has no cast that fails softly: `::timestamptz` on one garbage value
-            // would abort the whole read. Text is compared bytewise (`COLLATE "C"`) against the
-            // cutoff minus the widest zone offset, written with a space, which sorts below the
-            // `T` shape of the same day: a superset of the window, never a miss. Text sorting
-            // below `1970` (epoch numbers, …) is fetched for Rust to parse.
-            (Dialect::Postgres, TimeColumn::Text) => (
-                format!(
-                    "{column} IS NOT NULL AND ({column} COLLATE \"C\" >= ? OR {column} COLLATE \"C\" < '1970')"
-                ),
-                vec![Cell::Text(text_floor(cutoff_ms))],
-            ),
+            // would abort the whole read. Text is compared bytewise (`COLLATE "C"`):
+            // - against the cutoff minus the widest zone offset, written with a space, which sorts
+            //   below the `T` shape of the same day: a superset of the window, never a miss;
+            // - and, for the two UTC shapes the platform writes most (`…T…Z` and `datetime()`'s
+            //   `YYYY-MM-DD HH:MM:SS`, fractions allowed), against the exact cutoff in that
+            //   shape, so those rows are not read 14 h early (at L that halved the rows read).
+            // Text sorting below `1970` (epoch numbers, …) is fetched for Rust to parse.
+            (Dialect::Postgres, TimeColumn::Text) => {
+                let c = format!("{column} COLLATE \"C\"");
+                (
+                    format!(
+                        "{column} IS NOT NULL AND ({c} < '1970' OR ({c} >= ? \
+                         AND ({c} >= ? OR {column} !~ '{ISO_Z}') \
+                         AND ({c} >= ? OR {column} !~ '{SPACED}')))"
+                    ),
+                    vec![
+                        Cell::Text(text_floor(cutoff_ms)),
+                        Cell::Text(utc_text(cutoff_ms, 'T')),
+                        Cell::Text(utc_text(cutoff_ms, ' ')),
+                    ],
+                )
+            }
             (Dialect::Postgres, TimeColumn::Other) => (format!("{column} IS NOT NULL"), vec![]),
         }
     }
@@ -108,6 +120,20 @@ impl Dialect {
 /// Converts a unix-ms cutoff into the Julian day number SQLite's `julianday()` compares against.
 fn julian_day(ms: i64) -> f64 {
     ms as f64 / 86_400_000.0 + 2_440_587.5
+}
+
+/// `…T…Z` with optional fraction: a UTC instant whose text sorts like the instant. (No `?` in
+/// these patterns: the PostgreSQL reader takes every `?` for a placeholder.)
+const ISO_Z: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+){0,1}Z$";
+/// `YYYY-MM-DD HH:MM:SS` with optional fraction and no zone: UTC (DESIGN §4).
+const SPACED: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+){0,1}$";
+
+/// `cutoff_ms` as `YYYY-MM-DD<sep>HH:MM:SS` (UTC, whole seconds, floored): a value of the same
+/// shape sorts at or above it exactly when its instant is at or after the cutoff's second.
+fn utc_text(cutoff_ms: i64, sep: char) -> String {
+    chrono::DateTime::from_timestamp_millis(cutoff_ms)
+        .map(|t| t.format(&format!("%Y-%m-%d{sep}%H:%M:%S")).to_string())
+        .unwrap_or_else(|| "0".to_owned())
 }
 
 /// `YYYY-MM-DD HH:MM:SS` fourteen hours (the widest zone offset) before `cutoff_ms`: no text
@@ -247,5 +273,42 @@ mod tests {
         }
         assert!("2026-01-13 19:59:59" < floor.as_str());
         assert_eq!(text_floor(i64::MIN), "0");
+    }
+
+    /// Every `?` of a comparison is one of its parameters (the PostgreSQL reader inlines them
+    /// by position, so a `?` inside a literal would shift them all).
+    #[test]
+    fn placeholders_match_parameters_in_every_dialect_and_kind() {
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            for kind in [TimeColumn::Text, TimeColumn::Native, TimeColumn::Other] {
+                let (sql, params) = dialect.time_at_least("\"c\"", kind, 1_768_384_800_000);
+                assert_eq!(
+                    sql.matches('?').count(),
+                    params.len(),
+                    "{dialect:?} {kind:?}: {sql}"
+                );
+                if let Some(pre) = dialect.text_prefilter("\"c\"", kind) {
+                    assert_eq!(pre.matches('?').count(), 1, "{pre}");
+                }
+            }
+        }
+    }
+
+    /// The exact arms: a UTC shape at or after the cutoff's second sorts at or above the cutoff
+    /// text, an earlier one below it (fractions included).
+    #[test]
+    fn utc_shapes_compare_exactly_against_the_cutoff_text() {
+        let cutoff = 1_768_384_800_500; // 2026-01-14T10:00:00.5Z
+        let t = utc_text(cutoff, 'T');
+        let space = utc_text(cutoff, ' ');
+        assert_eq!(
+            (t.as_str(), space.as_str()),
+            ("2026-01-14T10:00:00", "2026-01-14 10:00:00")
+        );
+        assert!("2026-01-14T10:00:00Z" >= t.as_str());
+        assert!("2026-01-14T10:00:00.000001Z" >= t.as_str());
+        assert!("2026-01-14T09:59:59.999Z" < t.as_str());
+        assert!("2026-01-14 10:00:00" >= space.as_str());
+        assert!("2026-01-14 09:59:59.9" < space.as_str());
     }
 }
