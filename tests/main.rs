@@ -17,6 +17,7 @@ mod fleet; // simulated fleet: each fault recipe red → one fired → revert �
 mod http; // admin HTTP API: probes, auth, metrics, admin routes, single-flight via a gated proxy
 mod monitoring; // shipped Prometheus rules + Grafana dashboard: metrics exist in /metrics, promtool check + test rules
 mod postgres; // the PostgreSQL platform's write side: private server, fixtures, fleet --seed-only, a fault
+mod redis_cluster; // Redis Cluster via `canary check` and the library: every primary read, round trips per node, redirects followed once, a node down
 mod redis_deployed; // Redis as deployed via `canary check`: rediss:// verified, mutual TLS, the README's ACL, validation
 mod redis_sentinel; // Sentinel and replica reads via `canary check`: failover followed, sentinels killed, replica lag bound
 mod slack_payloads; // Slack messages per invariant (fired/reminder/resolved) vs reviewed insta snapshots

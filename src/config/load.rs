@@ -1010,6 +1010,20 @@ mod tests {
     }
 
     #[test]
+    fn cluster_seeds_come_from_the_environment_too() {
+        let vars = [
+            ("CANARY__PLATFORM__SQLITE_PATH", "/p.db"),
+            (
+                "CANARY__PLATFORM__REDIS_CLUSTER__NODES",
+                "[10.0.0.1:6379, 10.0.0.2:6379]",
+            ),
+        ];
+        let config = load_from(None, &env(&vars), &Overrides::new()).unwrap();
+        let cluster = config.platform.redis_cluster.expect("cluster set");
+        assert_eq!(cluster.nodes, ["10.0.0.1:6379", "10.0.0.2:6379"]);
+    }
+
+    #[test]
     fn sentinel_keys_come_from_the_environment_too() {
         let vars = [
             ("CANARY__PLATFORM__SQLITE_PATH", "/p.db"),

@@ -128,6 +128,11 @@ pub struct PlatformConfig {
     /// With it, `redis_url` still gives the scheme, database, credentials and TLS of the data
     /// node; only its host and port come from the sentinels.
     pub redis_sentinel: Option<RedisSentinel>,
+    /// Redis Cluster: ask these seed nodes for the slot map (`CLUSTER SLOTS`) at every cycle,
+    /// SCAN every primary and pipeline each read to the node owning its key's hash slot.
+    /// Absent = off. `redis_url` still gives the scheme, credentials and TLS of every node
+    /// (database 0: a cluster has no other); only host and port come from the cluster.
+    pub redis_cluster: Option<RedisCluster>,
     /// Which node the slot data is read from: `primary` (default) or `replica` (a replica
     /// from the sentinels, or `redis_replica_url`), read only when it has caught up with the
     /// primary within `redis_max_replica_lag`; otherwise the primary is read that cycle.
@@ -191,6 +196,7 @@ impl Default for PlatformConfig {
             redis_password_file: None,
             redis_tls: RedisTls::default(),
             redis_sentinel: None,
+            redis_cluster: None,
             redis_read_from: RedisReadFrom::Primary,
             redis_replica_url: None,
             redis_max_replica_lag: Duration::from_secs(1),
@@ -242,6 +248,16 @@ pub struct RedisSentinel {
     /// A file holding the sentinels' password (a secret, read at each cycle).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+}
+
+/// Redis Cluster discovery (`platform.redis_cluster`): seed nodes, `host:port`, reached with
+/// `redis_url`'s scheme, credentials and TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisCluster {
+    /// Seed nodes (`host:port`), asked in this order for the slot map until one answers. Any
+    /// node of the cluster will do; list more than one so a dead seed is not a blind cycle.
+    pub nodes: Vec<String>,
 }
 
 /// `platform.redis_read_from`.

@@ -200,6 +200,9 @@ fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
             );
         }
     }
+    if let Some(c) = &p.redis_cluster {
+        redis_cluster(p, c, out);
+    }
     match p.redis_read_from {
         RedisReadFrom::Primary => {
             if p.redis_replica_url.is_some() {
@@ -263,6 +266,70 @@ fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
             ),
         );
     }
+}
+
+/// Redis Cluster: seeds as `host:port`, a TCP `redis_url` on database 0, and none of the
+/// single-node routes (the runtime reads every primary; it has no cluster replica reads).
+fn redis_cluster(p: &PlatformConfig, c: &super::platform::RedisCluster, out: &mut Vec<Problem>) {
+    use super::platform::RedisReadFrom;
+    if c.nodes.is_empty() {
+        push(
+            out,
+            "platform.redis_cluster.nodes",
+            "list at least one seed node (host:port); several, so a dead seed is not a blind cycle",
+        );
+    }
+    for (i, addr) in c.nodes.iter().enumerate() {
+        if !host_port(addr) {
+            push(
+                out,
+                format!("platform.redis_cluster.nodes[{i}]"),
+                format!(
+                    "{addr:?} is not host:port (scheme, credentials and TLS come from redis_url)"
+                ),
+            );
+        }
+    }
+    if !["redis://", "rediss://"]
+        .iter()
+        .any(|s| p.redis_url.starts_with(s))
+    {
+        push(
+            out,
+            "platform.redis_url",
+            "with redis_cluster it must be redis:// or rediss:// (the cluster names TCP hosts and \
+             ports; the URL gives the scheme and credentials)",
+        );
+    } else if !matches!(url_database(&p.redis_url), "" | "0") {
+        push(
+            out,
+            "platform.redis_url",
+            "with redis_cluster the database must be 0 (a cluster has no other)",
+        );
+    }
+    if p.redis_sentinel.is_some() {
+        push(
+            out,
+            "platform.redis_cluster",
+            "cannot be combined with redis_sentinel (a cluster fails over by itself); keep one",
+        );
+    }
+    if p.redis_read_from == RedisReadFrom::Replica {
+        push(
+            out,
+            "platform.redis_read_from",
+            "replica is not supported with redis_cluster: every primary is read",
+        );
+    }
+}
+
+/// The database part of a `redis://host:port/N` URL (`""` when absent), without parsing the
+/// credentials (which may hold `/`): the path after the last `@`, else after the scheme.
+fn url_database(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    rest.split_once('/').map_or("", |(_, db)| db)
 }
 
 /// A replica read is up to `redis_max_replica_lag` older than the SQL read; S-01's grace must
@@ -917,6 +984,54 @@ mod tests {
 
     fn paths(problems: &[Problem]) -> Vec<&str> {
         problems.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn cluster_settings_are_refused_unless_the_runtime_can_use_them() {
+        use crate::config::platform::{RedisCluster, RedisReadFrom, RedisSentinel};
+        let mut c = base();
+        c.platform.redis_url = "rediss://canary:pw-SECRET@ignored:6379/0".to_owned();
+        c.platform.redis_cluster = Some(RedisCluster {
+            nodes: vec!["10.0.0.1:6379".to_owned(), "[::1]:7000".to_owned()],
+        });
+        assert!(validate(&c).is_empty(), "{:#?}", validate(&c));
+        c.platform.redis_url = "redis://10.0.0.1:6379".to_owned();
+        assert!(validate(&c).is_empty(), "{:#?}", validate(&c));
+
+        // A database other than 0, a seed that is not host:port, and the single-node routes.
+        c.platform.redis_url = "redis://:pw/SECRET@10.0.0.1:6379/2".to_owned();
+        c.platform.redis_cluster = Some(RedisCluster {
+            nodes: vec!["redis://10.0.0.1:6379".to_owned()],
+        });
+        c.platform.redis_sentinel = Some(RedisSentinel {
+            master_name: "mymaster".to_owned(),
+            sentinels: vec!["10.0.0.1:26379".to_owned()],
+            username: None,
+            password_file: None,
+        });
+        c.platform.redis_read_from = RedisReadFrom::Replica;
+        let problems = validate(&c);
+        assert_eq!(
+            paths(&problems),
+            [
+                "platform.redis_cluster.nodes[0]",
+                "platform.redis_url",
+                "platform.redis_cluster",
+                "platform.redis_read_from",
+            ],
+            "{problems:#?}"
+        );
+        assert!(!format!("{problems:?}").contains("SECRET"));
+
+        let mut c = base();
+        c.platform.redis_url = "unix:///run/redis.sock".to_owned();
+        c.platform.redis_cluster = Some(RedisCluster { nodes: Vec::new() });
+        assert_eq!(
+            paths(&validate(&c)),
+            ["platform.redis_cluster.nodes", "platform.redis_url"]
+        );
+        assert_eq!(url_database("redis://u:p/w@h:1/0?x=1"), "0");
+        assert_eq!(url_database("redis://h:1"), "");
     }
 
     #[test]

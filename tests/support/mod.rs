@@ -1,6 +1,7 @@
 //! Test harnesses: real processes and real files, no mocks.
 //!
 //! - [`redis_server`]: a private `redis-server` per test (fails with an install hint when absent).
+//! - [`cluster`]: a three-primary Redis Cluster per test, written through the driver's cluster client.
 //! - [`sentinel`]: a primary, its replica and three sentinels per test, and a failover helper.
 //! - [`webhook`]: a local HTTP receiver with scripted answers, standing in for Slack.
 //! - [`platform_db`]: a temp platform SQLite database built from `tests/fixtures/platform.sql`.
@@ -9,6 +10,7 @@
 //! - [`fleet`]: a simulated fleet on a private platform, watched by the real sequencer, alerts
 //!   delivered to a [`webhook`] receiver.
 
+pub mod cluster; // three cluster-enabled redis-servers, slots assigned at test time, the driver's cluster client as writer
 pub mod daemon; // a real `canary run` child process: config file, captured stderr, SIGTERM, kill on drop
 pub mod fleet; // simulated platform + real sequencer + deliverer + webhook, for end-to-end detection
 pub mod platform_db; // temp platform SQLite from tests/fixtures/platform.sql, row-insert helpers

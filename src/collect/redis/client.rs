@@ -3,7 +3,9 @@
 //! round trips and describing driver errors without the URL or its credentials:
 //!
 //! - [`ReadOnlyRedis`], a data node: `PING`, `SCAN`, pipelines of `ZRANGE` / `PTTL` / `HGET` /
-//!   `GET` ([`ReadBatch`]), and `INFO replication` (replica reads only);
+//!   `GET` ([`ReadBatch`]; in a cluster, `ASKING` before each command of a pipeline that follows
+//!   an ASK redirect), `INFO replication` (replica reads only) and `CLUSTER SLOTS` (cluster
+//!   reads only);
 //! - [`ReadOnlySentinel`], a sentinel: `SENTINEL get-master-addr-by-name` and
 //!   `SENTINEL replicas`, nothing else.
 //!
@@ -451,22 +453,47 @@ impl ReadOnlyRedis {
     }
 
     /// Sends a batch of read commands as one pipeline (one round trip). Per-command server
-    /// errors (e.g. `WRONGTYPE`) come back in place as [`Value::ServerError`]; only a
-    /// connection-level failure is an `Err`.
+    /// errors (e.g. `WRONGTYPE`, a cluster's `MOVED`) come back in place as
+    /// [`Value::ServerError`]; only a connection-level failure is an `Err`.
     pub async fn run(&mut self, batch: &ReadBatch) -> Result<Vec<Value>, RedisSourceError> {
-        if batch.len == 0 {
+        self.run_pipeline(batch, false).await
+    }
+
+    /// [`ReadOnlyRedis::run`] with `ASKING` before each command (one round trip): following a
+    /// cluster's ASK redirect.
+    pub async fn run_asking(&mut self, batch: &ReadBatch) -> Result<Vec<Value>, RedisSourceError> {
+        self.run_pipeline(batch, true).await
+    }
+
+    async fn run_pipeline(
+        &mut self,
+        batch: &ReadBatch,
+        asking: bool,
+    ) -> Result<Vec<Value>, RedisSourceError> {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
         self.round_trips += 1;
         let replies: Vec<Value> = batch
-            .pipe
+            .pipeline(asking)
             .query_async(&mut self.conn)
             .await
             .map_err(|e| self.scrubber.describe("pipeline", &e))?;
-        if replies.len() != batch.len {
+        if replies.len() != batch.len() {
             return Err(RedisSourceError::Protocol("pipeline"));
         }
         Ok(replies)
+    }
+
+    /// `CLUSTER SLOTS` (one round trip): the raw reply, parsed by `cluster` (the ACL then needs
+    /// `+cluster|slots`).
+    pub async fn cluster_slots(&mut self) -> Result<Value, RedisSourceError> {
+        self.round_trips += 1;
+        redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| self.scrubber.describe("CLUSTER SLOTS", &e))
     }
 }
 
@@ -675,15 +702,33 @@ fn replica(entry: Value) -> Option<SentinelReplica> {
     })
 }
 
-/// A pipeline builder restricted to read commands.
+/// A pipeline builder restricted to read commands. Each command keeps its key apart, so a
+/// cluster read can split the batch by hash slot (see `cluster`).
 pub struct ReadBatch {
-    pipe: Pipeline,
-    len: usize,
+    cmds: Vec<BatchCmd>,
+}
+
+/// One queued read: its name, its key (the first argument) and the rest.
+#[derive(Clone)]
+pub(super) struct BatchCmd {
+    name: &'static str,
+    key: Vec<u8>,
+    rest: &'static [&'static [u8]],
+    field: Option<Vec<u8>>,
+}
+
+impl BatchCmd {
+    /// The key whose hash slot decides the node (cluster reads).
+    pub(super) fn key(&self) -> &[u8] {
+        &self.key
+    }
 }
 
 impl fmt::Debug for ReadBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadBatch").field("len", &self.len).finish()
+        f.debug_struct("ReadBatch")
+            .field("len", &self.cmds.len())
+            .finish()
     }
 }
 
@@ -696,33 +741,69 @@ impl Default for ReadBatch {
 impl ReadBatch {
     /// An empty batch.
     pub fn new() -> ReadBatch {
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        ReadBatch { pipe, len: 0 }
+        ReadBatch { cmds: Vec::new() }
     }
 
     /// Commands queued so far.
     pub fn len(&self) -> usize {
-        self.len
+        self.cmds.len()
     }
 
     /// No command queued.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.cmds.is_empty()
     }
 
-    fn push(&mut self, name: &str, args: &[&[u8]]) -> usize {
-        let cmd = self.pipe.cmd(name);
-        for arg in args {
-            cmd.arg(*arg);
+    fn push(
+        &mut self,
+        name: &'static str,
+        key: &[u8],
+        rest: &'static [&'static [u8]],
+        field: Option<&[u8]>,
+    ) -> usize {
+        self.cmds.push(BatchCmd {
+            name,
+            key: key.to_vec(),
+            rest,
+            field: field.map(<[u8]>::to_vec),
+        });
+        self.cmds.len() - 1
+    }
+
+    /// The queued commands (a cluster read regroups them per node).
+    pub(super) fn commands(&self) -> &[BatchCmd] {
+        &self.cmds
+    }
+
+    /// A batch of `cmds` (one node's share of a cluster batch).
+    pub(super) fn of(cmds: Vec<BatchCmd>) -> ReadBatch {
+        ReadBatch { cmds }
+    }
+
+    /// The driver pipeline; with `asking`, each command is preceded by `ASKING` (a cluster's
+    /// ASK redirect during a reshard: the target serves the key only for the next command),
+    /// and only the commands' own replies are kept.
+    fn pipeline(&self, asking: bool) -> Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for c in &self.cmds {
+            if asking {
+                pipe.cmd("ASKING").ignore();
+            }
+            let cmd = pipe.cmd(c.name).arg(c.key.as_slice());
+            for arg in c.rest {
+                cmd.arg(*arg);
+            }
+            if let Some(field) = &c.field {
+                cmd.arg(field.as_slice());
+            }
         }
-        self.len += 1;
-        self.len - 1
+        pipe
     }
 
     /// `ZRANGE key 0 -1 WITHSCORES`; returns the reply's index.
     pub fn zrange_withscores(&mut self, key: &[u8]) -> usize {
-        self.push("ZRANGE", &[key, b"0", b"-1", b"WITHSCORES"])
+        self.push("ZRANGE", key, &[b"0", b"-1", b"WITHSCORES"], None)
     }
 
     /// `ZRANGE key 0 n-1 WITHSCORES` (the `n` lowest scores); returns the reply's index.
@@ -743,17 +824,17 @@ impl ReadBatch {
 
     /// `PTTL key`; returns the reply's index.
     pub fn pttl(&mut self, key: &[u8]) -> usize {
-        self.push("PTTL", &[key])
+        self.push("PTTL", key, &[], None)
     }
 
     /// `HGET key field`; returns the reply's index.
     pub fn hget(&mut self, key: &[u8], field: &[u8]) -> usize {
-        self.push("HGET", &[key, field])
+        self.push("HGET", key, &[], Some(field))
     }
 
     /// `GET key`; returns the reply's index.
     pub fn get(&mut self, key: &[u8]) -> usize {
-        self.push("GET", &[key])
+        self.push("GET", key, &[], None)
     }
 }
 

@@ -22,17 +22,21 @@
 //!
 //! One file per concern, the same shape as the SQL source: [`client`] (the read-only connections
 //! to a data node and to a sentinel), [`route`] (which node this collection reads: `redis_url`,
-//! the sentinels' current primary, or a caught-up replica), [`keys`] (key patterns), [`read`]
-//! (the two phases), [`reply`] (replies → snapshot types). Imports go one way: `read` uses
-//! `route`, `keys`, `reply` and `client`; `route` and `keys` use `client`; this file only
-//! re-exports.
+//! the sentinels' current primary, or a caught-up replica), [`cluster`] (a cluster's slot map and
+//! the per-node fan-out), [`keys`] (key patterns), [`read`] (the two phases), [`reply`] (replies
+//! → snapshot types). Imports go one way: `read` uses `cluster`, `route`, `keys`, `reply` and
+//! `client`; `cluster` uses `client` and `route`'s report type; `route` and `keys` use `client`;
+//! this file only re-exports.
 //!
 //! Sentinel and replica reads add a fixed number of round trips before the first phase (see
-//! [`route`]), shown with the route in the cycle diagnostics.
+//! [`route`]), shown with the route in the cycle diagnostics. A Redis Cluster ([`cluster`]) is
+//! read on every primary: the same phases, each SCAN and pipeline sent once per node that holds
+//! such keys, plus one `CLUSTER SLOTS`.
 //!
 //! It must not write to Redis nor judge anything.
 
 pub mod client;
+pub mod cluster;
 pub mod keys;
 pub mod read;
 pub mod reply;

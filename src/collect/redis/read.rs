@@ -4,8 +4,8 @@
 //! [`META_PIPELINE_MEMBERS`], whose metadata is read in bounded pipelines — and at most
 //! `platform.redis_max_members_per_key` members read from any one slot set.
 //!
-//! It must not send anything but the reads [`ReadOnlyRedis`] offers, nor parse replies itself
-//! (see `reply`).
+//! It must not send anything but the reads [`DataConn`] offers (one node or a cluster), nor parse
+//! replies itself (see `reply`).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,8 @@ use canary_invariants::{
 };
 use redis::Value;
 
-use super::client::{ReadBatch, ReadOnlyRedis, RedisSourceError};
+use super::client::{ReadBatch, RedisSourceError};
+use super::cluster::DataConn;
 use super::keys::{
     AGENT, EXECUTION_ID, FoundMeta, MetaKeyPattern, SlotKeyPattern, common_prefix, fill,
     glob_escape, resolve_meta_keys,
@@ -43,7 +44,7 @@ pub struct RedisOutcome {
 /// may run while SQLite is being read.
 #[derive(Debug)]
 pub struct SlotsRead {
-    redis: ReadOnlyRedis,
+    redis: DataConn,
     route: Option<super::route::RedisRoute>,
     slot_sets: Vec<SlotSet>,
     drain_tick_at_ms: Option<i64>,
@@ -82,18 +83,9 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
             });
         }
     };
-    let routed = super::route::connect(cfg).await;
-    let failed_round_trips = routed.failed_round_trips();
-    let route = routed.route;
-    let mut redis = match routed.result {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(RedisOutcome {
-                result: Err(e),
-                round_trips: failed_round_trips,
-                route,
-            });
-        }
+    let (mut redis, route) = match connect(cfg).await {
+        Ok(connected) => connected,
+        Err(outcome) => return Err(outcome),
     };
     match read_slot_sets(&mut redis, cfg, &slot_pattern, &meta_pattern).await {
         Ok((slot_sets, drain_tick_at_ms, other_keys, anomalies, truncated)) => Ok(SlotsRead {
@@ -109,7 +101,39 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
         Err(e) => Err(RedisOutcome {
             result: Err(e),
             round_trips: redis.round_trips(),
-            route,
+            route: redis.route(route),
+        }),
+    }
+}
+
+/// The node (route) or the cluster's primaries this collection reads; a failure comes back as
+/// the finished outcome.
+async fn connect(
+    cfg: &PlatformConfig,
+) -> Result<(DataConn, Option<super::route::RedisRoute>), RedisOutcome> {
+    if let Some(cluster) = &cfg.redis_cluster {
+        let route = super::route::RedisRoute::cluster();
+        return match super::cluster::connect(cfg, cluster).await {
+            Ok(c) => Ok((DataConn::Cluster(Box::new(c)), Some(route))),
+            Err((e, report, spent)) => Err(RedisOutcome {
+                result: Err(e),
+                round_trips: spent,
+                route: Some(super::route::RedisRoute {
+                    cluster: Some(report),
+                    discovery_round_trips: spent,
+                    ..route
+                }),
+            }),
+        };
+    }
+    let routed = super::route::connect(cfg).await;
+    let failed_round_trips = routed.failed_round_trips();
+    match routed.result {
+        Ok(r) => Ok((DataConn::Node(r), routed.route)),
+        Err(e) => Err(RedisOutcome {
+            result: Err(e),
+            round_trips: failed_round_trips,
+            route: routed.route,
         }),
     }
 }
@@ -154,7 +178,7 @@ impl SlotsRead {
         RedisOutcome {
             result,
             round_trips: redis.round_trips(),
-            route,
+            route: redis.route(route),
         }
     }
 }
@@ -162,7 +186,7 @@ impl SlotsRead {
 /// Slot keys and metadata keys, from one SCAN over their common literal prefix, or two SCANs
 /// when the patterns share none (a bare `*` would transfer every key of the database).
 async fn scan_keys(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     slot_pattern: &SlotKeyPattern,
     meta_pattern: &MetaKeyPattern,
@@ -217,7 +241,7 @@ type SlotSetsRead = (
 );
 
 async fn read_slot_sets(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     slot_pattern: &SlotKeyPattern,
     meta_pattern: &MetaKeyPattern,
@@ -337,7 +361,7 @@ async fn read_slot_sets(
 /// pipeline): when its member exists beyond what was read, the hash is left out, since neither
 /// side of that slot was judged (the truncation itself is the `slot_set_truncated` anomaly).
 async fn confirm_strays(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     found: Vec<FoundMeta>,
     truncated: &BTreeMap<String, String>,
@@ -413,7 +437,7 @@ pub const META_PIPELINE_MEMBERS: usize = 10_000;
 /// `PTTL` and `HGET timeout_field` for every non-sentinel member's metadata: one pipeline up to
 /// [`META_PIPELINE_MEMBERS`] members, one more per further such chunk.
 async fn read_meta(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     slot_sets: &mut [SlotSet],
     anomalies: &mut Vec<Anomaly>,

@@ -39,9 +39,29 @@ pub struct RedisRoute {
     pub read_from: RedisReadFrom,
     /// The replica looked at (replica mode only).
     pub replica: Option<ReplicaReport>,
-    /// Round trips spent finding the node (sentinels, `INFO replication`), included in the
-    /// collection's `redis_round_trips`.
+    /// Round trips spent finding the node (sentinels, `INFO replication`; a cluster's
+    /// `CLUSTER SLOTS`), included in the collection's `redis_round_trips`.
     pub discovery_round_trips: u32,
+    /// Redis Cluster: the seed asked, every node read and its round trips, the redirects
+    /// followed (`platform.redis_cluster` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::cluster::ClusterReport>,
+}
+
+impl RedisRoute {
+    /// The route of a cluster read (every primary; the report is filled as it goes).
+    pub fn cluster() -> RedisRoute {
+        RedisRoute {
+            sentinel: None,
+            sentinels_failed: Vec::new(),
+            primary: None,
+            configured: RedisReadFrom::Primary,
+            read_from: RedisReadFrom::Primary,
+            replica: None,
+            discovery_round_trips: 0,
+            cluster: Some(super::cluster::ClusterReport::default()),
+        }
+    }
 }
 
 /// The replica's replication state as this cycle saw it.
@@ -94,6 +114,7 @@ pub async fn connect(cfg: &PlatformConfig) -> Routed {
         read_from: RedisReadFrom::Primary,
         replica: None,
         discovery_round_trips: 0,
+        cluster: None,
     };
     let result = route_and_connect(cfg, &mut route).await;
     Routed {
