@@ -713,8 +713,8 @@ pub struct ReadBatch {
 pub(super) struct BatchCmd {
     name: &'static str,
     key: Vec<u8>,
-    rest: &'static [&'static [u8]],
-    field: Option<Vec<u8>>,
+    /// The arguments after the key.
+    args: Vec<Vec<u8>>,
 }
 
 impl BatchCmd {
@@ -754,18 +754,11 @@ impl ReadBatch {
         self.cmds.is_empty()
     }
 
-    fn push(
-        &mut self,
-        name: &'static str,
-        key: &[u8],
-        rest: &'static [&'static [u8]],
-        field: Option<&[u8]>,
-    ) -> usize {
+    fn push(&mut self, name: &'static str, key: &[u8], args: &[&[u8]]) -> usize {
         self.cmds.push(BatchCmd {
             name,
             key: key.to_vec(),
-            rest,
-            field: field.map(<[u8]>::to_vec),
+            args: args.iter().map(|a| a.to_vec()).collect(),
         });
         self.cmds.len() - 1
     }
@@ -791,11 +784,8 @@ impl ReadBatch {
                 pipe.cmd("ASKING").ignore();
             }
             let cmd = pipe.cmd(c.name).arg(c.key.as_slice());
-            for arg in c.rest {
-                cmd.arg(*arg);
-            }
-            if let Some(field) = &c.field {
-                cmd.arg(field.as_slice());
+            for arg in &c.args {
+                cmd.arg(arg.as_slice());
             }
         }
         pipe
@@ -803,38 +793,38 @@ impl ReadBatch {
 
     /// `ZRANGE key 0 -1 WITHSCORES`; returns the reply's index.
     pub fn zrange_withscores(&mut self, key: &[u8]) -> usize {
-        self.push("ZRANGE", key, &[b"0", b"-1", b"WITHSCORES"], None)
+        self.push("ZRANGE", key, &[b"0", b"-1", b"WITHSCORES"])
     }
 
     /// `ZRANGE key 0 n-1 WITHSCORES` (the `n` lowest scores); returns the reply's index.
     pub fn zrange_withscores_first(&mut self, key: &[u8], n: u32) -> usize {
         let stop = n.saturating_sub(1).to_string();
-        self.push("ZRANGE", &[key, b"0", stop.as_bytes(), b"WITHSCORES"])
+        self.push("ZRANGE", key, &[b"0", stop.as_bytes(), b"WITHSCORES"])
     }
 
     /// `ZSCORE key member`; returns the reply's index.
     pub fn zscore(&mut self, key: &[u8], member: &[u8]) -> usize {
-        self.push("ZSCORE", &[key, member])
+        self.push("ZSCORE", key, &[member])
     }
 
     /// `ZCARD key`; returns the reply's index.
     pub fn zcard(&mut self, key: &[u8]) -> usize {
-        self.push("ZCARD", &[key])
+        self.push("ZCARD", key, &[])
     }
 
     /// `PTTL key`; returns the reply's index.
     pub fn pttl(&mut self, key: &[u8]) -> usize {
-        self.push("PTTL", key, &[], None)
+        self.push("PTTL", key, &[])
     }
 
     /// `HGET key field`; returns the reply's index.
     pub fn hget(&mut self, key: &[u8], field: &[u8]) -> usize {
-        self.push("HGET", key, &[], Some(field))
+        self.push("HGET", key, &[field])
     }
 
     /// `GET key`; returns the reply's index.
     pub fn get(&mut self, key: &[u8]) -> usize {
-        self.push("GET", key, &[], None)
+        self.push("GET", key, &[])
     }
 }
 

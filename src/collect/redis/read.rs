@@ -460,7 +460,7 @@ async fn read_meta(
 }
 
 async fn read_meta_chunk(
-    redis: &mut ReadOnlyRedis,
+    redis: &mut DataConn,
     cfg: &PlatformConfig,
     slot_sets: &mut [SlotSet],
     chunk: &[(usize, usize)],
