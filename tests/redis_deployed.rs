@@ -128,30 +128,34 @@ pub(crate) fn leak_slot(redis: &RedisServer) {
 /// A server with a TLS port beside the plain one; (server, TLS port).
 fn tls_server(pki: &TestPki, require_client_cert: bool) -> (RedisServer, u16) {
     let tls_port = free_loopback_port().expect("port");
-    let server = RedisServer::start_with(|dir| {
-        for (name, text) in [
-            ("ca.crt", &pki.ca),
-            ("server.crt", &pki.server_cert),
-            ("server.key", &pki.server_key),
-        ] {
-            std::fs::write(dir.join(name), text).expect("write pki");
-        }
-        let path = |name: &str| dir.join(name).display().to_string();
-        vec![
-            "--tls-port".to_owned(),
-            tls_port.to_string(),
-            "--tls-cert-file".to_owned(),
-            path("server.crt"),
-            "--tls-key-file".to_owned(),
-            path("server.key"),
-            "--tls-ca-cert-file".to_owned(),
-            path("ca.crt"),
-            "--tls-auth-clients".to_owned(),
-            if require_client_cert { "yes" } else { "no" }.to_owned(),
-        ]
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let server = RedisServer::start_with(|dir| tls_args(dir, pki, tls_port, require_client_cert))
+        .unwrap_or_else(|e| panic!("{e}"));
     (server, tls_port)
+}
+
+/// Writes `pki`'s CA and server certificate into `dir` and returns the `redis-server` arguments
+/// of a TLS port beside the plain one.
+fn tls_args(dir: &Path, pki: &TestPki, tls_port: u16, require_client_cert: bool) -> Vec<String> {
+    for (name, text) in [
+        ("ca.crt", &pki.ca),
+        ("server.crt", &pki.server_cert),
+        ("server.key", &pki.server_key),
+    ] {
+        std::fs::write(dir.join(name), text).expect("write pki");
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    vec![
+        "--tls-port".to_owned(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_owned(),
+        path("server.crt"),
+        "--tls-key-file".to_owned(),
+        path("server.key"),
+        "--tls-ca-cert-file".to_owned(),
+        path("ca.crt"),
+        "--tls-auth-clients".to_owned(),
+        if require_client_cert { "yes" } else { "no" }.to_owned(),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,30 +350,13 @@ async fn recipe_over_tls_and_acl(name: &str) {
     let tls_port = free_loopback_port().expect("port");
     let acl = readme_acl();
     let redis = RedisServer::start_with(|dir| {
-        for (file, text) in [
-            ("ca.crt", &pki.ca),
-            ("server.crt", &pki.server_cert),
-            ("server.key", &pki.server_key),
-        ] {
-            std::fs::write(dir.join(file), text).expect("write pki");
-        }
-        let path = |file: &str| dir.join(file).display().to_string();
-        let mut args = vec![
-            "--tls-port".to_owned(),
-            tls_port.to_string(),
-            "--tls-cert-file".to_owned(),
-            path("server.crt"),
-            "--tls-key-file".to_owned(),
-            path("server.key"),
-            "--tls-ca-cert-file".to_owned(),
-            path("ca.crt"),
-            "--tls-auth-clients".to_owned(),
-            "no".to_owned(),
+        let mut args = tls_args(dir, &pki, tls_port, false);
+        args.extend([
             "--user".to_owned(),
             "canary".to_owned(),
             "on".to_owned(),
             ">tls-acl-pw".to_owned(),
-        ];
+        ]);
         args.extend(acl.iter().cloned());
         args
     })

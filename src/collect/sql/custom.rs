@@ -55,6 +55,36 @@ pub struct CustomOutcome {
     pub statements: u32,
 }
 
+impl CustomOutcome {
+    /// Adds `spec`'s result (both dialects): its rows, or the reason it was not evaluated
+    /// (logged here, where it is handled), and a truncation anomaly when rows were cut.
+    pub(super) fn push(&mut self, spec: &CustomSpec, run: Result<(Vec<CustomRow>, bool), String>) {
+        let (rows, truncated) = match run {
+            Ok((rows, truncated)) => (Ok(rows), truncated),
+            Err(reason) => {
+                tracing::warn!(invariant.id = %spec.id, reason = %reason, "custom invariant not evaluated");
+                (Err(reason), false)
+            }
+        };
+        if truncated {
+            self.anomalies.push(Anomaly {
+                source: Source::Sqlite,
+                kind: AnomalyKind::CustomTruncated,
+                subject: format!("custom invariant {}", spec.id),
+                note: format!("truncated: more than row_limit {} rows", spec.row_limit),
+            });
+        }
+        self.results.push(CustomResult {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            tier: spec.tier,
+            severity: spec.severity,
+            rows,
+            truncated,
+        });
+    }
+}
+
 /// Why a statement is refused (configuration validation and run time use the same words).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatementError {
@@ -171,29 +201,8 @@ pub fn run_blocking(platform: &PlatformConfig, specs: &[CustomSpec]) -> CustomOu
     }
     for spec in specs {
         outcome.statements += 1;
-        let (rows, truncated) = match run_one(&conn, spec) {
-            Ok((rows, truncated)) => (Ok(rows), truncated),
-            Err(reason) => {
-                tracing::warn!(invariant.id = %spec.id, reason = %reason, "custom invariant not evaluated");
-                (Err(reason), false)
-            }
-        };
-        if truncated {
-            outcome.anomalies.push(Anomaly {
-                source: Source::Sqlite,
-                kind: AnomalyKind::CustomTruncated,
-                subject: format!("custom invariant {}", spec.id),
-                note: format!("truncated: more than row_limit {} rows", spec.row_limit),
-            });
-        }
-        outcome.results.push(CustomResult {
-            id: spec.id.clone(),
-            name: spec.name.clone(),
-            tier: spec.tier,
-            severity: spec.severity,
-            rows,
-            truncated,
-        });
+        let run = run_one(&conn, spec);
+        outcome.push(spec, run);
     }
     outcome.statements += 1;
     // Reads are done; a failed COMMIT (e.g. the transaction was already closed) loses nothing.

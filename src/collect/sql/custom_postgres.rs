@@ -16,7 +16,7 @@
 //!
 //! It must not run a statement that was not prepared in its wrapped form first.
 
-use canary_invariants::{Anomaly, AnomalyKind, CustomResult, CustomRow, Source};
+use canary_invariants::CustomRow;
 use postgres::Client;
 use serde_json::Value;
 
@@ -98,29 +98,8 @@ pub fn run_blocking(
         return outcome;
     }
     for spec in specs {
-        let (rows, truncated) = match run_one(&mut client, spec, &mut outcome.statements) {
-            Ok((rows, truncated)) => (Ok(rows), truncated),
-            Err(reason) => {
-                tracing::warn!(invariant.id = %spec.id, reason = %reason, "custom invariant not evaluated");
-                (Err(reason), false)
-            }
-        };
-        if truncated {
-            outcome.anomalies.push(Anomaly {
-                source: Source::Sqlite,
-                kind: AnomalyKind::CustomTruncated,
-                subject: format!("custom invariant {}", spec.id),
-                note: format!("truncated: more than row_limit {} rows", spec.row_limit),
-            });
-        }
-        outcome.results.push(CustomResult {
-            id: spec.id.clone(),
-            name: spec.name.clone(),
-            tier: spec.tier,
-            severity: spec.severity,
-            rows,
-            truncated,
-        });
+        let run = run_one(&mut client, spec, &mut outcome.statements);
+        outcome.push(spec, run);
     }
     outcome.statements += 1;
     // Reads are done; a failed COMMIT loses nothing (the session closes right after).
