@@ -45,6 +45,8 @@ struct Env {
     admin_url: String,
     /// A read-only role's URL (with a password that must never show).
     url: String,
+    /// That role's name.
+    role: String,
 }
 
 impl Env {
@@ -84,6 +86,7 @@ impl Env {
             redis,
             admin_url,
             url,
+            role,
         }
     }
 
@@ -142,6 +145,13 @@ fn statements(result: &Value) -> u64 {
     result["diagnostics"]["collect"]["sql_statements"]
         .as_u64()
         .expect("statement count")
+}
+
+/// Why the SQL source was unavailable (the cycle's first `sources_unavailable` entry).
+fn sql_reason(result: &Value) -> &str {
+    result["sources_unavailable"][0]["error"]
+        .as_str()
+        .expect("a reason")
 }
 
 /// Every built-in outcome, for messages.
@@ -312,9 +322,7 @@ async fn a_stopped_server_is_unknown_never_green_and_recovers() {
         outcomes(&result)
     );
     assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
-    let reason = result["sources_unavailable"][0]["error"]
-        .as_str()
-        .expect("a reason");
+    let reason = sql_reason(&result);
     assert_eq!(result["sources_unavailable"][0]["source"], "sqlite");
     assert!(reason.starts_with("postgres: cannot connect"), "{reason}");
     assert_eq!(outcome(&result, "S-01"), "unknown");
@@ -328,13 +336,7 @@ async fn a_stopped_server_is_unknown_never_green_and_recovers() {
 
     // An authentication failure: the server now asks canary's role for its password, and the
     // URL carries a wrong one. Unknown, and neither password shows anywhere.
-    let role = env
-        .url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(':').next())
-        .expect("role")
-        .to_owned();
+    let role = env.role.clone();
     let hba_path = server.dir().join("data/pg_hba.conf");
     let hba = std::fs::read_to_string(&hba_path).expect("hba");
     std::fs::write(
@@ -354,9 +356,7 @@ async fn a_stopped_server_is_unknown_never_green_and_recovers() {
     .expect("write");
     let (code, result, stderr) = check(&wrong);
     assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
-    let reason = result["sources_unavailable"][0]["error"]
-        .as_str()
-        .expect("a reason");
+    let reason = sql_reason(&result);
     assert!(
         reason.contains("password authentication failed"),
         "{reason}"
@@ -394,9 +394,7 @@ async fn a_lock_held_past_the_statement_timeout_is_unknown() {
     release.send(()).expect("release");
     holder.join().expect("holder");
     assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
-    let reason = result["sources_unavailable"][0]["error"]
-        .as_str()
-        .expect("a reason");
+    let reason = sql_reason(&result);
     // Whichever of lock_timeout and statement_timeout (both 300 ms) the server reports first.
     assert!(
         reason.contains("reading executions")
@@ -432,9 +430,7 @@ async fn missing_columns_and_tables_degrade_as_on_sqlite() {
     env.admin("DROP TABLE schedule_executions;");
     let (code, result, stderr) = check(&config);
     assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
-    let reason = result["sources_unavailable"][0]["error"]
-        .as_str()
-        .expect("a reason");
+    let reason = sql_reason(&result);
     assert_eq!(reason, "table schedule_executions not found");
 }
 
@@ -574,9 +570,7 @@ async fn verify_full_reads_over_tls_and_refuses_an_unknown_ca() {
     std::fs::write(&system_roots, base.replace(&env.url, &tls_url)).expect("write");
     let (code, result, stderr) = check(&system_roots);
     assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
-    let reason = result["sources_unavailable"][0]["error"]
-        .as_str()
-        .expect("a reason");
+    let reason = sql_reason(&result);
     assert!(reason.contains("cannot connect"), "{reason}");
     assert!(!format!("{result}{stderr}").contains("s3cret-pw"));
 }
@@ -606,11 +600,7 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
     );
     env.admin(&format!(
         "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}",
-        env.url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(':').next())
-            .expect("role")
+        env.role
     ));
     let (code, result, stderr) = check(&env.config("c.yaml", "", ""));
     assert_eq!(code, 1, "{}\n{stderr}", outcomes(&result));
@@ -643,13 +633,7 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
 async fn a_table_the_role_cannot_read_is_skipped_or_named() {
     let server = pg::start();
     let env = Env::new(&server, Fixture::Text, Some(SMALL)).await;
-    let role = env
-        .url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(':').next())
-        .expect("role")
-        .to_owned();
+    let role = env.role.clone();
     let config = env.config("c.yaml", "", "");
     env.admin(&format!(
         "REVOKE SELECT ON agent_tags, system_settings FROM {role}"
@@ -663,9 +647,7 @@ async fn a_table_the_role_cannot_read_is_skipped_or_named() {
     env.admin(&format!("REVOKE SELECT ON schedule_executions FROM {role}"));
     let (code, result, stderr) = check(&config);
     assert_eq!(code, 2, "{}\n{stderr}", outcomes(&result));
-    let reason = result["sources_unavailable"][0]["error"]
-        .as_str()
-        .expect("a reason");
+    let reason = sql_reason(&result);
     assert_eq!(
         reason,
         "no SELECT privilege on table schedule_executions (grant it to canary's role)"
