@@ -371,6 +371,13 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if config.http.status_page.public {
+        out.push(
+            "http.status_page.public is true: the status page on GET / (subjects and summaries \
+             read from the platform) is served to anyone who can reach http.bind, without a token"
+                .to_owned(),
+        );
+    }
     out
 }
 
