@@ -994,6 +994,16 @@ mod tests {
     }
 
     #[test]
+    fn a_public_status_page_is_warned_about() {
+        let mut c = Config::default();
+        assert!(warnings(&c).is_empty());
+        c.http.status_page.public = true;
+        let w = warnings(&c);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("http.status_page.public is true"), "{w:?}");
+    }
+
+    #[test]
     fn cluster_settings_are_refused_unless_the_runtime_can_use_them() {
         use crate::config::platform::{RedisCluster, RedisReadFrom, RedisSentinel};
         let mut c = base();

@@ -73,6 +73,8 @@ pub struct Stamp {
     pub iso: String,
     /// `14:05:12 UTC (3m ago)`.
     pub text: String,
+    /// `14:05:12 UTC` (or with the date when not today).
+    pub clock: String,
 }
 
 impl Stamp {
@@ -97,6 +99,7 @@ impl Stamp {
         Stamp {
             iso,
             text: format!("{shown} ({relative})"),
+            clock: shown,
         }
     }
 }
