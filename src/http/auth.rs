@@ -81,10 +81,10 @@ impl IntoResponse for PageDenied {
         };
         let mut response = (status, text).into_response();
         if self == PageDenied::Unauthorized {
-            // RFC 7617: the browser's login prompt; UTF-8 so a token beyond ASCII works.
+            // RFC 7617: the browser's login prompt.
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"canary\", charset=\"UTF-8\""),
+                HeaderValue::from_static("Basic realm=\"canary\""),
             );
         }
         response
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             r.headers()[header::WWW_AUTHENTICATE],
-            "Basic realm=\"canary\", charset=\"UTF-8\""
+            "Basic realm=\"canary\""
         );
         let r = PageDenied::NotConfigured.into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
