@@ -912,5 +912,6 @@ mod tests {
         );
         assert_eq!(Stamp::new(NOW + 60_000, NOW).text, "11:07:40 UTC (in 1m)");
         assert_eq!(Stamp::new(NOW, NOW).iso, "2026-11-18T11:06:40.000Z");
+        assert_eq!(Stamp::new(NOW, NOW).clock, "11:06:40 UTC");
     }
 }
