@@ -33,6 +33,8 @@ COPY src src
 COPY invariants/src invariants/src
 COPY migrations migrations
 COPY config config
+# The status page's askama template is compiled in.
+COPY templates templates
 # The platform schema is compiled in (`canary demo` builds its platform from it).
 COPY tests/fixtures tests/fixtures
 RUN touch src/main.rs src/lib.rs invariants/src/lib.rs \

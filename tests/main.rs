@@ -21,4 +21,5 @@ mod redis_cluster; // Redis Cluster via `canary check` and the library: every pr
 mod redis_deployed; // Redis as deployed via `canary check`: rediss:// verified, mutual TLS, the README's ACL, validation
 mod redis_sentinel; // Sentinel and replica reads via `canary check`: failover followed, sentinels killed, replica lag bound
 mod slack_payloads; // Slack messages per invariant (fired/reminder/resolved) vs reviewed insta snapshots
+mod status_page; // the status page: rendered in headless Chromium (tiles, escaping, timeline, screenshot), access over HTTP
 mod store; // state DB files: migrations, record_cycle atomicity, lease, retention, history queries

@@ -259,6 +259,19 @@ pub struct HttpConfig {
     /// File holding the admin token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
+    /// The HTML status page on `GET /`.
+    pub status_page: StatusPageConfig,
+}
+
+/// The HTML status page (`GET /`). By default it asks for HTTP Basic credentials with the admin
+/// token as the password (browsers cannot send a bearer header) and, like the admin API, answers
+/// 503 when no token is configured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusPageConfig {
+    /// Serve the page without credentials (an explicit choice: it shows subjects and summaries
+    /// read from the platform).
+    pub public: bool,
 }
 
 impl Default for HttpConfig {
@@ -269,6 +282,7 @@ impl Default for HttpConfig {
             bind: "127.0.0.1:9464".to_owned(),
             admin_token: None,
             admin_token_file: None,
+            status_page: StatusPageConfig::default(),
         }
     }
 }

@@ -371,6 +371,13 @@ pub fn warnings(config: &Config) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if config.http.status_page.public {
+        out.push(
+            "http.status_page.public is true: the status page on GET / (subjects and summaries \
+             read from the platform) is served to anyone who can reach http.bind, without a token"
+                .to_owned(),
+        );
+    }
     out
 }
 
@@ -984,6 +991,16 @@ mod tests {
 
     fn paths(problems: &[Problem]) -> Vec<&str> {
         problems.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn a_public_status_page_is_warned_about() {
+        let mut c = Config::default();
+        assert!(warnings(&c).is_empty());
+        c.http.status_page.public = true;
+        let w = warnings(&c);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with("http.status_page.public is true"), "{w:?}");
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! Bearer-token authentication for the admin routes (`/api/canary/*`).
+//! Token authentication: a bearer token for the admin routes (`/api/canary/*`), and for the
+//! status page (`GET /`) HTTP Basic with the token as the password (browsers cannot send a
+//! bearer header; the user name is ignored), unless `http.status_page.public` opens it.
 //!
-//! Fails closed: with no token configured every admin route answers 503. The comparison takes
+//! Fails closed: with no token configured every admin route, and the page unless it is public,
+//! answers 503. The comparison takes
 //! time that depends only on the configured token's length, never on where a guess first differs
 //! or on the guess's length, so the token cannot be recovered byte by byte from response times.
 //! The token is never logged or echoed: a rejection says only that the token was missing or
 //! wrong.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use subtle::{Choice, ConstantTimeEq};
 
 use super::AppState;
@@ -35,6 +40,90 @@ pub fn check(expected: Option<&Secret>, headers: &HeaderMap) -> Result<(), ApiEr
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// Middleware of the status page: public when configured so; otherwise HTTP Basic with the admin
+/// token as the password (or the API's bearer header, for scripts). Refusals are plain text: a
+/// browser shows them as they are, and a 401 asks it for credentials.
+pub async fn require_page_access(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let public = state.runner.config().http.status_page.public;
+    match page_access(public, state.admin_token.as_ref(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => denied.into_response(),
+    }
+}
+
+/// Why the status page was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageDenied {
+    /// Not public and no token configured: 503 (fail closed, like the API).
+    NotConfigured,
+    /// No or wrong credentials: 401 with a Basic challenge.
+    Unauthorized,
+}
+
+impl IntoResponse for PageDenied {
+    fn into_response(self) -> Response {
+        let (status, text) = match self {
+            PageDenied::NotConfigured => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "admin token not configured: the status page needs http.admin_token(_file), \
+                 or http.status_page.public: true\n",
+            ),
+            PageDenied::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "log in with any user name and the admin token as the password\n",
+            ),
+        };
+        let mut response = (status, text).into_response();
+        if self == PageDenied::Unauthorized {
+            // RFC 7617: the browser's login prompt.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"canary\""),
+            );
+        }
+        response
+    }
+}
+
+/// The page's decision, apart from the middleware plumbing.
+pub fn page_access(
+    public: bool,
+    expected: Option<&Secret>,
+    headers: &HeaderMap,
+) -> Result<(), PageDenied> {
+    if public {
+        return Ok(());
+    }
+    let expected = expected.ok_or(PageDenied::NotConfigured)?;
+    let expected = expected.expose().as_bytes();
+    let matches = match basic_password(headers) {
+        Some(password) => tokens_match(expected, &password),
+        None => bearer(headers).is_some_and(|token| tokens_match(expected, token)),
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(PageDenied::Unauthorized)
+    }
+}
+
+/// The password of an `Authorization: Basic base64(user:password)` header (scheme
+/// case-insensitive); the user name is ignored. `None` when absent or malformed.
+fn basic_password(headers: &HeaderMap) -> Option<Vec<u8>> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = STANDARD.decode(rest.trim_ascii()).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    decoded.get(colon + 1..).map(<[u8]>::to_vec)
 }
 
 /// The credentials of an `Authorization: Bearer <token>` header (scheme case-insensitive).
@@ -111,5 +200,70 @@ mod tests {
         ));
         assert!(check(Some(&token), &headers("Bearer s3cret")).is_ok());
         assert!(check(Some(&token), &headers("bearer  s3cret ")).is_ok());
+    }
+
+    fn basic(user_password: &str) -> HeaderMap {
+        headers(&format!("Basic {}", STANDARD.encode(user_password)))
+    }
+
+    #[test]
+    fn page_decisions() {
+        let token = Secret::new("s3cret");
+        let t = Some(&token);
+        assert_eq!(page_access(true, None, &HeaderMap::new()), Ok(()));
+        assert_eq!(
+            page_access(false, None, &basic("x:s3cret")),
+            Err(PageDenied::NotConfigured)
+        );
+        assert_eq!(
+            page_access(false, t, &HeaderMap::new()),
+            Err(PageDenied::Unauthorized)
+        );
+        // Any user name, the token as the password; a password with a colon stays whole.
+        assert_eq!(page_access(false, t, &basic("admin:s3cret")), Ok(()));
+        assert_eq!(page_access(false, t, &basic(":s3cret")), Ok(()));
+        assert_eq!(
+            page_access(
+                false,
+                t,
+                &headers(&format!("basic {}", STANDARD.encode("u:s3cret")))
+            ),
+            Ok(())
+        );
+        let token_with_colon = Secret::new("a:b");
+        assert_eq!(
+            page_access(false, Some(&token_with_colon), &basic("u:a:b")),
+            Ok(())
+        );
+        for refused in [
+            basic("s3cret:wrong"),
+            basic("s3cret"),
+            basic("u:s3cre"),
+            basic("u:s3cret!"),
+            headers("Basic !!not-base64!!"),
+            headers("Basic "),
+            headers("Bearer wrong"),
+        ] {
+            assert_eq!(
+                page_access(false, t, &refused),
+                Err(PageDenied::Unauthorized),
+                "{refused:?}"
+            );
+        }
+        // The API's bearer header works too (scripts).
+        assert_eq!(page_access(false, t, &headers("Bearer s3cret")), Ok(()));
+    }
+
+    #[test]
+    fn page_refusals_challenge_for_basic() {
+        let r = PageDenied::Unauthorized.into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Basic realm=\"canary\""
+        );
+        let r = PageDenied::NotConfigured.into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 }

@@ -1,10 +1,13 @@
 //! The admin HTTP API (DESIGN §8): probes and metrics without authentication, the admin routes
-//! under `/api/canary/` behind a bearer token.
+//! under `/api/canary/` behind a bearer token, the HTML status page on `/` behind HTTP Basic (the
+//! token as the password) unless `http.status_page.public`.
 //!
 //! - `mod.rs`: [`AppState`], the [`router`] (which layers wrap which routes) and [`serve`]
 //!   (injected listener, graceful shutdown on a token; nothing here touches signals).
-//! - `auth.rs`: the token check, fail-closed when no token is configured.
-//! - `handlers.rs`: the admin routes; `health.rs`: `/healthz`, `/readyz`, `/metrics`.
+//! - `auth.rs`: the token checks (bearer; Basic for the page), fail-closed when no token is
+//!   configured.
+//! - `handlers.rs`: the admin routes; `health.rs`: `/healthz`, `/readyz`, `/metrics`;
+//!   `page/`: the status page (its model and the askama template `templates/status.html`).
 //! - `params.rs`: pure parsing of query strings and bodies; `error.rs`: status codes and JSON
 //!   error bodies; `trace.rs`: request logging and the timeout; `metrics.rs`: [`Metrics`].
 //! - `drain.rs`: reads what a handler left of a request body before answering, so a refused
@@ -19,6 +22,7 @@ mod error;
 mod handlers;
 mod health;
 pub mod metrics;
+pub mod page;
 mod params;
 mod trace;
 
@@ -110,9 +114,9 @@ impl AppState {
 }
 
 /// The whole API. Layers, outermost first: request trace → drain of an unread body → timeout →
-/// body limit → (admin routes only) token check → handler. The trace is outermost so a 408 or a
-/// 401 is logged like any answer; the token is checked before any handler reads a body (a
-/// refused body is only drained: read and discarded); the drain sits outside the timeout so it
+/// body limit → (admin routes and the page) token check → handler. The trace is outermost so a
+/// 408 or a 401 is logged like any answer; the token is checked before any handler reads a body
+/// (a refused body is only drained: read and discarded); the drain sits outside the timeout so it
 /// never turns a 413 into a 408 (it stops at the same deadline).
 pub fn router(state: AppState) -> Router {
     let http = &state.runner.config().http;
@@ -131,7 +135,15 @@ pub fn router(state: AppState) -> Router {
             auth::require_token,
         ));
 
+    let page = Router::new()
+        .route("/", get(page::status_page))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_page_access,
+        ));
+
     Router::new()
+        .merge(page)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

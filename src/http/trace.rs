@@ -2,8 +2,10 @@
 //! `duration_ms`), and the request timeout answered as a JSON 408.
 //!
 //! Probes (`/healthz`, `/readyz`, `/metrics`) are polled every few seconds by orchestrators and
-//! scrapers, so their lines are DEBUG; everything else is INFO. Query strings are not logged:
-//! the path is enough to tell requests apart, and parameters are the client's business.
+//! scrapers, so their lines are DEBUG; so are the status page's successful loads (`/`: an open
+//! page reloads itself every 10–60 s), while its refusals stay INFO; everything else is INFO.
+//! Query strings are not logged: the path is enough to tell requests apart, and parameters are
+//! the client's business.
 
 use std::time::{Duration, Instant};
 
@@ -16,13 +18,16 @@ use super::error::ApiError;
 
 /// Paths logged at DEBUG only.
 const QUIET: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// The status page: DEBUG when answered 2xx, INFO otherwise.
+const PAGE: &str = "/";
 
 /// Middleware: a span around the request and one line when it is answered.
 pub async fn trace(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let quiet = QUIET.contains(&path.as_str());
-    let span = if quiet {
+    let page = path == PAGE;
+    let span = if quiet || page {
         tracing::debug_span!(
             "http.request",
             http.method = %method,
@@ -47,8 +52,17 @@ pub async fn trace(request: Request, next: Next) -> Response {
     span.record("http.status", status);
     span.record("duration_ms", duration_ms);
     span.in_scope(|| {
-        if quiet {
+        if quiet || (page && response.status().is_success()) {
             tracing::debug!(http.status = status, duration_ms, "request answered");
+        } else if page {
+            // Its span is DEBUG (not shown at INFO): the line carries what the span would.
+            tracing::info!(
+                http.method = %method,
+                http.path = %path,
+                http.status = status,
+                duration_ms,
+                "request answered"
+            );
         } else {
             tracing::info!(http.status = status, duration_ms, "request answered");
         }

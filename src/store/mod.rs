@@ -11,7 +11,8 @@
 //! All times are unix milliseconds (`i64`), both in the API and in the tables.
 //!
 //! Submodules: [`error`](StoreError), `record` (cycle writes, state and memory loads), `history`
-//! (read-only queries), `retention` (prune), `outbox` (deliverer queries), `lease` (single-flight),
+//! (read-only queries), `overview` (the status page's bounded summaries), `retention` (prune),
+//! `outbox` (deliverer queries), `lease` (single-flight),
 //! [`blocking`] ([`SharedDb`]: how async code calls all of the above without blocking a tokio
 //! worker).
 
@@ -22,6 +23,7 @@ mod history;
 pub mod holder;
 mod lease;
 mod outbox;
+mod overview;
 mod record;
 mod retention;
 
@@ -36,6 +38,7 @@ pub use error::StoreError;
 pub use history::{MAX_PAGE, StoredCycle, StoredViolation, ViolationQuery, ViolationStat};
 pub use lease::{Lease, LeaseName};
 pub use outbox::{OutboxDepth, OutboxRow};
+pub use overview::{CycleBucket, Delivery, RecentTransition};
 pub use record::{CycleRecord, EpisodeWrites, RecordedCycle, tally};
 pub use retention::{PRUNE_BATCH_CYCLES, PruneStats};
 
