@@ -131,6 +131,34 @@ pub fn violations_text(rows: &[StoredViolation], total: u64) -> String {
     s
 }
 
+/// Silences for humans: one line each, then the count.
+pub fn silences_text(rows: &[crate::store::Silence]) -> String {
+    let mut s = String::new();
+    for v in rows {
+        let state = match v.state {
+            crate::store::SilenceState::Pending => "pending",
+            crate::store::SilenceState::Active => "active",
+            crate::store::SilenceState::Expired => "expired",
+        };
+        let subject = v
+            .subject
+            .as_deref()
+            .map_or_else(String::new, |g| format!(" subject {g:?}"));
+        let end = v.expired_at.as_deref().unwrap_or(&v.ends_at);
+        let _ = writeln!(
+            s,
+            "#{:<4} {state:<8} {}{subject} from {} to {end} by {}: {}",
+            v.id,
+            v.invariant_ids.join(","),
+            v.starts_at,
+            v.author,
+            v.comment
+        );
+    }
+    let _ = writeln!(s, "{} silence(s)", rows.len());
+    s
+}
+
 /// The catalog for humans (rules with this configuration's thresholds), then the configured
 /// custom invariants (marked `custom`); disabled ones are marked so.
 pub fn catalog_text(registry: &Registry<'_>) -> String {

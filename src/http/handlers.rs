@@ -188,6 +188,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         })
         .collect();
     Ok(Json(json!({
+        "instance": config.alerts.instance_name(),
         "last_cycle": last_cycle.map(|c| json!({
             "id": c.id,
             "taken_at": c.taken_at,
