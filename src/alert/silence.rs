@@ -197,10 +197,10 @@ impl Spec {
             }
         };
         if let Some(end) = end {
-            if end <= start {
-                problems.push("the end must be after the start".to_owned());
-            } else if end <= now_ms {
+            if end <= now_ms {
                 problems.push("the end is in the past: this silence would mute nothing".to_owned());
+            } else if end <= start {
+                problems.push("the end must be after the start".to_owned());
             }
         }
         if self.author.trim().is_empty() {

@@ -59,18 +59,22 @@ pub fn cycle_text(r: &CycleResult, registry: &Registry<'_>) -> String {
             );
         }
     }
-    for t in &r.transitions {
+    for t in r.transitions.iter().chain(&r.blind.transitions) {
+        let silenced = t
+            .silenced_by
+            .as_deref()
+            .map_or_else(String::new, |by| format!(", silenced by {by}: not sent"));
         let _ = writeln!(
             s,
-            "transition: {} {} ({})",
+            "transition: {} {} ({}{silenced})",
             t.invariant_id, t.kind, t.severity
         );
     }
-    for t in &r.blind.transitions {
+    for a in &r.released {
         let _ = writeln!(
             s,
-            "transition: {} {} ({})",
-            t.invariant_id, t.kind, t.severity
+            "released: {} {} (its silence is over: sent now)",
+            a.invariant_id, a.kind
         );
     }
     for u in &r.sources_unavailable {
