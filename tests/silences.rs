@@ -368,6 +368,49 @@ async fn a_fire_still_red_when_the_silence_ends_is_sent_once_after_the_end() {
     assert!(text(&posts[1]).contains("resolved"), "{}", text(&posts[1]));
 }
 
+/// Slack heard "fired", then the resolve fell inside a silence: it is recorded silenced, and the
+/// first cycle after the silence sends ONE resolved message (Slack would otherwise show it red
+/// forever); nothing more after that.
+#[tokio::test]
+async fn a_resolve_silenced_after_an_announced_fire_is_sent_once_after_the_end() {
+    let env = Env::start("").await;
+    env.flag("flags_one", &["a"]);
+    let fired = env.cycle().await;
+    assert_eq!(fired.transitions[0].silenced_by, None);
+    env.hook.wait_for(1, Duration::from_secs(10)).await;
+    let silence = env.silence(&["C-01"], None, 1_500).await;
+    env.flag("flags_one", &[]);
+    let resolved = env.cycle().await;
+    assert_eq!(
+        resolved.transitions[0].silenced_by,
+        Some(format!("silence:{silence}"))
+    );
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let after = env.cycle().await;
+    assert_eq!(after.released.len(), 1, "{:?}", after.released);
+    assert_eq!(after.released[0].kind, "resolved");
+    env.hook.wait_for(2, Duration::from_secs(10)).await;
+    env.cycle().await;
+    let posts = env.drained_posts().await;
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(text(&posts[1]).contains("resolved"), "{}", text(&posts[1]));
+    assert!(
+        posts[1]
+            .body
+            .to_string()
+            .contains("resolved while silenced"),
+        "{}",
+        posts[1].body
+    );
+    let t = env.transitions();
+    assert_eq!(t.len(), 2);
+    assert_eq!(
+        (t[1].1.as_str(), t[1].3),
+        ("resolved", true),
+        "released: {t:?}"
+    );
+}
+
 /// `alerts.maintenance_windows`: a window whose cron ticks every minute for an hour is open now
 /// and mutes C-01 (`window:0`); one that opens on 1 January at midnight for a minute is closed,
 /// so C-02 alerts.

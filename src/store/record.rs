@@ -1290,4 +1290,109 @@ pub(crate) mod tests {
         assert_eq!(total, 1000);
         assert!(episodes(&db).iter().all(|e| e.2.is_none()));
     }
+
+    /// Records one cycle at `at` whose alerts are decided by `planner`.
+    fn record_planned(
+        db: &mut StateDb,
+        at: Millis,
+        transitions: &[Transition],
+        planner: &dyn Fn(&AlertContext<'_>) -> AlertPlan,
+    ) -> Result<RecordedCycle, StoreError> {
+        let m = Memory::default();
+        db.record_cycle(&CycleRecord {
+            started_at_ms: at,
+            finished_at_ms: at + 1,
+            duration_ms: 1.0,
+            trigger: "test",
+            checks_run: &[],
+            outcomes: &BTreeMap::new(),
+            sources_unavailable: &[],
+            taken_at_ms: at,
+            violations: &[],
+            violation_counts: &BTreeMap::new(),
+            severities: &BTreeMap::new(),
+            states: &[],
+            transitions,
+            outbox_payloads: &[],
+            planner: Some(AlertPlanner(planner)),
+            previous_memory: &m,
+            next_memory: &m,
+        })
+    }
+
+    /// The planner's decisions are written in the cycle's transaction: a silenced transition has
+    /// no outbox row and is pending; a release gives it its row and ends the pending state; and a
+    /// failure anywhere in the transaction undoes the release and the noted silence end too, so
+    /// the next cycle decides again (nothing lost, nothing sent twice).
+    #[test]
+    fn planned_silences_and_releases_commit_with_the_cycle() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let silence = db
+            .add_silence(
+                &crate::store::NewSilence {
+                    invariant_ids: vec!["S-01".into()],
+                    subject_glob: None,
+                    starts_at_ms: 0,
+                    ends_at_ms: 2000,
+                    author: "a".into(),
+                    comment: "c".into(),
+                },
+                0,
+            )
+            .unwrap();
+        let silence_plan = |ctx: &AlertContext<'_>| {
+            assert_eq!(ctx.silences.len(), 1, "active at 1000");
+            AlertPlan {
+                transitions: vec![PlannedAlert {
+                    silenced_by: Some(format!("silence:{}", silence.id)),
+                    payload: Some(json!({"text": "never sent"})),
+                }],
+                releases: vec![],
+            }
+        };
+        let first = record_planned(&mut db, 1000, &[fired("S-01", 1000)], &silence_plan).unwrap();
+        assert_eq!(count(&db, "alert_outbox"), 0, "silenced: no row");
+        let by = format!("silence:{}", silence.id);
+        assert_eq!(first.alerts.silenced_by, vec![Some(by.clone())]);
+
+        let release_plan = |ctx: &AlertContext<'_>| {
+            assert!(ctx.silences.is_empty(), "over at 3000");
+            let p = &ctx.pending["S-01"];
+            assert_eq!(
+                (p.kind, p.announced_firing, p.silenced_by.as_str()),
+                (TransitionKind::Fired, false, by.as_str())
+            );
+            AlertPlan {
+                transitions: vec![],
+                releases: vec![Release {
+                    transition_id: p.transition_id,
+                    invariant_id: "S-01".into(),
+                    kind: TransitionKind::Fired,
+                    payload: Some(json!({"text": "fired after the silence"})),
+                }],
+            }
+        };
+        // A failure later in the same transaction: nothing of the release survives.
+        db.conn
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON alert_outbox
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+            )
+            .unwrap();
+        assert!(record_planned(&mut db, 3000, &[], &release_plan).is_err());
+        assert_eq!(count(&db, "alert_outbox"), 0);
+        let noted: Option<i64> = db
+            .conn
+            .query_row("SELECT end_noted_at FROM silences", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(noted, None, "the end is noted with the cycle or not at all");
+        db.conn.execute_batch("DROP TRIGGER boom").unwrap();
+
+        let second = record_planned(&mut db, 3000, &[], &release_plan).unwrap();
+        assert_eq!(second.alerts.silences_ended.len(), 1);
+        assert_eq!(second.alerts.released.len(), 1);
+        assert_eq!(count(&db, "alert_outbox"), 1);
+        let tx = db.conn.transaction().unwrap();
+        assert!(silences::pending(&tx).unwrap().is_empty(), "released once");
+    }
 }
