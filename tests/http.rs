@@ -1122,6 +1122,22 @@ async fn silences_api_round_trip_auth_and_effect() {
         "{metrics}"
     );
     assert!(!metrics.contains("canary_alerts_silenced_total{invariant=\"L-03\"}"));
+    let status = env
+        .get("/api/canary/status")
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let line = |id: &str| {
+        status["invariants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["invariant_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(line("S-01")["alert_silenced_by"], format!("silence:{id}"));
+    assert!(line("L-03").get("alert_silenced_by").is_none());
     let instance = env
         .get("/api/canary/status")
         .await

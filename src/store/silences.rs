@@ -264,6 +264,12 @@ impl StateDb {
         }
     }
 
+    /// Per invariant (or `source:<name>`), its latest transition when a silence kept it out of
+    /// Slack and it was not released since (for `/api/canary/status`).
+    pub fn pending_silenced(&self) -> Result<BTreeMap<String, Pending>, StoreError> {
+        pending(&self.conn)
+    }
+
     /// Ends a silence now (`now_ms`). Its end counts as noted: the cycle does not log it again.
     pub fn expire_silence(&mut self, id: i64, now_ms: Millis) -> Result<Expired, StoreError> {
         const OP: &str = "expire_silence";
@@ -331,9 +337,7 @@ pub(crate) fn note_ended(
 }
 
 /// Per id, its latest transition when a silence kept it out of Slack and it was not released.
-pub(crate) fn pending(
-    tx: &rusqlite::Transaction<'_>,
-) -> Result<BTreeMap<String, Pending>, StoreError> {
+pub(crate) fn pending(tx: &rusqlite::Connection) -> Result<BTreeMap<String, Pending>, StoreError> {
     const OP: &str = "record_cycle: pending silenced transitions";
     type Row = (String, i64, String, String, String, Millis, Option<String>);
     let rows = tx
