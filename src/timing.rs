@@ -112,6 +112,24 @@ pub fn next_tick(cadence: &Cadence, anchor_ms: i64, after_ms: i64) -> Option<i64
     }
 }
 
+/// The latest tick of a cron cadence at or before `at_ms` (`None` for an interval cadence, or
+/// when there is none): a maintenance window is open on `[tick, tick + duration)`.
+pub fn last_cron_tick_at_or_before(cadence: &Cadence, at_ms: i64) -> Option<i64> {
+    let Cadence::Cron(cron) = cadence else {
+        return None;
+    };
+    let at = DateTime::<Utc>::from_timestamp(at_ms.div_euclid(1000), 0)?;
+    cron.find_previous_occurrence(&at, true)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Whether a window starting at each tick of `cadence` and lasting `duration` is open at `at_ms`.
+pub fn window_open(cadence: &Cadence, duration: Duration, at_ms: i64) -> bool {
+    last_cron_tick_at_or_before(cadence, at_ms)
+        .is_some_and(|tick| at_ms < tick.saturating_add(millis(duration)))
+}
+
 /// How many ticks strictly between `last_ms` and `next_ms` were skipped (capped at `cap`, so a
 /// sparse cron never makes this loop long). For the "cycle overran" log line.
 pub fn skipped_ticks(
@@ -177,6 +195,30 @@ mod tests {
             .unwrap()
             .format("%Y-%m-%dT%H:%M:%S%.3fZ")
             .to_string()
+    }
+
+    #[test]
+    fn a_cron_window_is_open_from_each_tick_for_its_duration() {
+        // Sundays 02:00 UTC for 2 h; 2026-11-29 is a Sunday.
+        let sunday = Cadence::cron("0 2 * * SUN").unwrap();
+        let two_hours = Duration::from_secs(7200);
+        assert!(!window_open(&sunday, two_hours, at("2026-11-29T01:59:59Z")));
+        assert!(window_open(&sunday, two_hours, at("2026-11-29T02:00:00Z")));
+        assert!(window_open(&sunday, two_hours, at("2026-11-29T03:59:59Z")));
+        assert!(
+            !window_open(&sunday, two_hours, at("2026-11-29T04:00:00Z")),
+            "end exclusive"
+        );
+        assert!(
+            !window_open(&sunday, two_hours, at("2026-11-30T02:30:00Z")),
+            "a Monday"
+        );
+        assert_eq!(
+            last_cron_tick_at_or_before(&sunday, at("2026-12-01T12:00:00Z")).map(iso),
+            Some("2026-11-29T02:00:00.000Z".to_owned())
+        );
+        let interval = Cadence::Interval(Duration::from_secs(60));
+        assert!(!window_open(&interval, two_hours, 0));
     }
 
     #[test]

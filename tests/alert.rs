@@ -92,6 +92,7 @@ fn seed_kind(db: &Path, ids: &[&str], created_at_ms: i64, kind: TransitionKind) 
         states: &[],
         transitions: &transitions,
         outbox_payloads: &payloads,
+        planner: None,
         previous_memory: &Memory::default(),
         next_memory: &Memory::default(),
     })

@@ -457,6 +457,30 @@ async fn violations_list_filters_and_total() {
     assert_eq!(major["total"], 1);
     assert_eq!(major["violations"][0]["invariant_id"], "L-03");
 
+    // By tier (the episode's, as the catalog gives it): S-01 and L-03 are both tier A.
+    let a = env
+        .get("/api/canary/violations?tier=A")
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(a["total"], 2, "{a:#}");
+    assert!(
+        a["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["tier"] == "A")
+    );
+    let b = env
+        .get("/api/canary/violations?tier=B")
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(
+        (b["total"].clone(), b["violations"].clone()),
+        (json!(0), json!([]))
+    );
+
     let page = env
         .get("/api/canary/violations?limit=1&offset=1")
         .await
@@ -485,6 +509,7 @@ async fn violations_list_filters_and_total() {
 
     for (query, named) in [
         ("severity=huge", "severity"),
+        ("tier=C", "tier"),
         ("since=yesterday", "since"),
         ("limit=0", "limit"),
         ("limit=abc", "limit"),
@@ -992,5 +1017,209 @@ async fn metrics_count_platform_anomalies_by_kind() {
         "canary_invariant_state{invariant=\"G-05\"} 0",
     ] {
         assert!(has(&text, line), "{line} missing from:\n{text}");
+    }
+}
+
+// ---- issue 14: silences, instance ----------------------------------------------------------
+
+async fn silences_request(
+    env: &Env,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Value,
+) -> Reply {
+    let body = if body.is_null() {
+        Body::empty()
+    } else {
+        Body::from(body.to_string())
+    };
+    send(&env.app, method, uri, token, body).await
+}
+
+/// The silences API: admin auth on every method (401 wrong token, 503 none configured), create →
+/// list → a cycle records S-01's fire as silenced (L-03 announced) and `/metrics` counts it →
+/// expire → the list is empty and `?all=true` keeps it; bad bodies name their problem, an absent
+/// id is 404. `/status` and `/metrics` name the instance.
+#[tokio::test]
+async fn silences_api_round_trip_auth_and_effect() {
+    let mut env = Env::new().await;
+    let body = json!({
+        "invariant_ids": ["S-01"],
+        "subject": "agent-*",
+        "duration": "2h",
+        "author": "jane",
+        "comment": "redis migration",
+    });
+    for (method, uri) in [
+        (Method::GET, "/api/canary/silences"),
+        (Method::POST, "/api/canary/silences"),
+        (Method::DELETE, "/api/canary/silences/1"),
+    ] {
+        let r = silences_request(&env, method.clone(), uri, Some("wrong"), body.clone()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        let r = silences_request(&env, method.clone(), uri, None, body.clone()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    let closed = Env::with(Options {
+        token: None,
+        ..Options::default()
+    })
+    .await;
+    silences_request(
+        &closed,
+        Method::POST,
+        "/api/canary/silences",
+        Some(TOKEN),
+        body.clone(),
+    )
+    .await
+    .expect(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        env.get("/api/canary/silences")
+            .await
+            .expect(StatusCode::OK)
+            .json(),
+        json!({"silences": []}),
+        "the refused requests created nothing"
+    );
+
+    let created = silences_request(
+        &env,
+        Method::POST,
+        "/api/canary/silences",
+        Some(TOKEN),
+        body,
+    )
+    .await
+    .expect(StatusCode::CREATED)
+    .json();
+    assert_eq!(created["state"], "active");
+    assert_eq!(created["author"], "jane");
+    assert_eq!(created["subject"], "agent-*");
+    let id = created["id"].as_i64().unwrap();
+    let listed = env
+        .get("/api/canary/silences")
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(listed["silences"][0], created);
+
+    let cycles = red_history(&mut env).await;
+    let transitions = cycles[0]["transitions"].as_array().unwrap();
+    let of = |id: &str| {
+        transitions
+            .iter()
+            .find(|t| t["invariant_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of("S-01")["silenced_by"], format!("silence:{id}"));
+    assert!(of("L-03").get("silenced_by").is_none(), "{transitions:?}");
+    let metrics = env.get("/metrics").await.expect(StatusCode::OK).text;
+    assert!(
+        metrics.contains("canary_alerts_silenced_total{invariant=\"S-01\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("canary_alerts_silenced_total{invariant=\"L-03\"}"));
+    let status = env
+        .get("/api/canary/status")
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    let line = |id: &str| {
+        status["invariants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["invariant_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(line("S-01")["alert_silenced_by"], format!("silence:{id}"));
+    assert!(line("L-03").get("alert_silenced_by").is_none());
+    let instance = env
+        .get("/api/canary/status")
+        .await
+        .expect(StatusCode::OK)
+        .json()["instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!instance.is_empty());
+    assert!(
+        metrics.contains(&format!("canary_info{{canary_instance=\"{instance}\"")),
+        "{metrics}"
+    );
+
+    let expired = silences_request(
+        &env,
+        Method::DELETE,
+        &format!("/api/canary/silences/{id}"),
+        Some(TOKEN),
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::OK)
+    .json();
+    assert_eq!(expired["state"], "expired");
+    assert!(expired["expired_at"].is_string());
+    assert_eq!(
+        env.get("/api/canary/silences").await.json(),
+        json!({"silences": []})
+    );
+    let all = env
+        .get("/api/canary/silences?all=true")
+        .await
+        .expect(StatusCode::OK)
+        .json();
+    assert_eq!(all["silences"][0]["id"], id);
+    silences_request(
+        &env,
+        Method::DELETE,
+        "/api/canary/silences/999",
+        Some(TOKEN),
+        Value::Null,
+    )
+    .await
+    .expect(StatusCode::NOT_FOUND);
+
+    for (bad, named) in [
+        (
+            json!({"invariant_ids": ["Z-99"], "duration": "1h", "author": "a", "comment": "c"}),
+            "Z-99",
+        ),
+        (
+            json!({"invariant_ids": ["S-01"], "author": "a", "comment": "c"}),
+            "duration",
+        ),
+        (
+            json!({"invariant_ids": ["S-01"], "duration": "soon", "author": "a", "comment": "c"}),
+            "duration",
+        ),
+        (
+            json!({"invariant_ids": ["S-01"], "duration": "1h", "author": "a", "comment": " "}),
+            "comment",
+        ),
+        (
+            json!({"invariant_ids": ["S-01"], "ends_at": "2000-01-01T00:00:00Z", "author": "a", "comment": "c"}),
+            "past",
+        ),
+        (
+            json!({"invariant_ids": ["S-01"], "duration": "1h", "author": "a", "comment": "c", "x": 1}),
+            "unknown field",
+        ),
+    ] {
+        let r = silences_request(
+            &env,
+            Method::POST,
+            "/api/canary/silences",
+            Some(TOKEN),
+            bad.clone(),
+        )
+        .await
+        .expect(StatusCode::BAD_REQUEST);
+        let message = r.json()["error"].as_str().unwrap().to_owned();
+        assert!(message.contains(named), "{bad}: {message}");
     }
 }

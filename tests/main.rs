@@ -20,6 +20,7 @@ mod postgres; // the PostgreSQL platform's write side: private server, fixtures,
 mod redis_cluster; // Redis Cluster via `canary check` and the library: every primary read, round trips per node, redirects followed once, a node down
 mod redis_deployed; // Redis as deployed via `canary check`: rediss:// verified, mutual TLS, the README's ACL, validation
 mod redis_sentinel; // Sentinel and replica reads via `canary check`: failover followed, sentinels killed, replica lag bound
+mod silences; // silences and maintenance windows: what is muted, what is sent when one ends, the CLI
 mod slack_payloads; // Slack messages per invariant (fired/reminder/resolved) vs reviewed insta snapshots
 mod status_page; // the status page: rendered in headless Chromium (tiles, escaping, timeline, screenshot), access over HTTP
 mod store; // state DB files: migrations, record_cycle atomicity, lease, retention, history queries

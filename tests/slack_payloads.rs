@@ -14,6 +14,9 @@
 //! To accept reviewed changes: `INSTA_UPDATE=always cargo test slack_payloads`, then read the
 //! diff of `tests/snapshots/` before committing it.
 //!
+//! Every payload is finished as the cycle finishes it (`slack::with_origin`: the instance and the
+//! violation ids it summarises), so the snapshots show what Slack receives.
+//!
 //! Must not: depend on the clock or randomness (every time is fixed below, so no redaction is
 //! needed), or reach any I/O besides insta's own snapshot files.
 
@@ -172,9 +175,31 @@ fn assert_slack_limits(name: &str, payload: &Value) {
     }
 }
 
+/// The instance every snapshot is sent from (`alerts.instance`).
+const INSTANCE: &str = "canary-prod-eu";
+/// The violation (episode) ids a cycle would have assigned to the message's violations.
+const IDS: [i64; 2] = [17, 18];
+
+/// Compares `payload`, as the cycle finishes it (naming its instance and violation ids), with
+/// its reviewed snapshot, after checking Slack's limits on what would be sent.
 fn snapshot(name: &str, payload: &Value) {
-    assert_slack_limits(name, payload);
-    insta::assert_json_snapshot!(name, payload);
+    snapshot_with_ids(name, payload, &IDS);
+}
+
+fn snapshot_with_ids(name: &str, payload: &Value, ids: &[i64]) {
+    let sent = slack::with_origin(
+        payload,
+        slack::Origin {
+            instance: INSTANCE,
+            violation_ids: ids,
+        },
+    );
+    assert_slack_limits(name, &sent);
+    assert!(
+        sent["text"].as_str().unwrap_or("").ends_with(INSTANCE),
+        "{name}: the text names the instance"
+    );
+    insta::assert_json_snapshot!(name, sent);
 }
 
 #[test]
@@ -308,7 +333,8 @@ fn many_violations_are_truncated_within_slack_limits() {
             &rest[..rest.len().min(12)]
         );
     }
-    snapshot("S-01_truncated", &p);
+    let ids: Vec<i64> = (1..=400).collect();
+    snapshot_with_ids("S-01_truncated", &p, &ids);
 }
 
 /// The snapshot directory holds exactly the reviewed cases above: a snapshot left behind by a

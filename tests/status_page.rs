@@ -191,6 +191,7 @@ fn seed_history(state: &Path, now: i64) {
             states: &[],
             transitions: &transitions,
             outbox_payloads: &payloads,
+            planner: None,
             previous_memory: &memory,
             next_memory: &memory,
         })
@@ -260,6 +261,27 @@ http:
     eprintln!("daemon up, alerts delivered: {:?}", started.elapsed());
     let url = format!("http://127.0.0.1:{port}/");
 
+    // A silence on an invariant that is not red (so S-01's alert above is untouched), with
+    // markup in its comment: the page lists it, escaped.
+    let silence = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/canary/silences"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "invariant_ids": ["E-06"],
+            "subject": "fleet-*",
+            "duration": "2h",
+            "author": "jane",
+            "comment": "schedules <b>migration</b>",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        silence.status(),
+        StatusCode::CREATED,
+        "creating the silence"
+    );
+
     // The page needs credentials; Chromium sends the URL's as HTTP Basic.
     let authed = format!("http://viewer:{TOKEN}@127.0.0.1:{port}/");
     let dom = run_chromium(&["--dump-dom".to_owned(), authed.clone()]);
@@ -313,7 +335,12 @@ http:
         "{dom}"
     );
     assert!(dom.contains(r#"id="silences-heading""#), "{dom}");
-    assert!(dom.contains("No active silences"), "{dom}");
+    let silences = section_after(&dom, r#"id="silences-heading""#);
+    assert!(silences.contains("E-06, subject fleet-*"), "{silences}");
+    assert!(
+        silences.contains("jane: schedules &lt;b&gt;migration&lt;/b&gt;"),
+        "silence comment not escaped:\n{silences}"
+    );
     assert!(!dom.contains(TOKEN), "the token reached the page");
 
     // Without credentials the browser gets the 401, not the page.

@@ -155,6 +155,7 @@ impl Cycle {
             states: &self.states,
             transitions: &self.transitions,
             outbox_payloads: &payloads,
+            planner: None,
             previous_memory: &self.previous,
             next_memory: &self.next,
         })
@@ -182,7 +183,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     let (_dir, path) = temp_db();
     let db = StateDb::open(&path).unwrap();
     assert!(path.exists(), "parent directories and the file are created");
-    assert_eq!(db.schema_version().unwrap(), 3);
+    assert_eq!(db.schema_version().unwrap(), 4);
     drop(db);
 
     let tables: Vec<String> = raw(&path)
@@ -202,6 +203,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
         "transitions",
         "violation_episodes",
         "cycle_invariants",
+        "silences",
     ] {
         assert!(
             tables.iter().any(|t| t == expected),
@@ -220,7 +222,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     drop(db);
     // Re-opening an up-to-date file neither fails nor touches the data.
     let db = StateDb::open(&path).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 3);
+    assert_eq!(db.schema_version().unwrap(), 4);
     assert_eq!(db.load_states().unwrap().len(), 1);
     assert_eq!(count(&path, "cycles"), 1);
 }
@@ -768,7 +770,7 @@ fn store_migration_converts_violation_rows_into_episodes() {
         row(3, "S-01", "a");
     }
     let db = StateDb::open(&path).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 3);
+    assert_eq!(db.schema_version().unwrap(), 4);
     assert_eq!(count(&path, "cycle_invariants"), 4);
     let rows = all_rows(&db);
     let got: BTreeMap<&str, (&str, Millis, Millis, u64, Option<Millis>)> = rows

@@ -14,12 +14,28 @@ pub enum Tier {
     B,
 }
 
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Tier {
+    /// `"A"` or `"B"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Tier::A => "A",
             Tier::B => "B",
-        })
+        }
+    }
+
+    /// Parses `A` or `B` (either case).
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s {
+            "A" | "a" => Some(Tier::A),
+            "B" | "b" => Some(Tier::B),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -4,6 +4,8 @@
 //!   cycle so the payload is stored in the outbox in the cycle's transaction).
 //! - [`blind`]: the "canary is blind" message for a source unreadable for `blind_after` cycles
 //!   (pure, from the same helpers).
+//! - [`silence`]: what a silence or maintenance window covers, and what a cycle sends when one
+//!   ends (pure; the cycle applies it inside its transaction).
 //! - [`retry`]: what an HTTP outcome means for an outbox row, and the backoff (pure).
 //! - [`deliver`]: the deliverer task: claims due outbox rows, POSTs them to the webhook, records
 //!   the outcome, paces posts per webhook.
@@ -19,6 +21,7 @@ pub mod blind;
 pub mod deliver;
 pub mod heartbeat;
 pub mod retry;
+pub mod silence;
 pub mod slack;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -327,6 +327,14 @@ pub fn count_only_fallback(payload: &Value) -> Value {
 pub fn with_undelivered_note(payload: &Value, reason: &str) -> Value {
     let reason = esc(reason, 300);
     let note = format!("the fired alert for this incident could not be delivered: {reason}");
+    with_note(payload, &note, "⚠️")
+}
+
+/// A stored or built `payload` with `note` (already escaped) appended to the `text` (` — note:
+/// …`) and as a line `<icon> *Note:* …` at the end of the summary section (inserted after the
+/// header if there is none), so the count-only fallback keeps it too. Never panics; stays within
+/// Slack's limits.
+pub fn with_note(payload: &Value, note: &str, icon: &str) -> Value {
     let mut out = match payload {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
@@ -337,7 +345,7 @@ pub fn with_undelivered_note(payload: &Value, reason: &str) -> Value {
         .unwrap_or("resolved");
     let text = truncate(&format!("{text} — note: {note}"), SECTION_MAX);
     out.insert("text".to_owned(), Value::String(text));
-    let line = format!("⚠️ *Note:* {note}");
+    let line = format!("{icon} *Note:* {note}");
     let mut blocks = match out.remove("blocks") {
         Some(Value::Array(blocks)) => blocks,
         _ => Vec::new(),
@@ -359,6 +367,80 @@ pub fn with_undelivered_note(payload: &Value, reason: &str) -> Value {
             .map_or(0, |i| i + 1);
         blocks.insert(at.min(blocks.len()), section(line));
         blocks.truncate(BLOCKS_MAX);
+    }
+    out.insert("blocks".to_owned(), Value::Array(blocks));
+    Value::Object(out)
+}
+
+/// Violation (episode) ids listed in a message before "+N more".
+pub const IDS_SHOWN: usize = 10;
+
+/// Who sent a message and which stored rows it summarises (issue 14).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// `alerts.instance`: which canary sent it (several may share a channel).
+    pub instance: &'a str,
+    /// The violation episode ids the message summarises (`GET /api/canary/violations/{id}`),
+    /// in the order shown; duplicates are dropped.
+    pub violation_ids: &'a [i64],
+}
+
+/// `payload` naming its sender and its rows: the `text` (what a phone notification shows) ends
+/// with `· canary <instance>`, and a context element says `canary <instance> · violation ids …` (at most
+/// [`IDS_SHOWN`], then "+N more"). The count-only fallback keeps the `text`, so the instance
+/// survives it. Never panics; stays within Slack's limits.
+pub fn with_origin(payload: &Value, origin: Origin<'_>) -> Value {
+    let mut out = match payload {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    let instance = esc(origin.instance, 100);
+    let text = out.get("text").and_then(Value::as_str).unwrap_or("");
+    // At the end, so the text still starts with the emoji and the id (what people and tools
+    // read first); the original is cut first so the instance always fits.
+    let suffix = format!(" · canary {instance}");
+    let text = format!(
+        "{}{suffix}",
+        truncate(text, SECTION_MAX - suffix.chars().count())
+    );
+    out.insert("text".to_owned(), Value::String(text));
+    let mut ids: Vec<i64> = Vec::new();
+    for id in origin.violation_ids {
+        if !ids.contains(id) {
+            ids.push(*id);
+        }
+    }
+    let mut line = format!("canary *{instance}*");
+    if !ids.is_empty() {
+        let shown: Vec<String> = ids.iter().take(IDS_SHOWN).map(i64::to_string).collect();
+        line.push_str(&format!(
+            " · violation id{} {}",
+            if ids.len() == 1 { "" } else { "s" },
+            shown.join(", ")
+        ));
+        if ids.len() > IDS_SHOWN {
+            line.push_str(&format!(" +{} more", ids.len() - IDS_SHOWN));
+        }
+        line.push_str(" (`GET /api/canary/violations/{id}`)");
+    }
+    let element = json!({ "type": "mrkdwn", "text": truncate(&line, SECTION_MAX) });
+    let mut blocks = match out.remove("blocks") {
+        Some(Value::Array(blocks)) => blocks,
+        _ => Vec::new(),
+    };
+    let context = blocks
+        .iter_mut()
+        .rev()
+        .find(|b| b.get("type").and_then(Value::as_str) == Some("context"))
+        .and_then(|b| b.get_mut("elements"))
+        .and_then(Value::as_array_mut)
+        .filter(|e| e.len() < 10);
+    match context {
+        Some(elements) => elements.push(element),
+        None => {
+            blocks.truncate(BLOCKS_MAX - 1);
+            blocks.push(json!({ "type": "context", "elements": [element] }));
+        }
     }
     out.insert("blocks".to_owned(), Value::Array(blocks));
     Value::Object(out)
@@ -1012,6 +1094,59 @@ mod tests {
         let noted = with_undelivered_note(&bare, "x");
         assert_eq!(noted["blocks"][1]["type"], "section");
         assert_slack_limits(&with_undelivered_note(&json!(7), &"r".repeat(10_000)));
+    }
+
+    #[test]
+    fn origin_names_the_instance_and_the_rows() {
+        let p = payload(&fired("S-01", Severity::Critical, None), &[], AT);
+        let ids: Vec<i64> = (1..=13).chain([3]).collect();
+        let o = with_origin(
+            &p,
+            Origin {
+                instance: "prod<eu>",
+                violation_ids: &ids,
+            },
+        );
+        assert_slack_limits(&o);
+        assert!(
+            o["text"]
+                .as_str()
+                .unwrap()
+                .ends_with(" · canary prod&lt;eu&gt;"),
+            "{o}"
+        );
+        let blocks = o["blocks"].as_array().unwrap();
+        let context = &blocks[blocks.len() - 1];
+        assert_eq!(context["type"], "context");
+        assert_eq!(
+            context["elements"][1]["text"],
+            "canary *prod&lt;eu&gt;* · violation ids 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 +3 more \
+             (`GET /api/canary/violations/{id}`)"
+        );
+        // The count-only fallback keeps the instance (in the text).
+        assert!(
+            count_only_fallback(&o)["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("canary prod&lt;eu&gt;")
+        );
+        // No context block: one is added; garbage still makes a message within the limits.
+        let bare = json!({"text": "t", "blocks": []});
+        let o = with_origin(
+            &bare,
+            Origin {
+                instance: "i",
+                violation_ids: &[],
+            },
+        );
+        assert_eq!(o["blocks"][0]["elements"][0]["text"], "canary *i*");
+        assert_slack_limits(&with_origin(
+            &json!(7),
+            Origin {
+                instance: &"x".repeat(5000),
+                violation_ids: &[],
+            },
+        ));
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {

@@ -48,6 +48,86 @@ pub enum Command {
     Config(ConfigArgs),
     /// Alerting tools: `alert test` posts a test message to the configured Slack webhook.
     Alert(AlertArgs),
+    /// Silences: transitions they cover are recorded but not sent (`add`, `list`, `expire`).
+    Silence(SilenceArgs),
+}
+
+/// `canary silence`.
+#[derive(Debug, Args)]
+pub struct SilenceArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SilenceAction,
+}
+
+/// `canary silence` actions.
+#[derive(Debug, Subcommand)]
+pub enum SilenceAction {
+    /// Create a silence, e.g. `--invariant S-01 --subject 'fleet-*' --for 2h --comment "…"`.
+    Add(SilenceAddArgs),
+    /// The silences not over yet (`--all`: every one).
+    List(SilenceListArgs),
+    /// End a silence now.
+    Expire(SilenceExpireArgs),
+}
+
+/// `canary silence add`.
+#[derive(Debug, Args)]
+pub struct SilenceAddArgs {
+    /// Configuration (for `state.path` and the known invariant ids).
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// An invariant id to silence, or `source:<name>` for a blind source (repeatable).
+    #[arg(long = "invariant", value_name = "ID", required = true)]
+    pub invariants: Vec<String>,
+    /// Only transitions whose every subject matches this glob (`*`, `?`).
+    #[arg(long, value_name = "GLOB")]
+    pub subject: Option<String>,
+    /// How long, from the start (e.g. `2h`); or give `--end`.
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Start (RFC 3339); default now.
+    #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+    pub start: Option<i64>,
+    /// End (RFC 3339); or give `--for`.
+    #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+    pub end: Option<i64>,
+    /// Who (default: the OS user).
+    #[arg(long)]
+    pub author: Option<String>,
+    /// Why.
+    #[arg(long, required = true)]
+    pub comment: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `canary silence list`.
+#[derive(Debug, Args)]
+pub struct SilenceListArgs {
+    /// Configuration (for `state.path`).
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// Include the silences that are over.
+    #[arg(long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `canary silence expire`.
+#[derive(Debug, Args)]
+pub struct SilenceExpireArgs {
+    /// Configuration (for `state.path`).
+    #[command(flatten)]
+    pub source: ConfigSource,
+    /// The silence id (`canary silence list`).
+    pub id: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 /// `canary alert`.
@@ -329,6 +409,9 @@ pub struct ViolationsArgs {
     /// Only this invariant.
     #[arg(long = "invariant", value_name = "ID")]
     pub invariant: Option<String>,
+    /// Only this tier (`A` or `B`).
+    #[arg(long, value_parser = parse_tier)]
+    pub tier: Option<canary_invariants::Tier>,
     /// Only violations newer than this (e.g. `1h`, `7d`).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub since: Option<std::time::Duration>,
@@ -402,7 +485,86 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Alert(AlertArgs {
             action: AlertAction::Test(source),
         }) => alert_test(&source).await,
+        Command::Silence(args) => silence(args.action),
     }
+}
+
+/// `--start` / `--end`: RFC 3339.
+fn parse_instant(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("expected RFC 3339 (e.g. 2026-11-22T10:00:00Z): {e}"))
+}
+
+/// The OS user running the command, for `--author`'s default.
+fn os_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
+    use crate::http::silences::{log_created, log_expired};
+    use crate::store::Expired;
+    let now = crate::clock::now_ms();
+    match action {
+        SilenceAction::Add(args) => {
+            let config = args.source.load_unvalidated()?;
+            let new = crate::alert::silence::Spec {
+                invariant_ids: args.invariants,
+                subject: args.subject,
+                starts_at_ms: args.start,
+                ends_at_ms: args.end,
+                duration: args.duration,
+                author: args.author.unwrap_or_else(os_user),
+                comment: args.comment,
+            }
+            .build(now, |id| config::is_silenceable_id(&config, id))
+            .map_err(|problems| anyhow::anyhow!("silence refused: {problems}"))?;
+            let mut db = open_state_for_writing(&config)?;
+            let silence = db.add_silence(&new, now)?;
+            log_created(&silence, "cli");
+            output::print(&match args.format {
+                Format::Text => output::silences_text(std::slice::from_ref(&silence)),
+                Format::Json => serde_json::to_string_pretty(&silence)?,
+            });
+        }
+        SilenceAction::List(args) => {
+            let config = args.source.load_unvalidated()?;
+            let db = open_state_for_reading(&config.state.path)?;
+            let silences = db.silences(now, args.all)?;
+            output::print(&match args.format {
+                Format::Text => output::silences_text(&silences),
+                Format::Json => {
+                    serde_json::to_string_pretty(&serde_json::json!({ "silences": silences }))?
+                }
+            });
+        }
+        SilenceAction::Expire(args) => {
+            let config = args.source.load_unvalidated()?;
+            let mut db = open_state_for_writing(&config)?;
+            let silence = match db.expire_silence(args.id, now)? {
+                Expired::NotFound => anyhow::bail!("silence {} not found", args.id),
+                Expired::AlreadyOver(s) => s,
+                Expired::Expired(s) => {
+                    log_expired(&s, "cli");
+                    s
+                }
+            };
+            output::print(&match args.format {
+                Format::Text => output::silences_text(std::slice::from_ref(&silence)),
+                Format::Json => serde_json::to_string_pretty(&silence)?,
+            });
+        }
+    }
+    Ok(ExitCode::Green)
+}
+
+/// The state database for a command that writes it (created and migrated if needed).
+fn open_state_for_writing(config: &Config) -> anyhow::Result<StateDb> {
+    StateDb::open(&config.state.path)
+        .with_context(|| format!("opening the state database {}", config.state.path.display()))
 }
 
 /// `canary invariants`: the catalog, then the custom invariants of the configuration (loaded,
@@ -467,6 +629,7 @@ fn violations(args: ViolationsArgs) -> anyhow::Result<ExitCode> {
     });
     let query = ViolationQuery {
         invariant_id: args.invariant,
+        tier: args.tier,
         since_ms,
         limit: args.limit,
         ..ViolationQuery::default()
@@ -479,6 +642,11 @@ fn violations(args: ViolationsArgs) -> anyhow::Result<ExitCode> {
         }))?,
     });
     Ok(ExitCode::Green)
+}
+
+/// `--tier`: `A` or `B`.
+fn parse_tier(s: &str) -> Result<canary_invariants::Tier, String> {
+    canary_invariants::Tier::parse(s).ok_or_else(|| format!("expected A or B, got {s:?}"))
 }
 
 /// The state database for a read command: opened read-only, never created or migrated. A

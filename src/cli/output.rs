@@ -59,18 +59,22 @@ pub fn cycle_text(r: &CycleResult, registry: &Registry<'_>) -> String {
             );
         }
     }
-    for t in &r.transitions {
+    for t in r.transitions.iter().chain(&r.blind.transitions) {
+        let silenced = t
+            .silenced_by
+            .as_deref()
+            .map_or_else(String::new, |by| format!(", silenced by {by}: not sent"));
         let _ = writeln!(
             s,
-            "transition: {} {} ({})",
+            "transition: {} {} ({}{silenced})",
             t.invariant_id, t.kind, t.severity
         );
     }
-    for t in &r.blind.transitions {
+    for a in &r.released {
         let _ = writeln!(
             s,
-            "transition: {} {} ({})",
-            t.invariant_id, t.kind, t.severity
+            "released: {} {} (its silence is over: sent now)",
+            a.invariant_id, a.kind
         );
     }
     for u in &r.sources_unavailable {
@@ -128,6 +132,34 @@ pub fn violations_text(rows: &[StoredViolation], total: u64) -> String {
         );
     }
     let _ = writeln!(s, "{} shown, {total} matching", rows.len());
+    s
+}
+
+/// Silences for humans: one line each, then the count.
+pub fn silences_text(rows: &[crate::store::Silence]) -> String {
+    let mut s = String::new();
+    for v in rows {
+        let state = match v.state {
+            crate::store::SilenceState::Pending => "pending",
+            crate::store::SilenceState::Active => "active",
+            crate::store::SilenceState::Expired => "expired",
+        };
+        let subject = v
+            .subject
+            .as_deref()
+            .map_or_else(String::new, |g| format!(" subject {g:?}"));
+        let end = v.expired_at.as_deref().unwrap_or(&v.ends_at);
+        let _ = writeln!(
+            s,
+            "#{:<4} {state:<8} {}{subject} from {} to {end} by {}: {}",
+            v.id,
+            v.invariant_ids.join(","),
+            v.starts_at,
+            v.author,
+            v.comment
+        );
+    }
+    let _ = writeln!(s, "{} silence(s)", rows.len());
     s
 }
 

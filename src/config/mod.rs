@@ -25,7 +25,7 @@ pub use load::{ConfigError, Overrides, load};
 pub use platform::PlatformConfig;
 pub use problem::Problem;
 pub use secret::{Secret, SecretSource};
-pub use validate::{validate, warnings};
+pub use validate::{is_silenceable_id, validate, warnings};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -155,6 +155,48 @@ pub struct AlertsConfig {
     /// Longest retry delay.
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
+    /// Which canary sends the alerts (several may share one channel): in every Slack message,
+    /// `/api/canary/status` and `canary_info{canary_instance}`. Unset = the host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Recurring windows in which matching transitions are recorded but not sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maintenance_windows: Vec<MaintenanceWindow>,
+}
+
+/// A recurring maintenance window: from each tick of `cron` (5 fields, UTC) for `duration`,
+/// transitions of `invariants` (whose subjects all match `subject`, when set) are recorded
+/// silenced and not sent, exactly like a silence (see `alert::silence`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    /// When each window starts: a 5-field cron expression, UTC.
+    pub cron: String,
+    /// How long each window lasts.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// Invariant ids (or `source:<name>`) it mutes.
+    pub invariants: Vec<String>,
+    /// Optional subject glob (`*`, `?`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Why (shown in logs and the silence's `silenced_by` context).
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl AlertsConfig {
+    /// `alerts.instance`, or the host name, or `"canary"` when even that cannot be read.
+    pub fn instance_name(&self) -> String {
+        if let Some(name) = self.instance.as_deref().filter(|n| !n.trim().is_empty()) {
+            return name.to_owned();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "canary".to_owned())
+    }
 }
 
 impl Default for AlertsConfig {
@@ -169,6 +211,8 @@ impl Default for AlertsConfig {
             give_up_after: Duration::from_secs(24 * 3600),
             retry_initial: Duration::from_secs(5),
             retry_max: Duration::from_secs(600),
+            instance: None,
+            maintenance_windows: Vec::new(),
         }
     }
 }

@@ -905,6 +905,18 @@ fn alerts(config: &Config, out: &mut Vec<Problem>) {
     if let Some(renotify) = alerts.renotify_after {
         at_least(out, "alerts.renotify_after", renotify, MIN_RENOTIFY_AFTER);
     }
+    if let Some(instance) = &alerts.instance
+        && (instance.trim().is_empty() || instance.chars().count() > 100)
+    {
+        push(
+            out,
+            "alerts.instance",
+            "must be 1 to 100 characters (or unset for the host name)",
+        );
+    }
+    for (i, w) in alerts.maintenance_windows.iter().enumerate() {
+        maintenance_window(config, &format!("alerts.maintenance_windows[{i}]"), w, out);
+    }
     if alerts.retry_initial > alerts.retry_max {
         push(
             out,
@@ -914,6 +926,71 @@ fn alerts(config: &Config, out: &mut Vec<Problem>) {
                 humantime::format_duration(alerts.retry_max),
                 humantime::format_duration(alerts.retry_initial)
             ),
+        );
+    }
+}
+
+/// Whether `id` names something a silence or window can match: a catalog invariant, a custom
+/// one, or a blind source (`source:sqlite`, `source:redis`).
+pub fn is_silenceable_id(config: &Config, id: &str) -> bool {
+    canary_invariants::catalog::find(id).is_some()
+        || config.custom_entries().iter().any(|c| c.entry.id == id)
+        || canary_invariants::blind::source_of(id).is_some()
+}
+
+fn maintenance_window(
+    config: &Config,
+    path: &str,
+    w: &crate::config::MaintenanceWindow,
+    out: &mut Vec<Problem>,
+) {
+    let fields = w.cron.split_whitespace().count();
+    if fields != 5 {
+        push(
+            out,
+            format!("{path}.cron"),
+            format!(
+                "{:?}: expected 5 fields (minute hour day-of-month month day-of-week, UTC), found {fields}",
+                w.cron
+            ),
+        );
+    } else if let Err(e) = crate::timing::Cadence::cron(&w.cron) {
+        push(
+            out,
+            format!("{path}.cron"),
+            format!(
+                "{:?} is not a valid 5-field UTC cron expression: {}",
+                w.cron, e.reason
+            ),
+        );
+    }
+    if w.duration.is_zero() {
+        push(out, format!("{path}.duration"), "must be longer than 0s");
+    }
+    if w.invariants.is_empty() {
+        push(
+            out,
+            format!("{path}.invariants"),
+            "must name at least one invariant id (or source:<name>)",
+        );
+    }
+    for id in &w.invariants {
+        if !is_silenceable_id(config, id) {
+            push(
+                out,
+                format!("{path}.invariants"),
+                format!(
+                    "{id:?} is neither a catalog invariant, a custom invariant, nor \
+                     source:sqlite / source:redis"
+                ),
+            );
+        }
+    }
+    if w.subject.as_deref().is_some_and(|g| g.trim().is_empty()) {
+        push(
+            out,
+            format!("{path}.subject"),
+            "must not be empty (omit it to match every subject)",
         );
     }
 }
@@ -1001,6 +1078,50 @@ mod tests {
         let w = warnings(&c);
         assert_eq!(w.len(), 1);
         assert!(w[0].starts_with("http.status_page.public is true"), "{w:?}");
+    }
+
+    #[test]
+    fn maintenance_windows_and_instance_are_validated() {
+        use crate::config::MaintenanceWindow;
+        let mut c = base();
+        c.alerts.instance = Some(" ".to_owned());
+        let ok = MaintenanceWindow {
+            cron: "0 2 * * SUN".to_owned(),
+            duration: Duration::from_secs(7200),
+            invariants: vec!["S-01".to_owned(), "source:redis".to_owned()],
+            subject: Some("fleet-*".to_owned()),
+            comment: "weekly".to_owned(),
+        };
+        c.alerts.maintenance_windows = vec![
+            ok.clone(),
+            MaintenanceWindow {
+                cron: "0 2 * *".to_owned(),
+                duration: Duration::ZERO,
+                invariants: vec!["Z-99".to_owned()],
+                subject: Some(String::new()),
+                ..ok.clone()
+            },
+            MaintenanceWindow {
+                cron: "61 2 * * *".to_owned(),
+                invariants: vec![],
+                ..ok
+            },
+        ];
+        let problems = validate(&c);
+        assert_eq!(
+            paths(&problems),
+            [
+                "alerts.instance",
+                "alerts.maintenance_windows[1].cron",
+                "alerts.maintenance_windows[1].duration",
+                "alerts.maintenance_windows[1].invariants",
+                "alerts.maintenance_windows[1].subject",
+                "alerts.maintenance_windows[2].cron",
+                "alerts.maintenance_windows[2].invariants",
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[3].message.contains("Z-99"), "{problems:?}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! - `mod.rs` (this file): the order of the steps ([`run_cycle`], [`run_dry`]);
 //! - [`result`]: the cycle result and its JSON shape;
-//! - `alerts`: the Slack payloads queued with the transitions.
+//! - `alerts`: which transitions silences cover, and the Slack payloads queued with the rest
+//!   (decided inside the record's transaction).
 //!
 //! It must not decide anything itself: judgement lives in `canary-invariants`, storage in `store`,
 //! and *when* a cycle runs is the triggers' business (`schedule`, `http`, `cli`).
@@ -22,17 +23,17 @@ use crate::clock::{format_ms, now_ms};
 use crate::collect;
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::store::{CycleRecord, SharedDb, StoreError, holder};
+use crate::store::{AlertPlanner, CycleRecord, RecordedAlerts, SharedDb, StoreError, holder};
 
 mod alerts;
 pub mod result;
 
 pub use result::{
-    BlindReport, CycleResult, Diagnostics, ReportedTransition, ReportedViolation,
+    BlindReport, CycleResult, Diagnostics, ReleasedAlert, ReportedTransition, ReportedViolation,
     SourceReadability, Trigger, ViolationCount,
 };
 
-use alerts::{alert_payloads, blind_payloads};
+use alerts::Planning;
 
 /// Errors that stop a cycle (source failures do not: they become `sources_unavailable`).
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +173,7 @@ pub async fn run_dry(
         None => (BTreeMap::new(), Memory::default()),
     };
     let staged = stage(config, request, &previous, &memory).await;
-    Ok(staged.into_result(None, &[]))
+    Ok(staged.into_result(None, &[], None))
 }
 
 /// The previous states and memory, read in one blocking call.
@@ -191,10 +192,10 @@ async fn run_leased(
     let (previous, memory) = load_previous(db).await?;
     let staged = stage(config, request, &previous, &memory).await;
     let finished_at_ms = now_ms();
-    // Invariants first, then the blind sources: states, transitions and payloads stay aligned,
-    // and all of them go into the one transaction.
-    let mut outbox_payloads = alert_payloads(config, &staged);
-    outbox_payloads.extend(blind_payloads(config, &staged));
+    // Invariants first, then the blind sources: states, transitions and planned alerts stay
+    // aligned, and all of them go into the one transaction. Which transitions a silence covers,
+    // and the payloads (which name the episode ids), are decided inside it.
+    let planning = Planning::new(config, staged.taken_at_ms);
     let states: Vec<InvariantState> = staged
         .states
         .iter()
@@ -211,6 +212,7 @@ async fn run_leased(
     // The record moves to the blocking pool with everything it borrows, and comes back with it.
     let (staged, recorded) = db
         .call(move |db| {
+            let plan = |ctx: &crate::store::AlertContext<'_>| planning.plan(&staged, ctx);
             let recorded = db.record_cycle(&CycleRecord {
                 started_at_ms: staged.taken_at_ms,
                 finished_at_ms,
@@ -225,24 +227,33 @@ async fn run_leased(
                 severities: &staged.eval.severities,
                 states: &states,
                 transitions: &all_transitions,
-                outbox_payloads: &outbox_payloads,
+                outbox_payloads: &[],
+                planner: Some(AlertPlanner(&plan)),
                 previous_memory: &memory,
                 next_memory: &staged.eval.memory,
             })?;
             Ok((staged, recorded))
         })
         .await?;
-    for t in &staged.transitions {
+    let silenced_by = &recorded.alerts.silenced_by;
+    for (i, t) in staged.transitions.iter().enumerate() {
+        let by = silenced_by.get(i).cloned().flatten();
         tracing::info!(
             invariant.id = %t.invariant_id,
             invariant.severity = t.severity.as_str(),
             transition.kind = t.kind.as_str(),
             transition.reminder = t.reminder,
+            alert.silenced_by = by.as_deref(),
             cycle.id = recorded.cycle_id,
             "invariant {}", t.kind.as_str()
         );
     }
-    for t in &staged.blind.transitions {
+    log_silences(&recorded.alerts, recorded.cycle_id);
+    for (i, t) in staged.blind.transitions.iter().enumerate() {
+        let by = silenced_by
+            .get(staged.transitions.len() + i)
+            .cloned()
+            .flatten();
         let source = t
             .invariant_id
             .strip_prefix(blind::ID_PREFIX)
@@ -256,12 +267,38 @@ async fn run_leased(
             transition.kind = t.kind.as_str(),
             transition.reminder = t.reminder,
             blind_after = config.alerts.blind_after,
+            alert.silenced_by = by.as_deref(),
             cycle.id = recorded.cycle_id,
             "{message}"
         );
     }
     let ids: Vec<Option<i64>> = recorded.violation_ids.iter().copied().map(Some).collect();
-    Ok(staged.into_result(Some(recorded.cycle_id), &ids))
+    Ok(staged.into_result(Some(recorded.cycle_id), &ids, Some(&recorded.alerts)))
+}
+
+/// The silence changes a cycle saw (their ends) and the silenced alerts it released, at INFO:
+/// each is logged once, by the cycle that committed it.
+fn log_silences(alerts: &RecordedAlerts, cycle_id: i64) {
+    for s in &alerts.silences_ended {
+        tracing::info!(
+            silence.id = s.id,
+            silence.invariants = %s.invariant_ids.join(","),
+            silence.subject = s.subject.as_deref(),
+            silence.author = %s.author,
+            ends_at = %s.ends_at,
+            cycle.id = cycle_id,
+            "silence ended"
+        );
+    }
+    for (id, kind, transition_id) in &alerts.released {
+        tracing::info!(
+            invariant.id = %id,
+            transition.kind = kind.as_str(),
+            transition.id = transition_id,
+            cycle.id = cycle_id,
+            "silenced alert released: nothing covers it any more and slack is out of date"
+        );
+    }
 }
 
 /// Everything a cycle computes before it is written.
@@ -380,7 +417,14 @@ async fn stage(
 }
 
 impl Staged {
-    fn into_result(self, cycle_id: Option<i64>, violation_ids: &[Option<i64>]) -> CycleResult {
+    fn into_result(
+        self,
+        cycle_id: Option<i64>,
+        violation_ids: &[Option<i64>],
+        alerts: Option<&RecordedAlerts>,
+    ) -> CycleResult {
+        let by = |i: usize| alerts.and_then(|a| a.silenced_by.get(i).cloned().flatten());
+        let n = self.transitions.len();
         let violation_counts = self
             .eval
             .violation_counts
@@ -415,7 +459,23 @@ impl Staged {
             violation_count: self.eval.violation_counts.values().sum(),
             violation_counts,
             violations,
-            transitions: self.transitions.iter().map(reported).collect(),
+            transitions: self
+                .transitions
+                .iter()
+                .enumerate()
+                .map(|(i, t)| reported(t, by(i)))
+                .collect(),
+            released: alerts
+                .map(|a| {
+                    a.released
+                        .iter()
+                        .map(|(id, kind, _)| ReleasedAlert {
+                            invariant_id: id.clone(),
+                            kind: kind.as_str(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             sources_unavailable: self.sources_unavailable,
             blind: BlindReport {
                 blind_after: self.blind.blind_after,
@@ -434,19 +494,26 @@ impl Staged {
                         })
                     })
                     .collect(),
-                transitions: self.blind.transitions.iter().map(reported).collect(),
+                transitions: self
+                    .blind
+                    .transitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| reported(t, by(n + i)))
+                    .collect(),
             },
             diagnostics: self.diagnostics,
         }
     }
 }
 
-fn reported(t: &Transition) -> ReportedTransition {
+fn reported(t: &Transition, silenced_by: Option<String>) -> ReportedTransition {
     ReportedTransition {
         invariant_id: t.invariant_id.clone(),
         kind: t.kind.as_str(),
         severity: t.severity.as_str(),
         reminder: t.reminder,
+        silenced_by,
     }
 }
 

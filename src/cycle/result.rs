@@ -62,6 +62,19 @@ pub struct ReportedTransition {
     /// A `renotify_after` reminder of a still-open incident (kind `fired`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reminder: bool,
+    /// What kept it out of Slack (`silence:<id>`, `window:<n>`); absent when it was announced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silenced_by: Option<String>,
+}
+
+/// A silenced transition announced by this cycle because nothing covers it any more and Slack
+/// was out of date (one message: fired while still red, or resolved).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleasedAlert {
+    /// Invariant id (or `source:<name>`).
+    pub invariant_id: String,
+    /// The message sent: `fired` or `resolved`.
+    pub kind: &'static str,
 }
 
 /// One source's readability ("canary is blind", issue 11 §4), from its `source:<name>` state.
@@ -126,6 +139,9 @@ pub struct CycleResult {
     pub violations: Vec<ReportedViolation>,
     /// Fired/resolved transitions.
     pub transitions: Vec<ReportedTransition>,
+    /// Silenced transitions announced this cycle because their silence ended (issue 14).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<ReleasedAlert>,
     /// Stores that could not be read.
     pub sources_unavailable: Vec<SourceUnavailable>,
     /// Per-source readability and the blind alerts this cycle (an addition to DESIGN §8).

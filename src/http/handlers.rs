@@ -158,17 +158,22 @@ struct InvariantStatus<'a> {
     last_fired_at: Option<String>,
     last_resolved_at: Option<String>,
     last_violation: Option<&'a StoredViolation>,
+    /// What kept its latest transition out of Slack (`silence:<id>`, `window:<n>`), while that
+    /// transition has not been sent; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert_silenced_by: Option<&'a str>,
 }
 
 /// `GET /api/canary/status`: per invariant its state, since when, and its last violation.
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (states, last_violations, last_cycle) = state
+    let (states, last_violations, last_cycle, silenced) = state
         .runner
         .with_db(|db| {
             Ok((
                 db.load_states()?,
                 db.last_violation_per_invariant()?,
                 db.last_cycle()?,
+                db.pending_silenced()?,
             ))
         })
         .await
@@ -184,10 +189,12 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                 registry.enabled(d),
                 states.get(d.id()),
                 &last_violations,
+                silenced.get(d.id()).map(|p| p.silenced_by.as_str()),
             )
         })
         .collect();
     Ok(Json(json!({
+        "instance": config.alerts.instance_name(),
         "last_cycle": last_cycle.map(|c| json!({
             "id": c.id,
             "taken_at": c.taken_at,
@@ -207,6 +214,7 @@ fn status_line<'a>(
     enabled: bool,
     state: Option<&InvariantState>,
     last_violations: &'a BTreeMap<String, StoredViolation>,
+    alert_silenced_by: Option<&'a str>,
 ) -> InvariantStatus<'a> {
     InvariantStatus {
         invariant_id: id,
@@ -221,6 +229,7 @@ fn status_line<'a>(
         last_fired_at: state.and_then(|s| s.last_fired_at_ms).map(format_ms),
         last_resolved_at: state.and_then(|s| s.last_resolved_at_ms).map(format_ms),
         last_violation: last_violations.get(id),
+        alert_silenced_by,
     }
 }
 

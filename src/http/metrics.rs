@@ -41,6 +41,14 @@ struct SourceLabel {
     source: String,
 }
 
+/// `canary_instance`, not `instance`: Prometheus sets `instance` on every scraped series (the
+/// target's address), and a clashing label would be renamed `exported_instance`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabel {
+    canary_instance: String,
+    version: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
@@ -64,6 +72,9 @@ pub struct Metrics {
     outbox_pending: Gauge,
     outbox_abandoned: Gauge,
     heartbeat: Family<OutcomeLabel, Counter>,
+    silenced: Family<InvariantLabel, Counter>,
+    released: Family<InvariantLabel, Counter>,
+    info: Family<InfoLabel, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -171,6 +182,27 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+        let silenced = Family::<InvariantLabel, Counter>::default();
+        registry.register(
+            "alerts_silenced",
+            "Transitions recorded but not sent because a silence or maintenance window covered \
+             them, by invariant (or source:<name>)",
+            silenced.clone(),
+        );
+        let released = Family::<InvariantLabel, Counter>::default();
+        registry.register(
+            "alerts_released",
+            "Silenced alerts sent after all because their silence ended with Slack out of date \
+             (one message each), by invariant",
+            released.clone(),
+        );
+        let info = Family::<InfoLabel, Gauge>::default();
+        registry.register(
+            "info",
+            "Always 1: which canary this is (alerts.instance, default the host name) and its \
+             version",
+            info.clone(),
+        );
         // Pre-create the fixed label values so the series exist at 0 from the first scrape:
         // `rate()` and absence alerts misbehave on series that appear only on their first event.
         for outcome in [Outcome::Green, Outcome::Red, Outcome::Unknown] {
@@ -202,7 +234,22 @@ impl Metrics {
             outbox_pending,
             outbox_abandoned,
             heartbeat,
+            silenced,
+            released,
+            info,
         }
+    }
+
+    /// Sets `canary_info{canary_instance, version} 1` (once, at start; a second call replaces
+    /// the first).
+    pub fn set_instance(&self, instance: &str) {
+        self.info.clear();
+        self.info
+            .get_or_create(&InfoLabel {
+                canary_instance: instance.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
     }
 
     /// Counts one heartbeat ping.
@@ -255,6 +302,25 @@ impl Metrics {
                     kind: kind.code().to_owned(),
                 })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        let silenced = result
+            .transitions
+            .iter()
+            .chain(&result.blind.transitions)
+            .filter(|t| t.silenced_by.is_some());
+        for t in silenced {
+            self.silenced
+                .get_or_create(&InvariantLabel {
+                    invariant: t.invariant_id.clone(),
+                })
+                .inc();
+        }
+        for r in &result.released {
+            self.released
+                .get_or_create(&InvariantLabel {
+                    invariant: r.invariant_id.clone(),
+                })
+                .inc();
         }
         for s in &result.sources_unavailable {
             self.sources_unavailable

@@ -6,8 +6,9 @@
 //!   (injected listener, graceful shutdown on a token; nothing here touches signals).
 //! - `auth.rs`: the token checks (bearer; Basic for the page), fail-closed when no token is
 //!   configured.
-//! - `handlers.rs`: the admin routes; `health.rs`: `/healthz`, `/readyz`, `/metrics`;
-//!   `page/`: the status page (its model and the askama template `templates/status.html`).
+//! - `handlers.rs`: the admin routes; `silences.rs`: `/api/canary/silences`; `health.rs`:
+//!   `/healthz`, `/readyz`, `/metrics`; `page/`: the status page (its model and the askama
+//!   template `templates/status.html`).
 //! - `params.rs`: pure parsing of query strings and bodies; `error.rs`: status codes and JSON
 //!   error bodies; `trace.rs`: request logging and the timeout; `metrics.rs`: [`Metrics`].
 //! - `drain.rs`: reads what a handler left of a request body before answering, so a refused
@@ -24,6 +25,7 @@ mod health;
 pub mod metrics;
 pub mod page;
 mod params;
+pub mod silences;
 mod trace;
 
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +76,7 @@ impl AppState {
         // judging readiness by the plain interval is better than refusing to serve.
         let cadence = Cadence::from_config(schedule.interval, schedule.cron.as_deref())
             .unwrap_or(Cadence::Interval(schedule.interval));
+        metrics.set_instance(&runner.config().alerts.instance_name());
         AppState {
             runner,
             admin_token,
@@ -130,6 +133,8 @@ pub fn router(state: AppState) -> Router {
         .route("/violations/{id}", get(handlers::violation))
         .route("/status", get(handlers::status))
         .route("/invariants", get(handlers::invariants))
+        .route("/silences", get(silences::list).post(silences::create))
+        .route("/silences/{id}", delete(silences::expire))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

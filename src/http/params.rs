@@ -2,7 +2,7 @@
 //! [`ApiError::BadRequest`] naming the parameter and the accepted forms out. Every parameter is
 //! taken as a string first so a bad value gets our message, not a deserializer's.
 
-use canary_invariants::{Millis, Severity};
+use canary_invariants::{Millis, Severity, Tier};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -18,6 +18,7 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub struct RawViolationParams {
     invariant_id: Option<String>,
     severity: Option<String>,
+    tier: Option<String>,
     since: Option<String>,
     until: Option<String>,
     limit: Option<String>,
@@ -47,6 +48,12 @@ impl RawViolationParams {
                 ApiError::BadRequest(format!(
                     "severity: expected one of minor, major, critical, got {s:?}"
                 ))
+            })?),
+        };
+        let tier = match non_empty(self.tier) {
+            None => None,
+            Some(t) => Some(Tier::parse(&t).ok_or_else(|| {
+                ApiError::BadRequest(format!("tier: expected A or B, got {t:?}"))
             })?),
         };
         let since_ms = non_empty(self.since)
@@ -85,6 +92,7 @@ impl RawViolationParams {
         Ok(ViolationQuery {
             invariant_id: non_empty(self.invariant_id),
             severity,
+            tier,
             since_ms,
             until_ms,
             limit,
@@ -174,6 +182,7 @@ mod tests {
         let q = raw(&[
             ("invariant_id", "S-01"),
             ("severity", "critical"),
+            ("tier", "A"),
             ("since", "2026-11-22T10:00:00Z"),
             ("until", "1796000000000"),
             ("limit", "5"),
@@ -182,6 +191,7 @@ mod tests {
         .unwrap();
         assert_eq!(q.invariant_id.as_deref(), Some("S-01"));
         assert_eq!(q.severity, Some(Severity::Critical));
+        assert_eq!(q.tier, Some(Tier::A));
         assert_eq!(q.since_ms, Some(1_795_341_600_000));
         assert_eq!(q.until_ms, Some(1_796_000_000_000));
         assert_eq!((q.limit, q.offset), (5, 10));
@@ -190,6 +200,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_parameter() {
         assert!(message(raw(&[("severity", "huge")])).starts_with("severity:"));
+        assert!(message(raw(&[("tier", "C")])).starts_with("tier:"));
         assert!(message(raw(&[("since", "yesterday")])).starts_with("since:"));
         assert!(message(raw(&[("until", "12:00")])).starts_with("until:"));
         assert!(message(raw(&[("limit", "0")])).starts_with("limit:"));

@@ -28,6 +28,8 @@ pub struct ViolationQuery {
     pub invariant_id: Option<String>,
     /// Only this severity.
     pub severity: Option<Severity>,
+    /// Only this tier (the episode's, as recorded with its evidence).
+    pub tier: Option<Tier>,
     /// Last seen (for an open episode: its invariant's last red cycle) at or after this
     /// snapshot time.
     pub since_ms: Option<Millis>,
@@ -45,6 +47,7 @@ impl Default for ViolationQuery {
         ViolationQuery {
             invariant_id: None,
             severity: None,
+            tier: None,
             since_ms: None,
             until_ms: None,
             limit: 100,
@@ -274,6 +277,10 @@ impl StateDb {
             terms.push("e.severity = ?");
             args.push(SqlValue::Text(sev.as_str().to_owned()));
         }
+        if let Some(tier) = q.tier {
+            terms.push("e.tier = ?");
+            args.push(SqlValue::Text(tier.as_str().to_owned()));
+        }
         if let Some(since) = q.since_ms {
             terms.push(concat!(last_seen_expr!(), " >= ?"));
             args.push(SqlValue::Integer(since));
@@ -471,7 +478,10 @@ mod tests {
             &[
                 violation("S-01", "a", Severity::Critical),
                 violation("S-01", "b", Severity::Critical),
-                violation("E-02", "x", Severity::Major),
+                Violation {
+                    tier: Tier::B,
+                    ..violation("E-02", "x", Severity::Major)
+                },
             ],
             &[
                 state("S-01", Outcome::Red, true, 1000),
@@ -531,6 +541,20 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(subjects(&db.violations(&q).unwrap().0), [("x", 1000)]);
+
+        let q = ViolationQuery {
+            tier: Some(Tier::B),
+            ..Default::default()
+        };
+        assert_eq!(subjects(&db.violations(&q).unwrap().0), [("x", 1000)]);
+        let q = ViolationQuery {
+            tier: Some(Tier::A),
+            ..Default::default()
+        };
+        assert_eq!(
+            subjects(&db.violations(&q).unwrap().0),
+            [("d", 2000), ("b", 1000), ("a", 1000)]
+        );
 
         // Open at or after 2000: the two still open (b and x were last seen at 1000).
         let q = ViolationQuery {

@@ -13,6 +13,7 @@
 //! Submodules: [`error`](StoreError), `record` (cycle writes, state and memory loads), `history`
 //! (read-only queries), `overview` (the status page's bounded summaries), `retention` (prune),
 //! `outbox` (deliverer queries), `lease` (single-flight),
+//! `silences` (operator silences, and what a cycle reads of them in its transaction),
 //! [`blocking`] ([`SharedDb`]: how async code calls all of the above without blocking a tokio
 //! worker).
 
@@ -26,6 +27,7 @@ mod outbox;
 mod overview;
 mod record;
 mod retention;
+mod silences;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -39,8 +41,12 @@ pub use history::{MAX_PAGE, StoredCycle, StoredViolation, ViolationQuery, Violat
 pub use lease::{Lease, LeaseName};
 pub use outbox::{OutboxDepth, OutboxRow};
 pub use overview::{CycleBucket, Delivery, RecentTransition};
-pub use record::{CycleRecord, EpisodeWrites, RecordedCycle, tally};
+pub use record::{
+    AlertContext, AlertPlan, AlertPlanner, ClosedEpisode, CycleRecord, EpisodeWrites, PlannedAlert,
+    RecordedAlerts, RecordedCycle, Release, tally,
+};
 pub use retention::{PRUNE_BATCH_CYCLES, PruneStats};
+pub use silences::{Expired, NewSilence, Pending, Silence, SilenceState};
 
 /// How long a statement waits for another connection's write lock before failing with "busy".
 /// Long enough to ride out a cycle's write transaction or one prune batch, short enough that a
@@ -52,6 +58,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0001_initial.sql")),
     M::up(include_str!("../../migrations/0002_deliverer_lease.sql")),
     M::up(include_str!("../../migrations/0003_violation_episodes.sql")),
+    M::up(include_str!("../../migrations/0004_silences.sql")),
 ];
 
 /// canary's state database: one SQLite connection.

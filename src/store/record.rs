@@ -16,12 +16,13 @@ use std::time::Instant;
 
 use canary_invariants::{
     InvariantState, Memory, Millis, Outcome, SeenTerminal, Severity, SourceUnavailable, Transition,
-    Violation,
+    TransitionKind, Violation,
 };
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::codec;
 use super::error::{JsonContext, SqlContext};
+use super::silences::{self, Pending, Silence};
 use super::{StateDb, StoreError};
 
 /// `memory_flags` key holding [`Memory::blind_suspected_since_ms`].
@@ -59,8 +60,12 @@ pub struct CycleRecord<'a> {
     /// Fired/resolved transitions, in the order their ids are returned.
     pub transitions: &'a [Transition],
     /// One alert payload per transition (same order), or empty for "no outbox rows" (silent
-    /// sink, `check --no-alert` style callers).
+    /// sink, `check --no-alert` style callers). Ignored when `planner` is set.
     pub outbox_payloads: &'a [serde_json::Value],
+    /// Decides, inside the transaction, which transitions are silenced and builds the outbox
+    /// payloads once the episode ids are known (the cycle's way; `outbox_payloads` is for callers
+    /// without silences).
+    pub planner: Option<AlertPlanner<'a>>,
     /// The memory this cycle started from: exactly what [`StateDb::load_memory`] returned. Only
     /// the difference to `next_memory` is written.
     pub previous_memory: &'a Memory,
@@ -93,6 +98,85 @@ pub struct RecordedCycle {
     pub transition_ids: Vec<i64>,
     /// Episode rows written: opened, evidence rewritten, closed.
     pub episodes: EpisodeWrites,
+    /// Silenced and released alerts, silences that ended.
+    pub alerts: RecordedAlerts,
+}
+
+/// What the planner is given, read inside the cycle's transaction.
+#[derive(Debug)]
+pub struct AlertContext<'a> {
+    /// The episode of each violation of the record (same order as `CycleRecord::violations`).
+    pub violation_ids: &'a [i64],
+    /// Per invariant, the episodes this cycle closed.
+    pub closed: &'a ClosedByInvariant,
+    /// The silences active at the snapshot time.
+    pub silences: &'a [Silence],
+    /// Ids whose latest transition a silence kept out of Slack and that was not released.
+    pub pending: &'a BTreeMap<String, Pending>,
+}
+
+/// Per invariant, the episodes a cycle closed.
+pub type ClosedByInvariant = BTreeMap<String, Vec<ClosedEpisode>>;
+
+/// An episode closed by this cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedEpisode {
+    /// Episode id.
+    pub id: i64,
+    /// Its subject.
+    pub subject: String,
+}
+
+/// What to do with each transition, and which pending silenced transitions to release now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertPlan {
+    /// One per transition of the record (same order).
+    pub transitions: Vec<PlannedAlert>,
+    /// Silenced transitions announced now that nothing covers them any more.
+    pub releases: Vec<Release>,
+}
+
+/// One transition's fate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlannedAlert {
+    /// What covered it (`silence:<id>`, `window:<n>`); `None` = announced.
+    pub silenced_by: Option<String>,
+    /// Its outbox payload (announced and a webhook configured).
+    pub payload: Option<serde_json::Value>,
+}
+
+/// A pending silenced transition announced now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release {
+    /// The silenced transition (its outbox row is created now).
+    pub transition_id: i64,
+    /// Its invariant (or `source:<name>`).
+    pub invariant_id: String,
+    /// The message's kind (what Slack must now hear).
+    pub kind: TransitionKind,
+    /// The payload (`None`: silent sink, only marked released).
+    pub payload: Option<serde_json::Value>,
+}
+
+/// The planner: called once, inside the transaction, after the episodes are written.
+#[derive(Clone, Copy)]
+pub struct AlertPlanner<'a>(pub &'a dyn Fn(&AlertContext<'_>) -> AlertPlan);
+
+impl std::fmt::Debug for AlertPlanner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AlertPlanner")
+    }
+}
+
+/// What the cycle's alerting wrote besides the transitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordedAlerts {
+    /// Per transition (same order): what silenced it, if anything.
+    pub silenced_by: Vec<Option<String>>,
+    /// `(invariant id, kind, transition id)` of each release.
+    pub released: Vec<(String, TransitionKind, i64)>,
+    /// Silences this cycle is the first to see over (their end is logged by the caller).
+    pub silences_ended: Vec<Silence>,
 }
 
 /// Episode rows one cycle wrote.
@@ -183,7 +267,8 @@ impl StateDb {
         let cycle_id = tx.last_insert_rowid();
 
         write_counts(&tx, cycle_id, rec)?;
-        let (violation_ids, episodes) = write_episodes(&tx, cycle_id, rec, &enc.observed_states)?;
+        let (violation_ids, episodes, closed) =
+            write_episodes(&tx, cycle_id, rec, &enc.observed_states)?;
 
         {
             let mut stmt = tx
@@ -216,15 +301,50 @@ impl StateDb {
             }
         }
 
+        let silences_ended = silences::note_ended(&tx, rec.taken_at_ms)?;
+        let plan = match rec.planner {
+            None => None,
+            Some(planner) => {
+                let active = silences::active_at(&tx, rec.taken_at_ms)?;
+                let pending = silences::pending(&tx)?;
+                let plan = (planner.0)(&AlertContext {
+                    violation_ids: &violation_ids,
+                    closed: &closed,
+                    silences: &active,
+                    pending: &pending,
+                });
+                if plan.transitions.len() != rec.transitions.len() {
+                    return Err(StoreError::Invalid {
+                        op: "record_cycle",
+                        reason: format!(
+                            "{} planned alerts for {} transitions",
+                            plan.transitions.len(),
+                            rec.transitions.len()
+                        ),
+                    });
+                }
+                Some(plan)
+            }
+        };
+        let silenced_by: Vec<Option<String>> = match &plan {
+            Some(plan) => plan
+                .transitions
+                .iter()
+                .map(|p| p.silenced_by.clone())
+                .collect(),
+            None => vec![None; rec.transitions.len()],
+        };
+
         let mut transition_ids = Vec::with_capacity(rec.transitions.len());
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO transitions (cycle_id, invariant_id, kind, severity, at, previous_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO transitions (cycle_id, invariant_id, kind, severity, at, previous_at,
+                                              silenced_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .ctx("record_cycle: prepare transition insert")?;
-            for t in rec.transitions {
+            for (t, by) in rec.transitions.iter().zip(&silenced_by) {
                 let id = stmt
                     .insert(params![
                         cycle_id,
@@ -233,13 +353,68 @@ impl StateDb {
                         t.severity.as_str(),
                         t.at_ms,
                         t.previous_at_ms,
+                        by,
                     ])
                     .ctx("record_cycle: insert transition")?;
                 transition_ids.push(id);
             }
         }
 
-        if !enc.payloads.is_empty() {
+        // Which transition gets which outbox payload: the plan's (silenced ones get none), or
+        // the caller's list.
+        let planned_payloads: Vec<(i64, String)> = match &plan {
+            Some(plan) => {
+                let mut out = Vec::new();
+                for (id, p) in transition_ids.iter().zip(&plan.transitions) {
+                    if let (None, Some(payload)) = (&p.silenced_by, &p.payload) {
+                        out.push((
+                            *id,
+                            serde_json::to_string(payload).json_ctx("record_cycle: encode")?,
+                        ));
+                    }
+                }
+                for r in &plan.releases {
+                    if let Some(payload) = &r.payload {
+                        out.push((
+                            r.transition_id,
+                            serde_json::to_string(payload).json_ctx("record_cycle: encode")?,
+                        ));
+                    }
+                }
+                out
+            }
+            None => transition_ids
+                .iter()
+                .copied()
+                .zip(enc.payloads.iter().cloned())
+                .collect(),
+        };
+        let mut released = Vec::new();
+        if let Some(plan) = &plan {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE transitions SET released_at = ?2
+                     WHERE id = ?1 AND silenced_by IS NOT NULL AND released_at IS NULL",
+                )
+                .ctx("record_cycle: prepare release")?;
+            for r in &plan.releases {
+                let n = stmt
+                    .execute(params![r.transition_id, rec.taken_at_ms])
+                    .ctx("record_cycle: release silenced transition")?;
+                if n != 1 {
+                    return Err(StoreError::Invalid {
+                        op: "record_cycle",
+                        reason: format!(
+                            "transition {} is not a pending silenced one",
+                            r.transition_id
+                        ),
+                    });
+                }
+                released.push((r.invariant_id.clone(), r.kind, r.transition_id));
+            }
+        }
+
+        if !planned_payloads.is_empty() {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT INTO alert_outbox (transition_id, payload, created_at, attempts,
@@ -247,7 +422,7 @@ impl StateDb {
                      VALUES (?1, ?2, ?3, 0, ?3)",
                 )
                 .ctx("record_cycle: prepare outbox insert")?;
-            for (transition_id, payload) in transition_ids.iter().zip(&enc.payloads) {
+            for (transition_id, payload) in &planned_payloads {
                 stmt.execute(params![transition_id, payload, rec.finished_at_ms])
                     .ctx("record_cycle: insert outbox row")?;
             }
@@ -265,7 +440,7 @@ impl StateDb {
             episodes.closed = episodes.closed,
             states = rec.states.len(),
             transitions = transition_ids.len(),
-            outbox = enc.payloads.len(),
+            outbox = planned_payloads.len(),
             memory_writes,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "cycle recorded"
@@ -275,6 +450,11 @@ impl StateDb {
             violation_ids,
             transition_ids,
             episodes,
+            alerts: RecordedAlerts {
+                silenced_by,
+                released,
+                silences_ended,
+            },
         })
     }
 
@@ -441,7 +621,7 @@ fn write_episodes(
     cycle_id: i64,
     rec: &CycleRecord<'_>,
     observed_states: &[String],
-) -> Result<(Vec<i64>, EpisodeWrites), StoreError> {
+) -> Result<(Vec<i64>, EpisodeWrites, ClosedByInvariant), StoreError> {
     // Only the invariants judged this cycle can close episodes: an unknown or unselected
     // invariant's open episodes are left exactly as they are.
     let evaluated: BTreeSet<&str> = rec
@@ -594,7 +774,12 @@ fn write_episodes(
         })
         .collect();
     gone.sort_by_key(|(_, e)| e.id);
-    for ((inv, _), e) in gone {
+    let mut closed: BTreeMap<String, Vec<ClosedEpisode>> = BTreeMap::new();
+    for ((inv, subject), e) in gone {
+        closed.entry(inv.clone()).or_default().push(ClosedEpisode {
+            id: e.id,
+            subject: subject.clone(),
+        });
         close
             .execute(params![
                 e.id,
@@ -606,7 +791,7 @@ fn write_episodes(
             .ctx("record_cycle: close episode")?;
         writes.closed += 1;
     }
-    Ok((ids, writes))
+    Ok((ids, writes, closed))
 }
 
 /// Writes `next - previous`: deletes dropped execution ids, upserts new or changed ones, sets or
@@ -749,6 +934,7 @@ pub(crate) mod tests {
             states,
             transitions,
             outbox_payloads: &payloads,
+            planner: None,
             previous_memory: previous,
             next_memory: next,
         })
@@ -841,6 +1027,7 @@ pub(crate) mod tests {
                 states: &[],
                 transitions: &ts,
                 outbox_payloads: &payloads,
+                planner: None,
                 previous_memory: &empty,
                 next_memory: &empty,
             })
@@ -871,6 +1058,7 @@ pub(crate) mod tests {
                 states: &[],
                 transitions: &ts,
                 outbox_payloads: &[],
+                planner: None,
                 previous_memory: &empty,
                 next_memory: &empty,
             })
@@ -1075,6 +1263,7 @@ pub(crate) mod tests {
                 states: &red,
                 transitions: &[],
                 outbox_payloads: &[],
+                planner: None,
                 previous_memory: &m,
                 next_memory: &m,
             })
@@ -1100,5 +1289,110 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(total, 1000);
         assert!(episodes(&db).iter().all(|e| e.2.is_none()));
+    }
+
+    /// Records one cycle at `at` whose alerts are decided by `planner`.
+    fn record_planned(
+        db: &mut StateDb,
+        at: Millis,
+        transitions: &[Transition],
+        planner: &dyn Fn(&AlertContext<'_>) -> AlertPlan,
+    ) -> Result<RecordedCycle, StoreError> {
+        let m = Memory::default();
+        db.record_cycle(&CycleRecord {
+            started_at_ms: at,
+            finished_at_ms: at + 1,
+            duration_ms: 1.0,
+            trigger: "test",
+            checks_run: &[],
+            outcomes: &BTreeMap::new(),
+            sources_unavailable: &[],
+            taken_at_ms: at,
+            violations: &[],
+            violation_counts: &BTreeMap::new(),
+            severities: &BTreeMap::new(),
+            states: &[],
+            transitions,
+            outbox_payloads: &[],
+            planner: Some(AlertPlanner(planner)),
+            previous_memory: &m,
+            next_memory: &m,
+        })
+    }
+
+    /// The planner's decisions are written in the cycle's transaction: a silenced transition has
+    /// no outbox row and is pending; a release gives it its row and ends the pending state; and a
+    /// failure anywhere in the transaction undoes the release and the noted silence end too, so
+    /// the next cycle decides again (nothing lost, nothing sent twice).
+    #[test]
+    fn planned_silences_and_releases_commit_with_the_cycle() {
+        let mut db = StateDb::open_in_memory().unwrap();
+        let silence = db
+            .add_silence(
+                &crate::store::NewSilence {
+                    invariant_ids: vec!["S-01".into()],
+                    subject_glob: None,
+                    starts_at_ms: 0,
+                    ends_at_ms: 2000,
+                    author: "a".into(),
+                    comment: "c".into(),
+                },
+                0,
+            )
+            .unwrap();
+        let silence_plan = |ctx: &AlertContext<'_>| {
+            assert_eq!(ctx.silences.len(), 1, "active at 1000");
+            AlertPlan {
+                transitions: vec![PlannedAlert {
+                    silenced_by: Some(format!("silence:{}", silence.id)),
+                    payload: Some(json!({"text": "never sent"})),
+                }],
+                releases: vec![],
+            }
+        };
+        let first = record_planned(&mut db, 1000, &[fired("S-01", 1000)], &silence_plan).unwrap();
+        assert_eq!(count(&db, "alert_outbox"), 0, "silenced: no row");
+        let by = format!("silence:{}", silence.id);
+        assert_eq!(first.alerts.silenced_by, vec![Some(by.clone())]);
+
+        let release_plan = |ctx: &AlertContext<'_>| {
+            assert!(ctx.silences.is_empty(), "over at 3000");
+            let p = &ctx.pending["S-01"];
+            assert_eq!(
+                (p.kind, p.announced_firing, p.silenced_by.as_str()),
+                (TransitionKind::Fired, false, by.as_str())
+            );
+            AlertPlan {
+                transitions: vec![],
+                releases: vec![Release {
+                    transition_id: p.transition_id,
+                    invariant_id: "S-01".into(),
+                    kind: TransitionKind::Fired,
+                    payload: Some(json!({"text": "fired after the silence"})),
+                }],
+            }
+        };
+        // A failure later in the same transaction: nothing of the release survives.
+        db.conn
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON alert_outbox
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+            )
+            .unwrap();
+        assert!(record_planned(&mut db, 3000, &[], &release_plan).is_err());
+        assert_eq!(count(&db, "alert_outbox"), 0);
+        let noted: Option<i64> = db
+            .conn
+            .query_row("SELECT end_noted_at FROM silences", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(noted, None, "the end is noted with the cycle or not at all");
+        db.conn.execute_batch("DROP TRIGGER boom").unwrap();
+
+        let second = record_planned(&mut db, 3000, &[], &release_plan).unwrap();
+        assert_eq!(second.alerts.silences_ended.len(), 1);
+        assert_eq!(second.alerts.released.len(), 1);
+        assert_eq!(count(&db, "alert_outbox"), 1);
+        let tx = db.conn.transaction().unwrap();
+        assert!(silences::pending(&tx).unwrap().is_empty(), "released once");
     }
 }

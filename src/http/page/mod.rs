@@ -24,7 +24,7 @@ use super::health::{LastCycle, Window, readiness};
 use crate::clock::now_ms;
 use crate::registry::Registry;
 use crate::timing::Cadence;
-use model::{BUCKET_MS, BUCKETS, Context, Facts, TRANSITIONS};
+use model::{BUCKET_MS, BUCKETS, Context, Facts, SilenceView, TRANSITIONS};
 
 /// What the page may load: nothing but its own inline styles (and inline SVG, which is markup).
 /// Even if escaping ever failed, a browser would run no script from it.
@@ -47,7 +47,7 @@ pub fn refresh_interval(cadence: &Cadence) -> Duration {
 pub async fn status_page(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = now_ms();
     let start = model::timeline_start(now);
-    let facts = state
+    let (facts, stored_silences) = state
         .runner
         .with_db(move |db| {
             let last_cycle = db.last_cycle()?;
@@ -55,14 +55,15 @@ pub async fn status_page(State(state): State<AppState>) -> Result<Response, ApiE
                 Some(c) => db.cycle_violation_counts(c.id)?,
                 None => Default::default(),
             };
-            Ok(Facts {
+            let facts = Facts {
                 states: db.load_states()?,
                 last_violations: db.last_violation_per_invariant()?,
                 buckets: db.cycle_buckets(start, BUCKET_MS, BUCKETS)?,
                 transitions: db.recent_transitions(TRANSITIONS)?,
                 last_cycle,
                 counts,
-            })
+            };
+            Ok((facts, db.silences(now, false)?))
         })
         .await
         .map_err(|e| ApiError::internal("status page", &e))?;
@@ -86,8 +87,10 @@ pub async fn status_page(State(state): State<AppState>) -> Result<Response, ApiE
         readiness: ready.as_ref().map(|_| ()).map_err(String::as_str),
         now_ms: now,
     };
-    // merge: filled from store::silences
-    let silences = Vec::new();
+    let silences = stored_silences
+        .iter()
+        .map(|s| SilenceView::new(s, now))
+        .collect();
     let page = model::build(&facts, &ctx, silences);
     let html = page
         .render()

@@ -49,7 +49,7 @@ pub struct Facts {
     pub transitions: Vec<RecentTransition>,
 }
 
-/// An active silence as the page lists it (filled from the silences store once it exists).
+/// A silence that is not over (active, or starting later), as the page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SilenceView {
     /// Silence id.
@@ -64,6 +64,24 @@ pub struct SilenceView {
     pub starts: Stamp,
     /// When it ends.
     pub ends: Stamp,
+}
+
+impl SilenceView {
+    /// A stored silence seen from `now_ms`; its end is the early expiry when there is one.
+    pub fn new(silence: &crate::store::Silence, now_ms: Millis) -> SilenceView {
+        let mut matchers = silence.invariant_ids.join(", ");
+        if let Some(glob) = &silence.subject {
+            matchers.push_str(&format!(", subject {glob}"));
+        }
+        SilenceView {
+            id: silence.id,
+            matchers,
+            author: silence.author.clone(),
+            comment: silence.comment.clone(),
+            starts: Stamp::new(silence.starts_at_ms, now_ms),
+            ends: Stamp::new(silence.effective_end_ms(), now_ms),
+        }
+    }
 }
 
 /// An instant as shown: machine-readable for `<time datetime>`, and in words.
