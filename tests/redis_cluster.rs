@@ -28,7 +28,8 @@ use canary::fleet::redis_server::free_loopback_port;
 use canary::fleet::rig::Rig;
 use redis::{Commands, Value};
 
-use crate::redis_deployed::{canary, check, readme_acl, redis_reason};
+use crate::redis_deployed::{check, readme_acl, redis_reason};
+use crate::support::cli::canary;
 use crate::support::cluster::{Cluster, node_conn};
 
 fn cluster_report(result: &serde_json::Value) -> &serde_json::Value {

@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::redis_deployed::{
-    canary, check, config, healthy_platform, leak_slot, readme_acl, redis_reason,
-};
+use crate::redis_deployed::{check, config, healthy_platform, leak_slot, readme_acl, redis_reason};
+use crate::support::cli::canary;
 use crate::support::sentinel::{Deployment, MASTER, info_replication, replica_of_with};
 
 const SENTINEL_PW: &str = "sentinel-s3cret-pw";
