@@ -9,6 +9,12 @@
 //! cycle run  <S|M|L> <db> <redis_url> <state.db> [cycles]
 //! ```
 //!
+//! `<redis_url>` may also be `cluster:host:port,host:port,…` for `run`: canary reads a Redis
+//! Cluster through `platform.redis_cluster.nodes` (the script seeds a cluster with
+//! `canary fleet --seed-only --redis-cluster`), `INFO commandstats` is summed over the nodes and
+//! the last cycle's per-node report (`diagnostics.collect.redis_route`) is printed as
+//! `redis_route_last`.
+//!
 //! `<db>` is the platform database: a SQLite file path, or a `postgres://` (`postgresql://`) URL.
 //! A URL is seeded through `PlatformTarget::postgres` (the database must exist; the schema is
 //! created) and read through `platform.database_url` instead of `platform.sqlite_path`. The URL
@@ -139,6 +145,8 @@ struct Sample {
     violations: usize,
     non_green: Vec<String>,
     commandstats: BTreeMap<String, u64>,
+    /// How Redis was reached (per node round trips on a cluster).
+    route: Option<serde_json::Value>,
 }
 
 async fn run_command(
@@ -153,14 +161,27 @@ async fn run_command(
         PlatformTarget::Sqlite(db) => ("platform.sqlite_path", db.display().to_string()),
         PlatformTarget::Postgres(url) => ("platform.database_url", url.expose().to_owned()),
     };
-    let config = config::load_validated(
-        None,
-        &Overrides::new()
-            .with(database.0, database.1)
-            .with("platform.redis_url", redis_url)
-            .with("state.path", state.display().to_string()),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // `cluster:a,b,c`: the seeds of a Redis Cluster; `redis_url` then only gives the scheme.
+    let seeds: Vec<String> = redis_url
+        .strip_prefix("cluster:")
+        .map(|list| list.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let node_urls: Vec<String> = if seeds.is_empty() {
+        vec![redis_url.to_owned()]
+    } else {
+        seeds.iter().map(|s| format!("redis://{s}/0")).collect()
+    };
+    let mut overrides = Overrides::new()
+        .with(database.0, database.1)
+        .with("platform.redis_url", node_urls[0].clone())
+        .with("state.path", state.display().to_string());
+    if !seeds.is_empty() {
+        overrides.set(
+            "platform.redis_cluster",
+            format!("{{nodes: [{}]}}", seeds.join(", ")),
+        );
+    }
+    let config = config::load_validated(None, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
     // As the CLI does after validating: custom statements against the platform database.
     let problems = canary::collect::preflight(&config);
     if !problems.is_empty() {
@@ -170,9 +191,14 @@ async fn run_command(
     // The cycle's own connection, used from async code through the blocking pool as the daemon
     // does; `state_db` stays a plain connection for the step-by-step breakdown below.
     let cycle_db = SharedDb::new(StateDb::open(&state).context("opening the state database")?);
-    let mut stats_conn = redis::Client::open(redis_url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut stats_conns = Vec::new();
+    for url in &node_urls {
+        stats_conns.push(
+            redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?,
+        );
+    }
     let request = CycleRequest {
         trigger: Trigger::Manual,
         only: None,
@@ -181,11 +207,11 @@ async fn run_command(
 
     let mut samples = Vec::with_capacity(cycles + 1);
     for _ in 0..=cycles {
-        let before = commandstats(&mut stats_conn).await?;
+        let before = commandstats_all(&mut stats_conns).await?;
         let started = Instant::now();
         let result = run_cycle(&config, &cycle_db, &request).await?;
         let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let after = commandstats(&mut stats_conn).await?;
+        let after = commandstats_all(&mut stats_conns).await?;
         let c = &result.diagnostics.collect;
         samples.push(Sample {
             wall_ms,
@@ -208,6 +234,10 @@ async fn run_command(
                 )
                 .collect(),
             commandstats: delta(&before, &after),
+            route: c
+                .redis_route
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r).ok()),
         });
     }
     let peak_rss_kb = proc_status_kb("VmHWM");
@@ -270,6 +300,8 @@ async fn run_command(
         "violations": samples.iter().map(|s| s.violations).collect::<Vec<_>>(),
         "non_green": last.map(|s| s.non_green.clone()),
         "commandstats_delta_per_cycle": last.map(|s| s.commandstats.clone()),
+        "redis_nodes": node_urls.len(),
+        "redis_route_last": last.and_then(|s| s.route.clone()),
         "breakdown_ms": {
             "load_state_and_memory": load_ms,
             "collect": collect_ms,
@@ -287,6 +319,19 @@ async fn run_command(
 
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// `INFO commandstats` summed over every node (one node, or a cluster's primaries).
+async fn commandstats_all(
+    conns: &mut [redis::aio::MultiplexedConnection],
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut sum = BTreeMap::new();
+    for conn in conns {
+        for (cmd, calls) in commandstats(conn).await? {
+            *sum.entry(cmd).or_insert(0) += calls;
+        }
+    }
+    Ok(sum)
 }
 
 /// `INFO commandstats` as command → calls.

@@ -17,7 +17,6 @@
 //!   cancelled by the server and only its entry is unknown.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -25,6 +24,8 @@ use canary::fleet::platform_db::PlatformTarget;
 use canary::fleet::postgres_server::PostgresServer;
 use canary::fleet::seed::{SeedSpec, seed};
 use serde_json::Value;
+
+use crate::support::cli::canary;
 
 use crate::support::postgres::{self as pg, Fixture};
 use crate::support::redis_server;
@@ -111,21 +112,6 @@ impl Env {
             c.batch_execute(&sql).expect("admin sql")
         });
     }
-}
-
-/// `canary <args>`: exit code, stdout, stderr.
-fn canary(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
-        .args(args)
-        .env_remove("CANARY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run canary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// `canary check --format json --config <config>`: exit code, the result (`Null` when the

@@ -7,13 +7,14 @@
 //! validate against the fixture schema.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use canary::config::{Overrides, load_from, validate};
 use canary::fleet::redis_server::RedisServer;
 use rusqlite::Connection;
 use serde_json::Value;
+
+use crate::support::cli::canary;
 
 use crate::support::platform_db::{AgentRow, PlatformDb};
 
@@ -72,20 +73,6 @@ impl Env {
     fn state_path(&self) -> PathBuf {
         self.dir.path().join("state.db")
     }
-}
-
-fn canary(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
-        .args(args)
-        .env_remove("CANARY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run canary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// `canary check --format json --config <config> <extra>`: (exit code, result JSON, stderr).

@@ -1,6 +1,12 @@
-//! Redis Cluster reads against a real three-primary cluster (`tests/support/cluster.rs`),
-//! nothing mocked:
+//! Redis Cluster against a real three-primary cluster (`tests/support/cluster.rs`), nothing
+//! mocked; the platform's keys are written by canary's own fleet writer
+//! (`canary::fleet::platform` on a `RedisTarget::Cluster`):
 //!
+//! - the fleet on a cluster: the simulated fleet churning on it is green cycle after cycle;
+//!   the core recipes (S-01 leak, S-03 short TTL, L-03 orphan slot key, S-04 orphan metadata)
+//!   go red once, fire one alert, resolve once; `canary fleet --seed-only --redis-cluster`
+//!   writes a dataset over all three nodes in one pipeline per node, and `canary check` on it
+//!   is green;
 //! - through the real `canary check` binary: agents spread over all three primaries (an
 //!   agent's slot set and its metadata hash on different nodes), a clean platform is green, a
 //!   leaked slot is red (S-01), a short metadata TTL is red (S-03), a primary killed is exit 2
@@ -17,11 +23,13 @@ use canary::clock::now_ms;
 use canary::collect::redis::ReadBatch;
 use canary::collect::redis::cluster::{self, key_slot};
 use canary::config::platform::{PlatformConfig, RedisCluster};
-use canary::fleet::platform::{self, Platform};
+use canary::fleet::platform::{self, Platform, RedisTarget};
 use canary::fleet::redis_server::free_loopback_port;
+use canary::fleet::rig::Rig;
 use redis::{Commands, Value};
 
 use crate::redis_deployed::{check, readme_acl, redis_reason};
+use crate::support::cli::canary;
 use crate::support::cluster::{Cluster, node_conn};
 
 fn cluster_report(result: &serde_json::Value) -> &serde_json::Value {
@@ -44,11 +52,10 @@ fn expected_round_trips(c: &Cluster, agents: &[(String, String)], node: usize) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_is_read_on_every_primary_with_round_trips_constant_per_node() {
     let c = Cluster::start();
-    let scratch = crate::support::redis_server::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("platform.db");
     platform::create_db(&db).expect("schema");
-    let mut p = Platform::connect(&db, &scratch.url())
+    let mut p = Platform::connect(&db, RedisTarget::Cluster(c.addrs()))
         .await
         .expect("platform");
     let mut agents: Vec<(String, String)> = Vec::new();
@@ -63,7 +70,6 @@ async fn a_cluster_is_read_on_every_primary_with_round_trips_constant_per_node()
         }
     };
     add(&mut p, &mut agents, 12).await;
-    c.copy_from(&scratch);
 
     // The keys are spread: every node holds slot sets, and some agent's slot set and metadata
     // hash live on different nodes (no hash tags).
@@ -125,7 +131,6 @@ async fn a_cluster_is_read_on_every_primary_with_round_trips_constant_per_node()
 
     // Three times the agents: the same round trips per node.
     add(&mut p, &mut agents, 24).await;
-    c.copy_from(&scratch);
     let (code, more, stderr) = check(&cfg_path);
     assert_eq!(code, 0, "{}\n{stderr}", more["outcomes"]);
     assert_eq!(more["outcomes"], healthy["outcomes"]);
@@ -196,11 +201,11 @@ fn cluster_acl_args() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_acl_plus_its_cluster_additions_is_enough_on_every_node() {
     let c = Cluster::start_with(&cluster_acl_args());
-    let scratch = crate::support::redis_server::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("platform.db");
     platform::create_db(&db).expect("schema");
-    let mut p = Platform::connect(&db, &scratch.url())
+    // The fleet writes as the default user (the ACL user may only read).
+    let mut p = Platform::connect(&db, RedisTarget::Cluster(c.addrs()))
         .await
         .expect("platform");
     for i in 0..9 {
@@ -210,7 +215,6 @@ async fn the_readme_acl_plus_its_cluster_additions_is_enough_on_every_node() {
             .await
             .expect("start");
     }
-    c.copy_from(&scratch);
     let password = dir.path().join("redis-password");
     std::fs::write(&password, "cluster-acl-pw\n").expect("password file");
     let cfg_path = dir.path().join("cluster.yaml");
@@ -388,4 +392,139 @@ async fn redirects_during_a_reshard_are_followed_once() {
     batch.get(down.as_bytes());
     let err = stale.run(&batch).await.expect_err("slot not served");
     assert!(err.to_string().contains("CLUSTERDOWN"), "{err}");
+}
+
+/// A churning simulated fleet writing to the cluster (slot sets and metadata on all three
+/// nodes), watched by the daemon's sequencer: green, cycle after cycle, every node read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_churning_on_a_cluster_is_green() {
+    let c = Cluster::start();
+    let spec = canary::fleet::sim::FleetSpec {
+        agents: 12,
+        rate_per_min: 600.0,
+        ..crate::fleet::recipe_fleet_spec()
+    };
+    let rig = Rig::start_with_cluster(c.addrs(), &spec, &[])
+        .await
+        .unwrap_or_else(|e| panic!("starting the fleet on the cluster: {e}"));
+    let env = crate::support::fleet::FleetEnv::watch(rig, |_| {}).await;
+    // Let it claim and finish on every node, then watch it for a while.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for _ in 0..20 {
+        let result = env.cycle().await;
+        assert!(
+            crate::support::fleet::red(&result).is_empty() && result.sources_unavailable.is_empty(),
+            "a clean fleet on the cluster is not green:\n{}",
+            crate::support::fleet::describe(&result)
+        );
+        let json = serde_json::to_value(&result).expect("json");
+        let nodes = cluster_report(&json)["nodes"].as_array().map(Vec::len);
+        assert_eq!(nodes, Some(3), "{}", cluster_report(&json));
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    // The fleet's keys are on every node.
+    for (i, node) in c.nodes.iter().enumerate() {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("agent:slots:*")
+            .query(&mut node_conn(node))
+            .expect("KEYS");
+        assert!(!keys.is_empty(), "node {i} holds no slot set");
+    }
+    let stats = env.stop().await;
+    assert_eq!(
+        stats.errors, 0,
+        "fleet write errors on the cluster: {stats}"
+    );
+    assert!(stats.started > 0 && stats.finished > 0, "{stats}");
+}
+
+/// Recipe `name` end to end on a fresh cluster: the fleet and the fault written through the
+/// cluster client, canary reading every primary.
+async fn recipe_on_cluster(name: &str) {
+    let c = Cluster::start();
+    let recipe = crate::fleet::recipe_named(name);
+    let rig = Rig::start_with_cluster(c.addrs(), &crate::fleet::recipe_fleet_spec(), &[recipe])
+        .await
+        .unwrap_or_else(|e| panic!("starting the fleet on the cluster: {e}"));
+    let env = crate::support::fleet::FleetEnv::watch(rig, |_| {}).await;
+    crate::fleet::detect_with(name, env, "a 3-primary cluster").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s01_leak_on_a_cluster() {
+    recipe_on_cluster("s01-leak").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s03_short_ttl_on_a_cluster() {
+    recipe_on_cluster("s03-short-ttl").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s04_orphan_meta_on_a_cluster() {
+    recipe_on_cluster("s04-orphan-meta").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l03_orphan_on_a_cluster() {
+    recipe_on_cluster("l03-orphan").await;
+}
+
+/// `canary fleet --seed-only --redis-cluster`: the dataset lands on all three nodes in one
+/// pipeline per node (900 commands, under the batch size), and `canary check` reading the
+/// cluster finds it green.
+#[test]
+fn fleet_seed_only_writes_a_cluster_in_one_pipeline_per_node() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("platform.db");
+    let seeds = c.addrs().join(",");
+    let (code, stdout, stderr) = canary(&[
+        "fleet",
+        "--seed-only",
+        "--sqlite-path",
+        &db.display().to_string(),
+        "--redis-cluster",
+        &seeds,
+        "--agents",
+        "100",
+        "--rows",
+        "10000",
+        "--slots",
+        "300",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("300 (900 Redis commands in 3 pipelines)"),
+        "{stdout}"
+    );
+    let mut total = 0;
+    for (i, node) in c.nodes.iter().enumerate() {
+        let n: i64 = redis::cmd("DBSIZE")
+            .query(&mut node_conn(node))
+            .expect("DBSIZE");
+        assert!(n > 0, "node {i} got nothing");
+        total += n;
+    }
+    // A slot set per agent holding a slot, a metadata hash per member.
+    assert!(total > 300, "{total}");
+    let cfg_path = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "platform:\n  sqlite_path: {}\n  redis_url: redis://{}/0\n  redis_cluster:\n    \
+             nodes: [{}]\nstate:\n  path: {}\n",
+            db.display(),
+            c.addrs()[0],
+            c.addrs().join(", "),
+            dir.path().join("state.db").display()
+        ),
+    )
+    .expect("config");
+    let (code, result, stderr) = check(&cfg_path);
+    assert_eq!(code, 0, "{}\n{stderr}", result["outcomes"]);
+    assert_eq!(
+        cluster_report(&result)["nodes"].as_array().map(Vec::len),
+        Some(3)
+    );
 }

@@ -15,13 +15,13 @@
 //!   alert each.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use canary::clock::now_ms;
 use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::{RedisServer, free_loopback_port};
 use serde_json::Value;
 
+use crate::support::cli::canary;
 use crate::support::tls::{TestPki, pki};
 
 /// The ACL the README gives operators (`ACL SETUSER canary …`), without the password.
@@ -72,20 +72,6 @@ pub(crate) fn config(p: &Platformed, name: &str, redis: &str) -> PathBuf {
     )
     .expect("config");
     path
-}
-
-pub(crate) fn canary(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_canary"))
-        .args(args)
-        .env_remove("CANARY_CONFIG")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run canary");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 pub(crate) fn check(config: &Path) -> (i32, Value, String) {

@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::redis_deployed::{
-    canary, check, config, healthy_platform, leak_slot, readme_acl, redis_reason,
-};
+use crate::redis_deployed::{check, config, healthy_platform, leak_slot, readme_acl, redis_reason};
+use crate::support::cli::canary;
 use crate::support::sentinel::{Deployment, MASTER, info_replication, replica_of_with};
 
 const SENTINEL_PW: &str = "sentinel-s3cret-pw";
@@ -338,4 +337,69 @@ fn validation_refuses_sentinel_settings_it_cannot_use() {
     ] {
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
+}
+
+/// `redis_sentinel.tls: true`: the sentinels are asked over their TLS port, verified with
+/// `platform.redis_tls.ca_file` (the data node stays plain `redis://`); without the CA the
+/// system roots refuse the test certificate and the cycle is unknown, never green; with
+/// `tls: false` the TLS port is not spoken to in plain text either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_over_tls_are_verified_with_redis_tls() {
+    let pki = crate::support::tls::pki();
+    let d = Deployment::start_tls(SENTINEL_PW, &pki);
+    let p = healthy_platform(&d.primary).await;
+    let pw_file = p.dir.path().join("sentinel-password");
+    std::fs::write(&pw_file, format!("{SENTINEL_PW}\n")).expect("password file");
+    let ca = p.dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca).expect("ca");
+    let addrs: Vec<String> = d.sentinels.iter().map(|s| s.tls_addr()).collect();
+    let sentinel_yaml = |tls: bool, ca_file: bool| {
+        format!(
+            "  redis_url: redis://127.0.0.1:1/0\n{}  redis_sentinel:\n    master_name: {MASTER}\n    \
+             sentinels: [{}]\n    password_file: {}\n    tls: {tls}\n",
+            if ca_file {
+                format!("  redis_tls:\n    ca_file: {}\n", ca.display())
+            } else {
+                String::new()
+            },
+            addrs.join(", "),
+            pw_file.display()
+        )
+    };
+
+    let cfg = config(&p, "sentinel-tls.yaml", &sentinel_yaml(true, true));
+    let (code, healthy, stderr) = check(&cfg);
+    assert_eq!(code, 0, "{}\n{stderr}", healthy["outcomes"]);
+    let r = route(&healthy);
+    assert_eq!(r["sentinel"], addrs[0], "{r}");
+    assert_eq!(
+        r["primary"],
+        format!("127.0.0.1:{}", d.primary.port()),
+        "{r}"
+    );
+    leak_slot(&d.primary);
+    let (code, leaked, stderr) = check(&cfg);
+    assert_eq!(code, 1, "{}\n{stderr}", leaked["outcomes"]);
+    assert_eq!(leaked["outcomes"]["S-01"], "red");
+
+    // The system roots do not know the test CA: every sentinel refused, unknown.
+    let cfg = config(&p, "sentinel-tls-roots.yaml", &sentinel_yaml(true, false));
+    let (code, unverified, stderr) = check(&cfg);
+    assert_eq!(code, 2, "{}\n{stderr}", unverified["outcomes"]);
+    assert_ne!(unverified["outcomes"]["S-01"], "green");
+    assert_eq!(
+        route(&unverified)["sentinels_failed"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{}",
+        route(&unverified)
+    );
+    assert!(!stderr.contains(SENTINEL_PW));
+
+    // Plain text to a TLS port: refused too.
+    let cfg = config(&p, "sentinel-plain.yaml", &sentinel_yaml(false, false));
+    let (code, plain, stderr) = check(&cfg);
+    assert_eq!(code, 2, "{}\n{stderr}", plain["outcomes"]);
+    assert!(!redis_reason(&plain).is_empty());
 }

@@ -304,9 +304,19 @@ pub struct FleetArgs {
     /// connects without TLS (`sslmode` disable or prefer): point it at a test platform.
     #[arg(long, value_name = "URL", hide_default_value = true)]
     pub database_url: Option<String>,
-    /// The platform's Redis. Required and never taken from config or env: this WRITES.
-    #[arg(long)]
-    pub redis_url: String,
+    /// The platform's Redis. This or --redis-cluster is required, never taken from config or
+    /// env: this WRITES.
+    #[arg(
+        long,
+        required_unless_present = "redis_cluster",
+        conflicts_with = "redis_cluster"
+    )]
+    pub redis_url: Option<String>,
+    /// The platform's Redis Cluster: seed nodes, comma-separated `host:port` (as in
+    /// `platform.redis_cluster.nodes`) or `redis://` URLs. The fleet writes through the
+    /// cluster's slot routing; seeding sends one pipeline per owning node.
+    #[arg(long, value_name = "NODES", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
     /// Create the platform schema when absent (and the SQLite file; on PostgreSQL the database
     /// must exist: the schema comes from tests/fixtures/platform.pg.sql).
     #[arg(long)]
@@ -362,7 +372,10 @@ impl FleetArgs {
                     crate::fleet::platform_db::PlatformTarget::Sqlite(path.unwrap_or_default())
                 }
             },
-            redis_url: self.redis_url,
+            redis: match self.redis_url {
+                Some(url) => crate::fleet::platform::RedisTarget::Node(url),
+                None => crate::fleet::platform::RedisTarget::Cluster(self.redis_cluster),
+            },
             init: self.init,
             spec: crate::fleet::sim::FleetSpec {
                 agents: self.agents,

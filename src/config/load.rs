@@ -1421,6 +1421,7 @@ mod tests {
             sentinels: vec!["10.0.0.1:26379".to_owned()],
             username: Some("canary".to_owned()),
             password_file: Some("/etc/canary/sentinel_password".into()),
+            tls: false,
         });
         let text = show(&config);
         assert!(!text.contains("SECRETSECRET"), "{text}");

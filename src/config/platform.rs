@@ -233,8 +233,9 @@ pub struct RedisTls {
 }
 
 /// Redis Sentinel discovery (`platform.redis_sentinel`). The sentinels are reached over plain
-/// TCP; `username` / `password_file` authenticate to the sentinels (a sentinel's own
-/// `requirepass` / ACL), not to the data nodes.
+/// TCP, or over TLS with `tls: true` (verified with `platform.redis_tls`, the data nodes' own
+/// settings: one deployment, one CA); `username` / `password_file` authenticate to the
+/// sentinels (a sentinel's own `requirepass` / ACL), not to the data nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSentinel {
@@ -245,6 +246,10 @@ pub struct RedisSentinel {
     /// ACL user on the sentinels.
     #[serde(default)]
     pub username: Option<String>,
+    /// Reach the sentinels over TLS (their `tls-port`), with `platform.redis_tls`'s CA, client
+    /// certificate and `insecure_skip_verify`.
+    #[serde(default)]
+    pub tls: bool,
     /// A file holding the sentinels' password (a secret, read at each cycle).
     #[serde(default)]
     pub password_file: Option<PathBuf>,

@@ -94,11 +94,13 @@ fn redis_access(p: &PlatformConfig, out: &mut Vec<Problem>) {
         ("client_key_file", &tls.client_key_file),
     ];
     let configured = files.iter().any(|(_, f)| f.is_some()) || tls.insecure_skip_verify;
-    if configured && !p.redis_url.starts_with("rediss://") {
+    let sentinel_tls = p.redis_sentinel.as_ref().is_some_and(|s| s.tls);
+    if configured && !p.redis_url.starts_with("rediss://") && !sentinel_tls {
         push(
             out,
             "platform.redis_tls",
-            "applies only to a rediss:// redis_url (TLS); use rediss:// or remove redis_tls",
+            "applies only to a rediss:// redis_url or redis_sentinel.tls: true (TLS); use one or \
+             remove redis_tls",
         );
     }
     if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
@@ -158,7 +160,7 @@ fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
                 push(
                     out,
                     format!("platform.redis_sentinel.sentinels[{i}]"),
-                    format!("{addr:?} is not host:port (sentinels are reached over plain TCP)"),
+                    format!("{addr:?} is not host:port (a sentinel's address, without a scheme)"),
                 );
             }
         }
@@ -1146,6 +1148,7 @@ mod tests {
             sentinels: vec!["10.0.0.1:26379".to_owned()],
             username: None,
             password_file: None,
+            tls: false,
         });
         c.platform.redis_read_from = RedisReadFrom::Replica;
         let problems = validate(&c);
@@ -1182,6 +1185,7 @@ mod tests {
             sentinels: vec!["10.0.0.1:26379".to_owned(), "[::1]:26379".to_owned()],
             username: None,
             password_file: None,
+            tls: false,
         });
         c.platform.redis_read_from = RedisReadFrom::Replica;
         assert!(validate(&c).is_empty(), "{:#?}", validate(&c));
@@ -1192,6 +1196,7 @@ mod tests {
             sentinels: vec!["10.0.0.1".to_owned(), "host:0".to_owned()],
             username: Some(String::new()),
             password_file: Some("/nonexistent/sentinel-pw".into()),
+            tls: false,
         });
         c.platform.redis_url = "unix:///run/redis.sock".to_owned();
         c.platform.redis_replica_url = Some("redis://:pw-SECRET@10.0.0.6:6379/0".to_owned());
@@ -1240,6 +1245,7 @@ mod tests {
             sentinels: Vec::new(),
             username: None,
             password_file: None,
+            tls: false,
         });
         assert_eq!(
             paths(&validate(&c)),

@@ -1,7 +1,8 @@
 //! `canary fleet`: drive synthetic load (and faults) against a platform's stores that the
-//! operator names explicitly (`--sqlite-path` or `--database-url`, and `--redis-url`: this
-//! command WRITES to them, so it never takes them from a config file or the environment, and
-//! never prints the URL), or write a large dataset for benchmarks (`--seed-only`).
+//! operator names explicitly (`--sqlite-path` or `--database-url`, and `--redis-url` or a
+//! cluster's seed nodes `--redis-cluster`: this command WRITES to them, so it never takes them
+//! from a config file or the environment, and never prints the URL), or write a large dataset
+//! for benchmarks (`--seed-only`).
 //!
 //! A run provisions the fleet's agents (and the sites of the requested faults), closes anything a
 //! crashed earlier run of the same agents left open, runs the simulator for `--duration` (or until
@@ -16,6 +17,7 @@ use crate::config::platform::RedisKeys;
 use crate::exit::ExitCode;
 use crate::fleet::RunError;
 use crate::fleet::faults::{self, Injector};
+use crate::fleet::platform::RedisTarget;
 use crate::fleet::platform_db::PlatformTarget;
 use crate::fleet::seed::{self, SeedSpec};
 use crate::fleet::sim::{self, Fleet, FleetSpec};
@@ -26,8 +28,8 @@ use crate::report as output;
 pub struct FleetOptions {
     /// The platform database (written): a SQLite file or a PostgreSQL database.
     pub target: PlatformTarget,
-    /// The platform's Redis (written).
-    pub redis_url: String,
+    /// The platform's Redis (written): one node, or a cluster's seed nodes.
+    pub redis: RedisTarget,
     /// Create the database and schema when absent.
     pub init: bool,
     /// The simulation.
@@ -49,7 +51,7 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
     if let Some(spec) = &opts.seed_only {
         // `--seed-only` implies `--init`.
         sim::open_db(&opts.target, true).map_err(RunError::at("opening the platform database"))?;
-        let report = seed::seed(&opts.target, &opts.redis_url, spec, true)
+        let report = seed::seed(&opts.target, &opts.redis, spec, true)
             .await
             .map_err(RunError::at("seeding the dataset"))?;
         output::print(&report.to_string());
@@ -66,7 +68,7 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
             .map_err(RunError::at("opening the platform database"))?;
         sim::provision(&mut db, &opts.spec, &plans, crate::clock::now_ms())
             .map_err(RunError::at("provisioning the agents"))?;
-        let mut redis = crate::fleet::platform::connect_redis(&opts.redis_url)
+        let mut redis = crate::fleet::platform::connect_redis(&opts.redis)
             .await
             .map_err(RunError::at("connecting to the platform's redis"))?;
         let closed = sim::recover(
@@ -84,12 +86,12 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
             ));
         }
     }
-    let fleet = Fleet::start(&opts.target, &opts.redis_url, &opts.spec, plans)
+    let fleet = Fleet::start(&opts.target, &opts.redis, &opts.spec, plans)
         .await
         .map_err(RunError::at("starting the fleet"))?;
     let mut injector = Injector::connect(
         &opts.target,
-        &opts.redis_url,
+        &opts.redis,
         &opts.spec.prefix,
         Some(fleet.control()),
     )
@@ -99,11 +101,15 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
         .provision(&recipes)
         .map_err(RunError::at("provisioning the fault sites"))?;
     output::print(&format!(
-        "fleet: {} agents, ~{:.0} executions/min, seed {}, writing to {} and the named redis{}",
+        "fleet: {} agents, ~{:.0} executions/min, seed {}, writing to {} and the named redis{}{}",
         opts.spec.agents,
         opts.spec.rate_per_min,
         opts.spec.seed,
         opts.target.describe(),
+        match &opts.redis {
+            RedisTarget::Node(_) => String::new(),
+            RedisTarget::Cluster(seeds) => format!(" cluster ({} seeds)", seeds.len()),
+        },
         match opts.duration {
             Some(d) => format!(", for {}", humantime::format_duration(d)),
             None => ", until Ctrl-C".to_owned(),

@@ -1,7 +1,7 @@
 //! The synthetic platform: schema, a simulator that runs a fleet by the platform's protocol
 //! (`sim`), fault recipes that break one step each (`faults`: one file per recipe, one registry
 //! that the demo, `canary fleet --faults` and the tests iterate), bulk seeding for benches
-//! (`seed`), the one database writer for SQLite and PostgreSQL platforms (`platform_db`), a
+//! (`seed`), the fleet's Redis connection to one node or a cluster (`redis_conn`), the one database writer for SQLite and PostgreSQL platforms (`platform_db`), a
 //! private redis-server and PostgreSQL server, and the continuous demo.
 
 pub mod demo;
@@ -10,6 +10,7 @@ pub mod faults;
 pub mod platform;
 pub mod platform_db;
 pub mod postgres_server;
+pub mod redis_conn;
 pub mod redis_server;
 pub mod rig;
 pub mod seed;

@@ -17,22 +17,17 @@ use crate::fleet::platform_db::{PlatformDb, PlatformTarget, params};
 /// The platform schema (every table and column canary reads), as in the test fixture.
 pub const SCHEMA: &str = include_str!("../../tests/fixtures/platform.sql");
 
-/// The fleet's Redis connection: a `ConnectionManager`, which reconnects by itself after the
-/// server restarts (a command in flight during the outage fails and is counted as a write
-/// error; the next ones go through), so a long `canary fleet` run outlives a Redis restart
-/// and can still revert its faults on Ctrl-C.
-pub type RedisConn = redis::aio::ConnectionManager;
+/// The fleet's Redis connection: one node through a `ConnectionManager`, which reconnects by
+/// itself after the server restarts (a command in flight during the outage fails and is counted
+/// as a write error; the next ones go through), so a long `canary fleet` run outlives a Redis
+/// restart and can still revert its faults on Ctrl-C; or a Redis Cluster (`redis_conn`).
+pub use crate::fleet::redis_conn::{RedisConn, RedisTarget};
 
-/// Opens a [`RedisConn`] on `url`: a few quick reconnection attempts, then each command fails
-/// fast while the server is away instead of hanging the simulator.
-pub async fn connect_redis(url: &str) -> Result<RedisConn, FleetError> {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(3)
-        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(5)));
-    Ok(redis::Client::open(url)?
-        .get_connection_manager_with_config(config)
-        .await?)
+/// Opens a [`RedisConn`] on `target` (a URL, or a [`RedisTarget::Cluster`]): a few quick
+/// reconnection attempts, then each command fails fast while the server is away instead of
+/// hanging the simulator.
+pub async fn connect_redis(target: impl Into<RedisTarget>) -> Result<RedisConn, FleetError> {
+    crate::fleet::redis_conn::connect(target).await
 }
 
 /// Slot TTL buffer the platform adds to an execution's timeout.
@@ -117,26 +112,71 @@ pub async fn acquire(
     timeout_seconds: i64,
     at_ms: i64,
 ) -> Result<(), FleetError> {
+    acquire_with_ttl(
+        redis,
+        slots_key,
+        meta_key,
+        id,
+        timeout_seconds,
+        at_ms,
+        timeout_seconds + SLOT_TTL_BUFFER_SECONDS,
+    )
+    .await
+}
+
+/// [`acquire`] with the metadata's TTL given (a fault writes a short one). One `MULTI`/`EXEC`
+/// on one node. On a cluster the slot set and the metadata hash usually live in different
+/// slots, which no transaction can span (`CROSSSLOT`), so it is what a platform on a cluster
+/// does: ZADD, then HSET + EXPIRE as one transaction on the hash's node (S-04's grace covers
+/// the gap between the two, as it covers the platform's own).
+pub async fn acquire_with_ttl(
+    redis: &mut RedisConn,
+    slots_key: &str,
+    meta_key: &str,
+    id: &str,
+    timeout_seconds: i64,
+    at_ms: i64,
+    ttl_seconds: i64,
+) -> Result<(), FleetError> {
+    let score = at_ms as f64 / 1000.0;
+    if redis.is_cluster() {
+        let _: i64 = redis.zadd(slots_key, id, score).await?;
+        redis::pipe()
+            .atomic()
+            .hset(meta_key, "timeout_seconds", timeout_seconds)
+            .ignore()
+            .expire(meta_key, ttl_seconds)
+            .ignore()
+            .query_async::<()>(redis)
+            .await?;
+        return Ok(());
+    }
     redis::pipe()
         .atomic()
-        .zadd(slots_key, id, at_ms as f64 / 1000.0)
+        .zadd(slots_key, id, score)
         .ignore()
         .hset(meta_key, "timeout_seconds", timeout_seconds)
         .ignore()
-        .expire(meta_key, timeout_seconds + SLOT_TTL_BUFFER_SECONDS)
+        .expire(meta_key, ttl_seconds)
         .ignore()
         .query_async::<()>(redis)
         .await?;
     Ok(())
 }
 
-/// The Redis half of the platform's finish, atomic: ZREM + DEL.
+/// The Redis half of the platform's finish, atomic: ZREM + DEL (on a cluster ZREM, then DEL:
+/// two slots, see [`acquire_with_ttl`]).
 pub async fn release(
     redis: &mut RedisConn,
     slots_key: &str,
     meta_key: &str,
     id: &str,
 ) -> Result<(), FleetError> {
+    if redis.is_cluster() {
+        let _: i64 = redis.zrem(slots_key, id).await?;
+        let _: i64 = redis.del(meta_key).await?;
+        return Ok(());
+    }
     redis::pipe()
         .atomic()
         .zrem(slots_key, id)
@@ -150,13 +190,13 @@ pub async fn release(
 
 impl Platform {
     /// Opens a platform database (a SQLite path, or a [`PlatformTarget`]) created with
-    /// [`create_db`] or `--init`, and its Redis.
+    /// [`create_db`] or `--init`, and its Redis (a URL, or a [`RedisTarget::Cluster`]).
     pub async fn connect(
         target: impl Into<PlatformTarget>,
-        redis_url: &str,
+        redis: impl Into<RedisTarget>,
     ) -> Result<Platform, FleetError> {
         let db = PlatformDb::open(&target.into(), false)?;
-        let redis = connect_redis(redis_url).await?;
+        let redis = connect_redis(redis).await?;
         Ok(Platform {
             db,
             redis,

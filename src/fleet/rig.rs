@@ -1,6 +1,6 @@
 //! A self-contained synthetic platform: a temp directory holding a platform database created from
 //! the schema (a SQLite file, or a database on a private PostgreSQL server), a private
-//! `redis-server`, the simulated fleet running on it, and a fault injector with every requested
+//! `redis-server` (or a private Redis Cluster the caller started), the simulated fleet running on it, and a fault injector with every requested
 //! site provisioned. Shared by `canary demo` and the end-to-end tests, so both watch exactly the
 //! same platform. It must not touch any store it did not start.
 
@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::config::platform::RedisCluster;
 use crate::config::{PlatformConfig, Secret};
 use crate::fleet::faults::{Injector, Recipe};
-use crate::fleet::platform::FleetError;
+use crate::fleet::platform::{FleetError, RedisTarget};
 use crate::fleet::platform_db::{PG_TYPED_SCHEMA, PlatformTarget};
 use crate::fleet::postgres_server::{PostgresServer, PostgresServerError};
 use crate::fleet::redis_server::RedisServer;
@@ -60,7 +61,10 @@ pub struct Rig {
     fleet: Option<Fleet>,
     /// Injects and reverts fault recipes on this platform.
     pub injector: Injector,
-    redis: RedisServer,
+    /// The rig's own `redis-server` (`None` on a cluster the caller started and keeps).
+    redis: Option<RedisServer>,
+    /// Where the fleet writes and canary reads.
+    redis_target: RedisTarget,
     store: Store,
     dir: tempfile::TempDir,
 }
@@ -115,8 +119,34 @@ impl Rig {
         Rig::start_inner(None, Some(redis), spec, recipes).await
     }
 
+    /// [`Rig::start`] (SQLite) on a Redis Cluster the caller started and keeps running (its
+    /// seed nodes, `host:port`): the fleet writes through the cluster's slot routing and
+    /// [`Rig::platform_config`] names `platform.redis_cluster`.
+    pub async fn start_with_cluster(
+        seeds: Vec<String>,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
+        Rig::start_inner_on(None, RedisTarget::Cluster(seeds), None, spec, recipes).await
+    }
+
     async fn start_inner(
         postgres: Option<(Arc<PostgresServer>, bool)>,
+        redis: Option<RedisServer>,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+    ) -> Result<Rig, FleetError> {
+        let redis = match redis {
+            Some(redis) => redis,
+            None => RedisServer::start().map_err(|e| FleetError::Setup(e.to_string()))?,
+        };
+        let target = RedisTarget::Node(redis.url());
+        Rig::start_inner_on(postgres, target, Some(redis), spec, recipes).await
+    }
+
+    async fn start_inner_on(
+        postgres: Option<(Arc<PostgresServer>, bool)>,
+        redis_target: RedisTarget,
         redis: Option<RedisServer>,
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
@@ -127,10 +157,6 @@ impl Rig {
             .prefix("canary-fleet-")
             .tempdir()
             .map_err(|e| FleetError::Setup(format!("temp directory: {e}")))?;
-        let redis = match redis {
-            Some(redis) => redis,
-            None => RedisServer::start().map_err(|e| FleetError::Setup(e.to_string()))?,
-        };
         let n = RIGS.fetch_add(1, Ordering::Relaxed);
         let store = match postgres {
             None => Store::Sqlite(dir.path().join("platform.db")),
@@ -184,14 +210,15 @@ impl Rig {
                 )
                 .map_err(setup)?;
         }
-        let fleet = Fleet::start(&target, &redis.url(), spec, plans).await?;
+        let fleet = Fleet::start(&target, &redis_target, spec, plans).await?;
         let injector =
-            Injector::connect(&target, &redis.url(), &spec.prefix, Some(fleet.control())).await?;
+            Injector::connect(&target, &redis_target, &spec.prefix, Some(fleet.control())).await?;
         injector.provision(recipes)?;
         Ok(Rig {
             fleet: Some(fleet),
             injector,
             redis,
+            redis_target,
             store,
             dir,
         })
@@ -243,9 +270,24 @@ impl Rig {
         }
     }
 
-    /// The private Redis.
+    /// The private Redis's URL (on a cluster: its first seed's).
     pub fn redis_url(&self) -> String {
-        self.redis.url()
+        match &self.redis_target {
+            RedisTarget::Node(url) => url.clone(),
+            RedisTarget::Cluster(seeds) => {
+                format!("redis://{}", seeds.first().map_or("", String::as_str))
+            }
+        }
+    }
+
+    /// The rig's own `redis-server` (`None` on a cluster the caller started).
+    pub fn redis_server(&self) -> Option<&RedisServer> {
+        self.redis.as_ref()
+    }
+
+    /// Where the fleet writes (one node or a cluster).
+    pub fn redis_target(&self) -> &RedisTarget {
+        &self.redis_target
     }
 
     /// A platform configuration pointing canary at this platform (default names).
@@ -253,7 +295,13 @@ impl Rig {
         PlatformConfig {
             sqlite_path: self.sqlite_path().to_path_buf(),
             database_url: self.watch_url().map(Secret::new),
-            redis_url: self.redis.url(),
+            redis_url: self.redis_url(),
+            redis_cluster: match &self.redis_target {
+                RedisTarget::Node(_) => None,
+                RedisTarget::Cluster(seeds) => Some(RedisCluster {
+                    nodes: seeds.clone(),
+                }),
+            },
             ..PlatformConfig::default()
         }
     }

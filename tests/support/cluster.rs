@@ -4,9 +4,9 @@
 //! ready once every node reports `cluster_state:ok` and knows all three primaries. Fails (never
 //! skips) when `redis-server` is missing.
 //!
-//! The platform's keys are written with the driver's own cluster client (slot routing canary
-//! does not share): [`Cluster::copy_from`] moves what `canary::fleet::platform::Platform` wrote
-//! to a standalone scratch server (its writer assumes one node) into the cluster.
+//! The platform's keys are written by canary's fleet writer on a `RedisTarget::Cluster` (the
+//! driver's cluster client, slot routing the collector does not share); [`Cluster::client`] is
+//! the driver's sync cluster client for a test's own edits.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -156,25 +156,5 @@ impl Cluster {
             .arg("MYID")
             .query(&mut node_conn(&self.nodes[node]))
             .expect("MYID")
-    }
-
-    /// Copies every key of `scratch` (a standalone server the platform writer filled) into the
-    /// cluster with its TTL, through the cluster client (`DUMP` there, `RESTORE … REPLACE`
-    /// here: same `redis-server` binary, same payload format).
-    pub fn copy_from(&self, scratch: &RedisServer) {
-        let mut from = crate::support::redis_server::connect(scratch);
-        let mut to = self.client();
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut from).expect("KEYS");
-        for key in keys {
-            let payload: Vec<u8> = redis::cmd("DUMP").arg(&key).query(&mut from).expect("DUMP");
-            let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut from).expect("PTTL");
-            let _: () = redis::cmd("RESTORE")
-                .arg(&key)
-                .arg(pttl.max(0))
-                .arg(payload)
-                .arg("REPLACE")
-                .query(&mut to)
-                .expect("RESTORE");
-        }
     }
 }

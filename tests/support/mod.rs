@@ -1,7 +1,8 @@
 //! Test harnesses: real processes and real files, no mocks.
 //!
 //! - [`redis_server`]: a private `redis-server` per test (fails with an install hint when absent).
-//! - [`cluster`]: a three-primary Redis Cluster per test, written through the driver's cluster client.
+//! - [`cli`]: the built `canary` binary, run with a clean environment.
+//! - [`cluster`]: a three-primary Redis Cluster per test, written by the fleet's cluster writer.
 //! - [`sentinel`]: a primary, its replica and three sentinels per test, and a failover helper.
 //! - [`webhook`]: a local HTTP receiver with scripted answers, standing in for Slack.
 //! - [`platform_db`]: a temp platform SQLite database built from `tests/fixtures/platform.sql`.
@@ -10,6 +11,7 @@
 //! - [`fleet`]: a simulated fleet on a private platform, watched by the real sequencer, alerts
 //!   delivered to a [`webhook`] receiver.
 
+pub mod cli; // the built canary binary run with a clean environment, output captured
 pub mod cluster; // three cluster-enabled redis-servers, slots assigned at test time, the driver's cluster client as writer
 pub mod daemon; // a real `canary run` child process: config file, captured stderr, SIGTERM, kill on drop
 pub mod fleet; // simulated platform + real sequencer + deliverer + webhook, for end-to-end detection

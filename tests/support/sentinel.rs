@@ -1,7 +1,8 @@
 //! A Redis Sentinel deployment per test: a primary and a replica (`--replicaof`) from the
 //! [`RedisServer`] harness, and three sentinels (`redis-server sentinel.conf --sentinel`, the
 //! file generated in each one's temp dir, free loopback ports, a `requirepass`), every process
-//! killed on drop. Fails (never skips) when `redis-server` is missing.
+//! killed on drop; [`Deployment::start_tls`] gives each sentinel a TLS port too (the test CA's
+//! server certificate). Fails (never skips) when `redis-server` is missing.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -9,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use canary::fleet::redis_server::{RedisServer, free_loopback_port};
+
+use crate::support::tls::TestPki;
 
 /// The monitored master's name.
 pub const MASTER: &str = "canarymaster";
@@ -18,17 +21,43 @@ pub const MASTER: &str = "canarymaster";
 pub struct Sentinel {
     child: Option<Child>,
     port: u16,
+    /// Its TLS port, when started with one.
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
 impl Sentinel {
-    fn start(primary_port: u16, password: &str) -> Sentinel {
+    fn start(primary_port: u16, password: &str, pki: Option<&TestPki>) -> Sentinel {
         let dir = tempfile::Builder::new()
             .prefix("canary-sentinel-")
             .tempdir()
             .expect("temp dir");
         let port = free_loopback_port().expect("free port");
         let conf = dir.path().join("sentinel.conf");
+        // A TLS port beside the plain one (the harness and the sentinels' gossip use the plain
+        // one); clients need not present a certificate.
+        let tls_port = pki.map(|_| free_loopback_port().expect("free port"));
+        let tls_conf = match (pki, tls_port) {
+            (Some(pki), Some(tls_port)) => {
+                for (name, text) in [
+                    ("ca.crt", &pki.ca),
+                    ("server.crt", &pki.server_cert),
+                    ("server.key", &pki.server_key),
+                ] {
+                    std::fs::write(dir.path().join(name), text).expect("write pki");
+                }
+                format!(
+                    "tls-port {tls_port}
+tls-cert-file {d}/server.crt
+tls-key-file {d}/server.key
+                     tls-ca-cert-file {d}/ca.crt
+tls-auth-clients no
+",
+                    d = dir.path().display()
+                )
+            }
+            _ => String::new(),
+        };
         std::fs::write(
             &conf,
             format!(
@@ -36,7 +65,7 @@ impl Sentinel {
                  sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n\
                  sentinel down-after-milliseconds {MASTER} 2000\n\
                  sentinel failover-timeout {MASTER} 10000\n\
-                 requirepass {password}\nsentinel sentinel-pass {password}\n",
+                 requirepass {password}\nsentinel sentinel-pass {password}\n{tls_conf}",
                 dir = dir.path().display()
             ),
         )
@@ -59,6 +88,7 @@ impl Sentinel {
         let mut sentinel = Sentinel {
             child: Some(child),
             port,
+            tls_port,
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -77,6 +107,14 @@ impl Sentinel {
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `localhost:TLS_PORT` (the name the test certificate is valid for).
+    pub fn tls_addr(&self) -> String {
+        format!(
+            "localhost:{}",
+            self.tls_port.expect("a sentinel started with TLS")
+        )
     }
 
     /// Kills it now; idempotent.
@@ -140,10 +178,19 @@ pub struct Deployment {
 impl Deployment {
     /// Starts everything and waits until the sentinels see the replica, linked.
     pub fn start(password: &str) -> Deployment {
+        Deployment::start_with(password, None)
+    }
+
+    /// [`Deployment::start`] with a TLS port on every sentinel, serving `pki`'s certificate.
+    pub fn start_tls(password: &str, pki: &TestPki) -> Deployment {
+        Deployment::start_with(password, Some(pki))
+    }
+
+    fn start_with(password: &str, pki: Option<&TestPki>) -> Deployment {
         let primary = super::redis_server::start();
         let replica = replica_of(&primary);
         let sentinels = (0..3)
-            .map(|_| Sentinel::start(primary.port(), password))
+            .map(|_| Sentinel::start(primary.port(), password, pki))
             .collect();
         let d = Deployment {
             primary,

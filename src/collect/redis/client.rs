@@ -126,6 +126,19 @@ fn build_client(
         settings = settings.set_password(password.expose());
     }
     info = info.set_redis_settings(settings);
+    if !is_tls {
+        return Client::open(info).map_err(|e| scrubber.describe("redis_url", &e));
+    }
+    tls_client(info, tls, scrubber)
+}
+
+/// The driver's client for a TLS connection `info` with `tls`'s CA and client certificate
+/// (none: the system roots and no client certificate).
+fn tls_client(
+    info: redis::ConnectionInfo,
+    tls: &crate::config::platform::RedisTls,
+    scrubber: &mut Scrubber,
+) -> Result<Client, RedisSourceError> {
     let read = |key: &str, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| {
             RedisSourceError::Connection(format!(
@@ -135,8 +148,8 @@ fn build_client(
         })
     };
     let files = tls.ca_file.is_some() || tls.client_cert_file.is_some();
-    if !is_tls || !files {
-        return Client::open(info).map_err(|e| scrubber.describe("redis_url", &e));
+    if !files {
+        return Client::open(info).map_err(|e| scrubber.describe("redis_tls", &e));
     }
     let root_cert = tls
         .ca_file
@@ -582,12 +595,14 @@ impl SentinelReplica {
 }
 
 impl ReadOnlySentinel {
-    /// Connects to the sentinel at `addr` (plain TCP) with the sentinels' ACL user and
-    /// password (`password`, already read from its file, is scrubbed from every message).
+    /// Connects to the sentinel at `addr` (plain TCP, or TLS verified with `tls` when given)
+    /// with the sentinels' ACL user and password (`password`, already read from its file, is
+    /// scrubbed from every message).
     pub async fn connect(
         addr: &NodeAddr,
         username: Option<&str>,
         password: Option<&str>,
+        tls: Option<&crate::config::platform::RedisTls>,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<ReadOnlySentinel, RedisSourceError> {
@@ -596,7 +611,16 @@ impl ReadOnlySentinel {
             scrubber.add(password);
         }
         use redis::IntoConnectionInfo;
-        let info = redis::ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+        let at = match tls {
+            None => redis::ConnectionAddr::Tcp(addr.host.clone(), addr.port),
+            Some(tls) => redis::ConnectionAddr::TcpTls {
+                host: addr.host.clone(),
+                port: addr.port,
+                insecure: tls.insecure_skip_verify,
+                tls_params: None,
+            },
+        };
+        let info = at
             .into_connection_info()
             .map_err(|e| scrubber.describe("sentinel", &e))?;
         let mut settings = info.redis_settings().clone();
@@ -606,8 +630,11 @@ impl ReadOnlySentinel {
         if let Some(password) = password {
             settings = settings.set_password(password);
         }
-        let client = Client::open(info.set_redis_settings(settings))
-            .map_err(|e| scrubber.describe("sentinel", &e))?;
+        let info = info.set_redis_settings(settings);
+        let client = match tls {
+            None => Client::open(info).map_err(|e| scrubber.describe("sentinel", &e))?,
+            Some(tls) => tls_client(info, tls, &mut scrubber)?,
+        };
         let redis =
             ReadOnlyRedis::connect_client(client, scrubber, connect_timeout, response_timeout)
                 .await?;

@@ -284,6 +284,7 @@ async fn ask_sentinels(
             &addr,
             sentinel.username.as_deref(),
             password.as_ref().map(Secret::expose),
+            sentinel.tls.then_some(&cfg.redis_tls),
             cfg.redis_connect_timeout,
             cfg.redis_response_timeout,
         )

@@ -163,17 +163,16 @@ impl Bench {
     ) -> Result<(), FleetError> {
         let slots = self.platform.slots_key(site);
         let meta = self.platform.meta_key(site, id);
-        redis::pipe()
-            .atomic()
-            .zadd(&slots, id, score_ms as f64 / 1000.0)
-            .ignore()
-            .hset(&meta, "timeout_seconds", timeout)
-            .ignore()
-            .expire(&meta, ttl.unwrap_or(timeout + SLOT_TTL_BUFFER_SECONDS))
-            .ignore()
-            .query_async::<()>(self.platform.redis())
-            .await?;
-        Ok(())
+        crate::fleet::platform::acquire_with_ttl(
+            self.platform.redis(),
+            &slots,
+            &meta,
+            id,
+            timeout,
+            score_ms,
+            ttl.unwrap_or(timeout + SLOT_TTL_BUFFER_SECONDS),
+        )
+        .await
     }
 
     /// The healthy release: ZREM + DEL.

@@ -257,11 +257,11 @@ impl Injector {
     /// simulator's (B-02 stops its sweep).
     pub async fn connect(
         target: impl Into<PlatformTarget>,
-        redis_url: &str,
+        redis: impl Into<crate::fleet::platform::RedisTarget>,
         prefix: &str,
         control: Option<Arc<Control>>,
     ) -> Result<Injector, FleetError> {
-        let platform = Platform::connect(target, redis_url).await?;
+        let platform = Platform::connect(target, redis).await?;
         Ok(Injector {
             bench: Bench::new(platform, prefix, control),
             active: BTreeMap::new(),

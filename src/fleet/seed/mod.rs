@@ -74,11 +74,11 @@ impl SeedSpec {
 }
 
 /// Writes a healthy dataset of `spec`'s size into the platform database `target` (a SQLite path
-/// or a [`PlatformTarget`]; schema created if absent) and `redis_url`. Both stores should be
-/// empty (see the module docs).
+/// or a [`PlatformTarget`]; schema created if absent) and `redis` (a URL, or a cluster: one
+/// pipeline per owning node). Both stores should be empty (see the module docs).
 pub async fn seed(
     target: impl Into<PlatformTarget>,
-    redis_url: &str,
+    redis: impl Into<crate::fleet::platform::RedisTarget>,
     spec: &SeedSpec,
     show_progress: bool,
 ) -> Result<SeedReport, FleetError> {
@@ -103,7 +103,7 @@ pub async fn seed(
     };
 
     // Redis is opened first so a wrong URL fails before minutes of SQLite work.
-    let mut redis = crate::fleet::platform::connect_redis(redis_url).await?;
+    let mut redis = crate::fleet::platform::connect_redis(redis).await?;
 
     let sql_plan = plan.clone();
     let sql_bar = bar.clone();
@@ -132,7 +132,7 @@ pub async fn seed(
             ))),
         },
     };
-    report.redis_commands = redis_result?;
+    (report.redis_commands, report.redis_round_trips) = redis_result?;
     let (sql_counts, sqlite_elapsed) = sql_result?;
     report.sqlite_elapsed = sqlite_elapsed;
     report.cascade_rows = sql_counts.cascade_rows;

@@ -27,6 +27,8 @@ pub struct SeedReport {
     pub slots: usize,
     /// Redis commands sent.
     pub redis_commands: usize,
+    /// Redis pipelines sent (on a cluster, one per owning node per batch).
+    pub redis_round_trips: usize,
     /// Rows written to the cascade tables.
     pub cascade_rows: usize,
     /// The SQL half's engine (`SQLite`, `PostgreSQL`).
@@ -74,8 +76,8 @@ impl std::fmt::Display for SeedReport {
         )?;
         writeln!(
             f,
-            "  slots:         {} ({} Redis commands)",
-            self.slots, self.redis_commands
+            "  slots:         {} ({} Redis commands in {} pipelines)",
+            self.slots, self.redis_commands, self.redis_round_trips
         )?;
         write!(f, "  cascade rows:  {}", self.cascade_rows)?;
         Ok(())

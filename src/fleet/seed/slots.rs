@@ -1,57 +1,53 @@
 //! The Redis half of the dataset: one slot-set member, metadata hash and TTL per running row,
-//! as the platform's acquire writes them, sent in pipelines of a few thousand commands. No
-//! SQLite.
+//! as the platform's acquire writes them, sent in pipelines of a few thousand commands (on a
+//! cluster, one pipeline per owning node: `redis_conn::Batcher`). No SQL.
 
 use indicatif::ProgressBar;
 
 use super::plan::Plan;
 use crate::config::platform::RedisKeys;
 use crate::fleet::platform::{FleetError, SLOT_TTL_BUFFER_SECONDS};
+use crate::fleet::redis_conn::Batcher;
 
-/// Redis commands per pipeline: large enough to amortise the round trip, small enough to keep
-/// the client's and the server's buffers modest.
+/// Redis commands per pipeline (per node on a cluster): large enough to amortise the round
+/// trip, small enough to keep the client's and the server's buffers modest.
 const REDIS_BATCH_COMMANDS: usize = 6_000;
 
-/// Slot sets, metadata hashes and their TTLs, pipelined; returns the commands sent.
+/// Slot sets, metadata hashes and their TTLs, pipelined; returns the commands and the
+/// pipelines sent.
 pub(super) async fn write_redis(
     redis: &mut crate::fleet::platform::RedisConn,
     plan: &Plan,
     bar: &ProgressBar,
-) -> Result<usize, FleetError> {
+) -> Result<(usize, usize), FleetError> {
     let keys = RedisKeys::default();
-    let mut pipe = redis::pipe();
-    let mut queued = 0usize;
-    let mut sent = 0usize;
-    let mut members_in_pipe = 0u64;
-    for r in &plan.running {
+    let mut batch = Batcher::new(redis, REDIS_BATCH_COMMANDS).await?;
+    for (n, r) in plan.running.iter().enumerate() {
         let agent = &plan.agents[r.agent].name;
         let slots = keys.slots.replace("{agent}", agent);
         let meta = keys
             .slot_meta
             .replace("{agent}", agent)
             .replace("{execution_id}", &r.id);
-        // The platform's acquire: ZADD at the start instant, metadata with `timeout + 300` s.
-        pipe.zadd(&slots, &r.id, r.started_ms as f64 / 1000.0)
-            .ignore()
-            .hset(&meta, &keys.timeout_field, r.timeout)
-            .ignore()
-            .expire(&meta, r.timeout + SLOT_TTL_BUFFER_SECONDS)
-            .ignore();
-        queued += 3;
-        members_in_pipe += 1;
-        if queued >= REDIS_BATCH_COMMANDS {
-            pipe.query_async::<()>(redis).await?;
-            sent += queued;
-            bar.inc(members_in_pipe);
-            pipe = redis::pipe();
-            queued = 0;
-            members_in_pipe = 0;
+        // The platform's acquire: ZADD at the start instant, metadata with `timeout + 300` s
+        // (two keys, two slots on a cluster: queued on their own nodes' pipelines).
+        batch
+            .add(&slots, 1, |p| {
+                p.zadd(&slots, &r.id, r.started_ms as f64 / 1000.0).ignore();
+            })
+            .await?;
+        batch
+            .add(&meta, 2, |p| {
+                p.hset(&meta, &keys.timeout_field, r.timeout)
+                    .ignore()
+                    .expire(&meta, r.timeout + SLOT_TTL_BUFFER_SECONDS)
+                    .ignore();
+            })
+            .await?;
+        if n % 1000 == 999 {
+            bar.inc(1000);
         }
     }
-    if queued > 0 {
-        pipe.query_async::<()>(redis).await?;
-        sent += queued;
-        bar.inc(members_in_pipe);
-    }
-    Ok(sent)
+    bar.inc((plan.running.len() % 1000) as u64);
+    batch.finish().await
 }

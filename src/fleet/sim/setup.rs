@@ -143,18 +143,11 @@ pub async fn recover(
             .slot_meta
             .replace("{agent}", &p.name)
             .replace("{execution_id}", "*");
-        // SCAN, not KEYS: this may run against a real platform's Redis.
-        let mut metas: Vec<String> = Vec::new();
-        {
-            let mut iter = redis.scan_match::<_, String>(pattern).await?;
-            while let Some(key) = iter.next_item().await {
-                metas.push(key?);
-            }
-        }
+        // SCAN (on every primary of a cluster), not KEYS: this may run against a real
+        // platform's Redis.
+        let metas = redis.scan_keys(&pattern).await?;
         let _: () = redis.del(slots).await?;
-        if !metas.is_empty() {
-            let _: () = redis.del(metas).await?;
-        }
+        redis.del_keys(&metas).await?;
     }
     Ok(closed)
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Sim;
 use super::spec::{AgentPlan, FleetSpec};
 use super::stats::{FleetStats, FleetStatsSnapshot};
-use crate::fleet::platform::FleetError;
+use crate::fleet::platform::{FleetError, RedisTarget};
 
 /// Knobs a fault recipe turns on the running simulator.
 #[derive(Debug, Default)]
@@ -34,11 +34,11 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts the simulator on its own thread against the platform database `target` (a SQLite
-    /// path or a [`PlatformTarget`], already provisioned with `plans`) and `redis_url`. Returns
-    /// once both stores are connected.
+    /// path or a [`PlatformTarget`], already provisioned with `plans`) and `redis` (a URL or a
+    /// cluster). Returns once both stores are connected.
     pub async fn start(
         target: impl Into<PlatformTarget>,
-        redis_url: &str,
+        redis: impl Into<RedisTarget>,
         spec: &FleetSpec,
         plans: Vec<AgentPlan>,
     ) -> Result<Fleet, FleetError> {
@@ -48,7 +48,7 @@ impl Fleet {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let args = SimArgs {
             target: target.into(),
-            redis_url: redis_url.to_owned(),
+            redis: redis.into(),
             spec: spec.clone(),
             plans: plans.clone(),
             stats: Arc::clone(&stats),
@@ -123,7 +123,7 @@ impl Drop for Fleet {
 /// What the engine is started with.
 pub(super) struct SimArgs {
     pub(super) target: PlatformTarget,
-    pub(super) redis_url: String,
+    pub(super) redis: RedisTarget,
     pub(super) spec: FleetSpec,
     pub(super) plans: Vec<AgentPlan>,
     pub(super) stats: Arc<FleetStats>,

@@ -103,7 +103,7 @@ pub(super) struct Sim {
 impl Sim {
     pub(super) async fn connect(args: SimArgs) -> Result<Sim, FleetError> {
         let db = open_db(&args.target, false)?;
-        let redis = crate::fleet::platform::connect_redis(&args.redis_url).await?;
+        let redis = crate::fleet::platform::connect_redis(&args.redis).await?;
         let agents = args
             .plans
             .into_iter()
