@@ -117,6 +117,10 @@ pub struct CycleResult {
     pub checks_run: Vec<String>,
     /// Outcome per selected invariant.
     pub outcomes: BTreeMap<String, Outcome>,
+    /// Selected invariants that were not run because a source they need is not configured
+    /// (`platform.docker` absent), with the reason; not in `checks_run` nor `outcomes` (an
+    /// addition to DESIGN §8: *not configured* is the operator's choice, *unknown* a failure).
+    pub not_configured: BTreeMap<String, String>,
     /// Violations found, all invariants together: the full count, whatever the cap.
     pub violation_count: u64,
     /// Per red invariant: how many violations it found and how many are shown in `violations`.
