@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use canary::collect::docker;
-use canary::config::platform::DockerConfig;
+use canary::config::platform::{DockerConfig, ZombieSource};
 use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::RedisServer;
 use canary_invariants::Processes;
@@ -91,6 +91,25 @@ async fn the_source_lists_agents_keeps_only_named_env_and_finds_zombies() {
     let json = serde_json::to_string(&state).expect("json");
     assert!(!debug.contains(SECRET) && !json.contains(SECRET));
     assert!(!debug.contains("PLATFORM_API_KEY"));
+
+    // zombie_source: host_proc (this test shares the host PID namespace with the engine): the
+    // same zombie, found by its parent's cgroup, with no exec (so a container without ps reads).
+    let cfg = DockerConfig {
+        zombie_source: ZombieSource::HostProc,
+        ..docker_config(&engine.endpoint())
+    };
+    let state = docker::read(&cfg).await.expect("read via /proc");
+    let zombies = |agent: &str| match &state
+        .containers
+        .iter()
+        .find(|c| c.agent == agent)
+        .expect("listed")
+        .processes
+    {
+        Processes::Read { zombies } => zombies.len(),
+        other => panic!("{agent} unreadable via /proc: {other:?}"),
+    };
+    assert_eq!((zombies("z"), zombies("ok"), zombies("sick")), (1, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

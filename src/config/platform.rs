@@ -280,7 +280,8 @@ pub struct DockerConfig {
     /// Bound of each Engine API call (listing, inspect, exec).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// How zombies are found: `exec` (one fixed `ps -eo stat,pid,comm` per agent container).
+    /// How zombies are found: `exec` (one fixed `ps -eo stat,pid,comm` per agent container) or
+    /// `host_proc` (the host's `/proc`, when canary shares the host PID namespace).
     pub zombie_source: ZombieSource,
     /// Environment variables kept from each container's inspect; every other one (secrets
     /// included) is dropped on read, never logged nor stored.
@@ -308,6 +309,9 @@ pub enum ZombieSource {
     /// `ps -eo stat,pid,comm` run in each agent container through the Engine API's exec.
     #[default]
     Exec,
+    /// The host's `/proc` (canary shares the host PID namespace): a `Z` process named
+    /// `process_name` whose parent's cgroup names the container. No exec is issued.
+    HostProc,
 }
 
 /// `platform.redis_read_from`.

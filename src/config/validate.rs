@@ -1086,6 +1086,32 @@ mod tests {
     }
 
     #[test]
+    fn docker_settings_are_checked() {
+        use crate::config::platform::DockerConfig;
+        let mut c = base();
+        c.platform.docker = Some(DockerConfig::default());
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
+        c.platform.docker = Some(DockerConfig {
+            endpoint: "tcp://10.0.0.1:2375".to_owned(),
+            agent_label: "trinity.platform".to_owned(),
+            process_name: "a-process-name-of-16".to_owned(),
+            timeout: std::time::Duration::ZERO,
+            env_keep: vec!["OK".to_owned(), "A=B".to_owned()],
+            ..DockerConfig::default()
+        });
+        assert_eq!(
+            paths(&validate(&c)),
+            [
+                "platform.docker.endpoint",
+                "platform.docker.agent_label",
+                "platform.docker.process_name",
+                "platform.docker.timeout",
+                "platform.docker.env_keep[1]",
+            ]
+        );
+    }
+
+    #[test]
     fn sentinel_and_replica_settings_are_refused_unless_the_runtime_can_use_them() {
         use crate::config::platform::{RedisReadFrom, RedisSentinel};
         // A complete Sentinel + replica setup is fine.

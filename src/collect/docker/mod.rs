@@ -2,7 +2,9 @@
 //! start time, the environment variables named in configuration and the agent process's zombies.
 //!
 //! - [`client`]: the read-only Engine API wrapper (listing, inspect, the one fixed `ps` exec);
-//! - [`ps`]: `ps -eo stat,pid,comm` output → zombie pids (pure).
+//! - [`ps`]: `ps -eo stat,pid,comm` output → zombie pids (pure);
+//! - [`host_proc`]: `zombie_source: host_proc`, the zombies from the host's `/proc` instead of
+//!   an exec (pids are then host pids).
 //!
 //! Failure is per container where possible: the listing failing (socket unreachable, engine
 //! down) makes the whole source unavailable (its invariants *unknown*); one container whose
@@ -14,6 +16,7 @@
 //! environment variable it was not told to keep, or call the engine except through `client`.
 
 pub mod client;
+pub mod host_proc;
 pub mod ps;
 
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use canary_invariants::{Container, DockerState, Processes};
 use tokio::sync::Semaphore;
 
 use crate::collect::timestamp::parse_timestamp_ms;
-use crate::config::platform::DockerConfig;
+use crate::config::platform::{DockerConfig, ZombieSource};
 use client::{DockerError, Listed, ReadOnlyDocker};
 
 /// Containers read at once (inspect + exec each): enough to hide the engine's latency, few
@@ -43,12 +46,52 @@ pub async fn read(cfg: &DockerConfig) -> Result<DockerState, DockerError> {
             read_container(&engine, cfg, entry).await
         }
     });
-    let containers = futures_util::future::join_all(reads).await;
+    let read = futures_util::future::join_all(reads).await;
+    let mut containers: Vec<Container> = Vec::with_capacity(read.len());
+    let mut inspected: Vec<bool> = Vec::with_capacity(read.len());
+    for (container, ok) in read {
+        containers.push(container);
+        inspected.push(ok);
+    }
+    if cfg.zombie_source == ZombieSource::HostProc {
+        from_host_proc(cfg, &mut containers, &inspected).await;
+    }
     Ok(DockerState { containers })
 }
 
-/// One container: inspect, then `ps`. Either failing leaves it listed as unreadable.
-async fn read_container(engine: &ReadOnlyDocker, cfg: &DockerConfig, entry: Listed) -> Container {
+/// Fills the processes of every inspected container from the host's `/proc` (on a blocking
+/// thread: it reads a file per process). `/proc` unreadable → every container unreadable.
+async fn from_host_proc(cfg: &DockerConfig, containers: &mut [Container], inspected: &[bool]) {
+    let ids: Vec<String> = containers.iter().map(|c| c.id.clone()).collect();
+    let name = cfg.process_name.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        host_proc::zombies_by_container(std::path::Path::new("/proc"), &name, &ids)
+    })
+    .await
+    .unwrap_or_else(|_| Err("internal error: /proc reader task failed".to_owned()));
+    for (container, inspected) in containers.iter_mut().zip(inspected) {
+        // A container whose inspect failed stays unreadable with that reason.
+        if !inspected {
+            continue;
+        }
+        container.processes = match &found {
+            Ok(by_id) => Processes::Read {
+                zombies: by_id.get(&container.id).cloned().unwrap_or_default(),
+            },
+            Err(reason) => Processes::Unreadable {
+                reason: reason.clone(),
+            },
+        };
+    }
+}
+
+/// One container: inspect, then `ps` (with `zombie_source: exec`). Either failing leaves it
+/// listed as unreadable. The flag says whether the inspect succeeded.
+async fn read_container(
+    engine: &ReadOnlyDocker,
+    cfg: &DockerConfig,
+    entry: Listed,
+) -> (Container, bool) {
     let agent = entry
         .name
         .strip_prefix(cfg.name_prefix.as_str())
@@ -61,7 +104,7 @@ async fn read_container(engine: &ReadOnlyDocker, cfg: &DockerConfig, entry: List
         started_at_ms: None,
         env: Default::default(),
         processes: Processes::Unreadable {
-            reason: String::new(),
+            reason: "not read".to_owned(),
         },
     };
     match engine.inspect(&container.id, &cfg.env_keep).await {
@@ -73,8 +116,12 @@ async fn read_container(engine: &ReadOnlyDocker, cfg: &DockerConfig, entry: List
             container.processes = Processes::Unreadable {
                 reason: e.to_string(),
             };
-            return container;
+            return (container, false);
         }
+    }
+    if cfg.zombie_source == ZombieSource::HostProc {
+        // Filled from /proc for all containers at once (see `from_host_proc`).
+        return (container, true);
     }
     container.processes = match engine.ps(&container.id).await {
         Ok(output) => match ps::zombies(&output, &cfg.process_name) {
@@ -85,5 +132,5 @@ async fn read_container(engine: &ReadOnlyDocker, cfg: &DockerConfig, entry: List
             reason: e.to_string(),
         },
     };
-    container
+    (container, true)
 }
