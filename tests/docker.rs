@@ -227,6 +227,8 @@ async fn r01_fires_once_on_a_persisting_zombie_and_resolves_once_when_it_is_gone
     let (code, first, stderr) = check(&config, &only);
     assert_eq!(code, 0, "{first}\n{stderr}");
     assert_eq!(first["outcomes"]["R-01"], "green");
+    // Version + listing, then per container an inspect and the exec's create/start/inspect.
+    assert_eq!(first["diagnostics"]["collect"]["docker_calls"], 2 + 2 * 4);
     std::thread::sleep(Duration::from_millis(2_100));
     let (code, red, _) = check(&config, &only);
     assert_eq!(code, 1, "{red}");

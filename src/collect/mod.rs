@@ -70,6 +70,9 @@ pub struct CollectStats {
     /// Wall time of the Redis read (slot sets, then metadata), in milliseconds. The metadata
     /// part overlaps the SQLite read, so the two times may add up to more than the collection.
     pub redis_ms: f64,
+    /// Docker Engine API requests (0 when not configured): 2 + per container 1 inspect + 3 for
+    /// the `ps` exec; the one cost that grows with the fleet (the API has no batch calls).
+    pub docker_calls: u32,
     /// Wall time of the Docker read (listing, inspects, execs), in milliseconds; 0 when not
     /// configured.
     pub docker_ms: f64,
@@ -114,7 +117,7 @@ pub async fn builtin(
     // than the roster read after it (H-01's critical arm).
     let docker_started = Instant::now();
     let docker_outcome = match &cfg.docker {
-        Some(docker_cfg) => Some(docker::read(docker_cfg).await),
+        Some(docker_cfg) => Some(docker::read_counted(docker_cfg).await),
         None => None,
     };
     let docker_ms = elapsed_ms(docker_started);
@@ -151,9 +154,10 @@ pub async fn builtin(
         redis_ms,
         redis_route: redis_outcome.route.clone(),
         docker_ms,
+        docker_calls: docker_outcome.as_ref().map_or(0, |read| read.calls),
         ..CollectStats::default()
     };
-    match docker_outcome {
+    match docker_outcome.map(|read| read.result) {
         Some(Ok(state)) => snapshot.docker = Some(state),
         Some(Err(e)) => unavailable(&mut snapshot, Source::Docker, e.to_string()),
         None => snapshot.not_configured.push(Source::Docker),

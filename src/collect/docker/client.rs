@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -41,10 +43,20 @@ pub struct DockerError {
 }
 
 fn failed(call: &'static str, error: &bollard::errors::Error) -> DockerError {
-    DockerError {
-        call,
-        reason: error.to_string(),
-    }
+    let reason = match error {
+        // serde's message may quote the offending value, and an inspect answer holds the
+        // container's environment: say where it broke, never what it held.
+        bollard::errors::Error::JsonDataError { column, .. } => {
+            format!("the engine's answer is not the expected JSON (column {column})")
+        }
+        bollard::errors::Error::JsonSerdeError { err } => format!(
+            "the engine's answer is not the expected JSON (line {}, column {})",
+            err.line(),
+            err.column()
+        ),
+        other => other.to_string(),
+    };
+    DockerError { call, reason }
 }
 
 /// A running agent container as the listing shows it.
@@ -70,6 +82,8 @@ pub struct Inspected {
 pub struct ReadOnlyDocker {
     engine: Docker,
     timeout: Duration,
+    /// Engine API requests sent (shared by clones), for the cycle's cost counters.
+    calls: Arc<AtomicU32>,
 }
 
 impl ReadOnlyDocker {
@@ -80,7 +94,20 @@ impl ReadOnlyDocker {
         let engine = Docker::connect_with_unix(endpoint, seconds, API_DEFAULT_VERSION)
             .map_err(|e| failed("connect", &e))?;
         let engine = bounded("connect", timeout, engine.negotiate_version()).await?;
-        Ok(ReadOnlyDocker { engine, timeout })
+        Ok(ReadOnlyDocker {
+            engine,
+            timeout,
+            calls: Arc::new(AtomicU32::new(1)),
+        })
+    }
+
+    /// Engine API requests sent so far (the version negotiation included).
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u32) {
+        self.calls.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The running containers carrying `label` (`key=value`), sorted by id.
@@ -88,6 +115,7 @@ impl ReadOnlyDocker {
         const CALL: &str = "list containers";
         let filters: HashMap<&str, Vec<&str>> =
             HashMap::from([("label", vec![label]), ("status", vec!["running"])]);
+        self.count(1);
         let options = ListContainersOptionsBuilder::new()
             .all(false)
             .filters(&filters)
@@ -117,6 +145,7 @@ impl ReadOnlyDocker {
     /// The start time and the `keep` environment variables of container `id`.
     pub async fn inspect(&self, id: &str, keep: &[String]) -> Result<Inspected, DockerError> {
         const CALL: &str = "inspect";
+        self.count(1);
         let response = bounded(
             CALL,
             self.timeout,
@@ -149,6 +178,8 @@ impl ReadOnlyDocker {
     /// or output on standard error is an error (the container's `ps` is unusable).
     pub async fn ps(&self, id: &str) -> Result<String, DockerError> {
         const CALL: &str = "exec ps";
+        // Create, start, inspect: three requests per container.
+        self.count(3);
         let timeout = self.timeout;
         let run = async {
             let created = self
@@ -240,5 +271,35 @@ async fn bounded<T>(
     match tokio::time::timeout(timeout, future).await {
         Ok(result) => result.map_err(|e| failed(call, &e)),
         Err(_) => Err(timed_out(call, timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_never_quote_the_answer() {
+        let Err(serde) = serde_json::from_str::<Vec<u32>>(r#"["PLATFORM_API_KEY=sk-live-x"]"#)
+        else {
+            panic!("must not parse");
+        };
+        assert!(
+            serde.to_string().contains("sk-live-x"),
+            "serde quotes values"
+        );
+        let data = bollard::errors::Error::JsonDataError {
+            message: serde.to_string(),
+            column: serde.column(),
+        };
+        let serde = bollard::errors::Error::JsonSerdeError { err: serde };
+        for error in [data, serde] {
+            let said = failed("inspect", &error).to_string();
+            assert!(!said.contains("sk-live-x"), "{said}");
+            assert!(
+                said.starts_with("docker inspect: the engine's answer is not"),
+                "{said}"
+            );
+        }
     }
 }

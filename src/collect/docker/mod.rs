@@ -32,9 +32,44 @@ use client::{DockerError, Listed, ReadOnlyDocker};
 /// enough not to load a busy engine.
 const CONCURRENCY: usize = 8;
 
+/// What one Docker read found and cost.
+#[derive(Debug, Clone)]
+pub struct DockerRead {
+    /// The state, or why the engine could not be read (the source is then unavailable).
+    pub result: Result<DockerState, DockerError>,
+    /// Engine API requests sent: 2 (version, listing) + per container 1 inspect (+ 3 for the
+    /// exec). Unlike Redis and SQL this grows with the containers: the Engine API has no batch
+    /// inspect or exec.
+    pub calls: u32,
+}
+
 /// Reads the Docker source. `Err` only when the engine cannot be reached or the listing fails.
 pub async fn read(cfg: &DockerConfig) -> Result<DockerState, DockerError> {
-    let engine = ReadOnlyDocker::connect(&cfg.endpoint, cfg.timeout).await?;
+    read_counted(cfg).await.result
+}
+
+/// [`read`] with its request count.
+pub async fn read_counted(cfg: &DockerConfig) -> DockerRead {
+    let engine = match ReadOnlyDocker::connect(&cfg.endpoint, cfg.timeout).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            return DockerRead {
+                result: Err(e),
+                calls: 1,
+            };
+        }
+    };
+    let result = read_with(&engine, cfg).await;
+    DockerRead {
+        result,
+        calls: engine.calls(),
+    }
+}
+
+async fn read_with(
+    engine: &ReadOnlyDocker,
+    cfg: &DockerConfig,
+) -> Result<DockerState, DockerError> {
     let listed = engine.running_agents(&cfg.agent_label).await?;
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     let reads = listed.into_iter().map(|entry| {
