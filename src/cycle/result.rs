@@ -146,12 +146,15 @@ impl CycleResult {
     }
 
     /// Overall verdict: red if any invariant is red (a definite finding outranks a partial view),
-    /// else unknown if any is unknown or a source was unavailable, else green.
+    /// else unknown if any is unknown or a source was unavailable, or if nothing was run because
+    /// every selected invariant is not configured (`--invariant R-01` without `platform.docker`
+    /// checked nothing: never a green), else green.
     pub fn verdict(&self) -> Outcome {
         if self.outcomes.values().any(|o| *o == Outcome::Red) {
             Outcome::Red
         } else if !self.sources_unavailable.is_empty()
             || self.outcomes.values().any(|o| *o == Outcome::Unknown)
+            || (self.checks_run.is_empty() && !self.not_configured.is_empty())
         {
             Outcome::Unknown
         } else {
