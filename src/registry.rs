@@ -137,6 +137,19 @@ impl<'c> Registry<'c> {
         }
     }
 
+    /// Whether it runs under this configuration: enabled, and every source it needs configured
+    /// (R-01 without `platform.docker` is not run: "not configured", never *unknown*).
+    pub fn configured(&self, described: &Described<'_>) -> bool {
+        let sources_there = match described {
+            Described::BuiltIn(inv) => {
+                self.config.platform.docker.is_some()
+                    || !catalog::needs_source(inv.meta().id, canary_invariants::Source::Docker)
+            }
+            Described::Custom(_) => true,
+        };
+        self.enabled(described) && sources_there
+    }
+
     /// One listing entry as JSON (`canary invariants --format json`, `GET /api/canary/invariants`):
     /// a built-in one's metadata with its rule under this configuration's thresholds; a custom
     /// one shaped alike, plus `"custom": true` and its SQL. Both say whether they are enabled.

@@ -325,9 +325,15 @@ async fn run_cycle_answers_the_cycle_result() {
     assert!(result["taken_at"].as_str().unwrap().ends_with('Z'));
     assert!(result["duration_ms"].as_f64().is_some());
     assert_eq!(result["trigger"], "manual");
-    let mut every_id: Vec<&str> = canary_invariants::catalog::ids().collect();
+    // Every invariant this configuration can run: R-01 needs platform.docker (not configured).
+    let mut every_id: Vec<&str> =
+        canary_invariants::catalog::ids_without(canary_invariants::Source::Docker).collect();
     every_id.sort_unstable();
     assert_eq!(result["checks_run"], json!(every_id));
+    assert_eq!(
+        result["not_configured"]["R-01"],
+        "source docker not configured"
+    );
     for id in every_id {
         assert_eq!(result["outcomes"][id], "green", "{result:#}");
     }

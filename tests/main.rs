@@ -12,6 +12,7 @@ mod collect; // the collector on real Redis + SQLite: snapshot content, round tr
 mod collect_postgres; // the PostgreSQL read side via `canary check`: verdicts, role refusal, outages, custom SQL
 mod custom; // custom SQL invariants end to end: fire/resolve, validation refusals, limits, examples
 mod daemon; // `canary run` process: scheduled cycles, SIGTERM shutdown, bad cron, one alert delivered
+mod docker; // the Docker source on a private dockerd: listing, env filtering, sick containers, R-01 and H-01 end to end
 mod episodes; // bounded state: a 100 000-member flood counted in full, state growth per cycle, episode lifecycle
 mod fleet; // simulated fleet: each fault recipe red → one fired → revert → one resolved; clean soak
 mod http; // admin HTTP API: probes, auth, metrics, admin routes, single-flight via a gated proxy

@@ -12,8 +12,8 @@ use std::sync::{Arc, Barrier};
 
 use canary::store::{CycleRecord, RecordedCycle, StateDb, StoreError, ViolationQuery};
 use canary_invariants::{
-    InvariantState, Memory, Millis, Outcome, SeenTerminal, Severity, Source, SourceUnavailable,
-    Tier, Transition, TransitionKind, Violation,
+    InvariantState, Memory, Millis, Outcome, PidDwell, SeenTerminal, Severity, Source,
+    SourceUnavailable, Tier, Transition, TransitionKind, Violation, ZombieDwell,
 };
 use serde_json::json;
 
@@ -80,6 +80,41 @@ fn memory(entries: &[(&str, &str, Millis)], blind: Option<Millis>) -> Memory {
             })
             .collect(),
         blind_suspected_since_ms: blind,
+        zombies: BTreeMap::new(),
+    }
+}
+
+/// One container's R-01 dwell: id, start time, first count, [(pid, first seen, last seen)].
+type ZombieEntry<'a> = (&'a str, Option<Millis>, u32, &'a [(u32, Millis, Millis)]);
+
+/// R-01 memory built from [`ZombieEntry`]s.
+fn zombies(entries: &[ZombieEntry<'_>]) -> Memory {
+    Memory {
+        zombies: entries
+            .iter()
+            .map(|(id, started_at_ms, first_count, pids)| {
+                let pids = pids
+                    .iter()
+                    .map(|(pid, first_seen_ms, last_seen_ms)| {
+                        (
+                            *pid,
+                            PidDwell {
+                                first_seen_ms: *first_seen_ms,
+                                last_seen_ms: *last_seen_ms,
+                            },
+                        )
+                    })
+                    .collect();
+                let dwell = ZombieDwell {
+                    agent: format!("agent-of-{id}"),
+                    started_at_ms: *started_at_ms,
+                    first_count: *first_count,
+                    pids,
+                };
+                ((*id).to_owned(), dwell)
+            })
+            .collect(),
+        ..Memory::default()
     }
 }
 
@@ -225,6 +260,42 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     assert_eq!(db.schema_version().unwrap(), 4);
     assert_eq!(db.load_states().unwrap().len(), 1);
     assert_eq!(count(&path, "cycles"), 1);
+}
+
+#[test]
+fn r01_zombie_dwell_round_trips_and_is_written_as_a_diff() {
+    let (_dir, path) = temp_db();
+    let mut db = StateDb::open(&path).unwrap();
+    let m1 = zombies(&[
+        ("c1", Some(100), 2, &[(7, 1_000, 1_000), (9, 1_000, 1_000)]),
+        ("c2", None, 1, &[(3, 1_000, 1_000)]),
+    ]);
+    let mut c1 = Cycle::at(1_000);
+    c1.next = m1.clone();
+    c1.record(&mut db).unwrap();
+    assert_eq!(db.load_memory().unwrap(), m1);
+    assert_eq!(count(&path, "memory_zombies"), 3);
+
+    // c1's pid 7 moves (first seen kept), pid 9 is gone; c2 restarted (new start time) and
+    // starts over; c3 appears.
+    let m2 = zombies(&[
+        ("c1", Some(100), 2, &[(7, 1_000, 2_000)]),
+        ("c2", Some(1_500), 1, &[(3, 2_000, 2_000)]),
+        ("c3", Some(5), 1, &[(4, 2_000, 2_000)]),
+    ]);
+    let mut c2 = Cycle::at(2_000);
+    c2.previous = m1;
+    c2.next = m2.clone();
+    c2.record(&mut db).unwrap();
+    assert_eq!(db.load_memory().unwrap(), m2);
+    assert_eq!(count(&path, "memory_zombies"), 3);
+
+    let mut c3 = Cycle::at(3_000);
+    c3.previous = m2;
+    c3.next = Memory::default();
+    c3.record(&mut db).unwrap();
+    assert_eq!(db.load_memory().unwrap(), Memory::default());
+    assert_eq!(count(&path, "memory_zombies"), 0);
 }
 
 #[test]

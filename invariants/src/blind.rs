@@ -26,7 +26,7 @@ pub const ID_PREFIX: &str = "source:";
 
 /// Every source canary knows, in a stable order (a new [`Source`] variant is added here too;
 /// the `sources_are_complete` test fails until it is).
-pub const SOURCES: [Source; 2] = [Source::Sqlite, Source::Redis];
+pub const SOURCES: [Source; 3] = [Source::Sqlite, Source::Redis, Source::Docker];
 
 /// The pseudo-invariant id of `source`: `source:redis`.
 pub fn state_id(source: Source) -> String {
@@ -153,10 +153,10 @@ mod tests {
         // An exhaustive match: a new variant does not compile until it is listed in SOURCES.
         for source in SOURCES {
             match source {
-                Source::Sqlite | Source::Redis => {}
+                Source::Sqlite | Source::Redis | Source::Docker => {}
             }
         }
-        assert_eq!(SOURCES.len(), 2);
+        assert_eq!(SOURCES.len(), 3);
     }
 
     #[test]
@@ -165,6 +165,6 @@ mod tests {
             assert_eq!(source_of(&state_id(source)), Some(source));
         }
         assert_eq!(source_of("S-01"), None);
-        assert_eq!(source_of("source:docker"), None);
+        assert_eq!(source_of("source:kafka"), None);
     }
 }

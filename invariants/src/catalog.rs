@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::memory::Memory;
 use crate::params::{Params, Problems};
-use crate::snapshot::{Field, RedisState, Snapshot, Source, SqlState};
+use crate::snapshot::{DockerState, Field, RedisState, Snapshot, Source, SqlState};
 use crate::violation::{Severity, Tier, Violation};
 
 /// Something an invariant cannot be judged without. If it is missing, the outcome is *unknown*.
@@ -48,6 +48,8 @@ pub struct Input<'a> {
     pub sql: &'a SqlState,
     /// The Redis part.
     pub redis: &'a RedisState,
+    /// The Docker part (empty when not read).
+    pub docker: &'a DockerState,
     /// Memory from the previous cycle.
     pub memory: &'a Memory,
     /// Thresholds.
@@ -61,6 +63,7 @@ impl<'a> Input<'a> {
             snapshot,
             sql: snapshot.sql.as_ref().unwrap_or(&EMPTY_SQL),
             redis: snapshot.redis.as_ref().unwrap_or(&EMPTY_REDIS),
+            docker: snapshot.docker.as_ref().unwrap_or(&EMPTY_DOCKER),
             memory,
             params,
         }
@@ -101,6 +104,9 @@ impl<'a> Input<'a> {
 
 static EMPTY_SQL: SqlState = SqlState::EMPTY;
 static EMPTY_REDIS: RedisState = RedisState::EMPTY;
+static EMPTY_DOCKER: DockerState = DockerState {
+    containers: Vec::new(),
+};
 
 /// One invariant: pure, deterministic, total (never panics on odd data).
 pub trait Invariant: Sync + Send {
@@ -125,6 +131,13 @@ pub trait Invariant: Sync + Send {
     /// The violations in this snapshot (any order; `evaluate` sorts).
     fn check(&self, input: &Input<'_>) -> Vec<Violation>;
 
+    /// Why part of what this invariant judges could not be read this cycle (one container of
+    /// many), when it found nothing: the outcome is then *unknown* with this reason instead of
+    /// green. `None` (the default) when everything it needs was read.
+    fn unreadable(&self, _input: &Input<'_>) -> Option<String> {
+        None
+    }
+
     /// Updates cross-cycle memory after a successful evaluation. Most invariants remember nothing.
     fn remember(&self, _input: &Input<'_>, _next: &mut Memory) {}
 }
@@ -139,6 +152,17 @@ pub fn find(id: &str) -> Option<&'static dyn Invariant> {
 /// The ids of every invariant in the catalog.
 pub fn ids() -> impl Iterator<Item = &'static str> {
     CATALOG.iter().map(|inv| inv.meta().id)
+}
+
+/// Whether the invariant `id` needs `source` (false for an unknown id).
+pub fn needs_source(id: &str, source: Source) -> bool {
+    find(id).is_some_and(|inv| inv.meta().needs.contains(&Need::Source(source)))
+}
+
+/// The catalog ids whose invariants run without `source` (what a platform without Docker
+/// evaluates), in catalog order.
+pub fn ids_without(source: Source) -> impl Iterator<Item = &'static str> {
+    ids().filter(move |id| !needs_source(id, source))
 }
 
 /// One catalog entry as the CLI and the API show it: the static description plus the rule text

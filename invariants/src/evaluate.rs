@@ -42,6 +42,10 @@ pub struct Evaluation {
     pub severities: BTreeMap<String, Severity>,
     /// Why each unknown invariant could not be evaluated.
     pub unknown_reasons: BTreeMap<String, String>,
+    /// Invariants not run because a source they need is not configured (`platform.docker`
+    /// absent), with the reason. They are not in `checks_run` nor `outcomes`: *not configured*
+    /// is a choice of the operator, *unknown* is a failure to read.
+    pub not_configured: BTreeMap<String, String>,
     /// Every violation, sorted by invariant id, subject, signal; after
     /// [`Evaluation::cap_violations`] only the first `max` of each invariant.
     pub violations: Vec<Violation>,
@@ -81,6 +85,7 @@ pub fn evaluate_capped(
         outcomes: BTreeMap::new(),
         severities: BTreeMap::new(),
         unknown_reasons: BTreeMap::new(),
+        not_configured: BTreeMap::new(),
         violations: Vec::new(),
         violation_counts: BTreeMap::new(),
         memory: Memory::default(),
@@ -91,6 +96,13 @@ pub fn evaluate_capped(
         if !selection.includes(meta.id, params) {
             continue;
         }
+        if let Some(source) = unconfigured_need(invariant, snapshot) {
+            eval.not_configured.insert(
+                meta.id.to_owned(),
+                format!("source {} not configured", source.as_str()),
+            );
+            continue;
+        }
         eval.checks_run.push(meta.id.to_owned());
         if let Some(reason) = missing_need(invariant, snapshot) {
             eval.outcomes.insert(meta.id.to_owned(), Outcome::Unknown);
@@ -99,10 +111,15 @@ pub fn evaluate_capped(
         }
         let found = invariant.check(&input);
         invariant.remember(&input, &mut next_memory);
-        let outcome = if found.is_empty() {
-            Outcome::Green
-        } else {
+        // A definite finding outranks a partial view; without one, a partly unreadable source
+        // (one sick container) is unknown, never a silent green.
+        let outcome = if !found.is_empty() {
             Outcome::Red
+        } else if let Some(reason) = invariant.unreadable(&input) {
+            eval.unknown_reasons.insert(meta.id.to_owned(), reason);
+            Outcome::Unknown
+        } else {
+            Outcome::Green
         };
         if let Some(worst) = found.iter().map(|v| v.severity).max() {
             eval.severities.insert(meta.id.to_owned(), worst);
@@ -224,6 +241,14 @@ fn evaluate_custom(
             max_per_invariant,
         );
     }
+}
+
+/// The first source an invariant needs that the configuration leaves out.
+fn unconfigured_need(invariant: &dyn Invariant, snapshot: &Snapshot) -> Option<Source> {
+    invariant.meta().needs.iter().find_map(|need| match need {
+        Need::Source(source) if snapshot.is_not_configured(*source) => Some(*source),
+        _ => None,
+    })
 }
 
 /// The first unmet need of an invariant, as a human reason.

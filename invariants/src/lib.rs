@@ -7,17 +7,20 @@
 //! nothing here may panic on odd input (the crate denies `unwrap`, `expect`, `panic` and indexing).
 //!
 //! ```
-//! use canary_invariants::{evaluate, Memory, Outcome, Params, Selection, Snapshot, SqlState, RedisState};
+//! use canary_invariants::{evaluate, Memory, Outcome, Params, Selection, Snapshot, Source, SqlState, RedisState};
 //!
-//! // Both stores read, nothing in them: every invariant is evaluated and green.
+//! // Both stores read, nothing in them, Docker not configured: every invariant that needs no
+//! // Docker is evaluated and green; R-01 is not run (not configured, which is not unknown).
 //! let snapshot = Snapshot {
 //!     taken_at_ms: 1_768_384_800_000,
 //!     sql: Some(SqlState::default()),
 //!     redis: Some(RedisState::default()),
+//!     not_configured: vec![Source::Docker],
 //!     ..Snapshot::default()
 //! };
 //! let eval = evaluate(&snapshot, &Memory::default(), &Params::default(), Selection::AllEnabled);
 //! assert!(eval.outcomes.values().all(|o| *o == Outcome::Green));
+//! assert!(eval.not_configured.contains_key("R-01"));
 //!
 //! // Redis unreadable: what needs it is unknown, never green.
 //! let blind = Snapshot { redis: None, ..snapshot };
@@ -41,12 +44,12 @@ pub mod violation;
 pub use catalog::{CATALOG, Input, Invariant, InvariantMeta, Need};
 pub use custom::{CustomResult, CustomRow};
 pub use evaluate::{Evaluation, Selection, evaluate, evaluate_capped};
-pub use memory::{Memory, SeenTerminal};
+pub use memory::{Memory, PidDwell, SeenTerminal, ZombieDwell};
 pub use params::Params;
 pub use snapshot::{
-    Agent, Anomaly, AnomalyKind, Backlog, BacklogJson, Execution, Field, KeyTtl, MetaKey, Millis,
-    OrphanRows, Phase, RedisState, Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source,
-    SourceUnavailable, SqlState,
+    Agent, Anomaly, AnomalyKind, Backlog, BacklogJson, Container, DockerState, Execution, Field,
+    KeyTtl, MetaKey, Millis, OrphanRows, Phase, Processes, RedisState, Schedule, SlotMember,
+    SlotMeta, SlotSet, Snapshot, Source, SourceUnavailable, SqlState,
 };
 pub use transitions::{Hysteresis, InvariantState, Transition, TransitionKind, Verdict};
 pub use violation::{Outcome, Severity, Tier, Violation};

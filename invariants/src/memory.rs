@@ -15,6 +15,33 @@ pub struct Memory {
     pub seen_terminal: BTreeMap<String, SeenTerminal>,
     /// H-01: when the "collector is blind" suspicion started, if it is open.
     pub blind_suspected_since_ms: Option<Millis>,
+    /// container id → the zombie pids it has shown and since when. Absent in older
+    /// serialized memory.
+    #[serde(default)]
+    pub zombies: BTreeMap<String, ZombieDwell>,
+}
+
+/// R-01's dwell of one container: keyed by container id, with the container's start time as
+/// the generation (a restarted container starts fresh), one entry per zombie pid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZombieDwell {
+    /// The agent the container serves (for the violation's words).
+    pub agent: String,
+    /// The container's start time when the dwell began (`None` when unknown).
+    pub started_at_ms: Option<Millis>,
+    /// How many zombies it showed when the dwell began.
+    pub first_count: u32,
+    /// pid → when it was first and last seen as a zombie.
+    pub pids: BTreeMap<u32, PidDwell>,
+}
+
+/// When one zombie pid was first and last seen (unix ms, snapshots' `taken_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PidDwell {
+    /// First seen in this observation run: never moved while the pid persists.
+    pub first_seen_ms: Millis,
+    /// Last seen.
+    pub last_seen_ms: Millis,
 }
 
 /// A terminal status E-02 has seen for an execution.

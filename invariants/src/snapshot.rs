@@ -22,6 +22,8 @@ pub enum Source {
     Sqlite,
     /// The platform's Redis.
     Redis,
+    /// The Docker Engine running the agents' containers (optional: `platform.docker`).
+    Docker,
 }
 
 impl Source {
@@ -30,6 +32,7 @@ impl Source {
         match self {
             Source::Sqlite => "sqlite",
             Source::Redis => "redis",
+            Source::Docker => "docker",
         }
     }
 }
@@ -224,6 +227,14 @@ pub struct Snapshot {
     /// invariant; see [`crate::custom`]). Absent in older serialized snapshots.
     #[serde(default)]
     pub custom: Vec<crate::custom::CustomResult>,
+    /// Docker part; `None` when Docker could not be read (listed in `sources_unavailable`) or is
+    /// not configured (listed in `not_configured`).
+    #[serde(default)]
+    pub docker: Option<DockerState>,
+    /// Optional sources the configuration does not name: their invariants are *not configured*
+    /// (not run), which is different from *unknown* (configured but unreadable).
+    #[serde(default)]
+    pub not_configured: Vec<Source>,
 }
 
 impl Snapshot {
@@ -232,8 +243,58 @@ impl Snapshot {
         match source {
             Source::Sqlite => self.sql.is_some(),
             Source::Redis => self.redis.is_some(),
+            Source::Docker => self.docker.is_some(),
         }
     }
+
+    /// Whether the configuration leaves `source` out (so its invariants are not run).
+    pub fn is_not_configured(&self, source: Source) -> bool {
+        self.not_configured.contains(&source)
+    }
+}
+
+/// The Docker side of a snapshot: the running agent containers (listed by label) and, per
+/// container, what could be read from it. Only the environment variables named in configuration
+/// are here; the collector drops the rest on read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DockerState {
+    /// Running agent containers, sorted by id.
+    pub containers: Vec<Container>,
+}
+
+/// One running agent container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    /// The engine's container id (full, 64 hex digits).
+    pub id: String,
+    /// The container name, without Docker's leading `/`.
+    pub name: String,
+    /// The agent it serves: the name without the configured prefix (`agent-`).
+    pub agent: String,
+    /// `State.StartedAt` from inspect (`None` when absent, unparseable or not inspected): the
+    /// generation marker of R-01's dwell (a restart is a new pid namespace).
+    pub started_at_ms: Option<Millis>,
+    /// The environment variables named in `platform.docker.env_keep`, nothing else.
+    pub env: BTreeMap<String, String>,
+    /// The processes of interest, or why they could not be read.
+    pub processes: Processes,
+}
+
+/// What the fixed `ps -eo stat,pid,comm` showed in one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "read", rename_all = "snake_case")]
+pub enum Processes {
+    /// Read: the pids in state `Z` whose command is the configured process name (sorted).
+    Read {
+        /// Zombie pids.
+        zombies: Vec<u32>,
+    },
+    /// Not read (inspect or exec failed, output not `stat pid comm` lines): that container is
+    /// *unreadable*, never "no zombies".
+    Unreadable {
+        /// Short, secret-free reason.
+        reason: String,
+    },
 }
 
 /// The SQLite side of a snapshot.

@@ -9,9 +9,9 @@ use crate::evaluate::{Selection, evaluate};
 use crate::memory::Memory;
 use crate::params::Params;
 use crate::snapshot::{
-    Agent, Anomaly, AnomalyKind, Backlog, BacklogJson, Execution, Field, KeyTtl, MetaKey, Millis,
-    OrphanRows, Phase, RedisState, Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source,
-    SourceUnavailable, SqlState,
+    Agent, Anomaly, AnomalyKind, Backlog, BacklogJson, Container, DockerState, Execution, Field,
+    KeyTtl, MetaKey, Millis, OrphanRows, Phase, Processes, RedisState, Schedule, SlotMember,
+    SlotMeta, SlotSet, Snapshot, Source, SourceUnavailable, SqlState,
 };
 use crate::violation::{Severity, Violation};
 
@@ -27,8 +27,10 @@ pub struct SnapshotBuilder {
     snapshot: Snapshot,
     sql: SqlState,
     redis: RedisState,
+    docker: DockerState,
     sql_up: bool,
     redis_up: bool,
+    docker_up: bool,
 }
 
 impl Default for SnapshotBuilder {
@@ -47,9 +49,51 @@ impl SnapshotBuilder {
             },
             sql: SqlState::default(),
             redis: RedisState::default(),
+            docker: DockerState::default(),
             sql_up: true,
             redis_up: true,
+            docker_up: true,
         }
+    }
+
+    /// Adds a running agent container `agent-{agent}` (id `c-{agent}`) started at `started_at`
+    /// whose `ps` showed these zombie pids of the agent process.
+    pub fn container(mut self, agent: &str, started_at: Millis, zombies: &[u32]) -> Self {
+        self.docker.containers.push(Container {
+            id: format!("c-{agent}"),
+            name: format!("agent-{agent}"),
+            agent: agent.to_owned(),
+            started_at_ms: Some(started_at),
+            env: std::collections::BTreeMap::new(),
+            processes: Processes::Read {
+                zombies: zombies.to_vec(),
+            },
+        });
+        self
+    }
+
+    /// Adds a running agent container whose processes could not be read.
+    pub fn unreadable_container(mut self, agent: &str, started_at: Millis) -> Self {
+        self.docker.containers.push(Container {
+            id: format!("c-{agent}"),
+            name: format!("agent-{agent}"),
+            agent: agent.to_owned(),
+            started_at_ms: Some(started_at),
+            env: std::collections::BTreeMap::new(),
+            processes: Processes::Unreadable {
+                reason: "ps output line 2 is not `stat pid comm`".to_owned(),
+            },
+        });
+        self
+    }
+
+    /// Leaves a source out of the configuration (its invariants are not configured).
+    pub fn not_configured(mut self, source: Source) -> Self {
+        if source == Source::Docker {
+            self.docker_up = false;
+        }
+        self.snapshot.not_configured.push(source);
+        self
     }
 
     /// Moves "now".
@@ -285,6 +329,7 @@ impl SnapshotBuilder {
         match source {
             Source::Sqlite => self.sql_up = false,
             Source::Redis => self.redis_up = false,
+            Source::Docker => self.docker_up = false,
         }
         self.snapshot.sources_unavailable.push(SourceUnavailable {
             source,
@@ -309,6 +354,7 @@ impl SnapshotBuilder {
         let mut snapshot = self.snapshot;
         snapshot.sql = self.sql_up.then_some(self.sql);
         snapshot.redis = self.redis_up.then_some(self.redis);
+        snapshot.docker = self.docker_up.then_some(self.docker);
         snapshot
     }
 

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use canary_invariants::transitions::diff;
 use canary_invariants::{
-    Agent, Backlog, BacklogJson, CustomResult, Execution, Field, Hysteresis, KeyTtl, Memory,
-    MetaKey, OrphanRows, Outcome, Params, Phase, RedisState, Schedule, SeenTerminal, Selection,
-    Severity, SlotMember, SlotMeta, SlotSet, Snapshot, SqlState, Tier, Verdict, evaluate,
+    Agent, Backlog, BacklogJson, Container, CustomResult, DockerState, Execution, Field,
+    Hysteresis, KeyTtl, Memory, MetaKey, OrphanRows, Outcome, Params, Phase, PidDwell, Processes,
+    RedisState, Schedule, SeenTerminal, Selection, Severity, SlotMember, SlotMeta, SlotSet,
+    Snapshot, SqlState, Tier, Verdict, ZombieDwell, evaluate,
 };
 use proptest::prelude::*;
 use proptest::sample::subsequence;
@@ -201,6 +202,31 @@ fn orphan() -> impl Strategy<Value = OrphanRows> {
         })
 }
 
+/// A running agent container: few ids (so memory and snapshot overlap), odd start times, zombie
+/// pids that repeat across cases, or an unreadable process list.
+fn container() -> impl Strategy<Value = Container> {
+    let processes = prop_oneof![
+        proptest::collection::vec(1u32..6, 0..4).prop_map(|mut zombies| {
+            zombies.sort_unstable();
+            zombies.dedup();
+            Processes::Read { zombies }
+        }),
+        Just(Processes::Unreadable {
+            reason: "ps failed".to_owned()
+        }),
+    ];
+    (0u8..4, name(), proptest::option::of(any_ts()), processes).prop_map(
+        |(n, agent, started_at_ms, processes)| Container {
+            id: format!("c{n}"),
+            name: format!("agent-{agent}"),
+            agent,
+            started_at_ms,
+            env: BTreeMap::new(),
+            processes,
+        },
+    )
+}
+
 prop_compose! {
     fn snapshot()(
         taken_at in any_ts(),
@@ -225,7 +251,12 @@ prop_compose! {
         drain in proptest::option::of(any_ts()),
         ceiling in proptest::option::of(-2i64..12),
         custom in proptest::collection::vec(custom_result(), 0..4),
+        containers in proptest::collection::vec(container(), 0..4),
+        docker_up in prop::bool::weighted(0.8),
     ) -> Snapshot {
+        // Container ids are unique in a listing.
+        let mut seen = BTreeSet::new();
+        let containers: Vec<_> = containers.into_iter().filter(|c| seen.insert(c.id.clone())).collect();
         // Ids are unique per table and slot keys per agent in the real stores.
         let mut seen = BTreeSet::new();
         let executions: Vec<_> = executions.into_iter().filter(|e| seen.insert(e.id.clone())).collect();
@@ -252,6 +283,8 @@ prop_compose! {
             sources_unavailable: vec![],
             anomalies: vec![],
             custom,
+            docker: docker_up.then_some(DockerState { containers }),
+            not_configured: vec![],
         }
     }
 }
@@ -287,13 +320,23 @@ fn custom_result() -> impl Strategy<Value = CustomResult> {
 }
 
 prop_compose! {
-    fn memory()(entries in proptest::collection::btree_map(id(), (name(), any_ts()), 0..5)) -> Memory {
+    fn memory()(
+        entries in proptest::collection::btree_map(id(), (name(), any_ts()), 0..5),
+        zombies in proptest::collection::btree_map(0u8..4, (proptest::option::of(any_ts()), any_ts(), any_ts()), 0..3),
+    ) -> Memory {
         Memory {
             seen_terminal: entries
                 .into_iter()
                 .map(|(id, (status, seen_at_ms))| (id, SeenTerminal { status, seen_at_ms }))
                 .collect(),
             blind_suspected_since_ms: None,
+            zombies: zombies
+                .into_iter()
+                .map(|(n, (started_at_ms, first_seen_ms, last_seen_ms))| {
+                    let pids = BTreeMap::from([(2u32, PidDwell { first_seen_ms, last_seen_ms })]);
+                    (format!("c{n}"), ZombieDwell { agent: "a".to_owned(), started_at_ms, first_count: 1, pids })
+                })
+                .collect(),
         }
     }
 }
@@ -333,6 +376,9 @@ fn reversed(mut snap: Snapshot) -> Snapshot {
         sql.executions.reverse();
         sql.orphans.reverse();
         sql.schedules.reverse();
+    }
+    if let Some(docker) = snap.docker.as_mut() {
+        docker.containers.reverse();
     }
     if let Some(redis) = snap.redis.as_mut() {
         redis.slot_sets.reverse();

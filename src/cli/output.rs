@@ -48,6 +48,12 @@ pub fn cycle_text(r: &CycleResult, registry: &Registry<'_>) -> String {
         let line = format!("  {id:<5} {name:<26} {:<8} {detail}", outcome.as_str());
         let _ = writeln!(s, "{}", line.trim_end());
     }
+    // Not run by choice (an optional source left out of the configuration), not a failure.
+    for (id, reason) in &r.not_configured {
+        let name = registry.find(id).map_or("", |d| d.name());
+        let line = format!("  {id:<5} {name:<26} {:<8} {reason}", "n/a");
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
     if !r.violations.is_empty() {
         let _ = writeln!(s, "violations:");
         for v in &r.violations {

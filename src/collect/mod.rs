@@ -15,11 +15,16 @@
 //! `redis::client`), what the store offers (`sql::schema`, `redis::keys`), the reads (one file
 //! per statement or phase) and the parsing of values (`sql::value`, `redis::reply`). A new
 //! source (Docker) or SQL dialect (PostgreSQL) is a sibling folder or file.
+//! - [`docker`]: the running agent containers, their start times, the environment variables
+//!   named in configuration and the agent process's zombies, through a read-only Engine API
+//!   wrapper (optional: without `platform.docker` the source is *not configured*).
 //! - [`secrets`]: credential patterns in queued rows' metadata, found here so the text never
 //!   enters the snapshot.
 //! - [`timestamp`]: the one place timestamps are parsed.
 //!
-//! The Redis slot sets are read first, then SQLite, while the Redis slot metadata is read
+//! The Docker containers are read first of all (H-01: running containers contradict an empty
+//! roster, so they must not be younger than the roster view). The Redis slot sets are read
+//! next, then SQLite, while the Redis slot metadata is read
 //! concurrently with SQLite (see [`builtin`]: S-01 relies on that order). A store that cannot be
 //! read is listed in `sources_unavailable` instead of failing the cycle: the invariants that need
 //! it become *unknown*, never green. This module does not log that: the cycle logs it once, where
@@ -27,6 +32,7 @@
 //!
 //! It must not judge anything (that is `canary-invariants`) nor write to either store.
 
+pub mod docker;
 pub mod redis;
 pub mod secrets;
 pub mod sql;
@@ -64,6 +70,12 @@ pub struct CollectStats {
     /// Wall time of the Redis read (slot sets, then metadata), in milliseconds. The metadata
     /// part overlaps the SQLite read, so the two times may add up to more than the collection.
     pub redis_ms: f64,
+    /// Docker Engine API requests (0 when not configured): 2 + per container 1 inspect + 3 for
+    /// the `ps` exec; the one cost that grows with the fleet (the API has no batch calls).
+    pub docker_calls: u32,
+    /// Wall time of the Docker read (listing, inspects, execs), in milliseconds; 0 when not
+    /// configured.
+    pub docker_ms: f64,
     /// How the Redis node was found this cycle (Sentinel, replica lag, fallback); absent for a
     /// plain `redis_url` primary.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +113,14 @@ pub async fn builtin(
     taken_at_ms: i64,
 ) -> Collected {
     let cutoff_ms = taken_at_ms.saturating_sub(recent_terminal_window_ms);
+    // Containers before everything else: a container seen running is never older evidence
+    // than the roster read after it (H-01's critical arm).
+    let docker_started = Instant::now();
+    let docker_outcome = match &cfg.docker {
+        Some(docker_cfg) => Some(docker::read_counted(docker_cfg).await),
+        None => None,
+    };
+    let docker_ms = elapsed_ms(docker_started);
     // The slot sets first, then SQLite: the SQL view is then never older than the slot-set view,
     // so a finish caught between its terminal commit and its ZREM shows as a slot whose row has
     // just completed (S-01's finish grace), never as a running row without a slot. Only the slot
@@ -133,8 +153,15 @@ pub async fn builtin(
         redis_round_trips: redis_outcome.round_trips,
         redis_ms,
         redis_route: redis_outcome.route.clone(),
+        docker_ms,
+        docker_calls: docker_outcome.as_ref().map_or(0, |read| read.calls),
         ..CollectStats::default()
     };
+    match docker_outcome.map(|read| read.result) {
+        Some(Ok(state)) => snapshot.docker = Some(state),
+        Some(Err(e)) => unavailable(&mut snapshot, Source::Docker, e.to_string()),
+        None => snapshot.not_configured.push(Source::Docker),
+    }
     let mut anomalies: Vec<Anomaly> = Vec::new();
 
     match sql_joined {

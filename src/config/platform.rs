@@ -133,6 +133,9 @@ pub struct PlatformConfig {
     /// Absent = off. `redis_url` still gives the scheme, credentials and TLS of every node
     /// (database 0: a cluster has no other); only host and port come from the cluster.
     pub redis_cluster: Option<RedisCluster>,
+    /// The Docker Engine running the agent containers (R-01, H-01's critical arm). Absent = the
+    /// Docker source is off and the invariants that need it are *not configured* (not run).
+    pub docker: Option<DockerConfig>,
     /// Which node the slot data is read from: `primary` (default) or `replica` (a replica
     /// from the sentinels, or `redis_replica_url`), read only when it has caught up with the
     /// primary within `redis_max_replica_lag`; otherwise the primary is read that cycle.
@@ -197,6 +200,7 @@ impl Default for PlatformConfig {
             redis_tls: RedisTls::default(),
             redis_sentinel: None,
             redis_cluster: None,
+            docker: None,
             redis_read_from: RedisReadFrom::Primary,
             redis_replica_url: None,
             redis_max_replica_lag: Duration::from_secs(1),
@@ -263,6 +267,56 @@ pub struct RedisCluster {
     /// Seed nodes (`host:port`), asked in this order for the slot map until one answers. Any
     /// node of the cluster will do; list more than one so a dead seed is not a blind cycle.
     pub nodes: Vec<String>,
+}
+
+/// `platform.docker`: where the Docker Engine API is and how agent containers are recognised.
+/// Every key has a default, so `docker: {}` turns the source on with the reference's names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The Engine API socket, `unix:///path` (a socket proxy's socket works the same).
+    pub endpoint: String,
+    /// `key=value` label of the agent containers (the listing filter).
+    pub agent_label: String,
+    /// The agent's name is the container name without this prefix.
+    pub name_prefix: String,
+    /// The agent process's command name (`comm`, at most 15 characters): its zombies are R-01's.
+    pub process_name: String,
+    /// Bound of each Engine API call (listing, inspect, exec).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How zombies are found: `exec` (one fixed `ps -eo stat,pid,comm` per agent container) or
+    /// `host_proc` (the host's `/proc`, when canary shares the host PID namespace).
+    pub zombie_source: ZombieSource,
+    /// Environment variables kept from each container's inspect; every other one (secrets
+    /// included) is dropped on read, never logged nor stored.
+    pub env_keep: Vec<String>,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            endpoint: "unix:///var/run/docker.sock".to_owned(),
+            agent_label: "trinity.platform=agent".to_owned(),
+            name_prefix: "agent-".to_owned(),
+            process_name: "claude".to_owned(),
+            timeout: Duration::from_secs(2),
+            zombie_source: ZombieSource::Exec,
+            env_keep: Vec::new(),
+        }
+    }
+}
+
+/// `platform.docker.zombie_source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ZombieSource {
+    /// `ps -eo stat,pid,comm` run in each agent container through the Engine API's exec.
+    #[default]
+    Exec,
+    /// The host's `/proc` (canary shares the host PID namespace): a `Z` process named
+    /// `process_name` whose parent's cgroup names the container. No exec is issued.
+    HostProc,
 }
 
 /// `platform.redis_read_from`.

@@ -205,6 +205,9 @@ fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
     if let Some(c) = &p.redis_cluster {
         redis_cluster(p, c, out);
     }
+    if let Some(d) = &p.docker {
+        docker(d, out);
+    }
     match p.redis_read_from {
         RedisReadFrom::Primary => {
             if p.redis_replica_url.is_some() {
@@ -272,6 +275,54 @@ fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
 
 /// Redis Cluster: seeds as `host:port`, a TCP `redis_url` on database 0, and none of the
 /// single-node routes (the runtime reads every primary; it has no cluster replica reads).
+/// `platform.docker`: a unix socket, a `key=value` label, a process name `ps` can show, a
+/// positive timeout, environment variable names.
+fn docker(d: &super::platform::DockerConfig, out: &mut Vec<Problem>) {
+    match d.endpoint.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => {}
+        _ => push(
+            out,
+            "platform.docker.endpoint",
+            format!(
+                "{:?} is not unix:///path/to/docker.sock (only a local socket, or a socket \
+                 proxy's, is supported)",
+                d.endpoint
+            ),
+        ),
+    }
+    if !d
+        .agent_label
+        .split_once('=')
+        .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
+    {
+        push(
+            out,
+            "platform.docker.agent_label",
+            "must be key=value (the label every agent container carries)",
+        );
+    }
+    // The kernel truncates a command name to 15 bytes: a longer name would never match.
+    if d.process_name.is_empty() || d.process_name.len() > 15 || d.process_name.contains(' ') {
+        push(
+            out,
+            "platform.docker.process_name",
+            "must be a command name of 1 to 15 characters without spaces (ps shows at most 15)",
+        );
+    }
+    if d.timeout.is_zero() {
+        push(out, "platform.docker.timeout", "must be positive");
+    }
+    for (i, name) in d.env_keep.iter().enumerate() {
+        if name.is_empty() || name.contains('=') {
+            push(
+                out,
+                format!("platform.docker.env_keep[{i}]"),
+                "must be an environment variable name",
+            );
+        }
+    }
+}
+
 fn redis_cluster(p: &PlatformConfig, c: &super::platform::RedisCluster, out: &mut Vec<Problem>) {
     use super::platform::RedisReadFrom;
     if c.nodes.is_empty() {
@@ -1173,6 +1224,32 @@ mod tests {
         );
         assert_eq!(url_database("redis://u:p/w@h:1/0?x=1"), "0");
         assert_eq!(url_database("redis://h:1"), "");
+    }
+
+    #[test]
+    fn docker_settings_are_checked() {
+        use crate::config::platform::DockerConfig;
+        let mut c = base();
+        c.platform.docker = Some(DockerConfig::default());
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
+        c.platform.docker = Some(DockerConfig {
+            endpoint: "tcp://10.0.0.1:2375".to_owned(),
+            agent_label: "trinity.platform".to_owned(),
+            process_name: "a-process-name-of-16".to_owned(),
+            timeout: std::time::Duration::ZERO,
+            env_keep: vec!["OK".to_owned(), "A=B".to_owned()],
+            ..DockerConfig::default()
+        });
+        assert_eq!(
+            paths(&validate(&c)),
+            [
+                "platform.docker.endpoint",
+                "platform.docker.agent_label",
+                "platform.docker.process_name",
+                "platform.docker.timeout",
+                "platform.docker.env_keep[1]",
+            ]
+        );
     }
 
     #[test]

@@ -456,6 +456,7 @@ impl Staged {
             trigger: self.trigger,
             checks_run: self.eval.checks_run,
             outcomes: self.eval.outcomes,
+            not_configured: self.eval.not_configured,
             violation_count: self.eval.violation_counts.values().sum(),
             violation_counts,
             violations,

@@ -130,6 +130,10 @@ pub struct CycleResult {
     pub checks_run: Vec<String>,
     /// Outcome per selected invariant.
     pub outcomes: BTreeMap<String, Outcome>,
+    /// Selected invariants that were not run because a source they need is not configured
+    /// (`platform.docker` absent), with the reason; not in `checks_run` nor `outcomes` (an
+    /// addition to DESIGN §8: *not configured* is the operator's choice, *unknown* a failure).
+    pub not_configured: BTreeMap<String, String>,
     /// Violations found, all invariants together: the full count, whatever the cap.
     pub violation_count: u64,
     /// Per red invariant: how many violations it found and how many are shown in `violations`.
@@ -158,12 +162,15 @@ impl CycleResult {
     }
 
     /// Overall verdict: red if any invariant is red (a definite finding outranks a partial view),
-    /// else unknown if any is unknown or a source was unavailable, else green.
+    /// else unknown if any is unknown or a source was unavailable, or if nothing was run because
+    /// every selected invariant is not configured (`--invariant R-01` without `platform.docker`
+    /// checked nothing: never a green), else green.
     pub fn verdict(&self) -> Outcome {
         if self.outcomes.values().any(|o| *o == Outcome::Red) {
             Outcome::Red
         } else if !self.sources_unavailable.is_empty()
             || self.outcomes.values().any(|o| *o == Outcome::Unknown)
+            || (self.checks_run.is_empty() && !self.not_configured.is_empty())
         {
             Outcome::Unknown
         } else {

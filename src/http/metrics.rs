@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use canary_invariants::{AnomalyKind, Outcome, Source};
+use canary_invariants::{AnomalyKind, Outcome};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -212,7 +212,7 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
-        for source in [Source::Sqlite, Source::Redis] {
+        for source in canary_invariants::blind::SOURCES {
             sources_unavailable
                 .get_or_create(&SourceLabel {
                     source: source.as_str().to_owned(),
@@ -409,6 +409,7 @@ mod tests {
             "canary_cycles_total{outcome=\"green\"} 0",
             "canary_cycles_total{outcome=\"unknown\"} 0",
             "canary_source_unavailable_total{source=\"redis\"} 0",
+            "canary_source_unavailable_total{source=\"docker\"} 0",
             "canary_cycle_duration_seconds_count 0",
             "# TYPE canary_invariant_state gauge",
             "# TYPE canary_violations counter",

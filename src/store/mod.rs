@@ -59,6 +59,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("../../migrations/0002_deliverer_lease.sql")),
     M::up(include_str!("../../migrations/0003_violation_episodes.sql")),
     M::up(include_str!("../../migrations/0004_silences.sql")),
+    M::up(include_str!("../../migrations/0005_memory_zombies.sql")),
 ];
 
 /// canary's state database: one SQLite connection.

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use canary_invariants::{
-    InvariantState, Memory, Millis, Outcome, SeenTerminal, Severity, SourceUnavailable, Transition,
-    TransitionKind, Violation,
+    InvariantState, Memory, Millis, Outcome, PidDwell, SeenTerminal, Severity, SourceUnavailable,
+    Transition, TransitionKind, Violation, ZombieDwell,
 };
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
@@ -544,11 +544,115 @@ impl StateDb {
             )
             .optional()
             .ctx(OP)?;
+        let zombies = load_zombies(&self.conn)?;
         Ok(Memory {
             seen_terminal,
             blind_suspected_since_ms,
+            zombies,
         })
     }
+}
+
+/// R-01's dwell memory: one `memory_zombies` row per (container, pid), grouped back by container.
+fn load_zombies(conn: &rusqlite::Connection) -> Result<BTreeMap<String, ZombieDwell>, StoreError> {
+    const OP: &str = "load_memory";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT container_id, started_at, pid, agent, first_count, first_seen, last_seen
+             FROM memory_zombies ORDER BY container_id, pid",
+        )
+        .ctx(OP)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                PidDwell {
+                    first_seen_ms: r.get(5)?,
+                    last_seen_ms: r.get(6)?,
+                },
+            ))
+        })
+        .ctx(OP)?
+        .collect::<Result<Vec<_>, _>>()
+        .ctx(OP)?;
+    let mut out: BTreeMap<String, ZombieDwell> = BTreeMap::new();
+    for (container, started_at_ms, pid, agent, first_count, seen) in rows {
+        let pid = codec::to_u32(OP, "memory_zombies.pid", pid)?;
+        let first_count = codec::to_u32(OP, "memory_zombies.first_count", first_count)?;
+        out.entry(container)
+            .or_insert_with(|| ZombieDwell {
+                agent,
+                started_at_ms,
+                first_count,
+                pids: BTreeMap::new(),
+            })
+            .pids
+            .insert(pid, seen);
+    }
+    Ok(out)
+}
+
+/// Writes R-01's dwell memory where it changed: rows of pids gone are deleted, new or moved ones
+/// upserted. Returns the rows written.
+fn write_zombies_diff(
+    tx: &rusqlite::Transaction<'_>,
+    previous: &BTreeMap<String, ZombieDwell>,
+    next: &BTreeMap<String, ZombieDwell>,
+) -> Result<usize, StoreError> {
+    let mut writes = 0;
+    let row = |dwells: &BTreeMap<String, ZombieDwell>, container: &str, pid: u32| {
+        dwells
+            .get(container)
+            .and_then(|d| d.pids.get(&pid).map(|seen| (d, *seen)))
+            .map(|(d, seen)| (d.agent.clone(), d.started_at_ms, d.first_count, seen))
+    };
+    let mut delete = tx
+        .prepare_cached("DELETE FROM memory_zombies WHERE container_id = ?1 AND pid = ?2")
+        .ctx("record_cycle: prepare zombie delete")?;
+    for (container, dwell) in previous {
+        for pid in dwell.pids.keys() {
+            if row(next, container, *pid).is_none() {
+                delete
+                    .execute(params![container, pid])
+                    .ctx("record_cycle: delete zombie entry")?;
+                writes += 1;
+            }
+        }
+    }
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO memory_zombies
+                 (container_id, started_at, pid, agent, first_count, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .ctx("record_cycle: prepare zombie upsert")?;
+    for (container, dwell) in next {
+        for pid in dwell.pids.keys() {
+            let now = row(next, container, *pid);
+            if now == row(previous, container, *pid) {
+                continue;
+            }
+            if let Some((agent, started_at, first_count, seen)) = now {
+                upsert
+                    .execute(params![
+                        container,
+                        started_at,
+                        pid,
+                        agent,
+                        first_count,
+                        seen.first_seen_ms,
+                        seen.last_seen_ms
+                    ])
+                    .ctx("record_cycle: upsert zombie entry")?;
+                writes += 1;
+            }
+        }
+    }
+    Ok(writes)
 }
 
 /// One `cycle_invariants` row per red invariant: its full count, the evidence kept, its worst
@@ -849,6 +953,7 @@ fn write_memory_diff(
         .ctx("record_cycle: write H-01 flag")?;
         writes += 1;
     }
+    writes += write_zombies_diff(tx, &previous.zombies, &next.zombies)?;
     Ok(writes)
 }
 
@@ -955,6 +1060,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             blind_suspected_since_ms: blind,
+            zombies: BTreeMap::new(),
         }
     }
 

@@ -1,9 +1,11 @@
-//! **H-01 Collector not blind** — tier A, major; needs Redis (the corroborating evidence) and
-//! cross-cycle memory.
+//! **H-01 Collector not blind** — tier A, critical or major; needs Redis (the corroborating
+//! evidence), uses Docker when configured, and cross-cycle memory.
 //!
 //! Rule: the roster read must not come back empty (or fail) while independent evidence says the
-//! fleet is alive: slot keys exist in Redis. That is `roster_empty_unverifiable`, major, because
-//! Redis only corroborates. It is confirmed only once the suspicion has lasted at least
+//! fleet is alive. Running agent containers are that evidence: `roster_empty_contradicted`,
+//! critical (the collector reads the containers before the roster, so the containers cannot be
+//! younger than the roster view). Slot keys in Redis alone are `roster_empty_unverifiable`,
+//! major, because Redis only corroborates. Either is confirmed only once the suspicion has lasted at least
 //! `confirm_after_seconds` (one cycle interval, 300 s by default), so the race of the last
 //! agent's delete, whose slot key goes a moment later, cannot fire it.
 //!
@@ -43,9 +45,25 @@ invariant_params! {
     }
 }
 
-/// Whether this snapshot is suspicious: no roster (empty or unreadable) but live slot keys.
+/// Whether this snapshot is suspicious: no roster (empty or unreadable) but live slot keys or
+/// running agent containers.
 fn suspicious(input: &Input<'_>) -> bool {
-    input.sql.agents.is_empty() && !input.redis.slot_sets.is_empty()
+    input.sql.agents.is_empty()
+        && (!input.redis.slot_sets.is_empty() || !input.docker.containers.is_empty())
+}
+
+/// How many names of evidence a violation carries.
+const SAMPLE: usize = 10;
+
+/// `read`, `unavailable` or `not_configured`: how an evidence source fared this cycle.
+fn availability(input: &Input<'_>, source: Source) -> &'static str {
+    if input.snapshot.has(source) {
+        "read"
+    } else if input.snapshot.is_not_configured(source) {
+        "not_configured"
+    } else {
+        "unavailable"
+    }
 }
 
 impl Invariant for H01 {
@@ -54,23 +72,27 @@ impl Invariant for H01 {
     }
 
     fn rule(&self, params: &Params) -> String {
-        format!("The roster read is not empty (nor failing) while slot keys exist in Redis, for {} \
-                 or longer.", human_seconds(params.h01.confirm_after_seconds))
+        format!("The roster read is not empty (nor failing) while running agent containers \
+                 (critical) or slot keys in Redis (major) exist, for {} or longer.",
+                 human_seconds(params.h01.confirm_after_seconds))
     }
 
     #[cfg(any(test, feature = "testing"))]
     fn examples(&self, t0: i64) -> Vec<Violation> {
         use crate::testing::example as v;
         use serde_json::json;
-        use crate::violation::Severity::Major;
+        use crate::violation::Severity::Critical;
         let id = META.id;
         vec![v(
             id,
-            Major,
+            Critical,
             "roster",
-            "roster_empty_unverifiable",
-            "the roster is empty but 12 slot key(s) exist in Redis, for 180 s",
-            json!({"roster_readable": true, "slot_keys": 12, "suspected_since_ms": t0 - 180_000}),
+            "roster_empty_contradicted",
+            "the roster is empty but 4 agent container(s) run and 12 slot key(s) exist in Redis, for 360 s",
+            json!({"roster_readable": true, "agent_containers": 4, "slot_keys": 12,
+                   "evidence": ["agent-0001", "agent-0002", "agent-0003", "agent-0004"],
+                   "docker_source": "read", "redis_source": "read",
+                   "suspected_since_ms": t0 - 360_000}),
         )]
     }
 
@@ -91,26 +113,61 @@ impl Invariant for H01 {
             return Vec::new();
         }
         let roster_readable = input.snapshot.has(Source::Sqlite);
-        vec![input.violation(
+        let containers = input.docker.containers.len();
+        let slot_keys = input.redis.slot_sets.len();
+        let mut evidence: Vec<&str> = input
+            .docker
+            .containers
+            .iter()
+            .map(|c| c.agent.as_str())
+            .chain(input.redis.slot_sets.iter().map(|s| s.agent_name.as_str()))
+            .collect();
+        evidence.sort_unstable();
+        evidence.dedup();
+        evidence.truncate(SAMPLE);
+        let contradicted = containers > 0;
+        let (signal, seen) = if contradicted {
+            (
+                "roster_empty_contradicted",
+                format!("{containers} agent container(s) run and {slot_keys} slot key(s) exist in Redis"),
+            )
+        } else {
+            (
+                "roster_empty_unverifiable",
+                format!("{slot_keys} slot key(s) exist in Redis"),
+            )
+        };
+        let mut violation = input.violation(
             &META,
             "roster",
-            "roster_empty_unverifiable",
+            signal,
             format!(
-                "the roster is {} but {} slot key(s) exist in Redis, for {} s",
+                "the roster is {} but {seen}, for {} s",
                 if roster_readable {
                     "empty"
                 } else {
                     "unreadable"
                 },
-                input.redis.slot_sets.len(),
                 lasted_ms / 1000
             ),
             json!({
                 "roster_readable": roster_readable,
-                "slot_keys": input.redis.slot_sets.len(),
+                "agent_containers": containers,
+                "slot_keys": slot_keys,
+                "evidence": evidence,
+                "docker_source": availability(input, Source::Docker),
+                "redis_source": availability(input, Source::Redis),
                 "suspected_since_ms": since,
             }),
-        )]
+        );
+        if contradicted {
+            // The containers are independent evidence: critical, unless the operator overrides.
+            violation.severity = input
+                .params
+                .severity_override(META.id)
+                .unwrap_or(Severity::Critical);
+        }
+        vec![violation]
     }
 
     fn remember(&self, input: &Input<'_>, next: &mut Memory) {
@@ -178,6 +235,65 @@ mod tests {
         assert_eq!(eval.outcomes["H-01"], Outcome::Red);
         assert_eq!(eval.violations[0].observed_state["roster_readable"], false);
         assert_eq!(eval.violations[0].severity, crate::Severity::Major);
+    }
+
+    #[test]
+    fn running_agent_containers_contradict_an_empty_roster_critically() {
+        let memory = Memory {
+            blind_suspected_since_ms: Some(T0 - 600_000),
+            ..Memory::default()
+        };
+        let only = ["H-01".to_owned()];
+        let snap = SnapshotBuilder::new()
+            .container("b", T0 - 3_600_000, &[])
+            .container("a", T0 - 3_600_000, &[])
+            .build();
+        let eval = evaluate(&snap, &memory, &Params::default(), Selection::Only(&only));
+        assert_eq!(eval.outcomes["H-01"], Outcome::Red);
+        let v = &eval.violations[0];
+        assert_eq!(v.signal, "roster_empty_contradicted");
+        assert_eq!(v.severity, crate::Severity::Critical);
+        assert_eq!(v.observed_state["agent_containers"], 2);
+        assert_eq!(v.observed_state["evidence"], serde_json::json!(["a", "b"]));
+        assert_eq!(v.observed_state["docker_source"], "read");
+        // Unreadable roster, same arm.
+        let snap = SnapshotBuilder::new()
+            .unavailable(Source::Sqlite)
+            .container("a", T0, &[])
+            .build();
+        let eval = evaluate(&snap, &memory, &Params::default(), Selection::Only(&only));
+        assert_eq!(eval.violations[0].signal, "roster_empty_contradicted");
+        assert_eq!(eval.violations[0].observed_state["roster_readable"], false);
+    }
+
+    #[test]
+    fn containers_start_the_suspicion_and_it_is_confirmed_after_the_interval() {
+        let blind = |at| SnapshotBuilder::new().at(at).container("a", T0, &[]).build();
+        let (first, memory) = step(&blind(T0), &Memory::default());
+        assert_eq!(first, Outcome::Green);
+        assert_eq!(memory.blind_suspected_since_ms, Some(T0));
+        let (early, memory) = step(&blind(T0 + 299_999), &memory);
+        assert_eq!(early, Outcome::Green);
+        let (confirmed, _) = step(&blind(T0 + 300_000), &memory);
+        assert_eq!(confirmed, Outcome::Red);
+    }
+
+    #[test]
+    fn slot_keys_without_docker_stay_major_and_say_docker_is_not_configured() {
+        let memory = Memory {
+            blind_suspected_since_ms: Some(T0 - 600_000),
+            ..Memory::default()
+        };
+        let only = ["H-01".to_owned()];
+        let snap = SnapshotBuilder::new()
+            .not_configured(Source::Docker)
+            .slot("a", "e1", T0)
+            .build();
+        let eval = evaluate(&snap, &memory, &Params::default(), Selection::Only(&only));
+        let v = &eval.violations[0];
+        assert_eq!(v.signal, "roster_empty_unverifiable");
+        assert_eq!(v.severity, crate::Severity::Major);
+        assert_eq!(v.observed_state["docker_source"], "not_configured");
     }
 
     #[test]

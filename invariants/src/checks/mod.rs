@@ -70,6 +70,7 @@ catalog! {
     g05_platform_data_well_formed::G05(G05Params) as g05 = "G-05",
     l03_delete_cascades::L03(L03Params) as l03 = "L-03",
     h01_collector_not_blind::H01(H01Params) as h01 = "H-01",
+    r01_no_persisting_zombies::R01(R01Params) as r01 = "R-01",
 }
 
 impl Params {

@@ -408,7 +408,9 @@ mod tests {
 
     #[test]
     fn every_catalog_invariant_has_a_recipe() {
-        for id in canary_invariants::catalog::ids() {
+        // The fleet has no Docker engine: R-01 (the only Docker invariant) is proved red → one
+        // fired → revert → one resolved on a private dockerd (tests/docker.rs) instead.
+        for id in canary_invariants::catalog::ids_without(canary_invariants::Source::Docker) {
             assert!(
                 for_invariant(id).next().is_some(),
                 "invariant {id} has no fault recipe"

@@ -132,7 +132,7 @@ pub enum Status {
     Red,
     /// Not evaluated: a source it needs was unavailable.
     Unknown,
-    /// Disabled in the configuration (or a source not used).
+    /// Disabled in the configuration, or a source it needs is not configured.
     NotConfigured,
     /// Enabled but no cycle has judged it yet.
     Pending,
@@ -407,7 +407,7 @@ fn tiles(facts: &Facts, ctx: &Context<'_>) -> Vec<Tile> {
         .map(|d| {
             let id = d.id();
             let state = facts.states.get(id);
-            let status = match (ctx.registry.enabled(d), state) {
+            let status = match (ctx.registry.configured(d), state) {
                 (false, _) => Status::NotConfigured,
                 (true, None) => Status::Pending,
                 (true, Some(s)) => Status::of(s.state),
@@ -831,7 +831,19 @@ mod tests {
         assert!(last.open && last.subject.starts_with("<script>"));
         assert_eq!(by("E-02").status, Status::Green);
         assert_eq!(by("L-03").status, Status::NotConfigured);
-        assert_eq!(p.tiles.last().unwrap().id, "L-03", "not configured last");
+        // No platform.docker: R-01 is not run, so not configured rather than pending.
+        assert_eq!(by("R-01").status, Status::NotConfigured);
+        let last_two: Vec<&str> = p
+            .tiles
+            .iter()
+            .rev()
+            .take(2)
+            .map(|t| t.id.as_str())
+            .collect();
+        assert!(
+            last_two.contains(&"L-03") && last_two.contains(&"R-01"),
+            "not configured last: {last_two:?}"
+        );
         assert_eq!(by("S-02").status, Status::Pending);
         assert_eq!(by("S-02").status.label(), "not evaluated yet");
         assert_eq!(
