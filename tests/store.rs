@@ -218,7 +218,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     let (_dir, path) = temp_db();
     let db = StateDb::open(&path).unwrap();
     assert!(path.exists(), "parent directories and the file are created");
-    assert_eq!(db.schema_version().unwrap(), 4);
+    assert_eq!(db.schema_version().unwrap(), 5);
     drop(db);
 
     let tables: Vec<String> = raw(&path)
@@ -239,6 +239,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
         "violation_episodes",
         "cycle_invariants",
         "silences",
+        "memory_zombies",
     ] {
         assert!(
             tables.iter().any(|t| t == expected),
@@ -257,7 +258,7 @@ fn store_migrates_a_fresh_file_and_reopening_is_idempotent() {
     drop(db);
     // Re-opening an up-to-date file neither fails nor touches the data.
     let db = StateDb::open(&path).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 4);
+    assert_eq!(db.schema_version().unwrap(), 5);
     assert_eq!(db.load_states().unwrap().len(), 1);
     assert_eq!(count(&path, "cycles"), 1);
 }
@@ -841,7 +842,7 @@ fn store_migration_converts_violation_rows_into_episodes() {
         row(3, "S-01", "a");
     }
     let db = StateDb::open(&path).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 4);
+    assert_eq!(db.schema_version().unwrap(), 5);
     assert_eq!(count(&path, "cycle_invariants"), 4);
     let rows = all_rows(&db);
     let got: BTreeMap<&str, (&str, Millis, Millis, u64, Option<Millis>)> = rows
