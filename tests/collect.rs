@@ -1333,3 +1333,50 @@ async fn the_concurrency_ceiling_is_read_with_the_roster() {
     db.exec("DROP TABLE system_settings");
     assert_eq!(read().await.0, None, "no table: no ceiling");
 }
+
+/// Every agent a pull-mode pilot: one GET each rides the first pipeline, so the round trips stay
+/// 3 whatever the number of pilots; a written key is read, a missing one is "never", garbage is
+/// an anomaly and leaves the pilot out (not judged).
+#[tokio::test]
+async fn pull_poll_keys_ride_the_first_pipeline() {
+    let mut trips = Vec::new();
+    for n in [3usize, 300] {
+        let now = now_ms();
+        let (db, server) = seed_fleet(n, now);
+        let mut r = redis_server::connect(&server);
+        run(
+            &mut r,
+            &[b"SET", b"agent:pull_poll:agent-0000", b"1768384800"],
+        );
+        run(&mut r, &[b"SET", b"agent:pull_poll:agent-0001", b"soon"]);
+        let mut cfg = db.config(&server.url());
+        cfg.pull.pilot_agents = (0..n).map(|i| format!("agent-{i:04}")).collect();
+        let before = redis_server::command_calls(&mut r, "get");
+        let Collected { snapshot, stats } = builtin(&cfg, WINDOW_MS, now).await;
+        // n pilot keys + the drain heartbeat.
+        assert_eq!(
+            redis_server::command_calls(&mut r, "get") - before,
+            n as u64 + 1
+        );
+        assert!(anomaly_subjects(&snapshot, Source::Redis).contains("agent:pull_poll:agent-0001"));
+        assert_eq!(snapshot.pilot_agents.len(), n);
+        let redis = snapshot.redis.expect("redis");
+        assert_eq!(
+            redis.pull_polls.get("agent-0000"),
+            Some(&Some(1_768_384_800_000))
+        );
+        assert_eq!(
+            redis.pull_polls.get("agent-0001"),
+            None,
+            "garbage: not judged"
+        );
+        assert_eq!(
+            redis.pull_polls.get("agent-0002"),
+            Some(&None),
+            "never written"
+        );
+        assert_eq!(redis.pull_polls.len(), n - 1);
+        trips.push(stats.redis_round_trips);
+    }
+    assert_eq!(trips, [3, 3]);
+}

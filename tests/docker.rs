@@ -48,7 +48,7 @@ async fn the_source_lists_agents_keeps_only_named_env_and_finds_zombies() {
         "exec /bin/sleep 100000",
     );
 
-    let state = docker::read(&docker_config(&engine.endpoint()))
+    let state = docker::read(&docker_config(&engine.endpoint()), &[])
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", engine.log()));
     let mut agents: Vec<&str> = state.containers.iter().map(|c| c.agent.as_str()).collect();
@@ -98,7 +98,7 @@ async fn the_source_lists_agents_keeps_only_named_env_and_finds_zombies() {
         zombie_source: ZombieSource::HostProc,
         ..docker_config(&engine.endpoint())
     };
-    let state = docker::read(&cfg).await.expect("read via /proc");
+    let state = docker::read(&cfg, &[]).await.expect("read via /proc");
     let zombies = |agent: &str| match &state
         .containers
         .iter()
@@ -116,14 +116,14 @@ async fn the_source_lists_agents_keeps_only_named_env_and_finds_zombies() {
 async fn an_unreachable_socket_is_an_error_not_an_empty_fleet() {
     let dir = tempfile::tempdir().expect("temp dir");
     let endpoint = format!("unix://{}", dir.path().join("missing.sock").display());
-    let error = docker::read(&docker_config(&endpoint))
+    let error = docker::read(&docker_config(&endpoint), &[])
         .await
         .expect_err("no engine there");
     assert_eq!(error.call, "connect");
     // A socket file nobody listens on (a dead engine) is just as unavailable.
     let path = dir.path().join("dead.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
-    let error = docker::read(&docker_config(&format!("unix://{}", path.display())))
+    let error = docker::read(&docker_config(&format!("unix://{}", path.display())), &[])
         .await
         .expect_err("dead engine");
     assert_eq!(error.call, "connect");
@@ -352,4 +352,126 @@ async fn docker_unreachable_is_unknown_and_absent_is_not_configured() {
             .expect("list")
             .is_empty()
     );
+}
+
+/// Sets (or deletes, with `None`) a pilot's `agent:pull_poll:{agent}` key, as its workers do.
+fn set_poll(redis_url: &str, agent: &str, unix_seconds: Option<i64>) {
+    let mut r = redis::Client::open(redis_url)
+        .expect("redis url")
+        .get_connection()
+        .expect("redis connection");
+    let key = format!("agent:pull_poll:{agent}");
+    match unix_seconds {
+        Some(at) => redis::cmd("SET").arg(&key).arg(at).exec(&mut r),
+        None => redis::cmd("DEL").arg(&key).exec(&mut r),
+    }
+    .expect("write the poll key");
+}
+
+fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("seconds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b08_pull_workers_silent_fire_once_and_resolve_once_when_they_poll_again() {
+    let engine = DockerEngine::start();
+    let env = Env::new(&["p", "ok"]).await;
+    let secret_env = format!("PLATFORM_API_KEY={SECRET}");
+    let pull_env = [
+        secret_env.as_str(),
+        "TRINITY_PULL_MODE=1",
+        "TRINITY_MAX_PARALLEL_TASKS=2",
+    ];
+    engine.healthy_agent("agent-p", &pull_env);
+    engine.healthy_agent("agent-ok", &pull_env);
+
+    // The pilot keeps its two pull-mode variables without env_keep naming them; a non-pilot
+    // keeps nothing (env_keep is empty), and the secret never survives.
+    let cfg = DockerConfig {
+        endpoint: engine.endpoint(),
+        timeout: Duration::from_secs(5),
+        ..DockerConfig::default()
+    };
+    let state = docker::read(&cfg, &["p".to_owned()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", engine.log()));
+    let env_of = |agent: &str| {
+        state
+            .containers
+            .iter()
+            .find(|c| c.agent == agent)
+            .map(|c| c.env.clone())
+            .expect("container")
+    };
+    let pilot_env: Vec<(String, String)> = env_of("p").into_iter().collect();
+    assert_eq!(
+        pilot_env,
+        [
+            ("TRINITY_MAX_PARALLEL_TASKS".to_owned(), "2".to_owned()),
+            ("TRINITY_PULL_MODE".to_owned(), "1".to_owned()),
+        ]
+    );
+    assert!(env_of("ok").is_empty(), "a non-pilot keeps only env_keep");
+
+    let docker = format!(
+        "  docker:\n    endpoint: {}\n    timeout: 5s\n  pull:\n    pilot_agents: [p]\n",
+        engine.endpoint()
+    );
+    let config = env.config(&docker, "invariants:\n  B-08:\n    silent_seconds: 2\n");
+    let only = ["--invariant", "B-08"];
+
+    // Polling now: green.
+    set_poll(&env.redis.url(), "p", Some(unix_now()));
+    let (code, first, stderr) = check(&config, &only);
+    assert_eq!(code, 0, "{first}\n{stderr}");
+    assert_eq!(first["outcomes"]["B-08"], "green");
+
+    // The workers stop polling: the key is stale, the container older than the threshold.
+    set_poll(&env.redis.url(), "p", Some(unix_now() - 600));
+    std::thread::sleep(Duration::from_millis(3_100));
+    let (code, red, _) = check(&config, &only);
+    assert_eq!(code, 1, "{red}");
+    assert_eq!(red["outcomes"]["B-08"], "red");
+    assert_eq!(
+        transitions(&red),
+        [("B-08".into(), "fired".into(), "major".into())]
+    );
+    let violations = red["violations"].as_array().expect("violations");
+    assert_eq!(violations.len(), 1, "{red}");
+    assert_eq!(violations[0]["subject"], "p");
+    assert_eq!(violations[0]["signal"], "workers_silent");
+    assert_eq!(violations[0]["observed_state"]["idle"], 2);
+    // Still red: no second alert.
+    let (code, still, _) = check(&config, &only);
+    assert_eq!(code, 1);
+    assert!(transitions(&still).is_empty(), "{still}");
+
+    // Fix: the workers poll again.
+    set_poll(&env.redis.url(), "p", Some(unix_now()));
+    let (code, green, _) = check(&config, &only);
+    assert_eq!(code, 0, "{green}");
+    assert_eq!(
+        transitions(&green),
+        [("B-08".into(), "resolved".into(), "major".into())]
+    );
+
+    // The pilot's container stops: workers_missing.
+    engine.docker(&["rm", "-f", "agent-p"]);
+    let (code, missing, _) = check(&config, &only);
+    assert_eq!(code, 1, "{missing}");
+    assert_eq!(missing["violations"][0]["signal"], "workers_missing");
+    let state = std::fs::read(env.state_path()).expect("state db");
+    let wal = std::fs::read(env.dir.path().join("state.db-wal")).unwrap_or_default();
+    for bytes in [&state, &wal] {
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "a container's secret reached the state database"
+        );
+    }
 }

@@ -235,6 +235,17 @@ pub struct Snapshot {
     /// (not run), which is different from *unknown* (configured but unreadable).
     #[serde(default)]
     pub not_configured: Vec<Source>,
+    /// The pilot agents served by pull workers instead of slots (`platform.pull.pilot_agents`,
+    /// sorted): B-08 judges them, B-02 judges them by its pull arm. Empty = no pilots.
+    #[serde(default)]
+    pub pilot_agents: Vec<String>,
+}
+
+impl Snapshot {
+    /// Whether `agent` is a pull-mode pilot.
+    pub fn is_pilot(&self, agent: &str) -> bool {
+        self.pilot_agents.iter().any(|p| p == agent)
+    }
 }
 
 impl Snapshot {
@@ -274,10 +285,45 @@ pub struct Container {
     /// `State.StartedAt` from inspect (`None` when absent, unparseable or not inspected): the
     /// generation marker of R-01's dwell (a restart is a new pid namespace).
     pub started_at_ms: Option<Millis>,
-    /// The environment variables named in `platform.docker.env_keep`, nothing else.
+    /// The environment variables named in `platform.docker.env_keep` (plus, for a pull-mode
+    /// pilot, `TRINITY_PULL_MODE` and `TRINITY_MAX_PARALLEL_TASKS`), nothing else.
     pub env: BTreeMap<String, String>,
+    /// Whether inspect succeeded, so `env` and `started_at_ms` are what the engine said; `false`
+    /// means they are unknown (B-08 then does not judge the container's mode). Absent in older
+    /// serialized snapshots (read as `true`).
+    #[serde(default = "inspected_default")]
+    pub inspected: bool,
     /// The processes of interest, or why they could not be read.
     pub processes: Processes,
+}
+
+fn inspected_default() -> bool {
+    true
+}
+
+/// The container variable saying the agent is served by pull workers.
+pub const PULL_MODE_ENV: &str = "TRINITY_PULL_MODE";
+/// The container variable holding a pull agent's worker count.
+pub const MAX_PARALLEL_ENV: &str = "TRINITY_MAX_PARALLEL_TASKS";
+
+impl Container {
+    /// Whether the container runs in pull mode: `TRINITY_PULL_MODE` trimmed and lower-cased is
+    /// `1` or `true` (the issue's `1` and the reference's `true`; anything else is push).
+    pub fn pull_mode(&self) -> bool {
+        self.env
+            .get(PULL_MODE_ENV)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| v == "1" || v == "true")
+    }
+
+    /// The pull worker pool: `TRINITY_MAX_PARALLEL_TASKS` clamped to 1–32; absent or
+    /// unparseable → 3 (the platform's default, as the reference reads it).
+    pub fn max_parallel_tasks(&self) -> i64 {
+        self.env
+            .get(MAX_PARALLEL_ENV)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .map_or(3, |n| n.clamp(1, 32))
+    }
 }
 
 /// What the fixed `ps -eo stat,pid,comm` showed in one container.
@@ -506,6 +552,11 @@ pub struct RedisState {
     /// apart); such keys carry the TTL of that re-read.
     #[serde(default)]
     pub meta_keys: Vec<MetaKey>,
+    /// Per pilot agent whose `agent:pull_poll:{agent}` key was read: the last claim attempt of
+    /// its pull workers (unix ms), `None` when never written. A pilot absent from the map could
+    /// not be read (garbage or an error: see anomalies) and is not judged on it.
+    #[serde(default)]
+    pub pull_polls: BTreeMap<String, Option<Millis>>,
 }
 
 /// A slot metadata hash found in Redis.
@@ -526,6 +577,7 @@ impl RedisState {
         slot_sets: Vec::new(),
         drain_tick_at_ms: None,
         meta_keys: Vec::new(),
+        pull_polls: BTreeMap::new(),
     };
 }
 

@@ -65,6 +65,7 @@ impl SnapshotBuilder {
             agent: agent.to_owned(),
             started_at_ms: Some(started_at),
             env: std::collections::BTreeMap::new(),
+            inspected: true,
             processes: Processes::Read {
                 zombies: zombies.to_vec(),
             },
@@ -80,10 +81,33 @@ impl SnapshotBuilder {
             agent: agent.to_owned(),
             started_at_ms: Some(started_at),
             env: std::collections::BTreeMap::new(),
+            inspected: true,
             processes: Processes::Unreadable {
                 reason: "ps output line 2 is not `stat pid comm`".to_owned(),
             },
         });
+        self
+    }
+
+    /// Names `agent` a pull-mode pilot (`platform.pull.pilot_agents`).
+    pub fn pilot(mut self, agent: &str) -> Self {
+        self.snapshot.pilot_agents.push(agent.to_owned());
+        self.snapshot.pilot_agents.sort();
+        self
+    }
+
+    /// Sets an environment variable kept from the container of `agent` (added with
+    /// [`SnapshotBuilder::container`] before).
+    pub fn container_env(mut self, agent: &str, name: &str, value: &str) -> Self {
+        if let Some(c) = self.docker.containers.iter_mut().find(|c| c.agent == agent) {
+            c.env.insert(name.to_owned(), value.to_owned());
+        }
+        self
+    }
+
+    /// Records `agent:pull_poll:{agent}` as read: the last claim attempt (`None`: never written).
+    pub fn pull_poll(mut self, agent: &str, at: Option<Millis>) -> Self {
+        self.redis.pull_polls.insert(agent.to_owned(), at);
         self
     }
 

@@ -222,6 +222,7 @@ fn container() -> impl Strategy<Value = Container> {
             agent,
             started_at_ms,
             env: BTreeMap::new(),
+            inspected: true,
             processes,
         },
     )
@@ -279,12 +280,14 @@ prop_compose! {
                 slot_sets: sets,
                 drain_tick_at_ms: drain,
                 meta_keys,
+                pull_polls: Default::default(),
             }),
             sources_unavailable: vec![],
             anomalies: vec![],
             custom,
             docker: docker_up.then_some(DockerState { containers }),
             not_configured: vec![],
+            pilot_agents: vec![],
         }
     }
 }

@@ -117,7 +117,7 @@ pub async fn builtin(
     // than the roster read after it (H-01's critical arm).
     let docker_started = Instant::now();
     let docker_outcome = match &cfg.docker {
-        Some(docker_cfg) => Some(docker::read_counted(docker_cfg).await),
+        Some(docker_cfg) => Some(docker::read_counted(docker_cfg, &cfg.pull.pilot_agents).await),
         None => None,
     };
     let docker_ms = elapsed_ms(docker_started);
@@ -145,8 +145,12 @@ pub async fn builtin(
     redis_ms += elapsed_ms(meta_started);
     let sql_joined = sql_task.await;
 
+    let mut pilot_agents = cfg.pull.pilot_agents.clone();
+    pilot_agents.sort();
+    pilot_agents.dedup();
     let mut snapshot = Snapshot {
         taken_at_ms,
+        pilot_agents,
         ..Snapshot::default()
     };
     let mut stats = CollectStats {

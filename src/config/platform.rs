@@ -181,6 +181,20 @@ pub struct PlatformConfig {
     /// (G-04): `/images/*/data` (base64 vision input matches `AIza` by chance; the reference's
     /// #3114). `*` is any key or index.
     pub backlog_metadata_skip: Vec<String>,
+    /// Pull mode: the pilot agents served by pull workers instead of slots (B-08, B-02's pull
+    /// arm). Needs `platform.docker` (the containers say whether they run in pull mode).
+    pub pull: PullConfig,
+}
+
+/// `platform.pull`: which agents are pull-mode pilots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PullConfig {
+    /// Agent names served by pull workers (the reference's `PULL_MODE_PILOT_AGENTS`). Their
+    /// containers' `TRINITY_PULL_MODE` and `TRINITY_MAX_PARALLEL_TASKS` are kept from inspect
+    /// without naming them in `docker.env_keep`; their `keys.pull_poll` key is read. Empty: no
+    /// pilots.
+    pub pilot_agents: Vec<String>,
 }
 
 impl Default for PlatformConfig {
@@ -216,6 +230,7 @@ impl Default for PlatformConfig {
             agent_defaults: AgentDefaults::default(),
             cascade: default_cascade(),
             backlog_metadata_skip: vec!["/images/*/data".to_owned()],
+            pull: PullConfig::default(),
         }
     }
 }
@@ -344,6 +359,9 @@ pub struct RedisKeys {
     pub sentinel_prefix: String,
     /// Heartbeat of the platform's capacity-maintenance sweep (unix seconds).
     pub drain_tick: String,
+    /// Per pilot agent: the unix time (seconds) of its pull workers' last claim attempt
+    /// (`{agent}` is replaced by the pilot's name).
+    pub pull_poll: String,
 }
 
 impl Default for RedisKeys {
@@ -354,6 +372,7 @@ impl Default for RedisKeys {
             timeout_field: "timeout_seconds".to_owned(),
             sentinel_prefix: "drain-".to_owned(),
             drain_tick: "canary:drain_tick_at".to_owned(),
+            pull_poll: "agent:pull_poll:{agent}".to_owned(),
         }
     }
 }

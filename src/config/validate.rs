@@ -208,6 +208,7 @@ fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
     if let Some(d) = &p.docker {
         docker(d, out);
     }
+    pull(p, out);
     match p.redis_read_from {
         RedisReadFrom::Primary => {
             if p.redis_replica_url.is_some() {
@@ -320,6 +321,32 @@ fn docker(d: &super::platform::DockerConfig, out: &mut Vec<Problem>) {
                 "must be an environment variable name",
             );
         }
+    }
+}
+
+/// `platform.pull`: pilots need the Docker source (their containers say whether they run in
+/// pull mode) and a poll key naming the agent.
+fn pull(p: &PlatformConfig, out: &mut Vec<Problem>) {
+    let pilots = &p.pull.pilot_agents;
+    for (i, name) in pilots.iter().enumerate() {
+        if name.trim().is_empty() {
+            push(
+                out,
+                format!("platform.pull.pilot_agents[{i}]"),
+                "must be an agent name",
+            );
+        }
+    }
+    if !pilots.is_empty() && p.docker.is_none() {
+        push(
+            out,
+            "platform.pull.pilot_agents",
+            "pull-mode pilots need platform.docker (their containers' TRINITY_PULL_MODE and \
+             TRINITY_MAX_PARALLEL_TASKS are read from it)",
+        );
+    }
+    if !p.keys.pull_poll.contains("{agent}") {
+        push(out, "platform.keys.pull_poll", "must contain {agent}");
     }
 }
 
@@ -1250,6 +1277,26 @@ mod tests {
                 "platform.docker.env_keep[1]",
             ]
         );
+    }
+
+    #[test]
+    fn pull_pilots_need_docker_and_a_poll_key_naming_the_agent() {
+        use crate::config::platform::DockerConfig;
+        let mut c = base();
+        c.platform.pull.pilot_agents = vec!["a".to_owned(), " ".to_owned()];
+        c.platform.keys.pull_poll = "agent:pull_poll".to_owned();
+        assert_eq!(
+            paths(&validate(&c)),
+            [
+                "platform.pull.pilot_agents[1]",
+                "platform.pull.pilot_agents",
+                "platform.keys.pull_poll",
+            ]
+        );
+        c.platform.pull.pilot_agents = vec!["a".to_owned()];
+        c.platform.keys.pull_poll = "agent:pull_poll:{agent}".to_owned();
+        c.platform.docker = Some(DockerConfig::default());
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
     }
 
     #[test]

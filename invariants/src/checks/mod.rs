@@ -65,6 +65,7 @@ catalog! {
     e06_no_overdue_next_run::E06(E06Params) as e06 = "E-06",
     b02_queued_without_full_slots::B02(B02Params) as b02 = "B-02",
     b05_stale_queued_rows::B05(B05Params) as b05 = "B-05",
+    b08_pull_workers_alive::B08(B08Params) as b08 = "B-08",
     g03_clock_sanity::G03(G03Params) as g03 = "G-03",
     g04_no_credentials_in_metadata::G04(G04Params) as g04 = "G-04",
     g05_platform_data_well_formed::G05(G05Params) as g05 = "G-05",

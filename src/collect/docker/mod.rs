@@ -21,6 +21,7 @@ pub mod ps;
 
 use std::sync::Arc;
 
+use canary_invariants::snapshot::{MAX_PARALLEL_ENV, PULL_MODE_ENV};
 use canary_invariants::{Container, DockerState, Processes};
 use tokio::sync::Semaphore;
 
@@ -44,12 +45,14 @@ pub struct DockerRead {
 }
 
 /// Reads the Docker source. `Err` only when the engine cannot be reached or the listing fails.
-pub async fn read(cfg: &DockerConfig) -> Result<DockerState, DockerError> {
-    read_counted(cfg).await.result
+/// `pilots` (`platform.pull.pilot_agents`): their containers also keep the two pull-mode
+/// variables.
+pub async fn read(cfg: &DockerConfig, pilots: &[String]) -> Result<DockerState, DockerError> {
+    read_counted(cfg, pilots).await.result
 }
 
 /// [`read`] with its request count.
-pub async fn read_counted(cfg: &DockerConfig) -> DockerRead {
+pub async fn read_counted(cfg: &DockerConfig, pilots: &[String]) -> DockerRead {
     let engine = match ReadOnlyDocker::connect(&cfg.endpoint, cfg.timeout).await {
         Ok(engine) => engine,
         Err(e) => {
@@ -59,7 +62,7 @@ pub async fn read_counted(cfg: &DockerConfig) -> DockerRead {
             };
         }
     };
-    let result = read_with(&engine, cfg).await;
+    let result = read_with(&engine, cfg, pilots).await;
     DockerRead {
         result,
         calls: engine.calls(),
@@ -69,6 +72,7 @@ pub async fn read_counted(cfg: &DockerConfig) -> DockerRead {
 async fn read_with(
     engine: &ReadOnlyDocker,
     cfg: &DockerConfig,
+    pilots: &[String],
 ) -> Result<DockerState, DockerError> {
     let listed = engine.running_agents(&cfg.agent_label).await?;
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
@@ -78,7 +82,7 @@ async fn read_with(
         async move {
             // A closed semaphore cannot happen (it is never closed); read regardless.
             let _permit = limit.acquire().await.ok();
-            read_container(&engine, cfg, entry).await
+            read_container(&engine, cfg, pilots, entry).await
         }
     });
     let read = futures_util::future::join_all(reads).await;
@@ -125,6 +129,7 @@ async fn from_host_proc(cfg: &DockerConfig, containers: &mut [Container], inspec
 async fn read_container(
     engine: &ReadOnlyDocker,
     cfg: &DockerConfig,
+    pilots: &[String],
     entry: Listed,
 ) -> (Container, bool) {
     let agent = entry
@@ -138,14 +143,26 @@ async fn read_container(
         agent,
         started_at_ms: None,
         env: Default::default(),
+        inspected: false,
         processes: Processes::Unreadable {
             reason: "not read".to_owned(),
         },
     };
-    match engine.inspect(&container.id, &cfg.env_keep).await {
+    // A pilot's pull-mode variables are kept without the operator naming them (B-08, B-02's
+    // pull arm); nothing else is added, and never for other agents.
+    let mut keep = cfg.env_keep.clone();
+    if pilots.contains(&container.agent) {
+        for name in [PULL_MODE_ENV, MAX_PARALLEL_ENV] {
+            if !keep.iter().any(|k| k == name) {
+                keep.push(name.to_owned());
+            }
+        }
+    }
+    match engine.inspect(&container.id, &keep).await {
         Ok(inspected) => {
             container.started_at_ms = inspected.started_at.as_deref().and_then(parse_timestamp_ms);
             container.env = inspected.env;
+            container.inspected = true;
         }
         Err(e) => {
             container.processes = Processes::Unreadable {

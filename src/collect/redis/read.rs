@@ -21,7 +21,8 @@ use super::keys::{
     glob_escape, resolve_meta_keys,
 };
 use super::reply::{
-    anomaly, hex, hex_subject, parse_drain_tick, parse_timeout, score_ms, show_value, zrange_pairs,
+    anomaly, hex, hex_subject, parse_drain_tick, parse_pull_poll, parse_timeout, score_ms,
+    show_value, zrange_pairs,
 };
 use crate::config::platform::PlatformConfig;
 
@@ -56,6 +57,8 @@ pub struct SlotsRead {
     /// Agent → slot key of the sets read only in part (`platform.redis_max_members_per_key`):
     /// a metadata hash of theirs without a read member may belong to an unread one.
     truncated: BTreeMap<String, String>,
+    /// Pilot → last claim attempt, for the pilots whose poll key could be read.
+    pull_polls: BTreeMap<String, Option<i64>>,
 }
 
 /// Reads the Redis part of a snapshot in one go (both phases back to back). Never panics; only
@@ -88,16 +91,19 @@ pub async fn read_slots(cfg: &PlatformConfig) -> Result<SlotsRead, RedisOutcome>
         Err(outcome) => return Err(outcome),
     };
     match read_slot_sets(&mut redis, cfg, &slot_pattern, &meta_pattern).await {
-        Ok((slot_sets, drain_tick_at_ms, other_keys, anomalies, truncated)) => Ok(SlotsRead {
-            redis,
-            route,
-            slot_sets,
-            drain_tick_at_ms,
-            other_keys,
-            meta_pattern,
-            anomalies,
-            truncated,
-        }),
+        Ok((slot_sets, drain_tick_at_ms, other_keys, anomalies, truncated, pull_polls)) => {
+            Ok(SlotsRead {
+                redis,
+                route,
+                slot_sets,
+                drain_tick_at_ms,
+                other_keys,
+                meta_pattern,
+                anomalies,
+                truncated,
+                pull_polls,
+            })
+        }
         Err(e) => Err(RedisOutcome {
             result: Err(e),
             round_trips: redis.round_trips(),
@@ -151,6 +157,7 @@ impl SlotsRead {
             meta_pattern,
             mut anomalies,
             truncated,
+            pull_polls,
         } = self;
         // Splitting the metadata keys needs only what the first phase read; it is done here so
         // that it overlaps the SQLite read (~30 ms for 30 000 keys at L).
@@ -170,6 +177,7 @@ impl SlotsRead {
                     slot_sets,
                     drain_tick_at_ms,
                     meta_keys,
+                    pull_polls,
                 },
                 anomalies,
             ))
@@ -238,6 +246,7 @@ type SlotSetsRead = (
     Vec<String>,
     Vec<Anomaly>,
     BTreeMap<String, String>,
+    BTreeMap<String, Option<i64>>,
 );
 
 async fn read_slot_sets(
@@ -261,11 +270,34 @@ async fn read_slot_sets(
         first.zrange_withscores_first(key.as_bytes(), max);
     }
     let tick_index = first.get(keys.drain_tick.as_bytes());
+    // One GET per pull-mode pilot in the same pipeline: no round trip is added.
+    let mut pilots = cfg.pull.pilot_agents.clone();
+    pilots.sort();
+    pilots.dedup();
+    let poll_keys: Vec<(String, String)> = pilots
+        .into_iter()
+        .map(|agent| {
+            let key = keys.pull_poll.replace("{agent}", &agent);
+            (agent, key)
+        })
+        .collect();
+    for (_, key) in &poll_keys {
+        first.get(key.as_bytes());
+    }
     let mut replies = redis.run(&first).await?;
 
     let drain_tick_at_ms = replies
         .get(tick_index)
         .and_then(|v| parse_drain_tick(v, &keys.drain_tick, &mut anomalies));
+    let mut pull_polls = BTreeMap::new();
+    for (i, (agent, key)) in poll_keys.iter().enumerate() {
+        if let Some(read) = replies
+            .get(tick_index + 1 + i)
+            .and_then(|v| parse_pull_poll(v, key, &mut anomalies))
+        {
+            pull_polls.insert(agent.clone(), read);
+        }
+    }
     replies.truncate(tick_index);
 
     let mut slot_sets = Vec::with_capacity(slot_keys.len());
@@ -352,6 +384,7 @@ async fn read_slot_sets(
         raw_meta_keys,
         anomalies,
         truncated,
+        pull_polls,
     ))
 }
 

@@ -204,12 +204,59 @@ pub(super) fn parse_drain_tick(
     parsed
 }
 
+/// A pilot's last claim attempt (`agent:pull_poll:{agent}`, unix seconds, int or float) →
+/// `Some(Some(ms))`; never written → `Some(None)`; garbage or an error → `None` with an anomaly
+/// (the pilot is then not judged on it: unreadable is not "silent").
+pub(super) fn parse_pull_poll(
+    reply: &Value,
+    key: &str,
+    anomalies: &mut Vec<Anomaly>,
+) -> Option<Option<i64>> {
+    let parsed = match reply {
+        Value::Nil => return Some(None),
+        Value::Int(i) => seconds_to_ms(*i as f64),
+        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(parse_timestamp_ms),
+        Value::SimpleString(s) => parse_timestamp_ms(s),
+        Value::ServerError(e) => {
+            anomalies.push(anomaly(
+                server_error_kind(e),
+                key.to_owned(),
+                server_error_note(e, "pull poll key"),
+            ));
+            return None;
+        }
+        _ => None,
+    };
+    if parsed.is_none() {
+        anomalies.push(anomaly(
+            AnomalyKind::TimestampUnparseable,
+            key.to_owned(),
+            format!("pull poll {} is not a unix time", show_value(reply)),
+        ));
+    }
+    parsed.map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn pull_poll_is_read_absent_or_unreadable() {
+        let mut a = Vec::new();
+        assert_eq!(
+            parse_pull_poll(&bulk("1768384800"), "k", &mut a),
+            Some(Some(1_768_384_800_000))
+        );
+        assert_eq!(parse_pull_poll(&Value::Nil, "k", &mut a), Some(None));
+        assert!(a.is_empty());
+        assert_eq!(parse_pull_poll(&bulk("soon"), "k", &mut a), None);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].kind, AnomalyKind::TimestampUnparseable);
     }
 
     #[test]
