@@ -44,13 +44,21 @@ pub struct FleetOptions {
     pub report_every: Duration,
     /// `--seed-only`: write this dataset and exit.
     pub seed_only: Option<SeedSpec>,
+    /// With `--seed-only`: drop the platform's history indexes (`--bare-indexes`).
+    pub bare_indexes: bool,
 }
 
 /// Runs `canary fleet`.
 pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<ExitCode, RunError> {
     if let Some(spec) = &opts.seed_only {
         // `--seed-only` implies `--init`.
-        sim::open_db(&opts.target, true).map_err(RunError::at("opening the platform database"))?;
+        let db = sim::open_db(&opts.target, true)
+            .map_err(RunError::at("opening the platform database"))?;
+        if opts.bare_indexes {
+            db.drop_history_indexes()
+                .map_err(RunError::at("dropping the platform's history indexes"))?;
+        }
+        drop(db);
         let report = seed::seed(&opts.target, &opts.redis, spec, true)
             .await
             .map_err(RunError::at("seeding the dataset"))?;
