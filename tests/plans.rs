@@ -226,3 +226,53 @@ fn the_ranged_window_read_matches_the_single_arm_read() {
     // The 500 old rows are not read.
     assert!(!ids.iter().any(|id| id.starts_with("old-")));
 }
+
+/// The platform's history indexes of a SQLite platform file.
+fn history_indexes(path: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).expect("open seeded db");
+    let mut stmt = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name = 'schedule_executions' AND name LIKE 'idx_executions_%' ORDER BY name",
+        )
+        .expect("prepare");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// `canary fleet --seed-only` writes the production-shaped schema; `--bare-indexes` leaves the
+/// platform's history indexes out.
+#[test]
+fn seed_only_writes_the_platform_indexes_unless_bare() {
+    let redis = crate::support::redis_server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, bare) in [("shaped.db", false), ("bare.db", true)] {
+        let path = dir.path().join(name);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_canary"));
+        cmd.args(["fleet", "--seed-only", "--sqlite-path"])
+            .arg(&path)
+            .args(["--redis-url", &redis.url()])
+            .args(["--agents", "10", "--rows", "500", "--slots", "5"]);
+        if bare {
+            cmd.arg("--bare-indexes");
+        }
+        let out = cmd.output().expect("run canary fleet");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected: Vec<String> = if bare {
+            vec![]
+        } else {
+            vec![
+                "idx_executions_agent_started".to_owned(),
+                "idx_executions_completed".to_owned(),
+                "idx_executions_queued".to_owned(),
+            ]
+        };
+        assert_eq!(history_indexes(&path), expected, "{name}");
+    }
+}

@@ -52,16 +52,16 @@ pub struct FleetOptions {
 pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<ExitCode, RunError> {
     if let Some(spec) = &opts.seed_only {
         // `--seed-only` implies `--init`.
-        let db = sim::open_db(&opts.target, true)
-            .map_err(RunError::at("opening the platform database"))?;
-        if opts.bare_indexes {
-            db.drop_history_indexes()
-                .map_err(RunError::at("dropping the platform's history indexes"))?;
-        }
-        drop(db);
+        sim::open_db(&opts.target, true).map_err(RunError::at("opening the platform database"))?;
         let report = seed::seed(&opts.target, &opts.redis, spec, true)
             .await
             .map_err(RunError::at("seeding the dataset"))?;
+        if opts.bare_indexes {
+            // After the seeding, which (re)creates the schema and so the indexes.
+            sim::open_db(&opts.target, false)
+                .and_then(|db| db.drop_history_indexes())
+                .map_err(RunError::at("dropping the platform's history indexes"))?;
+        }
         output::print(&report.to_string());
         return Ok(ExitCode::Green);
     }
