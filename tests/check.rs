@@ -526,7 +526,10 @@ async fn missing_optional_column_degrades_only_what_needs_it() {
     env.platform
         .sqlite()
         .unwrap()
-        .execute_batch("ALTER TABLE schedule_executions DROP COLUMN completed_at")
+        .execute_batch(
+            "DROP INDEX idx_executions_completed; \
+             ALTER TABLE schedule_executions DROP COLUMN completed_at",
+        )
         .unwrap();
     let (code, result) = env.check(&[]);
     assert_eq!(code, 2, "{result:#}");

@@ -544,7 +544,8 @@ async fn missing_optional_columns_degrade_per_column() {
         ExecRow::new("t1", "alpha", "success").completed_at(&iso(now - 1_000)),
     ]);
     db.exec(
-        "ALTER TABLE schedule_executions DROP COLUMN lease_expires_at;
+        "DROP INDEX idx_executions_completed;
+         ALTER TABLE schedule_executions DROP COLUMN lease_expires_at;
          ALTER TABLE schedule_executions DROP COLUMN completed_at;
          ALTER TABLE schedule_executions DROP COLUMN backlog_metadata;
          ALTER TABLE agent_ownership DROP COLUMN max_parallel_tasks;",
@@ -626,6 +627,8 @@ async fn sqlite_failures_make_the_source_unavailable() {
     let db = PlatformDb::create();
     db.exec(
         "DROP INDEX idx_schedule_executions_status;
+         DROP INDEX idx_executions_queued;
+         DROP INDEX idx_executions_completed;
          ALTER TABLE schedule_executions DROP COLUMN status;",
     );
     let snapshot = collect_now(&db.config(&server.url())).await.snapshot;

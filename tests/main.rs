@@ -17,6 +17,7 @@ mod episodes; // bounded state: a 100 000-member flood counted in full, state gr
 mod fleet; // simulated fleet: each fault recipe red → one fired → revert → one resolved; clean soak
 mod http; // admin HTTP API: probes, auth, metrics, admin routes, single-flight via a gated proxy
 mod monitoring; // shipped Prometheus rules + Grafana dashboard: metrics exist in /metrics, promtool check + test rules
+mod plans; // the plans of every platform statement on the production-shaped fixture: no history scan, rows read
 mod postgres; // the PostgreSQL platform's write side: private server, fixtures, fleet --seed-only, a fault
 mod redis_cluster; // Redis Cluster via `canary check` and the library: every primary read, round trips per node, redirects followed once, a node down
 mod redis_deployed; // Redis as deployed via `canary check`: rediss:// verified, mutual TLS, the README's ACL, validation

@@ -355,6 +355,10 @@ pub struct FleetArgs {
     /// With --seed-only: rows spread across the agent-keyed cascade tables.
     #[arg(long, default_value_t = 0)]
     pub cascade_rows: usize,
+    /// With --seed-only: leave out the platform's own indexes on schedule_executions (queued,
+    /// agent/started, terminal completed_at), to measure canary on a platform without them.
+    #[arg(long, requires = "seed_only")]
+    pub bare_indexes: bool,
 }
 
 impl FleetArgs {
@@ -389,6 +393,7 @@ impl FleetArgs {
             fault_after: self.fault_after,
             report_every: std::time::Duration::from_secs(10),
             seed_only,
+            bare_indexes: self.bare_indexes,
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct Collected {
 pub struct CollectStats {
     /// SQL statements executed (pragmas and the transaction bracket included).
     pub sql_statements: u32,
+    /// Rows the platform's SQL statements returned (live rows and the window's, never the
+    /// history: compare with the table sizes).
+    pub sql_rows: u64,
     /// Redis round trips (each `SCAN` page and pipeline; the handshake excluded).
     pub redis_round_trips: u32,
     /// Wall time of the SQLite read, in milliseconds.
@@ -171,6 +174,7 @@ pub async fn builtin(
     match sql_joined {
         Ok((outcome, ms)) => {
             stats.sql_statements = outcome.statements;
+            stats.sql_rows = outcome.rows;
             stats.sqlite_ms = ms;
             match outcome.result {
                 Ok((state, found)) => {

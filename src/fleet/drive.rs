@@ -44,6 +44,8 @@ pub struct FleetOptions {
     pub report_every: Duration,
     /// `--seed-only`: write this dataset and exit.
     pub seed_only: Option<SeedSpec>,
+    /// With `--seed-only`: drop the platform's history indexes (`--bare-indexes`).
+    pub bare_indexes: bool,
 }
 
 /// Runs `canary fleet`.
@@ -54,6 +56,12 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
         let report = seed::seed(&opts.target, &opts.redis, spec, true)
             .await
             .map_err(RunError::at("seeding the dataset"))?;
+        if opts.bare_indexes {
+            // After the seeding, which (re)creates the schema and so the indexes.
+            sim::open_db(&opts.target, false)
+                .and_then(|db| db.drop_history_indexes())
+                .map_err(RunError::at("dropping the platform's history indexes"))?;
+        }
         output::print(&report.to_string());
         return Ok(ExitCode::Green);
     }

@@ -36,6 +36,13 @@ use crate::fleet::platform::{FleetError, SCHEMA};
 pub const PG_SCHEMA: &str = include_str!("../../tests/fixtures/platform.pg.sql");
 /// The PostgreSQL fixture with `timestamptz` timestamps and `boolean` flags.
 pub const PG_TYPED_SCHEMA: &str = include_str!("../../tests/fixtures/platform.pg-typed.sql");
+/// The platform's own indexes on `schedule_executions` that the schema files create (queued rows
+/// per agent, starts per agent, terminal rows by completion): what `--bare-indexes` drops.
+pub const PLATFORM_HISTORY_INDEXES: [&str; 3] = [
+    "idx_executions_queued",
+    "idx_executions_agent_started",
+    "idx_executions_completed",
+];
 
 /// How long a SQLite writer waits for the write lock (the watcher's reads and the fault injector
 /// share the file).
@@ -500,6 +507,16 @@ impl PlatformDb {
             PlatformDb::Sqlite(_) => self.batch(SCHEMA),
             PlatformDb::Postgres(_) => self.batch(PG_SCHEMA),
         }
+    }
+
+    /// Drops the platform's own history indexes ([`PLATFORM_HISTORY_INDEXES`]) the schema
+    /// creates, for a dataset shaped like a platform without them (`--seed-only
+    /// --bare-indexes`: the graceful-degradation bench).
+    pub fn drop_history_indexes(&self) -> Result<(), FleetError> {
+        for name in PLATFORM_HISTORY_INDEXES {
+            self.batch(&format!("DROP INDEX IF EXISTS {name}"))?;
+        }
+        Ok(())
     }
 
     /// Whether table `name` exists (in the connection's search path).

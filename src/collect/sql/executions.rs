@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::SqlError;
 use super::query::{col_or_null, placeholders, q};
-use super::reader::{Dialect, Reader};
+use super::reader::{Dialect, Reader, TimeColumn};
 use super::schema::ExecutionsSchema;
 use super::value::{Cell, anomaly, backlog_facts, cells, parse_ts_value, truthy, value_text};
 use crate::config::platform::{CascadeEntry, PlatformConfig, Statuses};
@@ -25,6 +25,44 @@ fn recent_floor(cutoff_ms: i64) -> String {
         .map(|t| t.format("%Y-%m-%d").to_string())
         // Out of chrono's range: no floor (every text value sorts above "0").
         .unwrap_or_else(|| "0".to_owned())
+}
+
+/// The recent-terminal arm on SQLite as three disjoint conditions, each a range of an index on
+/// `completed` (`c`), together selecting exactly the rows of the single arm (the text prefilter
+/// `c >= floor OR c < '1970-01-01' OR c IS NULL`, then the window):
+/// - `c >= floor` (date-time text of the last two days, and any text sorting above digits),
+///   then the window (`julianday`, or a value it cannot parse, kept for Rust to report);
+/// - `c < '1970-01-01'` and not the first (numbers, text sorting below dates), the same test;
+/// - `c IS NULL`, windowed by `started` when that column exists (what E-03 looks for).
+fn recent_ranges_sqlite(
+    c: &str,
+    started: &str,
+    has_started: bool,
+    at_least: &str,
+    at_params: &[Cell],
+    cutoff_ms: i64,
+) -> Vec<(String, Vec<Cell>)> {
+    let floor = || Cell::Text(recent_floor(cutoff_ms));
+    let with_window = |range: String, mut p: Vec<Cell>| {
+        p.extend(at_params.iter().cloned());
+        (format!("{range} AND ({at_least})"), p)
+    };
+    let mut out = vec![
+        with_window(format!("{c} >= ?"), vec![floor()]),
+        with_window(
+            format!("{c} < '1970-01-01' AND NOT ({c} >= ?)"),
+            vec![floor()],
+        ),
+    ];
+    if has_started {
+        let (started_at_least, started_params) =
+            Dialect::Sqlite.time_at_least(started, TimeColumn::Text, cutoff_ms);
+        out.push((
+            format!("{c} IS NULL AND ({started_at_least})"),
+            started_params,
+        ));
+    }
+    out
 }
 
 /// Classifies a status word with the configured lists; a word in none of them is
@@ -102,6 +140,8 @@ pub(super) fn read_executions(
     // itself, so the window needs no string comparison; values it cannot parse (epoch numbers,
     // garbage) are fetched too, so Rust parses or reports them.
     let mut recent_arm: Option<(String, Vec<Cell>)> = None;
+    // The same rows as `recent_arm`, as disjoint ranges (SQLite, text prefilter).
+    let mut recent_ranges: Option<Vec<(String, Vec<Cell>)>> = None;
     if schema.completed_at {
         let c = q(&e.completed_at);
         // Cheap prefilter first: without an index on `completed_at` every terminal row is read,
@@ -115,6 +155,16 @@ pub(super) fn read_executions(
         // (88 ms instead of ~400 ms at 1 M rows, benches/RESULTS.md).
         // (`Dialect::text_prefilter`: `None` for a native date-time column, compared directly.)
         let (at_least, at_params) = dialect.time_at_least(&c, schema.completed_at_kind, cutoff_ms);
+        if dialect == Dialect::Sqlite {
+            recent_ranges = Some(recent_ranges_sqlite(
+                &c,
+                &q(&e.started_at),
+                schema.started_at,
+                &at_least,
+                &at_params,
+                cutoff_ms,
+            ));
+        }
         let (mut arm, mut arm_params) = match dialect.text_prefilter(&c, schema.completed_at_kind) {
             Some(prefilter) => {
                 let mut p = vec![Cell::Text(recent_floor(cutoff_ms))];
@@ -156,15 +206,45 @@ pub(super) fn read_executions(
                  WHERE st.v NOT IN ({terms})"
             ),
         };
+        // `IS ?` bound to NULL rather than `IS NULL`: on a NOT NULL column SQLite folds the
+        // latter to false but still plans (and shows) a table scan; the former is an index probe.
+        let is_null = match dialect {
+            Dialect::Sqlite => "IS ?",
+            Dialect::Postgres => "IS NULL",
+        };
         let mut sql = format!(
             "WITH RECURSIVE st(v) AS (SELECT (SELECT min({st}) FROM {t}) UNION ALL \
              SELECT (SELECT min({st}) FROM {t} WHERE {st} > st.v) FROM st WHERE st.v IS NOT NULL) \
-             {non_terminal} UNION ALL {select} WHERE {st} IS NULL",
+             {non_terminal} UNION ALL {select} WHERE {st} {is_null}",
             t = q(&e.table),
         );
         params.extend(words());
         params.extend(select_params.iter().cloned());
-        if let Some((arm, arm_params)) = recent_arm {
+        if dialect == Dialect::Sqlite {
+            params.push(Cell::Null);
+        }
+        if let (Some(ranges), true) = (
+            recent_ranges.filter(|_| schema.completed_indexed),
+            dialect == Dialect::Sqlite,
+        ) {
+            // The platform indexes terminal rows by `completed_at`: one index range per value
+            // shape instead of a scan of the history (see `recent_ranges`). The status words
+            // are inlined as literals so SQLite can prove a partial index's `WHERE status IN
+            // (...)` holds, and wrapped in `likely()` so it prefers that range to the status
+            // index (which would read every terminal row).
+            let literals = terminal
+                .iter()
+                .map(|w| format!("'{}'", w.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ");
+            for (range, range_params) in ranges {
+                sql.push_str(&format!(
+                    " UNION ALL {select} WHERE likely({st} IN ({literals})) AND {range}"
+                ));
+                params.extend(select_params.iter().cloned());
+                params.extend(range_params);
+            }
+        } else if let Some((arm, arm_params)) = recent_arm {
             // `+` keeps SQLite from reading the terminal rows through the status index (one
             // random table read per row); the scan is cheaper. (PostgreSQL has no unary `+` on
             // text and costs the choice itself.)

@@ -55,7 +55,7 @@ use self::schema::Schema;
 use crate::config::platform::{PlatformConfig, PlatformDatabase, is_identifier};
 
 pub use self::error::SqlError;
-pub use self::reader::TimeColumn;
+pub use self::reader::{StatementPlan, TimeColumn};
 pub use self::sqlite::open_read_only;
 pub use self::value::Cell;
 
@@ -70,6 +70,8 @@ pub struct SqliteOutcome {
     pub result: Result<(SqlState, Vec<Anomaly>), SqlError>,
     /// Statements executed, pragmas and the transaction bracket included.
     pub statements: u32,
+    /// Rows the queries returned (the platform's side of the cost, with `statements`).
+    pub rows: u64,
 }
 
 /// Reads the SQL part of a snapshot (SQLite or PostgreSQL, as configured). Never panics; every failure becomes `Err` in the outcome.
@@ -82,39 +84,61 @@ pub fn collect(cfg: &PlatformConfig, recent_cutoff_ms: i64) -> SqliteOutcome {
 /// [`collect`], optionally without computing the executions cascade entry from the rows read
 /// (the tests compare both paths).
 fn collect_with(cfg: &PlatformConfig, recent_cutoff_ms: i64, local_cascade: bool) -> SqliteOutcome {
-    let mut statements = 0;
-    let result = collect_counted(cfg, recent_cutoff_ms, local_cascade, &mut statements);
-    SqliteOutcome { result, statements }
+    collect_counted(cfg, recent_cutoff_ms, local_cascade, false).0
+}
+
+/// [`collect`], also asking the database for the plan of every query it runs (for tests and
+/// benches that assert no statement scans the history table; costs one statement per query,
+/// not counted in the outcome).
+pub fn collect_explained(
+    cfg: &PlatformConfig,
+    recent_cutoff_ms: i64,
+) -> (SqliteOutcome, Vec<StatementPlan>) {
+    collect_counted(cfg, recent_cutoff_ms, true, true)
 }
 
 fn collect_counted(
     cfg: &PlatformConfig,
     recent_cutoff_ms: i64,
     local_cascade: bool,
-    statements: &mut u32,
-) -> Result<(SqlState, Vec<Anomaly>), SqlError> {
-    check_identifiers(cfg)?;
-    let read = |reader: &mut Reader<'_>| {
-        reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms, local_cascade))
+    explain: bool,
+) -> (SqliteOutcome, Vec<StatementPlan>) {
+    let (mut statements, mut rows, mut sqlite_opened) = (0, 0, false);
+    let mut plans = Vec::new();
+    let mut run = |conn: Conn<'_>| {
+        let mut reader = if explain {
+            Reader::explaining(conn)
+        } else {
+            Reader::new(conn)
+        };
+        let result =
+            reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms, local_cascade));
+        statements += reader.statements();
+        rows += reader.rows_read();
+        plans = reader.take_plans();
+        result
     };
-    match cfg.database()? {
+    let result = check_identifiers(cfg).and_then(|()| match cfg.database()? {
         PlatformDatabase::Sqlite(path) => {
             let conn = open_read_only(&path, cfg.sqlite_busy_timeout)?;
-            *statements += 1; // the query_only pragma
-            let mut reader = Reader::new(Conn::Sqlite(&conn));
-            let result = read(&mut reader);
-            *statements += reader.statements();
-            result
+            sqlite_opened = true;
+            run(Conn::Sqlite(&conn))
         }
         PlatformDatabase::Postgres(url) => {
             // The session settings travel in the startup packet: no statement of their own.
             let mut client = postgres::connect(cfg, &url)?;
-            let mut reader = Reader::new(Conn::Postgres(&mut client));
-            let result = read(&mut reader);
-            *statements += reader.statements();
-            result
+            run(Conn::Postgres(&mut client))
         }
+    });
+    if sqlite_opened {
+        statements += 1; // the query_only pragma
     }
+    let outcome = SqliteOutcome {
+        result,
+        statements,
+        rows,
+    };
+    (outcome, plans)
 }
 
 fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqlError> {

@@ -152,10 +152,26 @@ pub(super) enum Conn<'c> {
     Postgres(&'c mut ::postgres::Client),
 }
 
-/// A connection wrapper that counts every statement it runs.
+/// A connection wrapper that counts every statement it runs and every row they return.
 pub(super) struct Reader<'c> {
     conn: Conn<'c>,
     statements: u32,
+    rows: u64,
+    /// When set, each query's plan is asked for first and kept here with its SQL (tests assert
+    /// the plans: no statement scans the history table when the platform has its indexes).
+    plans: Option<Vec<StatementPlan>>,
+}
+
+/// One statement a collection ran and the database's plan for it, one line per plan node
+/// (`EXPLAIN QUERY PLAN` details on SQLite, `EXPLAIN` lines on PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementPlan {
+    /// What the statement was for (its step name in errors).
+    pub step: &'static str,
+    /// The statement, with `?` placeholders.
+    pub sql: String,
+    /// The plan lines.
+    pub plan: Vec<String>,
 }
 
 impl<'c> Reader<'c> {
@@ -164,7 +180,28 @@ impl<'c> Reader<'c> {
         Reader {
             conn,
             statements: 0,
+            rows: 0,
+            plans: None,
         }
+    }
+
+    /// A reader that also records the plan of every query it runs (tests only: one extra
+    /// statement per query, not counted).
+    pub(super) fn explaining(conn: Conn<'c>) -> Reader<'c> {
+        Reader {
+            plans: Some(Vec::new()),
+            ..Reader::new(conn)
+        }
+    }
+
+    /// Rows returned so far by the queries (the cost the platform pays, beside the statements).
+    pub(super) fn rows_read(&self) -> u64 {
+        self.rows
+    }
+
+    /// The plans recorded by an [`Reader::explaining`] reader (empty otherwise).
+    pub(super) fn take_plans(&mut self) -> Vec<StatementPlan> {
+        self.plans.take().unwrap_or_default()
     }
 
     /// The engine behind the connection.
@@ -199,13 +236,51 @@ impl<'c> Reader<'c> {
         params: &[Cell],
         step: &'static str,
     ) -> Result<Vec<Vec<Cell>>, SqlError> {
+        if self.plans.is_some() {
+            let plan = self.explain(sql, params, step)?;
+            if let Some(plans) = self.plans.as_mut() {
+                plans.push(StatementPlan {
+                    step,
+                    sql: sql.to_owned(),
+                    plan,
+                });
+            }
+        }
         self.statements += 1;
-        match &mut self.conn {
+        let rows = match &mut self.conn {
             Conn::Sqlite(conn) => {
                 sqlite_rows(conn, sql, params).map_err(|source| SqlError::Query { step, source })
             }
             Conn::Postgres(client) => postgres::rows(client, sql, params, step),
-        }
+        }?;
+        self.rows += rows.len() as u64;
+        Ok(rows)
+    }
+
+    /// The database's plan for `sql` with `params`, one line per node.
+    fn explain(
+        &mut self,
+        sql: &str,
+        params: &[Cell],
+        step: &'static str,
+    ) -> Result<Vec<String>, SqlError> {
+        let (explain, column) = match self.conn {
+            // Columns: id, parent, notused, detail.
+            Conn::Sqlite(_) => (format!("EXPLAIN QUERY PLAN {sql}"), 3),
+            Conn::Postgres(_) => (format!("EXPLAIN {sql}"), 0),
+        };
+        let rows = match &mut self.conn {
+            Conn::Sqlite(conn) => sqlite_rows(conn, &explain, params)
+                .map_err(|source| SqlError::Query { step, source })?,
+            Conn::Postgres(client) => postgres::rows(client, &explain, params, step)?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| match row.into_iter().nth(column) {
+                Some(Cell::Text(t)) => t,
+                other => format!("{other:?}"),
+            })
+            .collect())
     }
 
     /// Runs `body` inside one read transaction so every query sees the same database state.

@@ -26,6 +26,9 @@ pub struct TableInfo {
     pub columns: BTreeSet<String>,
     /// Columns that are the first column of a full (non-partial), BINARY-collated index.
     pub index_leads: BTreeSet<String>,
+    /// Columns that are the first column of a partial, BINARY-collated index (SQLite): the
+    /// platform's terminal-rows index on `completed_at` is one.
+    pub partial_index_leads: BTreeSet<String>,
     /// A view, or a table whose definition declares a collation: SQL `=` on its columns may then
     /// differ from byte equality.
     pub not_plain: bool,
@@ -83,6 +86,11 @@ impl Catalog {
             .is_some_and(|t| t.index_leads.contains(&column.to_ascii_lowercase()))
     }
 
+    fn leads_partial_index(&self, table: &str, column: &str) -> bool {
+        self.table(table)
+            .is_some_and(|t| t.partial_index_leads.contains(&column.to_ascii_lowercase()))
+    }
+
     /// Fails unless `table` exists with every one of `columns`.
     fn require(&self, table: &str, columns: &[&String]) -> Result<(), SqlError> {
         if self.table(table).is_none() {
@@ -129,6 +137,9 @@ pub struct ExecutionsSchema {
     pub plain: bool,
     /// The status column leads a usable index (the executions query then uses a skip-scan).
     pub status_indexed: bool,
+    /// `completed_at` leads an index, full or partial (SQLite only, for now): the recent-terminal
+    /// read is then written as one range per value shape, each an index range.
+    pub completed_indexed: bool,
     /// Optional column present.
     pub schedule_id: bool,
     /// Optional column present.
@@ -204,6 +215,8 @@ impl Schema {
         let executions = ExecutionsSchema {
             plain: catalog.is_plain(&e.table),
             status_indexed: catalog.leads_index(&e.table, &e.status),
+            completed_indexed: catalog.leads_index(&e.table, &e.completed_at)
+                || catalog.leads_partial_index(&e.table, &e.completed_at),
             schedule_id: has(&e.schedule_id),
             started_at: has(&e.started_at),
             started_at_kind: catalog.time_column(&e.table, &e.started_at),

@@ -22,6 +22,8 @@ use crate::config::platform::PlatformConfig;
 const INDEXED: char = '\u{1}';
 /// What the catalog query returns for a view or a table declaring a collation (`char(2)`).
 const NOT_PLAIN: &str = "\u{2}";
+/// Prefix the catalog query puts before a column that leads a partial index (`char(4)`).
+const PARTIAL_INDEXED: char = '\u{4}';
 
 /// Opens the platform database read-only (`mode=ro` URI, `query_only`), with the busy timeout.
 ///
@@ -65,17 +67,18 @@ pub(super) fn read_catalog(r: &mut Reader<'_>, cfg: &PlatformConfig) -> Result<C
         .into_iter()
         .map(|t| Cell::Text(t.to_ascii_lowercase()))
         .collect();
-    // The second arm lists the first column of every full (non-partial) index with the default
-    // collation, marked with `char(1)`, so the executions query can pick an index-driven shape
+    // The second arm lists the first column of every index with the default collation, marked
+    // with `char(1)` (full) or `char(4)` (partial), so the executions query can pick an index-driven shape
     // without another statement. The third marks (`char(2)`) views and tables whose
     // definition names a collation: only between plain tables do SQL `=` and Rust string
     // equality agree, which the executions cascade computed in Rust relies on.
     let sql = format!(
         "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p \
          WHERE m.type IN ('table', 'view') AND lower(m.name) IN ({list}) \
-         UNION ALL SELECT m.name, char(1) || x.name FROM sqlite_master AS m \
+         UNION ALL SELECT m.name, CASE WHEN il.partial = 0 THEN char(1) ELSE char(4) END || x.name \
+         FROM sqlite_master AS m \
          JOIN pragma_index_list(m.name) AS il JOIN pragma_index_xinfo(il.name) AS x \
-         WHERE m.type = 'table' AND il.partial = 0 AND x.seqno = 0 AND x.name IS NOT NULL \
+         WHERE m.type = 'table' AND x.seqno = 0 AND x.name IS NOT NULL \
          AND x.coll = 'BINARY' AND lower(m.name) IN ({list}) \
          UNION ALL SELECT m.name, char(2) FROM sqlite_master AS m \
          WHERE m.type IN ('table', 'view') AND lower(m.name) IN ({list}) \
@@ -102,6 +105,9 @@ pub(super) fn read_catalog(r: &mut Reader<'_>, cfg: &PlatformConfig) -> Result<C
         // Configured names are plain identifiers, so no real column starts with these marks.
         if let Some(indexed) = column.strip_prefix(INDEXED) {
             info.index_leads.insert(indexed.to_ascii_lowercase());
+        } else if let Some(indexed) = column.strip_prefix(PARTIAL_INDEXED) {
+            info.partial_index_leads
+                .insert(indexed.to_ascii_lowercase());
         } else if column == NOT_PLAIN {
             info.not_plain = true;
         } else {
