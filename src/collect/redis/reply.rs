@@ -179,29 +179,8 @@ pub(super) fn parse_drain_tick(
     key: &str,
     anomalies: &mut Vec<Anomaly>,
 ) -> Option<i64> {
-    let parsed = match reply {
-        Value::Nil => return None,
-        Value::Int(i) => seconds_to_ms(*i as f64),
-        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(parse_timestamp_ms),
-        Value::SimpleString(s) => parse_timestamp_ms(s),
-        Value::ServerError(e) => {
-            anomalies.push(anomaly(
-                server_error_kind(e),
-                key.to_owned(),
-                server_error_note(e, "drain tick key"),
-            ));
-            return None;
-        }
-        _ => None,
-    };
-    if parsed.is_none() {
-        anomalies.push(anomaly(
-            AnomalyKind::DrainTickUnparseable,
-            key.to_owned(),
-            format!("drain tick {} is not a unix time", show_value(reply)),
-        ));
-    }
-    parsed
+    let what = ("drain tick", AnomalyKind::DrainTickUnparseable);
+    parse_unix_time(reply, key, what, anomalies).flatten()
 }
 
 /// A pilot's last claim attempt (`agent:pull_poll:{agent}`, unix seconds, int or float) →
@@ -210,6 +189,20 @@ pub(super) fn parse_drain_tick(
 pub(super) fn parse_pull_poll(
     reply: &Value,
     key: &str,
+    anomalies: &mut Vec<Anomaly>,
+) -> Option<Option<i64>> {
+    let what = ("pull poll", AnomalyKind::TimestampUnparseable);
+    parse_unix_time(reply, key, what, anomalies)
+}
+
+/// A key holding a unix time in seconds (int or float, as Redis returns it): `Some(Some(ms))`,
+/// `Some(None)` when the key does not exist, `None` with an anomaly (kind `unparseable` when the
+/// value is not a time, the server error's kind otherwise) naming `what.0`, never the value
+/// beyond `show_value`'s bounded form.
+fn parse_unix_time(
+    reply: &Value,
+    key: &str,
+    (what, unparseable): (&str, AnomalyKind),
     anomalies: &mut Vec<Anomaly>,
 ) -> Option<Option<i64>> {
     let parsed = match reply {
@@ -221,7 +214,7 @@ pub(super) fn parse_pull_poll(
             anomalies.push(anomaly(
                 server_error_kind(e),
                 key.to_owned(),
-                server_error_note(e, "pull poll key"),
+                server_error_note(e, &format!("{what} key")),
             ));
             return None;
         }
@@ -229,9 +222,9 @@ pub(super) fn parse_pull_poll(
     };
     if parsed.is_none() {
         anomalies.push(anomaly(
-            AnomalyKind::TimestampUnparseable,
+            unparseable,
             key.to_owned(),
-            format!("pull poll {} is not a unix time", show_value(reply)),
+            format!("{what} {} is not a unix time", show_value(reply)),
         ));
     }
     parsed.map(Some)
