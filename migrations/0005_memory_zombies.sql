@@ -1,4 +1,4 @@
--- Schema version 4 (issue 12): R-01's dwell memory. One row per agent container and zombie pid
+-- Schema version 5 (issue 12): R-01's dwell memory. One row per agent container and zombie pid
 -- while the pid persists: keyed by container id + the container's start time (the generation:
 -- a restarted container starts fresh) + pid. first_seen is written when the dwell starts and
 -- never rewritten while the pid persists; last_seen moves every cycle that sees it.
