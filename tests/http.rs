@@ -586,15 +586,7 @@ async fn stats_status_and_invariants() {
         .await
         .expect(StatusCode::OK)
         .json();
-    let line = |id: &str| {
-        status["invariants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["invariant_id"] == id)
-            .unwrap_or_else(|| panic!("{id} in {status:#}"))
-            .clone()
-    };
+    let line = |id: &str| status_line(&status, id);
     let s01 = line("S-01");
     assert_eq!(s01["state"], "red");
     assert_eq!(s01["firing"], true);
@@ -1026,6 +1018,17 @@ async fn metrics_count_platform_anomalies_by_kind() {
     }
 }
 
+/// One invariant's line of a `/api/canary/status` body (panics, naming it, when absent).
+fn status_line(status: &Value, id: &str) -> Value {
+    status["invariants"]
+        .as_array()
+        .expect("status.invariants")
+        .iter()
+        .find(|l| l["invariant_id"] == id)
+        .unwrap_or_else(|| panic!("{id} in {status:#}"))
+        .clone()
+}
+
 // ---- issue 14: silences, instance ----------------------------------------------------------
 
 async fn silences_request(
@@ -1133,15 +1136,7 @@ async fn silences_api_round_trip_auth_and_effect() {
         .await
         .expect(StatusCode::OK)
         .json();
-    let line = |id: &str| {
-        status["invariants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["invariant_id"] == id)
-            .unwrap()
-            .clone()
-    };
+    let line = |id: &str| status_line(&status, id);
     assert_eq!(line("S-01")["alert_silenced_by"], format!("silence:{id}"));
     assert!(line("L-03").get("alert_silenced_by").is_none());
     let instance = env
