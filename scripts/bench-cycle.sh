@@ -69,22 +69,13 @@ case "$REDIS_MODE" in
   *) echo "CANARY_BENCH_REDIS must be single or cluster, not $REDIS_MODE" >&2; exit 2 ;;
 esac
 
+# shellcheck source=scripts/lib/pg.sh
+. "$(dirname "$0")/lib/pg.sh"
+
 for tool in redis-server redis-cli jq /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install redis-server jq time)" >&2; exit 1; }
 done
 
-PG_BIN=""
-if [ "$PLATFORM" = postgres ]; then
-  command -v psql >/dev/null || { echo "missing psql (apt-get install postgresql)" >&2; exit 1; }
-  for d in "$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")" \
-           $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ]; then PG_BIN="$d"; break; fi
-  done
-  [ -n "$PG_BIN" ] || { echo "PostgreSQL server binaries not found on PATH or in /usr/lib/postgresql/*/bin (apt-get install postgresql)" >&2; exit 1; }
-  if [ "$(id -u)" = 0 ]; then
-    id postgres >/dev/null 2>&1 || { echo "running as root, and there is no postgres OS user to run PostgreSQL as" >&2; exit 1; }
-  fi
-fi
 
 echo "== building (release) ==" >&2
 cargo build --release --bin canary >&2
@@ -93,7 +84,7 @@ BENCH_EXE="$(cargo bench --bench cycle --no-run 2>&1 | tee /dev/stderr \
 [ -x "$BENCH_EXE" ] || { echo "could not find the cycle bench executable" >&2; exit 1; }
 CANARY_EXE="$PWD/target/release/canary"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+if [ "$PLATFORM" = postgres ]; then find_pg; fi
 
 REDIS_PID=""
 CLUSTER_PIDS=()
@@ -162,46 +153,8 @@ seed_args() {
   echo "--agents $((100 * scale)) --rows $((10000 * scale)) --slots $((300 * scale)) --cascade-rows $((5000 * scale))"
 }
 
-# A PostgreSQL server binary, as the postgres OS user when running as root (it refuses root).
-pg_tool() {
-  local tool="$1"; shift
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_BIN/$tool" "$@"; else "$PG_BIN/$tool" "$@"; fi
-}
-PG_UP=""
 PG_CLUSTER="$CACHE/pg/cluster"
-PG_RO_ROLE=canary_ro
-stop_pg() {
-  if [ -n "$PG_UP" ]; then
-    pg_tool pg_ctl stop -D "$PG_CLUSTER/data" -m fast -w -t 60 >/dev/null 2>&1 || true
-    PG_UP=""
-  fi
-}
 trap 'stop_redis; stop_pg' EXIT
-
-# psql as the superuser on database $1 (TCP, trust, no password); the remaining args go to psql.
-pg_admin() {
-  local db="$1"; shift
-  psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$db" "$@"
-}
-
-start_pg() {
-  mkdir -p "$PG_CLUSTER"
-  if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_CLUSTER"; fi
-  if [ ! -f "$PG_CLUSTER/data/PG_VERSION" ]; then
-    echo "== initdb (once: $PG_CLUSTER) ==" >&2
-    pg_tool initdb -D "$PG_CLUSTER/data" -A trust -U postgres -E UTF8 --locale=C --no-sync \
-      >"$PG_CLUSTER/initdb.log" 2>&1 || { echo "initdb failed (see $PG_CLUSTER/initdb.log)" >&2; exit 1; }
-  fi
-  PG_PORT="$(free_port)"
-  # Durability off: the cycles only read (see the header). TCP on loopback only, no unix socket.
-  pg_tool pg_ctl start -D "$PG_CLUSTER/data" -l "$PG_CLUSTER/postgres.log" -w -t 60 \
-    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-    >/dev/null || { echo "postgres did not start (see $PG_CLUSTER/postgres.log)" >&2; exit 1; }
-  PG_UP=1
-  pg_admin postgres -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_RO_ROLE') THEN CREATE ROLE $PG_RO_ROLE LOGIN; END IF; END \$\$"
-  PG_VERSION_TEXT="$(pg_admin postgres -c 'SHOW server_version')"
-  echo "== PostgreSQL $PG_VERSION_TEXT on 127.0.0.1:$PG_PORT ==" >&2
-}
 if [ "$PLATFORM" = postgres ]; then start_pg; fi
 
 start_redis() { # $1 = data dir (dump.rdb loaded if present)
@@ -278,9 +231,7 @@ for DS in "${SETS[@]}"; do
       # The seeder ANALYZEs; VACUUM also sets hint bits and the visibility map (what autovacuum
       # gives a production table), and the checkpoint flushes it all before anything is timed.
       pg_admin "$PG_DB" -c "VACUUM (ANALYZE)" -c "CHECKPOINT"
-      pg_admin "$PG_DB" -c "GRANT CONNECT ON DATABASE $PG_DB TO $PG_RO_ROLE" \
-        -c "GRANT USAGE ON SCHEMA public TO $PG_RO_ROLE" \
-        -c "GRANT SELECT ON ALL TABLES IN SCHEMA public TO $PG_RO_ROLE"
+      grant_ro "$PG_DB"
       VACUUM_MS=$((($(date +%s%N) - T0) / 1000000))
       DB_BYTES="$(pg_admin "$PG_DB" -c "SELECT pg_database_size(current_database())")"
       SEED_JSON=$(jq -c --argjson b "$DB_BYTES" --argjson v "$VACUUM_MS" \

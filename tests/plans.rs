@@ -6,7 +6,10 @@ use canary::clock::now_ms;
 use canary::collect::sql::{StatementPlan, collect_explained};
 use canary::config::PlatformConfig;
 
+use canary::fleet::postgres_server::PostgresServer;
+
 use crate::support::platform_db::{AgentRow, ExecRow, PlatformDb, iso, sqlite_datetime};
+use crate::support::postgres::{self as pg, Fixture};
 
 const WINDOW_MS: i64 = 30 * 60 * 1000;
 const DAY_MS: i64 = 86_400_000;
@@ -275,4 +278,177 @@ fn seed_only_writes_the_platform_indexes_unless_bare() {
         };
         assert_eq!(history_indexes(&path), expected, "{name}");
     }
+}
+
+/// A PostgreSQL platform on `fixture` with `history` old terminal rows (both UTC text shapes, or
+/// `timestamptz`), 20 running and 20 recent ones, and statistics (`ANALYZE`, as autovacuum keeps
+/// them on a real platform): its superuser URL and database name.
+fn pg_history_db(server: &PostgresServer, fixture: Fixture, history: usize) -> (String, String) {
+    let url = pg::database(server, fixture);
+    let db = url.rsplit('/').next().expect("db name").to_owned();
+    let stamp = |at: &str, shape: &str| match fixture {
+        Fixture::Typed => at.to_owned(),
+        _ => format!("to_char({at}, {shape})"),
+    };
+    let old = "now() - interval '2 days' - make_interval(mins => i)";
+    let shape = "CASE WHEN i % 2 = 0 THEN 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"' \
+                 ELSE 'YYYY-MM-DD HH24:MI:SS' END";
+    let recent = "now() - interval '1 minute'";
+    let spaced = "'YYYY-MM-DD HH24:MI:SS'";
+    let sql = format!(
+        "SET TIME ZONE 'UTC';
+         INSERT INTO schedule_executions (id, agent_name, status, started_at, completed_at)
+         SELECT 'old-' || i, 'agent-' || (i % 20),
+                (ARRAY['success', 'failed', 'cancelled', 'skipped'])[1 + i % 4], {old_s}, {old_c}
+         FROM generate_series(1, {history}) AS i;
+         INSERT INTO schedule_executions (id, agent_name, status, started_at)
+         SELECT 'run-' || i, 'agent-' || i, 'running', {run_s}
+         FROM generate_series(0, 19) AS i;
+         INSERT INTO schedule_executions (id, agent_name, status, started_at, completed_at)
+         SELECT 'done-' || i, 'agent-' || i, 'success', {done_s}, {done_c}
+         FROM generate_series(0, 19) AS i;
+         ANALYZE;",
+        old_s = stamp(old, shape),
+        old_c = stamp(old, shape),
+        run_s = stamp("now() - interval '30 seconds'", spaced),
+        done_s = stamp("now() - interval '2 minutes'", spaced),
+        done_c = stamp(recent, spaced),
+    );
+    server
+        .admin_batch(&db, &sql)
+        .unwrap_or_else(|e| panic!("seeding {db}: {e}"));
+    (url, db)
+}
+
+/// The superuser's session may write: allowed here (the plans, not the role, are under test).
+fn pg_config(url: &str) -> PlatformConfig {
+    PlatformConfig {
+        sqlite_path: std::path::PathBuf::new(),
+        database_url: Some(canary::config::Secret::new(url.to_owned())),
+        redis_url: "redis://127.0.0.1:1".to_owned(),
+        allow_write_role: true,
+        ..PlatformConfig::default()
+    }
+}
+
+/// PostgreSQL, on both fixtures (text timestamps in the platform's shapes; `timestamptz`): with
+/// the platform's indexes and statistics, no statement reads the history table sequentially,
+/// and only the live rows and the window's are read.
+#[test]
+fn postgres_statements_never_scan_the_history() {
+    let server = pg::shared();
+    for fixture in [Fixture::Text, Fixture::Typed] {
+        let (url, _) = pg_history_db(&server, fixture, 20_000);
+        let (outcome, plans) = collect_explained(&pg_config(&url), now_ms() - WINDOW_MS);
+        let (state, _) = outcome.result.expect("collect");
+        eprintln!("{fixture:?}:\n{}", render(&plans));
+        assert!(!plans.is_empty());
+        let executions = plans
+            .iter()
+            .find(|p| p.step == "reading executions")
+            .expect("executions plan");
+        assert!(
+            executions
+                .plan
+                .iter()
+                .any(|l| l.contains("idx_executions_completed")),
+            "{fixture:?}: {}",
+            render(&plans)
+        );
+        let scanning: Vec<&StatementPlan> = plans.iter().filter(|p| scans_history(p)).collect();
+        assert!(scanning.is_empty(), "{fixture:?}: {}", render(&plans));
+        assert_eq!(state.executions.len(), 40, "{fixture:?}");
+        assert!(
+            outcome.rows < 200,
+            "{fixture:?}: rows read: {}",
+            outcome.rows
+        );
+    }
+}
+
+/// On PostgreSQL too, the index-range read (the prefilter compared under the index's bytewise
+/// order) and the scan (compared under `C`) return the same executions and anomalies, on every
+/// value shape, whichever index the platform has: its own on a C-collated database (ranges), the
+/// same index under a linguistic collation (no usable order: a scan), an index declared
+/// `COLLATE "C"` on that column (ranges again, the README's advice), none (a scan).
+#[test]
+fn the_postgres_ranged_read_matches_the_scan() {
+    let server = pg::shared();
+    let now = now_ms();
+    let (url, db) = pg_history_db(&server, Fixture::Text, 20_000);
+    let quote = |v: &Option<String>| {
+        v.as_ref().map_or("NULL".to_owned(), |s| {
+            format!("'{}'", s.replace('\'', "''"))
+        })
+    };
+    let inserts: Vec<String> = mixed_rows(now)
+        .iter()
+        .map(|r| {
+            format!(
+                "INSERT INTO schedule_executions (id, agent_name, status, started_at, completed_at) \
+                 VALUES ('{}', '{}', '{}', {}, {});",
+                r.id,
+                r.agent,
+                r.status,
+                quote(&r.started_at),
+                quote(&r.completed_at)
+            )
+        })
+        .collect();
+    server
+        .admin_batch(&db, &format!("{} ANALYZE;", inserts.join("\n")))
+        .expect("mixed rows");
+    let cutoff = now - WINDOW_MS;
+    let read = |expect_index: Option<&str>| {
+        let (outcome, plans) = collect_explained(&pg_config(&url), cutoff);
+        let executions = plans
+            .iter()
+            .find(|p| p.step == "reading executions")
+            .expect("executions plan");
+        match expect_index {
+            Some(index) => {
+                assert!(
+                    executions.plan.iter().any(|l| l.contains(index)),
+                    "{index} expected: {}",
+                    render(&plans)
+                );
+                assert!(!scans_history(executions), "{}", render(&plans));
+            }
+            None => assert!(scans_history(executions), "{}", render(&plans)),
+        }
+        let (state, mut anomalies) = outcome.result.expect("read");
+        let mut executions = state.executions;
+        executions.sort_by(|a, b| a.id.cmp(&b.id));
+        anomalies.sort();
+        (executions, anomalies)
+    };
+    let ranged = read(Some("idx_executions_completed"));
+    let terminal = "WHERE status IN ('success', 'failed', 'cancelled', 'skipped')";
+    let steps = [
+        (
+            "ALTER TABLE schedule_executions ALTER COLUMN completed_at TYPE text \
+             COLLATE \"en-x-icu\"; ANALYZE;"
+                .to_owned(),
+            None,
+        ),
+        (
+            format!(
+                "CREATE INDEX idx_completed_c ON schedule_executions \
+                 (completed_at COLLATE \"C\") {terminal}; ANALYZE;"
+            ),
+            Some("idx_completed_c"),
+        ),
+        (
+            "DROP INDEX idx_completed_c; DROP INDEX idx_executions_completed; ANALYZE;".to_owned(),
+            None,
+        ),
+    ];
+    for (sql, expect_index) in steps {
+        server.admin_batch(&db, &sql).expect("change the index");
+        assert_eq!(read(expect_index), ranged, "after {sql}");
+    }
+    let ids: Vec<&str> = ranged.0.iter().map(|e| e.id.as_str()).collect();
+    assert!(ids.contains(&"iso-recent-success"), "{ids:?}");
+    assert!(!ids.contains(&"iso-old-success"), "{ids:?}");
+    assert!(!ids.iter().any(|id| id.starts_with("old-")), "{ids:?}");
 }

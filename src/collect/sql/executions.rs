@@ -165,7 +165,11 @@ pub(super) fn read_executions(
                 cutoff_ms,
             ));
         }
-        let (mut arm, mut arm_params) = match dialect.text_prefilter(&c, schema.completed_at_kind) {
+        let (mut arm, mut arm_params) = match dialect.text_prefilter(
+            &c,
+            schema.completed_at_kind,
+            schema.completed_range_collation,
+        ) {
             Some(prefilter) => {
                 let mut p = vec![Cell::Text(recent_floor(cutoff_ms))];
                 p.extend(at_params);

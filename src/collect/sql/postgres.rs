@@ -39,6 +39,30 @@ use crate::config::platform::PlatformConfig;
 const INDEXED: char = '\u{1}';
 /// The catalog row describing the session's role (`chr(3)` in the column position).
 const ROLE: &str = "\u{3}";
+/// Prefix before a column that leads any valid index, full or partial (`chr(4)`); the row's
+/// type position then carries the index's collation (see [`bytewise_collation`]).
+const RANGE_INDEXED: char = '\u{4}';
+
+/// How to compare a column so that PostgreSQL can range-scan an index it leads, when that
+/// index orders bytewise; `None` when it does not (a linguistic collation: a range in `C`
+/// order is then no range of the index, and canary keeps comparing in `C`, scanning).
+///
+/// `tag` is what the catalog query reports for the index's first column: `-` for a type
+/// without collation (timestamps: any range is an index range, nothing to name), the
+/// collation's name, or `default:<datcollate>` for the database's default. `C.UTF-8` orders
+/// by code point, which for UTF-8 is byte order.
+fn bytewise_collation(tag: &str) -> Option<&'static str> {
+    const C_LIKE: [&str; 6] = ["C", "POSIX", "ucs_basic", "C.UTF-8", "C.utf8", "pg_c_utf8"];
+    let c_like = |name: &str| C_LIKE.iter().copied().find(|c| *c == name);
+    match tag {
+        "-" => Some(""),
+        _ => c_like(tag).or_else(|| {
+            tag.strip_prefix("default:")
+                .and_then(c_like)
+                .map(|_| "default")
+        }),
+    }
+}
 
 /// Opens a session on the platform's PostgreSQL for `url` (see the module docs for its
 /// settings). Blocking: call from a blocking thread, never from an async task.
@@ -326,11 +350,24 @@ pub(super) fn read_catalog_and_role(
          JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
          WHERE n.nspname = current_schema() AND i.indpred IS NULL AND i.indisvalid \
          AND lower(c.relname) IN ({list}) \
+         UNION ALL SELECT c.relname::text, chr(4) || a.attname::text, \
+         CASE WHEN i.indcollation[0] = 0 THEN '-' \
+         WHEN co.collname = 'default' THEN 'default:' || \
+         (SELECT d.datcollate::text FROM pg_catalog.pg_database AS d \
+          WHERE d.datname = current_database()) \
+         ELSE co.collname::text END, '', '', 'true' \
+         FROM pg_catalog.pg_index AS i \
+         JOIN pg_catalog.pg_class AS c ON c.oid = i.indrelid \
+         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
+         LEFT JOIN pg_catalog.pg_collation AS co ON co.oid = i.indcollation[0] \
+         WHERE n.nspname = current_schema() AND i.indisvalid \
+         AND lower(c.relname) IN ({list}) \
          UNION ALL SELECT current_user::text, chr(3), '', '', \
          CASE WHEN r.rolsuper THEN 'superuser' ELSE '' END, 'true' \
          FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user"
     );
-    let params: Vec<Cell> = wanted.iter().chain(wanted.iter()).cloned().collect();
+    let params: Vec<Cell> = (0..3).flat_map(|_| wanted.iter().cloned()).collect();
     let rows = r.rows(&sql, &params, "reading the schema")?;
     let mut catalog = Catalog::default();
     let mut role = RoleFacts::default();
@@ -356,6 +393,15 @@ pub(super) fn read_catalog_and_role(
         let info: &mut TableInfo = catalog.tables.entry(table.clone()).or_default();
         if let Some(indexed) = column.strip_prefix(INDEXED) {
             info.index_leads.insert(indexed.to_ascii_lowercase());
+            continue;
+        }
+        if let Some(indexed) = column.strip_prefix(RANGE_INDEXED) {
+            // Several indexes may lead with the column: any bytewise one will do.
+            if let Some(collation) = value_text(&ty).as_deref().and_then(bytewise_collation) {
+                info.range_collations
+                    .entry(indexed.to_ascii_lowercase())
+                    .or_insert(collation);
+            }
             continue;
         }
         let column = column.to_ascii_lowercase();
@@ -384,6 +430,18 @@ pub(super) fn read_catalog_and_role(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bytewise_index_orders_are_used_for_ranges() {
+        assert_eq!(bytewise_collation("-"), Some(""));
+        assert_eq!(bytewise_collation("C"), Some("C"));
+        assert_eq!(bytewise_collation("POSIX"), Some("POSIX"));
+        assert_eq!(bytewise_collation("default:C"), Some("default"));
+        assert_eq!(bytewise_collation("default:C.UTF-8"), Some("default"));
+        assert_eq!(bytewise_collation("default:en_US.UTF-8"), None);
+        assert_eq!(bytewise_collation("en-x-icu"), None);
+        assert_eq!(bytewise_collation("default"), None);
+    }
 
     #[test]
     fn parameters_are_inlined_as_quoted_literals() {

@@ -95,14 +95,28 @@ impl Dialect {
 
     /// A cheap text prefilter `column` must pass before [`Dialect::time_at_least`] (`None`
     /// when the column is not text): rows sorting as a date-time before `floor` are too old.
-    pub(super) fn text_prefilter(self, column: &str, kind: TimeColumn) -> Option<String> {
+    ///
+    /// On PostgreSQL the comparisons are bytewise: under `C`, or under `range_collation` when
+    /// an index on the column orders bytewise under that name (`default` on a C-collated
+    /// database), so that each of the three conditions is a range of that index and the
+    /// planner can combine them (`BitmapOr`) instead of scanning the history.
+    pub(super) fn text_prefilter(
+        self,
+        column: &str,
+        kind: TimeColumn,
+        range_collation: Option<&str>,
+    ) -> Option<String> {
         match (self, kind) {
             (Dialect::Sqlite, _) => Some(format!(
                 "({column} >= ? OR {column} < '1970-01-01' OR {column} IS NULL)"
             )),
-            (Dialect::Postgres, TimeColumn::Text) => Some(format!(
-                "({column} COLLATE \"C\" >= ? OR {column} COLLATE \"C\" < '1970-01-01' OR {column} IS NULL)"
-            )),
+            (Dialect::Postgres, TimeColumn::Text) => {
+                let collation = range_collation.filter(|c| !c.is_empty()).unwrap_or("C");
+                let c = format!("{column} COLLATE \"{collation}\"");
+                Some(format!(
+                    "({c} >= ? OR {c} < '1970-01-01' OR {column} IS NULL)"
+                ))
+            }
             (Dialect::Postgres, _) => None,
         }
     }
@@ -362,8 +376,10 @@ mod tests {
                     params.len(),
                     "{dialect:?} {kind:?}: {sql}"
                 );
-                if let Some(pre) = dialect.text_prefilter("\"c\"", kind) {
-                    assert_eq!(pre.matches('?').count(), 1, "{pre}");
+                for collation in [None, Some("default")] {
+                    if let Some(pre) = dialect.text_prefilter("\"c\"", kind, collation) {
+                        assert_eq!(pre.matches('?').count(), 1, "{pre}");
+                    }
                 }
             }
         }

@@ -29,6 +29,12 @@ pub struct TableInfo {
     /// Columns that are the first column of a partial, BINARY-collated index (SQLite): the
     /// platform's terminal-rows index on `completed_at` is one.
     pub partial_index_leads: BTreeSet<String>,
+    /// PostgreSQL: column → how to name its order in a comparison so that the planner can
+    /// range-scan an index (full or partial) it leads, for the indexes whose order is bytewise
+    /// (see `postgres::bytewise_collation`): `default` (the database's own collation is C-like)
+    /// or `C`/`POSIX`. Empty for SQLite (its indexes are BINARY unless declared otherwise, which
+    /// `index_leads` already excludes).
+    pub range_collations: BTreeMap<String, &'static str>,
     /// A view, or a table whose definition declares a collation: SQL `=` on its columns may then
     /// differ from byte equality.
     pub not_plain: bool,
@@ -86,6 +92,12 @@ impl Catalog {
             .is_some_and(|t| t.index_leads.contains(&column.to_ascii_lowercase()))
     }
 
+    fn range_collation(&self, table: &str, column: &str) -> Option<&'static str> {
+        self.table(table)
+            .and_then(|t| t.range_collations.get(&column.to_ascii_lowercase()))
+            .copied()
+    }
+
     fn leads_partial_index(&self, table: &str, column: &str) -> bool {
         self.table(table)
             .is_some_and(|t| t.partial_index_leads.contains(&column.to_ascii_lowercase()))
@@ -140,6 +152,11 @@ pub struct ExecutionsSchema {
     /// `completed_at` leads an index, full or partial (SQLite only, for now): the recent-terminal
     /// read is then written as one range per value shape, each an index range.
     pub completed_indexed: bool,
+    /// PostgreSQL: `completed_at` leads an index whose order is bytewise, and this is the
+    /// collation to compare it under so that the planner can range-scan that index (the
+    /// recent-terminal prefilter then becomes a `BitmapOr` of index ranges instead of a scan).
+    /// `None`: no such index (the prefilter compares under `C` and the table is scanned).
+    pub completed_range_collation: Option<&'static str>,
     /// Optional column present.
     pub schedule_id: bool,
     /// Optional column present.
@@ -217,6 +234,7 @@ impl Schema {
             status_indexed: catalog.leads_index(&e.table, &e.status),
             completed_indexed: catalog.leads_index(&e.table, &e.completed_at)
                 || catalog.leads_partial_index(&e.table, &e.completed_at),
+            completed_range_collation: catalog.range_collation(&e.table, &e.completed_at),
             schedule_id: has(&e.schedule_id),
             started_at: has(&e.started_at),
             started_at_kind: catalog.time_column(&e.table, &e.started_at),
