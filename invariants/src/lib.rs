@@ -33,6 +33,7 @@ pub mod catalog;
 pub mod checks;
 pub mod custom;
 pub mod evaluate;
+mod lookup;
 pub mod memory;
 pub mod params;
 pub mod snapshot;

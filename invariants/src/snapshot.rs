@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::lookup::{self, LookupMap};
 use crate::violation::Severity;
 
 /// Unix time in milliseconds.
@@ -386,15 +387,15 @@ impl SqlState {
     /// Per roster agent, the smallest value of `field` (its cap, its timeout). The roster's key
     /// is the agent name, but snapshots are untrusted: should a name appear twice, the strictest
     /// value counts, whatever the row order.
-    pub fn strictest_per_agent(&self, field: impl Fn(&Agent) -> i64) -> BTreeMap<&str, i64> {
-        let mut out: BTreeMap<&str, i64> = BTreeMap::new();
+    pub fn strictest_per_agent(&self, field: impl Fn(&Agent) -> i64) -> PerAgent<'_> {
+        let mut out = lookup::map(self.agents.len());
         for agent in &self.agents {
             let value = field(agent);
             out.entry(agent.name.as_str())
-                .and_modify(|v| *v = (*v).min(value))
+                .and_modify(|v: &mut i64| *v = (*v).min(value))
                 .or_insert(value);
         }
-        out
+        PerAgent(out)
     }
 
     /// An empty SQL state (used when the source is unavailable, so checks never see `None`).
@@ -407,6 +408,23 @@ impl SqlState {
         schedules: Vec::new(),
         max_parallel_tasks_ceiling: None,
     };
+}
+
+/// One value per roster agent, looked up by name ([`SqlState::strictest_per_agent`]). A lookup,
+/// not a list: it has no order to iterate in (checks walk the snapshot and ask it).
+#[derive(Debug, Clone)]
+pub struct PerAgent<'a>(LookupMap<&'a str, i64>);
+
+impl PerAgent<'_> {
+    /// The value of `agent`; `None` when it is not in the roster.
+    pub fn get(&self, agent: &str) -> Option<i64> {
+        self.0.get(agent).copied()
+    }
+
+    /// Whether `agent` is in the roster.
+    pub fn contains(&self, agent: &str) -> bool {
+        self.0.contains_key(agent)
+    }
 }
 
 /// One roster row.

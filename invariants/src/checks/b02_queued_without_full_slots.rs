@@ -225,7 +225,7 @@ fn push_arm(input: &Input<'_>) -> Vec<Violation> {
         {
             let age_ms = row.queued_at_ms.map(|at| now.saturating_sub(at));
             if age_ms.is_some_and(|age| age < grace_ms)
-                || !caps.contains_key(row.agent_name.as_str())
+                || !caps.contains(row.agent_name.as_str())
                 || input.snapshot.is_pilot(&row.agent_name)
             {
                 continue;
@@ -234,21 +234,23 @@ fn push_arm(input: &Input<'_>) -> Vec<Violation> {
             q.rows = q.rows.saturating_add(1);
             q.oldest_age_ms = q.oldest_age_ms.max(age_ms);
         }
-        let slots: BTreeMap<&str, usize> = input
-            .redis
-            .slot_sets
-            .iter()
-            .map(|set| {
-                (
+        if queues.is_empty() {
+            return Vec::new();
+        }
+        // Held slots of the queued agents only; a set listed twice counts as its last listing.
+        let mut slots: BTreeMap<&str, usize> = BTreeMap::new();
+        for set in &input.redis.slot_sets {
+            if queues.contains_key(set.agent_name.as_str()) {
+                slots.insert(
                     set.agent_name.as_str(),
                     set.members.iter().filter(|m| !m.sentinel).count(),
-                )
-            })
-            .collect();
+                );
+            }
+        }
         queues
             .into_iter()
             .filter_map(|(agent, queue)| {
-                let stored_cap = *caps.get(agent)?;
+                let stored_cap = caps.get(agent)?;
                 // The platform's ceiling clamps every cap (#506): an agent at the ceiling with
                 // queued rows is backpressure, not a stall. (S-02 keeps the stored cap.)
                 let cap = input

@@ -92,7 +92,7 @@ impl Invariant for E01 {
             .iter()
             .filter(|row| row.phase == Phase::Running)
             .filter_map(|row| {
-                let timeout = *timeouts.get(row.agent_name.as_str())?;
+                let timeout = timeouts.get(row.agent_name.as_str())?;
                 let started_at = row.started_at_ms?;
                 let limit_ms = timeout
                     .saturating_add(p.buffer_seconds)

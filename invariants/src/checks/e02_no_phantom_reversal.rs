@@ -16,8 +16,9 @@ use serde_json::json;
 
 use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::lookup::{self, LookupMap, LookupSet};
 use crate::memory::{Memory, SeenTerminal};
-use crate::snapshot::{Field, Source};
+use crate::snapshot::{Execution, Field, Source};
 use crate::violation::{Severity, Tier, Violation};
 
 /// E-02.
@@ -94,13 +95,27 @@ impl Invariant for E02 {
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
+        if input.memory.seen_terminal.is_empty() {
+            return Vec::new();
+        }
+        // A hash index of the remembered ids: the ordered map costs a dozen string comparisons
+        // per lookup, and every non-terminal row is looked up.
+        let mut remembered: LookupMap<&str, &SeenTerminal> =
+            lookup::map(input.memory.seen_terminal.len());
+        remembered.extend(
+            input
+                .memory
+                .seen_terminal
+                .iter()
+                .map(|(id, seen)| (id.as_str(), seen)),
+        );
         input
             .sql
             .executions
             .iter()
             .filter(|row| !row.phase.is_terminal())
             .filter_map(|row| {
-                let seen = input.memory.seen_terminal.get(&row.id)?;
+                let seen = *remembered.get(row.id.as_str())?;
                 Some(input.violation(
                     &META,
                     row.id.as_str(),
@@ -127,20 +142,22 @@ impl Invariant for E02 {
         let retention_ms = input.params.e02.retention_seconds.saturating_mul(1000);
         next.seen_terminal
             .retain(|_, seen| now.saturating_sub(seen.seen_at_ms) <= retention_ms);
-        for row in input
-            .sql
-            .executions
-            .iter()
-            .filter(|row| row.phase.is_terminal())
-        {
-            let Some(completed_at) = row.completed_at_ms else {
-                continue;
-            };
-            if now.saturating_sub(completed_at) > window_ms {
-                continue;
-            }
-            // Looked up by `&str` first: in steady state nearly every recent row is already
-            // remembered, and `entry` would allocate a key String for each of them every cycle.
+        let recent = input.sql.executions.iter().filter(|row| {
+            row.phase.is_terminal()
+                && row
+                    .completed_at_ms
+                    .is_some_and(|at| now.saturating_sub(at) <= window_ms)
+        });
+        // In steady state nearly every recent row is already remembered: find the new ones
+        // through a hash index of the remembered ids (one hash per row instead of a dozen string
+        // comparisons in the ordered map), without allocating a key for the others.
+        let fresh: Vec<&Execution> = {
+            let mut known: LookupSet<&str> = lookup::set(next.seen_terminal.len());
+            known.extend(next.seen_terminal.keys().map(String::as_str));
+            recent.filter(|row| !known.contains(row.id.as_str())).collect()
+        };
+        for row in fresh {
+            // An id listed twice keeps its first status, as in input order.
             if next.seen_terminal.contains_key(row.id.as_str()) {
                 continue;
             }

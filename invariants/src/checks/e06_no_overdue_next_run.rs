@@ -16,12 +16,11 @@
 //! Guards: a scheduler that stopped ticking (or skips some agents), so enabled schedules silently
 //! never run.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 
 use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::lookup::{self, LookupMap};
 use crate::snapshot::{Field, Source};
 use crate::violation::{Severity, Tier, Violation};
 
@@ -86,7 +85,10 @@ impl Invariant for E06 {
         let max_overdue_ms = input.params.e06.max_overdue_seconds.saturating_mul(1000);
         // A name listed twice (untrusted snapshot) is live only if every row says so, whatever
         // the row order.
-        let mut live: BTreeMap<&str, bool> = BTreeMap::new();
+        if input.sql.schedules.is_empty() {
+            return Vec::new();
+        }
+        let mut live: LookupMap<&str, bool> = lookup::map(input.sql.agents.len());
         for agent in &input.sql.agents {
             live.entry(agent.name.as_str())
                 .and_modify(|l| *l = *l && !agent.deleted)

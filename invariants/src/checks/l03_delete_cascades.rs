@@ -13,12 +13,13 @@
 //! Guards: an agent delete that forgot a table, or raced a dispatcher that re-created a row or a
 //! slot after the delete. The SQL side is an anti-join done by the collector.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::json;
 
 use crate::params::{Params, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::lookup::{self, LookupSet};
 use crate::snapshot::Source;
 use crate::violation::{Severity, Tier, Violation};
 
@@ -76,7 +77,8 @@ impl Invariant for L03 {
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
-        let roster: BTreeSet<&str> = input.sql.agents.iter().map(|a| a.name.as_str()).collect();
+        let mut roster: LookupSet<&str> = lookup::set(input.sql.agents.len());
+        roster.extend(input.sql.agents.iter().map(|a| a.name.as_str()));
         let mut orphans: BTreeMap<&str, Orphan<'_>> = BTreeMap::new();
         for rows in input
             .sql

@@ -21,11 +21,10 @@
 //!
 //! Agents absent from the roster are L-03's business, not this invariant's.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::lookup::{self, LookupMap, LookupSet};
 use crate::params::{Params, Problems, human_seconds_f, invariant_params, seconds_to_ms};
 use crate::snapshot::{Millis, Phase, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -54,9 +53,6 @@ invariant_params! {
         grace_seconds: f64 = 3.0,
     }
 }
-
-/// Per agent: id → the timestamp that grants grace, if known.
-type IdsByAgent<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Option<Millis>>>;
 
 impl Invariant for S01 {
     fn meta(&self) -> &'static InvariantMeta {
@@ -105,91 +101,200 @@ impl Invariant for S01 {
         let within_grace =
             |at: Option<Millis>| at.is_some_and(|at| now.saturating_sub(at) < grace_ms);
 
-        let roster: BTreeSet<&str> = input.sql.agents.iter().map(|a| a.name.as_str()).collect();
-
-        let mut in_redis: IdsByAgent<'_> = BTreeMap::new();
-        for set in &input.redis.slot_sets {
-            if !roster.contains(set.agent_name.as_str()) {
-                continue;
-            }
-            let ids = in_redis.entry(set.agent_name.as_str()).or_default();
-            for member in set.members.iter().filter(|m| !m.sentinel) {
-                ids.insert(member.member.as_str(), member.acquired_at_ms);
-            }
+        // Roster name → a dense number, so the claims below sort by an integer first and compare
+        // ids only within one agent. A name listed twice is one agent.
+        let mut roster: LookupMap<&str, usize> = lookup::map(input.sql.agents.len());
+        let mut names: Vec<&str> = Vec::with_capacity(input.sql.agents.len());
+        for agent in &input.sql.agents {
+            roster.entry(agent.name.as_str()).or_insert_with(|| {
+                names.push(agent.name.as_str());
+                names.len() - 1
+            });
         }
 
-        let mut in_sql: IdsByAgent<'_> = BTreeMap::new();
+        // Sized for every slot member and every row (an upper bound): growing it by doubling
+        // copied the whole list a dozen times at 10 000 agents.
+        let members: usize = input.redis.slot_sets.iter().map(|s| s.members.len()).sum();
+        let mut claims: Vec<Claim<'_>> =
+            Vec::with_capacity(members.saturating_add(input.sql.executions.len()));
+        for set in &input.redis.slot_sets {
+            let Some(&agent) = roster.get(set.agent_name.as_str()) else {
+                continue;
+            };
+            for member in set.members.iter().filter(|m| !m.sentinel) {
+                claims.push(Claim {
+                    agent,
+                    id: member.member.as_str(),
+                    side: Side::Redis,
+                    seq: claims.len(),
+                    at: member.acquired_at_ms,
+                });
+            }
+        }
         for row in &input.sql.executions {
             // An illegible lease is no lease (see `Execution`): such a row must hold a slot.
-            if row.phase == Phase::Running
-                && row.legible_lease().is_none()
-                && roster.contains(row.agent_name.as_str())
-            {
-                in_sql
-                    .entry(row.agent_name.as_str())
-                    .or_default()
-                    .insert(row.id.as_str(), row.started_at_ms);
-            }
-        }
-
-        // The finish race: the terminal commit lands a few ms before the slot's release.
-        let just_finished: BTreeSet<&str> = input
-            .sql
-            .executions
-            .iter()
-            .filter(|row| row.phase.is_terminal() && within_grace(row.completed_at_ms))
-            .map(|row| row.id.as_str())
-            .collect();
-
-        let agents: BTreeSet<&str> = in_redis.keys().chain(in_sql.keys()).copied().collect();
-        let empty = BTreeMap::new();
-        let mut violations = Vec::new();
-        for agent in agents {
-            let redis_ids = in_redis.get(agent).unwrap_or(&empty);
-            let sql_ids = in_sql.get(agent).unwrap_or(&empty);
-            let redis_only: Vec<&str> = redis_ids
-                .iter()
-                .filter(|(id, at)| {
-                    !sql_ids.contains_key(*id)
-                        && !within_grace(**at)
-                        && !just_finished.contains(*id)
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            let sql_only: Vec<&str> = sql_ids
-                .iter()
-                .filter(|(id, at)| !redis_ids.contains_key(*id) && !within_grace(**at))
-                .map(|(id, _)| *id)
-                .collect();
-            if redis_only.is_empty() && sql_only.is_empty() {
+            if row.phase != Phase::Running || row.legible_lease().is_some() {
                 continue;
             }
-            let signal = match (redis_only.is_empty(), sql_only.is_empty()) {
-                (false, true) => "in_redis_only",
-                (true, false) => "in_sql_only",
-                _ => "in_redis_only_and_in_sql_only",
+            let Some(&agent) = roster.get(row.agent_name.as_str()) else {
+                continue;
             };
-            let summary = format!(
-                "agent {agent}: {} slot(s) without a running row, {} running row(s) without a slot",
-                redis_only.len(),
-                sql_only.len()
-            );
-            violations.push(input.violation(
-                &META,
+            claims.push(Claim {
                 agent,
-                signal,
-                summary,
-                json!({
-                    "agent": agent,
-                    "in_redis_only": redis_only,
-                    "in_sql_only": sql_only,
-                    "slot_count": redis_ids.len(),
-                    "running_rows": sql_ids.len(),
-                }),
-            ));
+                id: row.id.as_str(),
+                side: Side::Sql,
+                seq: claims.len(),
+                at: row.started_at_ms,
+            });
         }
+        let claims = grouped(claims, names.len());
+
+        // The finish race: the terminal commit lands a few ms before the slot's release. Only
+        // built when a slot is about to be reported (rare), since most cycles have none.
+        let mut just_finished: Option<LookupSet<&str>> = None;
+        let mut violations = Vec::new();
+        for agent_claims in claims.chunk_by(|a, b| a.agent == b.agent) {
+            let mut tally = Tally::default();
+            for id_claims in agent_claims.chunk_by(|a, b| a.id == b.id) {
+                // Runs are sorted by side then input order: the last claim of a side is its own.
+                let last = |side: Side| id_claims.iter().rev().find(|c| c.side == side);
+                let (redis, sql) = (last(Side::Redis), last(Side::Sql));
+                tally.slot_count += usize::from(redis.is_some());
+                tally.running_rows += usize::from(sql.is_some());
+                match (redis, sql) {
+                    (Some(slot), None) if !within_grace(slot.at) => {
+                        let finished = just_finished.get_or_insert_with(|| {
+                            recently_finished(input, &within_grace)
+                        });
+                        if !finished.contains(slot.id) {
+                            tally.redis_only.push(slot.id);
+                        }
+                    }
+                    (None, Some(row)) if !within_grace(row.at) => tally.sql_only.push(row.id),
+                    _ => {}
+                }
+            }
+            let Some(first) = agent_claims.first() else {
+                continue;
+            };
+            let Some(&agent) = names.get(first.agent) else {
+                continue;
+            };
+            if let Some(v) = tally.violation(input, agent) {
+                violations.push(v);
+            }
+        }
+        // Agents in name order, as before the index (evaluate sorts anyway; tests read this).
+        violations.sort_by(|a, b| a.subject.cmp(&b.subject));
         violations
     }
+}
+
+/// Which store claims an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Redis,
+    Sql,
+}
+
+/// One id claimed by a slot member (Redis) or a running row (SQL) of a roster agent.
+#[derive(Debug, Clone, Copy)]
+struct Claim<'a> {
+    /// The agent's number in the roster index.
+    agent: usize,
+    id: &'a str,
+    side: Side,
+    /// Position in input order (the tie-break that keeps the last claim of a side).
+    seq: usize,
+    /// The timestamp that grants grace, if known.
+    at: Option<Millis>,
+}
+
+/// The claims grouped by agent, and within an agent sorted by id, then side, then input order
+/// (so an id claimed twice on one side keeps its last timestamp, what inserting into a map in
+/// input order kept). Grouping is a counting sort on the agent's number (linear, stable): a
+/// comparison sort of the whole list was most of S-01's cost at 10 000 agents, while an agent's
+/// own group is a handful of claims.
+fn grouped(claims: Vec<Claim<'_>>, agents: usize) -> Vec<Claim<'_>> {
+    // Where each agent's group starts, then (while placing) where its next claim goes.
+    let mut next = vec![0usize; agents];
+    for claim in &claims {
+        if let Some(n) = next.get_mut(claim.agent) {
+            *n += 1;
+        }
+    }
+    let mut start = 0;
+    for n in &mut next {
+        let count = *n;
+        *n = start;
+        start += count;
+    }
+    let mut placed: Vec<Option<Claim<'_>>> = vec![None; claims.len()];
+    for claim in claims {
+        if let Some(at) = next.get_mut(claim.agent) {
+            if let Some(slot) = placed.get_mut(*at) {
+                *slot = Some(claim);
+            }
+            *at += 1;
+        }
+    }
+    let mut out: Vec<Claim<'_>> = placed.into_iter().flatten().collect();
+    for group in out.chunk_by_mut(|a, b| a.agent == b.agent) {
+        group.sort_unstable_by(|a, b| (a.id, a.side, a.seq).cmp(&(b.id, b.side, b.seq)));
+    }
+    out
+}
+
+/// One agent's side of the comparison.
+#[derive(Debug, Default)]
+struct Tally<'a> {
+    redis_only: Vec<&'a str>,
+    sql_only: Vec<&'a str>,
+    slot_count: usize,
+    running_rows: usize,
+}
+
+impl Tally<'_> {
+    fn violation(&self, input: &Input<'_>, agent: &str) -> Option<Violation> {
+        let signal = match (self.redis_only.is_empty(), self.sql_only.is_empty()) {
+            (true, true) => return None,
+            (false, true) => "in_redis_only",
+            (true, false) => "in_sql_only",
+            (false, false) => "in_redis_only_and_in_sql_only",
+        };
+        let summary = format!(
+            "agent {agent}: {} slot(s) without a running row, {} running row(s) without a slot",
+            self.redis_only.len(),
+            self.sql_only.len()
+        );
+        Some(input.violation(
+            &META,
+            agent,
+            signal,
+            summary,
+            json!({
+                "agent": agent,
+                "in_redis_only": self.redis_only,
+                "in_sql_only": self.sql_only,
+                "slot_count": self.slot_count,
+                "running_rows": self.running_rows,
+            }),
+        ))
+    }
+}
+
+/// Ids of terminal rows (any agent) completed within the grace.
+fn recently_finished<'a>(
+    input: &Input<'a>,
+    within_grace: &impl Fn(Option<Millis>) -> bool,
+) -> LookupSet<&'a str> {
+    let mut out = lookup::set(0);
+    for row in &input.sql.executions {
+        if row.phase.is_terminal() && within_grace(row.completed_at_ms) {
+            out.insert(row.id.as_str());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
+use crate::lookup::{self, LookupSet};
 use crate::params::{Params, Problems, human_seconds_f, invariant_params, seconds_to_ms};
 use crate::snapshot::{KeyTtl, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -112,18 +113,15 @@ impl Invariant for S04 {
         let severity_override = input.params.severity_override(META.id);
         let mut violations = Vec::new();
 
-        let mut members: BTreeSet<(&str, &str)> = BTreeSet::new();
+        let member_count = input.redis.slot_sets.iter().map(|s| s.members.len()).sum();
+        let mut members: LookupSet<(&str, &str)> = lookup::set(member_count);
         for set in &input.redis.slot_sets {
             for member in &set.members {
                 members.insert((set.agent_name.as_str(), member.member.as_str()));
             }
         }
-        let hashes: BTreeSet<(&str, &str)> = input
-            .redis
-            .meta_keys
-            .iter()
-            .map(|k| (k.agent_name.as_str(), k.execution_id.as_str()))
-            .collect();
+        // Only asked about members whose PTTL said -2 (rare): built on first need.
+        let mut hashes: Option<LookupSet<(&str, &str)>> = None;
 
         // Member → hash. The per-member PTTL says -2 and the SCAN (read earlier) must agree: a
         // hash the SCAN saw vanished while the cycle read (expiry, release in progress) and is
@@ -136,6 +134,17 @@ impl Invariant for S04 {
                     continue;
                 }
                 let key = (set.agent_name.as_str(), member.member.as_str());
+                let hashes = hashes.get_or_insert_with(|| {
+                    let mut hashes = lookup::set(input.redis.meta_keys.len());
+                    hashes.extend(
+                        input
+                            .redis
+                            .meta_keys
+                            .iter()
+                            .map(|k| (k.agent_name.as_str(), k.execution_id.as_str())),
+                    );
+                    hashes
+                });
                 if hashes.contains(&key) || !reported.insert(key) {
                     continue;
                 }
