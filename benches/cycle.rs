@@ -7,7 +7,17 @@
 //! ```text
 //! cycle seed <S|M|L> <db> <redis_url>
 //! cycle run  <S|M|L> <db> <redis_url> <state.db> [cycles]
+//! cycle redis <db> <redis_url> [collections]
 //! ```
+//!
+//! `redis` runs only the Redis collection (`collect::redis::collect`, both phases back to back)
+//! on an already seeded dataset: one warm-up then `collections` (default 20) measured ones, and
+//! prints their median wall time, the process CPU time per collection (user + system of every
+//! thread, from `/proc/self/stat`: the client's encoding, decoding and parsing, the driver task
+//! included; redis-server is another process) and a fingerprint of what was read (counts and a
+//! hash of the snapshot with TTLs reduced to their kind), so two builds can be compared on the
+//! client cost of the same reads (issue 15 item 4; under `valgrind --tool=callgrind` it gives
+//! instruction counts).
 //!
 //! `<redis_url>` may also be `cluster:host:port,host:port,…` for `run`: canary reads a Redis
 //! Cluster through `platform.redis_cluster.nodes` (the script seeds a cluster with
@@ -74,6 +84,12 @@ fn main() -> anyhow::Result<()> {
             state,
             cycles.parse().context("cycles")?,
         )),
+        ["redis", db, redis_url] => runtime.block_on(redis_command(&platform(db), redis_url, 20)),
+        ["redis", db, redis_url, n] => runtime.block_on(redis_command(
+            &platform(db),
+            redis_url,
+            n.parse().context("collections")?,
+        )),
         [] => {
             // Plain `cargo bench` runs every bench target: say how to use this one instead of
             // failing the whole run.
@@ -81,7 +97,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: cycle seed <S|M|L> <db> <redis_url> | cycle run <S|M|L> <db> <redis_url> <state_db> [cycles]"
+            "usage: cycle seed <S|M|L> <db> <redis_url> | cycle run <S|M|L> <db> <redis_url> <state_db> [cycles] | cycle redis <db> <redis_url> [collections]"
         ),
     }
 }
@@ -315,6 +331,115 @@ async fn run_command(
     });
     println!("{summary}");
     Ok(())
+}
+
+/// `cycle redis`: the Redis collection alone, `n` times after one warm-up (see the module doc).
+async fn redis_command(target: &PlatformTarget, redis_url: &str, n: usize) -> anyhow::Result<()> {
+    let database = match target {
+        PlatformTarget::Sqlite(db) => ("platform.sqlite_path", db.display().to_string()),
+        PlatformTarget::Postgres(url) => ("platform.database_url", url.expose().to_owned()),
+    };
+    let overrides = Overrides::new()
+        .with(database.0, database.1)
+        .with("platform.redis_url", redis_url.to_owned());
+    let config = config::load_validated(None, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut walls = Vec::with_capacity(n);
+    let mut cpus = Vec::with_capacity(n);
+    let mut fingerprints = BTreeMap::new();
+    let mut round_trips = Vec::new();
+    for i in 0..=n {
+        let cpu = process_cpu_ms();
+        let started = Instant::now();
+        let outcome = canary::collect::redis::collect(&config.platform).await;
+        let wall_ms = ms_since(started);
+        let cpu_ms = process_cpu_ms() - cpu;
+        let (state, anomalies) = outcome
+            .result
+            .map_err(|e| anyhow::anyhow!("redis collection failed: {e}"))?;
+        *fingerprints
+            .entry(redis_fingerprint(&state, &anomalies))
+            .or_insert(0u32) += 1;
+        round_trips.push(outcome.round_trips);
+        drop(state);
+        if i > 0 {
+            walls.push(wall_ms);
+            cpus.push(cpu_ms);
+        }
+    }
+    walls.sort_by(f64::total_cmp);
+    cpus.sort_by(f64::total_cmp);
+    round_trips.sort_unstable();
+    round_trips.dedup();
+    let median = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+    let summary = serde_json::json!({
+        "collections": n,
+        "wall_ms_median": median(&walls),
+        "wall_ms_min": walls.first(),
+        "cpu_ms_median": median(&cpus),
+        "cpu_ms_mean": cpus.iter().sum::<f64>() / cpus.len().max(1) as f64,
+        "round_trips": round_trips,
+        "fingerprints": fingerprints,
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+/// Counts and a hash of a Redis read, TTLs reduced to their kind and the read instant left out
+/// (both move with the clock), so that two reads of the same data match.
+fn redis_fingerprint(
+    state: &canary_invariants::RedisState,
+    anomalies: &[canary_invariants::Anomaly],
+) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut members = 0usize;
+    for set in &state.slot_sets {
+        set.agent_name.hash(&mut h);
+        for m in &set.members {
+            members += 1;
+            (&m.member, m.acquired_at_ms, m.sentinel).hash(&mut h);
+            if let Some(meta) = &m.meta {
+                let ttl = match meta.ttl {
+                    canary_invariants::KeyTtl::Missing => 0u8,
+                    canary_invariants::KeyTtl::NoExpiry => 1,
+                    canary_invariants::KeyTtl::Remaining(_) => 2,
+                };
+                (ttl, meta.timeout_seconds).hash(&mut h);
+            }
+        }
+    }
+    for k in &state.meta_keys {
+        (&k.agent_name, &k.execution_id, k.orphan_ttl.is_some()).hash(&mut h);
+    }
+    (state.drain_tick_at_ms, &state.pull_polls).hash(&mut h);
+    for a in anomalies {
+        format!("{a:?}").hash(&mut h);
+    }
+    format!(
+        "sets={} members={members} meta_keys={} anomalies={} hash={:016x}",
+        state.slot_sets.len(),
+        state.meta_keys.len(),
+        anomalies.len(),
+        h.finish()
+    )
+}
+
+/// CPU time of the whole process so far (user + system, every thread), in ms; 0 when
+/// `/proc/self/stat` cannot be read.
+fn process_cpu_ms() -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may contain spaces), from field 3 on.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    ticks as f64 * 10.0
 }
 
 fn ms_since(t: Instant) -> f64 {

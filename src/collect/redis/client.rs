@@ -12,12 +12,11 @@
 //! It must not interpret slot replies (see `reply`), know the platform's keys (see `keys`) nor
 //! decide which node to read (see `route`).
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ErrorKind, Pipeline, Value};
+use redis::{AsyncConnectionConfig, Client, Cmd, ErrorKind, Pipeline, Value};
 
 use crate::config::Secret;
 use crate::config::platform::{PlatformConfig, redact_url};
@@ -447,18 +446,20 @@ impl ReadOnlyRedis {
         Ok((cursor, keys))
     }
 
-    /// Every key matching `pattern`, deduplicated (SCAN may return a key twice).
+    /// Every key matching `pattern`, sorted and deduplicated (SCAN may return a key twice).
     pub async fn scan_all(
         &mut self,
         pattern: &str,
         count: u32,
-    ) -> Result<BTreeSet<Vec<u8>>, RedisSourceError> {
-        let mut keys = BTreeSet::new();
+    ) -> Result<Vec<Vec<u8>>, RedisSourceError> {
+        let mut keys = Vec::new();
         let mut cursor = 0;
         loop {
             let (next, page) = self.scan_page(cursor, pattern, count).await?;
             keys.extend(page);
             if next == 0 {
+                // One sort of the whole key list rather than a tree insert per key.
+                sort_dedup(&mut keys);
                 return Ok(keys);
             }
             cursor = next;
@@ -487,11 +488,12 @@ impl ReadOnlyRedis {
             return Ok(Vec::new());
         }
         self.round_trips += 1;
-        let replies: Vec<Value> = batch
-            .pipeline(asking)
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|e| self.scrubber.describe("pipeline", &e))?;
+        let replies: Vec<Value> = if asking {
+            batch.pipeline_asking().query_async(&mut self.conn).await
+        } else {
+            batch.pipeline().query_async(&mut self.conn).await
+        }
+        .map_err(|e| self.scrubber.describe("pipeline", &e))?;
         if replies.len() != batch.len() {
             return Err(RedisSourceError::Protocol("pipeline"));
         }
@@ -508,6 +510,12 @@ impl ReadOnlyRedis {
             .await
             .map_err(|e| self.scrubber.describe("CLUSTER SLOTS", &e))
     }
+}
+
+/// Sorts `keys` and drops repeats: the set SCAN pages add up to, in byte order.
+pub(super) fn sort_dedup(keys: &mut Vec<Vec<u8>>) {
+    keys.sort_unstable();
+    keys.dedup();
 }
 
 /// The fields of `INFO replication` canary uses.
@@ -729,32 +737,20 @@ fn replica(entry: Value) -> Option<SentinelReplica> {
     })
 }
 
-/// A pipeline builder restricted to read commands. Each command keeps its key apart, so a
-/// cluster read can split the batch by hash slot (see `cluster`).
+/// A pipeline builder restricted to read commands.
+///
+/// Each command is encoded once, as it is queued, into the driver's own command type (sized up
+/// front: one buffer for its bytes and one for its argument bounds), so sending the batch is one
+/// pass over ready bytes. The key stays the first argument, so a cluster read can split the batch
+/// by hash slot (see `cluster`).
 pub struct ReadBatch {
-    cmds: Vec<BatchCmd>,
-}
-
-/// One queued read: its name, its key (the first argument) and the rest.
-#[derive(Clone)]
-pub(super) struct BatchCmd {
-    name: &'static str,
-    key: Vec<u8>,
-    /// The arguments after the key.
-    args: Vec<Vec<u8>>,
-}
-
-impl BatchCmd {
-    /// The key whose hash slot decides the node (cluster reads).
-    pub(super) fn key(&self) -> &[u8] {
-        &self.key
-    }
+    pipe: Pipeline,
 }
 
 impl fmt::Debug for ReadBatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadBatch")
-            .field("len", &self.cmds.len())
+            .field("len", &self.pipe.len())
             .finish()
     }
 }
@@ -765,93 +761,122 @@ impl Default for ReadBatch {
     }
 }
 
+/// The key of a queued read (its first argument after the name): the hash slot it decides is
+/// the node a cluster read sends it to.
+pub(super) fn command_key(cmd: &Cmd) -> &[u8] {
+    match cmd.args_iter().nth(1) {
+        Some(redis::Arg::Simple(key)) => key,
+        _ => &[],
+    }
+}
+
 impl ReadBatch {
     /// An empty batch.
     pub fn new() -> ReadBatch {
-        ReadBatch { cmds: Vec::new() }
+        let mut pipe = redis::pipe();
+        // Per-command errors (`WRONGTYPE`, a cluster's `MOVED`) come back in place.
+        pipe.ignore_errors();
+        ReadBatch { pipe }
     }
 
     /// Commands queued so far.
     pub fn len(&self) -> usize {
-        self.cmds.len()
+        self.pipe.len()
     }
 
     /// No command queued.
     pub fn is_empty(&self) -> bool {
-        self.cmds.is_empty()
+        self.pipe.is_empty()
     }
 
-    fn push(&mut self, name: &'static str, key: &[u8], args: &[&[u8]]) -> usize {
-        self.cmds.push(BatchCmd {
-            name,
-            key: key.to_vec(),
-            args: args.iter().map(|a| a.to_vec()).collect(),
-        });
-        self.cmds.len() - 1
+    /// A command `name key …` with room for `more` further arguments of `more_bytes` bytes in
+    /// all; `name` is one of the read commands below (the only callers), so nothing else can be
+    /// built.
+    fn start(name: &'static str, key: &[u8], more: usize, more_bytes: usize) -> Cmd {
+        let mut cmd = Cmd::with_capacity(2 + more, name.len() + key.len() + more_bytes);
+        cmd.arg(name).arg(key);
+        cmd
+    }
+
+    fn push(&mut self, cmd: Cmd) -> usize {
+        self.pipe.add_command(cmd);
+        self.pipe.len() - 1
     }
 
     /// The queued commands (a cluster read regroups them per node).
-    pub(super) fn commands(&self) -> &[BatchCmd] {
-        &self.cmds
+    pub(super) fn commands(&self) -> impl Iterator<Item = &Cmd> {
+        self.pipe.cmd_iter()
     }
 
     /// A batch of `cmds` (one node's share of a cluster batch).
-    pub(super) fn of(cmds: Vec<BatchCmd>) -> ReadBatch {
-        ReadBatch { cmds }
+    pub(super) fn of<'a>(cmds: impl IntoIterator<Item = &'a Cmd>) -> ReadBatch {
+        let mut batch = ReadBatch::new();
+        for cmd in cmds {
+            batch.pipe.add_command(cmd.clone());
+        }
+        batch
     }
 
-    /// The driver pipeline; with `asking`, each command is preceded by `ASKING` (a cluster's
-    /// ASK redirect during a reshard: the target serves the key only for the next command),
-    /// and only the commands' own replies are kept.
-    fn pipeline(&self, asking: bool) -> Pipeline {
+    /// The driver pipeline, as queued.
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipe
+    }
+
+    /// The driver pipeline with `ASKING` before each command (a cluster's ASK redirect during a
+    /// reshard: the target serves the key only for the next command); only the commands' own
+    /// replies are kept.
+    fn pipeline_asking(&self) -> Pipeline {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for c in &self.cmds {
-            if asking {
-                pipe.cmd("ASKING").ignore();
-            }
-            let cmd = pipe.cmd(c.name).arg(c.key.as_slice());
-            for arg in &c.args {
-                cmd.arg(arg.as_slice());
-            }
+        for c in self.pipe.cmd_iter() {
+            pipe.cmd("ASKING").ignore();
+            pipe.add_command(c.clone());
         }
         pipe
     }
 
     /// `ZRANGE key 0 -1 WITHSCORES`; returns the reply's index.
     pub fn zrange_withscores(&mut self, key: &[u8]) -> usize {
-        self.push("ZRANGE", key, &[b"0", b"-1", b"WITHSCORES"])
+        let mut cmd = Self::start("ZRANGE", key, 3, 14);
+        cmd.arg("0").arg("-1").arg("WITHSCORES");
+        self.push(cmd)
     }
 
     /// `ZRANGE key 0 n-1 WITHSCORES` (the `n` lowest scores); returns the reply's index.
     pub fn zrange_withscores_first(&mut self, key: &[u8], n: u32) -> usize {
-        let stop = n.saturating_sub(1).to_string();
-        self.push("ZRANGE", key, &[b"0", stop.as_bytes(), b"WITHSCORES"])
+        let mut cmd = Self::start("ZRANGE", key, 3, 21);
+        // The stop index goes out as its decimal text, as a string argument would.
+        cmd.arg("0").arg(n.saturating_sub(1)).arg("WITHSCORES");
+        self.push(cmd)
     }
 
     /// `ZSCORE key member`; returns the reply's index.
     pub fn zscore(&mut self, key: &[u8], member: &[u8]) -> usize {
-        self.push("ZSCORE", key, &[member])
+        let mut cmd = Self::start("ZSCORE", key, 1, member.len());
+        cmd.arg(member);
+        self.push(cmd)
     }
 
     /// `ZCARD key`; returns the reply's index.
     pub fn zcard(&mut self, key: &[u8]) -> usize {
-        self.push("ZCARD", key, &[])
+        self.push(Self::start("ZCARD", key, 0, 0))
     }
 
     /// `PTTL key`; returns the reply's index.
     pub fn pttl(&mut self, key: &[u8]) -> usize {
-        self.push("PTTL", key, &[])
+        self.push(Self::start("PTTL", key, 0, 0))
     }
 
     /// `HGET key field`; returns the reply's index.
     pub fn hget(&mut self, key: &[u8], field: &[u8]) -> usize {
-        self.push("HGET", key, &[field])
+        let mut cmd = Self::start("HGET", key, 1, field.len());
+        cmd.arg(field);
+        self.push(cmd)
     }
 
     /// `GET key`; returns the reply's index.
     pub fn get(&mut self, key: &[u8]) -> usize {
-        self.push("GET", key, &[])
+        self.push(Self::start("GET", key, 0, 0))
     }
 }
 

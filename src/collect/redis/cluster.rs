@@ -18,13 +18,15 @@
 //! It must not send anything but what [`ReadOnlyRedis`] offers, nor interpret slot data (see
 //! `read`, `reply`), nor put a password or a URL in a message.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use futures_util::future::try_join_all;
-use redis::Value;
+use redis::{Cmd, Value};
 use serde::Serialize;
 
-use super::client::{BatchCmd, NodeAddr, ReadBatch, ReadOnlyRedis, RedisSourceError};
+use super::client::{
+    NodeAddr, ReadBatch, ReadOnlyRedis, RedisSourceError, command_key, sort_dedup,
+};
 use crate::config::platform::{PlatformConfig, RedisCluster};
 
 /// Hash slots of a Redis Cluster.
@@ -329,7 +331,7 @@ impl ReadOnlyCluster {
         &mut self,
         pattern: &str,
         count: u32,
-    ) -> Result<BTreeSet<Vec<u8>>, RedisSourceError> {
+    ) -> Result<Vec<Vec<u8>>, RedisSourceError> {
         let scans = self
             .nodes
             .iter_mut()
@@ -339,10 +341,11 @@ impl ReadOnlyCluster {
                     .await
                     .map_err(|e| node_error(addr, &e))
             });
-        let mut keys = BTreeSet::new();
+        let mut keys = Vec::new();
         for page in try_join_all(scans).await? {
             keys.extend(page);
         }
+        sort_dedup(&mut keys);
         Ok(keys)
     }
 
@@ -369,12 +372,12 @@ impl ReadOnlyCluster {
     async fn run_on(
         &mut self,
         node: usize,
-        all: &[BatchCmd],
+        all: &[&Cmd],
         cmds: &[usize],
         asking: bool,
         out: &mut [Value],
     ) -> Result<(), RedisSourceError> {
-        let batch = ReadBatch::of(cmds.iter().filter_map(|&i| all.get(i).cloned()).collect());
+        let batch = ReadBatch::of(cmds.iter().filter_map(|&i| all.get(i).copied()));
         let Some((addr, conn)) = self.nodes.get_mut(node) else {
             return Err(RedisSourceError::Protocol("cluster pipeline"));
         };
@@ -396,10 +399,10 @@ impl ReadOnlyCluster {
     /// order; `MOVED`/`ASK` replies are followed once (one pipeline per target), and a command
     /// still redirected after that makes the whole read fail.
     pub async fn run(&mut self, batch: &ReadBatch) -> Result<Vec<Value>, RedisSourceError> {
-        let all = batch.commands();
+        let all: Vec<&Cmd> = batch.commands().collect();
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, cmd) in all.iter().enumerate() {
-            let slot = key_slot(cmd.key());
+            let slot = key_slot(command_key(cmd));
             let node = self.node_for(slot).ok_or_else(|| {
                 RedisSourceError::Connection(format!("cluster: slot {slot} has no primary"))
             })?;
@@ -412,8 +415,7 @@ impl ReadOnlyCluster {
             .enumerate()
             .filter_map(|(node, (addr, conn))| {
                 let cmds = groups.get(&node)?;
-                let batch =
-                    ReadBatch::of(cmds.iter().filter_map(|&i| all.get(i).cloned()).collect());
+                let batch = ReadBatch::of(cmds.iter().filter_map(|&i| all.get(i).copied()));
                 Some(async move {
                     let replies = conn.run(&batch).await.map_err(|e| node_error(addr, &e))?;
                     Ok::<_, RedisSourceError>((cmds, replies))
@@ -453,7 +455,7 @@ impl ReadOnlyCluster {
         }
         for ((_, ask), (to, cmds)) in follow {
             let node = self.node_at(&to).await?;
-            self.run_on(node, all, &cmds, ask, &mut out).await?;
+            self.run_on(node, &all, &cmds, ask, &mut out).await?;
             let Some((answered_by, _)) = self.nodes.get(node) else {
                 continue;
             };
@@ -474,7 +476,7 @@ impl ReadOnlyCluster {
             Value::ServerError(e) if UNAVAILABLE.contains(&e.code()) => Some((i, e.code())),
             _ => None,
         }) {
-            let slot = all.get(i).map_or(0, |c| key_slot(c.key()));
+            let slot = all.get(i).map_or(0, |c| key_slot(command_key(c)));
             return Err(RedisSourceError::Connection(format!(
                 "cluster: slot {slot} answered {code}; this cycle cannot read it"
             )));
@@ -509,7 +511,7 @@ impl DataConn {
         &mut self,
         pattern: &str,
         count: u32,
-    ) -> Result<BTreeSet<Vec<u8>>, RedisSourceError> {
+    ) -> Result<Vec<Vec<u8>>, RedisSourceError> {
         match self {
             DataConn::Node(n) => n.scan_all(pattern, count).await,
             DataConn::Cluster(c) => c.scan_all(pattern, count).await,

@@ -4,7 +4,7 @@
 //!
 //! It must not talk to Redis; everything here is pure.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use canary_invariants::SlotSet;
 
@@ -106,41 +106,79 @@ impl MetaKeyPattern {
         )
     }
 
+    /// The metadata key of `agent`'s slot `id`, written over `out` (cleared first): the same
+    /// text as `fill` (the tests' reference) on the pattern, since the pattern holds each
+    /// placeholder exactly once, without scanning the pattern again for every member.
+    pub(super) fn write_key(&self, out: &mut String, agent: &str, id: &str) {
+        let (first, second) = if self.agent_first {
+            (agent, id)
+        } else {
+            (id, agent)
+        };
+        out.clear();
+        out.reserve(
+            self.prefix.len() + first.len() + self.middle.len() + second.len() + self.suffix.len(),
+        );
+        out.push_str(&self.prefix);
+        out.push_str(first);
+        out.push_str(&self.middle);
+        out.push_str(second);
+        out.push_str(&self.suffix);
+    }
+
     /// Whether `key` could be a metadata key of this pattern.
+    #[cfg(test)]
     pub(super) fn fits(&self, key: &str) -> bool {
-        !self.splits(key).is_empty()
+        self.split_iter(key).next().is_some()
     }
 
     /// Every way `key` splits into non-empty (agent, execution id) parts.
     pub(super) fn splits<'k>(&self, key: &'k str) -> Vec<(&'k str, &'k str)> {
-        let Some(inner) = key
+        self.split_iter(key).collect()
+    }
+
+    /// [`MetaKeyPattern::splits`] one at a time, leftmost first, without collecting the cut
+    /// points first (most keys split one way only). The cuts are the char boundaries when the
+    /// middle is empty, else the middle's non-overlapping occurrences (`match_indices`).
+    fn split_iter<'k>(&self, key: &'k str) -> impl Iterator<Item = (&'k str, &'k str)> {
+        let inner = key
             .strip_prefix(self.prefix.as_str())
-            .and_then(|rest| rest.strip_suffix(self.suffix.as_str()))
-        else {
-            return Vec::new();
-        };
-        let cuts: Vec<usize> = if self.middle.is_empty() {
-            inner.char_indices().map(|(i, _)| i).collect()
-        } else {
-            inner
-                .match_indices(self.middle.as_str())
-                .map(|(i, _)| i)
-                .collect()
-        };
-        cuts.into_iter()
-            .filter_map(|at| {
-                let first = inner.get(..at)?;
-                let second = inner.get(at + self.middle.len()..)?;
+            .and_then(|rest| rest.strip_suffix(self.suffix.as_str()));
+        let middle = self.middle.as_str();
+        let agent_first = self.agent_first;
+        // Where the next cut is looked for; `None` once done.
+        let mut from = inner.map(|_| 0usize);
+        std::iter::from_fn(move || {
+            let inner = inner?;
+            loop {
+                let start = from?;
+                let rest = inner.get(start..)?;
+                let at = if middle.is_empty() {
+                    let step = rest.chars().next().map_or(0, char::len_utf8);
+                    from = (step > 0).then_some(start + step);
+                    if step == 0 {
+                        return None;
+                    }
+                    start
+                } else {
+                    let found = start + rest.find(middle)?;
+                    from = Some(found + middle.len());
+                    found
+                };
+                let (Some(first), Some(second)) = (inner.get(..at), inner.get(at + middle.len()..))
+                else {
+                    continue;
+                };
                 if first.is_empty() || second.is_empty() {
-                    return None;
+                    continue;
                 }
-                Some(if self.agent_first {
+                return Some(if agent_first {
                     (first, second)
                 } else {
                     (second, first)
-                })
-            })
-            .collect()
+                });
+            }
+        })
     }
 }
 
@@ -167,7 +205,9 @@ pub(super) fn glob_escape(literal: &str) -> String {
 }
 
 /// Substitutes placeholders in one left-to-right pass, so a value that happens to contain a
-/// placeholder's text is never substituted again.
+/// placeholder's text is never substituted again. The reference [`MetaKeyPattern::write_key`]
+/// is checked against (the collection builds keys with that, without rescanning the pattern).
+#[cfg(test)]
 pub(super) fn fill(pattern: &str, values: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(pattern.len() + 32);
     let mut rest = pattern;
@@ -206,7 +246,8 @@ pub(super) fn resolve_meta_keys(
     raw: Vec<String>,
     slot_sets: &[SlotSet],
 ) -> Vec<FoundMeta> {
-    let members: BTreeSet<(&str, &str)> = slot_sets
+    // Hash sets: only membership is asked, 30 000 times at L, and no order is read from them.
+    let members: HashSet<(&str, &str)> = slot_sets
         .iter()
         .flat_map(|s| {
             s.members
@@ -214,7 +255,7 @@ pub(super) fn resolve_meta_keys(
                 .map(move |m| (s.agent_name.as_str(), m.member.as_str()))
         })
         .collect();
-    let agents: BTreeSet<&str> = slot_sets.iter().map(|s| s.agent_name.as_str()).collect();
+    let agents: HashSet<&str> = slot_sets.iter().map(|s| s.agent_name.as_str()).collect();
     let mut out = Vec::with_capacity(raw.len());
     for key in raw {
         let splits = pattern.splits(&key);
@@ -311,6 +352,27 @@ mod tests {
         assert_eq!(common_prefix("x", "y"), "");
         assert_eq!(common_prefix("ab", "abc"), "ab");
         assert_eq!(common_prefix("é1", "é2"), "é");
+    }
+
+    #[test]
+    fn write_key_is_fill() {
+        for pattern in [
+            "agent:slot:{agent}:{execution_id}",
+            "m/{execution_id}/{agent}/h",
+            "{agent}{execution_id}",
+            "x{execution_id}:{agent}",
+        ] {
+            let p = MetaKeyPattern::parse(pattern).unwrap();
+            let mut out = "left over".to_owned();
+            for (agent, id) in [("a", "42"), ("{execution_id}", "é"), ("a:b", "{agent}")] {
+                p.write_key(&mut out, agent, id);
+                assert_eq!(
+                    out,
+                    fill(pattern, &[(AGENT, agent), (EXECUTION_ID, id)]),
+                    "{pattern} {agent} {id}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -17,8 +17,7 @@ use redis::Value;
 use super::client::{ReadBatch, RedisSourceError};
 use super::cluster::DataConn;
 use super::keys::{
-    AGENT, EXECUTION_ID, FoundMeta, MetaKeyPattern, SlotKeyPattern, common_prefix, fill,
-    glob_escape, resolve_meta_keys,
+    FoundMeta, MetaKeyPattern, SlotKeyPattern, common_prefix, glob_escape, resolve_meta_keys,
 };
 use super::reply::{
     anomaly, hex, hex_subject, parse_drain_tick, parse_pull_poll, parse_timeout, score_ms,
@@ -161,13 +160,18 @@ impl SlotsRead {
         } = self;
         // Splitting the metadata keys needs only what the first phase read; it is done here so
         // that it overlaps the SQLite read (~30 ms for 30 000 keys at L).
-        let meta_keys = other_keys
-            .into_iter()
-            .filter(|key| meta_pattern.fits(key))
-            .collect();
-        let found = resolve_meta_keys(&meta_pattern, meta_keys, &slot_sets);
+        // (A key that does not split as a metadata key is skipped there: none of canary's
+        // business.)
+        let found = resolve_meta_keys(&meta_pattern, other_keys, &slot_sets);
         let result = async {
-            read_meta(&mut redis, cfg, &mut slot_sets, &mut anomalies).await?;
+            read_meta(
+                &mut redis,
+                cfg,
+                &meta_pattern,
+                &mut slot_sets,
+                &mut anomalies,
+            )
+            .await?;
             let meta_keys =
                 confirm_strays(&mut redis, cfg, found, &truncated, &mut anomalies).await?;
             anomalies.sort();
@@ -210,6 +214,8 @@ async fn scan_keys(
                 .scan_all(&meta_pattern.glob(), cfg.redis_scan_count)
                 .await?,
         );
+        // The union of the two, in byte order as from one SCAN.
+        super::client::sort_dedup(&mut keys);
         keys
     } else {
         redis
@@ -472,6 +478,7 @@ pub const META_PIPELINE_MEMBERS: usize = 10_000;
 async fn read_meta(
     redis: &mut DataConn,
     cfg: &PlatformConfig,
+    meta_pattern: &MetaKeyPattern,
     slot_sets: &mut [SlotSet],
     anomalies: &mut Vec<Anomaly>,
 ) -> Result<(), RedisSourceError> {
@@ -487,7 +494,7 @@ async fn read_meta(
         })
         .collect();
     for chunk in wanted.chunks(META_PIPELINE_MEMBERS) {
-        read_meta_chunk(redis, cfg, slot_sets, chunk, anomalies).await?;
+        read_meta_chunk(redis, cfg, meta_pattern, slot_sets, chunk, anomalies).await?;
     }
     Ok(())
 }
@@ -495,13 +502,16 @@ async fn read_meta(
 async fn read_meta_chunk(
     redis: &mut DataConn,
     cfg: &PlatformConfig,
+    meta_pattern: &MetaKeyPattern,
     slot_sets: &mut [SlotSet],
     chunk: &[(usize, usize)],
     anomalies: &mut Vec<Anomaly>,
 ) -> Result<(), RedisSourceError> {
     let keys = &cfg.keys;
     let mut batch = ReadBatch::new();
-    let mut wanted: Vec<(usize, usize, String)> = Vec::with_capacity(chunk.len());
+    let mut wanted: Vec<(usize, usize)> = Vec::with_capacity(chunk.len());
+    // One buffer for every member's key: the batch copies the bytes it needs.
+    let mut meta_key = String::new();
     for &(s, m) in chunk {
         let Some((set, member)) = slot_sets
             .get(s)
@@ -509,16 +519,10 @@ async fn read_meta_chunk(
         else {
             continue;
         };
-        let meta_key = fill(
-            &keys.slot_meta,
-            &[
-                (AGENT, set.agent_name.as_str()),
-                (EXECUTION_ID, member.member.as_str()),
-            ],
-        );
+        meta_pattern.write_key(&mut meta_key, &set.agent_name, &member.member);
         batch.pttl(meta_key.as_bytes());
         batch.hget(meta_key.as_bytes(), keys.timeout_field.as_bytes());
-        wanted.push((s, m, meta_key));
+        wanted.push((s, m));
     }
     if wanted.is_empty() {
         return Ok(());
@@ -527,27 +531,43 @@ async fn read_meta_chunk(
     drop(batch);
     // The instant the TTLs were read: S-03 measures a slot's age here, not at `taken_at`.
     let ttl_read_at_ms = crate::clock::now_ms();
-    for ((s, m, meta_key), pair) in wanted.into_iter().zip(replies.chunks_exact(2)) {
+    for ((s, m), pair) in wanted.into_iter().zip(replies.chunks_exact(2)) {
         let [pttl, timeout] = pair else { continue };
+        let Some(member) = slot_sets.get_mut(s).and_then(|set| {
+            let agent = set.agent_name.as_str();
+            set.members.get_mut(m).map(|member| (agent, member))
+        }) else {
+            continue;
+        };
+        let (agent, member) = member;
+        // The key again, only for an anomaly's subject (rare: odd data).
+        let key_of = |member: &str| {
+            let mut key = String::new();
+            meta_pattern.write_key(&mut key, agent, member);
+            key
+        };
         let ttl = match pttl {
             Value::Int(ms) => KeyTtl::from_pttl(*ms),
             other => {
                 anomalies.push(anomaly(
                     AnomalyKind::UnexpectedReply,
-                    meta_key,
+                    key_of(&member.member),
                     format!("PTTL answered {}; metadata not judged", show_value(other)),
                 ));
                 continue;
             }
         };
-        let timeout_seconds = parse_timeout(timeout, &meta_key, &keys.timeout_field, anomalies);
-        if let Some(member) = slot_sets.get_mut(s).and_then(|set| set.members.get_mut(m)) {
-            member.meta = Some(SlotMeta {
-                ttl,
-                timeout_seconds,
-                ttl_read_at_ms,
-            });
-        }
+        let timeout_seconds = parse_timeout(
+            timeout,
+            || key_of(&member.member),
+            &keys.timeout_field,
+            anomalies,
+        );
+        member.meta = Some(SlotMeta {
+            ttl,
+            timeout_seconds,
+            ttl_read_at_ms,
+        });
     }
     Ok(())
 }

@@ -132,21 +132,26 @@ pub(super) fn score_ms(score: &Value) -> Option<i64> {
     seconds_to_ms(secs)
 }
 
+/// `HGET timeout_field` reply → seconds; `None` when absent or odd (odd: an anomaly about the
+/// metadata key `meta_key()`, built only then).
 pub(super) fn parse_timeout(
     reply: &Value,
-    meta_key: &str,
+    meta_key: impl Fn() -> String,
     field: &str,
     anomalies: &mut Vec<Anomaly>,
 ) -> Option<i64> {
-    let text = match reply {
+    let parsed = match reply {
         Value::Nil => return None,
         Value::Int(i) => return Some(*i),
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
+        // Parsed in place: the reply's bytes are not copied (invalid UTF-8 is not an integer).
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok()),
+        Value::SimpleString(s) => s.trim().parse::<i64>().ok(),
         Value::ServerError(e) => {
             anomalies.push(anomaly(
                 server_error_kind(e),
-                meta_key.to_owned(),
+                meta_key(),
                 server_error_note(e, "metadata key"),
             ));
             return None;
@@ -154,23 +159,20 @@ pub(super) fn parse_timeout(
         other => {
             anomalies.push(anomaly(
                 AnomalyKind::UnexpectedReply,
-                format!("{meta_key} {field}"),
+                format!("{} {field}", meta_key()),
                 format!("HGET answered {}", show_value(other)),
             ));
             return None;
         }
     };
-    match text.trim().parse::<i64>() {
-        Ok(v) => Some(v),
-        Err(_) => {
-            anomalies.push(anomaly(
-                AnomalyKind::TimeoutNotInteger,
-                format!("{meta_key} {field}"),
-                format!("not an integer: {}", show_value(reply)),
-            ));
-            None
-        }
+    if parsed.is_none() {
+        anomalies.push(anomaly(
+            AnomalyKind::TimeoutNotInteger,
+            format!("{} {field}", meta_key()),
+            format!("not an integer: {}", show_value(reply)),
+        ));
     }
+    parsed
 }
 
 /// Drain heartbeat (unix seconds, int or float) → unix ms.
@@ -283,17 +285,18 @@ mod tests {
     #[test]
     fn timeouts_and_ticks() {
         let mut a = Vec::new();
+        let m = || "m".to_owned();
         assert_eq!(
-            parse_timeout(&bulk("900"), "m", "timeout_seconds", &mut a),
+            parse_timeout(&bulk("900"), m, "timeout_seconds", &mut a),
             Some(900)
         );
         assert_eq!(
-            parse_timeout(&Value::Nil, "m", "timeout_seconds", &mut a),
+            parse_timeout(&Value::Nil, m, "timeout_seconds", &mut a),
             None
         );
         assert!(a.is_empty());
         assert_eq!(
-            parse_timeout(&bulk("9.5"), "m", "timeout_seconds", &mut a),
+            parse_timeout(&bulk("9.5"), m, "timeout_seconds", &mut a),
             None
         );
         assert_eq!(a.len(), 1);
