@@ -39,6 +39,8 @@ enum Behaviour {
     Fixed(u64),
     /// Answers this count once, then counts (a transient mismatch).
     Once(u64),
+    /// Answers this count once, then this status (the re-read fails).
+    OnceThenStatus(u64, u16),
     /// Answers this status.
     Status(u16),
     /// Answers a body that is not JSON.
@@ -72,8 +74,14 @@ async fn queue(
     let behaviour = {
         let mut script = e.script.lock().unwrap();
         let b = script.get(&agent).cloned().unwrap_or(Behaviour::Count);
-        if let Behaviour::Once(_) = b {
-            script.insert(agent.clone(), Behaviour::Count);
+        match b {
+            Behaviour::Once(_) => {
+                script.insert(agent.clone(), Behaviour::Count);
+            }
+            Behaviour::OnceThenStatus(_, code) => {
+                script.insert(agent.clone(), Behaviour::Status(code));
+            }
+            _ => {}
         }
         b
     };
@@ -90,7 +98,9 @@ async fn queue(
     };
     match behaviour {
         Behaviour::Count => Json(json!({"queued": count(&e.db, &agent)})).into_response(),
-        Behaviour::Fixed(n) | Behaviour::Once(n) => Json(json!({"queued": n})).into_response(),
+        Behaviour::Fixed(n) | Behaviour::Once(n) | Behaviour::OnceThenStatus(n, _) => {
+            Json(json!({"queued": n})).into_response()
+        }
         Behaviour::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
         Behaviour::Garbage => "<html>busy</html>".into_response(),
         Behaviour::WrongKey => Json(json!({"count": 1})).into_response(),
@@ -268,8 +278,8 @@ async fn a_drift_that_survives_the_reread_is_red_with_both_counts_and_the_ids() 
     );
     assert_eq!(evidence["ids"], json!(["a-1", "a-2"]));
     assert_eq!(evidence["reread"], true);
-    // 3 asked + 1 re-read.
-    assert_eq!(result["diagnostics"]["collect"]["queue_count_requests"], 4);
+    // 3 asked + 1 re-read + 1 confirmation.
+    assert_eq!(result["diagnostics"]["collect"]["queue_count_requests"], 5);
     env.assert_state_secret_free();
 
     // The accessor fixed: one resolved transition.
@@ -288,6 +298,20 @@ async fn a_transient_mismatch_is_healed_by_the_reread() {
     assert_eq!(result["outcomes"]["B-01"], "green");
     assert!(violations(&result).is_empty());
     assert_eq!(result["diagnostics"]["collect"]["queue_count_requests"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reread_leaves_that_agent_unknown_not_green_nor_red() {
+    let env = Env::new().await;
+    env.script("a", Behaviour::OnceThenStatus(9, 503));
+    let (code, result, stderr) = env.check(&env.config(None)).await;
+    assert_eq!(code, 2, "unknown: {result}\n{stderr}");
+    assert_eq!(result["outcomes"]["B-01"], "unknown");
+    assert!(violations(&result).is_empty(), "{result}");
+    let reason = result["diagnostics"]["unknown_reasons"]["B-01"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("1 agent(s): a"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

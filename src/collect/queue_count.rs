@@ -12,7 +12,9 @@
 //! from the queued rows of the cycle's SQL read is read again: its queued ids (a fresh read-only
 //! SQL connection, [`crate::collect::sql::queued`]), the endpoint, its queued ids again on that
 //! connection (the requests run between the two reads, so the bracket is one round trip). That
-//! second pair is what the snapshot keeps. Both SQL reads agreeing, the endpoint's answer is
+//! second pair is what the snapshot keeps; a mismatch it repeats is bracketed once more (a
+//! confirmation: a bracket can straddle the platform's own queue → claim writes) and that last
+//! pair is kept. Both SQL reads agreeing, the endpoint's answer is
 //! judged against them; the queue having moved in between and the answer lying between the two
 //! counts, it is coherent; lying outside them, the agent is *unsettled* (not judged this cycle,
 //! asked again by the next). A failed re-read leaves that agent unreadable.
@@ -160,7 +162,23 @@ pub async fn read(cfg: &PlatformConfig, qc: &QueueCountConfig, sql: &SqlState) -
     }
     if !mismatched.is_empty() {
         requests = requests.saturating_add(u32::try_from(mismatched.len()).unwrap_or(u32::MAX));
-        agents.extend(reread(cfg, &endpoint, &mismatched).await);
+        let mut reread_counts = reread(cfg, &endpoint, &mismatched).await;
+        // A mismatch the re-read repeats is confirmed by one more bracket before it counts: the
+        // platform's own queue → claim writes are a millisecond apart, and a bracket that
+        // straddles them sees a row that neither SQL read holds (measured: 1 in ~1 000 re-reads
+        // on a busy PostgreSQL fleet under load). A real drift survives any number of looks.
+        let confirm: Vec<String> = reread_counts
+            .iter()
+            .filter(
+                |(_, c)| matches!(c, QueueCount::Read { reported, read, .. } if reported != read),
+            )
+            .map(|(a, _)| a.clone())
+            .collect();
+        if !confirm.is_empty() {
+            requests = requests.saturating_add(u32::try_from(confirm.len()).unwrap_or(u32::MAX));
+            reread_counts.extend(reread(cfg, &endpoint, &confirm).await);
+        }
+        agents.extend(reread_counts);
     }
     QueueCountRead {
         result: Ok(QueueCountState {
