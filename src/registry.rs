@@ -138,16 +138,26 @@ impl<'c> Registry<'c> {
     }
 
     /// Whether it runs under this configuration: enabled, and every source it needs configured
-    /// (R-01 without `platform.docker` is not run: "not configured", never *unknown*).
+    /// (R-01 without `platform.docker`, B-01 without `platform.queue_count` are not run: "not
+    /// configured", never *unknown*).
     pub fn configured(&self, described: &Described<'_>) -> bool {
         let sources_there = match described {
-            Described::BuiltIn(inv) => {
-                self.config.platform.docker.is_some()
-                    || !catalog::needs_source(inv.meta().id, canary_invariants::Source::Docker)
-            }
+            Described::BuiltIn(inv) => canary_invariants::Source::OPTIONAL.iter().all(|source| {
+                self.source_configured(*source) || !catalog::needs_source(inv.meta().id, *source)
+            }),
             Described::Custom(_) => true,
         };
         self.enabled(described) && sources_there
+    }
+
+    /// Whether the configuration names `source` (the database and Redis always are).
+    pub fn source_configured(&self, source: canary_invariants::Source) -> bool {
+        use canary_invariants::Source;
+        match source {
+            Source::Sqlite | Source::Redis => true,
+            Source::Docker => self.config.platform.docker.is_some(),
+            Source::QueueCount => self.config.platform.queue_count.is_some(),
+        }
     }
 
     /// One listing entry as JSON (`canary invariants --format json`, `GET /api/canary/invariants`):

@@ -238,6 +238,7 @@ recipe_tests! {
     e04_bad_metadata,
     e05_no_session,
     e06_overdue_schedule,
+    b01_accessor_drift,
     b02_queued_idle,
     b05_stale_queued,
     g03_clock_skew,
@@ -282,6 +283,8 @@ async fn soak(backend: Backend) {
     // Cycles during which the fleet wrote (a fire, a claim or finish half, a lease, a sentinel):
     // the collection interleaved with the protocol's writes.
     let mut interleaved = 0;
+    // B-01: requests to the simulated queue accessor (one per agent, plus one per re-read).
+    let mut queue_requests: u64 = 0;
     for n in 1..=CYCLES {
         let before = env.rig.stats();
         let result = env.cycle().await;
@@ -289,6 +292,7 @@ async fn soak(backend: Backend) {
             interleaved += 1;
         }
         slowest_ms = slowest_ms.max(result.duration_ms);
+        queue_requests += u64::from(result.diagnostics.collect.queue_count_requests);
         if !result.sources_unavailable.is_empty() {
             unknown += 1;
         }
@@ -301,8 +305,8 @@ async fn soak(backend: Backend) {
     let stats = env.stop().await;
     eprintln!(
         "soak on {backend:?}: {CYCLES} cycles in {:.1} s ({interleaved} interleaved with fleet writes, slowest \
-         {slowest_ms:.0} ms, {unknown} with a source unavailable), {} violation cycle(s); \
-         fleet: {stats}",
+         {slowest_ms:.0} ms, {unknown} with a source unavailable, {queue_requests} queue-count \
+         requests), {} violation cycle(s); fleet: {stats}",
         elapsed.as_secs_f64(),
         findings.len()
     );

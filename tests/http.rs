@@ -325,9 +325,9 @@ async fn run_cycle_answers_the_cycle_result() {
     assert!(result["taken_at"].as_str().unwrap().ends_with('Z'));
     assert!(result["duration_ms"].as_f64().is_some());
     assert_eq!(result["trigger"], "manual");
-    // Every invariant this configuration can run: R-01 needs platform.docker (not configured).
-    let mut every_id: Vec<&str> =
-        canary_invariants::catalog::ids_without(canary_invariants::Source::Docker).collect();
+    // Every invariant this configuration can run: R-01 needs platform.docker, B-01
+    // platform.queue_count (neither configured).
+    let mut every_id: Vec<&str> = canary_invariants::catalog::core_ids().collect();
     every_id.sort_unstable();
     assert_eq!(result["checks_run"], json!(every_id));
     assert_eq!(

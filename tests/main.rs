@@ -19,6 +19,7 @@ mod http; // admin HTTP API: probes, auth, metrics, admin routes, single-flight 
 mod monitoring; // shipped Prometheus rules + Grafana dashboard: metrics exist in /metrics, promtool check + test rules
 mod plans; // the plans of every platform statement on the production-shaped fixture: no history scan, rows read
 mod postgres; // the PostgreSQL platform's write side: private server, fixtures, fleet --seed-only, a fault
+mod queue_count; // B-01's source via `canary check`: a real HTTP endpoint over a real SQLite platform; drift, re-read, per-agent failures, endpoint down, secrecy
 mod redis_cluster; // Redis Cluster via `canary check` and the library: every primary read, round trips per node, redirects followed once, a node down
 mod redis_deployed; // Redis as deployed via `canary check`: rediss:// verified, mutual TLS, the README's ACL, validation
 mod redis_sentinel; // Sentinel and replica reads via `canary check`: failover followed, sentinels killed, replica lag bound

@@ -26,7 +26,12 @@ pub const ID_PREFIX: &str = "source:";
 
 /// Every source canary knows, in a stable order (a new [`Source`] variant is added here too;
 /// the `sources_are_complete` test fails until it is).
-pub const SOURCES: [Source; 3] = [Source::Sqlite, Source::Redis, Source::Docker];
+pub const SOURCES: [Source; 4] = [
+    Source::Sqlite,
+    Source::Redis,
+    Source::Docker,
+    Source::QueueCount,
+];
 
 /// The pseudo-invariant id of `source`: `source:redis`.
 pub fn state_id(source: Source) -> String {
@@ -153,10 +158,10 @@ mod tests {
         // An exhaustive match: a new variant does not compile until it is listed in SOURCES.
         for source in SOURCES {
             match source {
-                Source::Sqlite | Source::Redis | Source::Docker => {}
+                Source::Sqlite | Source::Redis | Source::Docker | Source::QueueCount => {}
             }
         }
-        assert_eq!(SOURCES.len(), 3);
+        assert_eq!(SOURCES.len(), 4);
     }
 
     #[test]
@@ -165,6 +170,13 @@ mod tests {
             assert_eq!(source_of(&state_id(source)), Some(source));
         }
         assert_eq!(source_of("S-01"), None);
+        // The serialized name (sources_unavailable, the API) is the same name.
+        for source in SOURCES {
+            assert_eq!(
+                serde_json::to_value(source).ok(),
+                Some(source.as_str().into())
+            );
+        }
         assert_eq!(source_of("source:kafka"), None);
     }
 }

@@ -165,6 +165,16 @@ pub fn ids_without(source: Source) -> impl Iterator<Item = &'static str> {
     ids().filter(move |id| !needs_source(id, source))
 }
 
+/// The catalog ids whose invariants need no optional source (Docker, the queue accessor): what
+/// a platform configured with its database and Redis alone evaluates, in catalog order.
+pub fn core_ids() -> impl Iterator<Item = &'static str> {
+    ids().filter(|id| {
+        !Source::OPTIONAL
+            .iter()
+            .any(|source| needs_source(id, *source))
+    })
+}
+
 /// One catalog entry as the CLI and the API show it: the static description plus the rule text
 /// rendered with the effective parameters.
 #[derive(Debug, Serialize)]

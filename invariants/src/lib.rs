@@ -9,13 +9,14 @@
 //! ```
 //! use canary_invariants::{evaluate, Memory, Outcome, Params, Selection, Snapshot, Source, SqlState, RedisState};
 //!
-//! // Both stores read, nothing in them, Docker not configured: every invariant that needs no
-//! // Docker is evaluated and green; R-01 is not run (not configured, which is not unknown).
+//! // Both stores read, nothing in them, Docker and the queue accessor not configured: every
+//! // invariant that needs neither is evaluated and green; R-01 is not run (not configured,
+//! // which is not unknown).
 //! let snapshot = Snapshot {
 //!     taken_at_ms: 1_768_384_800_000,
 //!     sql: Some(SqlState::default()),
 //!     redis: Some(RedisState::default()),
-//!     not_configured: vec![Source::Docker],
+//!     not_configured: vec![Source::Docker, Source::QueueCount],
 //!     ..Snapshot::default()
 //! };
 //! let eval = evaluate(&snapshot, &Memory::default(), &Params::default(), Selection::AllEnabled);
@@ -49,8 +50,8 @@ pub use memory::{Memory, PidDwell, SeenTerminal, ZombieDwell};
 pub use params::Params;
 pub use snapshot::{
     Agent, Anomaly, AnomalyKind, Backlog, BacklogJson, Container, DockerState, Execution, Field,
-    KeyTtl, MetaKey, Millis, OrphanRows, Phase, Processes, RedisState, Schedule, SlotMember,
-    SlotMeta, SlotSet, Snapshot, Source, SourceUnavailable, SqlState,
+    KeyTtl, MetaKey, Millis, OrphanRows, Phase, Processes, QueueCount, QueueCountState, RedisState,
+    Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source, SourceUnavailable, SqlState,
 };
 pub use transitions::{Hysteresis, InvariantState, Transition, TransitionKind, Verdict};
 pub use violation::{Outcome, Severity, Tier, Violation};

@@ -25,15 +25,22 @@ pub enum Source {
     Redis,
     /// The Docker Engine running the agents' containers (optional: `platform.docker`).
     Docker,
+    /// The platform's own per-agent queued-count endpoint (optional: `platform.queue_count`).
+    #[serde(rename = "queue_count")]
+    QueueCount,
 }
 
 impl Source {
+    /// The sources a configuration may leave out (their invariants are then *not configured*).
+    pub const OPTIONAL: [Source; 2] = [Source::Docker, Source::QueueCount];
+
     /// Lowercase name used in JSON and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Sqlite => "sqlite",
             Source::Redis => "redis",
             Source::Docker => "docker",
+            Source::QueueCount => "queue_count",
         }
     }
 }
@@ -240,6 +247,11 @@ pub struct Snapshot {
     /// sorted): B-08 judges them, B-02 judges them by its pull arm. Empty = no pilots.
     #[serde(default)]
     pub pilot_agents: Vec<String>,
+    /// The platform's reported queued counts (B-01); `None` when the endpoint could not be read
+    /// for any agent (listed in `sources_unavailable`), is not configured (`not_configured`), or
+    /// was not asked because the SQL read failed (B-01 is then unknown through SQL).
+    #[serde(default)]
+    pub queue_counts: Option<QueueCountState>,
 }
 
 impl Snapshot {
@@ -256,6 +268,7 @@ impl Snapshot {
             Source::Sqlite => self.sql.is_some(),
             Source::Redis => self.redis.is_some(),
             Source::Docker => self.docker.is_some(),
+            Source::QueueCount => self.queue_counts.is_some(),
         }
     }
 
@@ -263,6 +276,58 @@ impl Snapshot {
     pub fn is_not_configured(&self, source: Source) -> bool {
         self.not_configured.contains(&source)
     }
+}
+
+/// The queue-accessor side of a snapshot: per agent asked this cycle, the platform's reported
+/// queued count beside the queued rows canary read. The collector has already re-read every
+/// mismatch once (endpoint and SQL), so a [`QueueCount::Read`] whose counts differ is a
+/// mismatch that survived its re-read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueCountState {
+    /// Per agent asked (a bounded, rotating share of the live roster: see the collector).
+    pub agents: BTreeMap<String, QueueCount>,
+    /// Live roster agents this cycle could have asked (the rotation covers them over cycles).
+    pub live_agents: u64,
+}
+
+/// One agent's reported count, or why it could not be judged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum QueueCount {
+    /// Both sides read; after a re-read when the first pair differed.
+    Read {
+        /// The platform's accessor said this many rows are queued.
+        reported: u64,
+        /// canary read this many queued rows.
+        read: u64,
+        /// canary's queued ids (sorted, at most [`QueueCount::MAX_IDS`]), kept only when the
+        /// counts differ (the evidence); empty otherwise.
+        ids: Vec<String>,
+        /// The first pair differed and this is the re-read pair.
+        reread: bool,
+    },
+    /// The agent's queue moved while its mismatch was re-read (the two SQL reads around the
+    /// endpoint's answer differ and the answer lies outside them): not judged this cycle, which
+    /// is neither green evidence nor a failure.
+    Unsettled {
+        /// What the endpoint said at the re-read.
+        reported: u64,
+        /// The queued rows read just before it.
+        before: u64,
+        /// The queued rows read just after it.
+        after: u64,
+    },
+    /// The endpoint (or the re-read) failed for this agent: it is *unknown*, never green.
+    Unreadable {
+        /// The failure class (timeout, HTTP status, not JSON, pointer missing, not a
+        /// non-negative integer, ...), never the URL.
+        reason: String,
+    },
+}
+
+impl QueueCount {
+    /// How many of canary's queued ids a mismatch carries as evidence.
+    pub const MAX_IDS: usize = 20;
 }
 
 /// The Docker side of a snapshot: the running agent containers (listed by label) and, per

@@ -10,8 +10,8 @@ use crate::memory::Memory;
 use crate::params::Params;
 use crate::snapshot::{
     Agent, Anomaly, AnomalyKind, Backlog, BacklogJson, Container, DockerState, Execution, Field,
-    KeyTtl, MetaKey, Millis, OrphanRows, Phase, Processes, RedisState, Schedule, SlotMember,
-    SlotMeta, SlotSet, Snapshot, Source, SourceUnavailable, SqlState,
+    KeyTtl, MetaKey, Millis, OrphanRows, Phase, Processes, QueueCount, QueueCountState, RedisState,
+    Schedule, SlotMember, SlotMeta, SlotSet, Snapshot, Source, SourceUnavailable, SqlState,
 };
 use crate::violation::{Severity, Violation};
 
@@ -31,6 +31,8 @@ pub struct SnapshotBuilder {
     sql_up: bool,
     redis_up: bool,
     docker_up: bool,
+    queue_counts: QueueCountState,
+    queue_counts_up: bool,
 }
 
 impl Default for SnapshotBuilder {
@@ -53,6 +55,8 @@ impl SnapshotBuilder {
             sql_up: true,
             redis_up: true,
             docker_up: true,
+            queue_counts: QueueCountState::default(),
+            queue_counts_up: true,
         }
     }
 
@@ -113,8 +117,10 @@ impl SnapshotBuilder {
 
     /// Leaves a source out of the configuration (its invariants are not configured).
     pub fn not_configured(mut self, source: Source) -> Self {
-        if source == Source::Docker {
-            self.docker_up = false;
+        match source {
+            Source::Docker => self.docker_up = false,
+            Source::QueueCount => self.queue_counts_up = false,
+            Source::Sqlite | Source::Redis => {}
         }
         self.snapshot.not_configured.push(source);
         self
@@ -354,6 +360,7 @@ impl SnapshotBuilder {
             Source::Sqlite => self.sql_up = false,
             Source::Redis => self.redis_up = false,
             Source::Docker => self.docker_up = false,
+            Source::QueueCount => self.queue_counts_up = false,
         }
         self.snapshot.sources_unavailable.push(SourceUnavailable {
             source,
@@ -379,7 +386,15 @@ impl SnapshotBuilder {
         snapshot.sql = self.sql_up.then_some(self.sql);
         snapshot.redis = self.redis_up.then_some(self.redis);
         snapshot.docker = self.docker_up.then_some(self.docker);
+        snapshot.queue_counts = self.queue_counts_up.then_some(self.queue_counts);
         snapshot
+    }
+
+    /// Records what the platform's queue accessor said for `agent` (B-01).
+    pub fn queue_count(mut self, agent: &str, count: QueueCount) -> Self {
+        self.queue_counts.agents.insert(agent.to_owned(), count);
+        self.queue_counts.live_agents = self.queue_counts.agents.len() as u64;
+        self
     }
 
     fn members_of(&mut self, agent: &str) -> &mut Vec<SlotMember> {

@@ -254,6 +254,8 @@ prop_compose! {
         custom in proptest::collection::vec(custom_result(), 0..4),
         containers in proptest::collection::vec(container(), 0..4),
         docker_up in prop::bool::weighted(0.8),
+        queue in proptest::collection::btree_map(name(), queue_count(), 0..4),
+        queue_up in prop::bool::weighted(0.8),
     ) -> Snapshot {
         // Container ids are unique in a listing.
         let mut seen = BTreeSet::new();
@@ -288,8 +290,37 @@ prop_compose! {
             docker: docker_up.then_some(DockerState { containers }),
             not_configured: vec![],
             pilot_agents: vec![],
+            queue_counts: queue_up.then_some(canary_invariants::QueueCountState {
+                live_agents: queue.len() as u64,
+                agents: queue,
+            }),
         }
     }
+}
+
+/// A queue-accessor answer: any counts (equal or not), moved queues, failures.
+fn queue_count() -> impl Strategy<Value = canary_invariants::QueueCount> {
+    use canary_invariants::QueueCount;
+    prop_oneof![
+        (
+            0u64..5,
+            0u64..5,
+            proptest::collection::vec(name(), 0..3),
+            any::<bool>()
+        )
+            .prop_map(|(reported, read, ids, reread)| QueueCount::Read {
+                reported,
+                read,
+                ids,
+                reread,
+            }),
+        (0u64..5, 0u64..5, 0u64..5).prop_map(|(reported, before, after)| QueueCount::Unsettled {
+            reported,
+            before,
+            after,
+        }),
+        name().prop_map(|reason| QueueCount::Unreadable { reason }),
+    ]
 }
 
 /// A custom invariant's result: ids may repeat or shadow a catalog id, rows have odd shapes.

@@ -18,6 +18,10 @@
 //! - [`docker`]: the running agent containers, their start times, the environment variables
 //!   named in configuration and the agent process's zombies, through a read-only Engine API
 //!   wrapper (optional: without `platform.docker` the source is *not configured*).
+//! - [`queue_count`]: the platform's own queued count per agent over HTTP (optional: without
+//!   `platform.queue_count` the source is *not configured*), compared with the SQL read's
+//!   queued rows, each mismatch re-read once. Read after SQLite (it needs the roster and the
+//!   queued rows).
 //! - [`secrets`]: credential patterns in queued rows' metadata, found here so the text never
 //!   enters the snapshot.
 //! - [`timestamp`]: the one place timestamps are parsed.
@@ -33,6 +37,7 @@
 //! It must not judge anything (that is `canary-invariants`) nor write to either store.
 
 pub mod docker;
+pub mod queue_count;
 pub mod redis;
 pub mod secrets;
 pub mod sql;
@@ -79,6 +84,11 @@ pub struct CollectStats {
     /// Wall time of the Docker read (listing, inspects, execs), in milliseconds; 0 when not
     /// configured.
     pub docker_ms: f64,
+    /// Requests to the platform's queue-count endpoint (0 when not configured): one per agent
+    /// asked (at most `max_agents_per_cycle`) plus one per mismatch re-read.
+    pub queue_count_requests: u32,
+    /// Wall time of the queue-count read (requests and re-reads), in milliseconds.
+    pub queue_count_ms: f64,
     /// How the Redis node was found this cycle (Sentinel, replica lag, fallback); absent for a
     /// plain `redis_url` primary.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +200,21 @@ pub async fn builtin(
             Source::Sqlite,
             "internal error: reader task failed".to_owned(),
         ),
+    }
+    match (&cfg.queue_count, &snapshot.sql) {
+        (Some(qc), Some(sql)) => {
+            let started = Instant::now();
+            let read = queue_count::read(cfg, qc, sql).await;
+            stats.queue_count_requests = read.requests;
+            stats.queue_count_ms = elapsed_ms(started);
+            match read.result {
+                Ok(state) => snapshot.queue_counts = Some(state),
+                Err(e) => unavailable(&mut snapshot, Source::QueueCount, e.to_string()),
+            }
+        }
+        // Without the SQL read there is nothing to compare with: B-01 is unknown through it.
+        (Some(_), None) => {}
+        (None, _) => snapshot.not_configured.push(Source::QueueCount),
     }
     match redis_outcome.result {
         Ok((state, found)) => {

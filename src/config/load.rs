@@ -39,11 +39,12 @@ pub const ENV_PREFIX: &str = "CANARY__";
 pub const CONFIG_ENV: &str = "CANARY_CONFIG";
 
 /// Dotted paths of the secret keys: their values never appear in errors.
-const SECRET_PATHS: [&str; 4] = [
+const SECRET_PATHS: [&str; 5] = [
     "alerts.slack.webhook_url",
     "alerts.heartbeat.url",
     "http.admin_token",
     "platform.database_url",
+    "platform.queue_count.url",
 ];
 
 /// Optional string-typed keys. Their default is `None`, so the serialized default tree cannot

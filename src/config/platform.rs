@@ -184,6 +184,67 @@ pub struct PlatformConfig {
     /// Pull mode: the pilot agents served by pull workers instead of slots (B-08, B-02's pull
     /// arm). Needs `platform.docker` (the containers say whether they run in pull mode).
     pub pull: PullConfig,
+    /// The platform's own per-agent queued-count endpoint (B-01). Absent = the `queue_count`
+    /// source is off and B-01 is *not configured* (not run).
+    pub queue_count: Option<QueueCountConfig>,
+}
+
+/// `platform.queue_count`: where the platform reports an agent's queued count over HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueCountConfig {
+    /// URL template with `{agent}` exactly once (replaced by the percent-encoded agent name),
+    /// `http://` or `https://`. A secret like the database URL (it may embed credentials):
+    /// never logged, redacted in `config show`, errors name the agent, not the URL.
+    pub url: Secret,
+    /// JSON pointer (RFC 6901) to the count in the response body: a non-negative integer.
+    #[serde(default = "default_json_pointer")]
+    pub json_pointer: String,
+    /// A file holding a bearer token, sent as `Authorization: Bearer …` (read at each cycle, so
+    /// a rotated token is picked up without a restart).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Bound of each request (connect included).
+    #[serde(default = "default_queue_count_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Requests in flight at once.
+    #[serde(default = "default_queue_count_concurrency")]
+    pub concurrency: usize,
+    /// Agents asked per cycle, at most: every live agent with queued rows first, then a share
+    /// of the others that rotates from cycle to cycle, so every live agent is asked within
+    /// `ceil(agents / max_agents_per_cycle)` cycles while a cycle's cost stays bounded.
+    #[serde(default = "default_queue_count_max_agents")]
+    pub max_agents_per_cycle: usize,
+}
+
+fn default_json_pointer() -> String {
+    "/queued".to_owned()
+}
+
+fn default_queue_count_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_queue_count_concurrency() -> usize {
+    8
+}
+
+fn default_queue_count_max_agents() -> usize {
+    200
+}
+
+impl QueueCountConfig {
+    /// A configuration for `url` with every other key at its default.
+    pub fn new(url: impl Into<String>) -> QueueCountConfig {
+        QueueCountConfig {
+            url: Secret::new(url),
+            json_pointer: default_json_pointer(),
+            token_file: None,
+            timeout: default_queue_count_timeout(),
+            concurrency: default_queue_count_concurrency(),
+            max_agents_per_cycle: default_queue_count_max_agents(),
+        }
+    }
 }
 
 /// `platform.pull`: which agents are pull-mode pilots.
@@ -231,6 +292,7 @@ impl Default for PlatformConfig {
             cascade: default_cascade(),
             backlog_metadata_skip: vec!["/images/*/data".to_owned()],
             pull: PullConfig::default(),
+            queue_count: None,
         }
     }
 }

@@ -209,6 +209,9 @@ fn redis_topology(p: &PlatformConfig, out: &mut Vec<Problem>) {
         docker(d, out);
     }
     pull(p, out);
+    if let Some(q) = &p.queue_count {
+        queue_count(q, out);
+    }
     match p.redis_read_from {
         RedisReadFrom::Primary => {
             if p.redis_replica_url.is_some() {
@@ -322,6 +325,101 @@ fn docker(d: &super::platform::DockerConfig, out: &mut Vec<Problem>) {
             );
         }
     }
+}
+
+/// Upper bound of `platform.queue_count.max_agents_per_cycle` (the issue's fleet bound).
+const MAX_QUEUE_COUNT_AGENTS: usize = 10_000;
+
+/// `platform.queue_count`: an http(s) URL template with `{agent}` exactly once, a JSON pointer,
+/// a readable token file, a positive timeout, bounded concurrency and share of agents. The
+/// URL is a secret: messages never quote it.
+fn queue_count(q: &super::platform::QueueCountConfig, out: &mut Vec<Problem>) {
+    let template = q.url.expose();
+    let placeholders = template.matches("{agent}").count();
+    if placeholders != 1 {
+        push(
+            out,
+            "platform.queue_count.url",
+            format!(
+                "must contain {{agent}} exactly once (found {placeholders}; value not shown: it \
+                 may hold credentials)"
+            ),
+        );
+    }
+    match reqwest::Url::parse(&template.replace("{agent}", "agent")) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+        Ok(_) => push(
+            out,
+            "platform.queue_count.url",
+            "must be an http:// or https:// URL with a host (value not shown)",
+        ),
+        Err(e) => push(
+            out,
+            "platform.queue_count.url",
+            format!("is not a URL: {e} (value not shown)"),
+        ),
+    }
+    if !json_pointer_ok(&q.json_pointer) {
+        push(
+            out,
+            "platform.queue_count.json_pointer",
+            format!(
+                "{:?} is not a JSON pointer (empty, or `/`-separated tokens where `~` is only \
+                 `~0` or `~1`, e.g. /queued or /data/queue/count)",
+                q.json_pointer
+            ),
+        );
+    }
+    if let Some(path) = &q.token_file {
+        match Secret::from_file(path) {
+            Ok(token) if token.expose().is_empty() => push(
+                out,
+                "platform.queue_count.token_file",
+                format!("{} is empty", path.display()),
+            ),
+            Ok(_) => {}
+            Err(e) => push(
+                out,
+                "platform.queue_count.token_file",
+                format!("{}: {e}", path.display()),
+            ),
+        }
+    }
+    if q.timeout.is_zero() {
+        push(out, "platform.queue_count.timeout", "must be positive");
+    }
+    if !(1..=64).contains(&q.concurrency) {
+        push(
+            out,
+            "platform.queue_count.concurrency",
+            "must be between 1 and 64",
+        );
+    }
+    if !(1..=MAX_QUEUE_COUNT_AGENTS).contains(&q.max_agents_per_cycle) {
+        push(
+            out,
+            "platform.queue_count.max_agents_per_cycle",
+            format!("must be between 1 and {MAX_QUEUE_COUNT_AGENTS}"),
+        );
+    }
+}
+
+/// RFC 6901: empty (the whole document), or `/`-prefixed tokens in which `~` is followed only by
+/// `0` or `1`.
+fn json_pointer_ok(pointer: &str) -> bool {
+    if pointer.is_empty() {
+        return true;
+    }
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return false;
+    };
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return false;
+        }
+    }
+    true
 }
 
 /// `platform.pull`: pilots need the Docker source (their containers say whether they run in
@@ -1275,6 +1373,63 @@ mod tests {
                 "platform.docker.process_name",
                 "platform.docker.timeout",
                 "platform.docker.env_keep[1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn queue_count_settings_are_checked_and_never_quote_the_url() {
+        use crate::config::platform::QueueCountConfig;
+        let mut c = base();
+        let ok = "https://user:pw@backend:8000/api/agents/{agent}/queue?x=1";
+        c.platform.queue_count = Some(QueueCountConfig::new(ok));
+        assert!(validate(&c).is_empty(), "{:?}", validate(&c));
+        for pointer in ["", "/", "/a~0b/c~1d/0"] {
+            c.platform.queue_count = Some(QueueCountConfig {
+                json_pointer: pointer.to_owned(),
+                ..QueueCountConfig::new(ok)
+            });
+            assert!(validate(&c).is_empty(), "{pointer:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty-token");
+        std::fs::write(&empty, "\n").unwrap();
+        let secret_url = "ftp://user:s3cret-pw@backend/{agent}/{agent}";
+        c.platform.queue_count = Some(QueueCountConfig {
+            json_pointer: "queued~2".to_owned(),
+            token_file: Some(empty),
+            timeout: std::time::Duration::ZERO,
+            concurrency: 0,
+            max_agents_per_cycle: 10_001,
+            ..QueueCountConfig::new(secret_url)
+        });
+        let problems = validate(&c);
+        assert_eq!(
+            paths(&problems),
+            [
+                "platform.queue_count.url",
+                "platform.queue_count.url",
+                "platform.queue_count.json_pointer",
+                "platform.queue_count.token_file",
+                "platform.queue_count.timeout",
+                "platform.queue_count.concurrency",
+                "platform.queue_count.max_agents_per_cycle",
+            ]
+        );
+        let text = format!("{problems:?}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("backend"),
+            "{text}"
+        );
+        c.platform.queue_count = Some(QueueCountConfig {
+            token_file: Some(dir.path().join("absent")),
+            ..QueueCountConfig::new("http://backend/api/agents/queue")
+        });
+        assert_eq!(
+            paths(&validate(&c)),
+            [
+                "platform.queue_count.url",
+                "platform.queue_count.token_file"
             ]
         );
     }

@@ -20,7 +20,7 @@ use crate::fleet::faults::{self, Injector};
 use crate::fleet::platform::RedisTarget;
 use crate::fleet::platform_db::PlatformTarget;
 use crate::fleet::seed::{self, SeedSpec};
-use crate::fleet::sim::{self, Fleet, FleetSpec};
+use crate::fleet::sim::{self, Fleet, FleetSpec, QueueAccessor};
 use crate::report as output;
 
 /// What `canary fleet` does.
@@ -97,6 +97,13 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
     let fleet = Fleet::start(&opts.target, &opts.redis, &opts.spec, plans)
         .await
         .map_err(RunError::at("starting the fleet"))?;
+    // The platform's queued-count endpoint (B-01), served until the run ends.
+    let accessor = QueueAccessor::start(&opts.target, fleet.control())
+        .map_err(RunError::at("starting the queue accessor"))?;
+    output::print(&format!(
+        "queue accessor (B-01): platform.queue_count.url: {}",
+        accessor.url_template()
+    ));
     let mut injector = Injector::connect(
         &opts.target,
         &opts.redis,

@@ -1,6 +1,7 @@
 //! A self-contained synthetic platform: a temp directory holding a platform database created from
 //! the schema (a SQLite file, or a database on a private PostgreSQL server), a private
-//! `redis-server` (or a private Redis Cluster the caller started), the simulated fleet running on it, and a fault injector with every requested
+//! `redis-server` (or a private Redis Cluster the caller started), the simulated fleet running on it,
+//! the platform's queued-count endpoint (`sim::QueueAccessor`), and a fault injector with every requested
 //! site provisioned. Shared by `canary demo` and the end-to-end tests, so both watch exactly the
 //! same platform. It must not touch any store it did not start.
 
@@ -8,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::platform::RedisCluster;
+use crate::config::platform::{QueueCountConfig, RedisCluster};
 use crate::config::{PlatformConfig, Secret};
 use crate::fleet::faults::{Injector, Recipe};
 use crate::fleet::platform::{FleetError, RedisTarget};
 use crate::fleet::platform_db::{PG_TYPED_SCHEMA, PlatformTarget};
 use crate::fleet::postgres_server::{PostgresServer, PostgresServerError};
 use crate::fleet::redis_server::RedisServer;
-use crate::fleet::sim::{self, Fleet, FleetSpec, FleetStatsSnapshot};
+use crate::fleet::sim::{self, Fleet, FleetSpec, FleetStatsSnapshot, QueueAccessor};
 
 /// Which database engine the rig's platform runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,6 +60,8 @@ pub struct Rig {
     // Field order is drop order: the fleet and the injector close their connections before the
     // servers stop, and the servers stop before their directory goes.
     fleet: Option<Fleet>,
+    /// The platform's queued-count endpoint (B-01), over the same database.
+    accessor: QueueAccessor,
     /// Injects and reverts fault recipes on this platform.
     pub injector: Injector,
     /// The rig's own `redis-server` (`None` on a cluster the caller started and keeps).
@@ -211,11 +214,13 @@ impl Rig {
                 .map_err(setup)?;
         }
         let fleet = Fleet::start(&target, &redis_target, spec, plans).await?;
+        let accessor = QueueAccessor::start(&target, fleet.control())?;
         let injector =
             Injector::connect(&target, &redis_target, &spec.prefix, Some(fleet.control())).await?;
         injector.provision(recipes)?;
         Ok(Rig {
             fleet: Some(fleet),
+            accessor,
             injector,
             redis,
             redis_target,
@@ -290,9 +295,16 @@ impl Rig {
         &self.redis_target
     }
 
-    /// A platform configuration pointing canary at this platform (default names).
+    /// The URL template of the platform's queued-count endpoint (`{agent}` in place).
+    pub fn queue_count_url(&self) -> String {
+        self.accessor.url_template()
+    }
+
+    /// A platform configuration pointing canary at this platform (default names), its
+    /// queued-count endpoint included (B-01).
     pub fn platform_config(&self) -> PlatformConfig {
         PlatformConfig {
+            queue_count: Some(QueueCountConfig::new(self.queue_count_url())),
             sqlite_path: self.sqlite_path().to_path_buf(),
             database_url: self.watch_url().map(Secret::new),
             redis_url: self.redis_url(),

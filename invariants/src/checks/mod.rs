@@ -63,6 +63,7 @@ catalog! {
     e04_queued_rows_have_metadata::E04(E04Params) as e04 = "E-04",
     e05_dispatched_rows_have_session::E05(E05Params) as e05 = "E-05",
     e06_no_overdue_next_run::E06(E06Params) as e06 = "E-06",
+    b01_queue_accessor_coherence::B01(B01Params) as b01 = "B-01",
     b02_queued_without_full_slots::B02(B02Params) as b02 = "B-02",
     b05_stale_queued_rows::B05(B05Params) as b05 = "B-05",
     b08_pull_workers_alive::B08(B08Params) as b08 = "B-08",

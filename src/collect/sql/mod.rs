@@ -9,6 +9,7 @@
 //!   can be scanned); [`roster`], [`executions`], [`cascade`], [`schedules`]: one statement each,
 //!   built from those facts; [`value`]: cells → the snapshot's types.
 //! - [`custom`]: the operator-defined statements; [`preflight`]: the same checked at startup.
+//! - [`queued`]: B-01's re-read of a few agents' queued ids, on a connection of its own.
 //! - `query` (identifier quoting, placeholders) and `error` ([`SqlError`]) are the leaves the
 //!   others share; imports go one way, from this file down to them.
 //!
@@ -37,6 +38,7 @@ pub mod executions;
 pub mod postgres;
 pub mod preflight;
 mod query;
+pub mod queued;
 mod reader;
 pub mod roster;
 pub mod schedules;

@@ -148,6 +148,7 @@ registry! {
     e04_bad_metadata::E04BadMetadata,
     e05_no_session::E05NoSession,
     e06_overdue_schedule::E06OverdueSchedule,
+    b01_accessor_drift::B01AccessorDrift,
     b02_queued_idle::B02QueuedIdle,
     b05_stale_queued::B05StaleQueued,
     g03_clock_skew::G03ClockSkew,

@@ -27,11 +27,15 @@
 //! writes never stall the watcher it is being watched by. It only writes to the stores it was
 //! explicitly given.
 //!
+//! Beside it, `accessor` serves the platform's queued-count endpoint (B-01) over the same
+//! database.
+//!
 //! Layout: `shapes` (timestamps in every shape, the wall clock), `spec` (what to simulate,
 //! the per-agent plans), `setup` (opening, provisioning and recovering the stores), `stats`
 //! (the counters), `thread` (the simulator's thread: start, control, stop) and `engine` (the
 //! event loop and the protocol steps it schedules).
 
+mod accessor;
 mod engine;
 mod setup;
 mod shapes;
@@ -39,6 +43,7 @@ mod spec;
 mod stats;
 mod thread;
 
+pub use accessor::QueueAccessor;
 pub use setup::{BUSY_TIMEOUT, open_db, provision, recover};
 pub use shapes::{Shape, stamp};
 pub use spec::{AgentPlan, FleetSpec, plan};

@@ -19,6 +19,9 @@ use crate::fleet::platform::{FleetError, RedisTarget};
 pub struct Control {
     /// The capacity sweep is "dead": no sentinels, no dispatch from the sweep, no heartbeat.
     pub sweep_stopped: AtomicBool,
+    /// The queue accessor's stale "cache": agents answered with this count instead of their
+    /// rows (B-01's drift).
+    pub stale_queue_counts: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A running simulator. Stop it with [`Fleet::stop`] (it then finishes or cancels everything in
