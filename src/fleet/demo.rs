@@ -801,3 +801,43 @@ fn summary(
     );
     (s, ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two recipes of one invariant share one alert, so they never share a group; a recipe that
+    /// runs alone gets its own, last; every recipe is in exactly one group.
+    #[test]
+    fn groups_keep_one_recipe_per_invariant_and_the_lone_ones_apart() {
+        let all = faults::parse_list("all").unwrap_or_default();
+        let groups = groups_of(&all, 3);
+        let mut seen: Vec<&str> = Vec::new();
+        for g in &groups {
+            assert!(g.len() <= 3);
+            let mut ids: Vec<&str> = g.iter().map(|r| r.meta().invariant).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(
+                ids.len(),
+                g.len(),
+                "one invariant twice in a group: {ids:?}"
+            );
+            if g.iter().any(|r| r.meta().runs_alone) {
+                assert_eq!(g.len(), 1);
+            }
+            seen.extend(g.iter().map(|r| r.meta().name));
+        }
+        seen.sort_unstable();
+        let mut names: Vec<&str> = all.iter().map(|r| r.meta().name).collect();
+        names.sort_unstable();
+        assert_eq!(seen, names);
+        let b02: Vec<usize> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.iter().any(|r| r.meta().invariant == "B-02"))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(b02.len(), 2, "b02-queued-idle and b02-pull-queued apart");
+    }
+}

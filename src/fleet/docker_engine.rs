@@ -500,3 +500,19 @@ fn write_exec(path: &Path, text: &str) -> Result<(), DockerEngineError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .map_err(io("chmod of the claude script"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_or_user_names_the_fix() {
+        let missing = DockerEngineError::NotFound { binary: "dockerd" }.to_string();
+        assert!(
+            missing.contains("dockerd") && missing.contains(INSTALL),
+            "{missing}"
+        );
+        let user = DockerEngineError::NotRoot { uid: 1000 }.to_string();
+        assert!(user.contains("root") && user.contains("1000"), "{user}");
+    }
+}
