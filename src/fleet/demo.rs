@@ -277,8 +277,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitC
                 break 'timeline true;
             }
             for r in group {
-                let at = crate::clock::now_ms();
                 let what = rig.injector.inject(*r).await;
+                // Counted from when the fault is fully in place: a container recipe's `docker
+                // stop` or exec takes a moment, and a cycle whose snapshot raced it saw the
+                // container half-way (unknown, never green) without that being a late detection.
+                let at = crate::clock::now_ms();
                 let track = ctx.track(r.meta().name);
                 match what {
                     Ok(what) => {
