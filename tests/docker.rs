@@ -3,7 +3,9 @@
 //! no snapshot, output or state database), zombies found by the fixed `ps` exec, one sick
 //! container unknown without blinding the rest, an unreachable socket unavailable; then R-01 and
 //! H-01's critical arm end to end through `canary check` (red → one fired → revert → one
-//! resolved), and Docker left out of the configuration reported as *not configured*.
+//! resolved), and Docker left out of the configuration reported as *not configured*; then the
+//! fleet's container recipes (R-01's zombie, B-08's stopped pilot, B-02's pull arm) end to end
+//! on the simulated fleet with their sites' containers on the private engine.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,12 +13,15 @@ use std::time::Duration;
 
 use canary::collect::docker;
 use canary::config::platform::{DockerConfig, ZombieSource};
+use canary::fleet::faults::{self, RECIPES};
 use canary::fleet::platform::{self, Platform};
 use canary::fleet::redis_server::RedisServer;
+use canary::fleet::rig::{Backend, Rig, RigDocker};
 use canary_invariants::Processes;
 use serde_json::Value;
 
-use crate::support::docker::{DockerEngine, IMAGE_WITHOUT_PS};
+use crate::support::docker::IMAGE_WITHOUT_PS;
+use crate::support::fleet::FleetEnv;
 
 /// A value only ever present in a container's environment.
 const SECRET: &str = "sk-live-canary-must-never-store-this";
@@ -32,21 +37,27 @@ fn docker_config(endpoint: &str) -> DockerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_source_lists_agents_keeps_only_named_env_and_finds_zombies() {
-    let engine = DockerEngine::start();
+    let engine = crate::support::docker::start();
     let secret_env = format!("PLATFORM_API_KEY={SECRET}");
     let env = [secret_env.as_str(), "TRINITY_PULL_MODE=true"];
-    let zombie_id = engine.agent_with_zombie("agent-z", &env);
-    engine.healthy_agent("agent-ok", &env);
-    engine.run("unrelated", &[], &env, "exec /bin/sleep 100000");
-    let stopped = engine.healthy_agent("agent-stopped", &env);
-    engine.docker(&["stop", "-t", "0", &stopped]);
-    engine.run_image(
-        IMAGE_WITHOUT_PS,
-        "agent-sick",
-        &["trinity.platform=agent"],
-        &env,
-        "exec /bin/sleep 100000",
-    );
+    let zombie_id = engine.agent_with_zombie("agent-z", &env).expect("docker");
+    engine.healthy_agent("agent-ok", &env).expect("docker");
+    engine
+        .run("unrelated", &[], &env, "exec /bin/sleep 100000")
+        .expect("docker");
+    let stopped = engine.healthy_agent("agent-stopped", &env).expect("docker");
+    engine
+        .docker(&["stop", "-t", "0", &stopped])
+        .expect("docker");
+    engine
+        .run_image(
+            IMAGE_WITHOUT_PS,
+            "agent-sick",
+            &["trinity.platform=agent"],
+            &env,
+            "exec /bin/sleep 100000",
+        )
+        .expect("docker");
 
     let state = docker::read(&docker_config(&engine.endpoint()), &[])
         .await
@@ -212,11 +223,15 @@ fn transitions(result: &Value) -> Vec<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r01_fires_once_on_a_persisting_zombie_and_resolves_once_when_it_is_gone() {
-    let engine = DockerEngine::start();
+    let engine = crate::support::docker::start();
     let env = Env::new(&["z", "ok"]).await;
     let secret_env = format!("PLATFORM_API_KEY={SECRET}");
-    engine.agent_with_zombie("agent-z", &[secret_env.as_str()]);
-    engine.healthy_agent("agent-ok", &[secret_env.as_str()]);
+    engine
+        .agent_with_zombie("agent-z", &[secret_env.as_str()])
+        .expect("docker");
+    engine
+        .healthy_agent("agent-ok", &[secret_env.as_str()])
+        .expect("docker");
     let config = env.config(
         &docker_block(&engine.endpoint()),
         "invariants:\n  R-01:\n    dwell_seconds: 2\n",
@@ -248,8 +263,8 @@ async fn r01_fires_once_on_a_persisting_zombie_and_resolves_once_when_it_is_gone
     assert!(transitions(&still).is_empty(), "{still}");
 
     // Revert: the leaking container is replaced by a healthy one.
-    engine.docker(&["rm", "-f", "agent-z"]);
-    engine.healthy_agent("agent-z", &[]);
+    engine.docker(&["rm", "-f", "agent-z"]).expect("docker");
+    engine.healthy_agent("agent-z", &[]).expect("docker");
     let (code, green, _) = check(&config, &only);
     assert_eq!(code, 0, "{green}");
     assert_eq!(
@@ -268,10 +283,10 @@ async fn r01_fires_once_on_a_persisting_zombie_and_resolves_once_when_it_is_gone
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_agent_containers_contradict_an_empty_roster_critically() {
-    let engine = DockerEngine::start();
+    let engine = crate::support::docker::start();
     let env = Env::new(&[]).await;
-    engine.healthy_agent("agent-a", &[]);
-    engine.healthy_agent("agent-b", &[]);
+    engine.healthy_agent("agent-a", &[]).expect("docker");
+    engine.healthy_agent("agent-b", &[]).expect("docker");
     let config = env.config(
         &docker_block(&engine.endpoint()),
         "invariants:\n  H-01:\n    confirm_after_seconds: 1\n",
@@ -298,7 +313,9 @@ async fn running_agent_containers_contradict_an_empty_roster_critically() {
         [("H-01".into(), "fired".into(), "critical".into())]
     );
     // The containers go: a genuinely empty fleet, resolved once.
-    engine.docker(&["rm", "-f", "agent-a", "agent-b"]);
+    engine
+        .docker(&["rm", "-f", "agent-a", "agent-b"])
+        .expect("docker");
     let (code, green, _) = check(&config, &only);
     assert_eq!(code, 0, "{green}");
     assert_eq!(
@@ -381,7 +398,7 @@ fn unix_now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b08_pull_workers_silent_fire_once_and_resolve_once_when_they_poll_again() {
-    let engine = DockerEngine::start();
+    let engine = crate::support::docker::start();
     let env = Env::new(&["p", "ok"]).await;
     let secret_env = format!("PLATFORM_API_KEY={SECRET}");
     let pull_env = [
@@ -389,8 +406,8 @@ async fn b08_pull_workers_silent_fire_once_and_resolve_once_when_they_poll_again
         "TRINITY_PULL_MODE=1",
         "TRINITY_MAX_PARALLEL_TASKS=2",
     ];
-    engine.healthy_agent("agent-p", &pull_env);
-    engine.healthy_agent("agent-ok", &pull_env);
+    engine.healthy_agent("agent-p", &pull_env).expect("docker");
+    engine.healthy_agent("agent-ok", &pull_env).expect("docker");
 
     // The pilot keeps its two pull-mode variables without env_keep naming them; a non-pilot
     // keeps nothing (env_keep is empty), and the secret never survives.
@@ -463,7 +480,7 @@ async fn b08_pull_workers_silent_fire_once_and_resolve_once_when_they_poll_again
     );
 
     // The pilot's container stops: workers_missing.
-    engine.docker(&["rm", "-f", "agent-p"]);
+    engine.docker(&["rm", "-f", "agent-p"]).expect("docker");
     let (code, missing, _) = check(&config, &only);
     assert_eq!(code, 1, "{missing}");
     assert_eq!(missing["violations"][0]["signal"], "workers_missing");
@@ -475,4 +492,67 @@ async fn b08_pull_workers_silent_fire_once_and_resolve_once_when_they_poll_again
             "a container's secret reached the state database"
         );
     }
+}
+
+/// A container recipe of the fault registry (`canary::fleet::faults`, `needs_docker`) on the
+/// simulated fleet with its site's agent container on a private dockerd, watched by the daemon's
+/// sequencer with alerts to a real webhook: baseline green → inject → red → exactly one fired
+/// → revert → green → exactly one resolved, nothing else (tests/fleet.rs's `detect_with`).
+async fn detect_on_docker(name: &str) {
+    let engine = crate::support::docker::start();
+    let recipe = crate::fleet::recipe_named(name);
+    let rig = Rig::start_with_docker(
+        Backend::Sqlite,
+        &crate::fleet::recipe_fleet_spec(),
+        &[recipe],
+        RigDocker::Private(engine),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("[{name}] starting the platform with docker: {e}"));
+    let env = FleetEnv::watch(rig, |_| {}).await;
+    crate::fleet::detect_with(name, env, "docker").await;
+}
+
+/// One test per container recipe, named after it; a container recipe missing from the list
+/// fails `every_container_recipe_has_a_test_here`.
+macro_rules! container_recipe_tests {
+    ($($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                detect_on_docker(&stringify!($test).replace('_', "-")).await;
+            }
+        )*
+
+        #[test]
+        fn every_container_recipe_has_a_test_here() {
+            let tested = [$(stringify!($test).replace('_', "-")),*];
+            for r in RECIPES.iter().filter(|r| r.meta().needs_docker) {
+                let name = r.meta().name;
+                assert!(tested.iter().any(|t| t == name), "container recipe {name} has no test");
+            }
+            for name in &tested {
+                let needs = faults::find(name).map(|r| r.meta().needs_docker);
+                assert_eq!(needs, Some(true), "test {name} names no container recipe");
+            }
+        }
+    };
+}
+
+container_recipe_tests! {
+    r01_zombie,
+    b08_workers_missing,
+    b02_pull_queued,
+}
+
+/// Without an engine the container recipes are refused by name, never run half-way.
+#[tokio::test]
+async fn a_container_recipe_without_an_engine_is_refused() {
+    let recipe = crate::fleet::recipe_named("r01-zombie");
+    let error = Rig::start(&crate::fleet::recipe_fleet_spec(), &[recipe])
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("needs a Docker engine"), "{error}");
 }

@@ -277,6 +277,16 @@ pub struct DemoArgs {
     /// PostgreSQL's server binaries: `apt-get install postgresql`).
     #[arg(long, value_enum, default_value_t = DemoPlatform::Sqlite)]
     pub platform: DemoPlatform,
+    /// Add the container story (R-01 zombies, B-08 pull workers, B-02's pull arm): starts a
+    /// private Docker engine (needs root, `dockerd` and `busybox`: `apt-get install docker.io
+    /// busybox-static`). Without it those recipes are skipped and listed as not configured.
+    #[arg(long)]
+    pub docker: bool,
+    /// With --docker: use this running engine (`unix:///path/to/docker.sock`) instead of a
+    /// private one. The demo imports its own busybox image there, runs its containers with
+    /// `--network none`, and removes them when it ends.
+    #[arg(long, value_name = "ENDPOINT", requires = "docker")]
+    pub docker_endpoint: Option<String>,
 }
 
 /// `canary demo --platform`.
@@ -413,6 +423,11 @@ impl DemoArgs {
             platform: match self.platform {
                 DemoPlatform::Sqlite => crate::fleet::rig::Backend::Sqlite,
                 DemoPlatform::Postgres => crate::fleet::rig::Backend::Postgres,
+            },
+            docker: match (self.docker, self.docker_endpoint) {
+                (false, _) => crate::fleet::demo::DemoDocker::Off,
+                (true, None) => crate::fleet::demo::DemoDocker::Private,
+                (true, Some(endpoint)) => crate::fleet::demo::DemoDocker::Endpoint(endpoint),
             },
         }
     }

@@ -1,6 +1,11 @@
 //! `canary demo`: the whole story, continuously, on a machine with nothing but `redis-server`
 //! (and PostgreSQL's server binaries for `--platform postgres`).
 //!
+//! With `--docker` the container story is added: a private Docker engine (or
+//! `--docker-endpoint`'s) runs the agent containers of the recipes that need one (R-01's
+//! zombie, B-08's and B-02's pull-mode pilots) and canary watches it through `platform.docker`.
+//! Without it those recipes are skipped and listed as not configured, never as failures.
+//!
 //! A temp directory gets a platform database (a SQLite file, or a database on a private
 //! PostgreSQL server), a private `redis-server` and a simulated fleet
 //! churning through executions ([`crate::fleet::sim`]). The watcher runs on a short interval
@@ -27,8 +32,9 @@ use crate::config::{self, Config, Overrides};
 use crate::cycle::CycleResult;
 use crate::exit::ExitCode;
 use crate::fleet::RunError;
+use crate::fleet::docker_engine::{DockerClient, DockerEngine, DockerEngineError};
 use crate::fleet::faults::{self, Recipe};
-use crate::fleet::rig::{Backend, Rig};
+use crate::fleet::rig::{Backend, Rig, RigDocker};
 use crate::fleet::sim::FleetSpec;
 use crate::report as output;
 use crate::schedule::runner::CycleRunner;
@@ -59,6 +65,20 @@ pub struct DemoOptions {
     pub config: Option<PathBuf>,
     /// The platform database's engine.
     pub platform: Backend,
+    /// The Docker engine of the container story.
+    pub docker: DemoDocker,
+}
+
+/// `--docker` / `--docker-endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DemoDocker {
+    /// No engine: the recipes needing one are skipped.
+    #[default]
+    Off,
+    /// A private `dockerd` in the demo's temp directory.
+    Private,
+    /// A running engine (`unix:///…`).
+    Endpoint(String),
 }
 
 impl Default for DemoOptions {
@@ -74,6 +94,7 @@ impl Default for DemoOptions {
             keep: false,
             config: None,
             platform: Backend::Sqlite,
+            docker: DemoDocker::Off,
         }
     }
 }
@@ -112,12 +133,20 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitC
         start: Instant::now(),
     };
     let selected = faults::parse_list(&opts.faults).map_err(RunError::Faults)?;
-    let (recipes, missing): (Vec<&'static dyn Recipe>, Vec<&'static dyn Recipe>) = selected
+    let (in_catalog, missing): (Vec<&'static dyn Recipe>, Vec<&'static dyn Recipe>) = selected
         .into_iter()
         .partition(|r| catalog::find(r.meta().invariant).is_some());
     for r in &missing {
         tl.line(&format!(
             "skip {}: invariant {} is not in this build's catalog",
+            r.meta().name,
+            r.meta().invariant
+        ));
+    }
+    let (recipes, no_engine) = faults::split_by_engine(in_catalog, opts.docker != DemoDocker::Off);
+    for r in &no_engine {
+        tl.line(&format!(
+            "skip {}: {} needs a Docker engine (run canary demo --docker)",
             r.meta().name,
             r.meta().invariant
         ));
@@ -129,15 +158,20 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitC
         seed: opts.seed,
         ..FleetSpec::default()
     };
-    let mut rig = Rig::start_on(opts.platform, &spec, &recipes)
-        .await
-        .map_err(RunError::at("starting the synthetic platform"))?;
+    let mut rig = match &opts.docker {
+        DemoDocker::Off => Rig::start_on(opts.platform, &spec, &recipes).await,
+        engine => {
+            let docker = start_docker(engine, &tl).await?;
+            Rig::start_with_docker(opts.platform, &spec, &recipes, docker).await
+        }
+    }
+    .map_err(RunError::at("starting the synthetic platform"))?;
     let caps: Vec<i64> = crate::fleet::sim::plan(&spec)
         .iter()
         .map(|p| p.cap)
         .collect();
     tl.line(&format!(
-        "platform up in {}{}: {} agents (caps {}–{}), ~{:.0} executions/min, seed {}, {} fault sites, redis {}",
+        "platform up in {}{}: {} agents (caps {}–{}), ~{:.0} executions/min, seed {}, {} fault sites, redis {}{}",
         rig.dir().display(),
         match rig.postgres() {
             Some(pg) => format!(" (PostgreSQL on port {})", pg.port()),
@@ -149,7 +183,16 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitC
         spec.rate_per_min,
         spec.seed,
         recipes.len(),
-        rig.redis_url()
+        rig.redis_url(),
+        match rig.docker() {
+            Some(d) => format!(
+                ", docker {} ({} agent container(s), pilots: {})",
+                d.endpoint(),
+                recipes.iter().filter(|r| r.meta().needs_docker).count(),
+                rig.platform_config().pull.pilot_agents.join(", ")
+            ),
+            None => String::new(),
+        }
     ));
 
     let config = demo_config(&opts, &rig)?;
@@ -234,8 +277,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitC
                 break 'timeline true;
             }
             for r in group {
-                let at = crate::clock::now_ms();
                 let what = rig.injector.inject(*r).await;
+                // Counted from when the fault is fully in place: a container recipe's `docker
+                // stop` or exec takes a moment, and a cycle whose snapshot raced it saw the
+                // container half-way (unknown, never green) without that being a late detection.
+                let at = crate::clock::now_ms();
                 let track = ctx.track(r.meta().name);
                 match what {
                     Ok(what) => {
@@ -331,7 +377,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<ExitC
         .map_err(RunError::at("stopping the fleet"))?;
     tl.line(&format!("fleet stopped: {stats}"));
 
-    let (text, ok) = summary(&tracks, &missing, &show);
+    let (text, ok) = summary(&tracks, &missing, &no_engine, &show);
     output::print(&text);
     if opts.keep {
         let kept = rig.keep();
@@ -359,16 +405,61 @@ fn demo_config(opts: &DemoOptions, rig: &Rig) -> Result<Config, RunError> {
     // H-01 must see its suspicion last one interval; with a 1 s interval, 1 s.
     config.invariants.h01.confirm_after_seconds =
         i64::try_from(opts.interval.as_secs().max(1)).unwrap_or(1);
+    // R-01 fires on a zombie that persisted this long: one interval, as H-01's confirmation.
+    config.invariants.r01.dwell_seconds = config.invariants.h01.confirm_after_seconds;
     Ok(config)
+}
+
+/// The engine of `--docker`: a private `dockerd` (started on a blocking thread: it takes a few
+/// seconds), or `--docker-endpoint`'s, where the demo's busybox image is imported.
+async fn start_docker(engine: &DemoDocker, tl: &Timeline) -> Result<RigDocker, RunError> {
+    let blocking = |e: tokio::task::JoinError| RunError::Faults(format!("docker setup: {e}"));
+    match engine {
+        DemoDocker::Off | DemoDocker::Private => {
+            tl.line("starting a private Docker engine (dockerd, --bridge=none) …");
+            let engine = tokio::task::spawn_blocking(DockerEngine::start)
+                .await
+                .map_err(blocking)??;
+            Ok(RigDocker::Private(engine))
+        }
+        DemoDocker::Endpoint(endpoint) => {
+            tl.line(&format!("using the Docker engine at {endpoint}"));
+            let client = DockerClient::for_endpoint(endpoint);
+            let prepared = client.clone();
+            tokio::task::spawn_blocking(move || {
+                let root = tempfile::Builder::new()
+                    .prefix("canary-demo-image-")
+                    .tempdir()
+                    .map_err(|source| DockerEngineError::Io {
+                        what: "temp directory",
+                        source,
+                    })?;
+                prepared.import_images(root.path())
+            })
+            .await
+            .map_err(blocking)??;
+            Ok(RigDocker::External(client))
+        }
+    }
 }
 
 /// Groups of up to `size` recipes; a recipe that runs alone gets a group of its own (H-01: while
 /// it is injected the SQLite source is unavailable, so every SQLite invariant is unknown and
-/// could not detect anything).
+/// could not detect anything), and no group holds two recipes of one invariant (their faults
+/// would share one alert: fired once for two injections).
 fn groups_of(recipes: &[&'static dyn Recipe], size: usize) -> Vec<Vec<&'static dyn Recipe>> {
     let (alone, rest): (Vec<&'static dyn Recipe>, Vec<&'static dyn Recipe>) =
         recipes.iter().partition(|r| r.meta().runs_alone);
-    let mut groups: Vec<Vec<&'static dyn Recipe>> = rest.chunks(size).map(<[_]>::to_vec).collect();
+    let mut groups: Vec<Vec<&'static dyn Recipe>> = Vec::new();
+    for r in rest {
+        let fits = |g: &Vec<&'static dyn Recipe>| {
+            g.len() < size && !g.iter().any(|o| o.meta().invariant == r.meta().invariant)
+        };
+        match groups.iter_mut().find(|g| fits(g)) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
     groups.extend(alone.into_iter().map(|r| vec![r]));
     groups
 }
@@ -525,8 +616,13 @@ impl<'t> Show<'t> {
             } else {
                 String::new()
             };
+            let docker_note = if r.diagnostics.collect.docker_calls > 0 {
+                format!(", docker {:.0} ms", r.diagnostics.collect.docker_ms)
+            } else {
+                String::new()
+            };
             self.tl.line(&format!(
-                "cycle {:>3}: {state}{unknown_note} ({} violation(s), {:.0} ms: sql {:.0} ms, redis {:.0} ms)",
+                "cycle {:>3}: {state}{unknown_note} ({} violation(s), {:.0} ms: sql {:.0} ms, redis {:.0} ms{docker_note})",
                 self.cycles,
                 r.violation_count,
                 r.duration_ms,
@@ -613,7 +709,12 @@ pub fn render_text(payload: &serde_json::Value) -> String {
 }
 
 /// The closing table and the verdict.
-fn summary(tracks: &[Track], missing: &[&'static dyn Recipe], show: &Show<'_>) -> (String, bool) {
+fn summary(
+    tracks: &[Track],
+    missing: &[&'static dyn Recipe],
+    no_engine: &[&'static dyn Recipe],
+    show: &Show<'_>,
+) -> (String, bool) {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -661,8 +762,19 @@ fn summary(tracks: &[Track], missing: &[&'static dyn Recipe], show: &Show<'_>) -
             "skipped"
         );
     }
-    // Not a failure: the demo needs only redis-server, so Docker invariants are not run.
+    // Not failures: the demo needs only redis-server; the container story needs --docker.
+    for r in no_engine {
+        let _ = writeln!(
+            s,
+            "{:<6} {:<22} not configured (needs a Docker engine: canary demo --docker)",
+            r.meta().invariant,
+            r.meta().name
+        );
+    }
     for (id, reason) in &show.not_configured {
+        if no_engine.iter().any(|r| r.meta().invariant == id) {
+            continue;
+        }
         let _ = writeln!(s, "{id:<6} {:<22} not configured ({reason})", "(no fault)");
     }
     let false_alarms: u32 = show.false_alarms.values().sum();
@@ -691,4 +803,44 @@ fn summary(tracks: &[Track], missing: &[&'static dyn Recipe], show: &Show<'_>) -
         }
     );
     (s, ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two recipes of one invariant share one alert, so they never share a group; a recipe that
+    /// runs alone gets its own, last; every recipe is in exactly one group.
+    #[test]
+    fn groups_keep_one_recipe_per_invariant_and_the_lone_ones_apart() {
+        let all = faults::parse_list("all").unwrap_or_default();
+        let groups = groups_of(&all, 3);
+        let mut seen: Vec<&str> = Vec::new();
+        for g in &groups {
+            assert!(g.len() <= 3);
+            let mut ids: Vec<&str> = g.iter().map(|r| r.meta().invariant).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(
+                ids.len(),
+                g.len(),
+                "one invariant twice in a group: {ids:?}"
+            );
+            if g.iter().any(|r| r.meta().runs_alone) {
+                assert_eq!(g.len(), 1);
+            }
+            seen.extend(g.iter().map(|r| r.meta().name));
+        }
+        seen.sort_unstable();
+        let mut names: Vec<&str> = all.iter().map(|r| r.meta().name).collect();
+        names.sort_unstable();
+        assert_eq!(seen, names);
+        let b02: Vec<usize> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.iter().any(|r| r.meta().invariant == "B-02"))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(b02.len(), 2, "b02-queued-idle and b02-pull-queued apart");
+    }
 }

@@ -69,6 +69,16 @@ pub async fn run(opts: FleetOptions, shutdown: CancellationToken) -> Result<Exit
         Some(list) => faults::parse_list(list).map_err(RunError::Faults)?,
         None => Vec::new(),
     };
+    // `canary fleet` writes to stores it is given, never to a Docker engine: the container
+    // recipes run in `canary demo --docker` and the tests.
+    let (recipes, no_engine) = faults::split_by_engine(recipes, false);
+    for r in &no_engine {
+        output::print(&format!(
+            "skip {}: {} needs a Docker engine (canary demo --docker)",
+            r.meta().name,
+            r.meta().invariant
+        ));
+    }
     let started = Instant::now();
     let plans = sim::plan(&opts.spec);
     {

@@ -2,9 +2,11 @@
 //! (`sim`), fault recipes that break one step each (`faults`: one file per recipe, one registry
 //! that the demo, `canary fleet --faults` and the tests iterate), bulk seeding for benches
 //! (`seed`), the fleet's Redis connection to one node or a cluster (`redis_conn`), the one database writer for SQLite and PostgreSQL platforms (`platform_db`), a
-//! private redis-server and PostgreSQL server, and the continuous demo.
+//! private redis-server and PostgreSQL server, a private Docker Engine (`docker_engine`: the
+//! agent containers of `canary demo --docker` and the Docker tests), and the continuous demo.
 
 pub mod demo;
+pub mod docker_engine;
 pub mod drive;
 pub mod faults;
 pub mod platform;
@@ -39,6 +41,9 @@ pub enum RunError {
     /// canary's own state database could not be opened.
     #[error("opening the state database: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The Docker engine of `canary demo --docker` could not start or be prepared.
+    #[error("docker engine: {0}")]
+    Docker(#[from] crate::fleet::docker_engine::DockerEngineError),
     /// The alert deliverer could not start.
     #[error("starting the alert deliverer: {0}")]
     Deliver(#[from] crate::alert::deliver::DeliverError),

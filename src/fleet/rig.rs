@@ -1,17 +1,23 @@
 //! A self-contained synthetic platform: a temp directory holding a platform database created from
 //! the schema (a SQLite file, or a database on a private PostgreSQL server), a private
 //! `redis-server` (or a private Redis Cluster the caller started), the simulated fleet running on it,
-//! the platform's queued-count endpoint (`sim::QueueAccessor`), and a fault injector with every requested
-//! site provisioned. Shared by `canary demo` and the end-to-end tests, so both watch exactly the
-//! same platform. It must not touch any store it did not start.
+//! the platform's queued-count endpoint (`sim::QueueAccessor`), and a fault injector with every
+//! requested site provisioned. With a Docker engine ([`Rig::start_with_docker`]) the sites of the
+//! recipes that need one run agent containers there, and the pull-mode pilots among them get pull
+//! workers' claim attempts (their poll key stamped every second). Shared by `canary demo` and
+//! the end-to-end tests, so both watch exactly the same platform. It must not touch any store
+//! it did not start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::platform::{QueueCountConfig, RedisCluster};
+use std::time::Duration;
+
+use crate::config::platform::{DockerConfig, PullConfig, QueueCountConfig, RedisCluster, RedisKeys};
 use crate::config::{PlatformConfig, Secret};
-use crate::fleet::faults::{Injector, Recipe};
+use crate::fleet::docker_engine::{DockerClient, DockerEngine};
+use crate::fleet::faults::{self, Injector, Recipe};
 use crate::fleet::platform::{FleetError, RedisTarget};
 use crate::fleet::platform_db::{PG_TYPED_SCHEMA, PlatformTarget};
 use crate::fleet::postgres_server::{PostgresServer, PostgresServerError};
@@ -64,10 +70,16 @@ pub struct Rig {
     accessor: QueueAccessor,
     /// Injects and reverts fault recipes on this platform.
     pub injector: Injector,
+    /// The pilots' pull workers (their claim attempts), stopped before the servers.
+    pull_workers: Option<PullWorkers>,
+    /// The Docker engine the agent containers run on (a private one is stopped on drop).
+    docker: Option<RigDocker>,
     /// The rig's own `redis-server` (`None` on a cluster the caller started and keeps).
     redis: Option<RedisServer>,
     /// Where the fleet writes and canary reads.
     redis_target: RedisTarget,
+    /// The pull-mode pilots (sites of pilot recipes, with an engine).
+    pilots: Vec<String>,
     store: Store,
     dir: tempfile::TempDir,
 }
@@ -89,12 +101,33 @@ impl Rig {
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
         match backend {
-            Backend::Sqlite => Rig::start_inner(None, None, spec, recipes).await,
+            Backend::Sqlite => Rig::start_inner(None, None, spec, recipes, None).await,
             Backend::Postgres | Backend::PostgresTyped => {
                 let server =
                     PostgresServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
                 let typed = backend == Backend::PostgresTyped;
                 Rig::start_on_postgres(Arc::new(server), typed, spec, recipes).await
+            }
+        }
+    }
+
+    /// [`Rig::start_on`] with a Docker engine: the sites of `recipes` that need one run their
+    /// agent containers there, the pilots among them are `platform.pull.pilot_agents` with pull
+    /// workers polling, and [`Rig::platform_config`] names `platform.docker`.
+    pub async fn start_with_docker(
+        backend: Backend,
+        spec: &FleetSpec,
+        recipes: &[&'static dyn Recipe],
+        docker: RigDocker,
+    ) -> Result<Rig, FleetError> {
+        match backend {
+            Backend::Sqlite => Rig::start_inner(None, None, spec, recipes, Some(docker)).await,
+            Backend::Postgres | Backend::PostgresTyped => {
+                let server =
+                    PostgresServer::start().map_err(|e| FleetError::Setup(e.to_string()))?;
+                let typed = backend == Backend::PostgresTyped;
+                let postgres = Some((Arc::new(server), typed));
+                Rig::start_inner(postgres, None, spec, recipes, Some(docker)).await
             }
         }
     }
@@ -108,7 +141,7 @@ impl Rig {
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
-        Rig::start_inner(Some((server, typed)), None, spec, recipes).await
+        Rig::start_inner(Some((server, typed)), None, spec, recipes, None).await
     }
 
     /// [`Rig::start`] (SQLite) on a `redis` server the caller started, with the options under
@@ -119,7 +152,7 @@ impl Rig {
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
-        Rig::start_inner(None, Some(redis), spec, recipes).await
+        Rig::start_inner(None, Some(redis), spec, recipes, None).await
     }
 
     /// [`Rig::start`] (SQLite) on a Redis Cluster the caller started and keeps running (its
@@ -130,7 +163,7 @@ impl Rig {
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
     ) -> Result<Rig, FleetError> {
-        Rig::start_inner_on(None, RedisTarget::Cluster(seeds), None, spec, recipes).await
+        Rig::start_inner_on(None, RedisTarget::Cluster(seeds), None, spec, recipes, None).await
     }
 
     async fn start_inner(
@@ -138,13 +171,14 @@ impl Rig {
         redis: Option<RedisServer>,
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
+        docker: Option<RigDocker>,
     ) -> Result<Rig, FleetError> {
         let redis = match redis {
             Some(redis) => redis,
             None => RedisServer::start().map_err(|e| FleetError::Setup(e.to_string()))?,
         };
         let target = RedisTarget::Node(redis.url());
-        Rig::start_inner_on(postgres, target, Some(redis), spec, recipes).await
+        Rig::start_inner_on(postgres, target, Some(redis), spec, recipes, docker).await
     }
 
     async fn start_inner_on(
@@ -153,6 +187,7 @@ impl Rig {
         redis: Option<RedisServer>,
         spec: &FleetSpec,
         recipes: &[&'static dyn Recipe],
+        docker: Option<RigDocker>,
     ) -> Result<Rig, FleetError> {
         static RIGS: AtomicU64 = AtomicU64::new(1);
         let setup = |e: PostgresServerError| FleetError::Setup(e.to_string());
@@ -215,13 +250,29 @@ impl Rig {
         }
         let fleet = Fleet::start(&target, &redis_target, spec, plans).await?;
         let accessor = QueueAccessor::start(&target, fleet.control())?;
-        let injector =
+        let mut injector =
             Injector::connect(&target, &redis_target, &spec.prefix, Some(fleet.control())).await?;
+        if let Some(docker) = &docker {
+            injector = injector.with_docker(docker.client().clone());
+        }
         injector.provision(recipes)?;
+        let pilots = if docker.is_some() {
+            faults::pilots(&spec.prefix, recipes)
+        } else {
+            Vec::new()
+        };
+        let pull_workers = if pilots.is_empty() {
+            None
+        } else {
+            Some(PullWorkers::start(&redis_target, pilots.clone()).await?)
+        };
         Ok(Rig {
             fleet: Some(fleet),
             accessor,
             injector,
+            pull_workers,
+            docker,
+            pilots,
             redis,
             redis_target,
             store,
@@ -314,8 +365,22 @@ impl Rig {
                     nodes: seeds.clone(),
                 }),
             },
+            docker: self.docker.as_ref().map(|d| DockerConfig {
+                endpoint: d.client().endpoint().to_owned(),
+                // The demo's engine runs beside a busy fleet on a small machine.
+                timeout: Duration::from_secs(5),
+                ..DockerConfig::default()
+            }),
+            pull: PullConfig {
+                pilot_agents: self.pilots.clone(),
+            },
             ..PlatformConfig::default()
         }
+    }
+
+    /// The Docker engine the agent containers run on (`None` without one).
+    pub fn docker(&self) -> Option<&DockerClient> {
+        self.docker.as_ref().map(RigDocker::client)
     }
 
     /// The fleet's counters so far.
@@ -327,6 +392,8 @@ impl Rig {
     /// Returns the fleet's final counters.
     pub async fn stop(&mut self) -> Result<FleetStatsSnapshot, FleetError> {
         self.injector.revert_all().await?;
+        // The pilots' workers stop with the fleet.
+        self.pull_workers.take();
         match self.fleet.take() {
             Some(fleet) => fleet.stop().await,
             None => Ok(FleetStatsSnapshot::default()),
@@ -336,5 +403,84 @@ impl Rig {
     /// Keeps the temp directory on disk (for `--keep`); returns its path.
     pub fn keep(self) -> PathBuf {
         self.dir.keep()
+    }
+}
+
+/// The Docker engine a rig's agent containers run on.
+#[derive(Debug)]
+pub enum RigDocker {
+    /// A private `dockerd` the rig stops when it drops.
+    Private(DockerEngine),
+    /// An engine someone else runs (`--docker-endpoint`): the rig removes the containers it
+    /// created when it drops, nothing else.
+    External(DockerClient),
+}
+
+impl RigDocker {
+    /// The client of the engine.
+    pub fn client(&self) -> &DockerClient {
+        match self {
+            RigDocker::Private(engine) => engine.client(),
+            RigDocker::External(client) => client,
+        }
+    }
+}
+
+/// The pilots' pull workers, as far as canary can see them: a claim attempt per pilot every
+/// second (`agent:pull_poll:{agent}` = unix seconds). They claim nothing: the sites' queues are
+/// the recipes' business.
+#[derive(Debug)]
+struct PullWorkers {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PullWorkers {
+    async fn start(target: &RedisTarget, pilots: Vec<String>) -> Result<PullWorkers, FleetError> {
+        let mut redis = crate::fleet::platform::connect_redis(target.clone()).await?;
+        let template = RedisKeys::default().pull_poll;
+        let keys: Vec<String> = pilots
+            .iter()
+            .map(|p| template.replace("{agent}", p))
+            .collect();
+        // The first attempt before the first cycle: a pilot is never judged without one.
+        stamp(&mut redis, &keys).await?;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // A failed stamp is retried next second (the reconnecting connection heals).
+                let _ = stamp(&mut redis, &keys).await;
+            }
+        });
+        Ok(PullWorkers { task })
+    }
+}
+
+async fn stamp(
+    redis: &mut crate::fleet::redis_conn::RedisConn,
+    keys: &[String],
+) -> Result<(), FleetError> {
+    let now = crate::clock::now_ms() / 1000;
+    for key in keys {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(now)
+            .query_async::<()>(&mut *redis)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Drop for PullWorkers {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for RigDocker {
+    fn drop(&mut self) {
+        // A private engine removes everything itself; on an external one, only what the rig made.
+        if let RigDocker::External(client) = self {
+            let _ = client.remove_fleet_containers();
+        }
     }
 }

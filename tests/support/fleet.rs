@@ -31,7 +31,8 @@ pub struct FleetEnv {
 }
 
 /// The configuration the suite watches with: defaults (DESIGN §5 thresholds), the rig's stores,
-/// H-01 confirmed after 1 s (its default is one 5 min interval), fast alert pacing.
+/// H-01 confirmed after 1 s (its default is one 5 min interval), R-01's dwell 1 s, fast alert
+/// pacing.
 pub fn config(rig: &Rig, webhook_url: Option<String>) -> Config {
     let mut config = Config {
         platform: rig.platform_config(),
@@ -39,6 +40,8 @@ pub fn config(rig: &Rig, webhook_url: Option<String>) -> Config {
     };
     config.state.path = rig.dir().join("state.db");
     config.invariants.h01.confirm_after_seconds = 1;
+    // R-01's dwell likewise (its default is 10 min): a zombie persisting 1 s fires.
+    config.invariants.r01.dwell_seconds = 1;
     config.alerts.slack.webhook_url = webhook_url.map(Secret::new);
     config.alerts.slack.min_interval = Duration::from_millis(10);
     config.alerts.slack.timeout = Duration::from_secs(2);

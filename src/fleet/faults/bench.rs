@@ -1,7 +1,8 @@
-//! The recipes' workbench: the platform's stores, the running simulator's controls, and the
-//! protocol steps several recipes share (a running row, a queued row, a claim, the healthy
-//! acquire, finish and release, a back-dated terminal write), each written exactly as the
-//! platform writes it so a recipe can break one step and do every other one right.
+//! The recipes' workbench: the platform's stores, the running simulator's controls, the Docker
+//! engine the agent containers run on (when there is one), and the protocol steps several
+//! recipes share (a running row, a queued row, a claim, the healthy acquire, finish and release,
+//! a back-dated terminal write, a site's agent container), each written exactly as the platform
+//! writes it so a recipe can break one step and do every other one right.
 //!
 //! It must not know any recipe: what to break and when lives in the recipe's own file.
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use crate::fleet::platform_db::params;
 
 use crate::clock::now_ms;
+use crate::fleet::docker_engine::{DockerClient, DockerEngineError};
 use crate::fleet::faults::RecipeMeta;
 use crate::fleet::platform::{FleetError, Platform, SLOT_TTL_BUFFER_SECONDS};
 use crate::fleet::sim::{Control, Shape, stamp};
@@ -17,11 +19,20 @@ use crate::fleet::sim::{Control, Shape, stamp};
 /// Per-execution timeout the sites dispatch with (below the sites' 900 s agent cap, on purpose).
 pub(super) const SITE_EXEC_TIMEOUT: i64 = 600;
 
+/// Pull workers per pilot container (`TRINITY_MAX_PARALLEL_TASKS`).
+pub const PILOT_WORKERS: i64 = 2;
+
+/// The container name of `agent` (`platform.docker.name_prefix`'s default + the agent).
+pub fn container_of(agent: &str) -> String {
+    format!("agent-{agent}")
+}
+
 /// The stores a recipe writes to, and the shared protocol steps.
 pub struct Bench {
     pub(super) platform: Platform,
     prefix: String,
     pub(super) control: Option<Arc<Control>>,
+    pub(super) docker: Option<DockerClient>,
     seq: u64,
 }
 
@@ -39,7 +50,47 @@ impl Bench {
             platform,
             prefix: prefix.to_owned(),
             control,
+            docker: None,
             seq: 0,
+        }
+    }
+
+    fn docker_client(&self) -> Result<DockerClient, FleetError> {
+        self.docker.clone().ok_or_else(|| {
+            FleetError::Setup("this recipe needs a Docker engine (canary demo --docker)".to_owned())
+        })
+    }
+
+    /// `site`'s agent container, fresh (any earlier one removed): Docker's init as PID 1,
+    /// `--network none`; a pilot's runs in pull mode with [`PILOT_WORKERS`] workers.
+    pub(super) fn agent_container(&self, site: &str, pilot: bool) -> Result<(), FleetError> {
+        let docker = self.docker_client()?;
+        let name = container_of(site);
+        let workers = format!("TRINITY_MAX_PARALLEL_TASKS={PILOT_WORKERS}");
+        let env: Vec<&str> = if pilot {
+            vec!["TRINITY_PULL_MODE=1", workers.as_str()]
+        } else {
+            Vec::new()
+        };
+        docker.remove(&[name.as_str()]).map_err(docker_error)?;
+        docker.fleet_agent(&name, &env).map_err(docker_error)?;
+        Ok(())
+    }
+
+    /// Runs `step` with the Docker client on a blocking thread (the `docker` CLI waits for the
+    /// engine; the watcher's cycles must not wait behind it). The future holds the client, not
+    /// the bench (whose stores are not `Sync`).
+    pub(super) fn docker<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&DockerClient) -> Result<T, DockerEngineError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, FleetError>> + Send + 'static {
+        let docker = self.docker_client();
+        async move {
+            let docker = docker?;
+            tokio::task::spawn_blocking(move || step(&docker))
+                .await
+                .map_err(|e| FleetError::Setup(format!("docker step: {e}")))?
+                .map_err(docker_error)
         }
     }
 
@@ -238,6 +289,10 @@ impl Bench {
             .await?;
         Ok(())
     }
+}
+
+fn docker_error(e: DockerEngineError) -> FleetError {
+    FleetError::Setup(format!("docker: {e}"))
 }
 
 /// Valid backlog metadata without secrets.

@@ -1,4 +1,4 @@
-//! Fault recipes: one per invariant of the catalog, each breaking exactly one step of the
+//! Fault recipes: at least one per invariant of the catalog, each breaking exactly one step of the
 //! platform protocol (see [`crate::fleet::sim`]), each with a revert that returns the platform to
 //! a state that stays healthy. Used by `canary fleet --faults`, `canary demo` and the end-to-end
 //! detection suite.
@@ -15,6 +15,10 @@
 //! what the dispatcher does next). Timestamps are back-dated where a threshold would otherwise
 //! take minutes or hours (a stuck row "started 7 minutes ago"); nothing waits for the clock.
 //!
+//! Recipes that need a Docker engine (`RecipeMeta::needs_docker`: the Docker invariants and
+//! B-02's pull arm) run their site's agent container on the rig's engine; without one they are
+//! skipped and listed as not configured ([`split_by_engine`]), never run half-way.
+//!
 //! Reverts leave the site idle (its executions finished through the normal protocol), so a fleet
 //! that keeps running after a revert does not age a leftover into another invariant.
 
@@ -25,13 +29,14 @@ use std::sync::Arc;
 
 use canary_invariants::Severity;
 
+use crate::fleet::docker_engine::DockerClient;
 use crate::fleet::platform::{FleetError, Platform};
 use crate::fleet::platform_db::PlatformTarget;
 use crate::fleet::sim::Control;
 
 mod bench;
 
-pub use bench::Bench;
+pub use bench::{Bench, PILOT_WORKERS, container_of};
 
 /// Static description of a recipe.
 #[derive(Debug)]
@@ -66,6 +71,14 @@ pub struct RecipeMeta {
     pub site_cap: i64,
     /// The site agent's `execution_timeout_seconds`.
     pub site_timeout: i64,
+    /// Needs a Docker engine (the site runs an agent container): without one the recipe is
+    /// skipped and listed as not configured, never run half-way.
+    pub needs_docker: bool,
+    /// The site is a pull-mode pilot (`platform.pull.pilot_agents`): its container runs with
+    /// `TRINITY_PULL_MODE=1` and the rig's pull workers stamp its poll key.
+    pub pilot: bool,
+    /// The site's short name (`fault-{site}`); empty: the recipe name up to its first `-`.
+    pub site: &'static str,
 }
 
 impl RecipeMeta {
@@ -83,6 +96,9 @@ impl RecipeMeta {
         runs_alone: false,
         site_cap: 2,
         site_timeout: 900,
+        needs_docker: false,
+        pilot: false,
+        site: "",
     };
 }
 
@@ -127,7 +143,8 @@ macro_rules! registry {
     ( $( $module:ident :: $recipe:ident ),* $(,)? ) => {
         $( mod $module; )*
 
-        /// Every recipe, one per catalog invariant, in catalog order.
+        /// Every recipe, at least one per catalog invariant, in catalog order (those needing a
+        /// Docker engine last).
         pub static RECIPES: &[&dyn Recipe] = &[ $( &$module::$recipe ),* ];
 
         /// The module names of the list (a test checks them against the files on disk).
@@ -156,6 +173,10 @@ registry! {
     g05_malformed_slot::G05MalformedSlot,
     h01_blind::H01Blind,
     l03_orphan::L03Orphan,
+    // Recipes that need a Docker engine (`canary demo --docker`, tests/docker.rs).
+    r01_zombie::R01Zombie,
+    b08_workers_missing::B08WorkersMissing,
+    b02_pull_queued::B02PullQueued,
 }
 
 /// The recipe called `name`.
@@ -233,9 +254,33 @@ pub fn parse_list(list: &str) -> Result<Vec<&'static dyn Recipe>, String> {
 
 /// A recipe's site agent.
 pub fn site_of(prefix: &str, recipe: &dyn Recipe) -> String {
-    let name = recipe.meta().name;
-    let short = name.split('-').next().unwrap_or(name);
+    let meta = recipe.meta();
+    let short = if meta.site.is_empty() {
+        meta.name.split('-').next().unwrap_or(meta.name)
+    } else {
+        meta.site
+    };
     format!("{prefix}fault-{short}")
+}
+
+/// The pull-mode pilots among the sites of `recipes` (`platform.pull.pilot_agents`).
+pub fn pilots(prefix: &str, recipes: &[&'static dyn Recipe]) -> Vec<String> {
+    recipes
+        .iter()
+        .filter(|r| r.meta().pilot)
+        .map(|r| site_of(prefix, *r))
+        .collect()
+}
+
+/// `recipes` split into those that can run (`docker`: an engine is there) and those that need
+/// an engine that is not (skipped, listed as not configured).
+pub fn split_by_engine(
+    recipes: Vec<&'static dyn Recipe>,
+    docker: bool,
+) -> (Vec<&'static dyn Recipe>, Vec<&'static dyn Recipe>) {
+    recipes
+        .into_iter()
+        .partition(|r| docker || !r.meta().needs_docker)
 }
 
 /// Injects and reverts recipes on a platform's stores, remembering what each injection wrote.
@@ -279,12 +324,24 @@ impl Injector {
         self.active.contains_key(recipe.meta().name)
     }
 
-    /// Creates every site, healthy and idle (idempotent). Must run before the first cycle: the
-    /// E-02 recipe reverses a row that a cycle has to have seen terminal.
+    /// Gives the recipes a Docker engine (the fleet's agent containers run there).
+    pub fn with_docker(mut self, docker: DockerClient) -> Injector {
+        self.bench.docker = Some(docker);
+        self
+    }
+
+    /// Creates every site, healthy and idle (idempotent), with its agent container when the
+    /// recipe needs one. Must run before the first cycle: the E-02 recipe reverses a row that a
+    /// cycle has to have seen terminal. A recipe that needs Docker without an engine is an
+    /// error (callers skip those first: [`split_by_engine`]).
     pub fn provision(&self, recipes: &[&'static dyn Recipe]) -> Result<(), FleetError> {
         for r in recipes {
             let site = self.site(*r);
-            let fresh = self.bench.add_site(&site, r.meta())?;
+            let meta = r.meta();
+            if meta.needs_docker {
+                self.bench.agent_container(&site, meta.pilot)?;
+            }
+            let fresh = self.bench.add_site(&site, meta)?;
             r.provision(&self.bench, &site, fresh)?;
         }
         Ok(())
@@ -409,14 +466,46 @@ mod tests {
 
     #[test]
     fn every_catalog_invariant_has_a_recipe() {
-        // The fleet has no Docker engine: R-01 (the only Docker invariant) is proved red → one
-        // fired → revert → one resolved on a private dockerd (tests/docker.rs) instead.
-        for id in canary_invariants::catalog::ids_without(canary_invariants::Source::Docker) {
+        // Docker invariants' recipes need an engine: tests/docker.rs runs them on a private one.
+        for id in canary_invariants::catalog::ids() {
             assert!(
                 for_invariant(id).next().is_some(),
                 "invariant {id} has no fault recipe"
             );
         }
+    }
+
+    #[test]
+    fn recipes_of_docker_invariants_need_docker_and_pilots_too() {
+        for r in RECIPES {
+            let m = r.meta();
+            let docker_only = canary_invariants::catalog::needs_source(
+                m.invariant,
+                canary_invariants::Source::Docker,
+            );
+            assert!(
+                !docker_only || m.needs_docker,
+                "{} breaks a Docker invariant without needing Docker",
+                m.name
+            );
+            assert!(
+                !m.pilot || m.needs_docker,
+                "{}: a pilot runs a container",
+                m.name
+            );
+        }
+        let (usable, skipped) = split_by_engine(RECIPES.to_vec(), false);
+        assert!(usable.iter().all(|r| !r.meta().needs_docker));
+        assert!(skipped.iter().any(|r| r.meta().name == "r01-zombie"));
+        assert_eq!(
+            split_by_engine(RECIPES.to_vec(), true).0.len(),
+            RECIPES.len()
+        );
+        assert_eq!(
+            pilots("x-", RECIPES),
+            ["x-fault-b08", "x-fault-b02pull"],
+            "pilot sites"
+        );
     }
 
     #[test]
