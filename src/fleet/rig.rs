@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::time::Duration;
 
-use crate::config::platform::{DockerConfig, PullConfig, QueueCountConfig, RedisCluster, RedisKeys};
+use crate::config::platform::{
+    DockerConfig, PullConfig, QueueCountConfig, RedisCluster, RedisKeys,
+};
 use crate::config::{PlatformConfig, Secret};
 use crate::fleet::docker_engine::{DockerClient, DockerEngine};
 use crate::fleet::faults::{self, Injector, Recipe};
