@@ -134,6 +134,24 @@ mod tests {
         assert_eq!(v[0].observed_state["max_parallel_tasks"], 3);
     }
 
+    /// A lowered concurrency ceiling (the reference's #506) must not page for slots acquired
+    /// under the stored cap: S-02 judges the stored cap, unlike B-02.
+    #[test]
+    fn the_concurrency_ceiling_does_not_lower_the_cap() {
+        let mut snap = with_slots(5, 5).build();
+        if let Some(sql) = snap.sql.as_mut() {
+            sql.max_parallel_tasks_ceiling = Some(2);
+        }
+        assert!(run("S-02", &snap).is_empty());
+        let mut snap = with_slots(5, 6).build();
+        if let Some(sql) = snap.sql.as_mut() {
+            sql.max_parallel_tasks_ceiling = Some(2);
+        }
+        let v = run("S-02", &snap);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].observed_state["max_parallel_tasks"], 5);
+    }
+
     #[test]
     fn drain_sentinels_do_not_count() {
         let snap = with_slots(2, 2).sentinel("a", "drain-1", T0).build();
