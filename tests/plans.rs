@@ -64,6 +64,14 @@ fn scans_history(plan: &StatementPlan) -> bool {
     })
 }
 
+/// The plan of the executions statement (every collection has one).
+fn executions_plan(plans: &[StatementPlan]) -> &StatementPlan {
+    plans
+        .iter()
+        .find(|p| p.step == "reading executions")
+        .unwrap_or_else(|| panic!("no executions plan: {}", render(plans)))
+}
+
 fn render(plans: &[StatementPlan]) -> String {
     plans
         .iter()
@@ -165,10 +173,7 @@ fn the_ranged_window_read_matches_the_single_arm_read() {
     ));
     let cutoff = now - WINDOW_MS;
     let (ranged, plans) = collect_explained(&config(&db), cutoff);
-    let executions = plans
-        .iter()
-        .find(|p| p.step == "reading executions")
-        .expect("executions plan");
+    let executions = executions_plan(&plans);
     assert!(
         executions
             .plan
@@ -343,10 +348,7 @@ fn postgres_statements_never_scan_the_history() {
         let (state, _) = outcome.result.expect("collect");
         eprintln!("{fixture:?}:\n{}", render(&plans));
         assert!(!plans.is_empty());
-        let executions = plans
-            .iter()
-            .find(|p| p.step == "reading executions")
-            .expect("executions plan");
+        let executions = executions_plan(&plans);
         assert!(
             executions
                 .plan
@@ -401,10 +403,7 @@ fn the_postgres_ranged_read_matches_the_scan() {
     let cutoff = now - WINDOW_MS;
     let read = |expect_index: Option<&str>| {
         let (outcome, plans) = collect_explained(&pg_config(&url), cutoff);
-        let executions = plans
-            .iter()
-            .find(|p| p.step == "reading executions")
-            .expect("executions plan");
+        let executions = executions_plan(&plans);
         match expect_index {
             Some(index) => {
                 assert!(

@@ -8,7 +8,7 @@
 //! Memory is *warm* (the memory a first cycle over the same fleet leaves behind), because that is
 //! the daemon's steady state: E-02 then looks every recent terminal row up in a full map.
 
-use canary_invariants::testing::healthy_fleet;
+use canary_invariants::testing::warm_fleet;
 use canary_invariants::{CATALOG, Input, Invariant, Memory, Params, Selection, Snapshot, evaluate};
 
 #[global_allocator]
@@ -25,16 +25,7 @@ const TERMINAL_PER_AGENT: usize = 5;
 
 /// A fleet of `agents` and the memory a previous cycle over it would have left.
 fn fleet(agents: usize) -> (Snapshot, Memory, Params) {
-    let snapshot = healthy_fleet(agents, TERMINAL_PER_AGENT);
-    let params = Params::default();
-    let memory = evaluate(
-        &snapshot,
-        &Memory::default(),
-        &params,
-        Selection::AllEnabled,
-    )
-    .memory;
-    (snapshot, memory, params)
+    warm_fleet(agents, TERMINAL_PER_AGENT)
 }
 
 /// Everything the daemon's evaluate step does: every enabled invariant, sorting, next memory.

@@ -9,7 +9,7 @@
 //!     target/release/examples/evaluate_once [agents]
 //! ```
 
-use canary_invariants::testing::healthy_fleet;
+use canary_invariants::testing::warm_fleet;
 use canary_invariants::{Evaluation, Memory, Params, Selection, Snapshot, evaluate};
 
 /// Terminal rows per agent, as in the divan bench.
@@ -26,15 +26,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
-    let snapshot = healthy_fleet(agents, TERMINAL_PER_AGENT);
-    let params = Params::default();
-    let warm = evaluate(
-        &snapshot,
-        &Memory::default(),
-        &params,
-        Selection::AllEnabled,
-    )
-    .memory;
+    let (snapshot, warm, params) = warm_fleet(agents, TERMINAL_PER_AGENT);
     let eval = std::hint::black_box(measure(&snapshot, &warm, &params));
     // The answer, so a broken build is not measured as a fast one.
     let red = eval.violations.len();

@@ -453,6 +453,22 @@ pub fn run_with(id: &str, snapshot: &Snapshot, memory: &Memory, params: &Params)
     evaluate(snapshot, memory, params, Selection::Only(&only)).violations
 }
 
+/// [`healthy_fleet`] with the default parameters and the *warm* memory a previous cycle over
+/// the same fleet leaves behind (the daemon's steady state): what the evaluation bench and the
+/// callgrind example measure.
+pub fn warm_fleet(agents: usize, terminal_per_agent: usize) -> (Snapshot, Memory, Params) {
+    let snapshot = healthy_fleet(agents, terminal_per_agent);
+    let params = Params::default();
+    let memory = evaluate(
+        &snapshot,
+        &Memory::default(),
+        &params,
+        Selection::AllEnabled,
+    )
+    .memory;
+    (snapshot, memory, params)
+}
+
 /// A healthy fleet of `agents` agents, each with two running executions holding slots (one of
 /// them dispatched with a lower timeout), a drain sentinel on every tenth agent, and
 /// `terminal_per_agent` recently finished rows. Used by benches and property tests.
