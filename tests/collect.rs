@@ -1202,6 +1202,86 @@ async fn facts_for_the_extended_catalog_are_read_without_their_content() {
     assert!(!json.contains("GITHUB_TOKEN") && !json.contains("sess-1"));
 }
 
+/// With E-06's window (the daemon's read) only the schedules E-06 can judge are kept, yet every
+/// row is read: the anomalies (G-05's input) and every verdict are those of the full read.
+#[tokio::test]
+async fn schedules_outside_e06s_reach_are_read_for_anomalies_but_not_kept() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    let now = now_ms();
+    db.add_agents(&[AgentRow::new("alpha"), AgentRow::new("beta")]);
+    db.exec(&format!(
+        "INSERT INTO agent_schedules (id, agent_name, enabled, next_run_at, deleted_at) VALUES
+           ('s-overdue', 'alpha', 1, '{overdue}', NULL),
+           ('s-edge', 'beta', 'true', '{edge}', NULL),
+           ('s-recent', 'alpha', 1, '{recent}', NULL),
+           ('s-future', 'alpha', 1, '{future}', NULL),
+           ('s-off', 'alpha', 0, '{overdue}', NULL),
+           ('s-del', 'alpha', 1, '{overdue}', '{recent}'),
+           ('s-never', 'alpha', 1, NULL, NULL),
+           ('s-bad', 'alpha', 1, 'next tuesday', NULL),
+           ('s-bad-off', 'alpha', 0, 'never', NULL),
+           (NULL, 'alpha', 1, '{overdue}', NULL),
+           ('s-ghost', 'ghost', 1, '{overdue}', NULL),
+           (42, 'beta', 1, {overdue_secs}, NULL);",
+        overdue = iso(now - 3 * HOUR_MS),
+        edge = iso(now - HOUR_MS - 1_000),
+        recent = sqlite_datetime(now - HOUR_MS / 2),
+        future = iso(now + HOUR_MS),
+        overdue_secs = (now - 2 * HOUR_MS) / 1000,
+    ));
+    let cfg = db.config(&server.url());
+    let windows = canary::collect::Windows {
+        recent_terminal_ms: WINDOW_MS,
+        schedule_overdue_ms: Some(HOUR_MS),
+    };
+    let kept = builtin(&cfg, windows, now).await.snapshot;
+    let full = builtin(&cfg, WINDOW_MS, now).await.snapshot;
+    let ids = |snapshot: &Snapshot| -> Vec<String> {
+        let sql = snapshot.sql.as_ref().expect("sql");
+        sql.schedules.iter().map(|s| s.id.clone()).collect()
+    };
+    assert_eq!(
+        ids(&kept),
+        ["42", "s-edge", "s-ghost", "s-overdue"],
+        "enabled, not deleted, due an hour ago or earlier (the roster is E-06's to check)"
+    );
+    assert_eq!(
+        ids(&full).len(),
+        11,
+        "the full read keeps every row with an id"
+    );
+    assert_eq!(kept.anomalies, full.anomalies, "every row is still read");
+    let subjects = anomaly_subjects(&kept, Source::Sqlite);
+    for subject in [
+        "agent_schedules.s-bad.next_run_at",
+        "agent_schedules.s-bad-off.next_run_at",
+        "agent_schedules.id",
+    ] {
+        assert!(subjects.contains(subject), "{subject}: {subjects:?}");
+    }
+
+    let params = canary_invariants::Params::default();
+    let memory = canary_invariants::Memory::default();
+    let judge = |snapshot: &Snapshot| {
+        let evaluation = canary_invariants::evaluate(
+            snapshot,
+            &memory,
+            &params,
+            canary_invariants::Selection::Only(&["E-06".to_owned(), "G-05".to_owned()]),
+        );
+        (evaluation.outcomes, evaluation.violations)
+    };
+    let (outcomes, violations) = judge(&kept);
+    assert_eq!((outcomes.clone(), violations.clone()), judge(&full));
+    let e06: Vec<&str> = violations
+        .iter()
+        .filter(|v| v.invariant_id == "E-06")
+        .map(|v| v.subject.as_str())
+        .collect();
+    assert_eq!(e06, ["42", "s-edge", "s-overdue"]);
+}
+
 #[tokio::test]
 async fn missing_schedules_table_and_session_column_degrade_to_unknown_inputs() {
     let server = redis_server::start();

@@ -425,8 +425,10 @@ pub struct SqlState {
     pub missing_fields: BTreeSet<Field>,
     /// Cascade tables absent from this database (skipped, reported in diagnostics).
     pub skipped_tables: Vec<String>,
-    /// Every `agent_schedules` row (empty when the table is absent: see
-    /// [`Field::Schedules`] in `missing_fields`).
+    /// The `agent_schedules` rows E-06 can judge (empty when the table is absent: see
+    /// [`Field::Schedules`] in `missing_fields`). The daemon's collector reads every row but
+    /// keeps only the enabled, not soft-deleted ones due at least E-06's `max_overdue_seconds`
+    /// before `taken_at_ms`; a snapshot built by hand may hold any rows (E-06 filters again).
     #[serde(default)]
     pub schedules: Vec<Schedule>,
     /// The platform-wide concurrency ceiling (`system_settings.max_parallel_tasks_ceiling`,

@@ -96,13 +96,51 @@ pub struct CollectStats {
 }
 
 /// The complete snapshot a cycle evaluates, taken at `taken_at_ms`: the built-in reads over
-/// [`recent_terminal_window_ms`], then the custom SQL invariants selected by `only` (exactly
-/// those ids; every enabled one when `None`).
+/// the [`Windows`] the configured invariants need, then the custom SQL invariants selected by
+/// `only` (exactly those ids; every enabled one when `None`).
 pub async fn collect(config: &Config, only: Option<&[String]>, taken_at_ms: i64) -> Collected {
-    let window_ms = recent_terminal_window_ms(config);
-    let mut collected = builtin(&config.platform, window_ms, taken_at_ms).await;
+    let mut collected = builtin(&config.platform, Windows::of(config), taken_at_ms).await;
     attach_custom(&config.platform, config.custom_specs(only), &mut collected).await;
     collected
+}
+
+/// How far the windowed reads reach: what the configured invariants can judge, never more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// Terminal rows completed within this many milliseconds before the snapshot are read
+    /// ([`recent_terminal_window_ms`]).
+    pub recent_terminal_ms: i64,
+    /// When set, the snapshot keeps only the schedules E-06 can judge: enabled, not
+    /// soft-deleted, with a `next_run_at` at least this many milliseconds before the snapshot
+    /// (E-06's `max_overdue_seconds`). Every row is still read and its anomalies reported.
+    /// `None` keeps every row.
+    pub schedule_overdue_ms: Option<i64>,
+}
+
+impl Windows {
+    /// The windows `config`'s invariants need.
+    pub fn of(config: &Config) -> Windows {
+        Windows {
+            recent_terminal_ms: recent_terminal_window_ms(config),
+            schedule_overdue_ms: Some(
+                config
+                    .invariants
+                    .e06
+                    .max_overdue_seconds
+                    .saturating_mul(1000),
+            ),
+        }
+    }
+}
+
+/// A bare recent-terminal window: every schedule is kept (the collector tests).
+impl From<i64> for Windows {
+    fn from(recent_terminal_ms: i64) -> Windows {
+        Windows {
+            recent_terminal_ms,
+            schedule_overdue_ms: None,
+        }
+    }
 }
 
 /// How far back terminal rows are read: they serve E-02 (by completion) and E-03 (by start), so
@@ -118,14 +156,20 @@ pub fn recent_terminal_window_ms(config: &Config) -> i64 {
 
 /// Reads both stores' built-in data into a snapshot taken at `taken_at_ms` (no custom SQL).
 ///
-/// Terminal rows completed within `recent_terminal_window_ms` before `taken_at_ms` are read (with
-/// a few minutes of slack); all non-terminal rows are read.
+/// Terminal rows completed within the recent-terminal window before `taken_at_ms` are read
+/// (with a few minutes of slack); all non-terminal rows are read; schedules as [`Windows`] says.
 pub async fn builtin(
     cfg: &PlatformConfig,
-    recent_terminal_window_ms: i64,
+    windows: impl Into<Windows>,
     taken_at_ms: i64,
 ) -> Collected {
-    let cutoff_ms = taken_at_ms.saturating_sub(recent_terminal_window_ms);
+    let windows = windows.into();
+    let cutoffs = sql::Cutoffs {
+        recent_terminal_ms: taken_at_ms.saturating_sub(windows.recent_terminal_ms),
+        schedules_due_by_ms: windows
+            .schedule_overdue_ms
+            .map(|overdue| taken_at_ms.saturating_sub(overdue)),
+    };
     // Containers before everything else: a container seen running is never older evidence
     // than the roster read after it (H-01's critical arm).
     let docker_started = Instant::now();
@@ -147,7 +191,7 @@ pub async fn builtin(
     let sql_cfg = cfg.clone();
     let sql_task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let outcome = sql::collect(&sql_cfg, cutoff_ms);
+        let outcome = sql::collect(&sql_cfg, cutoffs);
         (outcome, elapsed_ms(started))
     });
     let meta_started = Instant::now();

@@ -12,7 +12,7 @@ use super::error::SqlError;
 use super::query::{placeholders, q};
 use super::reader::Reader;
 use super::schema::{CascadeTable, Schema};
-use super::value::{Cell, anomaly, as_integer, cells, value_text};
+use super::value::{Cell, anomaly, as_integer, value_text};
 use crate::config::platform::{CascadeEntry, ConditionOp, PlatformConfig};
 use canary_invariants::{Anomaly, AnomalyKind, OrphanRows};
 
@@ -146,25 +146,28 @@ pub(super) fn read_orphans(
         parts.push(sql);
     }
     let sql = parts.join(" UNION ALL ");
-    let rows = r.rows(&sql, &params, "scanning delete cascades")?;
-    let mut orphans = Vec::with_capacity(rows.len());
-    for row in rows {
-        let [index, agent, count] = cells(row);
-        let index = as_integer(&index).ok().flatten();
-        let count = as_integer(&count).ok().flatten().unwrap_or(0);
-        let entry = index
-            .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| cfg.cascade.get(i));
-        let (Some(entry), Some(agent_name)) = (entry, value_text(&agent)) else {
-            continue;
-        };
-        orphans.push(OrphanRows {
-            table: entry.table.clone(),
-            agent_name,
-            rows: u64::try_from(count).unwrap_or(0),
-            severity: entry.severity,
-        });
-    }
+    let mut orphans = Vec::new();
+    r.each_row(
+        &sql,
+        &params,
+        "scanning delete cascades",
+        |[index, agent, count]| {
+            let index = as_integer(index).ok().flatten();
+            let count = as_integer(count).ok().flatten().unwrap_or(0);
+            let entry = index
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| cfg.cascade.get(i));
+            let (Some(entry), Some(agent_name)) = (entry, value_text(agent)) else {
+                return;
+            };
+            orphans.push(OrphanRows {
+                table: entry.table.clone(),
+                agent_name,
+                rows: u64::try_from(count).unwrap_or(0),
+                severity: entry.severity,
+            });
+        },
+    )?;
     orphans.sort();
     Ok((orphans, skipped))
 }

@@ -14,7 +14,7 @@ use super::error::SqlError;
 use super::query::{col_or_null, placeholders, q};
 use super::reader::{Dialect, Reader, TimeColumn};
 use super::schema::ExecutionsSchema;
-use super::value::{Cell, anomaly, backlog_facts, cells, parse_ts_value, truthy, value_text};
+use super::value::{Cell, CellRef, anomaly, backlog_facts, parse_ts_value, truthy, value_text};
 use crate::config::platform::{CascadeEntry, PlatformConfig, Statuses};
 use canary_invariants::{Agent, Anomaly, AnomalyKind, Execution, OrphanRows, Phase};
 
@@ -272,15 +272,16 @@ pub(super) fn read_executions(
         format!("{select} WHERE {filter}")
     };
     let backlog_column = schema.backlog_metadata;
-    let rows = r.rows(&sql, &params, "reading executions")?;
-
-    let mut out = Vec::with_capacity(rows.len());
+    let mut out = Vec::new();
     let mut tally = tally.then(|| ExecutionsTally {
         all_text: true,
         per_agent: BTreeMap::new(),
     });
-    for row in rows {
-        let [
+    r.each_row(
+        &sql,
+        &params,
+        "reading executions",
+        |[
             id,
             agent,
             status,
@@ -290,60 +291,62 @@ pub(super) fn read_executions(
             lease,
             session,
             metadata,
-        ] = cells(row);
-        if let Some(tally) = tally.as_mut() {
-            // Before any row is skipped: the SQL arm counts rows whatever their id.
-            tally.add(&agent, &status, terminal);
-        }
-        let Some(id) = value_text(&id) else {
-            anomalies.push(anomaly(
-                AnomalyKind::NullId,
-                format!("{}.{}", e.table, e.id),
-                "row with NULL id skipped",
-            ));
-            continue;
-        };
-        let subject = |column: &str| format!("{}.{}.{}", e.table, id, column);
-        let agent_name = value_text(&agent).unwrap_or_else(|| {
-            anomalies.push(anomaly(
-                AnomalyKind::NullAgent,
-                subject(&e.agent_name),
-                "NULL agent name",
-            ));
-            String::new()
-        });
-        let status = value_text(&status).unwrap_or_else(|| {
-            anomalies.push(anomaly(
-                AnomalyKind::NullStatus,
-                subject(&e.status),
-                "NULL status",
-            ));
-            String::new()
-        });
-        let mut ts = |v: &Cell, column: &str| parse_ts_value(v, || subject(column), anomalies);
-        let started_at_ms = ts(&started, &e.started_at);
-        let completed_at_ms = ts(&completed, &e.completed_at);
-        let queued_at_ms = ts(&queued, &e.queued_at);
-        let lease_expires_at_ms = ts(&lease, &e.lease_expires_at);
-        let phase = classify_phase(&status, &cfg.statuses);
-        let backlog = (backlog_column && phase == Phase::Queued)
-            .then(|| backlog_facts(metadata, &cfg.backlog_metadata_skip));
-        out.push(Execution {
-            phase,
-            id,
-            agent_name,
-            status,
-            started_at_ms,
-            completed_at_ms,
-            queued_at_ms,
-            leased: !lease.is_null(),
-            lease_expires_at_ms,
-            completed_at_set: !completed.is_null(),
-            queued_at_set: !queued.is_null(),
-            has_session: truthy(&session),
-            backlog,
-        });
-    }
+        ]| {
+            if let Some(tally) = tally.as_mut() {
+                // Before any row is skipped: the SQL arm counts rows whatever their id.
+                tally.add(agent, status, terminal);
+            }
+            let Some(id) = value_text(id) else {
+                anomalies.push(anomaly(
+                    AnomalyKind::NullId,
+                    format!("{}.{}", e.table, e.id),
+                    "row with NULL id skipped",
+                ));
+                return;
+            };
+            let subject = |column: &str| format!("{}.{}.{}", e.table, id, column);
+            let agent_name = value_text(agent).unwrap_or_else(|| {
+                anomalies.push(anomaly(
+                    AnomalyKind::NullAgent,
+                    subject(&e.agent_name),
+                    "NULL agent name",
+                ));
+                String::new()
+            });
+            let status = value_text(status).unwrap_or_else(|| {
+                anomalies.push(anomaly(
+                    AnomalyKind::NullStatus,
+                    subject(&e.status),
+                    "NULL status",
+                ));
+                String::new()
+            });
+            let mut ts =
+                |v: CellRef<'_>, column: &str| parse_ts_value(v, || subject(column), anomalies);
+            let started_at_ms = ts(started, &e.started_at);
+            let completed_at_ms = ts(completed, &e.completed_at);
+            let queued_at_ms = ts(queued, &e.queued_at);
+            let lease_expires_at_ms = ts(lease, &e.lease_expires_at);
+            let phase = classify_phase(&status, &cfg.statuses);
+            let backlog = (backlog_column && phase == Phase::Queued)
+                .then(|| backlog_facts(metadata, &cfg.backlog_metadata_skip));
+            out.push(Execution {
+                phase,
+                id,
+                agent_name,
+                status,
+                started_at_ms,
+                completed_at_ms,
+                queued_at_ms,
+                leased: !lease.is_null(),
+                lease_expires_at_ms,
+                completed_at_set: !completed.is_null(),
+                queued_at_set: !queued.is_null(),
+                has_session: truthy(session),
+                backlog,
+            });
+        },
+    )?;
     out.sort_by(|x, y| x.id.cmp(&y.id));
     Ok((out, tally))
 }
@@ -365,10 +368,10 @@ pub(super) struct ExecutionsTally {
 }
 
 impl ExecutionsTally {
-    fn add(&mut self, agent: &Cell, status: &Cell, terminal: &[String]) {
+    fn add(&mut self, agent: CellRef<'_>, status: CellRef<'_>, terminal: &[String]) {
         let non_terminal = match status {
-            Cell::Null => true,
-            Cell::Text(s) => !terminal.iter().any(|t| t == s),
+            CellRef::Null => true,
+            CellRef::Text(s) => !terminal.iter().any(|t| t == s),
             _ => {
                 self.all_text = false;
                 return;
@@ -376,14 +379,14 @@ impl ExecutionsTally {
         };
         match agent {
             // The SQL arm never matches a NULL agent name either.
-            Cell::Null => {}
-            Cell::Text(a) if non_terminal => match self.per_agent.get_mut(a.as_str()) {
+            CellRef::Null => {}
+            CellRef::Text(a) if non_terminal => match self.per_agent.get_mut(a) {
                 Some(n) => *n += 1,
                 None => {
-                    self.per_agent.insert(a.clone(), 1);
+                    self.per_agent.insert(a.to_owned(), 1);
                 }
             },
-            Cell::Text(_) => {}
+            CellRef::Text(_) => {}
             _ => self.all_text = false,
         }
     }

@@ -76,17 +76,35 @@ pub struct SqliteOutcome {
     pub rows: u64,
 }
 
+/// The instants that bound the windowed reads (see `collect::Windows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Terminal rows completed before this instant (minus a slack) are not read.
+    pub recent_terminal_ms: i64,
+    /// When set, only schedules that are enabled, not soft-deleted and due at or before this
+    /// instant are kept (the ones E-06 can judge); every row is still read for its anomalies.
+    pub schedules_due_by_ms: Option<i64>,
+}
+
+/// A bare recent-terminal cutoff: every schedule is kept.
+impl From<i64> for Cutoffs {
+    fn from(recent_terminal_ms: i64) -> Cutoffs {
+        Cutoffs {
+            recent_terminal_ms,
+            schedules_due_by_ms: None,
+        }
+    }
+}
+
 /// Reads the SQL part of a snapshot (SQLite or PostgreSQL, as configured). Never panics; every failure becomes `Err` in the outcome.
-///
-/// `recent_cutoff_ms`: terminal rows completed before this instant (minus a slack) are not read.
-pub fn collect(cfg: &PlatformConfig, recent_cutoff_ms: i64) -> SqliteOutcome {
-    collect_with(cfg, recent_cutoff_ms, true)
+pub fn collect(cfg: &PlatformConfig, cutoffs: impl Into<Cutoffs>) -> SqliteOutcome {
+    collect_with(cfg, cutoffs.into(), true)
 }
 
 /// [`collect`], optionally without computing the executions cascade entry from the rows read
 /// (the tests compare both paths).
-fn collect_with(cfg: &PlatformConfig, recent_cutoff_ms: i64, local_cascade: bool) -> SqliteOutcome {
-    collect_counted(cfg, recent_cutoff_ms, local_cascade, false).0
+fn collect_with(cfg: &PlatformConfig, cutoffs: Cutoffs, local_cascade: bool) -> SqliteOutcome {
+    collect_counted(cfg, cutoffs, local_cascade, false).0
 }
 
 /// [`collect`], also asking the database for the plan of every query it runs (for tests and
@@ -94,14 +112,14 @@ fn collect_with(cfg: &PlatformConfig, recent_cutoff_ms: i64, local_cascade: bool
 /// not counted in the outcome).
 pub fn collect_explained(
     cfg: &PlatformConfig,
-    recent_cutoff_ms: i64,
+    cutoffs: impl Into<Cutoffs>,
 ) -> (SqliteOutcome, Vec<StatementPlan>) {
-    collect_counted(cfg, recent_cutoff_ms, true, true)
+    collect_counted(cfg, cutoffs.into(), true, true)
 }
 
 fn collect_counted(
     cfg: &PlatformConfig,
-    recent_cutoff_ms: i64,
+    cutoffs: Cutoffs,
     local_cascade: bool,
     explain: bool,
 ) -> (SqliteOutcome, Vec<StatementPlan>) {
@@ -113,8 +131,7 @@ fn collect_counted(
         } else {
             Reader::new(conn)
         };
-        let result =
-            reader.in_read_transaction(|r| read_all(r, cfg, recent_cutoff_ms, local_cascade));
+        let result = reader.in_read_transaction(|r| read_all(r, cfg, cutoffs, local_cascade));
         statements += reader.statements();
         rows += reader.rows_read();
         plans = reader.take_plans();
@@ -195,7 +212,7 @@ fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqlError> {
 fn read_all(
     r: &mut Reader<'_>,
     cfg: &PlatformConfig,
-    recent_cutoff_ms: i64,
+    cutoffs: Cutoffs,
     local_cascade: bool,
 ) -> Result<(SqlState, Vec<Anomaly>), SqlError> {
     let catalog = match r.dialect() {
@@ -222,7 +239,7 @@ fn read_all(
         r,
         cfg,
         &schema.executions,
-        recent_cutoff_ms - CUTOFF_SLACK_MS,
+        cutoffs.recent_terminal_ms - CUTOFF_SLACK_MS,
         local.is_some(),
         &mut anomalies,
     )?;
@@ -250,7 +267,13 @@ fn read_all(
     state.orphans = orphans;
     state.skipped_tables = skipped;
     if let Some(schedules) = &schema.schedules {
-        state.schedules = read_schedules(r, cfg, schedules, &mut anomalies)?;
+        state.schedules = read_schedules(
+            r,
+            cfg,
+            schedules,
+            cutoffs.schedules_due_by_ms,
+            &mut anomalies,
+        )?;
     }
     Ok((state, anomalies))
 }
@@ -359,7 +382,7 @@ mod tests {
             ..PlatformConfig::default()
         };
         [true, false].map(|local| {
-            let outcome = collect_with(&cfg, now_ms - 30 * 60_000, local);
+            let outcome = collect_with(&cfg, (now_ms - 30 * 60_000).into(), local);
             let (state, _) = outcome.result.expect("collect");
             (state.orphans, outcome.statements)
         })

@@ -31,7 +31,7 @@ use super::error::SqlError;
 use super::query::placeholders;
 use super::reader::Reader;
 use super::schema::{Catalog, TableInfo};
-use super::value::{Cell, cells, value_text};
+use super::value::{Cell, CellRef, cells, value_text};
 use crate::config::Secret;
 use crate::config::platform::PlatformConfig;
 
@@ -210,6 +210,39 @@ pub(super) fn rows(
     Ok(out)
 }
 
+/// Runs `sql` like [`rows`], handing each row's first `N` cells to `row` borrowed (the text
+/// output of the simple query protocol; `NULL` for any the row lacks). The driver returns the
+/// whole result at once; each row's message is dropped once `row` has seen it.
+pub(super) fn each_row<const N: usize>(
+    client: &mut Client,
+    sql: &str,
+    params: &[Cell],
+    step: &'static str,
+    row: &mut impl FnMut([CellRef<'_>; N]),
+) -> Result<u64, SqlError> {
+    let sql = inline(sql, params).ok_or(SqlError::Postgres {
+        step,
+        message: "internal error: statement parameters do not match its placeholders".to_owned(),
+    })?;
+    let messages = client
+        .simple_query(&sql)
+        .map_err(|e| SqlError::postgres(step, &e))?;
+    let mut count = 0;
+    for message in messages {
+        if let SimpleQueryMessage::Row(r) = message {
+            let mut cells = [CellRef::Null; N];
+            for (i, cell) in cells.iter_mut().enumerate().take(r.len()) {
+                if let Some(text) = r.try_get(i).map_err(|e| SqlError::postgres(step, &e))? {
+                    *cell = CellRef::Text(text);
+                }
+            }
+            row(cells);
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 /// `sql` with each `?` replaced by the next parameter as a literal; `None` when the counts
 /// differ.
 fn inline(sql: &str, params: &[Cell]) -> Option<String> {
@@ -373,10 +406,11 @@ pub(super) fn read_catalog_and_role(
     let mut role = RoleFacts::default();
     for row in rows {
         let [table, column, ty, kind, privileges, selectable] = cells(row);
-        let (Some(table), Some(column)) = (value_text(&table), value_text(&column)) else {
+        let (Some(table), Some(column)) = (value_text(table.as_ref()), value_text(column.as_ref()))
+        else {
             continue;
         };
-        let privileges = value_text(&privileges).unwrap_or_default();
+        let privileges = value_text(privileges.as_ref()).unwrap_or_default();
         if column == ROLE {
             role.name = table;
             role.superuser = privileges == "superuser";
@@ -385,7 +419,7 @@ pub(super) fn read_catalog_and_role(
         let table = table.to_ascii_lowercase();
         // A table the role may not read is, for canary, a table it cannot see: an optional one
         // is skipped (named in the diagnostics), a required one fails the read with its name.
-        if value_text(&selectable).as_deref() == Some("false") {
+        if value_text(selectable.as_ref()).as_deref() == Some("false") {
             role.tables.insert(table.clone());
             catalog.unreadable.insert(table);
             continue;
@@ -397,7 +431,10 @@ pub(super) fn read_catalog_and_role(
         }
         if let Some(indexed) = column.strip_prefix(RANGE_INDEXED) {
             // Several indexes may lead with the column: any bytewise one will do.
-            if let Some(collation) = value_text(&ty).as_deref().and_then(bytewise_collation) {
+            if let Some(collation) = value_text(ty.as_ref())
+                .as_deref()
+                .and_then(bytewise_collation)
+            {
                 info.range_collations
                     .entry(indexed.to_ascii_lowercase())
                     .or_insert(collation);
@@ -407,10 +444,10 @@ pub(super) fn read_catalog_and_role(
         let column = column.to_ascii_lowercase();
         // Only plain and partitioned tables compare names as stored; views (and the rest) may
         // not, which keeps the executions cascade on its SQL arm.
-        if !matches!(value_text(&kind).as_deref(), Some("r" | "p")) {
+        if !matches!(value_text(kind.as_ref()).as_deref(), Some("r" | "p")) {
             info.not_plain = true;
         }
-        if let Some(ty) = value_text(&ty) {
+        if let Some(ty) = value_text(ty.as_ref()) {
             info.types.insert(column.clone(), ty);
         }
         info.columns.insert(column);

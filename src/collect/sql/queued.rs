@@ -98,7 +98,7 @@ fn read(
                 continue;
             };
             // A NULL id is G-05's finding (the main read reports it); it is not a queued id.
-            if let (Some(agent), Some(id)) = (value_text(&agent), value_text(&id))
+            if let (Some(agent), Some(id)) = (value_text(agent.as_ref()), value_text(id.as_ref()))
                 && let Some(ids) = out.get_mut(&agent)
             {
                 ids.push(id);

@@ -10,7 +10,8 @@
 
 use super::error::SqlError;
 use super::postgres;
-use super::value::Cell;
+use super::value::{Cell, CellRef};
+use rusqlite::types::ValueRef;
 
 /// Which SQL engine the platform runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +251,50 @@ impl<'c> Reader<'c> {
         params: &[Cell],
         step: &'static str,
     ) -> Result<Vec<Vec<Cell>>, SqlError> {
+        self.record_plan(sql, params, step)?;
+        self.statements += 1;
+        let rows = match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                sqlite_rows(conn, sql, params).map_err(|source| SqlError::Query { step, source })
+            }
+            Conn::Postgres(client) => postgres::rows(client, sql, params, step),
+        }?;
+        self.rows += rows.len() as u64;
+        Ok(rows)
+    }
+
+    /// Runs one statement like [`Reader::rows`], handing each row's first `N` cells to `row` as
+    /// it arrives (`NULL` for any the row lacks), borrowed from the driver: nothing is copied
+    /// unless `row` keeps it, and the rows are never all held at once. Returns the row count.
+    ///
+    /// At L the executions and schedules reads return ~115 000 rows; collecting them as owned
+    /// cells first cost one allocation per text cell (timestamps included, parsed and dropped)
+    /// and a second copy of every kept id and name (benches/RESULTS.md).
+    pub(super) fn each_row<const N: usize>(
+        &mut self,
+        sql: &str,
+        params: &[Cell],
+        step: &'static str,
+        mut row: impl FnMut([CellRef<'_>; N]),
+    ) -> Result<u64, SqlError> {
+        self.record_plan(sql, params, step)?;
+        self.statements += 1;
+        let count = match &mut self.conn {
+            Conn::Sqlite(conn) => sqlite_each_row(conn, sql, params, &mut row)
+                .map_err(|source| SqlError::Query { step, source }),
+            Conn::Postgres(client) => postgres::each_row(client, sql, params, step, &mut row),
+        }?;
+        self.rows += count;
+        Ok(count)
+    }
+
+    /// Asks for and keeps the plan of `sql` when this reader records plans (tests only).
+    fn record_plan(
+        &mut self,
+        sql: &str,
+        params: &[Cell],
+        step: &'static str,
+    ) -> Result<(), SqlError> {
         if self.plans.is_some() {
             let plan = self.explain(sql, params, step)?;
             if let Some(plans) = self.plans.as_mut() {
@@ -260,15 +305,7 @@ impl<'c> Reader<'c> {
                 });
             }
         }
-        self.statements += 1;
-        let rows = match &mut self.conn {
-            Conn::Sqlite(conn) => {
-                sqlite_rows(conn, sql, params).map_err(|source| SqlError::Query { step, source })
-            }
-            Conn::Postgres(client) => postgres::rows(client, sql, params, step),
-        }?;
-        self.rows += rows.len() as u64;
-        Ok(rows)
+        Ok(())
     }
 
     /// The database's plan for `sql` with `params`, one line per node.
@@ -334,6 +371,37 @@ fn sqlite_rows(
         out.push(cells);
     }
     Ok(out)
+}
+
+fn sqlite_each_row<const N: usize>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Cell],
+    row: &mut impl FnMut([CellRef<'_>; N]),
+) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare(sql)?;
+    let width = stmt.column_count().min(N);
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut count = 0;
+    while let Some(r) = rows.next()? {
+        let mut cells = [CellRef::Null; N];
+        for (i, cell) in cells.iter_mut().enumerate().take(width) {
+            *cell = match r.get_ref(i)? {
+                ValueRef::Null => CellRef::Null,
+                ValueRef::Integer(v) => CellRef::Integer(v),
+                ValueRef::Real(v) => CellRef::Real(v),
+                ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
+                    Ok(text) => CellRef::Text(text),
+                    // The error the owned read (`rows`) gives for text that is not UTF-8.
+                    Err(e) => return Err(rusqlite::Error::Utf8Error(i, e)),
+                },
+                ValueRef::Blob(bytes) => CellRef::Blob(bytes),
+            };
+        }
+        row(cells);
+        count += 1;
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::error::SqlError;
 use super::query::{col_or_null, q};
 use super::reader::Reader;
 use super::schema::AgentsSchema;
-use super::value::{Cell, anomaly, as_integer, cells, truthy, value_text};
+use super::value::{Cell, CellRef, anomaly, as_integer, truthy, value_text};
 use crate::config::platform::PlatformConfig;
 use canary_invariants::{Agent, Anomaly, AnomalyKind};
 
@@ -63,70 +63,72 @@ pub(super) fn read_roster(
         deleted,
         q(&a.table),
     );
-    let rows: Vec<[Cell; 6]> = r
-        .rows(&sql, &params, "reading the roster")?
-        .into_iter()
-        .map(cells)
-        .collect();
     let defaults = &cfg.agent_defaults;
-    let mut agents = Vec::with_capacity(rows.len());
-    let all_text = rows
-        .iter()
-        .all(|[name, ..]| matches!(name, Cell::Text(_) | Cell::Null));
-    let ceiling = match rows.first() {
-        Some([.., value]) if settings => match as_integer(value) {
-            Ok(Some(ceiling)) => Some(ceiling),
-            Ok(None) => Some(st.ceiling_default),
-            Err(()) => {
-                anomalies.push(anomaly(
-                    AnomalyKind::NotInteger,
-                    format!("{}.{}", st.table, st.ceiling_key),
-                    format!(
-                        "not an integer; platform default {} assumed",
+    let mut agents = Vec::new();
+    let mut all_text = true;
+    // The ceiling is the same scalar on every row; the first row's is read.
+    let mut ceiling = None;
+    let mut first = true;
+    r.each_row(
+        &sql,
+        &params,
+        "reading the roster",
+        |[name, is_system, cap, timeout, deleted, value]| {
+            all_text &= matches!(name, CellRef::Text(_) | CellRef::Null);
+            if std::mem::take(&mut first) && settings {
+                ceiling = Some(match as_integer(value) {
+                    Ok(Some(ceiling)) => ceiling,
+                    Ok(None) => st.ceiling_default,
+                    Err(()) => {
+                        anomalies.push(anomaly(
+                            AnomalyKind::NotInteger,
+                            format!("{}.{}", st.table, st.ceiling_key),
+                            format!(
+                                "not an integer; platform default {} assumed",
+                                st.ceiling_default
+                            ),
+                        ));
                         st.ceiling_default
-                    ),
-                ));
-                Some(st.ceiling_default)
+                    }
+                });
             }
-        },
-        _ => None,
-    };
-    for [name, is_system, cap, timeout, deleted, _] in rows {
-        let Some(name) = value_text(&name) else {
-            anomalies.push(anomaly(
-                AnomalyKind::NullAgent,
-                format!("{}.{}", a.table, a.name),
-                "agent row with NULL name skipped",
-            ));
-            continue;
-        };
-        let mut int_or_default = |v: &Cell, column: &str, default: i64| match as_integer(v) {
-            Ok(Some(i)) => i,
-            Ok(None) => default,
-            Err(()) => {
+            let Some(name) = value_text(name) else {
                 anomalies.push(anomaly(
-                    AnomalyKind::NotInteger,
-                    format!("{}.{}.{}", a.table, name, column),
-                    format!("not an integer; platform default {default} assumed"),
+                    AnomalyKind::NullAgent,
+                    format!("{}.{}", a.table, a.name),
+                    "agent row with NULL name skipped",
                 ));
-                default
-            }
-        };
-        let max_parallel_tasks =
-            int_or_default(&cap, &a.max_parallel_tasks, defaults.max_parallel_tasks);
-        let execution_timeout_seconds = int_or_default(
-            &timeout,
-            &a.execution_timeout_seconds,
-            defaults.execution_timeout_seconds,
-        );
-        agents.push(Agent {
-            name,
-            is_system: truthy(&is_system),
-            max_parallel_tasks,
-            execution_timeout_seconds,
-            deleted: truthy(&deleted),
-        });
-    }
+                return;
+            };
+            let mut int_or_default =
+                |v: CellRef<'_>, column: &str, default: i64| match as_integer(v) {
+                    Ok(Some(i)) => i,
+                    Ok(None) => default,
+                    Err(()) => {
+                        anomalies.push(anomaly(
+                            AnomalyKind::NotInteger,
+                            format!("{}.{}.{}", a.table, name, column),
+                            format!("not an integer; platform default {default} assumed"),
+                        ));
+                        default
+                    }
+                };
+            let max_parallel_tasks =
+                int_or_default(cap, &a.max_parallel_tasks, defaults.max_parallel_tasks);
+            let execution_timeout_seconds = int_or_default(
+                timeout,
+                &a.execution_timeout_seconds,
+                defaults.execution_timeout_seconds,
+            );
+            agents.push(Agent {
+                name,
+                is_system: truthy(is_system),
+                max_parallel_tasks,
+                execution_timeout_seconds,
+                deleted: truthy(deleted),
+            });
+        },
+    )?;
     agents.sort_by(|x, y| x.name.cmp(&y.name));
     Ok(Roster {
         agents,

@@ -95,7 +95,8 @@ pub(super) fn read_catalog(r: &mut Reader<'_>, cfg: &PlatformConfig) -> Result<C
     let mut catalog = Catalog::default();
     for row in rows {
         let [table, column] = cells(row);
-        let (Some(table), Some(column)) = (value_text(&table), value_text(&column)) else {
+        let (Some(table), Some(column)) = (value_text(table.as_ref()), value_text(column.as_ref()))
+        else {
             continue;
         };
         let info = catalog
