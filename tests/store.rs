@@ -71,9 +71,9 @@ fn memory(entries: &[(&str, &str, Millis)], blind: Option<Millis>) -> Memory {
             .iter()
             .map(|(id, status, at)| {
                 (
-                    (*id).to_owned(),
+                    (*id).into(),
                     SeenTerminal {
-                        status: (*status).to_owned(),
+                        status: (*status).into(),
                         seen_at_ms: *at,
                     },
                 )

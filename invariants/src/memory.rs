@@ -3,6 +3,7 @@
 //! previous memory as input and return the next one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,10 @@ use crate::snapshot::Millis;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memory {
     /// E-02: execution id → terminal status seen recently.
-    pub seen_terminal: BTreeMap<String, SeenTerminal>,
+    /// Ids and statuses are shared (`Arc<str>`): `evaluate` starts the next memory as a copy of
+    /// the previous one, and at 10 000 agents (~50 000 entries) copying two strings per entry
+    /// was a quarter of the whole evaluation; a shared string is copied by a count increment.
+    pub seen_terminal: BTreeMap<Arc<str>, SeenTerminal>,
     /// H-01: when the "collector is blind" suspicion started, if it is open.
     pub blind_suspected_since_ms: Option<Millis>,
     /// container id → the zombie pids it has shown and since when. Absent in older
@@ -48,7 +52,7 @@ pub struct PidDwell {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenTerminal {
     /// The terminal status word first seen.
-    pub status: String,
+    pub status: Arc<str>,
     /// When it was first seen (unix ms, the snapshot's `taken_at`).
     pub seen_at_ms: Millis,
 }

@@ -494,7 +494,12 @@ pub fn healthy_fleet(agents: usize, terminal_per_agent: usize) -> Snapshot {
             );
         }
     }
-    b.build()
+    let mut snapshot = b.build();
+    // In the order the daemon's collector delivers them.
+    if let Some(sql) = snapshot.sql.as_mut() {
+        sql.executions.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    snapshot
 }
 
 /// One example violation of catalog invariant `id` (its catalog tier, the given severity), for

@@ -231,7 +231,7 @@ fn reference_e02_check(input: &Input<'_>) -> Vec<Said> {
         .iter()
         .filter(|row| !row.phase.is_terminal())
         .filter_map(|row| {
-            let seen = input.memory.seen_terminal.get(&row.id)?;
+            let seen = input.memory.seen_terminal.get(row.id.as_str())?;
             Some((
                 row.id.clone(),
                 "reversal".to_owned(),
@@ -275,9 +275,9 @@ fn reference_e02_remember(input: &Input<'_>, next: &mut Memory) {
             continue;
         }
         next.seen_terminal.insert(
-            row.id.clone(),
+            row.id.as_str().into(),
             SeenTerminal {
-                status: row.status.clone(),
+                status: row.status.as_str().into(),
                 seen_at_ms: now,
             },
         );
@@ -432,7 +432,7 @@ prop_compose! {
             seen_terminal: entries
                 .into_iter()
                 .map(|(id, (status, seen))| {
-                    (id, SeenTerminal { status: status.to_owned(), seen_at_ms: seen.unwrap_or(T0) })
+                    (id.into(), SeenTerminal { status: status.into(), seen_at_ms: seen.unwrap_or(T0) })
                 })
                 .collect(),
             ..Memory::default()
@@ -459,6 +459,23 @@ proptest! {
 
     #[test]
     fn e02_is_the_ordered_map_version(s in snapshot(), m in memory()) {
+        let p = Params::default();
+        let input = Input::new(&s, &m, &p);
+        prop_assert_eq!(catalog("E-02", &s, &m, &p), sorted(reference_e02_check(&input)));
+        let mut expected = m.clone();
+        reference_e02_remember(&input, &mut expected);
+        let only = ["E-02".to_owned()];
+        prop_assert_eq!(evaluate(&s, &m, &p, Selection::Only(&only)).memory, expected);
+    }
+
+    /// The same with the rows in the collector's order (sorted by id, duplicates kept in input
+    /// order), where E-02 walks the ordered memory instead of hashing it.
+    #[test]
+    fn e02_on_rows_sorted_by_id_is_the_ordered_map_version(s in snapshot(), m in memory()) {
+        let mut s = s;
+        if let Some(sql) = s.sql.as_mut() {
+            sql.executions.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         let p = Params::default();
         let input = Input::new(&s, &m, &p);
         prop_assert_eq!(catalog("E-02", &s, &m, &p), sorted(reference_e02_check(&input)));

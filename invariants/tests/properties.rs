@@ -361,7 +361,7 @@ prop_compose! {
         Memory {
             seen_terminal: entries
                 .into_iter()
-                .map(|(id, (status, seen_at_ms))| (id, SeenTerminal { status, seen_at_ms }))
+                .map(|(id, (status, seen_at_ms))| (id.into(), SeenTerminal { status: status.into(), seen_at_ms }))
                 .collect(),
             blind_suspected_since_ms: None,
             zombies: zombies

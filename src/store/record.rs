@@ -12,6 +12,7 @@
 //! the caller passes the (capped) evidence and the full counts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use canary_invariants::{
@@ -525,9 +526,9 @@ impl StateDb {
         let seen_terminal = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    Arc::<str>::from(r.get::<_, String>(0)?),
                     SeenTerminal {
-                        status: r.get(1)?,
+                        status: r.get::<_, String>(1)?.into(),
                         seen_at_ms: r.get(2)?,
                     },
                 ))
@@ -1051,9 +1052,9 @@ pub(crate) mod tests {
                 .iter()
                 .map(|(id, status, at)| {
                     (
-                        (*id).to_owned(),
+                        (*id).into(),
                         SeenTerminal {
-                            status: (*status).to_owned(),
+                            status: (*status).into(),
                             seen_at_ms: *at,
                         },
                     )

@@ -12,6 +12,9 @@
 //! the invariant stays red while the reversal persists; after that E-01 (stale running rows) is the
 //! net. Rows deleted by a purge are not reversals.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde_json::json;
 
 use crate::params::{Params, Problems, human_seconds, invariant_params};
@@ -95,44 +98,45 @@ impl Invariant for E02 {
     }
 
     fn check(&self, input: &Input<'_>) -> Vec<Violation> {
-        if input.memory.seen_terminal.is_empty() {
+        let remembered = &input.memory.seen_terminal;
+        if remembered.is_empty() {
             return Vec::new();
         }
-        // A hash index of the remembered ids: the ordered map costs a dozen string comparisons
-        // per lookup, and every non-terminal row is looked up.
-        let mut remembered: LookupMap<&str, &SeenTerminal> =
-            lookup::map(input.memory.seen_terminal.len());
-        remembered.extend(
-            input
-                .memory
-                .seen_terminal
-                .iter()
-                .map(|(id, seen)| (id.as_str(), seen)),
-        );
-        input
+        let reversal = |row: &Execution, seen: &SeenTerminal| {
+            input.violation(
+                &META,
+                row.id.as_str(),
+                "reversal",
+                format!(
+                    "execution {} of agent {} went from {} back to {}",
+                    row.id, row.agent_name, seen.status, row.status
+                ),
+                json!({
+                    "execution_id": row.id,
+                    "agent": row.agent_name,
+                    "previous_status": seen.status,
+                    "current_status": row.status,
+                    "seen_terminal_at_ms": seen.seen_at_ms,
+                }),
+            )
+        };
+        let rows = input
             .sql
             .executions
             .iter()
-            .filter(|row| !row.phase.is_terminal())
-            .filter_map(|row| {
-                let seen = *remembered.get(row.id.as_str())?;
-                Some(input.violation(
-                    &META,
-                    row.id.as_str(),
-                    "reversal",
-                    format!(
-                        "execution {} of agent {} went from {} back to {}",
-                        row.id, row.agent_name, seen.status, row.status
-                    ),
-                    json!({
-                        "execution_id": row.id,
-                        "agent": row.agent_name,
-                        "previous_status": seen.status,
-                        "current_status": row.status,
-                        "seen_terminal_at_ms": seen.seen_at_ms,
-                    }),
-                ))
-            })
+            .filter(|row| !row.phase.is_terminal());
+        if by_id(&input.sql.executions) {
+            // The collector's order: one merge walk beside the ordered memory, no index built.
+            let mut walk = Walk::new(remembered);
+            return rows
+                .filter_map(|row| Some(reversal(row, walk.find(&row.id)?)))
+                .collect();
+        }
+        // Any other order (a hand-built snapshot): a hash index of the remembered ids; the
+        // ordered map costs a dozen string comparisons per lookup.
+        let mut index: LookupMap<&str, &SeenTerminal> = lookup::map(remembered.len());
+        index.extend(remembered.iter().map(|(id, seen)| (&**id, seen)));
+        rows.filter_map(|row| Some(reversal(row, index.get(row.id.as_str())?)))
             .collect()
     }
 
@@ -148,12 +152,17 @@ impl Invariant for E02 {
                     .completed_at_ms
                     .is_some_and(|at| now.saturating_sub(at) <= window_ms)
         });
-        // In steady state nearly every recent row is already remembered: find the new ones
-        // through a hash index of the remembered ids (one hash per row instead of a dozen string
-        // comparisons in the ordered map), without allocating a key for the others.
-        let fresh: Vec<&Execution> = {
+        // In steady state nearly every recent row is already remembered: find the new ones by
+        // a merge walk beside the ordered memory when the rows come sorted by id (the
+        // collector's order), else through a hash index of the remembered ids (one hash per row
+        // instead of a dozen string comparisons in the ordered map); no key is allocated for
+        // the rows already known.
+        let fresh: Vec<&Execution> = if by_id(&input.sql.executions) {
+            let mut walk = Walk::new(&next.seen_terminal);
+            recent.filter(|row| walk.find(&row.id).is_none()).collect()
+        } else {
             let mut known: LookupSet<&str> = lookup::set(next.seen_terminal.len());
-            known.extend(next.seen_terminal.keys().map(String::as_str));
+            known.extend(next.seen_terminal.keys().map(|id| &**id));
             recent.filter(|row| !known.contains(row.id.as_str())).collect()
         };
         for row in fresh {
@@ -162,12 +171,41 @@ impl Invariant for E02 {
                 continue;
             }
             next.seen_terminal.insert(
-                row.id.clone(),
+                Arc::from(row.id.as_str()),
                 SeenTerminal {
-                    status: row.status.clone(),
+                    status: Arc::from(row.status.as_str()),
                     seen_at_ms: now,
                 },
             );
+        }
+    }
+}
+
+/// The rows are in ascending id order (as the collector delivers them; duplicates adjacent).
+fn by_id(rows: &[Execution]) -> bool {
+    rows.is_sorted_by(|a, b| a.id <= b.id)
+}
+
+/// Looks up ascending ids in an id-ordered map by walking it once alongside them: each entry
+/// is passed at most once, so a whole cycle's look-ups cost one pass over the map.
+struct Walk<'m, V> {
+    entries: std::iter::Peekable<std::collections::btree_map::Iter<'m, Arc<str>, V>>,
+}
+
+impl<'m, V> Walk<'m, V> {
+    fn new(map: &'m BTreeMap<Arc<str>, V>) -> Self {
+        Walk {
+            entries: map.iter().peekable(),
+        }
+    }
+
+    /// The value for `id`, which must not be smaller than the previous id asked (an id asked
+    /// again is found again).
+    fn find(&mut self, id: &str) -> Option<&'m V> {
+        while self.entries.next_if(|(key, _)| &***key < id).is_some() {}
+        match self.entries.peek() {
+            Some((key, value)) if &***key == id => Some(*value),
+            _ => None,
         }
     }
 }
@@ -181,12 +219,28 @@ mod tests {
     use crate::testing::{SnapshotBuilder, T0, run_with};
     use crate::violation::Outcome;
 
+    #[test]
+    fn the_walk_finds_ascending_ids_and_repeats() {
+        let map: std::collections::BTreeMap<std::sync::Arc<str>, u32> =
+            [("b", 1), ("d", 2), ("f", 3)].map(|(k, v)| (k.into(), v)).into();
+        let mut walk = super::Walk::new(&map);
+        let found: Vec<Option<u32>> = ["a", "b", "b", "c", "d", "e", "g", "h"]
+            .iter()
+            .map(|id| walk.find(id).copied())
+            .collect();
+        assert_eq!(
+            found,
+            [None, Some(1), Some(1), None, Some(2), None, None, None]
+        );
+        assert!(super::by_id(&[]));
+    }
+
     fn remembered(id: &str, status: &str, seen_at: i64) -> Memory {
         let mut m = Memory::default();
         m.seen_terminal.insert(
-            id.to_owned(),
+            id.into(),
             SeenTerminal {
-                status: status.to_owned(),
+                status: status.into(),
                 seen_at_ms: seen_at,
             },
         );
@@ -205,7 +259,7 @@ mod tests {
             .terminal("e1", "a", "success", T0)
             .build();
         let memory = next_memory(&first, &Memory::default());
-        assert_eq!(memory.seen_terminal["e1"].status, "success");
+        assert_eq!(&*memory.seen_terminal["e1"].status, "success");
 
         let second = SnapshotBuilder::new()
             .at(T0 + 60_000)

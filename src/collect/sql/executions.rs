@@ -8,7 +8,7 @@
 //!
 //! It must not read any other table.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
 
 use super::error::SqlError;
 use super::query::{col_or_null, placeholders, q};
@@ -275,7 +275,7 @@ pub(super) fn read_executions(
     let mut out = Vec::new();
     let mut tally = tally.then(|| ExecutionsTally {
         all_text: true,
-        per_agent: BTreeMap::new(),
+        per_agent: HashMap::new(),
     });
     r.each_row(
         &sql,
@@ -363,8 +363,10 @@ pub(super) fn read_executions(
 pub(super) struct ExecutionsTally {
     /// Every agent name and status seen was text or NULL.
     pub(super) all_text: bool,
-    /// Non-terminal rows per (non-NULL) agent name.
-    per_agent: BTreeMap<String, u64>,
+    /// Non-terminal rows per (non-NULL) agent name. Hashed: one look-up per row read (~44 000
+    /// at L, against 10 000 names: a dozen string comparisons each in an ordered map); the
+    /// orphans it yields are sorted by the caller.
+    per_agent: HashMap<String, u64>,
 }
 
 impl ExecutionsTally {
@@ -391,10 +393,12 @@ impl ExecutionsTally {
         }
     }
 
-    /// The entry's orphans: counted agents absent from the roster (soft-deleted agents are in it).
+    /// The entry's orphans, sorted: counted agents absent from the roster (soft-deleted agents
+    /// are in it).
     pub(super) fn orphans(self, roster: &[Agent], entry: &CascadeEntry) -> Vec<OrphanRows> {
-        let known: BTreeSet<&str> = roster.iter().map(|a| a.name.as_str()).collect();
-        self.per_agent
+        let known: HashSet<&str> = roster.iter().map(|a| a.name.as_str()).collect();
+        let mut orphans: Vec<OrphanRows> = self
+            .per_agent
             .into_iter()
             .filter(|(agent, _)| !known.contains(agent.as_str()))
             .map(|(agent_name, rows)| OrphanRows {
@@ -403,7 +407,9 @@ impl ExecutionsTally {
                 rows,
                 severity: entry.severity,
             })
-            .collect()
+            .collect();
+        orphans.sort();
+        orphans
     }
 }
 
