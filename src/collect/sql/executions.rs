@@ -8,7 +8,7 @@
 //!
 //! It must not read any other table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::SqlError;
 use super::query::{col_or_null, placeholders, q};
@@ -275,7 +275,7 @@ pub(super) fn read_executions(
     let mut out = Vec::new();
     let mut tally = tally.then(|| ExecutionsTally {
         all_text: true,
-        per_agent: HashMap::new(),
+        per_agent: BTreeMap::new(),
     });
     r.each_row(
         &sql,
@@ -363,10 +363,11 @@ pub(super) fn read_executions(
 pub(super) struct ExecutionsTally {
     /// Every agent name and status seen was text or NULL.
     pub(super) all_text: bool,
-    /// Non-terminal rows per (non-NULL) agent name. Hashed: one look-up per row read (~44 000
-    /// at L, against 10 000 names: a dozen string comparisons each in an ordered map); the
-    /// orphans it yields are sorted by the caller.
-    per_agent: HashMap<String, u64>,
+    /// Non-terminal rows per (non-NULL) agent name. Ordered on purpose: a `HashMap` here (one
+    /// hash per row instead of a dozen string comparisons) saved ~1 % of the L cycle's CPU but
+    /// raised its peak RSS by ~20 MB, reproducibly (glibc's heap after the table's growth;
+    /// benches/RESULTS.md).
+    per_agent: BTreeMap<String, u64>,
 }
 
 impl ExecutionsTally {
@@ -396,7 +397,7 @@ impl ExecutionsTally {
     /// The entry's orphans, sorted: counted agents absent from the roster (soft-deleted agents
     /// are in it).
     pub(super) fn orphans(self, roster: &[Agent], entry: &CascadeEntry) -> Vec<OrphanRows> {
-        let known: HashSet<&str> = roster.iter().map(|a| a.name.as_str()).collect();
+        let known: BTreeSet<&str> = roster.iter().map(|a| a.name.as_str()).collect();
         let mut orphans: Vec<OrphanRows> = self
             .per_agent
             .into_iter()
