@@ -279,7 +279,9 @@ async fn run_command(
         serde_json::json!({
             "agents": s.agents.len(),
             "executions_read": s.executions.len(),
-            "schedules": s.schedules.len(),
+            // Only the schedules E-06 can judge are kept (all are read: see `sql_rows`).
+            "schedules_judgeable": s.schedules.len(),
+            "sql_rows": collected.stats.sql_rows,
             "slot_sets": collected.snapshot.redis.as_ref().map(|r| r.slot_sets.len()),
             "memory_entries": eval.memory.seen_terminal.len(),
         })

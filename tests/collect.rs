@@ -1202,6 +1202,25 @@ async fn facts_for_the_extended_catalog_are_read_without_their_content() {
     assert!(!json.contains("GITHUB_TOKEN") && !json.contains("sess-1"));
 }
 
+/// Text that is not UTF-8 in a streamed read (the cells are borrowed, not copied) fails the SQL
+/// source loudly, naming the step, as the owned read did: never a garbled name, never a panic.
+#[tokio::test]
+async fn text_that_is_not_utf8_makes_the_sql_source_unavailable() {
+    let server = redis_server::start();
+    let db = PlatformDb::create();
+    let now = now_ms();
+    db.add_agents(&[AgentRow::new("alpha")]);
+    db.add_executions(&[ExecRow::new("r-1", "alpha", "running").started_at(&iso(now - 1_000))]);
+    db.exec("UPDATE schedule_executions SET agent_name = CAST(X'616CFF' AS TEXT);");
+    let snapshot = collect_now(&db.config(&server.url())).await.snapshot;
+    let error = sql_unavailable(&snapshot).expect("sqlite unavailable");
+    assert!(
+        error.contains("reading executions") && error.contains("utf-8"),
+        "{error}"
+    );
+    assert!(snapshot.sql.is_none());
+}
+
 /// With E-06's window (the daemon's read) only the schedules E-06 can judge are kept, yet every
 /// row is read: the anomalies (G-05's input) and every verdict are those of the full read.
 #[tokio::test]
