@@ -347,8 +347,38 @@ pub(super) fn read_executions(
             });
         },
     )?;
-    out.sort_by(|x, y| x.id.cmp(&y.id));
+    sort_by_id(&mut out);
     Ok((out, tally))
+}
+
+/// Sorts rows by id, stably (rows with equal ids keep their order), like `sort_by` on the ids,
+/// but moving each row about once instead of about log₂ n times, and without a second buffer of
+/// rows: an `Execution` is ~180 bytes, and a merge sort of the 44 000 rows read at L moved
+/// ~100 MB through an 8 MB scratch buffer (~4 % of the cycle's CPU, on the SQL thread). The ids
+/// are sorted as `(&str, position)` pairs, then the rows are permuted in place, cycle by cycle.
+fn sort_by_id(rows: &mut [Execution]) {
+    // `order[i]` = where the row that belongs at `i` is now.
+    let mut order: Vec<usize> = {
+        let mut keyed: Vec<(&str, usize)> = rows
+            .iter()
+            .enumerate()
+            .map(|(at, row)| (row.id.as_str(), at))
+            .collect();
+        keyed.sort_unstable(); // (id, position) pairs are distinct: stable by construction
+        keyed.into_iter().map(|(_, at)| at).collect()
+    };
+    for start in 0..order.len() {
+        let mut at = start;
+        // Follow the cycle through `start`, marking each place done (`order[at] == at`).
+        while let Some(slot) = order.get_mut(at) {
+            let from = std::mem::replace(slot, at);
+            if from == start || from == at {
+                break;
+            }
+            rows.swap(at, from);
+            at = from;
+        }
+    }
 }
 
 /// Non-terminal execution rows per agent name, counted while reading them, to answer the
@@ -417,6 +447,61 @@ impl ExecutionsTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_sort_by_id_stably() {
+        let row = |id: &str, status: &str| Execution {
+            phase: Phase::Other,
+            id: id.to_owned(),
+            agent_name: String::new(),
+            status: status.to_owned(),
+            started_at_ms: None,
+            completed_at_ms: None,
+            queued_at_ms: None,
+            leased: false,
+            lease_expires_at_ms: None,
+            completed_at_set: false,
+            queued_at_set: false,
+            has_session: false,
+            backlog: None,
+        };
+        let mut rows = vec![
+            row("b", "1"),
+            row("a", "2"),
+            row("b", "3"),
+            row("", "4"),
+            row("a", "5"),
+        ];
+        let mut expected = rows.clone();
+        expected.sort_by(|x, y| x.id.cmp(&y.id));
+        sort_by_id(&mut rows);
+        assert_eq!(rows, expected);
+        let said: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.id.as_str(), r.status.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [("", "4"), ("a", "2"), ("a", "5"), ("b", "1"), ("b", "3")]
+        );
+        let mut none: [Execution; 0] = [];
+        sort_by_id(&mut none);
+        assert!(none.is_empty());
+        // Long cycles and many equal ids: the same order as the library's stable sort.
+        let mut state = 7u64;
+        let mut many: Vec<Execution> = (0..2_000)
+            .map(|n| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                row(&format!("{}", (state >> 33) % 300), &n.to_string())
+            })
+            .collect();
+        let mut expected = many.clone();
+        expected.sort_by(|x, y| x.id.cmp(&y.id));
+        sort_by_id(&mut many);
+        assert_eq!(many, expected);
+    }
 
     #[test]
     fn recent_floor_is_two_days_before() {
