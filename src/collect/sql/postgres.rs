@@ -189,13 +189,7 @@ pub(super) fn rows(
     params: &[Cell],
     step: &'static str,
 ) -> Result<Vec<Vec<Cell>>, SqlError> {
-    let sql = inline(sql, params).ok_or(SqlError::Postgres {
-        step,
-        message: "internal error: statement parameters do not match its placeholders".to_owned(),
-    })?;
-    let messages = client
-        .simple_query(&sql)
-        .map_err(|e| SqlError::postgres(step, &e))?;
+    let messages = simple_query(client, sql, params, step)?;
     let mut out = Vec::new();
     for message in messages {
         if let SimpleQueryMessage::Row(row) = message {
@@ -220,13 +214,7 @@ pub(super) fn each_row<const N: usize>(
     step: &'static str,
     row: &mut impl FnMut([CellRef<'_>; N]),
 ) -> Result<u64, SqlError> {
-    let sql = inline(sql, params).ok_or(SqlError::Postgres {
-        step,
-        message: "internal error: statement parameters do not match its placeholders".to_owned(),
-    })?;
-    let messages = client
-        .simple_query(&sql)
-        .map_err(|e| SqlError::postgres(step, &e))?;
+    let messages = simple_query(client, sql, params, step)?;
     let mut count = 0;
     for message in messages {
         if let SimpleQueryMessage::Row(r) = message {
@@ -241,6 +229,22 @@ pub(super) fn each_row<const N: usize>(
         }
     }
     Ok(count)
+}
+
+/// Runs `sql` with `params` inlined, over the simple query protocol (every value as text).
+fn simple_query(
+    client: &mut Client,
+    sql: &str,
+    params: &[Cell],
+    step: &'static str,
+) -> Result<Vec<SimpleQueryMessage>, SqlError> {
+    let sql = inline(sql, params).ok_or(SqlError::Postgres {
+        step,
+        message: "internal error: statement parameters do not match its placeholders".to_owned(),
+    })?;
+    client
+        .simple_query(&sql)
+        .map_err(|e| SqlError::postgres(step, &e))
 }
 
 /// `sql` with each `?` replaced by the next parameter as a literal; `None` when the counts
