@@ -450,53 +450,43 @@ mod tests {
 
     #[test]
     fn rows_sort_by_id_stably() {
-        let row = |id: &str, status: &str| Execution {
-            phase: Phase::Other,
-            id: id.to_owned(),
-            agent_name: String::new(),
-            status: status.to_owned(),
-            started_at_ms: None,
-            completed_at_ms: None,
-            queued_at_ms: None,
-            leased: false,
-            lease_expires_at_ms: None,
-            completed_at_set: false,
-            queued_at_set: false,
-            has_session: false,
-            backlog: None,
+        // The agent name marks each row's input position.
+        let rows = |ids: &[String]| -> Vec<Execution> {
+            let mut b = canary_invariants::testing::SnapshotBuilder::new();
+            for (at, id) in ids.iter().enumerate() {
+                b = b.running(id, &at.to_string(), 0);
+            }
+            b.build().sql.map(|sql| sql.executions).unwrap_or_default()
         };
-        let mut rows = vec![
-            row("b", "1"),
-            row("a", "2"),
-            row("b", "3"),
-            row("", "4"),
-            row("a", "5"),
-        ];
-        let mut expected = rows.clone();
-        expected.sort_by(|x, y| x.id.cmp(&y.id));
-        sort_by_id(&mut rows);
-        assert_eq!(rows, expected);
-        let said: Vec<(&str, &str)> = rows
+        let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut few = rows(&ids(&["b", "a", "b", "", "a"]));
+        sort_by_id(&mut few);
+        let said: Vec<(&str, &str)> = few
             .iter()
-            .map(|r| (r.id.as_str(), r.status.as_str()))
+            .map(|r| (r.id.as_str(), r.agent_name.as_str()))
             .collect();
         assert_eq!(
             said,
-            [("", "4"), ("a", "2"), ("a", "5"), ("b", "1"), ("b", "3")]
+            [("", "3"), ("a", "1"), ("a", "4"), ("b", "0"), ("b", "2")]
         );
         let mut none: [Execution; 0] = [];
         sort_by_id(&mut none);
-        assert!(none.is_empty());
         // Long cycles and many equal ids: the same order as the library's stable sort.
         let mut state = 7u64;
-        let mut many: Vec<Execution> = (0..2_000)
-            .map(|n| {
+        let many_ids: Vec<String> = (0..2_000)
+            .map(|_| {
                 state = state
                     .wrapping_mul(6_364_136_223_846_793_005)
                     .wrapping_add(1);
-                row(&format!("{}", (state >> 33) % 300), &n.to_string())
+                ((state >> 33) % 300).to_string()
             })
             .collect();
+        let mut many = rows(&many_ids);
+        assert_eq!(many.len(), 2_000);
+        assert!(
+            !many.is_sorted_by(|a, b| a.id <= b.id),
+            "the input is shuffled"
+        );
         let mut expected = many.clone();
         expected.sort_by(|x, y| x.id.cmp(&y.id));
         sort_by_id(&mut many);
