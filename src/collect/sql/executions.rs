@@ -424,12 +424,10 @@ impl ExecutionsTally {
         }
     }
 
-    /// The entry's orphans, sorted: counted agents absent from the roster (soft-deleted agents
-    /// are in it).
+    /// The entry's orphans: counted agents absent from the roster (soft-deleted agents are in it).
     pub(super) fn orphans(self, roster: &[Agent], entry: &CascadeEntry) -> Vec<OrphanRows> {
         let known: BTreeSet<&str> = roster.iter().map(|a| a.name.as_str()).collect();
-        let mut orphans: Vec<OrphanRows> = self
-            .per_agent
+        self.per_agent
             .into_iter()
             .filter(|(agent, _)| !known.contains(agent.as_str()))
             .map(|(agent_name, rows)| OrphanRows {
@@ -438,9 +436,7 @@ impl ExecutionsTally {
                 rows,
                 severity: entry.severity,
             })
-            .collect();
-        orphans.sort();
-        orphans
+            .collect()
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::config::SslMode;
-use postgres::{Client, NoTls, SimpleQueryMessage};
+use postgres::{Client, NoTls, SimpleQueryMessage, SimpleQueryRow};
 
 use super::error::SqlError;
 use super::query::placeholders;
@@ -193,11 +193,9 @@ pub(super) fn rows(
     let mut out = Vec::new();
     for message in messages {
         if let SimpleQueryMessage::Row(row) = message {
-            let mut cells = Vec::with_capacity(row.len());
-            for i in 0..row.len() {
-                let text = row.try_get(i).map_err(|e| SqlError::postgres(step, &e))?;
-                cells.push(text.map_or(Cell::Null, |t| Cell::Text(t.to_owned())));
-            }
+            let cells = (0..row.len())
+                .map(|i| text_cell(&row, i, step).map(CellRef::to_cell))
+                .collect::<Result<Vec<Cell>, SqlError>>()?;
             out.push(cells);
         }
     }
@@ -220,15 +218,23 @@ pub(super) fn each_row<const N: usize>(
         if let SimpleQueryMessage::Row(r) = message {
             let mut cells = [CellRef::Null; N];
             for (i, cell) in cells.iter_mut().enumerate().take(r.len()) {
-                if let Some(text) = r.try_get(i).map_err(|e| SqlError::postgres(step, &e))? {
-                    *cell = CellRef::Text(text);
-                }
+                *cell = text_cell(&r, i, step)?;
             }
             row(cells);
             count += 1;
         }
     }
     Ok(count)
+}
+
+/// Column `i` of `row`, borrowed: its text output, or `NULL`.
+fn text_cell<'r>(
+    row: &'r SimpleQueryRow,
+    i: usize,
+    step: &'static str,
+) -> Result<CellRef<'r>, SqlError> {
+    let text = row.try_get(i).map_err(|e| SqlError::postgres(step, &e))?;
+    Ok(text.map_or(CellRef::Null, CellRef::Text))
 }
 
 /// Runs `sql` with `params` inlined, over the simple query protocol (every value as text).

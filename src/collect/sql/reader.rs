@@ -364,10 +364,9 @@ fn sqlite_rows(
     let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let mut cells = Vec::with_capacity(width);
-        for i in 0..width {
-            cells.push(Cell::from(row.get::<_, rusqlite::types::Value>(i)?));
-        }
+        let cells = (0..width)
+            .map(|i| sqlite_cell(row, i).map(CellRef::to_cell))
+            .collect::<rusqlite::Result<Vec<Cell>>>()?;
         out.push(cells);
     }
     Ok(out)
@@ -386,22 +385,26 @@ fn sqlite_each_row<const N: usize>(
     while let Some(r) = rows.next()? {
         let mut cells = [CellRef::Null; N];
         for (i, cell) in cells.iter_mut().enumerate().take(width) {
-            *cell = match r.get_ref(i)? {
-                ValueRef::Null => CellRef::Null,
-                ValueRef::Integer(v) => CellRef::Integer(v),
-                ValueRef::Real(v) => CellRef::Real(v),
-                ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
-                    Ok(text) => CellRef::Text(text),
-                    // The error the owned read (`rows`) gives for text that is not UTF-8.
-                    Err(e) => return Err(rusqlite::Error::Utf8Error(i, e)),
-                },
-                ValueRef::Blob(bytes) => CellRef::Blob(bytes),
-            };
+            *cell = sqlite_cell(r, i)?;
         }
         row(cells);
         count += 1;
     }
     Ok(count)
+}
+
+/// Column `i` of `row`, borrowed. Text that is not UTF-8 is an error (rusqlite's own, naming
+/// the column), never a lossy or garbled name.
+fn sqlite_cell<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<CellRef<'r>> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Null => CellRef::Null,
+        ValueRef::Integer(v) => CellRef::Integer(v),
+        ValueRef::Real(v) => CellRef::Real(v),
+        ValueRef::Text(bytes) => {
+            CellRef::Text(std::str::from_utf8(bytes).map_err(|e| rusqlite::Error::Utf8Error(i, e))?)
+        }
+        ValueRef::Blob(bytes) => CellRef::Blob(bytes),
+    })
 }
 
 #[cfg(test)]

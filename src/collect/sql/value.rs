@@ -82,19 +82,6 @@ impl CellRef<'_> {
     }
 }
 
-impl From<rusqlite::types::Value> for Cell {
-    fn from(value: rusqlite::types::Value) -> Cell {
-        use rusqlite::types::Value;
-        match value {
-            Value::Null => Cell::Null,
-            Value::Integer(i) => Cell::Integer(i),
-            Value::Real(f) => Cell::Real(f),
-            Value::Text(s) => Cell::Text(s),
-            Value::Blob(b) => Cell::Blob(b),
-        }
-    }
-}
-
 impl rusqlite::ToSql for Cell {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
