@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::params::{Params, Problems, human_seconds, invariant_params};
 use crate::catalog::{Input, Invariant, InvariantMeta, Need};
-use crate::lookup::{self, LookupMap, LookupSet};
+use crate::lookup::{self, LookupMap};
 use crate::memory::{Memory, SeenTerminal};
 use crate::snapshot::{Execution, Field, Source};
 use crate::violation::{Severity, Tier, Violation};
@@ -125,18 +125,8 @@ impl Invariant for E02 {
             .executions
             .iter()
             .filter(|row| !row.phase.is_terminal());
-        if by_id(&input.sql.executions) {
-            // The collector's order: one merge walk beside the ordered memory, no index built.
-            let mut walk = Walk::new(remembered);
-            return rows
-                .filter_map(|row| Some(reversal(row, walk.find(&row.id)?)))
-                .collect();
-        }
-        // Any other order (a hand-built snapshot): a hash index of the remembered ids; the
-        // ordered map costs a dozen string comparisons per lookup.
-        let mut index: LookupMap<&str, &SeenTerminal> = lookup::map(remembered.len());
-        index.extend(remembered.iter().map(|(id, seen)| (&**id, seen)));
-        rows.filter_map(|row| Some(reversal(row, index.get(row.id.as_str())?)))
+        let mut remembered = Remembered::new(remembered, &input.sql.executions);
+        rows.filter_map(|row| Some(reversal(row, remembered.find(&row.id)?)))
             .collect()
     }
 
@@ -152,18 +142,11 @@ impl Invariant for E02 {
                     .completed_at_ms
                     .is_some_and(|at| now.saturating_sub(at) <= window_ms)
         });
-        // In steady state nearly every recent row is already remembered: find the new ones by
-        // a merge walk beside the ordered memory when the rows come sorted by id (the
-        // collector's order), else through a hash index of the remembered ids (one hash per row
-        // instead of a dozen string comparisons in the ordered map); no key is allocated for
-        // the rows already known.
-        let fresh: Vec<&Execution> = if by_id(&input.sql.executions) {
-            let mut walk = Walk::new(&next.seen_terminal);
-            recent.filter(|row| walk.find(&row.id).is_none()).collect()
-        } else {
-            let mut known: LookupSet<&str> = lookup::set(next.seen_terminal.len());
-            known.extend(next.seen_terminal.keys().map(|id| &**id));
-            recent.filter(|row| !known.contains(row.id.as_str())).collect()
+        // In steady state nearly every recent row is already remembered: find the new ones
+        // without allocating a key for the others.
+        let fresh: Vec<&Execution> = {
+            let mut known = Remembered::new(&next.seen_terminal, &input.sql.executions);
+            recent.filter(|row| known.find(&row.id).is_none()).collect()
         };
         for row in fresh {
             // An id listed twice keeps its first status, as in input order.
@@ -184,6 +167,34 @@ impl Invariant for E02 {
 /// The rows are in ascending id order (as the collector delivers them; duplicates adjacent).
 fn by_id(rows: &[Execution]) -> bool {
     rows.is_sorted_by(|a, b| a.id <= b.id)
+}
+
+/// The remembered entries, looked up by the ids of `rows` in their order: by one merge walk
+/// beside the ordered memory when the rows come sorted by id (the collector's order), else
+/// through a hash index (a hand-built snapshot; the ordered map costs a dozen string
+/// comparisons per lookup).
+enum Remembered<'m, V> {
+    Walk(Walk<'m, V>),
+    Index(LookupMap<&'m str, &'m V>),
+}
+
+impl<'m, V> Remembered<'m, V> {
+    fn new(map: &'m BTreeMap<Arc<str>, V>, rows: &[Execution]) -> Self {
+        if by_id(rows) {
+            return Remembered::Walk(Walk::new(map));
+        }
+        let mut index = lookup::map(map.len());
+        index.extend(map.iter().map(|(id, value)| (&**id, value)));
+        Remembered::Index(index)
+    }
+
+    /// The entry for `id`, the id of the next row in the order `new` was given.
+    fn find(&mut self, id: &str) -> Option<&'m V> {
+        match self {
+            Remembered::Walk(walk) => walk.find(id),
+            Remembered::Index(index) => index.get(id).copied(),
+        }
+    }
 }
 
 /// Looks up ascending ids in an id-ordered map by walking it once alongside them: each entry
