@@ -57,10 +57,7 @@ impl Recipe for B01AccessorDrift {
                 .map_err(|_| FleetError::Setup("queue accessor cache poisoned".to_owned()))?
                 .insert(site.to_owned(), ROWS);
             // ...and the dispatch that empties the queue does not invalidate it.
-            for id in &ids {
-                bench.claim(site, id).await?;
-                bench.finish(site, id, "success").await?;
-            }
+            bench.dispatch(site, &ids).await?;
             Ok(Injected {
                 what: format!(
                     "{site}: the queue accessor answers {ROWS} from a stale cache; the queue is \

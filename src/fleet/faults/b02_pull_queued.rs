@@ -53,10 +53,7 @@ impl Recipe for B02PullQueued {
         ids: &'a [String],
     ) -> Step<'a, String> {
         Box::pin(async move {
-            for id in ids {
-                bench.claim(site, id).await?;
-                bench.finish(site, id, "success").await?;
-            }
+            bench.dispatch(site, ids).await?;
             Ok(format!("{site}: waiting row claimed and run"))
         })
     }

@@ -67,10 +67,7 @@ impl Recipe for B02QueuedIdle {
             if let Some(control) = &bench.control {
                 control.sweep_stopped.store(false, Ordering::Relaxed);
             }
-            for id in ids {
-                bench.claim(site, id).await?;
-                bench.finish(site, id, "success").await?;
-            }
+            bench.dispatch(site, ids).await?;
             Ok(format!(
                 "{site}: drain sweep back, waiting row dispatched and run"
             ))
