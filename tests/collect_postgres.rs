@@ -581,8 +581,15 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
            ('6f1c2d3e-0000-4000-8000-000000000001', 'ghost', 'running', now() at time zone 'utc', 's'); \
          INSERT INTO schedule_executions (id, agent_name, status) VALUES \
            ('6f1c2d3e-0000-4000-8000-000000000002', 'alpha', 'queued'); \
-         INSERT INTO agent_tags (agent_name) VALUES ('ghost'), ('alpha'); \
+         INSERT INTO agent_tags (agent_name) VALUES ('ghost'), ('alpha'), (E'odd\\tname\\\\x\\n'); \
          INSERT INTO agent_skills (agent_name) VALUES ('ghost');",
+    );
+    // Rows are streamed as `COPY … TO STDOUT` text: a tab, a backslash and a newline inside a
+    // value arrive escaped and must read back as written (a name, and JSON that stays valid).
+    env.admin(
+        "INSERT INTO schedule_executions (id, agent_name, status, queued_at, backlog_metadata) \
+         VALUES ('6f1c2d3e-0000-4000-8000-000000000003', 'alpha', 'queued', \
+         now() at time zone 'utc', E'{\"prompt\": \"line\\\\none\\\\t\\\\\\\\ end\"}')",
     );
     env.admin(&format!(
         "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}",
@@ -597,9 +604,10 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
         .iter()
         .filter(|v| v["invariant_id"] == "L-03")
         .collect();
-    assert_eq!(l03.len(), 1, "{l03:?}");
+    assert_eq!(l03.len(), 2, "{l03:?}");
     assert_eq!(l03[0]["subject"], "ghost");
     assert_eq!(l03[0]["severity"], "critical", "a live execution row");
+    assert_eq!(l03[1]["subject"], "odd\tname\\x\n");
     let tables = l03[0]["observed_state"].to_string();
     for table in ["agent_tags", "agent_skills", "schedule_executions"] {
         assert!(tables.contains(table), "{table}: {tables}");

@@ -31,6 +31,7 @@
 //! It must not judge anything nor write: the connection is read-only and `query_only`.
 
 pub mod cascade;
+mod copy_text;
 pub mod custom;
 pub mod custom_postgres;
 mod error;

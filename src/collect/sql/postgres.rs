@@ -1,5 +1,5 @@
 //! The PostgreSQL dialect, sibling of `sqlite`: the session (URL, TLS, timeouts, read-only
-//! defaults), the simple-protocol statement runner the [`super::reader::Reader`] calls, and the
+//! defaults), the statement runners the [`super::reader::Reader`] calls, and the
 //! catalog query (`pg_catalog`), which also reads the role's write privileges so a
 //! write-capable role is refused on every read, not only at startup.
 //!
@@ -7,7 +7,10 @@
 //! whatever its declared type (`text`, `timestamptz`, `uuid`, `boolean`, integers), which the
 //! shared `value` functions already read. Parameters are inlined as literals quoted by
 //! `postgres_protocol::escape::escape_literal`; the statements are canary's own, with `?` only as
-//! placeholders (identifiers are checked plain identifiers, literals hold no `?`).
+//! placeholders (identifiers are checked plain identifiers, literals hold no `?`). The streamed
+//! reads ([`each_row`]: executions, schedules, roster, cascades) run the same statement as
+//! `COPY (…) TO STDOUT`, whose text format carries the same text one row per message (see
+//! `copy_text`), so no whole result is ever held.
 //!
 //! The session is opened per collection (a cycle every few minutes: a reconnect is free and a
 //! restarted server is simply picked up) with `application_name=canary`, a connect timeout,
@@ -202,9 +205,12 @@ pub(super) fn rows(
     Ok(out)
 }
 
-/// Runs `sql` like [`rows`], handing each row's first `N` cells to `row` borrowed (the text
-/// output of the simple query protocol; `NULL` for any the row lacks). The driver returns the
-/// whole result at once; each row's message is dropped once `row` has seen it.
+/// Runs `sql` like [`rows`], handing each row's first `N` cells to `row` borrowed (their text
+/// output; `NULL` for any the row lacks) as the rows arrive: the statement runs as
+/// `COPY (…) TO STDOUT`, which streams one row per message, so the result is never held whole
+/// (`simple_query` collects it all first: at L the schedules and executions reads were the
+/// largest part of the PostgreSQL cycle's peak memory; benches/RESULTS.md). Same text per value
+/// as the simple query protocol, same single statement, same read-only transaction.
 pub(super) fn each_row<const N: usize>(
     client: &mut Client,
     sql: &str,
@@ -212,19 +218,48 @@ pub(super) fn each_row<const N: usize>(
     step: &'static str,
     row: &mut impl FnMut([CellRef<'_>; N]),
 ) -> Result<u64, SqlError> {
-    let messages = simple_query(client, sql, params, step)?;
+    use std::io::BufRead;
+
+    let sql = inline(sql, params).ok_or_else(|| mismatched_params(step))?;
+    let mut copy = client
+        .copy_out(format!("COPY ({sql}) TO STDOUT").as_str())
+        .map_err(|e| SqlError::postgres(step, &e))?;
+    let (mut line, mut scratch) = (Vec::new(), Vec::new());
     let mut count = 0;
-    for message in messages {
-        if let SimpleQueryMessage::Row(r) = message {
-            let mut cells = [CellRef::Null; N];
-            for (i, cell) in cells.iter_mut().enumerate().take(r.len()) {
-                *cell = text_cell(&r, i, step)?;
+    loop {
+        line.clear();
+        let read = copy.read_until(b'\n', &mut line).map_err(|e| {
+            // The reader wraps the driver's error; its message is the server's, when it has one.
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<postgres::Error>())
+            {
+                Some(pg) => SqlError::postgres(step, pg),
+                None => SqlError::Postgres {
+                    step,
+                    message: e.to_string(),
+                },
             }
-            row(cells);
-            count += 1;
+        })?;
+        if read == 0 {
+            return Ok(count);
         }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        super::copy_text::split_line(&line, &mut scratch, row).map_err(|_| SqlError::Postgres {
+            step,
+            message: "a value is not valid UTF-8".to_owned(),
+        })?;
+        count += 1;
     }
-    Ok(count)
+}
+
+fn mismatched_params(step: &'static str) -> SqlError {
+    SqlError::Postgres {
+        step,
+        message: "internal error: statement parameters do not match its placeholders".to_owned(),
+    }
 }
 
 /// Column `i` of `row`, borrowed: its text output, or `NULL`.
@@ -244,10 +279,7 @@ fn simple_query(
     params: &[Cell],
     step: &'static str,
 ) -> Result<Vec<SimpleQueryMessage>, SqlError> {
-    let sql = inline(sql, params).ok_or(SqlError::Postgres {
-        step,
-        message: "internal error: statement parameters do not match its placeholders".to_owned(),
-    })?;
+    let sql = inline(sql, params).ok_or_else(|| mismatched_params(step))?;
     client
         .simple_query(&sql)
         .map_err(|e| SqlError::postgres(step, &e))
