@@ -4,8 +4,6 @@
 //!
 //! It must not talk to Redis; everything here is pure.
 
-use std::collections::HashSet;
-
 use canary_invariants::SlotSet;
 
 use super::client::RedisSourceError;
@@ -132,14 +130,17 @@ impl MetaKeyPattern {
         self.split_iter(key).next().is_some()
     }
 
-    /// Every way `key` splits into non-empty (agent, execution id) parts.
+    /// Every way `key` splits into non-empty (agent, execution id) parts (the tests' view;
+    /// the reader walks [`MetaKeyPattern::split_iter`]).
+    #[cfg(test)]
     pub(super) fn splits<'k>(&self, key: &'k str) -> Vec<(&'k str, &'k str)> {
         self.split_iter(key).collect()
     }
 
-    /// [`MetaKeyPattern::splits`] one at a time, leftmost first, without collecting the cut
-    /// points first (most keys split one way only). The cuts are the char boundaries when the
-    /// middle is empty, else the middle's non-overlapping occurrences (`match_indices`).
+    /// Every way `key` splits into non-empty (agent, execution id) parts, one at a time,
+    /// leftmost first, without collecting the cut points first (most keys split one way only).
+    /// The cuts are the char boundaries when the middle is empty, else the middle's
+    /// non-overlapping occurrences (`match_indices`).
     fn split_iter<'k>(&self, key: &'k str) -> impl Iterator<Item = (&'k str, &'k str)> {
         let inner = key
             .strip_prefix(self.prefix.as_str())
@@ -246,26 +247,45 @@ pub(super) fn resolve_meta_keys(
     raw: Vec<String>,
     slot_sets: &[SlotSet],
 ) -> Vec<FoundMeta> {
-    // Hash sets: only membership is asked, 30 000 times at L, and no order is read from them.
-    let members: HashSet<(&str, &str)> = slot_sets
-        .iter()
-        .flat_map(|s| {
-            s.members
-                .iter()
-                .map(move |m| (s.agent_name.as_str(), m.member.as_str()))
-        })
-        .collect();
-    let agents: HashSet<&str> = slot_sets.iter().map(|s| s.agent_name.as_str()).collect();
+    // Sorted slices searched by halving: only membership is asked (~30 000 times at L). Hash
+    // sets of the 30 000 (agent, member) pairs cost more to build (SipHash and regrowth) than
+    // all the look-ups together (benches/RESULTS.md). The slot sets come in agent order, so
+    // sorting each set's few members is enough; any other order is sorted whole.
+    let mut members: Vec<(&str, &str)> =
+        Vec::with_capacity(slot_sets.iter().map(|s| s.members.len()).sum());
+    for set in slot_sets {
+        let start = members.len();
+        let agent = set.agent_name.as_str();
+        members.extend(set.members.iter().map(|m| (agent, m.member.as_str())));
+        if let Some(own) = members.get_mut(start..) {
+            own.sort_unstable();
+        }
+    }
+    if !members.is_sorted() {
+        members.sort_unstable();
+    }
+    let mut agents: Vec<&str> = slot_sets.iter().map(|s| s.agent_name.as_str()).collect();
+    if !agents.is_sorted() {
+        agents.sort_unstable();
+    }
     let mut out = Vec::with_capacity(raw.len());
     for key in raw {
-        let splits = pattern.splits(&key);
-        let chosen = splits
-            .iter()
-            .find(|s| members.contains(s))
-            .or_else(|| splits.iter().find(|(agent, _)| agents.contains(agent)))
-            .or_else(|| splits.first());
-        let Some(&(agent, id)) = chosen else { continue };
-        let owned = members.contains(&(agent, id));
+        // One pass over the splits (most keys have exactly one), remembering the fallbacks.
+        let (mut owned_split, mut with_agent, mut leftmost) = (None, None, None);
+        for split in pattern.split_iter(&key) {
+            if members.binary_search(&split).is_ok() {
+                owned_split = Some(split);
+                break;
+            }
+            if with_agent.is_none() && agents.binary_search(&split.0).is_ok() {
+                with_agent = Some(split);
+            }
+            leftmost = leftmost.or(Some(split));
+        }
+        let owned = owned_split.is_some();
+        let Some((agent, id)) = owned_split.or(with_agent).or(leftmost) else {
+            continue;
+        };
         let (agent, id) = (agent.to_owned(), id.to_owned());
         out.push(FoundMeta {
             key,
@@ -344,6 +364,86 @@ mod tests {
             .map(|f| (f.agent.as_str(), f.id.as_str(), f.owned))
             .collect();
         assert_eq!(got, [("a:b", "c", true), ("a:b", "d", false)]);
+    }
+
+    /// The previous `resolve_meta_keys` (hash sets, every split collected), kept as the
+    /// reference the sorted-slice version must agree with.
+    fn resolve_with_hash_sets(
+        pattern: &MetaKeyPattern,
+        raw: &[String],
+        slot_sets: &[SlotSet],
+    ) -> Vec<(String, String, String, bool)> {
+        use std::collections::HashSet;
+        let members: HashSet<(&str, &str)> = slot_sets
+            .iter()
+            .flat_map(|s| {
+                s.members
+                    .iter()
+                    .map(move |m| (s.agent_name.as_str(), m.member.as_str()))
+            })
+            .collect();
+        let agents: HashSet<&str> = slot_sets.iter().map(|s| s.agent_name.as_str()).collect();
+        let mut out = Vec::new();
+        for key in raw {
+            let splits = pattern.splits(key);
+            let chosen = splits
+                .iter()
+                .find(|s| members.contains(s))
+                .or_else(|| splits.iter().find(|(agent, _)| agents.contains(agent)))
+                .or_else(|| splits.first());
+            let Some(&(agent, id)) = chosen else { continue };
+            let owned = members.contains(&(agent, id));
+            out.push((key.clone(), agent.to_owned(), id.to_owned(), owned));
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Names over a tiny alphabet holding the separator, so that most keys split several
+        /// ways, agents repeat across sets and members repeat across agents.
+        #[test]
+        fn meta_keys_resolve_as_with_hash_sets(
+            sets in proptest::collection::vec(
+                ("[ab:]{0,4}", proptest::collection::vec("[ab:]{0,3}", 0..4)),
+                0..6,
+            ),
+            keys in proptest::collection::vec(("[ab:]{0,4}", "[ab:]{0,3}"), 0..12),
+            junk in proptest::collection::vec("[a-z:]{0,12}", 0..3),
+        ) {
+            let p = MetaKeyPattern::parse("agent:slot:{agent}:{execution_id}").unwrap();
+            let slot_sets: Vec<SlotSet> = sets
+                .into_iter()
+                .map(|(agent_name, members)| SlotSet {
+                    agent_name,
+                    members: members
+                        .into_iter()
+                        .map(|member| SlotMember {
+                            member,
+                            acquired_at_ms: Some(0),
+                            sentinel: false,
+                            meta: None,
+                        })
+                        .collect(),
+                })
+                .collect();
+            let raw: Vec<String> = keys
+                .iter()
+                .map(|(agent, id)| format!("agent:slot:{agent}:{id}"))
+                .chain(junk)
+                .collect();
+            // As read (the sets in agent order, each set's members in score order), and in
+            // any order.
+            let mut in_agent_order = slot_sets.clone();
+            in_agent_order.sort_by(|a, b| a.agent_name.cmp(&b.agent_name));
+            for sets in [&slot_sets, &in_agent_order] {
+                let got: Vec<_> = resolve_meta_keys(&p, raw.clone(), sets)
+                    .into_iter()
+                    .map(|f| (f.key, f.agent, f.id, f.owned))
+                    .collect();
+                proptest::prop_assert_eq!(got, resolve_with_hash_sets(&p, &raw, sets));
+            }
+        }
     }
 
     #[test]
