@@ -8,7 +8,7 @@
 //! shared `value` functions already read. Parameters are inlined as literals quoted by
 //! `postgres_protocol::escape::escape_literal`; the statements are canary's own, with `?` only as
 //! placeholders (identifiers are checked plain identifiers, literals hold no `?`). The streamed
-//! reads ([`each_row`]: executions, schedules, roster, cascades) run the same statement as
+//! reads (`each_row`: executions, schedules, roster, cascades) run the same statement as
 //! `COPY (…) TO STDOUT`, whose text format carries the same text one row per message (see
 //! `copy_text`), so no whole result is ever held.
 //!
