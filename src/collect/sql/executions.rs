@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::SqlError;
 use super::query::{col_or_null, placeholders, q};
-use super::reader::{Dialect, Reader, TimeColumn};
+use super::reader::{Dialect, Reader, TimeColumn, utc_text};
 use super::schema::ExecutionsSchema;
 use super::value::{Cell, CellRef, anomaly, backlog_facts, parse_ts_value, truthy, value_text};
 use crate::config::platform::{CascadeEntry, PlatformConfig, Statuses};
@@ -29,10 +29,7 @@ use canary_invariants::{Agent, Anomaly, AnomalyKind, Execution, OrphanRows, Phas
 /// the window's 10 000–16 000; 24 h is the tightest floor that still holds for every offset the
 /// parser accepts (benches/RESULTS.md).
 fn recent_floor(cutoff_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(cutoff_ms.saturating_sub(86_400_000))
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        // Out of chrono's range: no floor (every text value sorts above "0").
-        .unwrap_or_else(|| "0".to_owned())
+    utc_text(cutoff_ms.saturating_sub(86_400_000), ' ')
 }
 
 /// The recent-terminal arm on SQLite as three disjoint conditions, each a range of an index on

@@ -144,8 +144,9 @@ const ISO_Z: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[
 const SPACED: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+){0,1}$";
 
 /// `cutoff_ms` as `YYYY-MM-DD<sep>HH:MM:SS` (UTC, whole seconds, floored): a value of the same
-/// shape sorts at or above it exactly when its instant is at or after the cutoff's second.
-fn utc_text(cutoff_ms: i64, sep: char) -> String {
+/// shape sorts at or above it exactly when its instant is at or after the cutoff's second. Out
+/// of chrono's range: `0`, below every date-time text (no floor).
+pub(super) fn utc_text(cutoff_ms: i64, sep: char) -> String {
     chrono::DateTime::from_timestamp_millis(cutoff_ms)
         .map(|t| t.format(&format!("%Y-%m-%d{sep}%H:%M:%S")).to_string())
         .unwrap_or_else(|| "0".to_owned())
@@ -154,9 +155,7 @@ fn utc_text(cutoff_ms: i64, sep: char) -> String {
 /// `YYYY-MM-DD HH:MM:SS` fourteen hours (the widest zone offset) before `cutoff_ms`: no text
 /// date-time of an instant at or after the cutoff sorts below it.
 fn text_floor(cutoff_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(cutoff_ms.saturating_sub(14 * 3_600_000))
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| "0".to_owned())
+    utc_text(cutoff_ms.saturating_sub(14 * 3_600_000), ' ')
 }
 
 /// The connection a [`Reader`] runs statements on.
