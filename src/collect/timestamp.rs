@@ -13,12 +13,20 @@ const MAX_MS: i64 = 253_402_300_799_999;
 /// Earliest instant accepted (0000-01-01T00:00:00Z).
 const MIN_MS: i64 = -62_167_219_200_000;
 
+/// The widest zone offset accepted, either way: ±14:00, the bound XML Schema's `dateTime` sets
+/// and the span of the zones in use (UTC−12:00 to UTC+14:00). The SQL readers rely on it: their
+/// text prefilters start this far before a window's cutoff (`sql::reader::text_floor`), which
+/// holds for every text this parser reads as an instant in the window only because no wider
+/// offset is read. A wider one (`+15:00`, `-23:59`) is malformed data, reported as such.
+pub const MAX_OFFSET_SECONDS: i32 = 14 * 3600;
+
 /// Parses a platform timestamp to unix milliseconds; `None` when it is not one.
 ///
 /// Accepted: `2026-01-14T10:00:00.123456Z`, `2026-01-14T10:00:00+02:00`, `…-0500`, `…+05`,
 /// `2026-01-14T10:00:00` (UTC), `2026-01-14 10:00:00[.fff]` (UTC), `2026-01-14T10:00` (no
 /// seconds), `2026-01-14` (midnight UTC), and a bare number as unix seconds (`1768384800`,
-/// `1768384800.5`). Sub-millisecond digits are truncated.
+/// `1768384800.5`). Sub-millisecond digits are truncated. A zone offset beyond
+/// [`MAX_OFFSET_SECONDS`] (±14:00) is not a timestamp.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     let s = s.trim();
     if s.is_empty() {
@@ -128,10 +136,11 @@ fn parse_offset(zone: &str) -> Option<i32> {
         return None;
     }
     let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
-    if h > 23 || m > 59 {
+    let seconds = h * 3600 + m * 60;
+    if m > 59 || seconds > MAX_OFFSET_SECONDS {
         return None;
     }
-    Some(sign * (h * 3600 + m * 60))
+    Some(sign * seconds)
 }
 
 /// `HH:MM`, `HH:MM:SS` or `HH:MM:SS.f…` (any number of fraction digits; beyond nanoseconds they
@@ -201,6 +210,23 @@ mod tests {
             parse_timestamp_ms("2026-01-14T10:00:00.5-00:00"),
             Some(BASE + 500)
         );
+    }
+
+    /// ±14:00 is the widest offset read: the SQL prefilters' floors depend on it.
+    #[test]
+    fn offsets_up_to_fourteen_hours_either_way() {
+        assert_eq!(parse_timestamp_ms("2026-01-15T00:00:00+14:00"), Some(BASE));
+        assert_eq!(parse_timestamp_ms("2026-01-13T20:00:00-1400"), Some(BASE));
+        assert_eq!(parse_timestamp_ms("2026-01-13T20:00:00-14"), Some(BASE));
+        for wider in [
+            "2026-01-15T00:01:00+14:01",
+            "2026-01-13T19:59:00-14:01",
+            "2026-01-13T19:00:00-15:00",
+            "2026-01-13T10:01:00-23:59",
+            "2026-01-15T09:59:00+2359",
+        ] {
+            assert_eq!(parse_timestamp_ms(wider), None, "{wider}");
+        }
     }
 
     #[test]

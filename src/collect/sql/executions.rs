@@ -12,30 +12,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::SqlError;
 use super::query::{col_or_null, placeholders, q};
-use super::reader::{Dialect, Reader, TimeColumn, utc_text};
+use super::reader::{Dialect, Reader, TimeColumn, text_floor};
 use super::schema::ExecutionsSchema;
 use super::value::{Cell, CellRef, anomaly, backlog_facts, parse_ts_value, truthy, value_text};
 use crate::config::platform::{CascadeEntry, PlatformConfig, Statuses};
 use canary_invariants::{Agent, Anomaly, AnomalyKind, Execution, OrphanRows, Phase};
 
-/// `YYYY-MM-DD HH:MM:SS`, 24 hours before `cutoff_ms` (UTC): no text the timestamp parser reads
-/// as an instant at or after the cutoff sorts below it. Such text starts with a zero-padded
-/// `YYYY-MM-DD`, then `T`, `t` or a space (which sorts lowest), and shows local time at an offset
-/// of at most ±23:59 (the parser's limit), so its date and time are after the floor's; a
-/// shorter text equal to the floor's prefix (`…-DD`, `… HH:MM`) is the floor's own instant or
-/// earlier, which no offset brings into the window.
-///
-/// It was the date two days before: at L that fetched ~70 h of terminal rows (100 000) to keep
-/// the window's 10 000–16 000; 24 h is the tightest floor that still holds for every offset the
-/// parser accepts (benches/RESULTS.md).
-fn recent_floor(cutoff_ms: i64) -> String {
-    utc_text(cutoff_ms.saturating_sub(86_400_000), ' ')
-}
-
 /// The recent-terminal arm on SQLite as three disjoint conditions, each a range of an index on
 /// `completed` (`c`), together selecting exactly the rows of the single arm (the text prefilter
 /// `c >= floor OR c < '1970-01-01' OR c IS NULL`, then the window):
-/// - `c >= floor` (date-time text of the last 24 hours, and any text sorting above digits),
+/// - `c >= floor` (date-time text of the last 14 hours, and any text sorting above digits),
 ///   then the window (`julianday`, or a value it cannot parse, kept for Rust to report);
 /// - `c < '1970-01-01'` and not the first (numbers, text sorting below dates), the same test;
 /// - `c IS NULL`, windowed by `started` when that column exists (what E-03 looks for).
@@ -47,7 +33,7 @@ fn recent_ranges_sqlite(
     at_params: &[Cell],
     cutoff_ms: i64,
 ) -> Vec<(String, Vec<Cell>)> {
-    let floor = || Cell::Text(recent_floor(cutoff_ms));
+    let floor = || Cell::Text(text_floor(cutoff_ms));
     let with_window = |range: String, mut p: Vec<Cell>| {
         p.extend(at_params.iter().cloned());
         (format!("{range} AND ({at_least})"), p)
@@ -151,8 +137,8 @@ pub(super) fn read_executions(
         let c = q(&e.completed_at);
         // Cheap prefilter first: without an index on `completed_at` every terminal row is read,
         // and `julianday()` on each of them was most of the query (0.7 s at 1 M rows). Text
-        // that sorts as a date-time before `recent_floor` (24 hours before the cutoff, which
-        // covers any zone offset) cannot be in the window, so it is skipped by a plain
+        // that sorts as a date-time before `text_floor` (14 hours before the cutoff, which
+        // covers any zone offset the parser reads) cannot be in the window, so it is skipped by a plain
         // comparison. This drops only such date-prefixed text (e.g. `2020-01-01 garbage`) from
         // the unparseable-value report; every other shape (numbers, NULL, text sorting below
         // '1970' or above the floor) still reaches `julianday()`. Written as three ranges so
@@ -176,7 +162,7 @@ pub(super) fn read_executions(
             schema.completed_range_collation,
         ) {
             Some(prefilter) => {
-                let mut p = vec![Cell::Text(recent_floor(cutoff_ms))];
+                let mut p = vec![Cell::Text(text_floor(cutoff_ms))];
                 p.extend(at_params);
                 (format!("{prefilter} AND ({at_least}"), p)
             }
@@ -492,65 +478,6 @@ mod tests {
         expected.sort_by(|x, y| x.id.cmp(&y.id));
         sort_by_id(&mut many);
         assert_eq!(many, expected);
-    }
-
-    #[test]
-    fn recent_floor_is_a_day_before() {
-        assert_eq!(recent_floor(1_768_384_800_000), "2026-01-13 10:00:00");
-        assert_eq!(recent_floor(i64::MIN), "0");
-    }
-
-    /// Every calendar shape the parser reads, at every offset it accepts, for instants from the
-    /// cutoff onwards (the window and just after it): the text sorts at or above the floor, so
-    /// the prefilter never drops a row of the window. And the floor is not looser than it
-    /// needs to be: `datetime()`'s shape a day and a second before the cutoff is below it.
-    #[test]
-    fn no_text_of_an_instant_in_the_window_sorts_below_the_floor() {
-        use crate::collect::timestamp::parse_timestamp_ms;
-        use chrono::{DateTime, FixedOffset};
-
-        let cutoff: i64 = 1_764_540_000_000 + 123; // 2025-11-30T22:00:00.123Z
-        let floor = recent_floor(cutoff);
-        let offsets = (-(23 * 60 + 59)..=(23 * 60 + 59))
-            .step_by(7)
-            .map(|m| m * 60);
-        let mut checked = 0;
-        for offset_s in offsets.chain([-(23 * 3600 + 59 * 60), 23 * 3600 + 59 * 60]) {
-            let zone = FixedOffset::east_opt(offset_s).expect("offset in range");
-            for ahead_ms in [0, 1, 999, 1_000, 59_999, 3_600_000, 35 * 60_000, 86_400_000] {
-                let instant = cutoff + ahead_ms;
-                let local = DateTime::from_timestamp_millis(instant)
-                    .expect("in range")
-                    .with_timezone(&zone);
-                let utc = local.naive_utc();
-                let texts = [
-                    local.format("%Y-%m-%dT%H:%M:%S%.f%:z").to_string(),
-                    local.format("%Y-%m-%dT%H:%M:%S%z").to_string(),
-                    local.format("%Y-%m-%dt%H:%M:%S%.3f%:z").to_string(),
-                    local.format("%Y-%m-%dT%H:%M%:z").to_string(),
-                    utc.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-                    utc.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    utc.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                    utc.format("%Y-%m-%d %H:%M").to_string(),
-                    utc.format("%Y-%m-%d").to_string(),
-                ];
-                for text in texts {
-                    let Some(ms) = parse_timestamp_ms(&text) else {
-                        continue;
-                    };
-                    if ms < cutoff - 1_000 * 60 {
-                        continue; // a shape that truncates (minutes, dates): not in the window
-                    }
-                    assert!(text.as_str() >= floor.as_str(), "{text} < {floor}");
-                    checked += 1;
-                }
-            }
-        }
-        assert!(checked > 20_000, "{checked}");
-        let day_before = DateTime::from_timestamp_millis(cutoff - 86_400_000 - 1_000)
-            .expect("in range")
-            .naive_utc();
-        assert!(day_before.format("%Y-%m-%d %H:%M:%S").to_string() < floor);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use super::error::SqlError;
 use super::postgres;
 use super::value::{Cell, CellRef};
+use crate::collect::timestamp::MAX_OFFSET_SECONDS;
 use rusqlite::types::ValueRef;
 
 /// Which SQL engine the platform runs on.
@@ -152,10 +153,19 @@ pub(super) fn utc_text(cutoff_ms: i64, sep: char) -> String {
         .unwrap_or_else(|| "0".to_owned())
 }
 
-/// `YYYY-MM-DD HH:MM:SS` fourteen hours (the widest zone offset) before `cutoff_ms`: no text
-/// date-time of an instant at or after the cutoff sorts below it.
-fn text_floor(cutoff_ms: i64) -> String {
-    utc_text(cutoff_ms.saturating_sub(14 * 3_600_000), ' ')
+/// `YYYY-MM-DD HH:MM:SS` fourteen hours (the widest zone offset the timestamp parser reads,
+/// [`MAX_OFFSET_SECONDS`]) before `cutoff_ms`, in UTC: no text the parser reads as an instant at
+/// or after the cutoff sorts below it. Such text starts with a zero-padded `YYYY-MM-DD`, then
+/// `T`, `t` or a space (which sorts lowest), and shows local time at an offset of at most
+/// ±14:00, so its date and time are after the floor's; a shorter text equal to the floor's
+/// prefix (`…-DD`, `… HH:MM`) is the floor's own instant or earlier, which no offset brings into
+/// the window. Both backends' text windows start here (the executions' recent-terminal
+/// prefilter, and on PostgreSQL every text time window).
+pub(super) fn text_floor(cutoff_ms: i64) -> String {
+    utc_text(
+        cutoff_ms.saturating_sub(i64::from(MAX_OFFSET_SECONDS) * 1000),
+        ' ',
+    )
 }
 
 /// The connection a [`Reader`] runs statements on.
@@ -432,6 +442,58 @@ mod tests {
         }
         assert!("2026-01-13 19:59:59" < floor.as_str());
         assert_eq!(text_floor(i64::MIN), "0");
+    }
+
+    /// Every calendar shape the parser reads, at every offset it accepts, for instants from the
+    /// cutoff onwards (the window and just after it): the text sorts at or above the floor, so
+    /// no text window drops a row of the window. And the floor is not looser than it needs to
+    /// be: `datetime()`'s shape fourteen hours and a second before the cutoff is below it.
+    #[test]
+    fn no_text_of_an_instant_in_the_window_sorts_below_the_floor() {
+        use crate::collect::timestamp::parse_timestamp_ms;
+        use chrono::{DateTime, FixedOffset};
+
+        let cutoff: i64 = 1_764_540_000_000 + 123; // 2025-11-30T22:00:00.123Z
+        let floor = text_floor(cutoff);
+        let widest = MAX_OFFSET_SECONDS / 60;
+        let offsets = (-widest..=widest).step_by(7).map(|m| m * 60);
+        let mut checked = 0;
+        for offset_s in offsets.chain([-MAX_OFFSET_SECONDS, MAX_OFFSET_SECONDS]) {
+            let zone = FixedOffset::east_opt(offset_s).expect("offset in range");
+            for ahead_ms in [0, 1, 999, 1_000, 59_999, 3_600_000, 35 * 60_000, 86_400_000] {
+                let instant = cutoff + ahead_ms;
+                let local = DateTime::from_timestamp_millis(instant)
+                    .expect("in range")
+                    .with_timezone(&zone);
+                let utc = local.naive_utc();
+                let texts = [
+                    local.format("%Y-%m-%dT%H:%M:%S%.f%:z").to_string(),
+                    local.format("%Y-%m-%dT%H:%M:%S%z").to_string(),
+                    local.format("%Y-%m-%dt%H:%M:%S%.3f%:z").to_string(),
+                    local.format("%Y-%m-%dT%H:%M%:z").to_string(),
+                    local.format("%Y-%m-%d %H:%M:%S%:z").to_string(),
+                    utc.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                    utc.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    utc.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                    utc.format("%Y-%m-%d %H:%M").to_string(),
+                    utc.format("%Y-%m-%d").to_string(),
+                ];
+                for text in texts {
+                    let ms = parse_timestamp_ms(&text).expect("every shape here parses");
+                    if ms < cutoff - 1_000 * 60 {
+                        continue; // a shape that truncates (minutes, dates): not in the window
+                    }
+                    assert!(text.as_str() >= floor.as_str(), "{text} < {floor}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+        let just_below =
+            DateTime::from_timestamp_millis(cutoff - i64::from(MAX_OFFSET_SECONDS) * 1000 - 1_000)
+                .expect("in range")
+                .naive_utc();
+        assert!(just_below.format("%Y-%m-%d %H:%M:%S").to_string() < floor);
     }
 
     /// Every `?` of a comparison is one of its parameters (the PostgreSQL reader inlines them
