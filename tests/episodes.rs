@@ -366,4 +366,30 @@ async fn episodes_a_huge_slot_set_is_read_up_to_the_cap_and_reported() {
     let (_, result) = check(&env.config());
     assert_eq!(result["violation_counts"]["S-04"]["total"], 150, "{result}");
     assert_eq!(result["outcomes"]["G-05"], "green", "{result}");
+
+    // At the cap exactly the set is whole; one more member and it is not.
+    let extra: Vec<String> = (99..150).map(|i| format!("leaked-{i:03}")).collect();
+    let _: i64 = redis::cmd("ZREM")
+        .arg("agent:slots:agent-a")
+        .arg(&extra)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let (_, result) = check(&capped);
+    assert_eq!(result["violation_counts"]["S-04"]["total"], 99, "{result}");
+    assert_eq!(
+        result["outcomes"]["G-05"], "green",
+        "100 members, cap 100: {result}"
+    );
+    let _: i64 = redis::cmd("ZADD")
+        .arg("agent:slots:agent-a")
+        .arg(score)
+        .arg("leaked-099")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let (_, result) = check(&capped);
+    assert_eq!(result["outcomes"]["G-05"], "red", "{result}");
+    let notes = result["diagnostics"]["anomalies"].to_string();
+    assert!(notes.contains("101 members; the first 100"), "{notes}");
 }

@@ -2,7 +2,8 @@
 //! [`SlotsRead::read_metadata`]: the `PTTL` + `HGET` pipeline and the delayed stray recheck), each
 //! a fixed number of round trips whatever the fleet size — except a flood of slot members beyond
 //! [`META_PIPELINE_MEMBERS`], whose metadata is read in bounded pipelines — and at most
-//! `platform.redis_max_members_per_key` members read from any one slot set.
+//! `platform.redis_max_members_per_key` members read from any one slot set (a larger set costs
+//! one `ZCARD` pipeline for its size, in the second phase).
 //!
 //! It must not send anything but the reads [`DataConn`] offers (one node or a cluster), nor parse
 //! replies itself (see `reply`).
@@ -164,6 +165,7 @@ impl SlotsRead {
         // business.)
         let found = resolve_meta_keys(&meta_pattern, other_keys, &slot_sets);
         let result = async {
+            size_truncated(&mut redis, cfg, &truncated, &mut anomalies).await?;
             read_meta(
                 &mut redis,
                 cfg,
@@ -267,13 +269,13 @@ async fn read_slot_sets(
     let (slot_keys, raw_meta_keys) =
         scan_keys(redis, cfg, slot_pattern, meta_pattern, &mut anomalies).await?;
 
-    // Per key: ZCARD and the first `max` members, in the same pipeline (no extra round trip),
-    // so a runaway key costs at most `max` members of memory and is reported with its size.
+    // Per key: its first `max` members and one more, which tells a set larger than the cap
+    // without a `ZCARD` per key (10 000 commands at L); such a set's size is asked in the second
+    // phase (`size_truncated`). A runaway key costs at most `max` members of memory.
     let max = cfg.redis_max_members_per_key.max(1);
     let mut first = ReadBatch::new();
     for (_, key) in &slot_keys {
-        first.zcard(key.as_bytes());
-        first.zrange_withscores_first(key.as_bytes(), max);
+        first.zrange_withscores_first(key.as_bytes(), max.saturating_add(1));
     }
     let tick_index = first.get(keys.drain_tick.as_bytes());
     // One GET per pull-mode pilot in the same pipeline: no round trip is added.
@@ -309,46 +311,18 @@ async fn read_slot_sets(
     let mut slot_sets = Vec::with_capacity(slot_keys.len());
     let mut truncated = BTreeMap::new();
     let mut replies = replies.into_iter();
+    let cap = usize::try_from(max).unwrap_or(usize::MAX);
     for (agent, key) in &slot_keys {
-        let (Some(card), Some(reply)) = (replies.next(), replies.next()) else {
+        let Some(reply) = replies.next() else {
             break;
         };
         // Each reply is consumed (and freed) as it is parsed.
-        let Some(pairs) = zrange_pairs(reply, key, &mut anomalies) else {
+        let Some(mut pairs) = zrange_pairs(reply, key, &mut anomalies) else {
             continue;
         };
-        let read = u64::try_from(pairs.len()).unwrap_or(u64::MAX);
-        let size = match card {
-            Value::Int(total) => Some(u64::try_from(total).unwrap_or(0)),
-            // ZCARD refused (an ACL without +zcard) or odd: the size is unknown, and a read
-            // that filled the cap may be partial, which is said rather than assumed away.
-            other => {
-                anomalies.push(anomaly(
-                    AnomalyKind::UnexpectedReply,
-                    key.clone(),
-                    format!(
-                        "ZCARD answered {}; the slot set's size is unknown",
-                        show_value(&other)
-                    ),
-                ));
-                (read >= u64::from(max)).then_some(u64::MAX)
-            }
-        };
-        if let Some(total) = size.filter(|total| *total > read) {
+        if pairs.len() > cap {
+            pairs.truncate(cap);
             truncated.insert(agent.clone(), key.clone());
-            let total = if total == u64::MAX {
-                "an unknown number of".to_owned()
-            } else {
-                total.to_string()
-            };
-            anomalies.push(anomaly(
-                AnomalyKind::SlotSetTruncated,
-                key.clone(),
-                format!(
-                    "{total} members; the first {read} (lowest scores) were read and judged \
-                     (platform.redis_max_members_per_key)"
-                ),
-            ));
         }
         let mut members = Vec::with_capacity(pairs.len());
         for (member, score) in pairs {
@@ -392,6 +366,56 @@ async fn read_slot_sets(
         truncated,
         pull_polls,
     ))
+}
+
+/// The `slot_set_truncated` anomaly of each set read only in part, with its size (one `ZCARD`
+/// pipeline, only when there is such a set: a runaway key costs this round trip, a healthy fleet
+/// none).
+async fn size_truncated(
+    redis: &mut DataConn,
+    cfg: &PlatformConfig,
+    truncated: &BTreeMap<String, String>,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<(), RedisSourceError> {
+    if truncated.is_empty() {
+        return Ok(());
+    }
+    let read = u64::from(cfg.redis_max_members_per_key.max(1));
+    let mut batch = ReadBatch::new();
+    for key in truncated.values() {
+        batch.zcard(key.as_bytes());
+    }
+    let replies = redis.run(&batch).await?;
+    for (key, card) in truncated.values().zip(replies) {
+        let total = match card {
+            Value::Int(total) => match u64::try_from(total) {
+                Ok(total) if total > read => total.to_string(),
+                // Released down to the cap since it was read.
+                _ => format!("more than {read}"),
+            },
+            // ZCARD refused (an ACL without +zcard) or odd: the size is unknown, and said so.
+            other => {
+                anomalies.push(anomaly(
+                    AnomalyKind::UnexpectedReply,
+                    key.clone(),
+                    format!(
+                        "ZCARD answered {}; the slot set's size is unknown",
+                        show_value(&other)
+                    ),
+                ));
+                format!("more than {read}")
+            }
+        };
+        anomalies.push(anomaly(
+            AnomalyKind::SlotSetTruncated,
+            key.clone(),
+            format!(
+                "{total} members; the first {read} (lowest scores) were read and judged \
+                 (platform.redis_max_members_per_key)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Keeps owned hashes as found; re-reads the others after the recheck delay (one pipeline of
