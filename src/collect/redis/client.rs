@@ -446,7 +446,9 @@ impl ReadOnlyRedis {
         Ok((cursor, keys))
     }
 
-    /// Every key matching `pattern`, sorted and deduplicated (SCAN may return a key twice).
+    /// Every key matching `pattern`, in SCAN's order; SCAN may return a key twice, so the caller
+    /// sorts and deduplicates what it keeps ([`sort_dedup`]), when it needs it (the slot keys at
+    /// once, the tens of thousands of metadata keys later, off the path the SQL read waits on).
     pub async fn scan_all(
         &mut self,
         pattern: &str,
@@ -458,8 +460,6 @@ impl ReadOnlyRedis {
             let (next, page) = self.scan_page(cursor, pattern, count).await?;
             keys.extend(page);
             if next == 0 {
-                // One sort of the whole key list rather than a tree insert per key.
-                sort_dedup(&mut keys);
                 return Ok(keys);
             }
             cursor = next;
@@ -512,8 +512,9 @@ impl ReadOnlyRedis {
     }
 }
 
-/// Sorts `keys` and drops repeats: the set SCAN pages add up to, in byte order.
-pub(super) fn sort_dedup(keys: &mut Vec<Vec<u8>>) {
+/// Sorts `keys` and drops repeats: the set SCAN pages add up to, in order (one sort of the
+/// whole list rather than a tree insert per key).
+pub(super) fn sort_dedup<T: Ord>(keys: &mut Vec<T>) {
     keys.sort_unstable();
     keys.dedup();
 }

@@ -24,9 +24,7 @@ use futures_util::future::try_join_all;
 use redis::{Cmd, Value};
 use serde::Serialize;
 
-use super::client::{
-    NodeAddr, ReadBatch, ReadOnlyRedis, RedisSourceError, command_key, sort_dedup,
-};
+use super::client::{NodeAddr, ReadBatch, ReadOnlyRedis, RedisSourceError, command_key};
 use crate::config::platform::{PlatformConfig, RedisCluster};
 
 /// Hash slots of a Redis Cluster.
@@ -326,7 +324,8 @@ impl ReadOnlyCluster {
     }
 
     /// Every key matching `pattern` on every primary (SCAN is per node in a cluster), the
-    /// nodes scanned at once.
+    /// nodes scanned at once; unsorted, and a key may come twice, as from
+    /// [`ReadOnlyRedis::scan_all`].
     pub async fn scan_all(
         &mut self,
         pattern: &str,
@@ -345,7 +344,6 @@ impl ReadOnlyCluster {
         for page in try_join_all(scans).await? {
             keys.extend(page);
         }
-        sort_dedup(&mut keys);
         Ok(keys)
     }
 
