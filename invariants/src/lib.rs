@@ -1,7 +1,7 @@
 //! `canary-invariants`: the pure core of canary.
 //!
 //! A [`Snapshot`] of the platform's stores goes in, [`Violation`]s and per-invariant
-//! [`Outcome`]s come out ([`evaluate`]), and [`transitions::diff`] turns outcomes into fired /
+//! [`Outcome`]s come out ([`evaluate()`]), and [`transitions::diff`] turns outcomes into fired /
 //! resolved transitions. No I/O, no clock, no environment: time arrives as
 //! [`Snapshot::taken_at_ms`], cross-cycle memory as [`Memory`]. Platform data is untrusted, so
 //! nothing here may panic on odd input (the crate denies `unwrap`, `expect`, `panic` and indexing).

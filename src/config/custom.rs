@@ -27,7 +27,7 @@
 //! `custom.perm_edges` are fine.
 //!
 //! Validation here is pure (no I/O). Preparing every statement against the platform database is
-//! the collector's preflight (`collect::preflight`), which the CLI runs right after [`validate`]
+//! the collector's preflight (`collect::preflight`), which the CLI runs right after `validate`
 //! on the entries [`statements_to_preflight`] names; this module must not open the database.
 //! Reading `custom_invariants_dir` is loading and lives in `load.rs`: this file imports nothing
 //! from loading or validation (only [`Problem`]), so the config modules import one way.

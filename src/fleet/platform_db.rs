@@ -158,7 +158,7 @@ fn owned(params: &[Param<'_>]) -> Vec<Param<'static>> {
     params.iter().cloned().map(Param::into_owned).collect()
 }
 
-/// Converts a writer's value into a [`Param`] (what [`params!`] calls on each argument).
+/// Converts a writer's value into a [`Param`] (what `params!` calls on each argument).
 pub trait ToParam {
     /// The value as a [`Param`] (borrowing its text).
     fn to_param(&self) -> Param<'_>;
@@ -592,7 +592,7 @@ impl PlatformDb {
     }
 
     /// A bulk writer for one `INSERT … VALUES (?1, …)` statement: a prepared statement on
-    /// SQLite, multi-row `INSERT`s of [`PG_ROWS_PER_INSERT`] rows on PostgreSQL. Call
+    /// SQLite, multi-row `INSERT`s of `PG_ROWS_PER_INSERT` rows on PostgreSQL. Call
     /// [`Inserter::finish`] to write the last rows.
     pub fn inserter(&self, sql: &str) -> Result<Inserter<'_>, FleetError> {
         match self {

@@ -1,6 +1,6 @@
 //! The schedule loop and the retention loop of `canary run`.
 //!
-//! The loop sleeps until the next tick (decided by the pure [`timing`](crate::timing)), runs one
+//! The loop sleeps until the next tick (decided by the pure [`timing`]), runs one
 //! cycle through the shared single-flight [`CycleRunner`], and repeats. Its contract:
 //! - waiting is interruptible: cancellation ends the wait at once;
 //! - a cycle is not: once started it runs to the end (the cycle's state-DB transaction either

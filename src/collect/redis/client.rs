@@ -447,7 +447,7 @@ impl ReadOnlyRedis {
     }
 
     /// Every key matching `pattern`, in SCAN's order; SCAN may return a key twice, so the caller
-    /// sorts and deduplicates what it keeps ([`sort_dedup`]), when it needs it (the slot keys at
+    /// sorts and deduplicates what it keeps (`sort_dedup`), when it needs it (the slot keys at
     /// once, the tens of thousands of metadata keys later, off the path the SQL read waits on).
     pub async fn scan_all(
         &mut self,

@@ -1,7 +1,7 @@
 //! Delete-cascade orphans: rows of the configured cascade tables whose agent is not in the
 //! roster, counted per (table, agent) in ONE statement (a `UNION ALL` of anti-joins). The
 //! executions table's entry may instead be answered from the rows the executions query already
-//! read ([`executions_cascade_entry`], `executions::ExecutionsTally`) when that is provably the
+//! read (`executions_cascade_entry`, `executions::ExecutionsTally`) when that is provably the
 //! same answer.
 //!
 //! It must not read the roster or executions rows itself (it joins against the roster table).

@@ -2,7 +2,7 @@
 //! statement whose shape depends on the schema (a skip-scan through a status index when there is
 //! one, one scan otherwise; both read the same rows). While reading, the non-terminal rows can be
 //! tallied per agent to answer the executions cascade entry without its SQL arm
-//! ([`ExecutionsTally`], used by `cascade`).
+//! (`ExecutionsTally`, used by `cascade`).
 //! Each status word is classified into a phase here ([`classify_phase`]), with the configured
 //! lists.
 //!

@@ -1,5 +1,5 @@
 //! The PostgreSQL dialect, sibling of `sqlite`: the session (URL, TLS, timeouts, read-only
-//! defaults), the statement runners the [`super::reader::Reader`] calls, and the
+//! defaults), the statement runners the `reader::Reader` calls, and the
 //! catalog query (`pg_catalog`), which also reads the role's write privileges so a
 //! write-capable role is refused on every read, not only at startup.
 //!

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// What [`seed`] wrote and how long it took.
+/// What `seed` wrote and how long it took.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SeedReport {
     /// Roster rows.
