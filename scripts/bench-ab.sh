@@ -66,7 +66,7 @@ for r in $(seq 1 "$ROUNDS"); do
     rm -f "$DIR"/state.db*
     json=$("$exe" run "$DS" "$DB" "$URL" "$DIR/state.db" "$CYCLES")
     echo "$side $r $(echo "$json" | jq -c '{wall_ms_median, sqlite_ms_median, redis_ms_median,
-      sql_statements, redis_round_trips, peak_rss_kb, violations: (.violations|add),
+      redis_slot_sets_ms_median, sql_statements, redis_round_trips, peak_rss_kb, violations: (.violations|add),
       evaluate_ms: .breakdown_ms.evaluate, executions_read: .snapshot.executions_read}')" \
       | tee -a "$DIR/runs.txt"
   done
@@ -84,7 +84,9 @@ for k in "AB":
     med = lambda f: st.median(d[f] for d in runs[k])
     print(f"{k}: cycle wall median {st.median(wall[k]):.1f} ms ({min(wall[k]):.1f}-{max(wall[k]):.1f}), "
           f"SQL {med('sqlite_ms_median'):.1f} ms, Redis {med('redis_ms_median'):.1f} ms, "
-          f"evaluate {med('evaluate_ms'):.1f} ms, "
+          + (f"of it slot sets {med('redis_slot_sets_ms_median'):.1f} ms, "
+             if all(d.get("redis_slot_sets_ms_median") is not None for d in runs[k]) else "")
+          + f"evaluate {med('evaluate_ms'):.1f} ms, "
           f"peak RSS median {st.median(rss):.1f} MB (max {max(rss):.1f})")
 print("B/A per round:", ", ".join(f"{r:.2f}" for r in ratios),
       f"| median {st.median(ratios):.3f}, geometric mean {st.geometric_mean(ratios):.3f}")

@@ -395,6 +395,14 @@ async fn healthy_fleet_collects_into_the_expected_snapshot() {
             "{source}_ms = {ms}, collection took {wall_ms} ms"
         );
     }
+    // The slot-set phase is part of the Redis read, and the SQL read starts after it.
+    let slot_sets = stats.redis_slot_sets_ms;
+    assert!(
+        slot_sets > 0.0 && slot_sets < stats.redis_ms && slot_sets + stats.sqlite_ms <= wall_ms,
+        "slot sets {slot_sets} ms, redis {} ms, sqlite {} ms, collection {wall_ms} ms",
+        stats.redis_ms,
+        stats.sqlite_ms
+    );
 }
 
 /// A fleet of `n` agents, each with a running execution holding a slot, a finished execution and

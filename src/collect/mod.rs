@@ -78,6 +78,9 @@ pub struct CollectStats {
     /// Wall time of the Redis read (slot sets, then metadata), in milliseconds. The metadata
     /// part overlaps the SQLite read, so the two times may add up to more than the collection.
     pub redis_ms: f64,
+    /// Of `redis_ms`, the slot-set phase (SCAN and the `ZRANGE` pipeline): the part the SQL read
+    /// waits for (S-01's ordering), so the collection takes about this plus the SQL read.
+    pub redis_slot_sets_ms: f64,
     /// Docker Engine API requests (0 when not configured): 2 + per container 1 inspect + 3 for
     /// the `ps` exec; the one cost that grows with the fleet (the API has no batch calls).
     pub docker_calls: u32,
@@ -187,7 +190,8 @@ pub async fn builtin(
     // ~120–150 ms at L) still precedes SQLite (benches/RESULTS.md).
     let redis_started = Instant::now();
     let slots = redis::read_slots(cfg).await;
-    let mut redis_ms = elapsed_ms(redis_started);
+    let redis_slot_sets_ms = elapsed_ms(redis_started);
+    let mut redis_ms = redis_slot_sets_ms;
     let sql_cfg = cfg.clone();
     let sql_task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -213,6 +217,7 @@ pub async fn builtin(
     let mut stats = CollectStats {
         redis_round_trips: redis_outcome.round_trips,
         redis_ms,
+        redis_slot_sets_ms,
         redis_route: redis_outcome.route.clone(),
         docker_ms,
         docker_calls: docker_outcome.as_ref().map_or(0, |read| read.calls),
