@@ -141,12 +141,7 @@ async fn episodes_100k_leaked_members_are_all_counted_and_grow_state_by_little()
         let members: Vec<(f64, String)> = (start..(start + 10_000).min(LEAKED))
             .map(|i| (score, format!("leaked-{i:06}")))
             .collect();
-        let _: i64 = redis::cmd("ZADD")
-            .arg("agent:slots:agent-a")
-            .arg(&members)
-            .query_async(&mut r)
-            .await
-            .unwrap();
+        sorted_set(&mut r, "ZADD", "agent:slots:agent-a", &members).await;
     }
     let config = env.config();
     let state = env.state_path();
@@ -307,6 +302,21 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `cmd key args` on a sorted set of the test's Redis (`ZADD`, `ZREM`; the count is not used).
+async fn sorted_set(
+    r: &mut redis::aio::MultiplexedConnection,
+    cmd: &str,
+    key: &str,
+    args: impl redis::ToRedisArgs,
+) {
+    let _: i64 = redis::cmd(cmd)
+        .arg(key)
+        .arg(args)
+        .query_async(r)
+        .await
+        .unwrap();
+}
+
 /// One key cannot make memory unbounded: a slot set larger than
 /// `platform.redis_max_members_per_key` is read up to it, G-05 reports the truncation with the
 /// set's full size, and the hash of a real member beyond the read is not invented into a stray.
@@ -319,12 +329,7 @@ async fn episodes_a_huge_slot_set_is_read_up_to_the_cap_and_reported() {
     let members: Vec<(f64, String)> = (0..150)
         .map(|i| (score, format!("leaked-{i:03}")))
         .collect();
-    let _: i64 = redis::cmd("ZADD")
-        .arg("agent:slots:agent-a")
-        .arg(&members)
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    sorted_set(&mut r, "ZADD", "agent:slots:agent-a", &members).await;
     let base = std::fs::read_to_string(env.config()).unwrap();
     let capped = env.dir.path().join("capped.yaml");
     std::fs::write(
@@ -369,25 +374,14 @@ async fn episodes_a_huge_slot_set_is_read_up_to_the_cap_and_reported() {
 
     // At the cap exactly the set is whole; one more member and it is not.
     let extra: Vec<String> = (99..150).map(|i| format!("leaked-{i:03}")).collect();
-    let _: i64 = redis::cmd("ZREM")
-        .arg("agent:slots:agent-a")
-        .arg(&extra)
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    sorted_set(&mut r, "ZREM", "agent:slots:agent-a", &extra).await;
     let (_, result) = check(&capped);
     assert_eq!(result["violation_counts"]["S-04"]["total"], 99, "{result}");
     assert_eq!(
         result["outcomes"]["G-05"], "green",
         "100 members, cap 100: {result}"
     );
-    let _: i64 = redis::cmd("ZADD")
-        .arg("agent:slots:agent-a")
-        .arg(score)
-        .arg("leaked-099")
-        .query_async(&mut r)
-        .await
-        .unwrap();
+    sorted_set(&mut r, "ZADD", "agent:slots:agent-a", (score, "leaked-099")).await;
     let (_, result) = check(&capped);
     assert_eq!(result["outcomes"]["G-05"], "red", "{result}");
     let notes = result["diagnostics"]["anomalies"].to_string();
