@@ -154,7 +154,7 @@ impl SlotsRead {
             route,
             mut slot_sets,
             drain_tick_at_ms,
-            other_keys,
+            mut other_keys,
             meta_pattern,
             mut anomalies,
             truncated,
@@ -164,7 +164,6 @@ impl SlotsRead {
         // done here so that it overlaps the SQLite read (~30 ms for 30 000 keys at L).
         // (A key that does not split as a metadata key is skipped there: none of canary's
         // business.)
-        let mut other_keys = other_keys;
         sort_dedup(&mut other_keys);
         let found = resolve_meta_keys(&meta_pattern, other_keys, &slot_sets);
         let result = async {
@@ -275,7 +274,7 @@ async fn read_slot_sets(
     // Per key: its first `max` members and one more, which tells a set larger than the cap
     // without a `ZCARD` per key (10 000 commands at L); such a set's size is asked in the second
     // phase (`size_truncated`). A runaway key costs at most `max` members of memory.
-    let max = cfg.redis_max_members_per_key.max(1);
+    let max = members_cap(cfg);
     let mut first = ReadBatch::new();
     for (_, key) in &slot_keys {
         first.zrange_withscores_first(key.as_bytes(), max.saturating_add(1));
@@ -371,6 +370,11 @@ async fn read_slot_sets(
     ))
 }
 
+/// Members read from one slot set at most (`platform.redis_max_members_per_key`, at least 1).
+fn members_cap(cfg: &PlatformConfig) -> u32 {
+    cfg.redis_max_members_per_key.max(1)
+}
+
 /// The `slot_set_truncated` anomaly of each set read only in part, with its size (one `ZCARD`
 /// pipeline, only when there is such a set: a runaway key costs this round trip, a healthy fleet
 /// none).
@@ -383,7 +387,7 @@ async fn size_truncated(
     if truncated.is_empty() {
         return Ok(());
     }
-    let read = u64::from(cfg.redis_max_members_per_key.max(1));
+    let read = u64::from(members_cap(cfg));
     let mut batch = ReadBatch::new();
     for key in truncated.values() {
         batch.zcard(key.as_bytes());

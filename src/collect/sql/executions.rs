@@ -138,8 +138,8 @@ pub(super) fn read_executions(
         // Cheap prefilter first: without an index on `completed_at` every terminal row is read,
         // and `julianday()` on each of them was most of the query (0.7 s at 1 M rows). Text
         // that sorts as a date-time before `text_floor` (14 hours before the cutoff, which
-        // covers any zone offset the parser reads) cannot be in the window, so it is skipped by a plain
-        // comparison. This drops only such date-prefixed text (e.g. `2020-01-01 garbage`) from
+        // covers any zone offset the parser reads) cannot be in the window, so it is skipped by
+        // a plain comparison. This drops only such date-prefixed text (`2020-01-01 garbage`) from
         // the unparseable-value report; every other shape (numbers, NULL, text sorting below
         // '1970' or above the floor) still reaches `julianday()`. Written as three ranges so
         // that a platform with an index on `completed_at` gets index lookups instead of the scan
