@@ -77,38 +77,31 @@ fn unescape(field: &[u8], out: &mut Vec<u8>) {
             b'r' => b'\r',
             b't' => b'\t',
             b'v' => 0x0b,
-            b'0'..=b'7' => {
-                let mut value = u32::from(escaped - b'0');
-                for _ in 0..2 {
-                    match field.get(i) {
-                        Some(d @ b'0'..=b'7') => {
-                            value = value * 8 + u32::from(d - b'0');
-                            i += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                // `\777` overflows a byte; the server never writes it, and it is kept in range.
-                (value & 0xff) as u8
-            }
+            // `\777` overflows a byte; the server never writes it, and it is kept in range.
+            b'0'..=b'7' => (digits(field, &mut i, 8, u32::from(escaped - b'0')) & 0xff) as u8,
             b'x' if field.get(i).is_some_and(u8::is_ascii_hexdigit) => {
-                let mut value = 0u8;
-                for _ in 0..2 {
-                    match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
-                        Some(d) => {
-                            value = value * 16 + d as u8;
-                            i += 1;
-                        }
-                        None => break,
-                    }
-                }
-                value
+                (digits(field, &mut i, 16, 0) & 0xff) as u8
             }
             other => other,
         };
         out.push(decoded);
     }
     out.extend_from_slice(field.get(i..).unwrap_or_default());
+}
+
+/// Up to two more digits of `radix` from `field` at `*i` (an escape's octal or hex tail),
+/// folded into `value`; `*i` moves past the digits taken.
+fn digits(field: &[u8], i: &mut usize, radix: u32, mut value: u32) -> u32 {
+    for _ in 0..2 {
+        match field.get(*i).and_then(|d| char::from(*d).to_digit(radix)) {
+            Some(d) => {
+                value = value * radix + d;
+                *i += 1;
+            }
+            None => break,
+        }
+    }
+    value
 }
 
 #[cfg(test)]
