@@ -158,6 +158,8 @@ struct Sample {
     redis_ms: f64,
     redis_slot_sets_ms: f64,
     sql_statements: u32,
+    /// Rows and agents re-read after the slot read (0 on the healthy fixtures).
+    sql_rechecked: u32,
     redis_round_trips: u32,
     violations: usize,
     non_green: Vec<String>,
@@ -237,6 +239,7 @@ async fn run_command(
             redis_ms: c.redis_ms,
             redis_slot_sets_ms: c.redis_slot_sets_ms,
             sql_statements: c.sql_statements,
+            sql_rechecked: c.sql_rechecked,
             redis_round_trips: c.redis_round_trips,
             violations: result.violations.len(),
             non_green: result
@@ -317,6 +320,7 @@ async fn run_command(
         "redis_ms_median": med_of(|s| s.redis_ms),
         "redis_slot_sets_ms_median": med_of(|s| s.redis_slot_sets_ms),
         "sql_statements": distinct(|s| s.sql_statements),
+        "sql_rechecked": distinct(|s| s.sql_rechecked),
         "redis_round_trips": distinct(|s| s.redis_round_trips),
         "violations": samples.iter().map(|s| s.violations).collect::<Vec<_>>(),
         "non_green": last.map(|s| s.non_green.clone()),

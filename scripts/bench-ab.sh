@@ -66,7 +66,7 @@ for r in $(seq 1 "$ROUNDS"); do
     rm -f "$DIR"/state.db*
     json=$("$exe" run "$DS" "$DB" "$URL" "$DIR/state.db" "$CYCLES")
     echo "$side $r $(echo "$json" | jq -c '{wall_ms_median, sqlite_ms_median, redis_ms_median,
-      redis_slot_sets_ms_median, sql_statements, redis_round_trips, peak_rss_kb, violations: (.violations|add),
+      redis_slot_sets_ms_median, sql_statements, sql_rechecked, redis_round_trips, peak_rss_kb, violations: (.violations|add),
       evaluate_ms: .breakdown_ms.evaluate, executions_read: .snapshot.executions_read}')" \
       | tee -a "$DIR/runs.txt"
   done

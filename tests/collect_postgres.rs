@@ -581,6 +581,9 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
            ('6f1c2d3e-0000-4000-8000-000000000001', 'ghost', 'running', now() at time zone 'utc', 's'); \
          INSERT INTO schedule_executions (id, agent_name, status) VALUES \
            ('6f1c2d3e-0000-4000-8000-000000000002', 'alpha', 'queued'); \
+         INSERT INTO schedule_executions (id, agent_name, status, started_at, claude_session_id) VALUES \
+           ('6f1c2d3e-0000-4000-8000-000000000004', 'alpha', 'running', \
+            now() at time zone 'utc' - interval '1 hour', 's'); \
          INSERT INTO agent_tags (agent_name) VALUES ('ghost'), ('alpha'), (E'odd\\tname\\\\x\\n'); \
          INSERT INTO agent_skills (agent_name) VALUES ('ghost');",
     );
@@ -621,6 +624,20 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
         .collect();
     assert_eq!(e04.len(), 1, "{e04:?}");
     assert_eq!(e04[0]["subject"], "6f1c2d3e-0000-4000-8000-000000000002");
+    // A running row without a slot is re-read by its uuid after the slot read (bound as text,
+    // read as the column's type) and, still running, reported.
+    assert_eq!(result["diagnostics"]["collect"]["sql_rechecked"], 1);
+    let s01: Vec<&Value> = result["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|v| v["invariant_id"] == "S-01")
+        .collect();
+    assert_eq!(s01.len(), 1, "{s01:?}");
+    assert_eq!(
+        s01[0]["observed_state"]["in_sql_only"],
+        serde_json::json!(["6f1c2d3e-0000-4000-8000-000000000004"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -157,7 +157,7 @@ macro_rules! invariant_params {
 pub(crate) use invariant_params;
 
 /// Seconds (possibly fractional) to whole milliseconds, saturating.
-pub(crate) fn seconds_to_ms(seconds: f64) -> i64 {
+pub fn seconds_to_ms(seconds: f64) -> i64 {
     if seconds.is_finite() {
         // `as` saturates for out-of-range floats, which is what a threshold wants.
         (seconds * 1000.0).round() as i64

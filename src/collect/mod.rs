@@ -27,9 +27,10 @@
 //! - [`timestamp`]: the one place timestamps are parsed.
 //!
 //! The Docker containers are read first of all (H-01: running containers contradict an empty
-//! roster, so they must not be younger than the roster view). The Redis slot sets are read
-//! next, then SQLite, while the Redis slot metadata is read
-//! concurrently with SQLite (see [`builtin`]: S-01 relies on that order). A store that cannot be
+//! roster, so they must not be younger than the roster view). Then SQLite, on a blocking thread,
+//! beside the Redis read (slot sets, then their metadata); the few SQL rows and agents the slot
+//! sets contradict are read again after the slot sets (`sql::recheck`), so S-01 and L-03 never
+//! judge a SQL view older than the slot view (see [`builtin`]). A store that cannot be
 //! read is listed in `sources_unavailable` instead of failing the cycle: the invariants that need
 //! it become *unknown*, never green. This module does not log that: the cycle logs it once, where
 //! it is handled.
@@ -73,14 +74,17 @@ pub struct CollectStats {
     pub sql_rows: u64,
     /// Redis round trips (each `SCAN` page and pipeline; the handshake excluded).
     pub redis_round_trips: u32,
-    /// Wall time of the SQLite read, in milliseconds.
+    /// Wall time of the SQLite read (and of its recheck, when one ran), in milliseconds.
     pub sqlite_ms: f64,
-    /// Wall time of the Redis read (slot sets, then metadata), in milliseconds. The metadata
-    /// part overlaps the SQLite read, so the two times may add up to more than the collection.
+    /// Wall time of the Redis read (slot sets, then metadata), in milliseconds. It overlaps the
+    /// SQLite read, so the two times may add up to more than the collection.
     pub redis_ms: f64,
-    /// Of `redis_ms`, the slot-set phase (SCAN and the `ZRANGE` pipeline): the part the SQL read
-    /// waits for (S-01's ordering), so the collection takes about this plus the SQL read.
+    /// Of `redis_ms`, the slot-set phase (SCAN and the `ZRANGE` pipeline), which runs beside the
+    /// SQL read.
     pub redis_slot_sets_ms: f64,
+    /// Running rows and agents read again after the slot read because the slot sets contradicted
+    /// the SQL read (`sql::recheck`); 0 in a healthy cycle, which then runs no extra statement.
+    pub sql_rechecked: u32,
     /// Docker Engine API requests (0 when not configured): 2 + per container 1 inspect + 3 for
     /// the `ps` exec; the one cost that grows with the fleet (the API has no batch calls).
     pub docker_calls: u32,
@@ -118,6 +122,9 @@ pub struct Windows {
     /// (E-06's `max_overdue_seconds`). Every row is still read and its anomalies reported.
     /// `None` keeps every row.
     pub schedule_overdue_ms: Option<i64>,
+    /// S-01's grace: running rows younger than this are not judged, so they need no recheck
+    /// after the slot read (`sql::recheck`). 0 rechecks every running row without a slot.
+    pub s01_grace_ms: i64,
 }
 
 impl Windows {
@@ -132,6 +139,9 @@ impl Windows {
                     .max_overdue_seconds
                     .saturating_mul(1000),
             ),
+            s01_grace_ms: canary_invariants::params::seconds_to_ms(
+                config.invariants.s01.grace_seconds,
+            ),
         }
     }
 }
@@ -142,6 +152,7 @@ impl From<i64> for Windows {
         Windows {
             recent_terminal_ms,
             schedule_overdue_ms: None,
+            s01_grace_ms: 0,
         }
     }
 }
@@ -181,23 +192,23 @@ pub async fn builtin(
         None => None,
     };
     let docker_ms = elapsed_ms(docker_started);
-    // The slot sets first, then SQLite: the SQL view is then never older than the slot-set view,
-    // so a finish caught between its terminal commit and its ZREM shows as a slot whose row has
-    // just completed (S-01's finish grace), never as a running row without a slot. Only the slot
-    // sets carry that guarantee; the slot metadata (S-03's TTLs, S-04's hashes and the delayed
-    // stray recheck) is judged against the slot sets alone, so its pipeline runs while SQLite is
-    // read on a blocking thread instead of before it: only the slot-set phase (SCAN + ZRANGE,
-    // ~120–150 ms at L) still precedes SQLite (benches/RESULTS.md).
-    let redis_started = Instant::now();
-    let slots = redis::read_slots(cfg).await;
-    let redis_slot_sets_ms = elapsed_ms(redis_started);
-    let mut redis_ms = redis_slot_sets_ms;
+    // SQLite on a blocking thread beside the whole Redis read (slot sets, then their
+    // metadata). Its view may then be older than the slot sets' by up to a collection, which
+    // only two findings can tell (S-01's running row whose slot was just released, L-03's slot
+    // set of an agent created meanwhile): those rows and agents are read again below, after the
+    // slot sets, so S-01 and L-03 judge a SQL view never older than the slot view (see
+    // `sql::recheck`). The slot-set phase (~70 ms at L) no longer precedes SQLite
+    // (benches/RESULTS.md).
     let sql_cfg = cfg.clone();
     let sql_task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let outcome = sql::collect(&sql_cfg, cutoffs);
         (outcome, elapsed_ms(started))
     });
+    let redis_started = Instant::now();
+    let slots = redis::read_slots(cfg).await;
+    let redis_slot_sets_ms = elapsed_ms(redis_started);
+    let mut redis_ms = redis_slot_sets_ms;
     let meta_started = Instant::now();
     let redis_outcome = match slots {
         Ok(slots) => slots.read_metadata(cfg).await,
@@ -236,9 +247,28 @@ pub async fn builtin(
             stats.sql_rows = outcome.rows;
             stats.sqlite_ms = ms;
             match outcome.result {
-                Ok((state, found)) => {
-                    snapshot.sql = Some(state);
+                Ok((mut state, found)) => {
                     anomalies.extend(found);
+                    let rechecked = match &redis_outcome.result {
+                        Ok((redis, _)) => {
+                            let suspects = sql::recheck::Suspects::of(
+                                &state,
+                                redis,
+                                taken_at_ms,
+                                windows.s01_grace_ms,
+                            );
+                            recheck(cfg, suspects, &mut state, &mut stats).await
+                        }
+                        // Without the slot sets nothing contradicts the SQL view.
+                        Err(_) => Ok(Vec::new()),
+                    };
+                    match rechecked {
+                        Ok(found) => {
+                            snapshot.sql = Some(state);
+                            anomalies.extend(found);
+                        }
+                        Err(e) => unavailable(&mut snapshot, Source::Sqlite, e),
+                    }
                 }
                 Err(e) => unavailable(&mut snapshot, Source::Sqlite, e.to_string()),
             }
@@ -278,6 +308,41 @@ pub async fn builtin(
     snapshot.anomalies = anomalies;
     snapshot.sources_unavailable.sort_by_key(|s| s.source);
     Collected { snapshot, stats }
+}
+
+/// Re-reads `suspects` (when there are any) after the slot read and puts the fresh view in
+/// `state`; returns the anomalies seen in it, or why the SQL source is unavailable: without the
+/// recheck, S-01 and L-03 could judge a view older than the slot sets, so the SQL read counts as
+/// failed rather than report what may be a finish race (see `sql::recheck`).
+async fn recheck(
+    cfg: &PlatformConfig,
+    suspects: sql::recheck::Suspects,
+    state: &mut canary_invariants::SqlState,
+    stats: &mut CollectStats,
+) -> Result<Vec<Anomaly>, String> {
+    if suspects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let started = Instant::now();
+    let sql_cfg = cfg.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let (result, statements) = sql::recheck::recheck(&sql_cfg, &suspects);
+        (result, statements, suspects)
+    })
+    .await;
+    stats.sqlite_ms += elapsed_ms(started);
+    let (result, statements, suspects) =
+        joined.map_err(|_| "internal error: recheck task failed".to_owned())?;
+    stats.sql_statements += statements;
+    stats.sql_rechecked = u32::try_from(suspects.len()).unwrap_or(u32::MAX);
+    let rechecked = result.map_err(|e| {
+        format!(
+            "re-reading {} running row(s) and {} agent(s) after the slot read: {e}",
+            suspects.ids.len(),
+            suspects.agents.len()
+        )
+    })?;
+    Ok(sql::recheck::apply(state, &suspects, rechecked))
 }
 
 /// Runs `specs` after the built-in collection and adds their results to `collected`: results to

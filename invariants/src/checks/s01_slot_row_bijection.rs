@@ -13,10 +13,11 @@
 //!
 //! The finish race gets the same grace: the platform commits the terminal row, then releases the
 //! slot a few ms later, so an `in_redis_only` id whose row is terminal with a `completed_at`
-//! within the grace is not reported either. The collector reads the Redis slot sets before
-//! SQLite (the slot metadata, which S-01 does not use, is read concurrently with SQLite), so the
-//! SQL view is never older than the slot-set view and a finish caught mid-way always shows this
-//! way (never as a running row without a slot). The fleet soak found this: without it a busy fleet
+//! within the grace is not reported either. The collector makes the SQL view this check judges
+//! never older than the slot-set view: its SQL read runs beside the slot-set read, and every
+//! running row it returned without a slot (past the grace) is read again after the slot sets
+//! (the daemon's `collect::sql::recheck`). So a finish caught mid-way always shows this way,
+//! never as a running row without a slot. The fleet soak found this: without it a busy fleet
 //! raised a false S-01 about once per 200 cycles.
 //!
 //! Agents absent from the roster are L-03's business, not this invariant's.

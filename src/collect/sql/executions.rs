@@ -86,42 +86,9 @@ pub(super) fn read_executions(
 ) -> Result<(Vec<Execution>, Option<ExecutionsTally>), SqlError> {
     let e = &cfg.tables.executions;
     let terminal = &cfg.statuses.terminal;
-    // Placeholders of the select list come first, then those of the filter.
-    let mut params: Vec<Cell> = Vec::new();
     let dialect = r.dialect();
-    let session = if schema.session_id {
-        let c = q(&e.session_id);
-        format!("({c} IS NOT NULL AND CAST({c} AS TEXT) <> '')")
-    } else {
-        "0".to_owned()
-    };
-    // Only queued rows' metadata is fetched: the others are never judged on it.
-    let queued = &cfg.statuses.queued;
-    let backlog = if schema.backlog_metadata && !queued.is_empty() {
-        params.extend(queued.iter().map(|w| Cell::Text(w.clone())));
-        format!(
-            "CASE WHEN {} IN ({}) THEN {} END",
-            q(&e.status),
-            placeholders(queued.len()),
-            q(&e.backlog_metadata)
-        )
-    } else {
-        "NULL".to_owned()
-    };
-    let select = format!(
-        "SELECT {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {}",
-        q(&e.id),
-        q(&e.agent_name),
-        q(&e.status),
-        col_or_null(schema.started_at, &e.started_at),
-        col_or_null(schema.completed_at, &e.completed_at),
-        col_or_null(schema.queued_at, &e.queued_at),
-        col_or_null(schema.lease_expires_at, &e.lease_expires_at),
-        session,
-        backlog,
-        q(&e.table),
-    );
-    let select_params = params;
+    // Placeholders of the select list come first, then those of the filter.
+    let (select, select_params) = select_list(cfg, schema);
     let mut params = select_params.clone();
     let st = q(&e.status);
     let terms = placeholders(terminal.len());
@@ -262,84 +229,175 @@ pub(super) fn read_executions(
         }
         format!("{select} WHERE {filter}")
     };
-    let backlog_column = schema.backlog_metadata;
     let mut out = Vec::new();
     let mut tally = tally.then(|| ExecutionsTally {
         all_text: true,
         per_agent: BTreeMap::new(),
     });
-    r.each_row(
-        &sql,
-        &params,
-        "reading executions",
-        |[
-            id,
-            agent,
-            status,
-            started,
-            completed,
-            queued,
-            lease,
-            session,
-            metadata,
-        ]| {
-            if let Some(tally) = tally.as_mut() {
-                // Before any row is skipped: the SQL arm counts rows whatever their id.
-                tally.add(agent, status, terminal);
-            }
-            let Some(id) = value_text(id) else {
-                anomalies.push(anomaly(
-                    AnomalyKind::NullId,
-                    format!("{}.{}", e.table, e.id),
-                    "row with NULL id skipped",
-                ));
-                return;
-            };
-            let subject = |column: &str| format!("{}.{}.{}", e.table, id, column);
-            let agent_name = value_text(agent).unwrap_or_else(|| {
-                anomalies.push(anomaly(
-                    AnomalyKind::NullAgent,
-                    subject(&e.agent_name),
-                    "NULL agent name",
-                ));
-                String::new()
-            });
-            let status = value_text(status).unwrap_or_else(|| {
-                anomalies.push(anomaly(
-                    AnomalyKind::NullStatus,
-                    subject(&e.status),
-                    "NULL status",
-                ));
-                String::new()
-            });
-            let mut ts =
-                |v: CellRef<'_>, column: &str| parse_ts_value(v, || subject(column), anomalies);
-            let started_at_ms = ts(started, &e.started_at);
-            let completed_at_ms = ts(completed, &e.completed_at);
-            let queued_at_ms = ts(queued, &e.queued_at);
-            let lease_expires_at_ms = ts(lease, &e.lease_expires_at);
-            let phase = classify_phase(&status, &cfg.statuses);
-            let backlog = (backlog_column && phase == Phase::Queued)
-                .then(|| backlog_facts(metadata, &cfg.backlog_metadata_skip));
-            out.push(Execution {
-                phase,
-                id,
-                agent_name,
-                status,
-                started_at_ms,
-                completed_at_ms,
-                queued_at_ms,
-                leased: !lease.is_null(),
-                lease_expires_at_ms,
-                completed_at_set: !completed.is_null(),
-                queued_at_set: !queued.is_null(),
-                has_session: truthy(session),
-                backlog,
-            });
-        },
-    )?;
+    r.each_row(&sql, &params, "reading executions", |cells: Cells<'_>| {
+        if let Some(tally) = tally.as_mut() {
+            // Before any row is skipped: the SQL arm counts rows whatever their id.
+            tally.add(cells[1], cells[2], terminal);
+        }
+        out.extend(execution(cfg, schema, cells, anomalies));
+    })?;
     sort_by_id(&mut out);
     Ok((out, tally))
+}
+
+/// One row of [`select_list`]: id, agent, status, started, completed, queued, lease, session
+/// flag, queued rows' metadata.
+type Cells<'a> = [CellRef<'a>; 9];
+
+/// The select list every executions statement shares (so [`execution`] parses any of them) and
+/// its parameters, which come before those of the statement's filter.
+fn select_list(cfg: &PlatformConfig, schema: &ExecutionsSchema) -> (String, Vec<Cell>) {
+    let e = &cfg.tables.executions;
+    let mut params: Vec<Cell> = Vec::new();
+    let session = if schema.session_id {
+        let c = q(&e.session_id);
+        format!("({c} IS NOT NULL AND CAST({c} AS TEXT) <> '')")
+    } else {
+        "0".to_owned()
+    };
+    // Only queued rows' metadata is fetched: the others are never judged on it.
+    let queued = &cfg.statuses.queued;
+    let backlog = if schema.backlog_metadata && !queued.is_empty() {
+        params.extend(queued.iter().map(|w| Cell::Text(w.clone())));
+        format!(
+            "CASE WHEN {} IN ({}) THEN {} END",
+            q(&e.status),
+            placeholders(queued.len()),
+            q(&e.backlog_metadata)
+        )
+    } else {
+        "NULL".to_owned()
+    };
+    let select = format!(
+        "SELECT {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {}",
+        q(&e.id),
+        q(&e.agent_name),
+        q(&e.status),
+        col_or_null(schema.started_at, &e.started_at),
+        col_or_null(schema.completed_at, &e.completed_at),
+        col_or_null(schema.queued_at, &e.queued_at),
+        col_or_null(schema.lease_expires_at, &e.lease_expires_at),
+        session,
+        backlog,
+        q(&e.table),
+    );
+    (select, params)
+}
+
+/// One row of [`select_list`] as an execution; `None` (with an anomaly) for a NULL id.
+fn execution(
+    cfg: &PlatformConfig,
+    schema: &ExecutionsSchema,
+    [
+        id,
+        agent,
+        status,
+        started,
+        completed,
+        queued,
+        lease,
+        session,
+        metadata,
+    ]: Cells<'_>,
+    anomalies: &mut Vec<Anomaly>,
+) -> Option<Execution> {
+    let e = &cfg.tables.executions;
+    let Some(id) = value_text(id) else {
+        anomalies.push(anomaly(
+            AnomalyKind::NullId,
+            format!("{}.{}", e.table, e.id),
+            "row with NULL id skipped",
+        ));
+        return None;
+    };
+    let subject = |column: &str| format!("{}.{}.{}", e.table, id, column);
+    let agent_name = value_text(agent).unwrap_or_else(|| {
+        anomalies.push(anomaly(
+            AnomalyKind::NullAgent,
+            subject(&e.agent_name),
+            "NULL agent name",
+        ));
+        String::new()
+    });
+    let status = value_text(status).unwrap_or_else(|| {
+        anomalies.push(anomaly(
+            AnomalyKind::NullStatus,
+            subject(&e.status),
+            "NULL status",
+        ));
+        String::new()
+    });
+    let mut ts = |v: CellRef<'_>, column: &str| parse_ts_value(v, || subject(column), anomalies);
+    let started_at_ms = ts(started, &e.started_at);
+    let completed_at_ms = ts(completed, &e.completed_at);
+    let queued_at_ms = ts(queued, &e.queued_at);
+    let lease_expires_at_ms = ts(lease, &e.lease_expires_at);
+    let phase = classify_phase(&status, &cfg.statuses);
+    let backlog = (schema.backlog_metadata && phase == Phase::Queued)
+        .then(|| backlog_facts(metadata, &cfg.backlog_metadata_skip));
+    Some(Execution {
+        phase,
+        id,
+        agent_name,
+        status,
+        started_at_ms,
+        completed_at_ms,
+        queued_at_ms,
+        leased: !lease.is_null(),
+        lease_expires_at_ms,
+        completed_at_set: !completed.is_null(),
+        queued_at_set: !queued.is_null(),
+        has_session: truthy(session),
+        backlog,
+    })
+}
+
+/// The rows whose id is one of `ids`, whatever their status or age, parsed as the main read
+/// parses its rows (S-01's recheck, `sql::recheck`). One statement per `chunk` ids, every id
+/// bound as a parameter; rows sorted by id.
+pub(super) fn read_by_id(
+    r: &mut Reader<'_>,
+    cfg: &PlatformConfig,
+    schema: &ExecutionsSchema,
+    ids: &[String],
+    chunk: usize,
+    anomalies: &mut Vec<Anomaly>,
+) -> Result<Vec<Execution>, SqlError> {
+    let (select, select_params) = select_list(cfg, schema);
+    let mut out = Vec::new();
+    let sqlite = r.dialect() == Dialect::Sqlite;
+    for ids in ids.chunks(chunk.max(1)) {
+        let mut keys: Vec<Cell> = Vec::with_capacity(ids.len());
+        for id in ids {
+            keys.push(Cell::Text(id.clone()));
+            // An id the main read got from an integer cell: SQLite compares an untyped column's
+            // integer with text as unequal, so the integer is asked for too. (PostgreSQL reads
+            // the bound text as the column's type; an integer beside it would not compare.)
+            if sqlite
+                && let Ok(n) = id.parse::<i64>()
+                && n.to_string() == *id
+            {
+                keys.push(Cell::Integer(n));
+            }
+        }
+        let sql = format!(
+            "{select} WHERE {} IN ({})",
+            q(&cfg.tables.executions.id),
+            placeholders(keys.len())
+        );
+        let mut params = select_params.clone();
+        params.extend(keys);
+        r.each_row(&sql, &params, "re-reading executions by id", |cells| {
+            out.extend(execution(cfg, schema, cells, anomalies));
+        })?;
+    }
+    sort_by_id(&mut out);
+    Ok(out)
 }
 
 /// Sorts rows by id, stably (rows with equal ids keep their order), like `sort_by` on the ids,

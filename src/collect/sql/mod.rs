@@ -41,6 +41,7 @@ pub mod preflight;
 mod query;
 pub mod queued;
 mod reader;
+pub mod recheck;
 pub mod roster;
 pub mod schedules;
 pub mod schema;
@@ -227,7 +228,14 @@ fn read_all(
     };
     let mut anomalies = Vec::new();
 
-    let roster = read_roster(r, cfg, &schema.agents, schema.settings, &mut anomalies)?;
+    let roster = read_roster(
+        r,
+        cfg,
+        &schema.agents,
+        schema.settings,
+        None,
+        &mut anomalies,
+    )?;
     let roster_all_text = roster.all_text;
     state.agents = roster.agents;
     state.max_parallel_tasks_ceiling = roster.ceiling;

@@ -5,7 +5,7 @@
 //! It must not read any other table.
 
 use super::error::SqlError;
-use super::query::{col_or_null, q};
+use super::query::{col_or_null, placeholders, q};
 use super::reader::Reader;
 use super::schema::AgentsSchema;
 use super::value::{Cell, CellRef, anomaly, as_integer, truthy, value_text};
@@ -23,12 +23,15 @@ pub(super) struct Roster {
 }
 
 /// The roster and, from the settings table when `settings` says it exists, the concurrency
-/// ceiling, in the same statement (a scalar subquery per row: no statement of its own).
+/// ceiling, in the same statement (a scalar subquery per row: no statement of its own). With
+/// `only`, just the agents of those names (S-01's recheck, `sql::recheck`; the caller keeps the
+/// list short).
 pub(super) fn read_roster(
     r: &mut Reader<'_>,
     cfg: &PlatformConfig,
     schema: &AgentsSchema,
     settings: bool,
+    only: Option<&[String]>,
     anomalies: &mut Vec<Anomaly>,
 ) -> Result<Roster, SqlError> {
     let a = &cfg.tables.agents;
@@ -38,7 +41,7 @@ pub(super) fn read_roster(
         "0".to_owned()
     };
     let st = &cfg.tables.settings;
-    let (ceiling_sql, params) = if settings {
+    let (ceiling_sql, mut params) = if settings {
         (
             format!(
                 "(SELECT s.{} FROM {} AS s WHERE s.{} = ?)",
@@ -51,7 +54,7 @@ pub(super) fn read_roster(
     } else {
         ("NULL".to_owned(), Vec::new())
     };
-    let sql = format!(
+    let mut sql = format!(
         "SELECT {}, {}, {}, {}, {}, {ceiling_sql} FROM {}",
         q(&a.name),
         col_or_null(schema.is_system, &a.is_system),
@@ -63,6 +66,14 @@ pub(super) fn read_roster(
         deleted,
         q(&a.table),
     );
+    if let Some(names) = only {
+        sql.push_str(&format!(
+            " WHERE {} IN ({})",
+            q(&a.name),
+            placeholders(names.len())
+        ));
+        params.extend(names.iter().map(|n| Cell::Text(n.clone())));
+    }
     let defaults = &cfg.agent_defaults;
     let mut agents = Vec::new();
     let mut all_text = true;
