@@ -29,8 +29,8 @@
 //! The Docker containers are read first of all (H-01: running containers contradict an empty
 //! roster, so they must not be younger than the roster view). Then SQLite, on a blocking thread,
 //! beside the Redis read (slot sets, then their metadata); the few SQL rows and agents the slot
-//! sets contradict are read again after the slot sets (`sql::recheck`), so S-01 and L-03 never
-//! judge a SQL view older than the slot view (see [`builtin`]). A store that cannot be
+//! sets contradict are read again after the slot sets (`sql::recheck`), so S-01, S-02 and L-03
+//! never judge a SQL view older than the slot view (see [`builtin`]). A store that cannot be
 //! read is listed in `sources_unavailable` instead of failing the cycle: the invariants that need
 //! it become *unknown*, never green. This module does not log that: the cycle logs it once, where
 //! it is handled.
@@ -194,11 +194,11 @@ pub async fn builtin(
     let docker_ms = elapsed_ms(docker_started);
     // SQLite on a blocking thread beside the whole Redis read (slot sets, then their
     // metadata). Its view may then be older than the slot sets' by up to a collection, which
-    // only two findings can tell (S-01's running row whose slot was just released, L-03's slot
-    // set of an agent created meanwhile): those rows and agents are read again below, after the
-    // slot sets, so S-01 and L-03 judge a SQL view never older than the slot view (see
-    // `sql::recheck`). The slot-set phase (~70 ms at L) no longer precedes SQLite
-    // (benches/RESULTS.md).
+    // only three findings can tell (S-01's running row whose slot was just released, L-03's slot
+    // set of an agent created meanwhile, S-02's slot set over a cap raised meanwhile): those
+    // rows and agents are read again below, after the slot sets, so no check judges a SQL view
+    // older than the slot view (see `sql::recheck`). The slot-set phase (~70 ms at L) no longer
+    // precedes SQLite (benches/RESULTS.md).
     let sql_cfg = cfg.clone();
     let sql_task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -312,8 +312,8 @@ pub async fn builtin(
 
 /// Re-reads `suspects` (when there are any) after the slot read and puts the fresh view in
 /// `state`; returns the anomalies seen in it, or why the SQL source is unavailable: without the
-/// recheck, S-01 and L-03 could judge a view older than the slot sets, so the SQL read counts as
-/// failed rather than report what may be a finish race (see `sql::recheck`).
+/// recheck, S-01, S-02 and L-03 could judge a view older than the slot sets, so the SQL read
+/// counts as failed rather than report what may be a finish race (see `sql::recheck`).
 async fn recheck(
     cfg: &PlatformConfig,
     suspects: sql::recheck::Suspects,

@@ -4,7 +4,9 @@
 //! tags, files, links, reports, non-terminal executions, active chat sessions, pending operator
 //! queue and access requests, agent-scoped API keys) references an agent absent from the roster,
 //! and no slot key exists for such an agent. Soft-deleted agents are in the roster: their child rows
-//! legitimately remain until purge.
+//! legitimately remain until purge. The collector reads a slot-set agent absent from the roster
+//! again after the slot sets, so an agent created and claimed between its SQL read and its slot
+//! read is judged as listed (the daemon's `collect::sql::recheck`).
 //!
 //! Severity: critical when live orchestration is involved (non-terminal execution rows, a slot
 //! key: per the cascade list's severities), major otherwise; a configured override replaces both.

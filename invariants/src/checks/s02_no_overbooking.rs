@@ -2,7 +2,10 @@
 //!
 //! Rule: for every roster agent, the number of members of its slot set, drain sentinels
 //! excluded, is at most its `max_parallel_tasks` (NULL in the platform → 3, applied by the
-//! collector). Agents absent from the roster are L-03's business.
+//! collector). Agents absent from the roster are L-03's business. The collector reads an
+//! over-cap agent's roster row again after the slot sets, so a cap raised and then used between
+//! its SQL read and its slot read is judged by its new value (the daemon's
+//! `collect::sql::recheck`).
 //!
 //! Guards: the check-then-set race of two dispatchers that both saw a free slot and both ZADDed
 //! (the acquire path must be atomic: a Lua script or WATCH/MULTI), and a cap lowered while the
