@@ -19,6 +19,8 @@ use canary::store::StateDb;
 use redis::AsyncCommands;
 use serde_json::Value;
 
+use crate::support::cli::violations_of;
+
 const TIMEOUT: i64 = 600;
 
 struct Env {
@@ -141,15 +143,6 @@ fn run_canary(config: &Path, extra: &[&str]) -> (i32, String, String) {
 
 fn outcome<'a>(result: &'a Value, id: &str) -> &'a str {
     result["outcomes"][id].as_str().unwrap_or("absent")
-}
-
-fn violations_of<'a>(result: &'a Value, id: &str) -> Vec<&'a Value> {
-    result["violations"]
-        .as_array()
-        .expect("violations array")
-        .iter()
-        .filter(|v| v["invariant_id"] == id)
-        .collect()
 }
 
 fn transitions(result: &Value) -> Vec<(String, String)> {

@@ -25,7 +25,7 @@ use canary::fleet::postgres_server::PostgresServer;
 use canary::fleet::seed::{SeedSpec, seed};
 use serde_json::Value;
 
-use crate::support::cli::canary;
+use crate::support::cli::{canary, violations_of};
 
 use crate::support::postgres::{self as pg, Fixture};
 use crate::support::redis_server;
@@ -601,12 +601,7 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
     let (code, result, stderr) = check(&env.config("c.yaml", "", ""));
     assert_eq!(code, 1, "{}\n{stderr}", outcomes(&result));
     assert_eq!(result["sources_unavailable"], serde_json::json!([]));
-    let l03: Vec<&Value> = result["violations"]
-        .as_array()
-        .expect("violations")
-        .iter()
-        .filter(|v| v["invariant_id"] == "L-03")
-        .collect();
+    let l03 = violations_of(&result, "L-03");
     assert_eq!(l03.len(), 2, "{l03:?}");
     assert_eq!(l03[0]["subject"], "ghost");
     assert_eq!(l03[0]["severity"], "critical", "a live execution row");
@@ -616,23 +611,13 @@ async fn uuid_ids_and_names_of_mixed_types_read_and_join_as_text() {
         assert!(tables.contains(table), "{table}: {tables}");
     }
     // E-04 names the queued row (no queued_at, no metadata) by its uuid, carried as text.
-    let e04: Vec<&Value> = result["violations"]
-        .as_array()
-        .expect("violations")
-        .iter()
-        .filter(|v| v["invariant_id"] == "E-04")
-        .collect();
+    let e04 = violations_of(&result, "E-04");
     assert_eq!(e04.len(), 1, "{e04:?}");
     assert_eq!(e04[0]["subject"], "6f1c2d3e-0000-4000-8000-000000000002");
     // A running row without a slot is re-read by its uuid after the slot read (bound as text,
     // read as the column's type) and, still running, reported.
     assert_eq!(result["diagnostics"]["collect"]["sql_rechecked"], 1);
-    let s01: Vec<&Value> = result["violations"]
-        .as_array()
-        .expect("violations")
-        .iter()
-        .filter(|v| v["invariant_id"] == "S-01")
-        .collect();
+    let s01 = violations_of(&result, "S-01");
     assert_eq!(s01.len(), 1, "{s01:?}");
     assert_eq!(
         s01[0]["observed_state"]["in_sql_only"],

@@ -14,7 +14,7 @@ use canary::fleet::redis_server::RedisServer;
 use rusqlite::Connection;
 use serde_json::Value;
 
-use crate::support::cli::canary;
+use crate::support::cli::{canary, violations_of};
 
 use crate::support::platform_db::{AgentRow, PlatformDb};
 
@@ -93,15 +93,6 @@ fn validate_cmd(config: &Path) -> (i32, String, String) {
 
 fn outcome<'a>(result: &'a Value, id: &str) -> &'a str {
     result["outcomes"][id].as_str().unwrap_or("absent")
-}
-
-fn violations_of<'a>(result: &'a Value, id: &str) -> Vec<&'a Value> {
-    result["violations"]
-        .as_array()
-        .expect("violations array")
-        .iter()
-        .filter(|v| v["invariant_id"] == id)
-        .collect()
 }
 
 fn transitions(result: &Value) -> Vec<(String, String)> {
