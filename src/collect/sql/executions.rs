@@ -237,7 +237,8 @@ pub(super) fn read_executions(
     r.each_row(&sql, &params, "reading executions", |cells: Cells<'_>| {
         if let Some(tally) = tally.as_mut() {
             // Before any row is skipped: the SQL arm counts rows whatever their id.
-            tally.add(cells[1], cells[2], terminal);
+            let [_, agent, status, ..] = cells;
+            tally.add(agent, status, terminal);
         }
         out.extend(execution(cfg, schema, cells, anomalies));
     })?;

@@ -55,8 +55,9 @@ impl Suspects {
     /// `grace_ms` of it are S-01's to ignore, so they are not suspects either.
     pub fn of(sql: &SqlState, redis: &RedisState, taken_at_ms: i64, grace_ms: i64) -> Suspects {
         // Asked, never walked (the lists below come out of ordered sets): hashed, since at
-        // 10 000 agents this runs on the cycle's critical path after the SQL read.
-        let roster: HashSet<&str> = sql.agents.iter().map(|a| a.name.as_str()).collect();
+        // 10 000 agents this runs on the cycle's critical path after the SQL read. `caps` is
+        // also the roster (every roster agent has a cap).
+        let caps = sql.strictest_per_agent(|a| a.max_parallel_tasks);
         let held: HashSet<(&str, &str)> = redis
             .slot_sets
             .iter()
@@ -76,12 +77,11 @@ impl Suspects {
                 row.phase == Phase::Running
                     && row.legible_lease().is_none()
                     && !young(row.started_at_ms)
-                    && roster.contains(row.agent_name.as_str())
+                    && caps.contains(row.agent_name.as_str())
                     && !held.contains(&(row.agent_name.as_str(), row.id.as_str()))
             })
             .map(|row| row.id.as_str())
             .collect();
-        let caps = sql.strictest_per_agent(|a| a.max_parallel_tasks);
         let agents: BTreeSet<&str> = redis
             .slot_sets
             .iter()
