@@ -1,8 +1,10 @@
 //! What a cycle costs the platform: on the production-shaped fixture (the platform's own indexes
 //! on `schedule_executions`), no statement scans the history table, on SQLite (`EXPLAIN QUERY
 //! PLAN`) and PostgreSQL (`EXPLAIN`); rows read grow with live rows and the window, not history.
+//! The recheck after the slot read (`sql::recheck`) looks its rows up by key, never by a scan.
 
 use canary::clock::now_ms;
+use canary::collect::sql::recheck::{Suspects, recheck_explained};
 use canary::collect::sql::{StatementPlan, collect_explained};
 use canary::config::PlatformConfig;
 
@@ -72,6 +74,34 @@ fn executions_plan(plans: &[StatementPlan]) -> &StatementPlan {
         .unwrap_or_else(|| panic!("no executions plan: {}", render(plans)))
 }
 
+/// The plans of a recheck of every non-terminal row the main read returned, an id that does not
+/// exist, a roster agent and one absent from the roster (as many keys as a bad cycle might have).
+fn recheck_plans(cfg: &PlatformConfig, state: &canary_invariants::SqlState) -> Vec<StatementPlan> {
+    let mut ids: Vec<String> = state
+        .executions
+        .iter()
+        .filter(|e| e.phase != canary_invariants::Phase::Terminal)
+        .map(|e| e.id.clone())
+        .collect();
+    assert!(!ids.is_empty(), "the fixture has live rows");
+    ids.push("no-such-id".to_owned());
+    ids.sort();
+    let suspects = Suspects {
+        ids,
+        agents: vec!["agent-00".to_owned(), "ghost".to_owned()],
+    };
+    let (result, plans) = recheck_explained(cfg, &suspects);
+    result.expect("recheck");
+    assert!(
+        plans
+            .iter()
+            .any(|p| p.step == "re-reading executions by id"),
+        "{}",
+        render(&plans)
+    );
+    plans
+}
+
 fn render(plans: &[StatementPlan]) -> String {
     plans
         .iter()
@@ -93,6 +123,10 @@ fn sqlite_statements_never_scan_the_history() {
     // The live rows and the window's, not the 2 000 old ones.
     assert_eq!(state.executions.len(), 40);
     assert!(outcome.rows < 200, "rows read: {}", outcome.rows);
+    let plans = recheck_plans(&config(&db), &state);
+    eprintln!("recheck:\n{}", render(&plans));
+    let scanning: Vec<&StatementPlan> = plans.iter().filter(|p| scans_history(p)).collect();
+    assert!(scanning.is_empty(), "recheck: {}", render(&plans));
 }
 
 /// Every value shape the window read must handle, in and out of the window.
@@ -364,6 +398,14 @@ fn postgres_statements_never_scan_the_history() {
             outcome.rows < 200,
             "{fixture:?}: rows read: {}",
             outcome.rows
+        );
+        let plans = recheck_plans(&pg_config(&url), &state);
+        eprintln!("{fixture:?} recheck:\n{}", render(&plans));
+        let scanning: Vec<&StatementPlan> = plans.iter().filter(|p| scans_history(p)).collect();
+        assert!(
+            scanning.is_empty(),
+            "{fixture:?} recheck: {}",
+            render(&plans)
         );
     }
 }

@@ -30,7 +30,7 @@ use canary_invariants::{Agent, Anomaly, Execution, Phase, RedisState, SqlState};
 
 use super::error::SqlError;
 use super::executions::read_by_id;
-use super::reader::{Conn, Dialect, Reader};
+use super::reader::{Conn, Dialect, Reader, StatementPlan};
 use super::roster::read_roster;
 use super::schema::Schema;
 use super::{check_identifiers, open_read_only, postgres, sqlite};
@@ -124,11 +124,36 @@ pub struct Rechecked {
 /// configured). Returns the outcome and the statements it ran (pragmas and the transaction
 /// bracket included, as the main read counts them).
 pub fn recheck(cfg: &PlatformConfig, suspects: &Suspects) -> (Result<Rechecked, SqlError>, u32) {
+    let (result, statements, _) = recheck_counted(cfg, suspects, false);
+    (result, statements)
+}
+
+/// [`recheck`], also asking the database for the plan of every query it runs (the plan tests,
+/// as `sql::collect_explained` for the main read; not counted in the statements).
+pub fn recheck_explained(
+    cfg: &PlatformConfig,
+    suspects: &Suspects,
+) -> (Result<Rechecked, SqlError>, Vec<StatementPlan>) {
+    let (result, _, plans) = recheck_counted(cfg, suspects, true);
+    (result, plans)
+}
+
+fn recheck_counted(
+    cfg: &PlatformConfig,
+    suspects: &Suspects,
+    explain: bool,
+) -> (Result<Rechecked, SqlError>, u32, Vec<StatementPlan>) {
     let (mut statements, mut pragma) = (0, 0);
+    let mut plans = Vec::new();
     let mut run = |conn: Conn<'_>| {
-        let mut reader = Reader::new(conn);
+        let mut reader = if explain {
+            Reader::explaining(conn)
+        } else {
+            Reader::new(conn)
+        };
         let result = reader.in_read_transaction(|r| read(r, cfg, suspects));
         statements += reader.statements();
+        plans = reader.take_plans();
         result
     };
     let result = check_identifiers(cfg).and_then(|()| match cfg.database()? {
@@ -142,7 +167,7 @@ pub fn recheck(cfg: &PlatformConfig, suspects: &Suspects) -> (Result<Rechecked, 
             run(Conn::Postgres(&mut client))
         }
     });
-    (result, statements + pragma)
+    (result, statements + pragma, plans)
 }
 
 fn read(
