@@ -125,15 +125,41 @@ fn collect_counted(
     local_cascade: bool,
     explain: bool,
 ) -> (SqliteOutcome, Vec<StatementPlan>) {
-    let (mut statements, mut rows, mut sqlite_opened) = (0, 0, false);
-    let mut plans = Vec::new();
-    let mut run = |conn: Conn<'_>| {
+    let read = read_transaction(cfg, explain, |r| read_all(r, cfg, cutoffs, local_cascade));
+    let outcome = SqliteOutcome {
+        result: read.result,
+        statements: read.statements,
+        rows: read.rows,
+    };
+    (outcome, read.plans)
+}
+
+/// What [`read_transaction`] ran and returned.
+struct Transaction<T> {
+    result: Result<T, SqlError>,
+    /// Statements executed: the transaction bracket, and the `query_only` pragma on SQLite.
+    statements: u32,
+    rows: u64,
+    /// The plans of the queries, when asked for (empty otherwise).
+    plans: Vec<StatementPlan>,
+}
+
+/// Runs `body` in one read transaction on a fresh read-only connection to the configured
+/// database (SQLite `mode=ro` + `query_only`, or a PostgreSQL session in a read-only
+/// transaction), recording the plan of every query when `explain` is set.
+fn read_transaction<T>(
+    cfg: &PlatformConfig,
+    explain: bool,
+    body: impl FnOnce(&mut Reader<'_>) -> Result<T, SqlError>,
+) -> Transaction<T> {
+    let (mut statements, mut rows, mut plans, mut pragma) = (0, 0, Vec::new(), 0);
+    let run = |conn: Conn<'_>| {
         let mut reader = if explain {
             Reader::explaining(conn)
         } else {
             Reader::new(conn)
         };
-        let result = reader.in_read_transaction(|r| read_all(r, cfg, cutoffs, local_cascade));
+        let result = reader.in_read_transaction(body);
         statements += reader.statements();
         rows += reader.rows_read();
         plans = reader.take_plans();
@@ -142,7 +168,7 @@ fn collect_counted(
     let result = check_identifiers(cfg).and_then(|()| match cfg.database()? {
         PlatformDatabase::Sqlite(path) => {
             let conn = open_read_only(&path, cfg.sqlite_busy_timeout)?;
-            sqlite_opened = true;
+            pragma = 1; // the query_only pragma
             run(Conn::Sqlite(&conn))
         }
         PlatformDatabase::Postgres(url) => {
@@ -151,15 +177,12 @@ fn collect_counted(
             run(Conn::Postgres(&mut client))
         }
     });
-    if sqlite_opened {
-        statements += 1; // the query_only pragma
-    }
-    let outcome = SqliteOutcome {
+    Transaction {
         result,
-        statements,
+        statements: statements + pragma,
         rows,
-    };
-    (outcome, plans)
+        plans,
+    }
 }
 
 fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqlError> {

@@ -30,11 +30,11 @@ use canary_invariants::{Agent, Anomaly, Execution, Phase, RedisState, SqlState};
 
 use super::error::SqlError;
 use super::executions::read_by_id;
-use super::reader::{Conn, Dialect, Reader, StatementPlan};
+use super::reader::{Dialect, Reader, StatementPlan};
 use super::roster::read_roster;
 use super::schema::Schema;
-use super::{check_identifiers, open_read_only, postgres, sqlite};
-use crate::config::platform::{PlatformConfig, PlatformDatabase};
+use super::{postgres, read_transaction, sqlite};
+use crate::config::platform::PlatformConfig;
 
 /// Ids or names per statement (keeps every parameter list short on both engines).
 const CHUNK: usize = 500;
@@ -143,31 +143,8 @@ fn recheck_counted(
     suspects: &Suspects,
     explain: bool,
 ) -> (Result<Rechecked, SqlError>, u32, Vec<StatementPlan>) {
-    let (mut statements, mut pragma) = (0, 0);
-    let mut plans = Vec::new();
-    let mut run = |conn: Conn<'_>| {
-        let mut reader = if explain {
-            Reader::explaining(conn)
-        } else {
-            Reader::new(conn)
-        };
-        let result = reader.in_read_transaction(|r| read(r, cfg, suspects));
-        statements += reader.statements();
-        plans = reader.take_plans();
-        result
-    };
-    let result = check_identifiers(cfg).and_then(|()| match cfg.database()? {
-        PlatformDatabase::Sqlite(path) => {
-            let conn = open_read_only(&path, cfg.sqlite_busy_timeout)?;
-            pragma = 1; // the query_only pragma
-            run(Conn::Sqlite(&conn))
-        }
-        PlatformDatabase::Postgres(url) => {
-            let mut client = postgres::connect(cfg, &url)?;
-            run(Conn::Postgres(&mut client))
-        }
-    });
-    (result, statements + pragma, plans)
+    let read = read_transaction(cfg, explain, |r| read(r, cfg, suspects));
+    (read.result, read.statements, read.plans)
 }
 
 fn read(
