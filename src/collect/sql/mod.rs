@@ -234,17 +234,23 @@ fn check_identifiers(cfg: &PlatformConfig) -> Result<(), SqlError> {
     }
 }
 
+/// The catalog of the configured dialect, typed into the [`Schema`] every statement is built
+/// from (the main read and `recheck` both start with it).
+fn read_schema(r: &mut Reader<'_>, cfg: &PlatformConfig) -> Result<Schema, SqlError> {
+    let catalog = match r.dialect() {
+        Dialect::Sqlite => sqlite::read_catalog(r, cfg)?,
+        Dialect::Postgres => postgres::read_catalog(r, cfg)?,
+    };
+    Schema::resolve(&catalog, cfg)
+}
+
 fn read_all(
     r: &mut Reader<'_>,
     cfg: &PlatformConfig,
     cutoffs: Cutoffs,
     local_cascade: bool,
 ) -> Result<(SqlState, Vec<Anomaly>), SqlError> {
-    let catalog = match r.dialect() {
-        Dialect::Sqlite => sqlite::read_catalog(r, cfg)?,
-        Dialect::Postgres => postgres::read_catalog(r, cfg)?,
-    };
-    let schema = Schema::resolve(&catalog, cfg)?;
+    let schema = read_schema(r, cfg)?;
     let mut state = SqlState {
         missing_fields: schema.missing_fields(),
         ..SqlState::default()

@@ -20,9 +20,9 @@
 //! `completed_at`), a new agent as listed, a raised cap as raised; a real leak, orphan or
 //! overbooking is read again and stays. A healthy cycle has no suspect and runs nothing.
 //!
-//! It must not judge anything (the lists are S-01's and L-03's candidates, not findings), read
-//! anything else, nor write: the connection is read-only and `query_only` (SQLite) or in a
-//! read-only transaction (PostgreSQL).
+//! It must not judge anything (the lists are S-01's, S-02's and L-03's candidates, not
+//! findings), read anything else, nor write: the connection is read-only and `query_only`
+//! (SQLite) or in a read-only transaction (PostgreSQL).
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -30,10 +30,9 @@ use canary_invariants::{Agent, Anomaly, Execution, Phase, RedisState, SqlState};
 
 use super::error::SqlError;
 use super::executions::read_by_id;
-use super::reader::{Dialect, Reader, StatementPlan};
+use super::reader::{Reader, StatementPlan};
 use super::roster::read_roster;
-use super::schema::Schema;
-use super::{postgres, read_transaction, sqlite};
+use super::{read_schema, read_transaction};
 use crate::config::platform::PlatformConfig;
 
 /// Ids or names per statement (keeps every parameter list short on both engines).
@@ -124,8 +123,8 @@ pub struct Rechecked {
 /// configured). Returns the outcome and the statements it ran (pragmas and the transaction
 /// bracket included, as the main read counts them).
 pub fn recheck(cfg: &PlatformConfig, suspects: &Suspects) -> (Result<Rechecked, SqlError>, u32) {
-    let (result, statements, _) = recheck_counted(cfg, suspects, false);
-    (result, statements)
+    let read = read_transaction(cfg, false, |r| read(r, cfg, suspects));
+    (read.result, read.statements)
 }
 
 /// [`recheck`], also asking the database for the plan of every query it runs (the plan tests,
@@ -134,17 +133,8 @@ pub fn recheck_explained(
     cfg: &PlatformConfig,
     suspects: &Suspects,
 ) -> (Result<Rechecked, SqlError>, Vec<StatementPlan>) {
-    let (result, _, plans) = recheck_counted(cfg, suspects, true);
-    (result, plans)
-}
-
-fn recheck_counted(
-    cfg: &PlatformConfig,
-    suspects: &Suspects,
-    explain: bool,
-) -> (Result<Rechecked, SqlError>, u32, Vec<StatementPlan>) {
-    let read = read_transaction(cfg, explain, |r| read(r, cfg, suspects));
-    (read.result, read.statements, read.plans)
+    let read = read_transaction(cfg, true, |r| read(r, cfg, suspects));
+    (read.result, read.plans)
 }
 
 fn read(
@@ -154,11 +144,7 @@ fn read(
 ) -> Result<Rechecked, SqlError> {
     // The schema again (the main read's may be gone with its connection): the same columns are
     // selected, so the fresh rows are parsed exactly as the old ones were.
-    let catalog = match r.dialect() {
-        Dialect::Sqlite => sqlite::read_catalog(r, cfg)?,
-        Dialect::Postgres => postgres::read_catalog(r, cfg)?,
-    };
-    let schema = Schema::resolve(&catalog, cfg)?;
+    let schema = read_schema(r, cfg)?;
     let mut out = Rechecked::default();
     if !suspects.ids.is_empty() {
         out.executions = read_by_id(
