@@ -774,7 +774,14 @@ pub(super) fn command_key(cmd: &Cmd) -> &[u8] {
 impl ReadBatch {
     /// An empty batch.
     pub fn new() -> ReadBatch {
-        let mut pipe = redis::pipe();
+        ReadBatch::with_capacity(0)
+    }
+
+    /// An empty batch with room for `commands` reads: the large batches (a read per slot set,
+    /// two per slot member) know their size, and growing a vector of 60 000 commands step by
+    /// step copies it a dozen times.
+    pub fn with_capacity(commands: usize) -> ReadBatch {
+        let mut pipe = redis::Pipeline::with_capacity(commands);
         // Per-command errors (`WRONGTYPE`, a cluster's `MOVED`) come back in place.
         pipe.ignore_errors();
         ReadBatch { pipe }
@@ -811,7 +818,8 @@ impl ReadBatch {
 
     /// A batch of `cmds` (one node's share of a cluster batch).
     pub(super) fn of<'a>(cmds: impl IntoIterator<Item = &'a Cmd>) -> ReadBatch {
-        let mut batch = ReadBatch::new();
+        let cmds = cmds.into_iter();
+        let mut batch = ReadBatch::with_capacity(cmds.size_hint().0);
         for cmd in cmds {
             batch.pipe.add_command(cmd.clone());
         }

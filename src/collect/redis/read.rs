@@ -275,7 +275,8 @@ async fn read_slot_sets(
     // without a `ZCARD` per key (10 000 commands at L); such a set's size is asked in the second
     // phase (`size_truncated`). A runaway key costs at most `max` members of memory.
     let max = members_cap(cfg);
-    let mut first = ReadBatch::new();
+    // One read per slot set, the heartbeat and one per pilot.
+    let mut first = ReadBatch::with_capacity(slot_keys.len() + 1 + cfg.pull.pilot_agents.len());
     for (_, key) in &slot_keys {
         first.zrange_withscores_first(key.as_bytes(), max.saturating_add(1));
     }
@@ -539,7 +540,7 @@ async fn read_meta_chunk(
     anomalies: &mut Vec<Anomaly>,
 ) -> Result<(), RedisSourceError> {
     let keys = &cfg.keys;
-    let mut batch = ReadBatch::new();
+    let mut batch = ReadBatch::with_capacity(2 * chunk.len());
     let mut wanted: Vec<(usize, usize)> = Vec::with_capacity(chunk.len());
     // One buffer for every member's key: the batch copies the bytes it needs.
     let mut meta_key = String::new();
