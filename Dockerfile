@@ -13,6 +13,11 @@
 ########## build ##########
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
+# jemalloc (canary's allocator) is built from its C source by its configure script and make,
+# which the slim image lacks (it has cc).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
 
 # 1. Dependencies only. Manifests plus stub targets, so this layer (the slow one) is rebuilt
 #    only when Cargo.toml or Cargo.lock change, not on every source edit.
