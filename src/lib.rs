@@ -15,19 +15,14 @@
 //! - [`fleet`]: a synthetic platform (schema, seeding, private `redis-server`) for the demo and tests.
 //! - [`cli`]: subcommands and output formats.
 //!
+//! [`allocator`] declares the process allocator (jemalloc, one arena).
+//!
 //! Leaf modules everything may use: [`clock`] (the one clock), [`timing`] (when a scheduled
 //! cycle fires; pure), [`report`] (the stdout writer). [`exit`] holds the exit codes and the
 //! error → code mapping for the binary's edge.
 
-/// Every binary built on this library (the daemon, the cycle bench, the tests) allocates through
-/// jemalloc, declared here rather than in `main.rs` so that the bench measures the allocator the
-/// daemon ships with. A cycle makes and frees hundreds of thousands of small blocks (the Redis
-/// driver's replies, the rows, the snapshot's strings); with glibc's malloc they were a fifth of
-/// the Redis read's instructions (benches/RESULTS.md, "Issue 15, sixth stop").
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 pub mod alert;
+pub mod allocator;
 pub mod cli;
 pub mod clock;
 pub mod collect;
