@@ -6,7 +6,7 @@
 //! Why: a cycle makes and frees hundreds of thousands of small blocks (the Redis driver's
 //! replies, the rows, the snapshot's strings); with glibc's malloc they were a fifth of the Redis
 //! read's instructions, and glibc's per-thread arenas held the L cycle's peak RSS at ~100–125 MB
-//! for ~45 MB of live heap (benches/RESULTS.md, "Issue 15, sixth stop").
+//! for ~42 MB of live heap (massif; benches/RESULTS.md, "Issue 15, sixth stop").
 //!
 //! This module owns nothing else; it must not tune the allocator at run time.
 
