@@ -6,7 +6,9 @@
 //! Why: a cycle makes and frees hundreds of thousands of small blocks (the Redis driver's
 //! replies, the rows, the snapshot's strings); with glibc's malloc they were a fifth of the Redis
 //! read's instructions, and glibc's per-thread arenas held the L cycle's peak RSS at ~100–125 MB
-//! for ~42 MB of live heap (massif; benches/RESULTS.md, "Issue 15, sixth stop").
+//! for ~42 MB of live heap (massif; benches/RESULTS.md, "Issue 15, sixth stop"). jemalloc
+//! rather than mimalloc: mimalloc cut as many instructions but raised that peak by ~40 MB, past
+//! the 120 MB target.
 //!
 //! This module owns nothing else; it must not tune the allocator at run time.
 
