@@ -233,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn only_what_s01_and_l03_would_report_is_suspect() {
+    fn only_what_s01_s02_and_l03_would_report_is_suspect() {
         let snapshot = SnapshotBuilder::new()
             .agent("a")
             .agent("b")
